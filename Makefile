@@ -1,0 +1,46 @@
+# Urban Stack — the two commands that matter: `make demo` and `make test`.
+# Both install what is missing (a virtualenv in .venv; builds and downloads
+# cached under ~/.cache/urbanstack) and are safe to run twice.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+
+.PHONY: install demo test unit up down purge status clean
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	@rm -f $(VENV)/.installed-* && touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: bring the local platform up and show what runs where
+demo: install
+	$(BIN)/urbanstack dev up
+
+## test: bring up what the tests need and run the whole suite
+test: install
+	$(BIN)/urbanstack dev up
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## unit: the tests that need no running service
+unit: install
+	URBANSTACK_TEST_NO_PLATFORM=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+up: install
+	$(BIN)/urbanstack dev up
+
+down: install
+	$(BIN)/urbanstack dev down
+
+purge: install
+	$(BIN)/urbanstack dev down --purge
+
+status: install
+	$(BIN)/urbanstack dev status
+
+clean:
+	rm -rf $(VENV) build *.egg-info

@@ -1,0 +1,79 @@
+"""Session fixtures: the real local platform, started once (or reused), and
+ready clients for each backend."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from urbanstack.settings import Settings
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@pytest.fixture(scope="session")
+def platform(settings):
+    """Bring the whole local platform up once per session (no-op if it runs)."""
+    from urbanstack.devplatform import platform as dev_platform
+
+    if os.environ.get("URBANSTACK_TEST_NO_PLATFORM"):
+        pytest.skip("URBANSTACK_TEST_NO_PLATFORM is set: integration tests need the local platform")
+    dev_platform.up(settings)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def kube_api(platform):
+    import kubernetes
+
+    return kubernetes.config.new_client_from_config(config_file=str(platform.kubeconfig))
+
+
+@pytest.fixture(scope="session")
+def kafka_admin(platform):
+    from confluent_kafka.admin import AdminClient
+
+    from urbanstack.devplatform import kafka
+
+    return AdminClient(kafka.admin_config(platform))
+
+
+@pytest.fixture(scope="session")
+def keycloak_admin(platform):
+    from keycloak import KeycloakAdmin, KeycloakOpenIDConnection
+
+    from urbanstack.devplatform import keycloak
+
+    connection = KeycloakOpenIDConnection(
+        server_url=platform.keycloak_url, username=keycloak.ADMIN_USER,
+        password=keycloak.admin_password(platform), realm_name="master", user_realm_name="master",
+        verify=True,
+    )
+    return KeycloakAdmin(connection=connection)
+
+
+@pytest.fixture(scope="session")
+def warehouse(settings):
+    """A warehouse client: the embedded chDB by default, a server when
+    URBANSTACK_WAREHOUSE_URL points at one. The test process owns the chDB path."""
+    from urbanstack import warehouse as wh
+
+    url = settings.warehouse_url
+    if wh.is_embedded(url):
+        # The test session must not fight a demo or operator over the data path.
+        url = f"chdb://{settings.state_dir / 'warehouse-tests'}"
+    return wh.connect(url)
+
+
+@pytest.fixture(scope="session")
+def shared_fixtures() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"real sample data lives in {SHARED}, which is absent in this checkout")
+    return SHARED / "fixtures"

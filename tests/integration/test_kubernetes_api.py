@@ -1,0 +1,143 @@
+"""The local Kubernetes API server behaves like a real cluster's control plane."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import kubernetes
+import pytest
+from kubernetes.client.rest import ApiException
+
+pytestmark = pytest.mark.platform
+
+GROUP = "probe.urbanstack.io"
+
+
+def _crd(plural: str) -> dict:
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.{GROUP}"},
+        "spec": {
+            "group": GROUP,
+            "scope": "Cluster",
+            "names": {"plural": plural, "singular": plural[:-1], "kind": plural.capitalize()[:-1]},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {
+                    "type": "object",
+                    "properties": {
+                        "spec": {"type": "object", "properties": {
+                            "colour": {"type": "string", "enum": ["red", "green"]},
+                            "size": {"type": "integer", "minimum": 1}}},
+                        "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    },
+                }},
+            }],
+        },
+    }
+
+
+def _wait_established(ext, name: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        crd = ext.read_custom_resource_definition(name)
+        if any(c.type == "Established" and c.status == "True" for c in (crd.status.conditions or [])):
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"CRD {name} never became Established")
+
+
+def test_version_is_stamped(kube_api):
+    info = kubernetes.client.VersionApi(kube_api).get_code()
+    assert info.git_version.startswith("v1."), info.git_version
+    assert info.git_version != "v0.0.0-master"
+
+
+def test_crd_object_roundtrip_and_watch(kube_api):
+    ext = kubernetes.client.ApiextensionsV1Api(kube_api)
+    custom = kubernetes.client.CustomObjectsApi(kube_api)
+    plural = f"widgets{uuid.uuid4().hex[:6]}s"
+    crd = _crd(plural)
+    ext.create_custom_resource_definition(crd)
+    try:
+        _wait_established(ext, crd["metadata"]["name"])
+        body = {"apiVersion": f"{GROUP}/v1", "kind": crd["spec"]["names"]["kind"],
+                "metadata": {"name": "one"}, "spec": {"colour": "red", "size": 3}}
+        created = custom.create_cluster_custom_object(GROUP, "v1", plural, body)
+        read = custom.get_cluster_custom_object(GROUP, "v1", plural, "one")
+        assert read["spec"] == {"colour": "red", "size": 3}
+        assert read["metadata"]["generation"] == 1
+
+        # The schema is enforced by the API server.
+        bad = dict(body, metadata={"name": "bad"}, spec={"colour": "blue", "size": 0})
+        with pytest.raises(ApiException) as rejected:
+            custom.create_cluster_custom_object(GROUP, "v1", plural, bad)
+        assert rejected.value.status == 422
+
+        # A watch started now sees the update arrive.
+        seen: list[dict] = []
+        watch = kubernetes.watch.Watch()
+
+        def consume():
+            for event in watch.stream(custom.list_cluster_custom_object, GROUP, "v1", plural,
+                                      resource_version=created["metadata"]["resourceVersion"],
+                                      timeout_seconds=20):
+                if event["type"] == "MODIFIED":
+                    seen.append(event["object"])
+                    watch.stop()
+
+        thread = threading.Thread(target=consume)
+        thread.start()
+        custom.patch_cluster_custom_object(GROUP, "v1", plural, "one", {"spec": {"colour": "green"}})
+        thread.join(timeout=25)
+        assert seen, "the watch did not deliver the update"
+        assert seen[0]["spec"]["colour"] == "green"
+        assert seen[0]["metadata"]["generation"] == 2
+
+        # Status goes through the status subresource and does not bump generation.
+        custom.patch_cluster_custom_object_status(GROUP, "v1", plural, "one", {"status": {"phase": "Ready"}})
+        after = custom.get_cluster_custom_object(GROUP, "v1", plural, "one")
+        assert after["status"]["phase"] == "Ready"
+        assert after["metadata"]["generation"] == 2
+    finally:
+        ext.delete_custom_resource_definition(crd["metadata"]["name"])
+
+
+def test_namespace_finishes_deleting(kube_api):
+    core = kubernetes.client.CoreV1Api(kube_api)
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    core.create_namespace({"metadata": {"name": name}})
+    core.create_namespaced_config_map(name, {"metadata": {"name": "content"}, "data": {"a": "b"}})
+    # The controller manager creates the default service account in new namespaces.
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(sa.metadata.name == "default" for sa in core.list_namespaced_service_account(name).items):
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError("no 'default' service account: is kube-controller-manager running?")
+
+    core.delete_namespace(name)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            ns = core.read_namespace(name)
+        except ApiException as exc:
+            assert exc.status == 404
+            return
+        assert ns.status.phase == "Terminating"
+        time.sleep(0.5)
+    raise AssertionError(f"namespace {name} was still terminating after 90 s")
+
+
+def test_rbac_is_enforced(platform):
+    """The operator's own identity has no rights until a ClusterRole grants them."""
+    config = platform.state_dir / "kube" / "operator.kubeconfig"
+    client = kubernetes.config.new_client_from_config(config_file=str(config))
+    with pytest.raises(ApiException) as denied:
+        kubernetes.client.CoreV1Api(client).list_namespace()
+    assert denied.value.status == 403

@@ -1,0 +1,100 @@
+"""The ``urbanstack`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from urbanstack import settings as settings_module
+from urbanstack.settings import Settings
+
+
+def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for row in [header, *rows]:
+        print("  ".join(str(cell).ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
+
+
+def _dev_up(args, s: Settings) -> int:
+    from urbanstack.devplatform import platform
+
+    try:
+        statuses = platform.up(s, args.services or None)
+    except (platform.ServiceNotReady, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    _print_status(statuses, s)
+    return 0
+
+
+def _print_status(statuses, s: Settings) -> None:
+    from urbanstack import warehouse
+
+    rows = [(st.name, st.state, str(st.pid or "-"), st.endpoint) for st in statuses]
+    rows.append(("warehouse", "embedded" if warehouse.is_embedded(s.warehouse_url) else "server", "-",
+                 warehouse.redact(s.warehouse_url)))
+    _print_table(rows, ("SERVICE", "STATE", "PID", "ENDPOINT"))
+    print(f"\nstate: {s.state_dir}   logs: {s.logs_dir}   credentials: {s.secrets_dir} (0600)")
+    print(f"export KUBECONFIG={s.kubeconfig}")
+
+
+def _dev_down(args, s: Settings) -> int:
+    from urbanstack.devplatform import platform
+
+    stopped = platform.down(s, purge=args.purge)
+    print("stopped: " + (", ".join(stopped) if stopped else "nothing was running"))
+    if args.purge:
+        print(f"purged {s.state_dir}")
+    return 0
+
+
+def _dev_status(args, s: Settings) -> int:
+    from urbanstack.devplatform import platform
+
+    statuses = platform.status(s)
+    if args.json:
+        print(json.dumps([st.__dict__ for st in statuses], indent=2))
+    else:
+        _print_status(statuses, s)
+    return 0 if all(st.state == "running" for st in statuses) else 3
+
+
+def _settings(args, s: Settings) -> int:
+    _print_table(settings_module.describe(s), ("VARIABLE", "VALUE", "MEANING"))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="urbanstack", description="Urban Stack command line")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    dev = sub.add_parser("dev", help="the local platform (Kubernetes API, Kafka, Keycloak, warehouse)")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="install, start and wait for the local platform (idempotent)")
+    up.add_argument("services", nargs="*", help="only these services (and what they depend on)")
+    up.set_defaults(func=_dev_up)
+    down = dev_sub.add_parser("down", help="stop what 'dev up' started")
+    down.add_argument("--purge", action="store_true", help="also delete all data, logs and credentials")
+    down.set_defaults(func=_dev_down)
+    st = dev_sub.add_parser("status", help="what runs where (exit 3 if anything is not running)")
+    st.add_argument("--json", action="store_true")
+    st.set_defaults(func=_dev_status)
+
+    sett = sub.add_parser("settings", help="the URBANSTACK_* settings in force and their meaning")
+    sett.set_defaults(func=_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        s = Settings.from_env()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return args.func(args, s)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

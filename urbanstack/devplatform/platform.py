@@ -1,0 +1,138 @@
+"""``urbanstack dev up | down | status``: the whole local platform on loopback.
+
+``up`` is idempotent: a service that already runs (a process we started, still
+alive and ready) is left alone, so a second ``up`` is a no-op. Services start in
+dependency order; independent ones start together and are waited for together.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+
+from urbanstack.devplatform import processes
+from urbanstack.devplatform.kafka import Kafka
+from urbanstack.devplatform.keycloak import Keycloak
+from urbanstack.devplatform.kube import ApiServer, ControllerManager, Etcd
+from urbanstack.devplatform.progress import Step
+from urbanstack.devplatform.service import Service
+from urbanstack.settings import Settings
+
+SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak)
+SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
+
+
+class ServiceNotReady(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    name: str
+    state: str  # running | starting | stopped | foreign
+    pid: int | None
+    endpoint: str
+    log: str
+
+
+def services(settings: Settings) -> dict[str, Service]:
+    return {cls.name: cls(settings) for cls in SERVICE_CLASSES}
+
+
+def _with_dependencies(all_services: dict[str, Service], names) -> list[str]:
+    ordered: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in all_services:
+            raise ValueError(f"unknown service {name!r}; choose from {', '.join(SERVICE_NAMES)}")
+        for dep in all_services[name].depends_on:
+            visit(dep)
+        if name not in ordered:
+            ordered.append(name)
+
+    for name in names:
+        visit(name)
+    return ordered
+
+
+def _waves(all_services: dict[str, Service], names: list[str]) -> list[list[str]]:
+    """Group services into waves whose members only depend on earlier waves."""
+    done: set[str] = set()
+    waves = []
+    pending = list(names)
+    while pending:
+        wave = [n for n in pending if all(d in done or d not in names for d in all_services[n].depends_on)]
+        waves.append(wave)
+        done.update(wave)
+        pending = [n for n in pending if n not in wave]
+    return waves
+
+
+def up(settings: Settings, names=None, *, echo=print) -> list[ServiceStatus]:
+    """Install, start and wait for the named services (default: all)."""
+    all_services = services(settings)
+    wanted = _with_dependencies(all_services, names or SERVICE_NAMES)
+    for path in (settings.state_dir, settings.logs_dir, settings.run_dir):
+        path.mkdir(parents=True, exist_ok=True)
+    settings.state_dir.chmod(0o700)
+    for name in wanted:  # downloads and builds first, with progress
+        all_services[name].install()
+    for wave in _waves(all_services, wanted):
+        started = []
+        for name in wave:
+            service = all_services[name]
+            if processes.find(name, settings.run_dir) and service.ready():
+                continue
+            if processes.find(name, settings.run_dir) is None:
+                service.prepare()
+                command, env = service.command()
+                processes.start(name, command, run_dir=settings.run_dir, log_path=service.log_path, env=env)
+            started.append(name)
+        if started:
+            with Step(f"waiting for {', '.join(started)}"):
+                for name in started:
+                    _wait_ready(all_services[name], settings)
+    return status(settings, wanted)
+
+
+def _wait_ready(service: Service, settings: Settings) -> None:
+    deadline = time.monotonic() + settings.ready_timeout
+    while time.monotonic() < deadline:
+        if service.ready():
+            return
+        managed = processes.find(service.name, settings.run_dir)
+        if managed is None:
+            raise ServiceNotReady(
+                f"{service.name} exited during start-up; see its log {service.log_path}:\n"
+                + processes.log_tail(service.log_path))
+        time.sleep(0.5)
+    raise ServiceNotReady(
+        f"{service.name} was not ready after {settings.ready_timeout:.0f} s "
+        f"(URBANSTACK_READY_TIMEOUT); see its log {service.log_path}:\n" + processes.log_tail(service.log_path))
+
+
+def down(settings: Settings, *, purge: bool = False, echo=print) -> list[str]:
+    """Stop what ``up`` started, in reverse order; ``purge`` also deletes all data."""
+    stopped = []
+    for name in reversed(SERVICE_NAMES):
+        if processes.stop(name, settings.run_dir):
+            stopped.append(name)
+    if purge and settings.state_dir.exists():
+        shutil.rmtree(settings.state_dir)
+    return stopped
+
+
+def status(settings: Settings, names=None) -> list[ServiceStatus]:
+    result = []
+    for name, service in services(settings).items():
+        if names and name not in names:
+            continue
+        managed = processes.find(name, settings.run_dir)
+        if managed is None:
+            state = "stopped"
+        else:
+            state = "running" if service.ready() else "starting"
+        result.append(ServiceStatus(name, state, managed.pid if managed else None,
+                                    service.endpoint(), str(service.log_path)))
+    return result

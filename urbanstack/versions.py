@@ -1,0 +1,13 @@
+"""Every pinned version of an external component, in one place.
+
+Changing a version here changes the cache key of its build, so the next
+``urbanstack dev up`` builds or downloads it anew and keeps the old one.
+"""
+
+KUBERNETES = "v1.34.4"
+KAFKA = "4.1.1"
+KAFKA_SCALA = "2.13"
+LOG4J = "2.25.3"
+KEYCLOAK = "26.4.7"
+# Debian bookworm's etcd-server; installed with apt-get when missing.
+ETCD_DEBIAN_PACKAGE = "etcd-server"
