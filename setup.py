@@ -1,0 +1,34 @@
+"""Maps the repository's top-level rooms onto subpackages of ``urbanstack``
+(metadata lives in pyproject.toml). Every folder below a room that holds Python
+files or templates becomes a package of the wheel."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+ROOMS = {
+    "urbanstack": "urbanstack",
+    "urbanstack.operator": "operator",
+    "urbanstack.runtime": "runtime",
+    "urbanstack.stacks": "stacks",
+    "urbanstack.templates": "templates",
+}
+
+
+def _packages():
+    packages, package_dir = [], {}
+    for name, folder in ROOMS.items():
+        root = Path(folder)
+        if not root.is_dir():
+            continue
+        package_dir[name] = folder
+        for path in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]]):
+            if "__pycache__" in path.parts or not any(path.iterdir()):
+                continue
+            packages.append(".".join([name, *path.relative_to(root).parts]))
+    return packages, package_dir
+
+
+PACKAGES, PACKAGE_DIR = _packages()
+setup(packages=PACKAGES, package_dir=PACKAGE_DIR,
+      package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"]})
