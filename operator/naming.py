@@ -1,0 +1,168 @@
+"""Every backend name of a tenant, derived from its slug and nothing else.
+
+The slug is the Municipality's ``metadata.name``. Kubernetes keeps those unique
+for a cluster-scoped kind, so names derived injectively from it cannot collide
+between tenants. The rules that keep the derivation injective:
+
+- slugs and tool names are lowercase letters, digits and single hyphens; dataset
+  names are lowercase letters, digits and single underscores;
+- separators never occur inside a part (``.`` in topics, ``__`` in table names);
+- a name that would exceed a backend's length limit keeps a readable prefix and
+  ends in a hash of the full name, so it stays stable and distinct.
+
+Renaming ``displayName`` never renames anything: names depend on the slug only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+SLUG_PATTERN = r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$"
+DATASET_PATTERN = r"^[a-z][a-z0-9]*(_[a-z0-9]+)*$"
+SLUG_MAX_LENGTH = 63
+
+SHARED_REALM = "urbanstack"
+DNS_LABEL_MAX = 63
+KUBERNETES_NAME_MAX = 253
+KAFKA_TOPIC_MAX = 249
+KEYCLOAK_NAME_MAX = 255
+CLICKHOUSE_IDENTIFIER_MAX = 206  # file names under the data path stay below 255 bytes
+
+_TRANSLITERATION = str.maketrans({
+    "ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss", "Ä": "ae", "Ö": "oe", "Ü": "ue", "ẞ": "ss",
+    "æ": "ae", "ø": "oe", "å": "aa", "œ": "oe", "ł": "l", "Ł": "l", "đ": "d", "Đ": "d",
+})
+_HASH_LENGTH = 8
+
+
+def slugify(display_name: str) -> str:
+    """The slug a display name suggests: ``Rheda-Wiedenbrück`` → ``rheda-wiedenbrueck``.
+
+    German umlauts and ß are transliterated the German way (ü → ue) before any
+    other accent is stripped (Sorbian ``Budyšin`` → ``budysin``). Official names
+    from the municipality directory carry a suffix after a comma (``Gütersloh,
+    Stadt``) that is not part of the name, so it is dropped.
+    """
+    name = display_name.split(",", 1)[0].translate(_TRANSLITERATION)
+    ascii_only = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_only.lower()).strip("-")
+    slug = re.sub(r"^[0-9-]+", "", slug)
+    if not slug:
+        raise ValueError(f"cannot derive a slug from {display_name!r}: it has no letters")
+    return fit(slug, SLUG_MAX_LENGTH)
+
+
+def is_slug(value: str) -> bool:
+    return len(value) <= SLUG_MAX_LENGTH and re.fullmatch(SLUG_PATTERN, value) is not None
+
+
+def fit(name: str, limit: int, separator: str = "-") -> str:
+    """``name`` if it fits ``limit``, else a prefix plus a stable hash of the full name."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LENGTH]
+    prefix = name[: limit - _HASH_LENGTH - len(separator)].rstrip("-_.")
+    return f"{prefix}{separator}{digest}"
+
+
+def _underscored(name: str) -> str:
+    return name.replace("-", "_")
+
+
+# Kubernetes -----------------------------------------------------------------
+
+def namespace(slug: str) -> str:
+    return fit(f"muni-{slug}", DNS_LABEL_MAX)
+
+
+def label_value(value: str) -> str:
+    return fit(value, DNS_LABEL_MAX)
+
+
+def credentials_secret(slug: str) -> str:
+    """The Secret (in the tenant's namespace) holding every credential of the tenant."""
+    return fit(f"{slug}-credentials", KUBERNETES_NAME_MAX)
+
+
+def tool_workload(tool: str) -> str:
+    """Deployment and Service name of a tool inside the tenant namespace (a DNS-1035 label)."""
+    return fit(f"tool-{tool}", DNS_LABEL_MAX)
+
+
+def tool_settings_configmap(tool: str) -> str:
+    return fit(f"tool-{tool}-settings", KUBERNETES_NAME_MAX)
+
+
+# Kafka ----------------------------------------------------------------------
+
+def topic_prefix(slug: str) -> str:
+    """Every topic and consumer group of a tenant starts with this; the dot keeps
+    ``bad`` from matching ``bad-oeynhausen``'s topics."""
+    return f"{slug}."
+
+
+def topic(slug: str, tool: str, dataset: str) -> str:
+    return fit(f"{topic_prefix(slug)}{tool}.{dataset}", KAFKA_TOPIC_MAX)
+
+
+def dlq_topic(slug: str) -> str:
+    return f"{topic_prefix(slug)}dlq"
+
+
+def kafka_user(slug: str) -> str:
+    return f"muni-{slug}"
+
+
+def kafka_principal(slug: str) -> str:
+    return f"User:{kafka_user(slug)}"
+
+
+# ClickHouse -----------------------------------------------------------------
+
+def database(slug: str) -> str:
+    return fit(_underscored(slug), CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+def table(tool: str, dataset: str) -> str:
+    """``<tool>__<dataset>``: two tools may both have a ``weather`` dataset."""
+    return fit(f"{_underscored(tool)}__{dataset}", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+def warehouse_user(slug: str) -> str:
+    return fit(f"muni_{_underscored(slug)}", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+def warehouse_role(slug: str) -> str:
+    return fit(f"muni_{_underscored(slug)}_role", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+PUBLIC_WAREHOUSE_ROLE = "urbanstack_public_reader"
+"""Role of the Citizen Hub's open-data reader; public shares grant SELECT to it."""
+
+
+def warehouse_quota(slug: str) -> str:
+    return fit(f"muni_{_underscored(slug)}_quota", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+# Keycloak -------------------------------------------------------------------
+
+def realm(slug: str) -> str:
+    """The dedicated realm of a tenant with ``identity.strategy: realm``."""
+    return fit(f"muni-{slug}", KEYCLOAK_NAME_MAX)
+
+
+def organization(slug: str) -> str:
+    """Alias (and name) of the tenant's Organization in the shared realm."""
+    return slug
+
+
+def client(slug: str, app: str) -> str:
+    """Client ids carry the slug in both strategies, so a token's audience
+    (``guetersloh-api``) names the tenant whichever strategy it uses."""
+    return fit(f"{slug}-{app}", KEYCLOAK_NAME_MAX)
+
+
+def tool_client(slug: str, tool: str) -> str:
+    return client(slug, f"tool-{tool}")
