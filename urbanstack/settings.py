@@ -41,6 +41,9 @@ FIELDS: dict[str, Field] = {
     "keycloak_port": Field("URBANSTACK_KEYCLOAK_PORT", "18080", "Keycloak HTTP port."),
     "keycloak_management_port": Field("URBANSTACK_KEYCLOAK_MANAGEMENT_PORT", "19000",
                                       "Keycloak management port (health endpoints)."),
+    "municipality_directory": Field("URBANSTACK_MUNICIPALITY_DIRECTORY", "",
+                                    "Destatis municipality directory (derived CSV: ags,ars,name,...,population); "
+                                    "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
     "ready_timeout": Field("URBANSTACK_READY_TIMEOUT", "240",
                            "Seconds to wait for one service to become ready before giving up."),
     "kafka_heap": Field("URBANSTACK_KAFKA_HEAP", "512m", "Kafka JVM maximum heap."),
@@ -60,6 +63,7 @@ class Settings:
     kafka_controller_port: int
     keycloak_port: int
     keycloak_management_port: int
+    municipality_directory: str
     ready_timeout: float
     kafka_heap: str
     keycloak_heap: str

@@ -39,7 +39,7 @@ def test_up_twice_is_a_noop_and_down_leaves_nothing(tmp_path, settings):
 
     second = _cli(env, "up", "etcd", "kafka")
     assert second.returncode == 0, second.stderr
-    assert "waiting for" not in second.stderr  # nothing was started again
+    assert "starting" not in second.stderr  # nothing was started again
     assert {name: processes.find(name, isolated.run_dir).pid for name in pids} == pids
 
     down = _cli(env, "down")

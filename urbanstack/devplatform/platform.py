@@ -56,63 +56,57 @@ def _with_dependencies(all_services: dict[str, Service], names) -> list[str]:
     return ordered
 
 
-def _waves(all_services: dict[str, Service], names: list[str]) -> list[list[str]]:
-    """Group services into waves whose members only depend on earlier waves."""
-    done: set[str] = set()
-    waves = []
-    pending = list(names)
-    while pending:
-        wave = [n for n in pending if all(d in done or d not in names for d in all_services[n].depends_on)]
-        waves.append(wave)
-        done.update(wave)
-        pending = [n for n in pending if n not in wave]
-    return waves
+def up(settings: Settings, names=None) -> list[ServiceStatus]:
+    """Install, start and wait for the named services (default: all).
 
-
-def up(settings: Settings, names=None, *, echo=print) -> list[ServiceStatus]:
-    """Install, start and wait for the named services (default: all)."""
+    A service starts as soon as the services it depends on are ready, so the
+    Kubernetes chain does not wait for Keycloak's slower start."""
     all_services = services(settings)
     wanted = _with_dependencies(all_services, names or SERVICE_NAMES)
     for path in (settings.state_dir, settings.logs_dir, settings.run_dir):
         path.mkdir(parents=True, exist_ok=True)
     settings.state_dir.chmod(0o700)
-    for name in wanted:  # downloads and builds first, with progress
+    for name in wanted:  # downloads and builds first, each with its own progress line
         all_services[name].install()
-    for wave in _waves(all_services, wanted):
-        started = []
-        for name in wave:
-            service = all_services[name]
-            if processes.find(name, settings.run_dir) and service.ready():
-                continue
-            if processes.find(name, settings.run_dir) is None:
-                service.prepare()
-                command, env = service.command()
-                processes.start(name, command, run_dir=settings.run_dir, log_path=service.log_path, env=env)
-            started.append(name)
-        if started:
-            with Step(f"waiting for {', '.join(started)}"):
-                for name in started:
-                    _wait_ready(all_services[name], settings)
+    ready = {name for name in wanted
+             if processes.find(name, settings.run_dir) and all_services[name].ready()}
+    pending = [name for name in wanted if name not in ready]
+    if not pending:
+        return status(settings, wanted)
+    waiting: dict[str, float] = {}
+    with Step(f"starting {', '.join(pending)}") as step:
+        while pending or waiting:
+            for name in list(pending):
+                service = all_services[name]
+                if not all(dep in ready for dep in service.depends_on if dep in wanted):
+                    continue
+                if processes.find(name, settings.run_dir) is None:
+                    service.prepare()
+                    command, env = service.command()
+                    processes.start(name, command, run_dir=settings.run_dir, log_path=service.log_path, env=env)
+                pending.remove(name)
+                waiting[name] = time.monotonic() + settings.ready_timeout
+            for name, deadline in list(waiting.items()):
+                service = all_services[name]
+                if service.ready():
+                    ready.add(name)
+                    del waiting[name]
+                elif processes.find(name, settings.run_dir) is None:
+                    raise ServiceNotReady(
+                        f"{name} exited during start-up; see its log {service.log_path}:\n"
+                        + processes.log_tail(service.log_path))
+                elif time.monotonic() > deadline:
+                    raise ServiceNotReady(
+                        f"{name} was not ready after {settings.ready_timeout:.0f} s (URBANSTACK_READY_TIMEOUT); "
+                        f"see its log {service.log_path}:\n" + processes.log_tail(service.log_path))
+            if waiting or pending:
+                step.label = f"starting {', '.join([*waiting, *pending])}"
+                time.sleep(0.3)
+        step.label = f"started {', '.join(name for name in wanted if name in ready)}"
     return status(settings, wanted)
 
 
-def _wait_ready(service: Service, settings: Settings) -> None:
-    deadline = time.monotonic() + settings.ready_timeout
-    while time.monotonic() < deadline:
-        if service.ready():
-            return
-        managed = processes.find(service.name, settings.run_dir)
-        if managed is None:
-            raise ServiceNotReady(
-                f"{service.name} exited during start-up; see its log {service.log_path}:\n"
-                + processes.log_tail(service.log_path))
-        time.sleep(0.5)
-    raise ServiceNotReady(
-        f"{service.name} was not ready after {settings.ready_timeout:.0f} s "
-        f"(URBANSTACK_READY_TIMEOUT); see its log {service.log_path}:\n" + processes.log_tail(service.log_path))
-
-
-def down(settings: Settings, *, purge: bool = False, echo=print) -> list[str]:
+def down(settings: Settings, *, purge: bool = False) -> list[str]:
     """Stop what ``up`` started, in reverse order; ``purge`` also deletes all data."""
     stopped = []
     for name in reversed(SERVICE_NAMES):
