@@ -1,0 +1,55 @@
+"""The Kubernetes permissions the operator needs, and nothing more.
+
+This list is the single source of the operator's ClusterRole: the local
+platform binds it to the operator's identity (so the integration tests fail if
+the code needs a right that is missing here) and the Pulumi stack installs the
+same rules. Add a rule here in the same change that makes the code need it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+READ = ("get", "list", "watch")
+MANAGE = ("get", "list", "watch", "create", "patch", "update", "delete")
+
+
+@dataclass(frozen=True)
+class Rule:
+    api_groups: tuple[str, ...]
+    resources: tuple[str, ...]
+    verbs: tuple[str, ...]
+    why: str
+
+    def to_manifest(self) -> dict:
+        return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities", "citytools"), ("get", "list", "watch", "patch", "update"),
+         "watch the custom resources; Kopf patches finalizers and its progress annotations"),
+    Rule(("urbanstack.io",), ("municipalities/status", "citytools/status"), ("get", "patch", "update"),
+         "write conditions, phase, endpoints and usage through the status subresource"),
+    Rule(("apiextensions.k8s.io",), ("customresourcedefinitions",), READ,
+         "Kopf discovers the resources it serves"),
+    Rule(("kopf.dev",), ("clusterkopfpeerings",), ("get", "list", "watch", "patch"),
+         "peering between operator replicas, so exactly one reconciles"),
+    Rule(("",), ("events",), ("create", "patch"), "Kubernetes events on the custom resources"),
+    Rule(("events.k8s.io",), ("events",), ("create", "patch"), "Kubernetes events (new API group)"),
+    Rule(("",), ("namespaces",), MANAGE, "one namespace per municipality"),
+    Rule(("",), ("resourcequotas", "limitranges", "secrets", "services"), MANAGE,
+         "quota, defaults, tenant credentials and tool services in tenant namespaces"),
+    Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "default-deny network policy per tenant"),
+    Rule(("apps",), ("deployments",), MANAGE, "CityTool deployments in tenant namespaces"),
+)
+
+CLUSTER_ROLE_NAME = "urbanstack-operator"
+
+
+def cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in RULES],
+    }
