@@ -110,15 +110,14 @@ class LocalClock:
         if naive.tzinfo is not None:
             return naive.astimezone(timezone.utc)
         first = naive.replace(tzinfo=self.zone, fold=0)
-        second = naive.replace(tzinfo=self.zone, fold=1)
-        if first.utcoffset() != second.utcoffset():
-            fold = 1 if (key, naive) in self._seen else 0
-            self._seen.add((key, naive))
-            return naive.replace(tzinfo=self.zone, fold=fold).astimezone(timezone.utc)
         roundtrip = first.astimezone(timezone.utc).astimezone(self.zone).replace(tzinfo=None)
         if roundtrip != naive:
             raise ValueError(f"{naive:%Y-%m-%d %H:%M} does not exist in {self.zone.key} "
                              "(the clocks skip this hour when summer time starts)")
+        if first.utcoffset() != naive.replace(tzinfo=self.zone, fold=1).utcoffset():
+            fold = 1 if (key, naive) in self._seen else 0
+            self._seen.add((key, naive))
+            return naive.replace(tzinfo=self.zone, fold=fold).astimezone(timezone.utc)
         return first.astimezone(timezone.utc)
 
 
