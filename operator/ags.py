@@ -13,14 +13,15 @@ population,…``) from wherever the operator points it.
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from urbanstack.settings import FIELDS, Settings
+
 AGS_PATTERN = r"^(0[1-9]|1[0-6])[0-9]{6}$"
-DIRECTORY_ENV = "URBANSTACK_MUNICIPALITY_DIRECTORY"
+DIRECTORY_ENV = FIELDS["municipality_directory"].env
 
 LAENDER = {
     "01": "Schleswig-Holstein", "02": "Hamburg", "03": "Niedersachsen", "04": "Bremen",
@@ -118,10 +119,10 @@ class MunicipalityDirectory:
         return entry
 
 
-def directory_from_env(environ: dict[str, str] | None = None) -> MunicipalityDirectory | None:
-    """The directory named by URBANSTACK_MUNICIPALITY_DIRECTORY, or None when unset."""
-    path = (os.environ if environ is None else environ).get(DIRECTORY_ENV, "")
-    return _load_cached(str(Path(path).resolve())) if path else None
+def load_directory(settings: Settings) -> MunicipalityDirectory | None:
+    """The directory named by URBANSTACK_MUNICIPALITY_DIRECTORY, or None when it is unset."""
+    path = settings.municipality_directory
+    return _load_cached(str(Path(path).expanduser().resolve())) if path else None
 
 
 @lru_cache(maxsize=4)

@@ -36,7 +36,7 @@ ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PUBLIC_LICENCE = "dl-de/zero-2-0"
 
 # Columns every observation table has, whatever the tool; dataset fields must not reuse them.
-STANDARD_COLUMNS = ("event_id", "sensor_id", "observed_at", "lon", "lat", "ingested_at")
+STANDARD_COLUMNS = ("event_id", "source", "sensor_id", "observed_at", "lon", "lat", "ingested_at")
 NULLABLE_STANDARD_COLUMNS = ("lon", "lat")
 PLATFORM_ROLES = ("gov-admin", "gov-editor", "gov-viewer", "citizen")
 

@@ -439,6 +439,7 @@ def _topic_config(retention_days: int) -> dict[str, str]:
 
 _STANDARD_COLUMNS = (
     WarehouseColumn("event_id", "String", comment="Stable id of the event; a re-sent event replaces itself."),
+    WarehouseColumn("source", "LowCardinality(String)", comment="Connector that delivered the event."),
     WarehouseColumn("sensor_id", "String", comment="Source-specific id of the sensor or station."),
     WarehouseColumn("observed_at", "DateTime64(3, 'UTC')", comment="When the value was measured (UTC)."),
     WarehouseColumn("lon", "Nullable(Float64)", comment="WGS 84 longitude, if known."),
