@@ -36,7 +36,8 @@ _HEADER_SCAN_ROWS = 40
 _DESCRIPTION_LENGTH = 45
 # Footnote markers: superscripts or "*" after a space ("ledig ¹"), or a digit
 # and an unbalanced ")" glued to the text ("Zensus 20112)").
-_FOOTNOTE_MARK = re.compile(r"\s+[¹²³⁴⁵⁶⁷⁸⁹⁰*]+$")
+# ² and ³ glued to a word are units (km², m³), so only a spaced one is a marker.
+_FOOTNOTE_MARK = re.compile(r"(\s+[¹²³⁴⁵⁶⁷⁸⁹⁰*]+|[¹⁴⁵⁶⁷⁸⁹⁰*]+)$")
 _FOOTNOTE_PAREN = re.compile(r"(?<=[A-Za-zäöüß0-9])\d\)$")
 _UNIT_WORDS = {
     "%": "%", "‰": "‰", "km²": "km²", "km2": "km²", "qkm": "km²", "m²": "m²", "m2": "m²", "qm": "m²",
@@ -408,7 +409,7 @@ def import_table(data: bytes | str, tenant: str, mapping: TableMapping, *, filen
     sensor_column = column(mapping.sensor_column, "sensor_column")
     targets = (dict(mapping.fields) if isinstance(mapping.fields, Mapping)
                else {name: by_name[name].field if name in by_name else name for name in mapping.fields})
-    field_columns = {column(name, "fields"): target for name, target in targets.items()}
+    field_columns = [(column(name, "fields"), target) for name, target in targets.items()]
     clock = LocalClock(ZoneInfo(mapping.timezone))
     reference = _reference_instant(mapping, clock)
     for r, cells, section in rows:
@@ -420,11 +421,11 @@ def import_table(data: bytes | str, tenant: str, mapping: TableMapping, *, filen
         try:
             sensor = mapping.sensor_id or _text(cells[sensor_column.index], sensor_column.name)
             observed = reference or _instant(cells[time_column.index], time_column.name, clock, sensor)
-            fields = {target: cells[c.index] for c, target in field_columns.items()}
+            fields = {target: cells[c.index] for c, target in field_columns}
             for target, value in fields.items():
                 if isinstance(value, (date, datetime)):
                     fields[target] = value.isoformat()
-            units = {target: mapping.units.get(target, c.unit) for c, target in field_columns.items()}
+            units = {target: mapping.units.get(target, c.unit) for c, target in field_columns}
             metadata = {"section": section} if section else {}
             result.events.append(Observation(
                 tenant=tenant, dataset=mapping.dataset, source=mapping.source, sensor_id=sensor,
