@@ -46,7 +46,8 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         branches = [branch for branch in node.pop("anyOf") if branch.get("type") != "null"]
         if len(branches) != 1:
             raise ValueError(f"cannot express a union of {branches} in a structural schema")
-        node = {**branches[0], **node, "nullable": True}
+        # The remaining branch may itself be a $ref: convert the merged node from the top.
+        return _convert({**branches[0], **node, "nullable": True}, defs)
     if "const" in node:
         node["enum"] = [node.pop("const")]
     if node.get("x-kubernetes-int-or-string"):

@@ -52,6 +52,8 @@ def test_schema_is_structural(plural):
     for node in _walk(version["schema"]["openAPIV3Schema"]):
         assert "$ref" not in node and "title" not in node and "const" not in node
         assert node.get("additionalProperties") is not False
+        for name, child in node.get("properties", {}).items():
+            assert "type" in child or child.get("x-kubernetes-int-or-string"), f"{name} has no type"
     status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
     assert status["x-kubernetes-preserve-unknown-fields"] is True
     assert version["subresources"] == {"status": {}}
