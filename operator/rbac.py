@@ -37,8 +37,8 @@ RULES: tuple[Rule, ...] = (
     Rule(("",), ("events",), ("create", "patch"), "Kubernetes events on the custom resources"),
     Rule(("events.k8s.io",), ("events",), ("create", "patch"), "Kubernetes events (new API group)"),
     Rule(("",), ("namespaces",), MANAGE, "one namespace per municipality"),
-    Rule(("",), ("resourcequotas", "limitranges", "secrets", "services"), MANAGE,
-         "quota, defaults, tenant credentials and tool services in tenant namespaces"),
+    Rule(("",), ("resourcequotas", "limitranges", "secrets", "services", "configmaps"), MANAGE,
+         "quota, defaults, tenant credentials, tool services and settings in tenant namespaces"),
     Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "default-deny network policy per tenant"),
     Rule(("apps",), ("deployments",), MANAGE, "CityTool deployments in tenant namespaces"),
 )

@@ -14,11 +14,6 @@ from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
 
 BACKEND = "ClickHouse"
 
-
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 class WarehouseProvisioner:
     name = BACKEND
     condition = "WarehouseReady"
@@ -126,14 +121,11 @@ class WarehouseProvisioner:
             actions.append(f"dropped database {part.database}")
         return actions
 
-
 def _has_ttl_days(engine_full: str, days: int) -> bool:
     return re.search(rf"toIntervalDay\({days}\)", engine_full) is not None
 
-
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-
 
 def _classify(exc: Exception) -> Exception:
     text = str(exc)

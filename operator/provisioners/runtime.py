@@ -1,0 +1,167 @@
+"""Kubernetes: the tenant's namespace and everything in it.
+
+Objects are written with server-side apply under the operator's field manager,
+so applying again is a no-op and anything changed behind our back is put back.
+The tenant's credentials Secret is created once with generated values and never
+rewritten: backends were given those values.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets as secrets_module
+
+import urllib3
+from kubernetes import client, dynamic
+from kubernetes.client.rest import ApiException
+from kubernetes.dynamic.exceptions import DynamicApiError
+
+from urbanstack.operator.plan import KubeObject, RuntimePart
+from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+
+BACKEND = "Kubernetes"
+FIELD_MANAGER = "urbanstack-operator"
+
+
+def _subset(desired, live) -> bool:
+    """True if every value set in ``desired`` is equal in ``live`` (server defaults ignored)."""
+    if isinstance(desired, dict):
+        return isinstance(live, dict) and all(k in live and _subset(v, live[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(live, list) and len(desired) == len(live) and all(map(_subset, desired, live))
+    return desired == live or str(desired) == str(live)
+
+
+def _unavailable(exc: Exception) -> BackendUnavailable:
+    status = getattr(exc, "status", None)
+    return BackendUnavailable(BACKEND, f"HTTP {status}: {getattr(exc, 'reason', '')}" if status else str(exc)[:200])
+
+
+class RuntimeProvisioner:
+    name = BACKEND
+    condition = "RuntimeReady"
+
+    def __init__(self, api_client: client.ApiClient):
+        self._api_client = api_client
+        self._dynamic: dynamic.DynamicClient | None = None
+
+    @property
+    def dynamic(self) -> dynamic.DynamicClient:
+        if self._dynamic is None:
+            try:
+                self._dynamic = dynamic.DynamicClient(self._api_client)
+            except (urllib3.exceptions.HTTPError, ApiException) as exc:
+                raise _unavailable(exc) from None
+        return self._dynamic
+
+    def _resource(self, obj: KubeObject):
+        return self.dynamic.resources.get(api_version=obj.api_version, kind=obj.kind)
+
+    def _get(self, obj: KubeObject):
+        try:
+            return self._resource(obj).get(name=obj.name, namespace=obj.namespace).to_dict()
+        except DynamicApiError as exc:
+            if exc.status == 404:
+                return None
+            if exc.status >= 500 or exc.status == 429:
+                raise _unavailable(exc) from None
+            raise RuntimeError(f"reading {obj.kind} {obj.name}: HTTP {exc.status} {exc.reason}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+
+    def observe(self, part: RuntimePart) -> Observed:
+        observed = Observed()
+        for obj in part.objects:
+            live = self._get(obj)
+            if live is None:
+                observed.missing.append(f"{obj.kind} {obj.name}")
+                continue
+            for section in ("spec", "data", "rules"):
+                if section in obj.manifest and not _subset(obj.manifest[section], live.get(section)):
+                    observed.drifted.append(f"{obj.kind} {obj.name}")
+                    break
+            else:
+                labels = obj.manifest.get("metadata", {}).get("labels", {})
+                if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
+                    observed.drifted.append(f"{obj.kind} {obj.name} labels")
+        if self._read_secret(part) is None:
+            observed.missing.append(f"Secret {part.secret.name}")
+        return observed
+
+    def apply(self, part: RuntimePart, fixed_values: dict[str, str]) -> tuple[list[str], dict[str, str]]:
+        """Apply every object; return the actions and the tenant's credentials."""
+        actions = []
+        for obj in part.objects:
+            existed = self._get(obj) is not None
+            try:
+                self._resource(obj).server_side_apply(body=obj.manifest, name=obj.name, namespace=obj.namespace,
+                                                      field_manager=FIELD_MANAGER, force_conflicts=True)
+            except DynamicApiError as exc:
+                if exc.status >= 500 or exc.status == 429:
+                    raise _unavailable(exc) from None
+                raise RuntimeError(f"applying {obj.kind} {obj.name}: HTTP {exc.status} {_message(exc)}") from None
+            except urllib3.exceptions.HTTPError as exc:
+                raise _unavailable(exc) from None
+            if not existed:
+                actions.append(f"created {obj.kind} {obj.name}")
+        credentials = self._ensure_secret(part, fixed_values)
+        if credentials.pop("__created__", None):
+            actions.append(f"created Secret {part.secret.name}")
+        return actions, credentials
+
+    def _core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self._api_client)
+
+    def _read_secret(self, part: RuntimePart) -> dict[str, str] | None:
+        try:
+            secret = self._core().read_namespaced_secret(part.secret.name, part.secret.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise _unavailable(exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+        return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+    def _ensure_secret(self, part: RuntimePart, fixed_values: dict[str, str]) -> dict[str, str]:
+        current = self._read_secret(part)
+        wanted = {key: fixed_values.get(key) or (current or {}).get(key) or secrets_module.token_urlsafe(24)
+                  for key in part.secret.keys}
+        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
+            return wanted
+        body = client.V1Secret(
+            metadata=client.V1ObjectMeta(name=part.secret.name, namespace=part.secret.namespace,
+                                         labels=dict(part.labels)),
+            type="Opaque", string_data=wanted)
+        try:
+            if current is None:
+                self._core().create_namespaced_secret(part.secret.namespace, body)
+                wanted["__created__"] = "yes"
+            else:
+                self._core().replace_namespaced_secret(part.secret.name, part.secret.namespace, body)
+        except ApiException as exc:
+            if exc.status == 409:  # created concurrently: read what won
+                return self._read_secret(part) or wanted
+            raise _unavailable(exc) from None
+        return wanted
+
+    def delete(self, part: RuntimePart) -> list[str]:
+        """Delete the namespace; it holds access (credentials, tool workloads), never data."""
+        try:
+            self._core().delete_namespace(part.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise _unavailable(exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+        return [f"deleted namespace {part.namespace}"]
+
+
+def _message(exc: DynamicApiError) -> str:
+    try:
+        import json
+
+        return json.loads(exc.body).get("message", "")[:300]
+    except (ValueError, TypeError, AttributeError):
+        return str(exc.reason)
