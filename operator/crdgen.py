@@ -137,7 +137,26 @@ def crds() -> dict[str, dict[str, Any]]:
         {"name": "Audience", "type": "string", "jsonPath": ".spec.audience"},
         _AGE,
     ])
-    return {f"{crd['metadata']['name']}.yaml": crd for crd in (municipality, citytool)}
+    return {f"{crd['metadata']['name']}.yaml": crd for crd in (municipality, citytool, _kopf_peering())}
+
+
+def _kopf_peering() -> dict[str, Any]:
+    """Kopf's cluster-wide peering resource: with it, operator replicas agree on
+    one active instance. Its content is Kopf's business, hence the open schema."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "clusterkopfpeerings.kopf.dev"},
+        "spec": {
+            "group": "kopf.dev",
+            "scope": "Cluster",
+            "names": {"kind": "ClusterKopfPeering", "plural": "clusterkopfpeerings", "singular": "clusterkopfpeering"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}},
+            }],
+        },
+    }
 
 
 def render(crd: dict[str, Any]) -> str:

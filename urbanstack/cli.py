@@ -65,6 +65,29 @@ def _settings(args, s: Settings) -> int:
     return 0
 
 
+def _operator_run(args, s: Settings) -> int:
+    import asyncio
+    import logging
+    import os
+
+    import kopf
+
+    from urbanstack.operator import backends as operator_backends
+
+    kubeconfig = operator_backends.operator_kubeconfig(s)
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig  # Kopf logs in with the operator's own identity
+    from urbanstack.operator import handlers
+
+    handlers.configure(s)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kopf.configure(verbose=args.verbose)
+    asyncio.run(kopf.operator(clusterwide=True, standalone=args.standalone,
+                              liveness_endpoint=args.liveness or None))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="urbanstack", description="Urban Stack command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -80,6 +103,16 @@ def build_parser() -> argparse.ArgumentParser:
     st = dev_sub.add_parser("status", help="what runs where (exit 3 if anything is not running)")
     st.add_argument("--json", action="store_true")
     st.set_defaults(func=_dev_status)
+
+    op = sub.add_parser("operator", help="the Kopf operator that provisions municipalities")
+    op_sub = op.add_subparsers(dest="operator_command", required=True)
+    run = op_sub.add_parser("run", help="run the operator against the configured cluster")
+    run.add_argument("--standalone", action="store_true",
+                     help="no peering with other replicas (local development, a single replica)")
+    run.add_argument("--liveness", default="http://127.0.0.1:8080/healthz",
+                     help="liveness endpoint URL ('' to disable)")
+    run.add_argument("--verbose", action="store_true")
+    run.set_defaults(func=_operator_run)
 
     sett = sub.add_parser("settings", help="the URBANSTACK_* settings in force and their meaning")
     sett.set_defaults(func=_settings)

@@ -46,6 +46,12 @@ FIELDS: dict[str, Field] = {
                                     "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
     "ready_timeout": Field("URBANSTACK_READY_TIMEOUT", "240",
                            "Seconds to wait for one service to become ready before giving up."),
+    "drift_interval": Field("URBANSTACK_DRIFT_INTERVAL", "60",
+                            "Seconds between the operator's re-observations that repair drift."),
+    "kafka_bootstrap_servers": Field("URBANSTACK_KAFKA_BOOTSTRAP", "",
+                                     "Kafka bootstrap servers; empty means the local platform's broker."),
+    "keycloak_server_url": Field("URBANSTACK_KEYCLOAK_URL", "",
+                                 "Keycloak base URL; empty means the local platform's Keycloak."),
     "kafka_heap": Field("URBANSTACK_KAFKA_HEAP", "512m", "Kafka JVM maximum heap."),
     "keycloak_heap": Field("URBANSTACK_KEYCLOAK_HEAP", "768m", "Keycloak JVM maximum heap."),
 }
@@ -65,6 +71,9 @@ class Settings:
     keycloak_management_port: int
     municipality_directory: str
     ready_timeout: float
+    drift_interval: float
+    kafka_bootstrap_servers: str
+    keycloak_server_url: str
     kafka_heap: str
     keycloak_heap: str
 
@@ -114,11 +123,11 @@ class Settings:
 
     @property
     def kafka_bootstrap(self) -> str:
-        return f"127.0.0.1:{self.kafka_port}"
+        return self.kafka_bootstrap_servers or f"127.0.0.1:{self.kafka_port}"
 
     @property
     def keycloak_url(self) -> str:
-        return f"http://127.0.0.1:{self.keycloak_port}"
+        return (self.keycloak_server_url or f"http://127.0.0.1:{self.keycloak_port}").rstrip("/")
 
     @property
     def etcd_url(self) -> str:

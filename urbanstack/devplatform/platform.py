@@ -72,6 +72,10 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
              if processes.find(name, settings.run_dir) and all_services[name].ready()}
     pending = [name for name in wanted if name not in ready]
     if not pending:
+        if "kube-apiserver" in wanted:
+            from urbanstack.devplatform import bootstrap
+
+            bootstrap.apply(settings)
         return status(settings, wanted)
     waiting: dict[str, float] = {}
     with Step(f"starting {', '.join(pending)}") as step:
@@ -103,6 +107,11 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
                 step.label = f"starting {', '.join([*waiting, *pending])}"
                 time.sleep(0.3)
         step.label = f"started {', '.join(name for name in wanted if name in ready)}"
+    if "kube-apiserver" in wanted:
+        from urbanstack.devplatform import bootstrap
+
+        with Step("installing CRDs and the operator's ClusterRole"):
+            bootstrap.apply(settings)
     return status(settings, wanted)
 
 

@@ -1,0 +1,51 @@
+"""Install what the operator needs into the local cluster: the CRDs and the
+operator's least-privilege ClusterRole, bound to its own identity."""
+
+from __future__ import annotations
+
+import time
+
+import kubernetes
+from kubernetes import dynamic
+
+from urbanstack.settings import Settings
+
+FIELD_MANAGER = "urbanstack-dev"
+OPERATOR_USER = "urbanstack-operator"
+
+
+def manifests() -> list[dict]:
+    from urbanstack.operator import crdgen, rbac
+
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": rbac.CLUSTER_ROLE_NAME},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac.CLUSTER_ROLE_NAME},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+    }
+    return [*crdgen.crds().values(), rbac.cluster_role(), binding]
+
+
+def apply(settings: Settings, timeout: float = 60.0) -> list[str]:
+    api = kubernetes.config.new_client_from_config(config_file=str(settings.kubeconfig))
+    client = dynamic.DynamicClient(api)
+    applied = []
+    for manifest in manifests():
+        resource = client.resources.get(api_version=manifest["apiVersion"], kind=manifest["kind"])
+        resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
+                                   field_manager=FIELD_MANAGER, force_conflicts=True)
+        applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    extensions = kubernetes.client.ApiextensionsV1Api(api)
+    deadline = time.monotonic() + timeout
+    for manifest in manifests():
+        if manifest["kind"] != "CustomResourceDefinition":
+            continue
+        while True:
+            crd = extensions.read_custom_resource_definition(manifest["metadata"]["name"])
+            if any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"CRD {manifest['metadata']['name']} was not established after {timeout:.0f} s")
+            time.sleep(0.2)
+    return applied
