@@ -27,15 +27,24 @@ log = logging.getLogger("urbanstack.operator")
 class _State:
     backends: Backends | None = None
     directory: ags_rules.MunicipalityDirectory | None = None
+    drift_timer_registered = False
 
 
 state = _State()
 
 
-def configure(settings: Settings, backends: Backends | None = None) -> None:
-    """Set up the connections before Kopf starts (tests pass their own backends)."""
+def configure(settings: Settings, backends: Backends | None = None,
+              directory: ags_rules.MunicipalityDirectory | None = None) -> None:
+    """Set up the connections before Kopf starts (tests pass their own backends).
+
+    The drift timer is registered here because its interval is a setting."""
     state.backends = backends or Backends.from_settings(settings)
-    state.directory = ags_rules.load_directory(settings)
+    state.directory = directory or ags_rules.load_directory(settings)
+    if not state.drift_timer_registered:
+        kopf.timer(GROUP, VERSION, MUNICIPALITIES, id="drift", interval=settings.drift_interval,
+                   initial_delay=min(settings.drift_interval, 30.0), idle=min(settings.drift_interval / 2, 10.0),
+                   when=lambda body, **_: not body.get("metadata", {}).get("deletionTimestamp"))(municipality_drift)
+        state.drift_timer_registered = True
 
 
 def _custom() -> kubernetes.client.CustomObjectsApi:
@@ -98,8 +107,6 @@ def municipality_changed(name, body, retry, **_):
     _reconcile_municipality(name, body, retry)
 
 
-@kopf.timer(GROUP, VERSION, MUNICIPALITIES, interval=60.0, initial_delay=30.0, idle=10.0,
-            when=lambda body, **_: not body.get("metadata", {}).get("deletionTimestamp"))
 def municipality_drift(name, body, **_):
     """Re-observe every backend and repair what changed behind our back."""
     try:
