@@ -17,9 +17,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-## demo: bring the local platform up and show what runs where
+## demo: bring the local platform up, let the operator provision the example
+## municipalities, and show what runs where
 demo: install
 	$(BIN)/urbanstack dev up
+	$(BIN)/urbanstack demo
 
 ## test: bring up what the tests need and run the whole suite
 test: install

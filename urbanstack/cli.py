@@ -88,6 +88,12 @@ def _operator_run(args, s: Settings) -> int:
     return 0
 
 
+def _demo(args, s: Settings) -> int:
+    from urbanstack import demo
+
+    return demo.run(s)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="urbanstack", description="Urban Stack command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -113,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="liveness endpoint URL ('' to disable)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_operator_run)
+
+    demo = sub.add_parser("demo", help="platform up, example municipalities provisioned, status printed")
+    demo.set_defaults(func=_demo)
 
     sett = sub.add_parser("settings", help="the URBANSTACK_* settings in force and their meaning")
     sett.set_defaults(func=_settings)

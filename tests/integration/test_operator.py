@@ -1,0 +1,305 @@
+"""The operator against the real platform: a Municipality becomes Ready in every
+backend, follows spec changes, repairs drift, survives outages and restarts, and
+cleans up as its deletionPolicy says."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import uuid
+
+import kubernetes
+import pytest
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient
+
+from urbanstack.devplatform import kafka as dev_kafka
+from urbanstack.devplatform import platform as dev_platform
+from urbanstack.devplatform import processes
+
+from .operator_harness import ROOT, Cluster, OperatorThread, conditions, example, is_ready, unique_municipality
+from .operator_harness import operator_kubeconfig, use_operator_identity
+
+pytestmark = pytest.mark.platform
+
+DRIFT_INTERVAL = 5.0
+M = "municipalities"
+
+
+@pytest.fixture(scope="module")
+def cluster(kube_api) -> Cluster:
+    return Cluster(kube_api)
+
+
+@pytest.fixture(scope="module")
+def operator(platform, warehouse, cluster):
+    from urbanstack.operator import handlers
+    from urbanstack.operator.ags import MunicipalityDirectory
+    from urbanstack.operator.backends import Backends
+
+    use_operator_identity(platform)
+    settings = dataclasses.replace(platform, drift_interval=DRIFT_INTERVAL)
+    kube = kubernetes.config.new_client_from_config(config_file=operator_kubeconfig(platform))
+    backends = Backends.from_settings(settings, warehouse_client=warehouse, kube=kube)
+    directory = MunicipalityDirectory.load(ROOT / "tests" / "fixtures" / "municipalities.derived.csv")
+    handlers.configure(settings, backends, directory)
+    for tool in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml"):
+        cluster.apply("citytools", example(tool))
+    holder = RunningOperator(backends, OperatorThread().start())
+    yield holder
+    holder.runner.stop()
+
+
+@dataclasses.dataclass
+class RunningOperator:
+    backends: object
+    runner: OperatorThread
+
+
+def _secret(cluster: Cluster, obj: dict) -> dict[str, str]:
+    import base64
+
+    namespace, name = obj["status"]["endpoints"]["credentialsSecret"].split("/")
+    data = cluster.core.read_namespaced_secret(name, namespace).data
+    return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def _produce(settings, user: str, password: str, topic: str) -> str | None:
+    """None if the write was accepted, else the Kafka error name."""
+    errors: list[str] = []
+    producer = Producer(dev_kafka.client_config(settings, user, password) | {"message.timeout.ms": 10000,
+                                                                              "log_level": 0})
+    producer.produce(topic, b"probe", on_delivery=lambda err, msg: errors.append(err.name()) if err else None)
+    producer.flush(20)
+    return errors[0] if errors else None
+
+
+def _topics(settings, prefix: str) -> set[str]:
+    admin = AdminClient(dev_kafka.admin_config(settings))
+    return {t for t in admin.list_topics(timeout=10).topics if t.startswith(prefix)}
+
+
+def _tables(warehouse, database: str) -> set[str]:
+    rows = warehouse.query("SELECT name FROM system.tables WHERE database = {db:String}",
+                           parameters={"db": database}).result_rows
+    return {r[0] for r in rows}
+
+
+@pytest.fixture()
+def cleanup(cluster):
+    names: list[str] = []
+    yield names
+    for name in names:
+        obj = cluster.get(M, name)
+        if obj is not None:
+            cluster.patch_spec(M, name, {"deletionPolicy": "Delete"})
+            cluster.delete(M, name)
+    for name in names:
+        cluster.wait_gone(M, name, timeout=180)
+
+
+def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform, warehouse, cleanup):
+    gt = unique_municipality("municipality-guetersloh.yaml", "gt")
+    bi = unique_municipality("municipality-bielefeld.yaml", "bi")
+    cleanup += [gt["metadata"]["name"], bi["metadata"]["name"]]
+    started = time.monotonic()
+    cluster.apply(M, gt)
+    cluster.apply(M, bi)
+    ready = cluster.wait_for(M, gt["metadata"]["name"], is_ready, what="Ready")
+    elapsed = time.monotonic() - started
+    other = cluster.wait_for(M, bi["metadata"]["name"], is_ready, what="Ready")
+    for type_ in ("IdentityReady", "StreamingReady", "WarehouseReady", "RuntimeReady", "Ready", "Synced"):
+        cond = conditions(ready)[type_]
+        assert cond["status"] == "True", cond
+        assert cond["observedGeneration"] == ready["metadata"]["generation"]
+        assert cond["reason"] and cond["message"]
+    assert ready["status"]["phase"] == "Ready"
+    assert elapsed < 120
+
+    names = ready["status"]["names"]
+    # Kafka: the tenant's own SCRAM user writes to its topic and not to Bielefeld's.
+    credentials = _secret(cluster, ready)
+    own_topic = next(t for t in names["topics"] if t.endswith("pedestrian_counts"))
+    other_topic = next(t for t in other["status"]["names"]["topics"] if not t.endswith(".dlq"))
+    assert _produce(platform, credentials["kafka-username"], credentials["kafka-password"], own_topic) is None
+    assert _produce(platform, credentials["kafka-username"], credentials["kafka-password"],
+                    other_topic) == "TOPIC_AUTHORIZATION_FAILED"
+    # Warehouse: database and one table per enabled dataset.
+    assert _tables(warehouse, names["database"]) == set(names["tables"])
+    # Kubernetes: namespace with quota, limits, default-deny policy and the credentials Secret.
+    namespace = names["namespace"]
+    assert cluster.core.read_namespace(namespace).metadata.labels["urbanstack.io/municipality"]
+    assert cluster.core.read_namespaced_resource_quota("tenant-quota", namespace).spec.hard
+    assert cluster.core.read_namespaced_limit_range("tenant-limits", namespace).spec.limits
+    policies = kubernetes.client.NetworkingV1Api(cluster.api).list_namespaced_network_policy(namespace).items
+    assert any(p.metadata.name == "default-deny" for p in policies)
+    # Status never carries a secret.
+    assert credentials["kafka-password"] not in str(ready["status"])
+    # Events tell what was done.
+    events = cluster.core.list_namespaced_event("default", field_selector=f"involvedObject.name={gt['metadata']['name']}")
+    assert any(e.reason == "Provisioned" for e in events.items)
+
+
+def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse, cleanup):
+    body = unique_municipality("municipality-rheda-wiedenbrueck.yaml", "rw")
+    name = body["metadata"]["name"]
+    cleanup.append(name)
+    cluster.apply(M, body)
+    first = cluster.wait_for(M, name, is_ready, what="Ready")
+    tools = [t["name"] for t in body["spec"]["tools"]]
+    new_tool = "passantenfrequenz-wetter" if "passantenfrequenz-wetter" not in tools else "pegel-warnung"
+    updated = cluster.patch_spec(M, name, {"tools": body["spec"]["tools"] + [{"name": new_tool}],
+                                           "retentionDays": 400})
+    assert updated["metadata"]["generation"] == first["metadata"]["generation"] + 1
+    second = cluster.wait_for(M, name, is_ready, what="Ready at the new generation")
+    assert second["status"]["observedGeneration"] == updated["metadata"]["generation"]
+    names = second["status"]["names"]
+    assert any(new_tool in t for t in names["topics"])
+    assert _tables(warehouse, names["database"]) == set(names["tables"])
+    engine = warehouse.query("SELECT engine_full FROM system.tables WHERE database = {db:String} LIMIT 1",
+                             parameters={"db": names["database"]}).result_rows[0][0]
+    assert "toIntervalDay(400)" in engine
+    admin = AdminClient(dev_kafka.admin_config(platform))
+    from confluent_kafka.admin import ConfigResource
+
+    topic = names["topics"][0]
+    described = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, topic)])
+    config = list(described.values())[0].result(timeout=10)
+    assert config["retention.ms"].value == str(400 * 86_400_000)
+
+
+def test_drift_is_repaired(operator, cluster, platform, warehouse, cleanup):
+    body = unique_municipality("municipality-guetersloh.yaml", "dr")
+    name = body["metadata"]["name"]
+    cleanup.append(name)
+    cluster.apply(M, body)
+    ready = cluster.wait_for(M, name, is_ready, what="Ready")
+    names = ready["status"]["names"]
+    topic, table = names["topics"][0], names["tables"][0]
+    AdminClient(dev_kafka.admin_config(platform)).delete_topics([topic])[topic].result(timeout=10)
+    warehouse.command(f"DROP TABLE `{names['database']}`.`{table}`")
+    cluster.core.delete_namespaced_resource_quota("tenant-quota", names["namespace"])
+    deadline = time.monotonic() + DRIFT_INTERVAL * 6 + 30
+    while time.monotonic() < deadline:
+        if (topic in _topics(platform, topic) and table in _tables(warehouse, names["database"])
+                and cluster.core.list_namespaced_resource_quota(names["namespace"]).items):
+            break
+        time.sleep(1)
+    else:
+        raise AssertionError("drift was not repaired")
+    events = cluster.core.list_namespaced_event("default", field_selector=f"involvedObject.name={name}")
+    assert any(e.reason == "DriftRepaired" for e in events.items)
+
+
+def test_invalid_ags_fails_clearly_and_creates_nothing(operator, cluster, platform, warehouse, cleanup):
+    body = unique_municipality("municipality-guetersloh.yaml", "bad")
+    body["spec"]["ags"] = "05754999"  # well-formed, but no municipality has it
+    name = body["metadata"]["name"]
+    cleanup.append(name)
+    cluster.apply(M, body)
+    failed = cluster.wait_for(M, name, lambda o: (o.get("status") or {}).get("phase") == "Failed", what="Failed")
+    message = conditions(failed)["Ready"]["message"]
+    assert "05754999" in message
+    assert conditions(failed)["Ready"]["reason"] == "InvalidSpec"
+    with pytest.raises(kubernetes.client.rest.ApiException):
+        cluster.core.read_namespace(f"muni-{name}")
+    assert not _topics(platform, f"{name}.")
+    assert not warehouse.query("SELECT 1 FROM system.databases WHERE name = {db:String}",
+                               parameters={"db": name.replace("-", "_")}).result_rows
+
+
+def test_deletion_policies(operator, cluster, platform, warehouse):
+    retained = unique_municipality("municipality-guetersloh.yaml", "keep")
+    removed = unique_municipality("municipality-guetersloh.yaml", "gone")
+    removed["spec"]["deletionPolicy"] = "Delete"
+    for body in (retained, removed):
+        cluster.apply(M, body)
+    kept = cluster.wait_for(M, retained["metadata"]["name"], is_ready, what="Ready")
+    gone = cluster.wait_for(M, removed["metadata"]["name"], is_ready, what="Ready")
+    kept_creds = _secret(cluster, kept)
+    for body in (retained, removed):
+        cluster.delete(M, body["metadata"]["name"])
+    for body in (retained, removed):
+        cluster.wait_gone(M, body["metadata"]["name"], timeout=180)
+
+    # Retain: data stays, access is gone.
+    names = kept["status"]["names"]
+    assert set(names["topics"]) <= _topics(platform, names["topics"][0].split(".")[0] + ".")
+    assert _tables(warehouse, names["database"]) == set(names["tables"])
+    assert _produce(platform, kept_creds["kafka-username"], kept_creds["kafka-password"],
+                    names["topics"][0]) is not None
+    # Delete: nothing left in any backend.
+    names = gone["status"]["names"]
+    assert not _topics(platform, names["topics"][0].split(".")[0] + ".")
+    assert not _tables(warehouse, names["database"])
+    # Clean up what Retain kept.
+    from urbanstack.operator.plan import plan  # noqa: F401 - documents where the names come from
+    AdminClient(dev_kafka.admin_config(platform)).delete_topics(list(kept["status"]["names"]["topics"]))
+    warehouse.command(f"DROP DATABASE IF EXISTS `{kept['status']['names']['database']}`")
+
+
+def test_operator_restart_converges_without_duplicates(operator, cluster, platform, keycloak_admin, cleanup):
+    body = unique_municipality("municipality-guetersloh.yaml", "rs")
+    name = body["metadata"]["name"]
+    cleanup.append(name)
+    operator.runner.stop()
+    cluster.apply(M, body)
+    operator.runner = OperatorThread().start()
+    time.sleep(1.5)  # the first reconcile is under way
+    operator.runner.stop()
+    operator.runner = OperatorThread().start()
+    ready = cluster.wait_for(M, name, is_ready, what="Ready after restarts")
+    names = ready["status"]["names"]
+    assert sorted(_topics(platform, names["topics"][0].split(".")[0] + ".")) == sorted(names["topics"])
+    realm = names["realm"]
+    keycloak_admin.change_current_realm(realm)
+    try:
+        clients = [c["clientId"] for c in keycloak_admin.get_clients() if c["clientId"].startswith(f"{name}-")]
+        assert len(clients) == len(set(clients)) and clients
+        if names.get("organization"):
+            orgs = [o for o in keycloak_admin.get_organizations() if o.get("alias") == names["organization"]]
+            assert len(orgs) == 1
+    finally:
+        keycloak_admin.change_current_realm("master")
+
+
+def test_keycloak_outage_is_visible_and_recovers(operator, cluster, platform, cleanup):
+    body = unique_municipality("municipality-guetersloh.yaml", "kc")
+    name = body["metadata"]["name"]
+    cleanup.append(name)
+    processes.stop("keycloak", platform.run_dir)
+    try:
+        cluster.apply(M, body)
+        down = cluster.wait_for(M, name, lambda o: conditions(o).get("IdentityReady", {}).get("reason")
+                                == "BackendUnavailable", what="IdentityReady=False", timeout=120)
+        found = conditions(down)
+        assert found["IdentityReady"]["status"] == "False"
+        assert "Keycloak" in found["IdentityReady"]["message"]
+        assert found["StreamingReady"]["status"] == "True"
+        assert found["Ready"]["status"] == "False"
+        assert found["Synced"]["status"] == "False"
+    finally:
+        dev_platform.up(platform, ["keycloak"])
+    cluster.wait_for(M, name, is_ready, what="Ready after Keycloak came back", timeout=240)
+
+
+def test_citytool_deletion_is_blocked_while_enabled(operator, cluster, cleanup):
+    tool = example("citytool-pegel-warnung.yaml")
+    tool["metadata"] = {"name": f"pw-{uuid.uuid4().hex[:6]}"}
+    cluster.apply("citytools", tool)
+    body = unique_municipality("municipality-rheda-wiedenbrueck.yaml", "uses")
+    body["spec"]["tools"] = [{"name": tool["metadata"]["name"]}]
+    cleanup.append(body["metadata"]["name"])
+    cluster.apply(M, body)
+    cluster.wait_for(M, body["metadata"]["name"], is_ready, what="Ready")
+    installed = cluster.wait_for("citytools", tool["metadata"]["name"],
+                                 lambda o: body["metadata"]["name"] in (o.get("status") or {}).get("installedIn", []),
+                                 what="installedIn")
+    assert installed
+    cluster.delete("citytools", tool["metadata"]["name"])
+    blocked = cluster.wait_for("citytools", tool["metadata"]["name"],
+                               lambda o: conditions(o).get("Ready", {}).get("reason") == "StillInUse",
+                               what="StillInUse")
+    assert body["metadata"]["name"] in conditions(blocked)["Ready"]["message"]
+    cluster.patch_spec(M, body["metadata"]["name"], {"tools": []})
+    cluster.wait_gone("citytools", tool["metadata"]["name"], timeout=120)
