@@ -1,0 +1,251 @@
+"""Keycloak, Kafka and ClickHouse: external services, or in-cluster through their operators.
+
+Either way the result is the same ``Backend`` wiring: environment variables
+(credentials only as ``secretKeyRef``), and the network peers and ports that
+the NetworkPolicies open for the components that use the backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+from pulumi_kubernetes.core.v1 import Secret
+
+from urbanstack.stacks.platform import common
+from urbanstack.stacks.platform.config import NAMESPACE, ConfigError, PlatformConfig
+
+ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}},)
+
+# Which component talks to which backend; NetworkPolicies open nothing else.
+USERS = {
+    "kafka": ("operator", "api", "sink", "connectors"),
+    "keycloak": ("operator", "api", "hub"),
+    "warehouse": ("operator", "api", "sink"),
+}
+
+KEYCLOAK_NAME = "urbanstack-keycloak"
+KAFKA_CLUSTER = "urbanstack"
+KAFKA_USER = "urbanstack-platform"
+CLICKHOUSE_NAME = "urbanstack"
+CLICKHOUSE_USER = "urbanstack"
+EXTERNAL_SECRET = "urbanstack-backends"
+WAREHOUSE_SECRET = "urbanstack-warehouse"
+KEYCLOAK_DB_SECRET = "urbanstack-keycloak-db"
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    env: tuple[dict, ...]
+    # Only the operator administers a backend (realms, topics, databases).
+    admin_env: tuple[dict, ...]
+    peers: tuple[dict, ...]
+    ports: tuple[int, ...]
+    # In-cluster only: the backend's own pods, which the default deny also covers.
+    pod_selector: dict | None = None
+    operator_namespace: str | None = None
+    extra_egress: tuple[dict, ...] = ()
+    # Users' browsers reach it through the platform's Ingress (Keycloak's login pages).
+    public_host: str | None = None
+    public_service: str | None = None
+
+
+@dataclass(frozen=True)
+class Backends:
+    by_name: dict[str, Backend]
+    resources: tuple[pulumi.Resource, ...]
+
+    def env_for(self, component: str) -> list[dict]:
+        env = []
+        for backend_name, users in USERS.items():
+            if component in users:
+                backend = self.by_name[backend_name]
+                env += backend.env
+                if component == "operator":
+                    env += backend.admin_env
+        return env
+
+
+def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
+    ext = cfg.external
+    assert ext is not None
+    secret = Secret(
+        EXTERNAL_SECRET,
+        metadata=common.metadata(cfg, EXTERNAL_SECRET, "backends"),
+        type="Opaque",
+        string_data={"kafka-password": ext.kafka_password, "keycloak-admin-password": ext.keycloak_admin_password,
+                     "warehouse-password": ext.warehouse_password},
+        opts=common.options(depends_on=after),
+    )
+    by_name = {
+        "kafka": Backend(
+            "kafka",
+            env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),
+                 common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", ext.kafka_security_protocol),
+                 common.env_value("URBANSTACK_KAFKA_USERNAME", ext.kafka_username),
+                 common.env_secret("URBANSTACK_KAFKA_PASSWORD", EXTERNAL_SECRET, "kafka-password")),
+            admin_env=(), peers=ANYWHERE, ports=ext.kafka_ports),
+        "keycloak": Backend(
+            "keycloak",
+            env=(common.env_value("URBANSTACK_KEYCLOAK_URL", ext.keycloak_url),),
+            admin_env=(common.env_value("URBANSTACK_KEYCLOAK_ADMIN_USER", ext.keycloak_admin_user),
+                       common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", EXTERNAL_SECRET,
+                                         "keycloak-admin-password")),
+            peers=ANYWHERE, ports=(ext.keycloak_port,)),
+        "warehouse": Backend(
+            "warehouse",
+            env=(common.env_value("URBANSTACK_WAREHOUSE_URL", ext.warehouse_url),
+                 common.env_value("URBANSTACK_WAREHOUSE_USER", ext.warehouse_user),
+                 common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", EXTERNAL_SECRET, "warehouse-password")),
+            admin_env=(), peers=ANYWHERE, ports=(ext.warehouse_port,)),
+    }
+    return Backends(by_name, (secret,))
+
+
+def _custom(cfg: PlatformConfig, api_version: str, kind: str, object_name: str, spec: dict, *,
+            depends_on: list[pulumi.Resource], labels: dict | None = None,
+            annotations: dict | None = None) -> CustomResource:
+    meta = common.metadata(cfg, object_name, "backends", annotations=annotations)
+    meta["labels"] |= labels or {}
+    return CustomResource(f"{kind.lower()}-{object_name}", api_version=api_version, kind=kind, metadata=meta,
+                          spec=spec, opts=common.options(depends_on=depends_on))
+
+
+def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:
+    ic = cfg.in_cluster
+    assert ic is not None
+    db = ic.keycloak_database
+    db_secret = Secret(KEYCLOAK_DB_SECRET, metadata=common.metadata(cfg, KEYCLOAK_DB_SECRET, "backends"),
+                       type="Opaque", string_data={"username": db.username, "password": db.password},
+                       opts=common.options(depends_on=after))
+    keycloak = _custom(cfg, "k8s.keycloak.org/v2alpha1", "Keycloak", KEYCLOAK_NAME, {
+        "instances": ic.keycloak_instances,
+        "db": {"vendor": "postgres", "host": db.host, "database": db.database,
+               "usernameSecret": {"name": KEYCLOAK_DB_SECRET, "key": "username"},
+               "passwordSecret": {"name": KEYCLOAK_DB_SECRET, "key": "password"}},
+        # TLS ends at the ingress; inside the cluster the NetworkPolicies fence Keycloak in.
+        "http": {"httpEnabled": True},
+        "hostname": {"hostname": f"https://{ic.keycloak_hostname}"},
+        "proxy": {"headers": "xforwarded"},
+        # The platform's Ingress routes the hostname, with the platform's TLS settings.
+        "ingress": {"enabled": False},
+    }, depends_on=[*after, db_secret])
+    # The Keycloak operator generates the bootstrap admin into <name>-initial-admin.
+    admin_secret = f"{KEYCLOAK_NAME}-initial-admin"
+    backend = Backend(
+        "keycloak",
+        env=(common.env_value("URBANSTACK_KEYCLOAK_URL", f"http://{KEYCLOAK_NAME}-service.{NAMESPACE}.svc:8080"),),
+        admin_env=(common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_USER", admin_secret, "username"),
+                   common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", admin_secret, "password")),
+        peers=({"podSelector": {"matchLabels": {"app": "keycloak", "app.kubernetes.io/instance": KEYCLOAK_NAME}}},),
+        ports=(8080,),
+        pod_selector={"app": "keycloak", "app.kubernetes.io/instance": KEYCLOAK_NAME},
+        operator_namespace=ic.keycloak_operator_namespace,
+        extra_egress=({"to": list(ANYWHERE), "ports": [{"protocol": "TCP", "port": 5432}]},),
+        public_host=ic.keycloak_hostname,
+        public_service=f"{KEYCLOAK_NAME}-service",
+    )
+    return backend, [db_secret, keycloak]
+
+
+def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:
+    ic = cfg.in_cluster
+    assert ic is not None
+    cluster_label = {"strimzi.io/cluster": KAFKA_CLUSTER}
+    replication = min(3, ic.kafka_replicas)
+    pool = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaNodePool", f"{KAFKA_CLUSTER}-dual-role", {
+        # KRaft: every node is controller and broker; the metadata log shares the data volume.
+        "replicas": ic.kafka_replicas,
+        "roles": ["controller", "broker"],
+        "storage": {"type": "jbod", "volumes": [{"id": 0, "type": "persistent-claim", "size": ic.kafka_storage,
+                                                 "deleteClaim": False, "kraftMetadata": "shared"}]},
+    }, labels=cluster_label, depends_on=after)
+    kafka = _custom(cfg, "kafka.strimzi.io/v1beta2", "Kafka", KAFKA_CLUSTER, {
+        "kafka": {
+            "version": ic.kafka_version,
+            "listeners": [{"name": "scram", "port": 9092, "type": "internal", "tls": False,
+                           "authentication": {"type": "scram-sha-512"}}],
+            # The operator creates tenant users, topics and ACLs, so the platform user is a super user.
+            "authorization": {"type": "simple", "superUsers": [f"User:{KAFKA_USER}"]},
+            "config": {"offsets.topic.replication.factor": replication,
+                       "transaction.state.log.replication.factor": replication,
+                       "transaction.state.log.min.isr": max(1, replication - 1),
+                       "default.replication.factor": replication,
+                       "min.insync.replicas": max(1, replication - 1)},
+        },
+        "entityOperator": {"userOperator": {}},
+    }, annotations={"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}, depends_on=[*after, pool])
+    # Strimzi's user operator generates the password into a Secret named like the user.
+    user = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
+                   {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
+    backend = Backend(
+        "kafka",
+        env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),
+             common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
+             common.env_value("URBANSTACK_KAFKA_USERNAME", KAFKA_USER),
+             common.env_secret("URBANSTACK_KAFKA_PASSWORD", KAFKA_USER, "password")),
+        admin_env=(),
+        peers=({"podSelector": {"matchLabels": cluster_label | {"strimzi.io/broker-role": "true"}}},),
+        ports=(9092,),
+        pod_selector=cluster_label,
+        operator_namespace=ic.strimzi_operator_namespace,
+        # The entity operator reconciles KafkaUsers through the API server.
+        extra_egress=({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.api_server_cidrs],
+                       "ports": [{"protocol": "TCP", "port": port} for port in cfg.api_server_ports]},),
+    )
+    return backend, [pool, kafka, user]
+
+
+def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:
+    ic = cfg.in_cluster
+    assert ic is not None
+    if ic.clickhouse_replicas != 1:
+        raise ConfigError("inCluster.clickhouseReplicas > 1 needs ClickHouse Keeper, which this stack does not "
+                          "declare yet; use 1, or an external warehouse")
+    secret = Secret(WAREHOUSE_SECRET, metadata=common.metadata(cfg, WAREHOUSE_SECRET, "backends"), type="Opaque",
+                    string_data={"password": ic.warehouse_password}, opts=common.options(depends_on=after))
+    chi = _custom(cfg, "clickhouse.altinity.com/v1", "ClickHouseInstallation", CLICKHOUSE_NAME, {
+        "configuration": {
+            "users": {
+                f"{CLICKHOUSE_USER}/k8s_secret_password": f"{NAMESPACE}/{WAREHOUSE_SECRET}/password",
+                f"{CLICKHOUSE_USER}/networks/ip": ["0.0.0.0/0", "::/0"],
+                # The operator creates per-tenant users, roles, grants and quotas with SQL.
+                f"{CLICKHOUSE_USER}/access_management": 1,
+            },
+            "clusters": [{"name": "main", "layout": {"shardsCount": 1, "replicasCount": ic.clickhouse_replicas},
+                          "templates": {"dataVolumeClaimTemplate": "data"}}],
+        },
+        "templates": {"volumeClaimTemplates": [{
+            "name": "data",
+            # Keep the data when the installation is deleted; deletionPolicy decides about tenants.
+            "reclaimPolicy": "Retain",
+            "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": ic.clickhouse_storage}}},
+        }]},
+    }, depends_on=[*after, secret])
+    selector = {"clickhouse.altinity.com/chi": CLICKHOUSE_NAME}
+    backend = Backend(
+        "warehouse",
+        env=(common.env_value("URBANSTACK_WAREHOUSE_URL", f"http://clickhouse-{CLICKHOUSE_NAME}.{NAMESPACE}.svc:8123"),
+             common.env_value("URBANSTACK_WAREHOUSE_USER", CLICKHOUSE_USER),
+             common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", WAREHOUSE_SECRET, "password")),
+        admin_env=(),
+        peers=({"podSelector": {"matchLabels": selector}},),
+        ports=(8123,),
+        pod_selector=selector,
+        operator_namespace=ic.clickhouse_operator_namespace,
+    )
+    return backend, [secret, chi]
+
+
+def install(cfg: PlatformConfig, *, after: list[pulumi.Resource]) -> Backends:
+    """``after``: what every namespaced object waits for (the namespace)."""
+    if cfg.backends == "external":
+        return _external(cfg, after)
+    by_name, resources = {}, []
+    for build in (_keycloak, _kafka, _clickhouse):
+        backend, declared = build(cfg, after)
+        by_name[backend.name] = backend
+        resources += declared
+    return Backends(by_name, tuple(resources))

@@ -1,0 +1,244 @@
+"""The stack's configuration: one immutable object, read once from Pulumi config.
+
+Every key lives in the project's namespace (``urbanstack-platform:<key>``);
+``docs/deploy.md`` lists them. Credentials are only ever read with
+``require_secret``, so they stay Pulumi secrets (encrypted in the stack file and
+state) until they land in a Kubernetes Secret. A value that would leak a
+credential into plain config (a URL with ``user:password@``) is refused.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pulumi
+
+PROJECT = "urbanstack-platform"
+NAMESPACE = "urbanstack-system"
+RUNTIME_SERVICES = ("api", "sink", "connectors", "hub")
+# The sink scales with Kafka partitions, api and hub with requests. Connectors
+# poll their sources on a schedule: more replicas would only fetch twice.
+AUTOSCALED = ("api", "sink", "hub")
+BACKEND_MODES = ("external", "in-cluster")
+
+DEFAULT_RESOURCES = {
+    "operator": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    "api": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}},
+    "sink": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
+    "connectors": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    "hub": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+}
+
+_DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
+_VERSION_TAG = re.compile(r":v?\d+(\.\d+){1,2}([-+.][0-9A-Za-z.-]+)?$")
+
+
+class ConfigError(ValueError):
+    """A stack configuration that cannot produce a safe installation."""
+
+
+def check_pinned_image(key: str, image: str) -> str:
+    """An image must name an exact build: a digest or a version tag, never a moving tag."""
+    if _DIGEST.search(image) or _VERSION_TAG.search(image.rsplit("/", 1)[-1]):
+        return image
+    raise ConfigError(f"{key} must be pinned by version (repo/name:1.2.3) or digest (repo/name@sha256:…), "
+                      f"got {image!r}")
+
+
+def check_no_credentials(key: str, url: str) -> str:
+    parts = urlsplit(url if "://" in url else f"//{url}")
+    if parts.username or parts.password:
+        raise ConfigError(f"{key} must not carry credentials ({parts.scheme}://user:password@… ); "
+                          f"set the user as plain config and the password with `pulumi config set --secret`")
+    return url
+
+
+def url_port(url: str, default: int) -> int:
+    return urlsplit(url if "://" in url else f"//{url}").port or default
+
+
+@dataclass(frozen=True)
+class Ingress:
+    class_name: str
+    api_host: str
+    hub_host: str
+    tls_secret_name: str
+    controller_namespace: str
+    # cert-manager issues the certificate into tls_secret_name when set;
+    # otherwise the Secret must exist (docs/deploy.md shows both).
+    cluster_issuer: str | None = None
+
+
+@dataclass(frozen=True)
+class External:
+    kafka_bootstrap: str
+    kafka_security_protocol: str
+    kafka_username: str
+    kafka_password: pulumi.Output
+    keycloak_url: str
+    keycloak_admin_user: str
+    keycloak_admin_password: pulumi.Output
+    warehouse_url: str
+    warehouse_user: str
+    warehouse_password: pulumi.Output
+
+    @property
+    def kafka_ports(self) -> tuple[int, ...]:
+        return tuple(sorted({url_port(server, 9092) for server in self.kafka_bootstrap.split(",")}))
+
+    @property
+    def keycloak_port(self) -> int:
+        return url_port(self.keycloak_url, 443 if self.keycloak_url.startswith("https") else 80)
+
+    @property
+    def warehouse_port(self) -> int:
+        return url_port(self.warehouse_url, 8443 if self.warehouse_url.startswith("https") else 8123)
+
+
+@dataclass(frozen=True)
+class KeycloakDatabase:
+    host: str
+    database: str
+    username: str
+    password: pulumi.Output
+
+
+@dataclass(frozen=True)
+class InCluster:
+    keycloak_instances: int
+    keycloak_hostname: str
+    keycloak_database: KeycloakDatabase
+    keycloak_operator_namespace: str
+    kafka_version: str
+    kafka_replicas: int
+    kafka_storage: str
+    strimzi_operator_namespace: str
+    clickhouse_replicas: int
+    clickhouse_storage: str
+    clickhouse_operator_namespace: str
+    warehouse_password: pulumi.Output
+
+
+@dataclass(frozen=True)
+class PlatformConfig:
+    operator_image: str
+    runtime_image: str
+    peering: str
+    replicas: dict[str, int]
+    max_replicas: dict[str, int]
+    resources: dict[str, dict]
+    ingress: Ingress
+    backends: str
+    external: External | None
+    in_cluster: InCluster | None
+    api_server_cidrs: tuple[str, ...]
+    api_server_ports: tuple[int, ...]
+    monitoring_namespace: str | None
+    skip_await: bool
+    crds_dir: Path
+
+
+def image_version(image: str) -> str:
+    """The tag, or the digest's first 12 hex digits: a valid app.kubernetes.io/version label."""
+    if "@sha256:" in image:
+        return image.rsplit("@sha256:", 1)[1][:12]
+    return image.rsplit("/", 1)[-1].split(":", 1)[1]
+
+
+def _checkout_crds() -> Path:
+    # stacks/platform/config.py → the repository's crds/ folder.
+    return Path(__file__).resolve().parents[2] / "crds"
+
+
+def _external(cfg: pulumi.Config) -> External:
+    raw = cfg.require_object("external")
+    try:
+        return External(
+            kafka_bootstrap=raw["kafkaBootstrap"],
+            kafka_security_protocol=raw.get("kafkaSecurityProtocol", "SASL_SSL"),
+            kafka_username=raw["kafkaUsername"],
+            kafka_password=cfg.require_secret("kafkaPassword"),
+            keycloak_url=check_no_credentials("external.keycloakUrl", raw["keycloakUrl"]),
+            keycloak_admin_user=raw["keycloakAdminUser"],
+            keycloak_admin_password=cfg.require_secret("keycloakAdminPassword"),
+            warehouse_url=check_no_credentials("external.warehouseUrl", raw["warehouseUrl"]),
+            warehouse_user=raw["warehouseUser"],
+            warehouse_password=cfg.require_secret("warehousePassword"),
+        )
+    except KeyError as missing:
+        raise ConfigError(f"external.{missing.args[0]} is required when backends is 'external'") from None
+
+
+def _in_cluster(cfg: pulumi.Config) -> InCluster:
+    raw = cfg.get_object("inCluster") or {}
+    try:
+        database = raw["keycloakDatabase"]
+        in_cluster = InCluster(
+            keycloak_instances=int(raw.get("keycloakInstances", 2)),
+            keycloak_hostname=raw["keycloakHostname"],
+            keycloak_database=KeycloakDatabase(host=database["host"], database=database.get("database", "keycloak"),
+                                               username=database.get("username", "keycloak"),
+                                               password=cfg.require_secret("keycloakDbPassword")),
+            keycloak_operator_namespace=raw.get("keycloakOperatorNamespace", "keycloak"),
+            kafka_version=raw.get("kafkaVersion", "4.1.1"),
+            kafka_replicas=int(raw.get("kafkaReplicas", 3)),
+            kafka_storage=raw.get("kafkaStorage", "100Gi"),
+            strimzi_operator_namespace=raw.get("strimziOperatorNamespace", "strimzi"),
+            clickhouse_replicas=int(raw.get("clickhouseReplicas", 1)),
+            clickhouse_storage=raw.get("clickhouseStorage", "200Gi"),
+            clickhouse_operator_namespace=raw.get("clickhouseOperatorNamespace", "kube-system"),
+            warehouse_password=cfg.require_secret("warehousePassword"),
+        )
+    except KeyError as missing:
+        raise ConfigError(f"inCluster.{missing.args[0]} is required when backends is 'in-cluster'") from None
+    for key in ("keycloakOperatorNamespace", "strimziOperatorNamespace", "clickhouseOperatorNamespace"):
+        if raw.get(key) == NAMESPACE:
+            # The backend's NetworkPolicy admits its operator's whole namespace.
+            raise ConfigError(f"inCluster.{key} must not be {NAMESPACE}: run the backend operators in their own "
+                              f"namespace and let them watch {NAMESPACE}")
+    return in_cluster
+
+
+def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
+    cfg = cfg or pulumi.Config(PROJECT)
+    backends = cfg.get("backends") or "external"
+    if backends not in BACKEND_MODES:
+        raise ConfigError(f"backends must be one of {', '.join(BACKEND_MODES)}, got {backends!r}")
+    replicas = {name: 1 for name in RUNTIME_SERVICES} | (cfg.get_object("replicas") or {})
+    max_replicas = {name: max(replicas[name], 3) for name in AUTOSCALED} | (cfg.get_object("maxReplicas") or {})
+    for name in AUTOSCALED:
+        if max_replicas[name] < replicas[name]:
+            raise ConfigError(f"maxReplicas.{name} ({max_replicas[name]}) is below replicas.{name} ({replicas[name]})")
+    overrides = cfg.get_object("resources") or {}
+    resources = {name: overrides.get(name, default) for name, default in DEFAULT_RESOURCES.items()}
+    ingress = cfg.require_object("ingress")
+    api_server = cfg.get_object("apiServer") or {}
+    try:
+        ingress_config = Ingress(
+            class_name=ingress["className"], api_host=ingress["apiHost"], hub_host=ingress["hubHost"],
+            tls_secret_name=ingress["tlsSecretName"],
+            controller_namespace=ingress.get("controllerNamespace", "ingress-nginx"),
+            cluster_issuer=ingress.get("clusterIssuer"))
+    except KeyError as missing:
+        raise ConfigError(f"ingress.{missing.args[0]} is required: the platform is only served over TLS") from None
+    crds_dir = cfg.get("crdsDir")
+    return PlatformConfig(
+        operator_image=check_pinned_image("operatorImage", cfg.require("operatorImage")),
+        runtime_image=check_pinned_image("runtimeImage", cfg.require("runtimeImage")),
+        peering=cfg.get("operatorPeering") or "urbanstack",
+        replicas=replicas,
+        max_replicas=max_replicas,
+        resources=resources,
+        ingress=ingress_config,
+        backends=backends,
+        external=_external(cfg) if backends == "external" else None,
+        in_cluster=_in_cluster(cfg) if backends == "in-cluster" else None,
+        api_server_cidrs=tuple(api_server.get("cidrs", ["0.0.0.0/0"])),
+        api_server_ports=tuple(int(port) for port in api_server.get("ports", [443, 6443])),
+        monitoring_namespace=cfg.get("monitoringNamespace"),
+        skip_await=cfg.get_bool("skipAwait") or False,
+        crds_dir=Path(crds_dir).resolve() if crds_dir else _checkout_crds(),
+    )

@@ -1,0 +1,99 @@
+"""The operator: two Kopf replicas that elect one leader through a peering object.
+
+Its ClusterRole is ``urbanstack.operator.rbac`` verbatim — the same rules the
+local platform binds in the integration tests, so a missing right fails there
+and a superfluous one is never granted here.
+"""
+
+from __future__ import annotations
+
+import pulumi
+from pulumi_kubernetes.apiextensions import CustomResource
+from pulumi_kubernetes.apps.v1 import Deployment
+from pulumi_kubernetes.core.v1 import ServiceAccount
+from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
+from pulumi_kubernetes.rbac.v1 import ClusterRole, ClusterRoleBinding
+
+from urbanstack.operator import rbac
+from urbanstack.stacks.platform import common
+from urbanstack.stacks.platform.backends import Backends
+from urbanstack.stacks.platform.config import NAMESPACE, PlatformConfig
+
+COMPONENT = "operator"
+REPLICAS = 2
+SERVICE_ACCOUNT = common.name(COMPONENT)
+
+
+def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource],
+            crds: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    account = ServiceAccount(
+        SERVICE_ACCOUNT, metadata=common.metadata(cfg, SERVICE_ACCOUNT, COMPONENT), automount_service_account_token=True,
+        opts=common.options(depends_on=after))
+    manifest = rbac.cluster_role()
+    role = ClusterRole(
+        rbac.CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
+        rules=manifest["rules"],
+    )
+    binding = ClusterRoleBinding(
+        rbac.CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac.CLUSTER_ROLE_NAME},
+        subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        opts=common.options(depends_on=[role, account]),
+    )
+    # The ClusterRole may patch peerings but not create them: the stack owns the object.
+    peering = CustomResource(
+        f"peering-{cfg.peering}", api_version="kopf.dev/v1", kind="ClusterKopfPeering",
+        metadata=common.metadata(cfg, cfg.peering, COMPONENT, namespace=None),
+        opts=common.options(depends_on=crds),
+    )
+    container = {
+        "name": COMPONENT,
+        "image": cfg.operator_image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": ["urbanstack"],
+        # An explicit --peering makes Kopf refuse to start without the peering
+        # object, instead of falling back to every replica reconciling.
+        "args": ["operator", "run", f"--peering={cfg.peering}",
+                 f"--liveness=http://0.0.0.0:{common.HTTP_PORT}/healthz"],
+        "ports": [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}],
+        "env": backends.env_for(COMPONENT),
+        "resources": cfg.resources[COMPONENT],
+        # Kopf has one health endpoint: it answers once the operator watches the API.
+        "startupProbe": common.http_probe("/healthz", period=5, failures=24),
+        "livenessProbe": common.http_probe("/healthz", period=20, failures=3),
+        "readinessProbe": common.http_probe("/healthz", period=10, failures=3),
+        "securityContext": common.CONTAINER_SECURITY,
+        "volumeMounts": [common.TMP_MOUNT],
+    }
+    deployment = Deployment(
+        common.name(COMPONENT),
+        metadata=common.metadata(cfg, common.name(COMPONENT), COMPONENT, image=cfg.operator_image),
+        spec={
+            "replicas": REPLICAS,
+            "selector": {"matchLabels": common.selector(COMPONENT)},
+            "strategy": common.ZERO_DOWNTIME,
+            "template": {
+                "metadata": {"labels": common.labels(COMPONENT, cfg.operator_image)},
+                "spec": {
+                    "serviceAccountName": SERVICE_ACCOUNT,
+                    "securityContext": common.POD_SECURITY,
+                    "affinity": common.spread(COMPONENT),
+                    # Kopf's peering hands over leadership within its lifetime; give it time to go.
+                    "terminationGracePeriodSeconds": 60,
+                    "containers": [container],
+                    "volumes": [common.TMP_VOLUME],
+                },
+            },
+        },
+        opts=common.options(depends_on=[*after, binding, peering, *backends.resources, *crds]),
+    )
+    budget = PodDisruptionBudget(
+        common.name(COMPONENT),
+        metadata=common.metadata(cfg, common.name(COMPONENT), COMPONENT),
+        spec={"minAvailable": 1, "selector": {"matchLabels": common.selector(COMPONENT)}},
+        opts=common.options(depends_on=after),
+    )
+    return {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding, "peering": peering,
+            "deployment": deployment, "podDisruptionBudget": budget}
