@@ -1,0 +1,252 @@
+"""Who is calling: Keycloak access tokens in, a :class:`Principal` out.
+
+A token is accepted only if all of this holds:
+
+- it is a JWS signed with RS256 (``none`` and HMAC are refused before any key is looked up);
+- its issuer is one of the platform's realms under the configured Keycloak URL: a
+  shared realm (``urbanstack`` by default) or a dedicated ``muni-<slug>`` realm. The
+  JWKS URL is derived from that allow-listed issuer, never fetched from a URL a token names;
+- the signature verifies with a key from the issuer's JWKS (cached per issuer, fetched
+  again when a token names an unknown ``kid``, at most once per ``refresh_interval``);
+- ``exp`` is in the future and ``nbf``/``iat`` not in the future, with a small leeway;
+- the audience contains the API client.
+
+What a token means — tenant and roles — is decided in :func:`principal_from_claims`
+and nowhere else, so aligning claim names with the identity provisioner is a change
+to one function. The municipality always comes from the token, never from the request.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import httpx
+import jwt
+
+from urbanstack.operator import naming
+
+ALGORITHM = "RS256"
+DEDICATED_REALM_PREFIX = "muni-"
+
+
+class AuthError(Exception):
+    """The caller could not be authenticated (HTTP 401); the message says why, without secrets."""
+
+
+class Permission(str, enum.Enum):
+    read_public = "read:public"
+    read_own = "read:own"
+    read_shared = "read:shared"
+    write_own = "write:own"
+    manage_own = "manage:own"
+
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "citizen": frozenset({Permission.read_public}),
+    "gov-viewer": frozenset({Permission.read_public, Permission.read_own, Permission.read_shared}),
+    "gov-editor": frozenset({Permission.read_public, Permission.read_own, Permission.read_shared,
+                             Permission.write_own}),
+    "gov-admin": frozenset(Permission),
+}
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    roles: frozenset[str]
+    subject: str
+    permissions: frozenset[Permission] = field(default=frozenset())
+
+    def can(self, permission: Permission) -> bool:
+        return permission in self.permissions
+
+
+def principal_from_claims(claims: Mapping[str, Any], issuer: str, *, api_client: str = "{tenant}-api",
+                          shared_realms: Iterable[str] = (naming.SHARED_REALM,)) -> Principal:
+    """The one place that maps verified token claims to tenant, roles and permissions.
+
+    Tenant: a dedicated realm's issuer ``…/realms/muni-<slug>`` names it; in a shared
+    realm the Keycloak 26 ``organization`` claim does (a list of aliases, or a map keyed
+    by alias when the scope includes attributes) and exactly one organization is
+    required; failing that, a ``tenant`` claim (a user-attribute mapper). Roles: the
+    realm roles plus the API client's roles in ``resource_access``.
+    """
+    realm = issuer.rstrip("/").rsplit("/realms/", 1)[-1]
+    if realm in set(shared_realms):
+        tenant = _tenant_in_shared_realm(claims)
+    elif realm.startswith(DEDICATED_REALM_PREFIX):
+        tenant = realm[len(DEDICATED_REALM_PREFIX):]
+        if "tenant" in claims and claims["tenant"] != tenant:
+            raise AuthError(f"token of realm {realm!r} claims tenant {claims['tenant']!r}; "
+                            "a dedicated realm belongs to one municipality")
+    else:
+        raise AuthError(f"realm {realm!r} is not a platform realm")
+    if not isinstance(tenant, str) or not naming.is_slug(tenant):
+        raise AuthError("the token's municipality is not a valid slug")
+
+    subject = claims.get("sub")
+    if not isinstance(subject, str) or not subject:
+        raise AuthError("token has no subject ('sub' claim)")
+
+    roles: set[str] = set(_string_list(_get(claims, "realm_access", "roles")))
+    roles |= set(_string_list(_get(claims, "resource_access", api_client.format(tenant=tenant), "roles")))
+    permissions = frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in roles))
+    return Principal(tenant=tenant, roles=frozenset(roles), subject=subject, permissions=permissions)
+
+
+def _tenant_in_shared_realm(claims: Mapping[str, Any]) -> str:
+    organization = claims.get("organization")
+    if organization is not None:
+        if isinstance(organization, Mapping):
+            aliases = list(organization)
+        elif isinstance(organization, str):
+            aliases = [organization]
+        else:
+            aliases = _string_list(organization)
+        if len(aliases) != 1:
+            raise AuthError(f"token names {len(aliases)} organizations; the API needs exactly one "
+                            "(ask for the 'organization:<alias>' scope when signing in)")
+        return aliases[0]
+    tenant = claims.get("tenant")
+    if isinstance(tenant, list) and len(tenant) == 1:
+        tenant = tenant[0]
+    if not isinstance(tenant, str) or not tenant:
+        raise AuthError("token names no municipality (no 'organization' or 'tenant' claim)")
+    return tenant
+
+
+def _get(claims: Mapping[str, Any], *path: str) -> Any:
+    value: Any = claims
+    for key in path:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    return value
+
+
+def _string_list(value: Any) -> list[str]:
+    if not isinstance(value, list):
+        return []
+    return [item for item in value if isinstance(item, str)]
+
+
+# Verification ------------------------------------------------------------------
+
+@dataclass
+class _KeySet:
+    keys: dict[str, Any]
+    fetched_at: float
+
+
+class TokenVerifier:
+    """Validates bearer tokens against the platform's Keycloak realms.
+
+    ``audience`` is the API client id; ``{tenant}`` in it is replaced by the token's
+    municipality. ``{tenant}-api`` matches the plan's per-tenant API clients
+    (``guetersloh-api``) and makes a token minted for one municipality's API useless
+    at another's.
+    """
+
+    def __init__(self, keycloak_url: str, audience: str, *,
+                 shared_realms: Iterable[str] = (naming.SHARED_REALM,), leeway: float = 30.0,
+                 refresh_interval: float = 30.0, max_issuers: int = 256,
+                 http_client: httpx.Client | None = None, clock: Callable[[], float] = time.time):
+        self._base = keycloak_url.rstrip("/")
+        if not audience or audience.replace("{tenant}", "") == "" or audience.count("{") != audience.count("{tenant}"):
+            raise ValueError(f"audience: name the API client tokens must be issued for, optionally with "
+                             f"'{{tenant}}' in it (like '{{tenant}}-api'); got {audience!r}")
+        self._audience = audience
+        self._shared_realms = tuple(shared_realms)
+        self._leeway = leeway
+        self._refresh_interval = refresh_interval
+        self._max_issuers = max_issuers
+        self._http = http_client or httpx.Client(timeout=5.0)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._jwks: OrderedDict[str, _KeySet] = OrderedDict()
+        realms = "|".join(re.escape(realm) for realm in self._shared_realms)
+        self._issuer_pattern = re.compile(
+            rf"{re.escape(self._base)}/realms/(?:{realms}|{DEDICATED_REALM_PREFIX}[a-z][a-z0-9]*(?:-[a-z0-9]+)*)")
+
+    def verify(self, token: str) -> Principal:
+        try:
+            header = jwt.get_unverified_header(token)
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError:
+            raise AuthError("the bearer token is not a well-formed JWT") from None
+        if header.get("alg") != ALGORITHM:
+            raise AuthError(f"token algorithm {header.get('alg')!r} is not accepted; only {ALGORITHM}")
+        issuer = unverified.get("iss")
+        if not isinstance(issuer, str) or not self._issuer_pattern.fullmatch(issuer):
+            raise AuthError("token issuer is not a realm of this platform's Keycloak")
+        key = self._key(issuer, header.get("kid"))
+        try:
+            claims = jwt.decode(token, key=key, algorithms=[ALGORITHM], issuer=issuer, leeway=self._leeway,
+                                options={"require": ["exp", "iss", "sub"], "verify_aud": False})
+        except jwt.ExpiredSignatureError:
+            raise AuthError("token has expired; sign in again") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("token is not valid yet (nbf/iat in the future); check the clocks") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("token signature does not verify") from None
+        except jwt.PyJWTError as exc:
+            raise AuthError(f"token rejected: {exc}") from None
+        principal = principal_from_claims(claims, issuer, api_client=self._audience,
+                                          shared_realms=self._shared_realms)
+        expected = self._audience.format(tenant=principal.tenant)
+        if expected not in _audiences(claims):
+            raise AuthError(f"token was not issued for this API (its audience must include {expected!r})")
+        return principal
+
+    def _key(self, issuer: str, kid: Any) -> Any:
+        if not isinstance(kid, str):
+            raise AuthError("token header has no key id ('kid')")
+        with self._lock:
+            cached = self._jwks.get(issuer)
+            if cached is not None:
+                self._jwks.move_to_end(issuer)
+                if kid in cached.keys:
+                    return cached.keys[kid]
+                if self._clock() - cached.fetched_at < self._refresh_interval:
+                    raise AuthError("token was signed with a key this realm does not publish")
+        keys = self._fetch(issuer)
+        with self._lock:
+            self._jwks[issuer] = _KeySet(keys=keys, fetched_at=self._clock())
+            self._jwks.move_to_end(issuer)
+            while len(self._jwks) > self._max_issuers:
+                self._jwks.popitem(last=False)
+        if kid not in keys:
+            raise AuthError("token was signed with a key this realm does not publish")
+        return keys[kid]
+
+    def _fetch(self, issuer: str) -> dict[str, Any]:
+        try:
+            response = self._http.get(f"{issuer}/protocol/openid-connect/certs")
+        except httpx.HTTPError:
+            raise AuthError("cannot reach the identity provider to check the token; try again shortly") from None
+        if response.status_code != 200:
+            # Cache the miss too, so tokens naming a realm that does not exist cannot make us hammer Keycloak.
+            return {}
+        keys = {}
+        try:
+            for jwk in response.json().get("keys", []):
+                if jwk.get("kty") == "RSA" and jwk.get("use", "sig") == "sig" and isinstance(jwk.get("kid"), str):
+                    keys[jwk["kid"]] = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
+        except (ValueError, AttributeError, jwt.PyJWTError):
+            return {}
+        return keys
+
+
+def _audiences(claims: Mapping[str, Any]) -> list[str]:
+    audience = claims.get("aud")
+    if isinstance(audience, str):
+        return [audience]
+    return _string_list(audience)
+

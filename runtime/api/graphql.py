@@ -1,0 +1,267 @@
+"""The GraphQL schema: the same engine and the same access rules as REST, typed results."""
+
+
+import enum
+from datetime import date, datetime
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.types import Info
+
+from .auth import Principal
+from .catalogue import DatasetInfo
+from .query import (Aggregate as EngineAggregate, Bucket as EngineBucket, DatasetRef, Filters, JoinQuery, JoinSide,
+                    Metric as EngineMetric, ObservationsQuery, QueryEngine, QueryError, SeriesQuery)
+
+Bucket = strawberry.enum(EngineBucket, description="Length of a time bucket.")
+Aggregate = strawberry.enum(EngineAggregate, description="Aggregate over the observations of a bucket.")
+
+
+@strawberry.type
+class Field:
+    name: str
+    type: str
+    unit: str | None
+    description: str
+    required: bool
+
+
+@strawberry.type
+class Dataset:
+    id: str
+    owner: str
+    tool: str
+    name: str
+    title: str
+    description: str
+    fields: list[Field]
+    public: bool
+    licence: str | None
+    shared_with: list[str] | None = strawberry.field(description="Shown to the owner only.")
+    retention_days: int
+
+
+@strawberry.type
+class Metric:
+    name: str
+    field: str
+    aggregate: Aggregate
+    unit: str | None
+
+
+@strawberry.type
+class MetricValue:
+    name: str
+    value: float | None
+
+
+@strawberry.type
+class SeriesPoint:
+    bucket: datetime
+    sensor_id: str | None
+    events: int
+    values: list[MetricValue]
+
+
+@strawberry.type
+class Series:
+    dataset: Dataset
+    bucket: Bucket
+    timezone: str
+    start: datetime
+    end: datetime
+    metrics: list[Metric]
+    points: list[SeriesPoint]
+    next_cursor: str | None
+
+
+@strawberry.type
+class JoinPoint:
+    bucket: datetime
+    left_events: int
+    right_events: int
+    left: list[MetricValue]
+    right: list[MetricValue]
+
+
+@strawberry.type
+class Join:
+    left: Dataset
+    right: Dataset
+    bucket: Bucket
+    timezone: str
+    start: datetime
+    end: datetime
+    left_metrics: list[Metric]
+    right_metrics: list[Metric]
+    points: list[JoinPoint]
+    next_cursor: str | None
+
+
+@strawberry.type
+class FieldValue:
+    name: str
+    number: float | None = strawberry.field(description="Set for numeric fields.")
+    text: str | None = strawberry.field(description="Set for text, date and boolean fields.")
+
+
+@strawberry.type
+class Observation:
+    event_id: str
+    source: str
+    sensor_id: str
+    observed_at: datetime
+    lon: float | None
+    lat: float | None
+    values: list[FieldValue]
+
+
+@strawberry.type
+class ObservationPage:
+    dataset: Dataset
+    fields: list[Field]
+    rows: list[Observation]
+    next_cursor: str | None
+
+
+@strawberry.input
+class DatasetInput:
+    owner: str
+    tool: str
+    name: str
+
+
+@strawberry.input
+class BBoxInput:
+    min_lon: float
+    min_lat: float
+    max_lon: float
+    max_lat: float
+
+
+@strawberry.input
+class JoinSideInput:
+    dataset: DatasetInput
+    fields: list[str]
+    aggregates: list[Aggregate] = strawberry.field(default_factory=lambda: [EngineAggregate.avg])
+    sensor_ids: list[str] = strawberry.field(default_factory=list)
+
+
+def _dataset(info: DatasetInfo, principal: Principal | None) -> Dataset:
+    return Dataset(id=info.ref, owner=info.owner, tool=info.tool, name=info.name, title=info.display_name,
+                   description=info.description, public=info.public, licence=info.licence,
+                   shared_with=list(info.shared_with) if principal and principal.tenant == info.owner else None,
+                   retention_days=info.retention_days,
+                   fields=[_field(f) for f in info.fields])
+
+
+def _field(f) -> Field:
+    return Field(name=f.name, type=f.type, unit=f.unit, description=f.description, required=f.required)
+
+
+def _metric(m: EngineMetric) -> Metric:
+    return Metric(name=m.name, field=m.field, aggregate=m.aggregate, unit=m.unit)
+
+
+def _values(metrics, values) -> list[MetricValue]:
+    return [MetricValue(name=m.name, value=None if v is None else float(v)) for m, v in zip(metrics, values)]
+
+
+def _field_value(name: str, value: Any) -> FieldValue:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return FieldValue(name=name, number=float(value), text=None)
+    if isinstance(value, (datetime, date)):
+        return FieldValue(name=name, number=None, text=value.isoformat())
+    return FieldValue(name=name, number=None, text=None if value is None else str(value).lower()
+                      if isinstance(value, bool) else value)
+
+
+def _ref(value: DatasetInput) -> DatasetRef:
+    return DatasetRef(value.owner, value.tool, value.name)
+
+
+def _bbox(value: BBoxInput | None):
+    return None if value is None else (value.min_lon, value.min_lat, value.max_lon, value.max_lat)
+
+
+def _call(info: Info, method: str, *args, **kwargs):
+    engine: QueryEngine = info.context["engine"]
+    try:
+        return getattr(engine, method)(info.context["principal"], *args, **kwargs)
+    except QueryError as error:
+        raise GraphQLError(error.message, extensions={"code": error.code.upper(), "status": error.status}) from None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field(description="Datasets the caller may read: its own, those shared with it, open data.")
+    def datasets(self, info: Info) -> list[Dataset]:
+        principal = info.context["principal"]
+        return [_dataset(d, principal) for d in _call(info, "datasets")]
+
+    @strawberry.field(description="One dataset's metadata.")
+    def dataset(self, info: Info, dataset: DatasetInput) -> Dataset:
+        return _dataset(_call(info, "dataset", _ref(dataset)), info.context["principal"])
+
+    @strawberry.field(description="Aggregates per time bucket (and sensor).")
+    def series(self, info: Info, dataset: DatasetInput, fields: list[str],
+               aggregates: list[Aggregate] | None = None, bucket: Bucket = EngineBucket.hour,
+               start: datetime | None = None, end: datetime | None = None, sensor_ids: list[str] | None = None,
+               bbox: BBoxInput | None = None, by_sensor: bool = False, timezone: str = "UTC",
+               limit: int | None = None, cursor: str | None = None) -> Series:
+        result = _call(info, "series", SeriesQuery(
+            dataset=_ref(dataset), fields=tuple(fields), aggregates=tuple(aggregates or (EngineAggregate.avg,)),
+            bucket=bucket, by_sensor=by_sensor, timezone=timezone, limit=limit, cursor=cursor,
+            filters=Filters(start=start, end=end, sensor_ids=tuple(sensor_ids or ()), bbox=_bbox(bbox))))
+        principal = info.context["principal"]
+        return Series(dataset=_dataset(result.dataset, principal), bucket=result.bucket, timezone=result.timezone,
+                      start=result.start, end=result.end, metrics=[_metric(m) for m in result.metrics],
+                      points=[SeriesPoint(bucket=r.bucket, sensor_id=r.sensor_id, events=r.events,
+                                          values=_values(result.metrics, r.values)) for r in result.rows],
+                      next_cursor=result.next_cursor)
+
+    @strawberry.field(description="Two datasets aggregated on common time buckets.")
+    def join(self, info: Info, left: JoinSideInput, right: JoinSideInput, bucket: Bucket = EngineBucket.hour,
+             start: datetime | None = None, end: datetime | None = None, bbox: BBoxInput | None = None,
+             timezone: str = "UTC", limit: int | None = None, cursor: str | None = None) -> Join:
+        sides = [JoinSide(_ref(s.dataset), tuple(s.fields), tuple(s.aggregates), tuple(s.sensor_ids))
+                 for s in (left, right)]
+        result = _call(info, "join", JoinQuery(left=sides[0], right=sides[1], bucket=bucket, start=start, end=end,
+                                               bbox=_bbox(bbox), timezone=timezone, limit=limit, cursor=cursor))
+        principal = info.context["principal"]
+        return Join(left=_dataset(result.left, principal), right=_dataset(result.right, principal),
+                    bucket=result.bucket, timezone=result.timezone, start=result.start, end=result.end,
+                    left_metrics=[_metric(m) for m in result.left_metrics],
+                    right_metrics=[_metric(m) for m in result.right_metrics],
+                    points=[JoinPoint(bucket=r.bucket, left_events=r.left_events, right_events=r.right_events,
+                                      left=_values(result.left_metrics, r.left_values),
+                                      right=_values(result.right_metrics, r.right_values)) for r in result.rows],
+                    next_cursor=result.next_cursor)
+
+    @strawberry.field(description="Single observations, oldest first, one page at a time.")
+    def observations(self, info: Info, dataset: DatasetInput, start: datetime | None = None,
+                     end: datetime | None = None, sensor_ids: list[str] | None = None, bbox: BBoxInput | None = None,
+                     fields: list[str] | None = None, limit: int | None = None,
+                     cursor: str | None = None) -> ObservationPage:
+        page = _call(info, "observations", ObservationsQuery(
+            dataset=_ref(dataset), fields=tuple(fields or ()), limit=limit, cursor=cursor,
+            filters=Filters(start=start, end=end, sensor_ids=tuple(sensor_ids or ()), bbox=_bbox(bbox))))
+        return ObservationPage(
+            dataset=_dataset(page.dataset, info.context["principal"]), fields=[_field(f) for f in page.fields],
+            rows=[Observation(event_id=r.event_id, source=r.source, sensor_id=r.sensor_id, observed_at=r.observed_at,
+                              lon=r.lon, lat=r.lat,
+                              values=[_field_value(f.name, v) for f, v in zip(page.fields, r.values)])
+                  for r in page.rows],
+            next_cursor=page.next_cursor)
+
+
+def _expected(error: GraphQLError) -> bool:
+    # Our own refusals and GraphQL validation errors are for the caller; anything else may carry internals.
+    original = error.original_error
+    return original is None or isinstance(original, GraphQLError)
+
+
+schema = strawberry.Schema(query=Query, extensions=[
+    lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])

@@ -1,0 +1,643 @@
+"""The one query engine under REST and GraphQL.
+
+Every request becomes one parameterised ClickHouse query. Identifiers (database,
+table, columns) come only from the :class:`~.catalogue.Catalogue`, after a caller's
+field names were checked against it, and are quoted; every value a caller sends
+(times, sensor ids, bounding box, cursors, time zone) travels as a bound query
+parameter. Access is decided here too, before any SQL is built, so neither
+front end can forget it.
+
+Rows of the same ``event_id`` may coexist until ClickHouse merges them
+(ReplacingMergeTree), so every read uses ``FINAL``: the latest ingested copy
+counts, once. A copy always lands in the same monthly partition as the original
+(same ``observed_at``), which lets ``FINAL`` skip merging across partitions.
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import json
+import logging
+import math
+import re
+import threading
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+from zoneinfo import available_timezones
+
+from .auth import Permission, Principal
+from .catalogue import Catalogue, DatasetInfo, FieldInfo
+
+log = logging.getLogger(__name__)
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+_IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
+_TIMEZONES = frozenset(available_timezones())
+
+
+class Bucket(str, enum.Enum):
+    minute = "minute"
+    hour = "hour"
+    day = "day"
+    week = "week"
+    month = "month"
+
+
+class Aggregate(str, enum.Enum):
+    count = "count"
+    sum = "sum"
+    avg = "avg"
+    min = "min"
+    max = "max"
+    p50 = "p50"
+    p90 = "p90"
+    p95 = "p95"
+    p99 = "p99"
+
+
+_BUCKET_SQL = {
+    Bucket.minute: "toStartOfMinute(observed_at, {tz:String})",
+    Bucket.hour: "toStartOfHour(observed_at, {tz:String})",
+    Bucket.day: "toStartOfDay(observed_at, {tz:String})",
+    Bucket.week: "toDateTime(toStartOfWeek(observed_at, 1, {tz:String}), {tz:String})",  # weeks start on Monday
+    Bucket.month: "toDateTime(toStartOfMonth(observed_at, {tz:String}), {tz:String})",
+}
+
+# Exact quantiles, interpolated like numpy's default ("linear"): municipal reports get
+# the same number a spreadsheet gives, not a sketch.
+_AGGREGATE_SQL = {
+    Aggregate.count: "count({column})",
+    Aggregate.sum: "sum({column})",
+    Aggregate.avg: "avg({column})",
+    Aggregate.min: "min({column})",
+    Aggregate.max: "max({column})",
+    Aggregate.p50: "quantileExactInclusive(0.5)({column})",
+    Aggregate.p90: "quantileExactInclusive(0.9)({column})",
+    Aggregate.p95: "quantileExactInclusive(0.95)({column})",
+    Aggregate.p99: "quantileExactInclusive(0.99)({column})",
+}
+
+
+@dataclass(frozen=True)
+class ApiLimits:
+    """Hard limits that keep one request from monopolising the warehouse."""
+    default_rows: int = 1_000
+    max_rows: int = 10_000
+    max_export_rows: int = 100_000
+    max_fields: int = 32
+    max_sensors: int = 1_000
+    query_timeout_seconds: float = 10.0
+    max_raw_range: timedelta = timedelta(days=366)
+    max_range: dict[Bucket, timedelta] = field(default_factory=lambda: {
+        Bucket.minute: timedelta(days=7),
+        Bucket.hour: timedelta(days=400),
+        Bucket.day: timedelta(days=366 * 20),
+        Bucket.week: timedelta(days=366 * 50),
+        Bucket.month: timedelta(days=366 * 100),
+    })
+    default_range: dict[Bucket, timedelta] = field(default_factory=lambda: {
+        Bucket.minute: timedelta(days=1),
+        Bucket.hour: timedelta(days=7),
+        Bucket.day: timedelta(days=90),
+        Bucket.week: timedelta(days=366),
+        Bucket.month: timedelta(days=366 * 5),
+    })
+    default_raw_range: timedelta = timedelta(days=7)
+
+
+class QueryError(Exception):
+    """A request the API refuses; ``status`` is the HTTP status, the message says what to change."""
+
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(message: str) -> QueryError:
+    return QueryError(400, "bad_request", message)
+
+
+# Requests ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class DatasetRef:
+    owner: str
+    tool: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.owner}/{self.tool}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    start: datetime | None = None
+    end: datetime | None = None
+    sensor_ids: tuple[str, ...] = ()
+    bbox: tuple[float, float, float, float] | None = None  # min lon, min lat, max lon, max lat (WGS 84)
+
+
+@dataclass(frozen=True)
+class SeriesQuery:
+    dataset: DatasetRef
+    fields: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...] = (Aggregate.avg,)
+    bucket: Bucket = Bucket.hour
+    filters: Filters = Filters()
+    by_sensor: bool = False
+    timezone: str = "UTC"
+    limit: int | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class JoinSide:
+    dataset: DatasetRef
+    fields: tuple[str, ...]
+    aggregates: tuple[Aggregate, ...] = (Aggregate.avg,)
+    sensor_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JoinQuery:
+    left: JoinSide
+    right: JoinSide
+    bucket: Bucket = Bucket.hour
+    start: datetime | None = None
+    end: datetime | None = None
+    bbox: tuple[float, float, float, float] | None = None
+    timezone: str = "UTC"
+    limit: int | None = None
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservationsQuery:
+    dataset: DatasetRef
+    filters: Filters = Filters()
+    fields: tuple[str, ...] = ()  # empty: all fields
+    limit: int | None = None
+    cursor: str | None = None
+
+
+# Results ----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Metric:
+    field: str
+    aggregate: Aggregate
+    unit: str | None
+
+    @property
+    def name(self) -> str:
+        return f"{self.field}_{self.aggregate.value}"
+
+
+@dataclass(frozen=True)
+class SeriesRow:
+    bucket: datetime
+    sensor_id: str | None
+    events: int
+    values: tuple[float | int | None, ...]
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    dataset: DatasetInfo
+    bucket: Bucket
+    timezone: str
+    start: datetime
+    end: datetime
+    metrics: tuple[Metric, ...]
+    rows: tuple[SeriesRow, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class JoinRow:
+    bucket: datetime
+    left_events: int
+    right_events: int
+    left_values: tuple[float | int | None, ...]
+    right_values: tuple[float | int | None, ...]
+
+
+@dataclass(frozen=True)
+class JoinResult:
+    left: DatasetInfo
+    right: DatasetInfo
+    bucket: Bucket
+    timezone: str
+    start: datetime
+    end: datetime
+    left_metrics: tuple[Metric, ...]
+    right_metrics: tuple[Metric, ...]
+    rows: tuple[JoinRow, ...]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class ObservationRow:
+    event_id: str
+    source: str
+    sensor_id: str
+    observed_at: datetime
+    lon: float | None
+    lat: float | None
+    values: tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class ObservationPage:
+    dataset: DatasetInfo
+    fields: tuple[FieldInfo, ...]
+    start: datetime
+    end: datetime
+    rows: tuple[ObservationRow, ...]
+    next_cursor: str | None
+
+
+# Access -----------------------------------------------------------------------
+
+def can_read(principal: Principal | None, dataset: DatasetInfo) -> bool:
+    if dataset.public:
+        return True
+    if principal is None:
+        return False
+    if dataset.owner == principal.tenant:
+        return principal.can(Permission.read_own)
+    return principal.tenant in dataset.shared_with and principal.can(Permission.read_shared)
+
+
+def authorize(principal: Principal | None, catalogue: Catalogue, ref: DatasetRef) -> DatasetInfo:
+    """The dataset if the caller may read it. A dataset of another municipality that is not
+    shared with the caller is reported exactly like one that does not exist."""
+    dataset = catalogue.get(ref.owner, ref.tool, ref.name)
+    if dataset is not None and dataset.public:
+        return dataset
+    if principal is None:
+        raise QueryError(401, "unauthenticated", f"dataset {ref} is not open data: send a bearer token "
+                                                 "(Authorization: Bearer <access token>)")
+    if dataset is None or (dataset.owner != principal.tenant and principal.tenant not in dataset.shared_with):
+        raise QueryError(404, "not_found", f"no dataset {ref} is visible to municipality {principal.tenant!r}; "
+                                           "GET /api/v1/datasets lists the ones you can read")
+    if not can_read(principal, dataset):
+        needed = Permission.read_own if dataset.owner == principal.tenant else Permission.read_shared
+        raise QueryError(403, "forbidden", f"reading {ref} needs permission {needed.value}, which your roles "
+                                           f"({', '.join(sorted(principal.roles)) or 'none'}) do not grant; "
+                                           "ask your municipality's administrator for the gov-viewer role")
+    return dataset
+
+
+# Engine -----------------------------------------------------------------------
+
+class QueryEngine:
+    def __init__(self, client, catalogue: Catalogue, limits: ApiLimits | None = None, *,
+                 observe: Callable[[str, float], None] | None = None):
+        self.client = client
+        self.catalogue = catalogue
+        self.limits = limits or ApiLimits()
+        self._observe = observe
+        # chDB runs in this process and its client is not safe for concurrent queries.
+        self._lock = threading.Lock() if "chdb" in type(client).__module__.lower() else nullcontext()
+
+    # Datasets -------------------------------------------------------------
+    def datasets(self, principal: Principal | None) -> list[DatasetInfo]:
+        return [dataset for dataset in self.catalogue.datasets() if can_read(principal, dataset)]
+
+    def dataset(self, principal: Principal | None, ref: DatasetRef) -> DatasetInfo:
+        return authorize(principal, self.catalogue, ref)
+
+    # Series ---------------------------------------------------------------
+    def series(self, principal: Principal | None, query: SeriesQuery) -> SeriesResult:
+        dataset = authorize(principal, self.catalogue, query.dataset)
+        metrics = self._metrics(dataset, query.fields, query.aggregates)
+        tz = _timezone(query.timezone)
+        start, end = self._range(query.filters.start, query.filters.end, query.bucket)
+        limit = self._limit(query.limit)
+        params: dict[str, Any] = {"tz": tz, "limit": limit + 1}
+        where = _where(params, "", start, end, query.filters.sensor_ids, query.filters.bbox, self.limits)
+        having = ""
+        if query.cursor:
+            last_bucket, last_sensor = _decode_cursor(query.cursor, (str, str))
+            params["c_bucket"], params["c_sensor"] = _instant(last_bucket, "cursor"), last_sensor
+            where.append("observed_at >= {c_bucket:DateTime64(3, 'UTC')}")
+            having = "HAVING (bucket, sensor) > ({c_bucket:DateTime64(3, 'UTC')}, {c_sensor:String})"
+        sensor = "sensor_id" if query.by_sensor else "''"
+        sql = (f"SELECT {_BUCKET_SQL[query.bucket]} AS bucket, {sensor} AS sensor, count() AS events"
+               f"{_metric_columns(metrics, 'm')} FROM {_table(dataset)} FINAL WHERE {' AND '.join(where)} "
+               f"GROUP BY bucket, sensor {having} ORDER BY bucket, sensor LIMIT {{limit:UInt32}}")
+        rows = self._run("series", sql, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        result = tuple(SeriesRow(bucket=_utc(row[0]), sensor_id=row[1] if query.by_sensor else None, events=row[2],
+                                 values=tuple(_number(v) for v in row[3:])) for row in rows)
+        cursor = _encode_cursor([format_time(result[-1].bucket), rows[-1][1]]) if more else None
+        return SeriesResult(dataset=dataset, bucket=query.bucket, timezone=tz, start=start, end=end,
+                            metrics=metrics, rows=result, next_cursor=cursor)
+
+    # Join -----------------------------------------------------------------
+    def join(self, principal: Principal | None, query: JoinQuery) -> JoinResult:
+        left = authorize(principal, self.catalogue, query.left.dataset)
+        right = authorize(principal, self.catalogue, query.right.dataset)
+        left_metrics = self._metrics(left, query.left.fields, query.left.aggregates)
+        right_metrics = self._metrics(right, query.right.fields, query.right.aggregates)
+        tz = _timezone(query.timezone)
+        start, end = self._range(query.start, query.end, query.bucket)
+        limit = self._limit(query.limit)
+        params: dict[str, Any] = {"tz": tz, "limit": limit + 1}
+        cursor_sql = ""
+        if query.cursor:
+            (last_bucket,) = _decode_cursor(query.cursor, (str,))
+            params["c_bucket"] = _instant(last_bucket, "cursor")
+            cursor_sql = " AND observed_at >= {c_bucket:DateTime64(3, 'UTC')}"
+        sides = []
+        for prefix, dataset, side, metrics in (("l", left, query.left, left_metrics),
+                                               ("r", right, query.right, right_metrics)):
+            where = _where(params, f"{prefix}_", start, end, side.sensor_ids, query.bbox, self.limits)
+            sides.append(f"(SELECT {_BUCKET_SQL[query.bucket]} AS bucket, count() AS {prefix}_events"
+                         f"{_metric_columns(metrics, prefix)} FROM {_table(dataset)} FINAL "
+                         f"WHERE {' AND '.join(where)}{cursor_sql} GROUP BY bucket)")
+        after = " WHERE bucket > {c_bucket:DateTime64(3, 'UTC')}" if query.cursor else ""
+        left_columns = "".join(f", l{i}" for i in range(len(left_metrics)))
+        right_columns = "".join(f", r{i}" for i in range(len(right_metrics)))
+        sql = (f"SELECT bucket, l_events, r_events{left_columns}{right_columns} FROM {sides[0]} AS l "
+               f"INNER JOIN {sides[1]} AS r USING (bucket){after} ORDER BY bucket LIMIT {{limit:UInt32}}")
+        rows = self._run("join", sql, params)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        split = 3 + len(left_metrics)
+        result = tuple(JoinRow(bucket=_utc(row[0]), left_events=row[1], right_events=row[2],
+                               left_values=tuple(_number(v) for v in row[3:split]),
+                               right_values=tuple(_number(v) for v in row[split:])) for row in rows)
+        cursor = _encode_cursor([format_time(result[-1].bucket)]) if more else None
+        return JoinResult(left=left, right=right, bucket=query.bucket, timezone=tz, start=start, end=end,
+                          left_metrics=left_metrics, right_metrics=right_metrics, rows=result, next_cursor=cursor)
+
+    # Observations -----------------------------------------------------------
+    def observations(self, principal: Principal | None, query: ObservationsQuery, *,
+                     export: bool = False) -> ObservationPage:
+        """Single deduplicated observations, oldest first. ``export`` raises the row limit to
+        ``max_export_rows`` and refuses (rather than truncates) a larger result."""
+        dataset = authorize(principal, self.catalogue, query.dataset)
+        fields = self._fields(dataset, query.fields) if query.fields else dataset.fields
+        start, end = self._raw_range(query.filters.start, query.filters.end)
+        limit = self.limits.max_export_rows if export else self._limit(query.limit)
+        params: dict[str, Any] = {"limit": limit + 1}
+        where = _where(params, "", start, end, query.filters.sensor_ids, query.filters.bbox, self.limits)
+        if query.cursor:
+            observed_at, sensor_id, event_id = _decode_cursor(query.cursor, (str, str, str))
+            params.update(c_time=_instant(observed_at, "cursor"), c_sensor=sensor_id, c_event=event_id)
+            where.append("(observed_at, sensor_id, event_id) > "
+                         "({c_time:DateTime64(3, 'UTC')}, {c_sensor:String}, {c_event:String})")
+        columns = "".join(f", {_quote(f.name)}" for f in fields)
+        sql = (f"SELECT event_id, source, sensor_id, observed_at, lon, lat{columns} FROM {_table(dataset)} FINAL "
+               f"WHERE {' AND '.join(where)} ORDER BY observed_at, sensor_id, event_id LIMIT {{limit:UInt32}}")
+        rows = self._run("export" if export else "observations", sql, params)
+        more = len(rows) > limit
+        if more and export:
+            raise QueryError(422, "too_many_rows", f"the export would exceed {limit} rows; narrow the time range "
+                                                   "or the sensors, or page through /observations")
+        rows = rows[:limit]
+        result = tuple(ObservationRow(event_id=row[0], source=row[1], sensor_id=row[2], observed_at=_utc(row[3]),
+                                      lon=row[4], lat=row[5], values=tuple(_number(v) for v in row[6:]))
+                       for row in rows)
+        cursor = None
+        if more:
+            last = result[-1]
+            cursor = _encode_cursor([format_time(last.observed_at), last.sensor_id, last.event_id])
+        return ObservationPage(dataset=dataset, fields=tuple(fields), start=start, end=end, rows=result,
+                               next_cursor=cursor)
+
+    def ping(self) -> bool:
+        try:
+            with self._lock:
+                self.client.query("SELECT 1", settings={"max_execution_time": 2})
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not ready
+            return False
+
+    # Helpers --------------------------------------------------------------
+    def _fields(self, dataset: DatasetInfo, names: Sequence[str]) -> tuple[FieldInfo, ...]:
+        if len(names) > self.limits.max_fields:
+            raise bad_request(f"at most {self.limits.max_fields} fields per request, got {len(names)}")
+        result = []
+        for name in dict.fromkeys(names):
+            info = dataset.field(name)
+            if info is None:
+                known = ", ".join(f.name for f in dataset.fields)
+                raise bad_request(f"dataset {dataset.ref} has no field {name!r}; its fields are: {known}")
+            result.append(info)
+        return tuple(result)
+
+    def _metrics(self, dataset: DatasetInfo, names: Sequence[str],
+                 aggregates: Sequence[Aggregate]) -> tuple[Metric, ...]:
+        if not names:
+            raise bad_request(f"name at least one field of {dataset.ref} to aggregate "
+                              f"({', '.join(f.name for f in dataset.fields)})")
+        if not aggregates:
+            raise bad_request("name at least one aggregate (" + ", ".join(a.value for a in Aggregate) + ")")
+        metrics = []
+        for info in self._fields(dataset, names):
+            for aggregate in dict.fromkeys(Aggregate(a) for a in aggregates):
+                if aggregate is not Aggregate.count and not info.numeric:
+                    raise bad_request(f"field {info.name!r} of {dataset.ref} is {info.type}, not a number: "
+                                      f"only 'count' applies to it")
+                metrics.append(Metric(field=info.name, aggregate=aggregate,
+                                      unit=None if aggregate is Aggregate.count else info.unit))
+        return tuple(metrics)
+
+    def _limit(self, limit: int | None) -> int:
+        if limit is None:
+            return self.limits.default_rows
+        if not 1 <= limit <= self.limits.max_rows:
+            raise bad_request(f"limit must be between 1 and {self.limits.max_rows}, got {limit}")
+        return limit
+
+    def _range(self, start: datetime | None, end: datetime | None, bucket: Bucket) -> tuple[datetime, datetime]:
+        return _checked_range(start, end, self.limits.default_range[bucket], self.limits.max_range[bucket],
+                              f"with bucket {bucket.value!r} (use a larger bucket for longer ranges)")
+
+    def _raw_range(self, start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+        return _checked_range(start, end, self.limits.default_raw_range, self.limits.max_raw_range,
+                              "for single observations (use /series for longer ranges)")
+
+    def _run(self, kind: str, sql: str, params: dict[str, Any]) -> list[tuple]:
+        settings = {"max_execution_time": self.limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+                    "readonly": 2, "do_not_merge_across_partitions_select_final": 1}
+        began = time.perf_counter()
+        try:
+            with self._lock:
+                rows = self.client.query(sql, parameters=params, settings=settings).result_rows
+        except Exception as exc:  # noqa: BLE001 - translated into an error that names no SQL
+            raise _translate(exc) from None
+        finally:
+            if self._observe:
+                self._observe(kind, time.perf_counter() - began)
+        return rows
+
+
+def _translate(exc: Exception) -> QueryError:
+    text = str(exc)
+    if re.search(r"Code: (159|158|396|241)\b", text):
+        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time or memory limit; "
+                                                      "narrow the time range, pick fewer sensors or a larger bucket")
+    if re.search(r"Code: (60|81)\b", text):
+        return QueryError(404, "not_provisioned", "the dataset has no table in the warehouse yet; "
+                                                  "the operator creates it when the municipality is reconciled")
+    log.warning("warehouse query failed: %s", text.strip().splitlines()[0][:500] if text.strip() else exc)
+    return QueryError(503, "warehouse_unavailable", "the warehouse could not answer; try again shortly")
+
+
+def _where(params: dict[str, Any], prefix: str, start: datetime, end: datetime, sensor_ids: Sequence[str],
+           bbox: tuple[float, float, float, float] | None, limits: ApiLimits) -> list[str]:
+    params[f"{prefix}start"], params[f"{prefix}end"] = start, end
+    where = [f"observed_at >= {{{prefix}start:DateTime64(3, 'UTC')}}",
+             f"observed_at < {{{prefix}end:DateTime64(3, 'UTC')}}"]
+    if sensor_ids:
+        if len(sensor_ids) > limits.max_sensors:
+            raise bad_request(f"at most {limits.max_sensors} sensor ids per request, got {len(sensor_ids)}")
+        params[f"{prefix}sensors"] = list(dict.fromkeys(sensor_ids))
+        where.append(f"sensor_id IN {{{prefix}sensors:Array(String)}}")
+    if bbox is not None:
+        min_lon, min_lat, max_lon, max_lat = _checked_bbox(bbox)
+        params.update({f"{prefix}min_lon": min_lon, f"{prefix}min_lat": min_lat,
+                       f"{prefix}max_lon": max_lon, f"{prefix}max_lat": max_lat})
+        where.append(f"lon >= {{{prefix}min_lon:Float64}} AND lon <= {{{prefix}max_lon:Float64}} "
+                     f"AND lat >= {{{prefix}min_lat:Float64}} AND lat <= {{{prefix}max_lat:Float64}}")
+    return where
+
+
+def _checked_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:
+    if len(bbox) != 4:
+        raise bad_request("bbox needs four numbers: min_lon,min_lat,max_lon,max_lat")
+    min_lon, min_lat, max_lon, max_lat = (float(v) for v in bbox)
+    if not (-180 <= min_lon <= max_lon <= 180 and -90 <= min_lat <= max_lat <= 90):
+        raise bad_request("bbox must be min_lon,min_lat,max_lon,max_lat in WGS 84 degrees with min <= max "
+                          f"(longitude -180..180, latitude -90..90), got {','.join(f'{v:g}' for v in bbox)}")
+    return min_lon, min_lat, max_lon, max_lat
+
+
+def _checked_range(start: datetime | None, end: datetime | None, default: timedelta, maximum: timedelta,
+                   context: str) -> tuple[datetime, datetime]:
+    end = _aware(end, "to") if end is not None else min(datetime.now(timezone.utc), LATEST)
+    start = _aware(start, "from") if start is not None else max(end - default, EARLIEST)
+    for name, value in (("from", start), ("to", end)):
+        if not EARLIEST <= value <= LATEST:
+            raise bad_request(f"{name} must lie between 1970-01-01 and 2100-01-01, got {format_time(value)}")
+    if start >= end:
+        raise bad_request(f"from ({format_time(start)}) must be before to ({format_time(end)})")
+    if end - start > maximum:
+        raise bad_request(f"the time range may span at most {maximum.days} days {context}; "
+                          f"got {(end - start).days} days")
+    return start, end
+
+
+def _aware(value: datetime, name: str) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise bad_request(f"{name}: {value.isoformat()} has no time zone; add 'Z' or an offset like '+01:00'")
+    try:
+        return value.astimezone(timezone.utc)
+    except (OverflowError, ValueError):
+        raise bad_request(f"{name} must lie between 1970-01-01 and 2100-01-01") from None
+
+
+def _timezone(name: str) -> str:
+    if name not in _TIMEZONES:
+        raise bad_request(f"timezone must be an IANA time zone such as 'Europe/Berlin' or 'UTC', got {name!r}")
+    return name
+
+
+def _instant(text: str, what: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"{what} is not valid; start again without it") from None
+    return _aware(value, what)
+
+
+def _quote(identifier: str) -> str:
+    # Identifiers come from the catalogue, whose models already restrict them; this is the last line of defence.
+    if not _IDENTIFIER.fullmatch(identifier):
+        raise ValueError(f"refusing unexpected identifier {identifier!r}")
+    return f"`{identifier}`"
+
+
+def _table(dataset: DatasetInfo) -> str:
+    return f"{_quote(dataset.database)}.{_quote(dataset.table)}"
+
+
+def _metric_columns(metrics: Sequence[Metric], prefix: str) -> str:
+    return "".join(f", {_AGGREGATE_SQL[m.aggregate].format(column=_quote(m.field))} AS {prefix}{i}"
+                   for i, m in enumerate(metrics))
+
+
+def _utc(value: datetime) -> datetime:
+    # clickhouse-connect hands back naive UTC for chDB and may hand back aware values from a server.
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def format_time(value: datetime) -> str:
+    value = value.astimezone(timezone.utc)
+    text = value.strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{text}.{value.microsecond // 1000:03d}Z" if value.microsecond else f"{text}Z"
+
+
+def _number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):  # avg over no values gives NaN; JSON has no NaN
+        return None
+    return value
+
+
+def _encode_cursor(values: list[str]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str, types: tuple[type, ...]) -> tuple:
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        values = None
+    if not (isinstance(values, list) and len(values) == len(types)
+            and all(isinstance(v, t) for v, t in zip(values, types))):
+        raise bad_request("cursor is not valid for this request; use the next_cursor of the previous page "
+                          "or start again without it")
+    return tuple(values)
+
+
+
+
+def parse_time(text: str | None, name: str) -> datetime | None:
+    """A caller's ISO-8601 instant (with zone) as UTC; None stays None."""
+    if text is None:
+        return None
+    try:
+        value = datetime.fromisoformat(text.strip().replace("z", "Z").replace("Z", "+00:00"))
+    except ValueError:
+        raise bad_request(f"{name}: not an ISO-8601 timestamp: {text[:40]!r} (example: 2026-03-01T00:00:00Z)") from None
+    return _aware(value, name)
+
+
+def parse_bbox(text: str | None) -> tuple[float, float, float, float] | None:
+    if text is None or not text.strip():
+        return None
+    try:
+        values = tuple(float(part) for part in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(v == v and abs(v) != float("inf") for v in values):
+        raise bad_request(f"bbox must be four numbers min_lon,min_lat,max_lon,max_lat, got {text[:80]!r}")
+    return _checked_bbox(values)
+
+
+def parse_ref(text: str, name: str) -> DatasetRef:
+    parts = text.split("/")
+    if len(parts) != 3 or not all(parts):
+        raise bad_request(f"{name} must name a dataset as owner/tool/dataset, such as "
+                          f"'guetersloh/passantenfrequenz-wetter/pedestrian_counts'; got {text[:120]!r}")
+    return DatasetRef(*parts)
