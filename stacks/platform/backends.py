@@ -8,6 +8,7 @@ the NetworkPolicies open for the components that use the backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from urllib.parse import urlsplit, urlunsplit
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
@@ -38,7 +39,10 @@ KEYCLOAK_DB_SECRET = "urbanstack-keycloak-db"
 @dataclass(frozen=True)
 class Backend:
     name: str
+    # Where the backend is, for every component that uses it.
     env: tuple[dict, ...]
+    # The runtime services' credentials.
+    client_env: tuple[dict, ...]
     # Only the operator administers a backend (realms, topics, databases).
     admin_env: tuple[dict, ...]
     peers: tuple[dict, ...]
@@ -63,9 +67,27 @@ class Backends:
             if component in users:
                 backend = self.by_name[backend_name]
                 env += backend.env
-                if component == "operator":
-                    env += backend.admin_env
+                env += backend.admin_env if component == "operator" else backend.client_env
         return env
+
+
+def _kafka_credentials(user: str, secret: str, key: str) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
+    """(client_env, admin_env): one platform user for now, under both names."""
+    return ((common.env_value("URBANSTACK_KAFKA_USER", user),
+             common.env_secret("URBANSTACK_KAFKA_PASSWORD", secret, key)),
+            (common.env_value("URBANSTACK_KAFKA_ADMIN_USER", user),
+             common.env_secret("URBANSTACK_KAFKA_ADMIN_PASSWORD", secret, key)))
+
+
+def _warehouse_env(url: str, user: str, secret: str, key: str) -> tuple[dict, ...]:
+    """URBANSTACK_WAREHOUSE_URL carries user:password; the kubelet composes it from
+    the variables before it (``$(VAR)``), so the password never enters a manifest."""
+    parts = urlsplit(url)
+    composed = urlunsplit(parts._replace(
+        netloc=f"$(URBANSTACK_WAREHOUSE_USER):$(URBANSTACK_WAREHOUSE_PASSWORD)@{parts.netloc}"))
+    return (common.env_value("URBANSTACK_WAREHOUSE_USER", user),
+            common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", secret, key),
+            common.env_value("URBANSTACK_WAREHOUSE_URL", composed))
 
 
 def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
@@ -79,27 +101,24 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
                      "warehouse-password": ext.warehouse_password},
         opts=common.options(depends_on=after),
     )
+    kafka_client, kafka_admin = _kafka_credentials(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
+    warehouse_env = _warehouse_env(ext.warehouse_url, ext.warehouse_user, EXTERNAL_SECRET, "warehouse-password")
     by_name = {
         "kafka": Backend(
             "kafka",
             env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),
-                 common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", ext.kafka_security_protocol),
-                 common.env_value("URBANSTACK_KAFKA_USERNAME", ext.kafka_username),
-                 common.env_secret("URBANSTACK_KAFKA_PASSWORD", EXTERNAL_SECRET, "kafka-password")),
-            admin_env=(), peers=ANYWHERE, ports=ext.kafka_ports),
+                 common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", ext.kafka_security_protocol)),
+            client_env=kafka_client, admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
         "keycloak": Backend(
             "keycloak",
             env=(common.env_value("URBANSTACK_KEYCLOAK_URL", ext.keycloak_url),),
+            client_env=(),
             admin_env=(common.env_value("URBANSTACK_KEYCLOAK_ADMIN_USER", ext.keycloak_admin_user),
                        common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", EXTERNAL_SECRET,
                                          "keycloak-admin-password")),
             peers=ANYWHERE, ports=(ext.keycloak_port,)),
-        "warehouse": Backend(
-            "warehouse",
-            env=(common.env_value("URBANSTACK_WAREHOUSE_URL", ext.warehouse_url),
-                 common.env_value("URBANSTACK_WAREHOUSE_USER", ext.warehouse_user),
-                 common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", EXTERNAL_SECRET, "warehouse-password")),
-            admin_env=(), peers=ANYWHERE, ports=(ext.warehouse_port,)),
+        "warehouse": Backend("warehouse", env=(), client_env=warehouse_env, admin_env=warehouse_env,
+                             peers=ANYWHERE, ports=(ext.warehouse_port,)),
     }
     return Backends(by_name, (secret,))
 
@@ -137,6 +156,7 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
     backend = Backend(
         "keycloak",
         env=(common.env_value("URBANSTACK_KEYCLOAK_URL", f"http://{KEYCLOAK_NAME}-service.{NAMESPACE}.svc:8080"),),
+        client_env=(),
         admin_env=(common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_USER", admin_secret, "username"),
                    common.env_secret("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", admin_secret, "password")),
         peers=({"podSelector": {"matchLabels": {"app": "keycloak", "app.kubernetes.io/instance": KEYCLOAK_NAME}}},),
@@ -180,13 +200,13 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
     # Strimzi's user operator generates the password into a Secret named like the user.
     user = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
                    {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
+    kafka_client, kafka_admin = _kafka_credentials(KAFKA_USER, KAFKA_USER, "password")
     backend = Backend(
         "kafka",
         env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),
-             common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT"),
-             common.env_value("URBANSTACK_KAFKA_USERNAME", KAFKA_USER),
-             common.env_secret("URBANSTACK_KAFKA_PASSWORD", KAFKA_USER, "password")),
-        admin_env=(),
+             common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")),
+        client_env=kafka_client,
+        admin_env=kafka_admin,
         peers=({"podSelector": {"matchLabels": cluster_label | {"strimzi.io/broker-role": "true"}}},),
         ports=(9092,),
         pod_selector=cluster_label,
@@ -225,12 +245,13 @@ def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Back
         }]},
     }, depends_on=[*after, secret])
     selector = {"clickhouse.altinity.com/chi": CLICKHOUSE_NAME}
+    warehouse_env = _warehouse_env(f"http://clickhouse-{CLICKHOUSE_NAME}.{NAMESPACE}.svc:8123", CLICKHOUSE_USER,
+                                   WAREHOUSE_SECRET, "password")
     backend = Backend(
         "warehouse",
-        env=(common.env_value("URBANSTACK_WAREHOUSE_URL", f"http://clickhouse-{CLICKHOUSE_NAME}.{NAMESPACE}.svc:8123"),
-             common.env_value("URBANSTACK_WAREHOUSE_USER", CLICKHOUSE_USER),
-             common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", WAREHOUSE_SECRET, "password")),
-        admin_env=(),
+        env=(),
+        client_env=warehouse_env,
+        admin_env=warehouse_env,
         peers=({"podSelector": {"matchLabels": selector}},),
         ports=(8123,),
         pod_selector=selector,

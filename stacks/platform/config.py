@@ -126,7 +126,6 @@ class InCluster:
 class PlatformConfig:
     operator_image: str
     runtime_image: str
-    peering: str
     replicas: dict[str, int]
     max_replicas: dict[str, int]
     resources: dict[str, dict]
@@ -228,7 +227,6 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
     return PlatformConfig(
         operator_image=check_pinned_image("operatorImage", cfg.require("operatorImage")),
         runtime_image=check_pinned_image("runtimeImage", cfg.require("runtimeImage")),
-        peering=cfg.get("operatorPeering") or "urbanstack",
         replicas=replicas,
         max_replicas=max_replicas,
         resources=resources,

@@ -22,6 +22,8 @@ from urbanstack.stacks.platform.config import NAMESPACE, PlatformConfig
 COMPONENT = "operator"
 REPLICAS = 2
 SERVICE_ACCOUNT = common.name(COMPONENT)
+# The name the operator's startup handler gives Kopf (operator/handlers.py).
+PEERING = "urbanstack"
 
 
 def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource],
@@ -44,8 +46,8 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
     )
     # The ClusterRole may patch peerings but not create them: the stack owns the object.
     peering = CustomResource(
-        f"peering-{cfg.peering}", api_version="kopf.dev/v1", kind="ClusterKopfPeering",
-        metadata=common.metadata(cfg, cfg.peering, COMPONENT, namespace=None),
+        f"peering-{PEERING}", api_version="kopf.dev/v1", kind="ClusterKopfPeering",
+        metadata=common.metadata(cfg, PEERING, COMPONENT, namespace=None),
         opts=common.options(depends_on=crds),
     )
     container = {
@@ -53,10 +55,8 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         "image": cfg.operator_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["urbanstack"],
-        # An explicit --peering makes Kopf refuse to start without the peering
-        # object, instead of falling back to every replica reconciling.
-        "args": ["operator", "run", f"--peering={cfg.peering}",
-                 f"--liveness=http://0.0.0.0:{common.HTTP_PORT}/healthz"],
+        # The default liveness address is loopback, which the kubelet cannot reach.
+        "args": ["operator", "run", f"--liveness=http://0.0.0.0:{common.HTTP_PORT}/healthz"],
         "ports": [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}],
         "env": backends.env_for(COMPONENT),
         "resources": cfg.resources[COMPONENT],
