@@ -1,7 +1,7 @@
 """The CustomResourceDefinitions: exactly the files in ``crds/``, read at program time.
 
-``crds/`` is generated from the operator's models (plus Kopf's peering CRD when
-the operator ships it), so the stack never holds a second copy that could drift.
+``crds/`` is generated from the operator's models (plus Kopf's peering CRD), so
+the stack never holds a second copy that could drift.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from pulumi_kubernetes.apiextensions.v1 import CustomResourceDefinition
 
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.config import PlatformConfig
-
-KOPF_PEERING_CRD = "clusterkopfpeerings.kopf.dev"
 
 
 def read(folder: Path) -> list[dict]:

@@ -10,8 +10,12 @@ from urbanstack.stacks.platform.config import NAMESPACE, RUNTIME_SERVICES, Platf
 
 def deploy(cfg: PlatformConfig) -> dict[str, object]:
     meta = common.metadata(cfg, NAMESPACE, "platform", namespace=None)
-    # Every pod of the platform itself meets the restricted Pod Security Standard.
-    meta["labels"] |= {"pod-security.kubernetes.io/enforce": "restricted"}
+    # The platform's own pods meet the restricted Pod Security Standard; the
+    # in-cluster backends' pods come from other operators, which only promise baseline.
+    enforce = "restricted" if cfg.backends == "external" else "baseline"
+    meta["labels"] |= {"pod-security.kubernetes.io/enforce": enforce,
+                       "pod-security.kubernetes.io/warn": "restricted",
+                       "pod-security.kubernetes.io/audit": "restricted"}
     namespace = Namespace(NAMESPACE, metadata=meta)
     after = [namespace]
     definitions = crds.install(cfg)

@@ -76,15 +76,19 @@ def stack_values(stack: str) -> dict[str, object]:
     return {key.split(":", 1)[1]: value for key, value in document["config"].items()}
 
 
-def synthesize(values: dict[str, object], secrets: dict[str, str] | None = None) -> Installation:
-    """Declare the whole platform for these config values, as `pulumi up` would."""
-    secrets = SECRETS if secrets is None else secrets
+def use_mocks(values: dict[str, object], secrets: dict[str, str]) -> RecordingMocks:
     mocks = RecordingMocks()
     # set_mocks must come before the program is imported and before config is read.
     pulumi.runtime.set_mocks(mocks, project=PROJECT, stack="test", preview=False)
     encoded = {f"{PROJECT}:{key}": value if isinstance(value, str) else json.dumps(value)
                for key, value in (values | secrets).items()}
     pulumi.runtime.set_all_config(encoded, [f"{PROJECT}:{key}" for key in secrets])
+    return mocks
+
+
+def synthesize(values: dict[str, object], secrets: dict[str, str] | None = None) -> Installation:
+    """Declare the whole platform for these config values, as `pulumi up` would."""
+    mocks = use_mocks(values, SECRETS if secrets is None else secrets)
     from urbanstack.stacks.platform import config, program
 
     result: dict[str, object] = {}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
+import runpy
 
 import pytest
 import yaml
-from stack_harness import PROGRAM, ROOT, SECRETS, stack_values, synthesize
+import pulumi
+from stack_harness import PROGRAM, ROOT, SECRETS, stack_values, synthesize, use_mocks
 from stack_review import binding_problems, container_problems, env_problems, rbac_problems, rollout_problems
 
 from urbanstack.operator import rbac
@@ -28,6 +30,30 @@ def containers(installation):
     for workload, pod in pod_specs(installation):
         for container in pod["containers"]:
             yield workload, container
+
+
+# --- entry point -----------------------------------------------------------
+
+def test_pulumi_entry_point_declares_the_platform():
+    """`pulumi up` runs stacks/platform/__main__.py as a script, not as a module."""
+    mocks = use_mocks(stack_values("dev"), {k: v for k, v in SECRETS.items() if k != "keycloakDbPassword"})
+
+    @pulumi.runtime.test
+    def run():
+        runpy.run_path(str(PROGRAM), run_name="__main__")
+
+    run()
+    assert {"Namespace", "CustomResourceDefinition", "Deployment", "Ingress"} <= {d.kind for d in mocks.declared}
+
+
+def test_namespace_enforces_pod_security(dev, prod):
+    def labels(installation):
+        return installation.one("Namespace", NAMESPACE).inputs["metadata"]["labels"]
+
+    assert labels(dev)["pod-security.kubernetes.io/enforce"] == "restricted"
+    # Third-party backend pods share the namespace in prod; they are warned about, not refused.
+    assert labels(prod)["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert labels(prod)["pod-security.kubernetes.io/warn"] == "restricted"
 
 
 # --- CRDs ------------------------------------------------------------------
