@@ -15,7 +15,6 @@ COPY pyproject.toml setup.py README.md ./
 COPY urbanstack/ urbanstack/
 COPY operator/ operator/
 COPY runtime/ runtime/
-COPY stacks/ stacks/
 COPY templates/ templates/
 # A regular (not editable) install: setup.py maps the rooms into the urbanstack package.
 RUN /opt/urbanstack/bin/pip install --no-cache-dir --upgrade pip \
