@@ -1,0 +1,747 @@
+"""The sink: tenant topics → validated batches → the tenant's ClickHouse table.
+
+One consumer group reads every tenant data topic (``<slug>.<tool>.<dataset>``;
+the DLQ ``<slug>.dlq`` has two parts and never matches). A message is routed by
+its topic alone: topic ``guetersloh.pegel-warnung.water_levels`` writes to
+``guetersloh.pegel_warnung__water_levels`` and nowhere else, and an event whose
+payload names another tenant or dataset is rejected, so a forged payload cannot
+reach another municipality's table.
+
+Delivery is effectively once:
+
+- a batch holds the records of one Kafka partition, offsets ``first..last``;
+- invalid records go to the tenant's DLQ, acknowledged before anything is committed;
+- before the insert, the sink commits the *unchanged* offset ``first`` with the
+  metadata ``pending:<last>`` (an intent). The insert carries the
+  ``insert_deduplication_token`` ``<topic>:<partition>:<first>-<last>``;
+- after the insert, it commits ``last + 1``.
+
+A sink that dies between insert and commit restarts at ``first``, reads the
+intent and closes its first batch exactly at ``last``: the same rows under the
+same token, which ClickHouse drops (``non_replicated_deduplication_window``
+on every platform table). ReplacingMergeTree keyed by ``event_id`` catches what
+the token cannot (a producer sending a reading twice); queries that must not
+see such a duplicate before a merge use ``FINAL``.
+
+Invariant: records in = rows stored + records sent to the DLQ.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from urbanstack.operator import naming
+from urbanstack.runtime.events import EventError, Observation, parse_instant
+
+log = logging.getLogger("urbanstack.sink")
+
+STANDARD_COLUMNS = ("event_id", "source", "sensor_id", "observed_at", "lon", "lat")
+INTENT_PREFIX = "pending:"
+HEADER_ERROR, HEADER_STAGE = "error", "stage"
+HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET = "topic", "partition", "offset"
+
+# ClickHouse error codes that say "this data can never be written" rather than
+# "try again later": a batch that hits one goes to the DLQ instead of retrying forever.
+_DATA_ERROR_CODES = frozenset({6, 16, 27, 38, 41, 53, 60, 69, 70, 72, 81, 117})
+
+
+# Configuration ----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SinkConfig:
+    group_id: str = "urbanstack-sink"
+    # librdkafka treats a leading ^ as a regular expression. Three dot-separated
+    # parts: tenant data topics. The DLQ (<slug>.dlq) has two and stays out.
+    topic_pattern: str = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\.[a-z0-9_]+$"
+    batch_rows: int = 10_000
+    batch_seconds: float = 1.0
+    retry_initial_seconds: float = 0.5
+    retry_max_seconds: float = 30.0
+    schema_refresh_seconds: float = 30.0
+    poll_messages: int = 10_000
+    metrics_port: int = 0
+
+    ENV = {
+        "group_id": ("URBANSTACK_SINK_GROUP", "Kafka consumer group of the sink."),
+        "topic_pattern": ("URBANSTACK_SINK_TOPIC_PATTERN", "Regular expression (leading ^) of the topics to consume."),
+        "batch_rows": ("URBANSTACK_SINK_BATCH_ROWS", "Records per partition that close a batch."),
+        "batch_seconds": ("URBANSTACK_SINK_BATCH_SECONDS", "Age in seconds that closes a batch."),
+        "retry_initial_seconds": ("URBANSTACK_SINK_RETRY_INITIAL_SECONDS", "First back-off after a failed write."),
+        "retry_max_seconds": ("URBANSTACK_SINK_RETRY_MAX_SECONDS", "Longest back-off between write attempts."),
+        "schema_refresh_seconds": ("URBANSTACK_SINK_SCHEMA_REFRESH_SECONDS", "How long a table schema is cached."),
+        "poll_messages": ("URBANSTACK_SINK_POLL_MESSAGES", "Messages fetched per consume call."),
+        "metrics_port": ("URBANSTACK_SINK_METRICS_PORT", "Prometheus endpoint on 127.0.0.1 (0: none)."),
+    }
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> "SinkConfig":
+        environ = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, (variable, _doc) in cls.ENV.items():
+            if variable in environ:
+                kind = type(getattr(cls, name))
+                try:
+                    values[name] = kind(environ[variable])
+                except ValueError:
+                    raise ValueError(f"{variable} must be a {kind.__name__}, got {environ[variable]!r}") from None
+        config = cls(**values)
+        if config.batch_rows < 1 or config.batch_seconds <= 0:
+            raise ValueError("URBANSTACK_SINK_BATCH_ROWS must be ≥ 1 and URBANSTACK_SINK_BATCH_SECONDS > 0")
+        return config
+
+
+# Routing ----------------------------------------------------------------------
+
+class RecordError(ValueError):
+    """A record cannot be stored; the message is the DLQ reason."""
+
+
+@dataclass(frozen=True)
+class Route:
+    topic: str
+    tenant: str
+    tool: str
+    dataset: str
+    database: str
+    table: str
+    dlq_topic: str
+
+
+def route(topic: str) -> Route:
+    """Where a topic's records belong: derived with the operator's naming rules."""
+    parts = topic.split(".")
+    if len(parts) != 3 or not naming.is_slug(parts[0]):
+        raise RecordError(f"topic {topic!r} is not a tenant data topic <municipality>.<tool>.<dataset>")
+    tenant, tool, dataset = parts
+    return Route(topic=topic, tenant=tenant, tool=tool, dataset=dataset, database=naming.database(tenant),
+                 table=naming.table(tool, dataset), dlq_topic=naming.dlq_topic(tenant))
+
+
+# Schema and validation ----------------------------------------------------------
+
+_INT_RANGES = {f"{sign}Int{bits}": ((0, 2 ** bits - 1) if sign else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
+               for sign in ("", "U") for bits in (8, 16, 32, 64)}
+_UNIT = re.compile(r"\[([^\[\]]+)\]\s*$")
+
+
+def _integer(low: int, high: int):
+    def coerce(value):
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        elif isinstance(value, str):
+            value = _number_text(value)
+            if isinstance(value, float):
+                if not value.is_integer():
+                    raise RecordError(f"expected an integer, got {value!r}")
+                value = int(value)
+        if type(value) is not int:
+            raise RecordError(f"expected an integer, got {type(value).__name__} {value!r}")
+        if not low <= value <= high:
+            raise RecordError(f"{value} is outside {low}..{high}")
+        return value
+    return coerce
+
+
+def _number_text(text: str) -> int | float:
+    try:
+        return int(text.strip())
+    except ValueError:
+        pass
+    try:
+        number = float(text.strip())
+    except ValueError:
+        raise RecordError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(number):
+        raise RecordError(f"{text!r} is not a finite number")
+    return number
+
+
+def _float(value):
+    if isinstance(value, float):
+        return value
+    if type(value) is int:
+        return float(value)
+    if isinstance(value, str):
+        return float(_number_text(value))
+    raise RecordError(f"expected a number, got {type(value).__name__} {value!r}")
+
+
+def _string(value):
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # numbers as text are lossless; a code such as a postal code may arrive as one
+    raise RecordError(f"expected a string, got {type(value).__name__}")
+
+
+def _bool(value):
+    if value in (0, 1) and not isinstance(value, float):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "0", "1"):
+        return value.strip().lower() in ("true", "1")
+    raise RecordError(f"expected true/false or 0/1, got {value!r}")
+
+
+def _date(value):
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value.strip()[:10])
+        except ValueError:
+            pass
+    raise RecordError(f"expected a date YYYY-MM-DD, got {value!r}")
+
+
+def _datetime(value):
+    if isinstance(value, str):
+        try:
+            return parse_instant(value)
+        except EventError as exc:
+            raise RecordError(str(exc)) from None
+    raise RecordError(f"expected an ISO-8601 timestamp with a time zone, got {value!r}")
+
+
+def coercer(column_type: str) -> Callable[[Any], Any] | None:
+    """The function that turns a JSON value into what a column of this type takes;
+    None for types the sink cannot fill."""
+    base = column_type
+    for wrapper in ("Nullable(", "LowCardinality("):
+        if base.startswith(wrapper):
+            base = base[len(wrapper):-1]
+    if base in _INT_RANGES:
+        return _integer(*_INT_RANGES[base])
+    if base in ("Float32", "Float64"):
+        return _float
+    if base == "String":
+        return _string
+    if base == "Bool":
+        return _bool
+    if base in ("Date", "Date32"):
+        return _date
+    if base.startswith("DateTime"):
+        return _datetime
+    return None
+
+
+@dataclass(frozen=True)
+class FieldColumn:
+    name: str
+    type: str
+    nullable: bool
+    coerce: Callable[[Any], Any] | None
+    unit: str | None
+
+
+@dataclass
+class TableSchema:
+    """The columns of one platform table, as ``system.columns`` reports them."""
+    database: str
+    table: str
+    fields: dict[str, FieldColumn]
+    column_names: tuple[str, ...]
+    column_types: tuple[str, ...]
+    problem: str | None = None
+    retention_days: int | None = None
+    # Rows observed before this are deleted by the table's TTL as soon as they
+    # arrive; rejecting them keeps "records in = rows stored + DLQ" true.
+    oldest: datetime | None = None
+
+    @classmethod
+    def from_columns(cls, database: str, table: str, columns: list[tuple[str, str, str, str]],
+                     retention_days: int | None = None, now: datetime | None = None) -> "TableSchema":
+        """``columns``: (name, type, default_kind, comment) in table order."""
+        types = {name: column_type for name, column_type, _kind, _comment in columns}
+        missing = [name for name in STANDARD_COLUMNS if name not in types]
+        problem = (f"table {database}.{table} lacks the standard column(s) {', '.join(missing)}; "
+                   "it was not created by the operator") if missing else None
+        fields = {}
+        for name, column_type, default_kind, comment in columns:
+            if name in STANDARD_COLUMNS or (default_kind and name == "ingested_at"):
+                continue
+            unit = _UNIT.search(comment or "")
+            fields[name] = FieldColumn(name=name, type=column_type, nullable=column_type.startswith("Nullable("),
+                                       coerce=coercer(column_type), unit=unit.group(1) if unit else None)
+        names = tuple(n for n in STANDARD_COLUMNS if n in types) + tuple(fields)
+        oldest = None
+        if retention_days:
+            oldest = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+        return cls(database=database, table=table, fields=fields, column_names=names,
+                   column_types=tuple(types[n] for n in names), problem=problem, retention_days=retention_days,
+                   oldest=oldest)
+
+    def row(self, event: Observation) -> tuple:
+        """The event as a row in column order, or RecordError naming every problem."""
+        if self.problem:
+            raise RecordError(self.problem)
+        values = event.fields
+        unknown = [name for name in values if name not in self.fields]
+        problems = []
+        if unknown:
+            problems.append(f"unknown field(s) {', '.join(sorted(unknown))}: not columns of "
+                            f"{self.database}.{self.table} (add them to the dataset or drop them in the connector)")
+        if self.oldest is not None and event.observed_at < self.oldest:
+            problems.append(f"observed_at: {event.observed_at.isoformat()} is older than the dataset's retention of "
+                            f"{self.retention_days} days; the warehouse would delete it at once")
+        row = [event.event_id, event.source, event.sensor_id, event.observed_at, event.lon, event.lat]
+        units = event.units
+        for column in self.fields.values():
+            value = values.get(column.name)
+            if value is None:
+                if not column.nullable:
+                    problems.append(f"fields.{column.name}: required, but "
+                                    f"{'null' if column.name in values else 'missing'}")
+                row.append(None)
+                continue
+            if column.coerce is None:
+                problems.append(f"fields.{column.name}: column type {column.type} cannot be filled by the sink")
+                continue
+            try:
+                row.append(column.coerce(value))
+            except RecordError as exc:
+                problems.append(f"fields.{column.name} ({column.type}): {exc}")
+                continue
+            unit = units.get(column.name)
+            if unit and column.unit and unit != column.unit:
+                problems.append(f"fields.{column.name}: unit {unit!r} differs from the dataset's {column.unit!r}")
+        if problems:
+            raise RecordError("; ".join(problems))
+        return tuple(row)
+
+
+def retention_days(engine_full: str) -> int | None:
+    """The days of a platform table's ``TTL observed_at + INTERVAL n DAY DELETE``."""
+    found = re.search(r"TTL\s+toDateTime\(observed_at\)\s*\+\s*toIntervalDay\((\d+)\)", engine_full)
+    return int(found.group(1)) if found else None
+
+
+def decode(payload: bytes | None, target: Route, schema: TableSchema | None) -> tuple:
+    """Validate one message of ``target``'s topic into a row, or raise RecordError."""
+    if payload is None:
+        raise RecordError("empty message (a tombstone?): expected an observation event")
+    try:
+        event = Observation.from_json(payload)
+    except EventError as exc:
+        raise RecordError(str(exc)) from None
+    if event.tenant != target.tenant:
+        raise RecordError(f"tenant: event claims {event.tenant!r} but was sent to {target.tenant!r}'s topic "
+                          f"{target.topic}; a municipality writes only its own data")
+    if event.dataset != target.dataset:
+        raise RecordError(f"dataset: event is for {event.dataset!r} but topic {target.topic} carries "
+                          f"{target.dataset!r}")
+    if schema is None:
+        raise RecordError(f"table {target.database}.{target.table} does not exist: the dataset "
+                          f"{target.dataset!r} of {target.tool!r} is not enabled for {target.tenant!r}")
+    return schema.row(event)
+
+
+# Batching -----------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """Records of one topic partition, offsets ``first..last``, not yet committed."""
+    topic: str
+    partition: int
+    target: Route | None
+    opened_at: float = field(default_factory=time.monotonic)
+    first: int | None = None
+    last: int | None = None
+    rows: list[tuple] = field(default_factory=list)
+    payloads: list[tuple[int, bytes | None]] = field(default_factory=list)   # of the rows, for a refused insert
+    rejected: list[tuple[int, bytes | None, str]] = field(default_factory=list)
+    replay_until: int | None = None
+    schema: "TableSchema | None" = None
+
+    def add(self, offset: int) -> None:
+        if self.first is None:
+            self.first = offset
+        self.last = offset
+
+    @property
+    def records(self) -> int:
+        return len(self.rows) + len(self.rejected)
+
+    def full(self, max_rows: int) -> bool:
+        if self.replay_until is not None:
+            return self.last is not None and self.last >= self.replay_until
+        return self.records >= max_rows
+
+    def due(self, now: float, max_age: float) -> bool:
+        # A replayed batch must end exactly where the interrupted one did.
+        return self.records > 0 and self.replay_until is None and now - self.opened_at >= max_age
+
+    @property
+    def token(self) -> str:
+        return dedup_token(self.topic, self.partition, self.first, self.last)
+
+
+def dedup_token(topic: str, partition: int, first: int | None, last: int | None) -> str:
+    return f"urbanstack-sink:{topic}:{partition}:{first}-{last}"
+
+
+def parse_intent(metadata: str | None) -> int | None:
+    if metadata and metadata.startswith(INTENT_PREFIX):
+        try:
+            return int(metadata[len(INTENT_PREFIX):])
+        except ValueError:
+            return None
+    return None
+
+
+# Metrics --------------------------------------------------------------------------
+
+class SinkMetrics:
+    def __init__(self, registry=None):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.records_in = Counter("urbanstack_sink_records_in", "Records consumed from tenant topics.",
+                                  ["tenant"], registry=r)
+        self.rows_stored = Counter("urbanstack_sink_rows_stored", "Rows written to the warehouse.",
+                                   ["tenant"], registry=r)
+        self.dlq = Counter("urbanstack_sink_dlq_records", "Records sent to a tenant's dead-letter topic.",
+                           ["tenant"], registry=r)
+        self.write_retries = Counter("urbanstack_sink_write_retries", "Failed attempts that were retried.",
+                                     ["what"], registry=r)
+        self.batch_seconds = Histogram("urbanstack_sink_batch_seconds", "Time to write and commit one batch.",
+                                       buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=r)
+        self.lag = Gauge("urbanstack_sink_lag_records", "Records behind the partition's end.",
+                         ["topic", "partition"], registry=r)
+        self.totals = {"in": 0, "stored": 0, "dlq": 0}
+
+    def count(self, what: str, tenant: str, amount: int) -> None:
+        if amount:
+            {"in": self.records_in, "stored": self.rows_stored, "dlq": self.dlq}[what].labels(tenant).inc(amount)
+            self.totals[what] += amount
+
+
+# The service --------------------------------------------------------------------------
+
+class Stopped(Exception):
+    """The stop event was set while a write was still failing; nothing was committed."""
+
+
+class Sink:
+    """Consume, validate, batch, write, commit. Run it with :meth:`run`."""
+
+    def __init__(self, kafka_config: Mapping[str, Any], warehouse, config: SinkConfig = SinkConfig(),
+                 metrics: SinkMetrics | None = None):
+        self.config = config
+        self.metrics = metrics or SinkMetrics()
+        self._warehouse = warehouse
+        self._consumer = Consumer({
+            **kafka_config,
+            "group.id": config.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            # New tenants' topics join the subscription within this time.
+            "topic.metadata.refresh.interval.ms": 15_000,
+            "max.poll.interval.ms": 600_000,
+            "log_level": 3,
+        })
+        self._dlq = Producer({**kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
+                              "log_level": 3})
+        self._batches: dict[tuple[str, int], Batch] = {}
+        self._intents: dict[tuple[str, int], int] = {}
+        self._schemas: dict[tuple[str, str], tuple[TableSchema | None, float]] = {}
+        self._routes: dict[str, Route | RecordError] = {}
+        self._stop = threading.Event()
+        self._last_lag = 0.0
+
+    # Kafka callbacks ----------------------------------------------------------
+    def _on_assign(self, consumer, partitions) -> None:
+        for tp in consumer.committed(partitions, timeout=30):
+            end = parse_intent(tp.metadata)
+            if end is not None and tp.offset >= 0 and end >= tp.offset:
+                self._intents[(tp.topic, tp.partition)] = end
+                log.info("replaying %s[%d] %d..%d exactly as the interrupted batch", tp.topic, tp.partition,
+                         tp.offset, end)
+
+    def _on_revoke(self, consumer, partitions) -> None:
+        # Uncommitted batches are dropped, not written: the partition's next
+        # owner reads them again from the committed offset.
+        for tp in partitions:
+            self._batches.pop((tp.topic, tp.partition), None)
+            self._intents.pop((tp.topic, tp.partition), None)
+
+    # Loop -------------------------------------------------------------------------
+    def start(self) -> None:
+        self._consumer.subscribe([self.config.topic_pattern], on_assign=self._on_assign,
+                                 on_revoke=self._on_revoke, on_lost=self._on_revoke)
+
+    def close(self) -> None:
+        """Leave the group without committing anything that was not written."""
+        self._consumer.close()
+        self._dlq.flush(10)
+
+    def run(self, stop: threading.Event | None = None) -> None:
+        self._stop = stop or threading.Event()
+        self.start()
+        try:
+            while not self._stop.is_set():
+                self.step()
+            self.flush_all()
+        except Stopped:
+            log.warning("stopped while a write was failing; the uncommitted records are read again on restart")
+        finally:
+            self.close()
+
+    def step(self, timeout: float = 0.2) -> None:
+        messages = self._consumer.consume(self.config.poll_messages, timeout=timeout)
+        counts: dict[str, int] = {}
+        for message in messages:
+            error = message.error()
+            if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
+                # Broker restarts and network hiccups: librdkafka reconnects by itself.
+                log.warning("Kafka: %s", error.str())
+                continue
+            if self._accept(message):
+                topic = message.topic()
+                counts[topic] = counts.get(topic, 0) + 1
+        for topic, amount in counts.items():
+            self.metrics.count("in", topic.split(".", 1)[0], amount)
+        now = time.monotonic()
+        for batch in [b for b in self._batches.values() if b.due(now, self.config.batch_seconds)]:
+            self._flush(batch)
+        if now - self._last_lag > 5:
+            self._last_lag = now
+            self._update_lag()
+
+    def _route(self, topic: str) -> Route | RecordError:
+        target = self._routes.get(topic)
+        if target is None:
+            try:
+                target = route(topic)
+            except RecordError as exc:
+                target = exc
+            self._routes[topic] = target
+        return target
+
+    def _batch(self, topic: str, partition: int) -> Batch:
+        key = (topic, partition)
+        batch = self._batches.get(key)
+        if batch is None:
+            target = self._route(topic)
+            batch = self._batches[key] = Batch(topic, partition, target if isinstance(target, Route) else None,
+                                               replay_until=self._intents.pop(key, None))
+        return batch
+
+    def _accept(self, message) -> bool:
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic.endswith(".dlq"):
+            # A pattern that matches a DLQ would feed rejections back into it forever.
+            if topic not in self._routes:
+                self._routes[topic] = RecordError("dead-letter topic")
+                log.error("topic pattern %s matches the dead-letter topic %s; its records are ignored",
+                          self.config.topic_pattern, topic)
+            return False
+        batch = self._batch(topic, partition)
+        if batch.replay_until is not None and offset > batch.replay_until:
+            if batch.records:
+                self._flush(batch)
+                batch = self._batch(topic, partition)
+            batch.replay_until = None
+        payload = message.value()
+        try:
+            if batch.target is None:
+                raise self._route(topic)  # type: ignore[misc]
+            schema = self._schema(batch.target)
+            if batch.rows and schema is not batch.schema:
+                # The table changed under the batch: rows of both shapes cannot share one insert.
+                self._flush(batch)
+                batch = self._batch(topic, partition)
+            batch.rows.append(decode(payload, batch.target, schema))
+            batch.schema = schema
+            batch.payloads.append((offset, payload))
+        except RecordError as exc:
+            batch.rejected.append((offset, payload, str(exc)))
+        batch.add(offset)
+        if batch.full(self.config.batch_rows):
+            self._flush(batch)
+        return True
+
+    def _schema(self, target: Route) -> TableSchema | None:
+        key = (target.database, target.table)
+        entry = self._schemas.get(key)
+        now = time.monotonic()
+        # A missing table is looked for again sooner: the operator may be creating it right now.
+        max_age = self.config.schema_refresh_seconds if entry and entry[0] else min(5.0, self.config.schema_refresh_seconds)
+        if entry is None or now - entry[1] >= max_age:
+            entry = self._schemas[key] = (self._load_schema(target), now)
+        return entry[0]
+
+    def _load_schema(self, target: Route) -> TableSchema | None:
+        rows = self._retry("reading table schemas", lambda: self._warehouse.query(
+            "SELECT name, type, default_kind, comment FROM system.columns "
+            "WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+            parameters={"db": target.database, "t": target.table}).result_rows)
+        if not rows:
+            return None
+        engine = self._retry("reading table settings", lambda: self._warehouse.query(
+            "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": target.database, "t": target.table}).result_rows)
+        return TableSchema.from_columns(target.database, target.table, [tuple(r) for r in rows],
+                                        retention_days=retention_days(engine[0][0] if engine else ""))
+
+    # Writing ------------------------------------------------------------------------
+    def flush_all(self) -> None:
+        for batch in list(self._batches.values()):
+            # An unfinished replay stays unwritten: written short, it would escape deduplication.
+            if batch.records and (batch.replay_until is None or batch.full(self.config.batch_rows)):
+                self._flush(batch)
+
+    def _flush(self, batch: Batch) -> None:
+        started = time.monotonic()
+        tenant = batch.topic.split(".", 1)[0]
+        if batch.rows:
+            self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
+            try:
+                self._retry(f"writing {batch.target.database}.{batch.target.table}", lambda: self._insert(batch))
+            except RecordError as exc:
+                # The warehouse refuses these rows for good: park them in the DLQ instead of blocking the partition.
+                batch.rejected += [(offset, payload, f"warehouse refused the batch: {exc}")
+                                   for offset, payload in batch.payloads]
+                batch.rows = []
+        if batch.rejected:
+            self._retry("sending records to the DLQ", lambda: self._send_to_dlq(batch))
+        self._commit(batch, batch.last + 1, "")
+        self.metrics.count("stored", tenant, len(batch.rows))
+        self.metrics.count("dlq", tenant, len(batch.rejected))
+        self.metrics.batch_seconds.observe(time.monotonic() - started)
+        self._batches.pop((batch.topic, batch.partition), None)
+
+    def _insert(self, batch: Batch) -> None:
+        target, schema = batch.target, batch.schema
+        try:
+            self._warehouse.insert(target.table, list(zip(*batch.rows)), database=target.database,
+                                   column_names=schema.column_names, column_type_names=schema.column_types,
+                                   column_oriented=True, settings={"insert_deduplication_token": batch.token})
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise RecordError(f"cannot serialise the rows ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - classified below
+            code = re.search(r"Code: (\d+)", str(exc))
+            if code and int(code.group(1)) in _DATA_ERROR_CODES:
+                self._schemas.pop((target.database, target.table), None)
+                raise RecordError(_first_line(exc)) from None
+            raise
+
+    def _send_to_dlq(self, batch: Batch) -> None:
+        failures: list[str] = []
+
+        def delivered(error, _message):
+            if error is not None:
+                failures.append(error.str())
+
+        dlq = naming.dlq_topic(batch.topic.split(".", 1)[0])
+        for offset, payload, reason in batch.rejected:
+            headers = [(HEADER_ERROR, reason[:2000].encode()), (HEADER_STAGE, b"sink"),
+                       (HEADER_TOPIC, batch.topic.encode()), (HEADER_PARTITION, str(batch.partition).encode()),
+                       (HEADER_OFFSET, str(offset).encode())]
+            while True:
+                try:
+                    self._dlq.produce(dlq, payload, f"{batch.topic}:{batch.partition}:{offset}".encode(),
+                                      headers=headers, on_delivery=delivered)
+                    break
+                except BufferError:
+                    self._dlq.poll(0.05)
+        remaining = self._dlq.flush(60)
+        if remaining or failures:
+            raise RuntimeError(f"DLQ {dlq}: {remaining} unacknowledged, {len(failures)} refused "
+                               f"({'; '.join(failures[:3])})")
+
+    def _commit(self, batch: Batch, offset: int, metadata: str) -> None:
+        tp = TopicPartition(batch.topic, batch.partition, offset, metadata=metadata)
+
+        def commit():
+            try:
+                self._consumer.commit(offsets=[tp], asynchronous=False)
+            except KafkaException as exc:
+                error = exc.args[0]
+                if error.code() in (KafkaError.UNKNOWN_MEMBER_ID, KafkaError.ILLEGAL_GENERATION,
+                                    KafkaError.REBALANCE_IN_PROGRESS, KafkaError._ASSIGNMENT_LOST):
+                    # The partition moved on; its new owner replays from the last commit.
+                    log.warning("commit of %s[%d] skipped: %s", batch.topic, batch.partition, error.str())
+                    return
+                raise
+
+        self._retry(f"committing {batch.topic}[{batch.partition}]", commit)
+
+    def _retry(self, what: str, action: Callable[[], Any]) -> Any:
+        delay = self.config.retry_initial_seconds
+        while True:
+            try:
+                return action()
+            except RecordError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - an outage: wait and try again, lose nothing
+                self.metrics.write_retries.labels(what.split(" ")[0]).inc()
+                log.warning("%s failed, retrying in %.1f s: %s", what, delay, _first_line(exc))
+                if self._stop.wait(delay):
+                    raise Stopped(what) from None
+                delay = min(delay * 2, self.config.retry_max_seconds)
+
+    def _update_lag(self) -> None:
+        try:
+            assignment = self._consumer.assignment()
+            positions = self._consumer.position(assignment)
+        except KafkaException:
+            return
+        for tp in positions:
+            try:
+                _low, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0 and tp.offset >= 0:
+                self.metrics.lag.labels(tp.topic, str(tp.partition)).set(max(high - tp.offset, 0))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+def run_sink(settings, stop_event: threading.Event | None = None, config: SinkConfig | None = None) -> None:
+    """The ``urbanstack sink`` service: runs until ``stop_event`` is set (or SIGTERM/SIGINT
+    when called from the main thread without one)."""
+    from urbanstack import warehouse
+    from urbanstack.devplatform import kafka
+
+    config = config or SinkConfig.from_env()
+    if stop_event is None:
+        stop_event = threading.Event()
+        if threading.current_thread() is threading.main_thread():
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(signum, lambda *_: stop_event.set())
+    metrics = SinkMetrics()
+    if config.metrics_port:
+        from prometheus_client import start_http_server
+
+        start_http_server(config.metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    client = warehouse.connect(settings.warehouse_url)
+    log.info("sink: group %s, topics %s → %s", config.group_id, config.topic_pattern,
+             warehouse.redact(settings.warehouse_url))
+    Sink(kafka.admin_config(settings), client, config, metrics).run(stop_event)
+
+
+def main() -> None:
+    from urbanstack.settings import Settings
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_sink(Settings.from_env())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""Producer → Kafka → sink → warehouse on the real platform: the invariant
+records in = rows stored + records in the DLQ, reasons in the DLQ, replays
+that add no rows, and a warehouse outage that loses nothing."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from confluent_kafka import Producer
+
+import sink_harness as harness
+from urbanstack.devplatform import kafka
+from urbanstack.runtime.connectors import ParseResult
+from urbanstack.runtime.events import Observation
+from urbanstack.runtime.producer import DeliveryError, Publisher
+from urbanstack.runtime.sink import Sink, SinkConfig
+
+pytestmark = pytest.mark.platform
+
+TOOL, DATASET, TABLE = "passantenfrequenz-wetter", "pedestrian_counts", "passantenfrequenz_wetter__pedestrian_counts"
+# Recent enough for the example's retention of 730 days: older rows are refused.
+START = (datetime.now(timezone.utc) - timedelta(days=3)).replace(minute=0, second=0, microsecond=0)
+
+
+@pytest.fixture
+def admin_config(platform):
+    return kafka.admin_config(platform)
+
+
+@pytest.fixture
+def tenant(admin_config, warehouse):
+    tenant = harness.provision(admin_config, warehouse)
+    yield tenant
+    harness.deprovision(admin_config, warehouse, tenant)
+
+
+def counts(slug: str, n: int, sensors: int = 4, start: datetime = START) -> list[Observation]:
+    return [Observation(tenant=slug, dataset=DATASET, source="hystreet", sensor_id=str(100 + i % sensors),
+                        observed_at=start + timedelta(hours=i // sensors),
+                        fields={"pedestrians": 10 + i, "pedestrians_ltr": 4 + i, "pedestrians_rtl": 6,
+                                "location_name": "Berliner Straße"},
+                        units={"pedestrians": "persons"})
+            for i in range(n)]
+
+
+def sink_for(admin_config, warehouse, tenant, **overrides) -> tuple[Sink, str]:
+    group = f"test-sink-{uuid.uuid4().hex[:8]}"
+    config = SinkConfig(group_id=group, topic_pattern=rf"^{tenant.slug}\.[^.]+\.[^.]+$", retry_initial_seconds=0.05,
+                        **overrides)
+    sink = Sink(admin_config, warehouse, config)
+    sink.start()
+    return sink, group
+
+
+def rows(warehouse, tenant, final: bool = False) -> int:
+    return warehouse.command(f"SELECT count() FROM `{tenant.database}`.`{TABLE}`{' FINAL' if final else ''}")
+
+
+def test_publisher_with_tenant_credentials(platform, admin_config, tenant):
+    config = kafka.client_config(platform, f"muni-{tenant.slug}", tenant.password)
+    result = ParseResult(events=counts(tenant.slug, 6))
+    result.reject("line 7", "'viele' is not a number", "27.10.2024 03:00;viele")
+    with Publisher(config) as publisher:
+        report = publisher.publish(result, tenant=tenant.slug, tool=TOOL)
+    topic = tenant.topic(TOOL, DATASET)
+    assert (report.events, report.rejections, report.topics) == (6, 1, {topic: 6})
+
+    messages = harness.read_topic(admin_config, topic, 6)
+    assert len(messages) == 6
+    by_sensor: dict[bytes, set[int]] = {}
+    for message in messages:
+        event = Observation.from_json(message.value())
+        assert message.key() == event.sensor_id.encode()
+        by_sensor.setdefault(message.key(), set()).add(message.partition())
+    assert all(len(partitions) == 1 for partitions in by_sensor.values())  # one sensor, one partition: in order
+
+    [dead] = harness.read_topic(admin_config, tenant.dlq, 1)
+    assert dead.value() == "27.10.2024 03:00;viele".encode()
+    assert harness.headers(dead) == {"error": "'viele' is not a number", "stage": "connector", "where": "line 7",
+                                     "tool": TOOL}
+
+
+def test_publisher_surfaces_refused_deliveries(platform, admin_config, tenant):
+    """A tenant's credentials cannot write another tenant's topic: publish raises, nothing is silent."""
+    other = harness.provision(admin_config, None)
+    try:
+        config = kafka.client_config(platform, f"muni-{tenant.slug}", tenant.password)
+        with pytest.raises(DeliveryError, match="refused 2 messages.*(?i:authori)"):
+            Publisher(config, flush_timeout=30).publish_events(counts(other.slug, 2), tenant=other.slug, tool=TOOL)
+        with pytest.raises(ValueError, match="cannot be published"):
+            Publisher(config).publish_events(counts(other.slug, 1), tenant=tenant.slug, tool=TOOL)
+    finally:
+        harness.deprovision(admin_config, None, other)
+
+
+def test_invariant_and_dlq_reasons(admin_config, warehouse, tenant):
+    good = counts(tenant.slug, 40)
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(good, tenant=tenant.slug, tool=TOOL)
+    valid = good[0].to_dict()
+
+    def variant(**changes):
+        data = {**valid, **changes}
+        data.pop("event_id")  # the id follows the identity, which some variants change
+        return json.dumps(data).encode()
+
+    bad = {
+        "bad-json": b'{"tenant": "' + tenant.slug.encode() + b'", "fields": {',
+        "wrong-type": variant(fields={**valid["fields"], "pedestrians": "viele"}, sensor_id="w1"),
+        "negative": variant(fields={**valid["fields"], "pedestrians": -3}, sensor_id="w2"),
+        "unknown-field": variant(fields={**valid["fields"], "bikes": 3, "scooters": 1}, sensor_id="u1"),
+        "wrong-tenant": variant(tenant="bielefeld", sensor_id="t1"),
+        "naive-time": variant(observed_at="2024-10-27T01:00:00", sensor_id="n1"),
+        "missing-required": variant(fields={"pedestrians": 5}, sensor_id="m1"),
+        "wrong-unit": variant(units={"pedestrians": "cars"}, sensor_id="x1"),
+        "wrong-dataset": variant(dataset="weather", sensor_id="d1"),
+        "too-old": variant(observed_at="2001-01-01T00:00:00Z", sensor_id="o1"),
+    }
+    producer = Producer({**admin_config, "enable.idempotence": True, "acks": "all"})
+    for name, value in bad.items():
+        producer.produce(tenant.topic(TOOL, DATASET), value, name.encode())
+    assert producer.flush(30) == 0
+
+    sink, group = sink_for(admin_config, warehouse, tenant, batch_rows=16)
+    try:
+        harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+    finally:
+        sink.close()
+
+    stored = rows(warehouse, tenant)
+    dead = harness.read_topic(admin_config, tenant.dlq, len(bad))
+    total_in = len(good) + len(bad)
+    assert sink.metrics.totals == {"in": total_in, "stored": len(good), "dlq": len(bad)}
+    assert total_in == stored + len(dead)
+    assert stored == len(good) == rows(warehouse, tenant, final=True)
+
+    reasons = {}
+    for message in dead:
+        h = harness.headers(message)
+        assert h["stage"] == "sink" and h["topic"] == tenant.topic(TOOL, DATASET)
+        assert message.key() == f"{h['topic']}:{h['partition']}:{h['offset']}".encode()
+        reasons[bad_name(bad, message.value())] = h["error"]
+    assert set(reasons) == set(bad)
+    assert "not valid JSON" in reasons["bad-json"]
+    assert "fields.pedestrians (UInt32): expected a number, got 'viele'" in reasons["wrong-type"]
+    assert "outside 0..4294967295" in reasons["negative"]
+    assert "unknown field(s) bikes, scooters" in reasons["unknown-field"]
+    assert "claims 'bielefeld'" in reasons["wrong-tenant"] and "own data" in reasons["wrong-tenant"]
+    assert "has no time zone" in reasons["naive-time"]
+    assert "fields.location_name: required, but missing" in reasons["missing-required"]
+    assert "unit 'cars' differs from the dataset's 'persons'" in reasons["wrong-unit"]
+    assert "carries 'pedestrian_counts'" in reasons["wrong-dataset"]
+    assert "older than the dataset's retention of 730 days" in reasons["too-old"]
+
+    stored_values = warehouse.query(
+        f"SELECT sensor_id, observed_at, pedestrians, location_name, lon FROM `{tenant.database}`.`{TABLE}` "
+        "WHERE sensor_id = '101' ORDER BY observed_at LIMIT 1").result_rows
+    assert stored_values == [("101", START.replace(tzinfo=None), 11, "Berliner Straße", None)]
+
+
+def bad_name(bad: dict, value: bytes) -> str:
+    return next(name for name, payload in bad.items() if payload == value)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_replay_of_an_interrupted_batch_adds_no_rows(admin_config, warehouse, tenant):
+    """Insert succeeded, commit never happened: the next sink replays the same batch and ClickHouse
+    drops it by its deduplication token, visible without FINAL."""
+    events = counts(tenant.slug, 300, sensors=3)
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(events, tenant=tenant.slug, tool=TOOL)
+
+    crashing, group = sink_for(admin_config, warehouse, tenant, batch_rows=1_000_000, batch_seconds=3600)
+    original_commit = crashing._commit
+
+    def commit(batch, offset, metadata):
+        if metadata == "":
+            raise Crash()
+        original_commit(batch, offset, metadata)
+
+    crashing._commit = commit
+    try:
+        for _ in range(30):
+            crashing.step(timeout=0.3)
+        with pytest.raises(Crash):
+            crashing.flush_all()  # writes every partition's first batch, dies before the first commit
+    finally:
+        crashing.close()
+    written = rows(warehouse, tenant)
+    assert 0 < written <= len(events)
+
+    config = SinkConfig(group_id=group, topic_pattern=rf"^{tenant.slug}\.[^.]+\.[^.]+$", batch_rows=7, batch_seconds=0.2)
+    replaying = Sink(admin_config, warehouse, config)
+    replaying.start()
+    try:
+        harness.drain(replaying, admin_config, group, [tenant.topic(TOOL, DATASET)])
+    finally:
+        replaying.close()
+    assert rows(warehouse, tenant) == len(events)  # no FINAL: the replayed batch added nothing
+    assert warehouse.command(f"SELECT uniqExact(event_id) FROM `{tenant.database}`.`{TABLE}`") == len(events)
+
+
+class FlakyWarehouse:
+    """The real client, except that the first ``failures`` inserts fail like a lost connection."""
+
+    def __init__(self, client, failures: int):
+        self._client, self.failures, self.attempts = client, failures, 0
+
+    def insert(self, *args, **kwargs):
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise ConnectionError("Connection refused (simulated outage)")
+        return self._client.insert(*args, **kwargs)
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+
+def test_warehouse_outage_is_retried_and_loses_nothing(admin_config, warehouse, tenant):
+    events = counts(tenant.slug, 50)
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(events, tenant=tenant.slug, tool=TOOL)
+    flaky = FlakyWarehouse(warehouse, failures=4)
+    sink, group = sink_for(admin_config, flaky, tenant, batch_rows=100_000, batch_seconds=0.5)
+    try:
+        harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+    finally:
+        sink.close()
+    assert flaky.attempts > 4
+    assert sink.metrics.write_retries.labels("writing")._value.get() == 4
+    assert rows(warehouse, tenant) == len(events)
