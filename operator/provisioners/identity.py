@@ -1,0 +1,883 @@
+"""Keycloak: the tenant's identity space through the Admin REST API.
+
+What a tenant gets (both strategies):
+
+- a realm with the plan's security settings (password policy, brute-force
+  protection, OTP policy). ``organization``: the shared realm, created if
+  missing and never deleted by a tenant; ``realm``: a dedicated realm.
+- clients for the Gov Hub, the Citizen Hub, the API and each enabled tool.
+  Every one is tagged with the client attribute ``urbanstack.municipality=<slug>``,
+  so tools that were switched off are found and removed, and a client of the
+  expected name that belongs to another tenant is a conflict, not an adoption.
+- roles. The shared realm is shared, so a realm role ``gov-admin`` would mean
+  admin of *every* organization a user belongs to. The plan's roles therefore
+  become client roles of the tenant's API client (``<slug>-api``), in both
+  strategies, so the API reads roles from one place whatever the strategy. Users'
+  ``realm_roles`` in the plan name these roles. Tool roles are client roles of the
+  tool's client, as the plan says.
+- MFA for gov roles: every gov role includes the realm marker role
+  ``urbanstack-mfa-required``; the realm's browser flow (a copy of Keycloak's
+  ``browser`` flow) asks those users for an OTP and makes them set one up at the
+  first login; other users keep Keycloak's optional second factor. Admins are
+  also created with the required actions UPDATE_PASSWORD and CONFIGURE_TOTP.
+- ``organization`` strategy: an Organization (alias = slug) with the admins as
+  members.
+
+Tokens, as the API should read them (client ids are ``<slug>-<app>``):
+
+- ``iss`` = ``<server>/realms/<realm>``; signature from that realm's JWKS
+  (``endpoints()['jwks']``).
+- ``aud`` contains ``<slug>-api`` (an audience mapper on every tenant client,
+  the API client included).
+- ``organization``: list of tenant slugs the user belongs to. In the shared realm
+  Keycloak's organization scope fills it (a default scope of every tenant client);
+  in a dedicated realm a hard-coded mapper on each tenant client sets ``[<slug>]``.
+- ``resource_access["<slug>-api"].roles``: ``gov-admin``, ``gov-editor``,
+  ``gov-viewer``, ``citizen``, composites expanded (a gov-admin also has
+  gov-editor and gov-viewer).
+- ``azp``: the client that asked; the API should accept only ``<slug>-*`` clients
+  of the tenant it serves (Keycloak's own ``admin-cli`` can issue tokens too).
+
+Tenant clients have ``fullScopeAllowed`` off and scope mappings for the tenant's
+roles only, so a token issued by tenant A's client never carries tenant B's roles.
+
+No tenant client allows the password grant (it bypasses the browser flow's MFA).
+A test that needs a user token switches ``directAccessGrantsEnabled`` on for the
+tenant's public ``<slug>-gov-hub`` client through the Admin API and uses the
+password grant there (``client_id=<slug>-gov-hub``, no secret), so the token has
+exactly the claims the Gov Hub's tokens have. ``observe`` reports that switch as
+drift and ``apply`` turns it off again. The user must have no pending required
+action (the plan's admins have two until they first sign in).
+
+Suspension disables the tenant's clients and users (the plan says so) and, in the
+shared realm, every other member of the organization; their ids are kept in the
+organization attribute ``urbanstack.suspended-members`` so that resuming enables
+exactly those again. A dedicated realm is disabled as a whole.
+
+Deletion: ``keep_data=True`` (Retain) removes access the same way suspension does
+(clients, the admins and the members disabled; a dedicated realm disabled) and
+keeps organization, users, roles and secrets, so re-applying the Municipality adopts
+and re-enables them. ``keep_data=False`` deletes the tenant's clients (and with the
+API client its roles), the organization, and the users who belong to no other
+organization; a dedicated realm is deleted entirely.
+
+Plain httpx rather than python-keycloak: every answer is classified in one place
+(outage, already there, already gone, our mistake), and the admin token is renewed
+before it expires and re-obtained after a 401 (Keycloak restarted).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from urbanstack.operator.plan import IdentityPart, KeycloakClient, KeycloakRole
+from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Observed
+
+BACKEND = "Keycloak"
+ADMIN_REALM = "master"
+ADMIN_CLIENT = "admin-cli"
+
+TENANT_ATTRIBUTE = "urbanstack.municipality"
+SUSPENDED_MEMBERS_ATTRIBUTE = "urbanstack.suspended-members"
+MFA_MARKER_ROLE = "urbanstack-mfa-required"
+BROWSER_FLOW = "urbanstack browser"
+GOV_MFA_FLOW = "urbanstack gov MFA"
+TENANT_CLAIM = "organization"
+
+# Client settings the plan decides or that must hold for every tenant client; others are left alone.
+_CLIENT_FIELDS = ("name", "enabled", "publicClient", "standardFlowEnabled", "implicitFlowEnabled",
+                  "directAccessGrantsEnabled", "serviceAccountsEnabled", "fullScopeAllowed")
+_TOKEN_MARGIN_SECONDS = 15
+_PAGE = 100
+
+
+def tenant_slug(part: IdentityPart) -> str:
+    """The slug the part belongs to: the organization alias, or the dedicated realm without ``muni-``."""
+    if part.organization is not None:
+        return part.organization.alias
+    return part.realm.removeprefix("muni-")
+
+
+def client_representation(part: IdentityPart, client: KeycloakClient, hub_url: str) -> dict[str, Any]:
+    """The settings we own on a client (a partial representation: Keycloak keeps the rest)."""
+    representation: dict[str, Any] = {
+        "clientId": client.client_id, "name": client.name, "enabled": client.enabled,
+        "protocol": "openid-connect", "publicClient": client.public,
+        "standardFlowEnabled": client.standard_flow, "implicitFlowEnabled": False,
+        "directAccessGrantsEnabled": False, "serviceAccountsEnabled": client.service_account,
+        "fullScopeAllowed": False,
+        "attributes": {TENANT_ATTRIBUTE: tenant_slug(part)},
+    }
+    if client.pkce:
+        representation["attributes"]["pkce.code.challenge.method"] = "S256"
+    if client.standard_flow:
+        representation["redirectUris"] = [f"{hub_url.rstrip('/')}/*"]
+        representation["webOrigins"] = ["+"]
+    return representation
+
+
+def protocol_mappers(part: IdentityPart, client: KeycloakClient) -> dict[str, dict[str, Any]]:
+    """Mappers by name: an audience mapper per audience (the API client names itself),
+    and in a dedicated realm the tenant claim."""
+    audiences = tuple(client.audiences) + ((client.client_id,) if client.kind == "api" else ())
+    mappers = {
+        f"audience {audience}": {
+            "protocol": "openid-connect", "protocolMapper": "oidc-audience-mapper",
+            "config": {"included.client.audience": audience, "access.token.claim": "true",
+                       "id.token.claim": "false", "introspection.token.claim": "true"},
+        } for audience in dict.fromkeys(audiences)
+    }
+    if part.organization is None:
+        mappers[f"{TENANT_CLAIM} claim"] = {
+            "protocol": "openid-connect", "protocolMapper": "oidc-hardcoded-claim-mapper",
+            "config": {"claim.name": TENANT_CLAIM, "claim.value": f'["{tenant_slug(part)}"]',
+                       "jsonType.label": "JSON", "access.token.claim": "true", "id.token.claim": "true",
+                       "introspection.token.claim": "true", "userinfo.token.claim": "true"},
+        }
+    return mappers
+
+
+def settings_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
+    """Names of the desired realm settings that differ in ``live`` (lists compare as sets)."""
+    drifted = []
+    for key, value in desired.items():
+        have = live.get(key)
+        if isinstance(value, list):
+            if sorted(map(str, value)) != sorted(map(str, have or [])):
+                drifted.append(key)
+        elif isinstance(value, bool) or isinstance(have, bool):
+            if str(value).lower() != str(have).lower():
+                drifted.append(key)
+        elif str(value) != str(have):
+            drifted.append(key)
+    return drifted
+
+
+def _api_client(part: IdentityPart) -> KeycloakClient:
+    return next(client for client in part.clients if client.kind == "api")
+
+
+def _tenant_roles(part: IdentityPart) -> dict[str, tuple[KeycloakRole, ...]]:
+    """Client id -> its roles: the plan's tenant roles live on the API client."""
+    roles = {client.client_id: tuple(client.client_roles) for client in part.clients}
+    api = _api_client(part).client_id
+    roles[api] = tuple(part.roles) + roles[api]
+    return roles
+
+
+class _AdminApi:
+    """The Admin REST API with one rule for every answer.
+
+    Outages (no connection, timeouts, 5xx, 429) raise BackendUnavailable; 401
+    logs in again once (the token expired or Keycloak restarted); other 4xx come
+    back to the caller, who knows whether 404/409 mean success.
+    """
+
+    def __init__(self, server_url: str, user: str, password: str, timeout: float):
+        self.server_url = server_url.rstrip("/")
+        self._user, self._password = user, password
+        self._http = httpx.Client(base_url=self.server_url, timeout=timeout)
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def _send(self, method: str, url: str, **kwargs) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.TimeoutException:
+            raise BackendUnavailable(BACKEND, f"{method} {url.split('?')[0]}: no answer in time") from None
+        except httpx.TransportError as exc:
+            raise BackendUnavailable(BACKEND, f"cannot reach {self.server_url}: {type(exc).__name__}") from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise BackendUnavailable(BACKEND, f"{method} {url.split('?')[0]}: HTTP {response.status_code}")
+        return response
+
+    def _login(self) -> None:
+        response = self._send("POST", f"/realms/{ADMIN_REALM}/protocol/openid-connect/token", data={
+            "grant_type": "password", "client_id": ADMIN_CLIENT, "username": self._user, "password": self._password})
+        if response.status_code != 200:
+            raise RuntimeError(f"Keycloak refused the admin login of user {self._user!r} in realm {ADMIN_REALM!r} "
+                               f"(HTTP {response.status_code}); check the admin user and password given to the operator")
+        body = response.json()
+        self._token = body["access_token"]
+        self._expires_at = time.monotonic() + float(body.get("expires_in", 60)) - _TOKEN_MARGIN_SECONDS
+
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        url = f"/admin/realms{path}"
+        for attempt in (1, 2):
+            if self._token is None or time.monotonic() >= self._expires_at:
+                self._login()
+            response = self._send(method, url, headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+            if response.status_code == 401 and attempt == 1:
+                self._token = None
+                continue
+            return response
+        return response
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _error_text(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    if isinstance(body, dict):
+        return str(body.get("errorMessage") or body.get("error_description") or body.get("error") or body)[:200]
+    return str(body)[:200]
+
+
+class IdentityProvisioner:
+    name = BACKEND
+    condition = "IdentityReady"
+
+    def __init__(self, server_url: str, admin_user: str, admin_password: str, timeout: float = 10.0,
+                 *, hub_url: str = "http://127.0.0.1"):
+        """``hub_url``: where the hubs run; their clients accept redirects below it.
+        Keycloak ignores the port of loopback redirect URIs (RFC 8252), so the
+        default fits the local platform."""
+        self._api = _AdminApi(server_url, admin_user, admin_password, timeout)
+        self.server_url = self._api.server_url
+        self.hub_url = hub_url
+
+    # HTTP helpers -------------------------------------------------------------
+    def _call(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (), **kwargs) -> httpx.Response:
+        response = self._api.request(method, path, **kwargs)
+        if response.status_code < 300 or response.status_code in ok:
+            return response
+        if response.status_code == 401:
+            raise RuntimeError(f"Keycloak keeps refusing the admin token while {what}; check that the admin user "
+                               f"has the realm 'admin' role")
+        if response.status_code == 403:
+            raise RuntimeError(f"Keycloak forbids {what}: the operator's admin user needs the realm 'admin' role "
+                               f"in {ADMIN_REALM!r}")
+        raise RuntimeError(f"Keycloak rejected {what} (HTTP {response.status_code}): {_error_text(response)}")
+
+    def _get(self, path: str, what: str, **params) -> Any | None:
+        response = self._call("GET", path, what, ok=(404,), params=params or None)
+        return None if response.status_code == 404 else response.json()
+
+    def _list(self, path: str, what: str, **params) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self._get(path, what, **params, first=len(items), max=_PAGE) or []
+            items += page
+            if len(page) < _PAGE:
+                return items
+
+    # Lookups --------------------------------------------------------------------
+    def _realm(self, realm: str) -> dict[str, Any] | None:
+        return self._get(f"/{quote(realm)}", f"reading realm {realm}")
+
+    def _client(self, realm: str, client_id: str) -> dict[str, Any] | None:
+        found = self._get(f"/{quote(realm)}/clients", f"looking up client {client_id}", clientId=client_id)
+        return next((c for c in found or [] if c["clientId"] == client_id), None)
+
+    def _tenant_clients(self, part: IdentityPart) -> dict[str, dict[str, Any]]:
+        """Every client tagged with this tenant (found by its slug, confirmed by the tag)."""
+        slug = tenant_slug(part)
+        found = self._list(f"/{quote(part.realm)}/clients", "listing clients", clientId=slug, search="true")
+        return {c["clientId"]: c for c in found if (c.get("attributes") or {}).get(TENANT_ATTRIBUTE) == slug}
+
+    def _client_roles(self, realm: str, uuid: str) -> dict[str, dict[str, Any]]:
+        return {r["name"]: r for r in self._get(f"/{quote(realm)}/clients/{uuid}/roles", "listing client roles") or []}
+
+    def _composites(self, realm: str, uuid: str, role: str) -> set[str]:
+        found = self._get(f"/{quote(realm)}/clients/{uuid}/roles/{quote(role)}/composites",
+                          f"reading composites of role {role}") or []
+        return {r["name"] for r in found}
+
+    def _organization(self, part: IdentityPart) -> dict[str, Any] | None:
+        org = part.organization
+        assert org is not None
+        realm = quote(part.realm)
+        # The slug attribute finds our own organizations; the name finds one to adopt.
+        candidates = self._get(f"/{realm}/organizations", "looking up the organization", q=f"slug:{org.alias}") or []
+        candidates += self._get(f"/{realm}/organizations", "looking up the organization", search=org.name,
+                                exact="true") or []
+        match = next((o for o in candidates if o.get("alias") == org.alias), None)
+        if match is None:
+            return None
+        return self._get(f"/{realm}/organizations/{match['id']}", "reading the organization")
+
+    def _organization_by_alias(self, part: IdentityPart) -> dict[str, Any] | None:
+        """A full scan: only needed when an organization with our alias has neither our slug nor our name."""
+        for org in self._list(f"/{quote(part.realm)}/organizations", "listing organizations"):
+            if org.get("alias") == part.organization.alias:
+                return self._get(f"/{quote(part.realm)}/organizations/{org['id']}", "reading the organization")
+        return None
+
+    def _members(self, realm: str, org_id: str) -> list[dict[str, Any]]:
+        return self._list(f"/{quote(realm)}/organizations/{org_id}/members", "listing organization members")
+
+    def _user(self, realm: str, username: str) -> dict[str, Any] | None:
+        found = self._get(f"/{quote(realm)}/users", f"looking up user {username}", username=username, exact="true")
+        return next((u for u in found or [] if u["username"] == username.lower()), None)
+
+    def _user_client_roles(self, realm: str, user_id: str, client_uuid: str) -> set[str]:
+        found = self._get(f"/{quote(realm)}/users/{user_id}/role-mappings/clients/{client_uuid}",
+                          "reading role mappings") or []
+        return {r["name"] for r in found}
+
+    # observe --------------------------------------------------------------------
+    def observe(self, part: IdentityPart) -> Observed:
+        observed = Observed()
+        realm = self._realm(part.realm)
+        if realm is None:
+            observed.missing.append(f"realm {part.realm}")
+            observed.missing += [f"client {c.client_id}" for c in part.clients]
+            return observed
+        observed.drifted += [f"realm {part.realm} {key}" for key in settings_drift(part.realm_settings, realm)]
+        self._observe_mfa(part, realm, observed)
+        clients = self._tenant_clients(part)
+        for client in part.clients:
+            live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
+            if live is None:
+                observed.missing.append(f"client {client.client_id}")
+                continue
+            self._observe_client(part, client, live, observed)
+        observed.extra += [f"client {cid}" for cid in sorted(set(clients) - {c.client_id for c in part.clients})]
+        org = None
+        if part.organization is not None:
+            org = self._organization(part)
+            if org is None:
+                observed.missing.append(f"organization {part.organization.alias}")
+            else:
+                self._observe_organization(part, org, observed)
+        self._observe_users(part, clients, org, observed)
+        return observed
+
+    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], observed: Observed) -> None:
+        if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+            observed.missing.append(f"realm role {MFA_MARKER_ROLE}")
+        if realm.get("browserFlow") != BROWSER_FLOW or not self._mfa_flow_complete(part.realm):
+            observed.drifted.append(f"realm {part.realm} browser flow (MFA for gov roles)")
+
+    def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
+                        observed: Observed) -> None:
+        desired = client_representation(part, client, self.hub_url)
+        owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+        if owner not in (None, tenant_slug(part)):
+            observed.drifted.append(f"client {client.client_id} belongs to {owner}")
+            return
+        changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
+        changed += [key for key, value in desired["attributes"].items()
+                    if (live.get("attributes") or {}).get(key) != value]
+        observed.drifted += [f"client {client.client_id} {key}" for key in changed]
+        live_mappers = {m["name"]: m for m in live.get("protocolMappers") or []}
+        for name, mapper in protocol_mappers(part, client).items():
+            have = live_mappers.get(name)
+            if have is None or any((have.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
+                observed.drifted.append(f"client {client.client_id} mapper {name}")
+        if client.default_scopes:
+            scopes = {s["name"] for s in self._get(f"/{quote(part.realm)}/clients/{live['id']}/default-client-scopes",
+                                                    "reading default client scopes") or []}
+            observed.drifted += [f"client {client.client_id} default scope {scope}"
+                                 for scope in client.default_scopes if scope not in scopes]
+        roles = _tenant_roles(part).get(client.client_id, ())
+        if roles:
+            have_roles = self._client_roles(part.realm, live["id"])
+            for role in roles:
+                if role.name not in have_roles:
+                    observed.missing.append(f"role {client.client_id}/{role.name}")
+                    continue
+                want = set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
+                if want and not want <= self._composites(part.realm, live["id"], role.name):
+                    observed.drifted.append(f"role {client.client_id}/{role.name} composites")
+
+    def _observe_organization(self, part: IdentityPart, org: dict[str, Any], observed: Observed) -> None:
+        desired = part.organization
+        alias = desired.alias
+        if org.get("name") != desired.name:
+            observed.drifted.append(f"organization {alias} name")
+        if bool(org.get("enabled")) != desired.enabled:
+            observed.drifted.append(f"organization {alias} enabled")
+        if sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains):
+            observed.drifted.append(f"organization {alias} domains")
+        attributes = org.get("attributes") or {}
+        for key, values in desired.attributes.items():
+            if sorted(attributes.get(key) or []) != sorted(values):
+                observed.drifted.append(f"organization {alias} attribute {key}")
+        members = self._members(part.realm, org["id"])
+        planned = {user.username for user in part.users}
+        others = [m for m in members if m["username"] not in planned]
+        if not desired.enabled and any(m.get("enabled") for m in others):
+            observed.drifted.append(f"organization {alias} members still enabled while suspended")
+        if desired.enabled and attributes.get(SUSPENDED_MEMBERS_ATTRIBUTE):
+            observed.drifted.append(f"organization {alias} members still disabled from a suspension")
+        member_names = {m["username"] for m in members}
+        observed.missing += [f"membership of {u.username} in {alias}" for u in part.users
+                             if u.username not in member_names]
+
+    def _observe_users(self, part: IdentityPart, clients: dict[str, dict[str, Any]], org: dict[str, Any] | None,
+                       observed: Observed) -> None:
+        api = clients.get(_api_client(part).client_id)
+        for user in part.users:
+            live = self._user(part.realm, user.username)
+            if live is None:
+                observed.missing.append(f"user {user.username}")
+                continue
+            if bool(live.get("enabled")) != user.enabled:
+                observed.drifted.append(f"user {user.username} enabled")
+            if api is not None:
+                have = self._user_client_roles(part.realm, live["id"], api["id"])
+                observed.missing += [f"role {r} of user {user.username}" for r in user.realm_roles if r not in have]
+
+    # apply --------------------------------------------------------------------------
+    def apply(self, part: IdentityPart, credentials: dict[str, str]) -> list[str]:
+        actions: list[str] = []
+        self._apply_realm(part, actions)
+        self._apply_mfa(part, actions)
+        existing = self._tenant_clients(part)
+        uuids = {}
+        for client in part.clients:
+            uuids[client.client_id] = self._apply_client(part, client, existing.get(client.client_id), credentials,
+                                                          actions)
+        for client_id in sorted(set(existing) - set(uuids)):
+            self._call("DELETE", f"/{quote(part.realm)}/clients/{existing[client_id]['id']}",
+                       f"deleting client {client_id}", ok=(404,))
+            actions.append(f"deleted client {client_id} (no longer in the plan)")
+        self._apply_roles(part, uuids, actions)
+        self._apply_scope_mappings(part, uuids, actions)
+        org = self._apply_organization(part, actions) if part.organization is not None else None
+        self._apply_users(part, uuids, org, actions)
+        if org is not None:
+            self._apply_member_suspension(part, org, actions)
+        return actions
+
+    def _apply_realm(self, part: IdentityPart, actions: list[str]) -> None:
+        realm = self._realm(part.realm)
+        if realm is None:
+            self._call("POST", "", f"creating realm {part.realm}", ok=(409,), json=dict(part.realm_settings))
+            actions.append(f"created realm {part.realm}")
+            return
+        drifted = settings_drift(part.realm_settings, realm)
+        if drifted:
+            self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
+                       json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
+            actions.append(f"set realm {part.realm} {', '.join(drifted)}")
+
+    def _apply_mfa(self, part: IdentityPart, actions: list[str]) -> None:
+        realm = quote(part.realm)
+        if self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+            self._call("POST", f"/{realm}/roles", "creating the MFA role", ok=(409,), json={
+                "name": MFA_MARKER_ROLE,
+                "description": "Marker: holders must use a second factor (Urban Stack gov roles include it)."})
+            actions.append(f"created realm role {MFA_MARKER_ROLE}")
+        if not self._mfa_flow_complete(part.realm):
+            self._build_mfa_flow(part.realm)
+            actions.append(f"built browser flow {BROWSER_FLOW!r} (OTP for gov roles)")
+        if (self._realm(part.realm) or {}).get("browserFlow") != BROWSER_FLOW:
+            self._call("PUT", f"/{realm}", "binding the browser flow", json={"realm": part.realm,
+                                                                          "browserFlow": BROWSER_FLOW})
+            actions.append(f"bound browser flow {BROWSER_FLOW!r}")
+
+    def _executions(self, realm: str, flow: str) -> list[dict[str, Any]]:
+        return self._get(f"/{quote(realm)}/authentication/flows/{quote(flow)}/executions",
+                         f"reading flow {flow}") or []
+
+    def _mfa_flow_complete(self, realm: str) -> bool:
+        executions = self._executions(realm, BROWSER_FLOW)
+        names = {(e.get("displayName"), e.get("requirement")) for e in executions}
+        inside = False
+        providers = set()
+        for execution in executions:
+            if execution.get("displayName") == GOV_MFA_FLOW:
+                inside = True
+                level = execution["level"]
+                continue
+            if inside:
+                if execution["level"] <= level:
+                    break
+                providers.add((execution.get("providerId"), execution.get("requirement")))
+        return ((GOV_MFA_FLOW, "CONDITIONAL") in names
+                and {("conditional-user-role", "REQUIRED"), ("auth-otp-form", "REQUIRED")} <= providers)
+
+    def _build_mfa_flow(self, realm: str) -> None:
+        """A copy of Keycloak's browser flow whose forms end in "gov role → OTP required";
+        the built-in optional 2FA step is skipped for gov roles so nobody is asked twice."""
+        base = f"/{quote(realm)}/authentication"
+        if not self._executions(realm, BROWSER_FLOW):
+            self._call("POST", f"{base}/flows/browser/copy", "copying the browser flow", ok=(409,),
+                       json={"newName": BROWSER_FLOW})
+        executions = self._executions(realm, BROWSER_FLOW)
+        forms = next(e for e in executions if e.get("authenticationFlow") and e["level"] == 0
+                     and e["displayName"].endswith("forms"))["displayName"]
+        optional_2fa = next((e for e in executions if e.get("authenticationFlow") and e["level"] == 1
+                             and "Conditional 2FA" in e["displayName"]), None)
+        if optional_2fa and not any(e.get("alias") == "urbanstack not gov" for e in executions):
+            self._add_role_condition(realm, optional_2fa["displayName"], "urbanstack not gov", negate=True)
+        if not any(e.get("displayName") == GOV_MFA_FLOW for e in executions):
+            self._call("POST", f"{base}/flows/{quote(forms)}/executions/flow", "adding the gov MFA step", ok=(409,),
+                       json={"alias": GOV_MFA_FLOW, "type": "basic-flow", "provider": "registration-page-form",
+                             "description": "Gov roles must present a second factor."})
+        gov = next(e for e in self._executions(realm, BROWSER_FLOW) if e.get("displayName") == GOV_MFA_FLOW)
+        self._set_requirement(realm, forms, gov, "CONDITIONAL")
+        inner = self._executions(realm, GOV_MFA_FLOW)
+        if not any(e.get("providerId") == "conditional-user-role" for e in inner):
+            self._add_role_condition(realm, GOV_MFA_FLOW, "urbanstack gov", negate=False)
+        if not any(e.get("providerId") == "auth-otp-form" for e in inner):
+            self._call("POST", f"{base}/flows/{quote(GOV_MFA_FLOW)}/executions/execution", "adding the OTP form",
+                       json={"provider": "auth-otp-form"})
+        for execution in self._executions(realm, GOV_MFA_FLOW):
+            if execution.get("providerId") in ("conditional-user-role", "auth-otp-form"):
+                self._set_requirement(realm, GOV_MFA_FLOW, execution, "REQUIRED")
+
+    def _add_role_condition(self, realm: str, flow: str, alias: str, *, negate: bool) -> None:
+        base = f"/{quote(realm)}/authentication"
+        response = self._call("POST", f"{base}/flows/{quote(flow)}/executions/execution",
+                              f"adding a role condition to {flow}", json={"provider": "conditional-user-role"})
+        execution_id = response.headers["location"].rstrip("/").rsplit("/", 1)[-1]
+        execution = next(e for e in self._executions(realm, flow) if e["id"] == execution_id)
+        self._set_requirement(realm, flow, execution, "REQUIRED")
+        self._call("POST", f"{base}/executions/{execution_id}/config", f"configuring the role condition in {flow}",
+                   json={"alias": alias, "config": {"condUserRole": MFA_MARKER_ROLE, "negate": str(negate).lower()}})
+
+    def _set_requirement(self, realm: str, flow: str, execution: dict[str, Any], requirement: str) -> None:
+        if execution.get("requirement") != requirement:
+            self._call("PUT", f"/{quote(realm)}/authentication/flows/{quote(flow)}/executions",
+                       f"setting a step of {flow} to {requirement}", json=execution | {"requirement": requirement})
+
+    def _apply_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any] | None,
+                      credentials: dict[str, str], actions: list[str]) -> str:
+        realm = quote(part.realm)
+        desired = client_representation(part, client, self.hub_url)
+        secret = None
+        if client.secret_key and not client.public:
+            secret = credentials.get(client.secret_key)
+            if not secret:
+                raise RuntimeError(f"the tenant Secret has no key {client.secret_key!r} for client "
+                                   f"{client.client_id}; create the Secret (runtime) before the identity")
+        if live is None:
+            live = self._client(part.realm, client.client_id)
+            if live is not None:
+                owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+                if owner not in (None, tenant_slug(part)):
+                    raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality "
+                                   f"{owner!r}; rename or delete it before this municipality can use the name")
+        if live is None:
+            body = desired | {"protocolMappers": [{"name": n} | m for n, m in protocol_mappers(part, client).items()]}
+            if secret:
+                body["secret"] = secret
+            self._call("POST", f"/{realm}/clients", f"creating client {client.client_id}", ok=(409,), json=body)
+            actions.append(f"created client {client.client_id}")
+            live = self._client(part.realm, client.client_id)
+            if live is None:
+                raise BackendUnavailable(BACKEND, f"client {client.client_id} not readable right after creation")
+        else:
+            changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
+            changed += [key for key, value in desired["attributes"].items()
+                        if (live.get("attributes") or {}).get(key) != value]
+            if changed:
+                update = desired | {"attributes": (live.get("attributes") or {}) | desired["attributes"]}
+                self._call("PUT", f"/{realm}/clients/{live['id']}", f"updating client {client.client_id}", json=update)
+                actions.append(f"set client {client.client_id} {', '.join(changed)}")
+            self._apply_mappers(part, client, live, actions)
+            if secret:
+                current = self._get(f"/{realm}/clients/{live['id']}/client-secret", "reading a client secret") or {}
+                if current.get("value") != secret:
+                    self._call("PUT", f"/{realm}/clients/{live['id']}", f"setting the secret of {client.client_id}",
+                               json={"clientId": client.client_id, "secret": secret})
+                    actions.append(f"set the secret of client {client.client_id} from the tenant Secret")
+        self._apply_default_scopes(part, client, live["id"], actions)
+        return live["id"]
+
+    def _apply_mappers(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
+                       actions: list[str]) -> None:
+        base = f"/{quote(part.realm)}/clients/{live['id']}/protocol-mappers/models"
+        have = {m["name"]: m for m in live.get("protocolMappers") or []}
+        for name, mapper in protocol_mappers(part, client).items():
+            current = have.get(name)
+            if current is None:
+                self._call("POST", base, f"adding mapper {name} to {client.client_id}", ok=(409,),
+                           json={"name": name} | mapper)
+                actions.append(f"added mapper {name!r} to client {client.client_id}")
+            elif any((current.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
+                self._call("PUT", f"{base}/{current['id']}", f"updating mapper {name} of {client.client_id}",
+                           json=current | {"config": (current.get("config") or {}) | mapper["config"]})
+                actions.append(f"repaired mapper {name!r} of client {client.client_id}")
+
+    def _apply_default_scopes(self, part: IdentityPart, client: KeycloakClient, uuid: str,
+                              actions: list[str]) -> None:
+        if not client.default_scopes:
+            return
+        realm = quote(part.realm)
+        have = {s["name"] for s in self._get(f"/{realm}/clients/{uuid}/default-client-scopes",
+                                             "reading default client scopes") or []}
+        missing = [scope for scope in client.default_scopes if scope not in have]
+        if not missing:
+            return
+        scopes = {s["name"]: s["id"] for s in self._get(f"/{realm}/client-scopes", "listing client scopes") or []}
+        for scope in missing:
+            if scope not in scopes:
+                raise RuntimeError(f"realm {part.realm} has no client scope {scope!r}; enable organizations in the "
+                                   f"realm (organizationsEnabled) or remove the scope from the plan")
+            # A scope is either default or optional for a client; Keycloak makes new clients' organization optional.
+            self._call("DELETE", f"/{realm}/clients/{uuid}/optional-client-scopes/{scopes[scope]}",
+                       f"unsetting optional scope {scope}", ok=(404,))
+            self._call("PUT", f"/{realm}/clients/{uuid}/default-client-scopes/{scopes[scope]}",
+                       f"adding default scope {scope} to {client.client_id}", ok=(409,))
+            actions.append(f"made {scope!r} a default scope of client {client.client_id}")
+
+    def _apply_roles(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
+        realm = quote(part.realm)
+        marker = None
+        for client_id, roles in _tenant_roles(part).items():
+            if not roles:
+                continue
+            uuid = uuids[client_id]
+            have = self._client_roles(part.realm, uuid)
+            for role in roles:
+                if role.name not in have:
+                    self._call("POST", f"/{realm}/clients/{uuid}/roles", f"creating role {role.name}", ok=(409,),
+                               json={"name": role.name, "description": role.description})
+                    actions.append(f"created role {client_id}/{role.name}")
+            have = self._client_roles(part.realm, uuid)
+            for role in roles:
+                composites = self._composites(part.realm, uuid, role.name)
+                wanted = [have[name] for name in role.composites if name not in composites]
+                if role.name in part.mfa_required_roles and MFA_MARKER_ROLE not in composites:
+                    marker = marker or self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role")
+                    wanted.append(marker)
+                if wanted:
+                    self._call("POST", f"/{realm}/clients/{uuid}/roles/{quote(role.name)}/composites",
+                               f"adding composites to role {role.name}",
+                               json=[{"id": r["id"], "name": r["name"]} for r in wanted])
+                    actions.append(f"role {client_id}/{role.name} includes {', '.join(r['name'] for r in wanted)}")
+
+    def _apply_scope_mappings(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
+        """Tenant clients carry exactly the tenant's roles in their tokens (fullScopeAllowed is off)."""
+        realm = quote(part.realm)
+        owners = [(client_id, uuids[client_id], self._client_roles(part.realm, uuids[client_id]))
+                  for client_id, roles in _tenant_roles(part).items() if roles]
+        for client in part.clients:
+            uuid = uuids[client.client_id]
+            for owner_id, owner_uuid, owner_roles in owners:
+                path = f"/{realm}/clients/{uuid}/scope-mappings/clients/{owner_uuid}"
+                have = {r["name"] for r in self._get(path, "reading scope mappings") or []}
+                wanted = [r for name, r in owner_roles.items() if name not in have]
+                if wanted:
+                    self._call("POST", path, f"mapping {owner_id} roles into {client.client_id} tokens",
+                               json=[{"id": r["id"], "name": r["name"]} for r in wanted])
+                    actions.append(f"client {client.client_id} tokens carry {owner_id} roles")
+
+    def _apply_organization(self, part: IdentityPart, actions: list[str]) -> dict[str, Any]:
+        desired = part.organization
+        realm = quote(part.realm)
+        body = {"alias": desired.alias, "name": desired.name, "enabled": desired.enabled,
+                "domains": [{"name": domain} for domain in desired.domains],
+                "attributes": {key: list(values) for key, values in desired.attributes.items()}}
+        org = self._organization(part)
+        if org is None:
+            response = self._call("POST", f"/{realm}/organizations", f"creating organization {desired.alias}",
+                                  ok=(409,), json=body)
+            if response.status_code == 409:
+                org = self._organization_by_alias(part)
+                if org is None:
+                    raise Conflict(f"organization {desired.alias} cannot be created in realm {part.realm}: "
+                                   f"{_error_text(response)}; another organization uses this name or a domain "
+                                   f"({', '.join(desired.domains) or 'none'})")
+            else:
+                actions.append(f"created organization {desired.alias}")
+                org = self._organization(part)
+                if org is None:
+                    raise BackendUnavailable(BACKEND, f"organization {desired.alias} not readable after creation")
+                return org
+        live_attributes = org.get("attributes") or {}
+        if (org.get("name") != desired.name or bool(org.get("enabled")) != desired.enabled
+                or sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains)
+                or any(sorted(live_attributes.get(k) or []) != sorted(v) for k, v in desired.attributes.items())):
+            update = org | body | {"id": org["id"], "attributes": live_attributes | body["attributes"]}
+            self._call("PUT", f"/{realm}/organizations/{org['id']}", f"updating organization {desired.alias}",
+                       json=update)
+            actions.append(f"updated organization {desired.alias}")
+            org = self._get(f"/{realm}/organizations/{org['id']}", "reading the organization") or update
+        return org
+
+    def _apply_users(self, part: IdentityPart, uuids: dict[str, str], org: dict[str, Any] | None,
+                     actions: list[str]) -> None:
+        realm = quote(part.realm)
+        api = _api_client(part)
+        api_roles = self._client_roles(part.realm, uuids[api.client_id])
+        members = {m["username"] for m in self._members(part.realm, org["id"])} if org else set()
+        for user in part.users:
+            live = self._user(part.realm, user.username)
+            if live is None:
+                self._call("POST", f"/{realm}/users", f"creating user {user.username}", ok=(409,), json={
+                    "username": user.username, "email": user.email, "enabled": user.enabled,
+                    "requiredActions": list(user.required_actions)})
+                actions.append(f"created user {user.username}")
+                live = self._user(part.realm, user.username)
+                if live is None:
+                    raise Conflict(f"user {user.username} cannot be created in realm {part.realm}: another user "
+                                   f"has this email address")
+            elif bool(live.get("enabled")) != user.enabled:
+                self._call("PUT", f"/{realm}/users/{live['id']}", f"updating user {user.username}",
+                           json={"enabled": user.enabled})
+                actions.append(f"{'enabled' if user.enabled else 'disabled'} user {user.username}")
+            if org is not None and user.username not in members:
+                self._call("POST", f"/{realm}/organizations/{org['id']}/members",
+                           f"adding {user.username} to organization {org['alias']}", ok=(409,), json=live["id"])
+                actions.append(f"added {user.username} to organization {org['alias']}")
+            have = self._user_client_roles(part.realm, live["id"], uuids[api.client_id])
+            missing = [name for name in user.realm_roles if name not in have]
+            unknown = [name for name in missing if name not in api_roles]
+            if unknown:
+                raise RuntimeError(f"user {user.username} should get roles {unknown}, which the plan does not "
+                                   f"define (it defines {sorted(api_roles)})")
+            if missing:
+                self._call("POST", f"/{realm}/users/{live['id']}/role-mappings/clients/{uuids[api.client_id]}",
+                           f"granting roles to {user.username}",
+                           json=[{"id": api_roles[n]["id"], "name": n} for n in missing])
+                actions.append(f"granted {', '.join(missing)} to {user.username}")
+
+    def _apply_member_suspension(self, part: IdentityPart, org: dict[str, Any], actions: list[str]) -> None:
+        """Members other than the plan's users: disabled while the tenant is suspended, enabled again after."""
+        if part.organization.enabled:
+            self._resume_members(part, org, actions)
+        else:
+            self._suspend_members(part, org, actions)
+
+    def _suspend_members(self, part: IdentityPart, org: dict[str, Any], actions: list[str]) -> None:
+        realm = quote(part.realm)
+        planned = {user.username for user in part.users}
+        suspended = list((org.get("attributes") or {}).get(SUSPENDED_MEMBERS_ATTRIBUTE) or [])
+        newly = []
+        for member in self._members(part.realm, org["id"]):
+            if member["username"] in planned or not member.get("enabled"):
+                continue
+            # Someone who also works for another municipality keeps that access.
+            orgs = self._get(f"/{realm}/organizations/members/{member['id']}/organizations",
+                             "reading a member's organizations") or []
+            if len(orgs) > 1:
+                continue
+            newly.append(member["id"])
+        if not newly:
+            return
+        # Record first: a crash in between must not leave members disabled with no record of why.
+        self._set_org_attribute(part, org, SUSPENDED_MEMBERS_ATTRIBUTE, sorted(set(suspended) | set(newly)))
+        for user_id in newly:
+            self._call("PUT", f"/{realm}/users/{user_id}", "disabling a member", ok=(404,), json={"enabled": False})
+        actions.append(f"disabled {len(newly)} members of organization {org['alias']}")
+
+    def _resume_members(self, part: IdentityPart, org: dict[str, Any], actions: list[str]) -> None:
+        realm = quote(part.realm)
+        suspended = (org.get("attributes") or {}).get(SUSPENDED_MEMBERS_ATTRIBUTE) or []
+        if not suspended:
+            return
+        for user_id in suspended:
+            self._call("PUT", f"/{realm}/users/{user_id}", "enabling a member", ok=(404,), json={"enabled": True})
+        self._set_org_attribute(part, org, SUSPENDED_MEMBERS_ATTRIBUTE, [])
+        actions.append(f"enabled {len(suspended)} members of organization {org['alias']} again")
+
+    def _set_org_attribute(self, part: IdentityPart, org: dict[str, Any], key: str, values: list[str]) -> None:
+        attributes = dict(org.get("attributes") or {})
+        if values:
+            attributes[key] = values
+        else:
+            attributes.pop(key, None)
+        self._call("PUT", f"/{quote(part.realm)}/organizations/{org['id']}", f"updating organization {org['alias']}",
+                   json=org | {"attributes": attributes})
+        org["attributes"] = attributes
+
+    # delete -------------------------------------------------------------------------
+    def delete(self, part: IdentityPart, *, keep_data: bool) -> list[str]:
+        if part.owns_realm:
+            return self._delete_realm(part, keep_data=keep_data)
+        if self._realm(part.realm) is None:
+            return []
+        return self._retire_tenant(part) if keep_data else self._remove_tenant(part)
+
+    def _delete_realm(self, part: IdentityPart, *, keep_data: bool) -> list[str]:
+        realm = self._realm(part.realm)
+        if realm is None:
+            return []
+        if not keep_data:
+            self._call("DELETE", f"/{quote(part.realm)}", f"deleting realm {part.realm}", ok=(404,))
+            return [f"deleted realm {part.realm}"]
+        actions = self._disable_clients(part)
+        if realm.get("enabled"):
+            self._call("PUT", f"/{quote(part.realm)}", f"disabling realm {part.realm}",
+                       json={"realm": part.realm, "enabled": False})
+            actions.append(f"disabled realm {part.realm} (its data is kept)")
+        return actions
+
+    def _disable_clients(self, part: IdentityPart) -> list[str]:
+        actions = []
+        for client_id, live in self._tenant_clients(part).items():
+            if live.get("enabled"):
+                self._call("PUT", f"/{quote(part.realm)}/clients/{live['id']}", f"disabling client {client_id}",
+                           ok=(404,), json={"clientId": client_id, "enabled": False})
+                actions.append(f"disabled client {client_id}")
+        return actions
+
+    def _retire_tenant(self, part: IdentityPart) -> list[str]:
+        """Retain: nobody of the tenant can sign in any more; organization, users, roles stay."""
+        actions = self._disable_clients(part)
+        for user in part.users:
+            live = self._user(part.realm, user.username)
+            if live is not None and live.get("enabled"):
+                self._call("PUT", f"/{quote(part.realm)}/users/{live['id']}", f"disabling user {user.username}",
+                           ok=(404,), json={"enabled": False})
+                actions.append(f"disabled user {user.username}")
+        org = self._organization(part)
+        if org is not None:
+            self._suspend_members(part, org, actions)
+            if org.get("enabled"):
+                self._call("PUT", f"/{quote(part.realm)}/organizations/{org['id']}",
+                           f"disabling organization {org['alias']}", json=org | {"enabled": False})
+                actions.append(f"disabled organization {org['alias']} (its data is kept)")
+        return actions
+
+    def _remove_tenant(self, part: IdentityPart) -> list[str]:
+        realm = quote(part.realm)
+        actions = []
+        for client_id, live in self._tenant_clients(part).items():
+            self._call("DELETE", f"/{realm}/clients/{live['id']}", f"deleting client {client_id}", ok=(404,))
+            actions.append(f"deleted client {client_id} and its roles")
+        org = self._organization(part)
+        usernames = {user.username for user in part.users}
+        if org is not None:
+            for member in self._members(part.realm, org["id"]):
+                orgs = self._get(f"/{realm}/organizations/members/{member['id']}/organizations",
+                                 "reading a member's organizations") or []
+                if len(orgs) <= 1:
+                    self._call("DELETE", f"/{realm}/users/{member['id']}", f"deleting user {member['username']}",
+                               ok=(404,))
+                    actions.append(f"deleted user {member['username']}")
+                usernames.discard(member["username"])
+            self._call("DELETE", f"/{realm}/organizations/{org['id']}", f"deleting organization {org['alias']}",
+                       ok=(404,))
+            actions.append(f"deleted organization {org['alias']}")
+        # Planned users who were no (longer a) member: ours only if they belong to no organization.
+        for username in sorted(usernames):
+            live = self._user(part.realm, username)
+            if live is None:
+                continue
+            orgs = self._get(f"/{realm}/organizations/members/{live['id']}/organizations",
+                             "reading a user's organizations") or []
+            if not orgs:
+                self._call("DELETE", f"/{realm}/users/{live['id']}", f"deleting user {username}", ok=(404,))
+                actions.append(f"deleted user {username}")
+        return actions
+
+    # endpoints ----------------------------------------------------------------------
+    def endpoints(self, part: IdentityPart) -> dict[str, str]:
+        issuer = f"{self.server_url}/realms/{quote(part.realm)}"
+        endpoints = {
+            "issuer": issuer,
+            "openidConfiguration": f"{issuer}/.well-known/openid-configuration",
+            "jwks": f"{issuer}/protocol/openid-connect/certs",
+            "token": f"{issuer}/protocol/openid-connect/token",
+            "accountConsole": f"{issuer}/account",
+        }
+        if part.owns_realm:
+            endpoints["adminConsole"] = f"{self.server_url}/admin/{quote(part.realm)}/console/"
+        return endpoints
+
+    def close(self) -> None:
+        self._api.close()
