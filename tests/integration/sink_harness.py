@@ -5,7 +5,10 @@ run the sink in-process and read the DLQ."""
 from __future__ import annotations
 
 import copy
+import json
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -61,6 +64,7 @@ class Tenant:
     slug: str
     password: str
     desired: DesiredState
+    manifest: dict
 
     def topic(self, tool: str, dataset: str) -> str:
         return next(t.name for t in self.desired.streaming.topics if t.tool == tool and t.dataset == dataset)
@@ -91,7 +95,7 @@ def provision(admin_config: dict, warehouse_client, prefix: str = "gt", retentio
     StreamingProvisioner(admin_config).apply(desired.streaming, password)
     if warehouse_client is not None:
         WarehouseProvisioner(lambda: warehouse_client, embedded=True).apply(desired.warehouse, "unused")
-    return Tenant(slug=desired.slug, password=password, desired=desired)
+    return Tenant(slug=desired.slug, password=password, desired=desired, manifest=manifest)
 
 
 def deprovision(admin_config: dict, warehouse_client, tenant: Tenant) -> None:
@@ -157,3 +161,36 @@ def drain(sink, admin_config: dict, group: str, topics: list[str], timeout: floa
                    if end > 0) for topic, partition_ends in ends.items()):
             return
     raise AssertionError(f"sink did not catch up with {topics} within {timeout:.0f} s")
+
+
+# The warehouse in a process of its own: chDB lets one process own one data path.
+_PROVISION_TABLES = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import sink_harness
+from urbanstack import warehouse
+from urbanstack.operator.models import parse_municipality
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
+desired = plan(parse_municipality(json.loads(sys.argv[3])), sink_harness.tools())
+client = warehouse.connect(sys.argv[2])
+WarehouseProvisioner(lambda: client, embedded=True).apply(desired.warehouse, "unused")
+"""
+
+_QUERY = """
+import json, sys
+from urbanstack import warehouse
+client = warehouse.connect(sys.argv[1])
+print(json.dumps([list(row) for row in client.query(sys.argv[2]).result_rows], default=str))
+"""
+
+
+def provision_tables_in_subprocess(url: str, tenant: Tenant) -> None:
+    subprocess.run([sys.executable, "-c", _PROVISION_TABLES, str(Path(__file__).parent), url,
+                    json.dumps(tenant.manifest)], check=True, timeout=120)
+
+
+def query_in_subprocess(url: str, sql: str) -> list:
+    done = subprocess.run([sys.executable, "-c", _QUERY, url, sql], check=True, timeout=120, capture_output=True,
+                          text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])

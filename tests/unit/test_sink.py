@@ -1,0 +1,191 @@
+"""The sink's pure parts: routing, schema validation, the fast decoder (which must
+agree with the reference path on every input), batching and intents."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from urbanstack.runtime.events import Observation
+from urbanstack.runtime.sink import (Batch, RecordError, SinkConfig, TableSchema, decode, decode_event, dedup_token,
+                                     parse_intent, retention_days, route)
+
+NOW = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
+TOPIC = "guetersloh.passantenfrequenz-wetter.pedestrian_counts"
+COLUMNS = [
+    ("event_id", "String", "", ""), ("source", "LowCardinality(String)", "", ""), ("sensor_id", "String", "", ""),
+    ("observed_at", "DateTime64(3, 'UTC')", "", ""), ("lon", "Nullable(Float64)", "", ""),
+    ("lat", "Nullable(Float64)", "", ""), ("ingested_at", "DateTime64(3, 'UTC')", "DEFAULT", ""),
+    ("pedestrians", "UInt32", "", "Pedestrians in both directions. [persons]"),
+    ("pedestrians_ltr", "Nullable(UInt32)", "", "[persons]"),
+    ("location_name", "String", "", "Street or square of the counter."),
+    ("temperature", "Nullable(Float64)", "", "[°C]"), ("open", "Nullable(Bool)", "", ""),
+    ("day", "Nullable(Date)", "", ""), ("seen", "Nullable(DateTime64(3, 'UTC'))", "", ""),
+    ("pos", "Nullable(Point)", "", ""),
+]
+
+
+@pytest.fixture
+def schema():
+    return TableSchema.from_columns("guetersloh", "passantenfrequenz_wetter__pedestrian_counts", COLUMNS,
+                                    retention_days=730, now=NOW)
+
+
+def event(**changes) -> Observation:
+    values = dict(tenant="guetersloh", dataset="pedestrian_counts", source="hystreet", sensor_id="148",
+                  observed_at=NOW - timedelta(days=1), fields={"pedestrians": 12, "location_name": "Berliner Straße"},
+                  units={"pedestrians": "persons"})
+    values.update(changes)
+    return Observation(**values)
+
+
+def test_route_follows_the_operator_naming():
+    target = route(TOPIC)
+    assert (target.database, target.table, target.dlq_topic) == (
+        "guetersloh", "passantenfrequenz_wetter__pedestrian_counts", "guetersloh.dlq")
+    assert route("rheda-wiedenbrueck.pegel-warnung.water_levels").database == "rheda_wiedenbrueck"
+    for topic in ("guetersloh.dlq", "Guetersloh.a.b", "a.b.c.d"):
+        with pytest.raises(RecordError, match="not a tenant data topic"):
+            route(topic)
+
+
+def test_default_pattern_excludes_dead_letter_topics():
+    import re
+
+    pattern = re.compile(SinkConfig.topic_pattern)
+    assert pattern.match(TOPIC) and not pattern.match("guetersloh.dlq") and not pattern.match("__consumer_offsets")
+
+
+def test_config_from_environment():
+    config = SinkConfig.from_env({"URBANSTACK_SINK_BATCH_ROWS": "500", "URBANSTACK_SINK_BATCH_SECONDS": "0.25",
+                                  "URBANSTACK_SINK_GROUP": "g"})
+    assert (config.batch_rows, config.batch_seconds, config.group_id) == (500, 0.25, "g")
+    with pytest.raises(ValueError, match="URBANSTACK_SINK_BATCH_ROWS must be a int"):
+        SinkConfig.from_env({"URBANSTACK_SINK_BATCH_ROWS": "many"})
+
+
+def test_retention_is_read_from_the_engine():
+    engine = ("ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(observed_at) ORDER BY (sensor_id, event_id) "
+              "TTL toDateTime(observed_at) + toIntervalDay(730) SETTINGS index_granularity = 8192")
+    assert retention_days(engine) == 730 and retention_days("MergeTree ORDER BY x") is None
+
+
+def test_row_in_column_order(schema):
+    assert schema.column_names[:6] == ("event_id", "source", "sensor_id", "observed_at", "lon", "lat")
+    assert "ingested_at" not in schema.column_names  # filled by its default
+    e = event(fields={"pedestrians": 12.0, "pedestrians_ltr": "5", "location_name": 4711, "temperature": 3,
+                      "open": "true", "day": "2026-01-09", "seen": "2026-01-09T10:00:00+01:00"})
+    row = dict(zip(schema.column_names, schema.row(e)))
+    assert row["pedestrians"] == 12 and type(row["pedestrians"]) is int
+    assert row["pedestrians_ltr"] == 5 and row["location_name"] == "4711"
+    assert row["temperature"] == 3.0 and row["open"] is True
+    assert str(row["day"]) == "2026-01-09" and row["seen"] == datetime(2026, 1, 9, 9, tzinfo=timezone.utc)
+    assert row["event_id"] == e.event_id and row["lon"] is None
+
+
+@pytest.mark.parametrize("fields, units, message", [
+    ({"pedestrians": "viele", "location_name": "x"}, {}, "fields.pedestrians (UInt32): expected a number, got 'viele'"),
+    ({"pedestrians": -1, "location_name": "x"}, {}, "-1 is outside 0..4294967295"),
+    ({"pedestrians": 1.5, "location_name": "x"}, {}, "expected an integer"),
+    ({"pedestrians": 1}, {}, "fields.location_name: required, but missing"),
+    ({"pedestrians": None, "location_name": "x"}, {}, "fields.pedestrians: required, but null"),
+    ({"pedestrians": 1, "location_name": "x", "bikes": 1, "cars": 2}, {}, "unknown field(s) bikes, cars"),
+    ({"pedestrians": 1, "location_name": "x"}, {"pedestrians": "cars"}, "unit 'cars' differs from the dataset's"),
+    ({"pedestrians": 1, "location_name": "x", "pos": "1 2"}, {}, "type Nullable(Point) cannot be filled"),
+    ({"pedestrians": 1, "location_name": "x", "open": 2}, {}, "expected true/false"),
+])
+def test_invalid_values_are_named(schema, fields, units, message):
+    with pytest.raises(RecordError) as error:
+        schema.row(event(fields=fields, units=units))
+    assert message in str(error.value)
+
+
+def test_all_problems_of_a_record_are_reported_at_once(schema):
+    with pytest.raises(RecordError) as error:
+        schema.row(event(fields={"pedestrians": -1, "bikes": 1}))
+    assert str(error.value).count(";") == 2
+
+
+def test_records_older_than_the_retention_are_refused(schema):
+    with pytest.raises(RecordError, match="older than the dataset's retention of 730 days"):
+        schema.row(event(observed_at=NOW - timedelta(days=731)))
+
+
+def test_table_without_standard_columns_takes_nothing():
+    odd = TableSchema.from_columns("g", "t", [("value", "Float64", "", "")])
+    with pytest.raises(RecordError, match="lacks the standard column"):
+        odd.row(event())
+
+
+def test_forged_tenant_and_wrong_dataset(schema):
+    target = route(TOPIC)
+    with pytest.raises(RecordError, match="claims 'bielefeld' but was sent to 'guetersloh'"):
+        decode(event(tenant="bielefeld").to_json(), target, schema)
+    with pytest.raises(RecordError, match="is for 'weather'"):
+        decode(event(dataset="weather").to_json(), target, schema)
+    with pytest.raises(RecordError, match="does not exist"):
+        decode(event().to_json(), target, None)
+
+
+def _variants() -> list[bytes]:
+    base = event(lon=8.38, lat=51.9, metadata={"ltr_label": "Richtung Markt"}).to_dict()
+    fraction = event(observed_at=NOW - timedelta(hours=1, microseconds=500)).to_dict()
+    changes = [
+        {}, {"event_id": "0" * 32}, {"v": 2}, {"v": True}, {"tenant": "bielefeld"}, {"dataset": "weather"},
+        {"source": ""}, {"source": " "}, {"source": 5}, {"sensor_id": None}, {"observed_at": "2026-01-09T10:00:00"},
+        {"observed_at": "2026-01-09T10:00:00+00:00"}, {"observed_at": "2026-01-09T10:00:00.000000Z"},
+        {"observed_at": "2026-13-09T10:00:00Z"}, {"observed_at": 1700000000}, {"fields": {}}, {"fields": []},
+        {"fields": {"pedestrians": True, "location_name": "x"}}, {"fields": {"pedestrians": [1], "location_name": "x"}},
+        {"fields": {"pedestrians": 1, "location_name": "x", "Ümlaut": 1}}, {"units": {"other": "m"}},
+        {"units": {"pedestrians": 5}}, {"units": []}, {"units": None}, {"lon": None}, {"lat": 91}, {"lon": True},
+        {"lon": None, "lat": None}, {"metadata": []}, {"metadata": None}, {"extra": 1},
+        {"observed_at": "1999-01-01T00:00:00Z"},
+    ]
+    payloads = []
+    for change in changes:
+        data = {**base, **change}
+        if "event_id" not in change:
+            data.pop("event_id")
+        payloads.append(json.dumps(data).encode())
+    payloads += [json.dumps(base).encode(), json.dumps(fraction).encode(), b"{", b"[]", b"null", "{\"ä\": 1}".encode("latin-1"),
+                 json.dumps({**base, "fields": {"pedestrians": float("nan"), "location_name": "x"}}).encode(),
+                 json.dumps({**base, "metadata": {"x": float("inf")}}).encode()]
+    return payloads
+
+
+@pytest.mark.parametrize("payload", _variants())
+def test_fast_decoder_agrees_with_the_reference(schema, payload):
+    target = route(TOPIC)
+
+    def outcome(function):
+        try:
+            return function(payload, target, schema)
+        except RecordError as exc:
+            return ("rejected", str(exc))
+
+    assert outcome(decode) == outcome(decode_event)
+
+
+def test_batch_closes_by_size_age_and_replayed_range():
+    batch = Batch(TOPIC, 0, route(TOPIC), opened_at=100.0)
+    for offset in (5, 6, 7):
+        batch.add(offset)
+        batch.rows.append(())
+    assert (batch.first, batch.last, batch.records) == (5, 7, 3)
+    assert batch.full(3) and not batch.full(4)
+    assert batch.due(101.0, 1.0) and not batch.due(100.5, 1.0)
+    assert batch.token == dedup_token(TOPIC, 0, 5, 7) == f"urbanstack-sink:{TOPIC}:0:5-7"
+
+    replay = Batch(TOPIC, 0, route(TOPIC), opened_at=100.0, replay_until=9)
+    replay.add(8)
+    replay.rows.append(())
+    assert not replay.full(1) and not replay.due(1000.0, 1.0)  # a replay ends where the original did
+    replay.add(9)
+    assert replay.full(10**6)
+
+
+def test_intent_metadata():
+    assert parse_intent("pending:41") == 41
+    assert parse_intent("") is None and parse_intent(None) is None and parse_intent("pending:x") is None
