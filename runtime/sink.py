@@ -136,6 +136,8 @@ def route(topic: str) -> Route:
 
 # Schema and validation ----------------------------------------------------------
 
+_MISSING = object()
+_VALUE_TYPES = (int, float, str)   # by exact type: bool is not a number here either
 _INT_RANGES = {f"{sign}Int{bits}": ((0, 2 ** bits - 1) if sign else (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1))
                for sign in ("", "U") for bits in (8, 16, 32, 64)}
 _UNIT = re.compile(r"\[([^\[\]]+)\]\s*$")
@@ -286,6 +288,39 @@ class TableSchema:
                    column_types=tuple(types[n] for n in names), problem=problem, retention_days=retention_days,
                    oldest=oldest, fast=all(FIELD_PATTERN.match(name) for name in fields))
 
+    def __post_init__(self) -> None:
+        self._plan = tuple((c.name, c.coerce, c.nullable) for c in self.fields.values())
+        self._units = {c.name: c.unit for c in self.fields.values() if c.unit}
+
+    def fast_values(self, fields, units, observed_at: datetime) -> list | None:
+        """The field values in column order if the record passes every rule, else None."""
+        if type(fields) is not dict or not fields or type(units) is not dict:
+            return None
+        if self.oldest is not None and observed_at < self.oldest:
+            return None
+        present, values = 0, []
+        for name, coerce, nullable in self._plan:
+            value = fields.get(name, _MISSING)
+            if value is _MISSING or value is None:
+                if not nullable:
+                    return None
+                present += value is None
+                values.append(None)
+                continue
+            present += 1
+            if coerce is None or type(value) not in _VALUE_TYPES:
+                return None
+            try:
+                values.append(coerce(value))
+            except RecordError:
+                return None
+        if present != len(fields):
+            return None  # a field the table does not have
+        for name, unit in units.items():
+            if name not in fields or type(unit) is not str or (unit and self._units.get(name, unit) != unit):
+                return None
+        return values
+
     def row(self, event: Observation) -> tuple:
         """The event as a row in column order, or RecordError naming every problem."""
         return self.row_of(event.event_id, event.source, event.sensor_id, event.observed_at, event.lon, event.lat,
@@ -377,42 +412,30 @@ _STRICT_JSON = json.JSONDecoder(parse_constant=_no_constants)
 _EVENT_KEYS = frozenset({"v", "event_id", "tenant", "dataset", "source", "sensor_id", "observed_at",
                          "fields", "units", "lon", "lat", "metadata"})
 _CANONICAL_INSTANT = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d{6})?Z")
-_VALUE_TYPES = (int, float, str, type(None))
 _NUMBER_TYPES = (int, float)
 
 
 def _fast_row(payload: bytes, target: Route, schema: TableSchema) -> tuple | None:
-    """The row, RecordError from the table's rules, or None: "not canonical, ask the reference path"."""
+    """The row, or None: "not canonical or not valid, ask the reference path" (which
+    then names the problem). This is the sink's hot path: keep it lean."""
     try:
         data = _STRICT_JSON.decode(payload.decode("utf-8"))
-    except ValueError:  # also UnicodeDecodeError and JSONDecodeError
-        return None
-    if type(data) is not dict or not _EVENT_KEYS.issuperset(data) or data.get("v", 1) != 1:
-        return None
-    source, sensor_id, instant, fields = (data.get("source"), data.get("sensor_id"), data.get("observed_at"),
-                                          data.get("fields"))
-    if (data.get("tenant") != target.tenant or data.get("dataset") != target.dataset
-            or type(source) is not str or not source.strip() or type(sensor_id) is not str or not sensor_id.strip()
-            or type(instant) is not str or not _CANONICAL_INSTANT.fullmatch(instant)
-            or type(fields) is not dict or not fields):
-        return None
-    known = schema.fields
-    for name, value in fields.items():
-        if name not in known or type(value) not in _VALUE_TYPES:
+        if data["v"] != 1 or data["tenant"] != target.tenant or data["dataset"] != target.dataset:
             return None
-    units = data.get("units") or {}
-    if type(units) is not dict:
+        source, sensor_id, instant = data["source"], data["sensor_id"], data["observed_at"]
+        fields, units, claimed = data["fields"], data["units"], data["event_id"]
+    except (ValueError, KeyError, TypeError):  # not JSON, not an object, not all keys to_json writes
         return None
-    for name, unit in units.items():
-        if name not in fields or type(unit) is not str:
-            return None
-    lon, lat = data.get("lon"), data.get("lat")
+    if (not _EVENT_KEYS.issuperset(data) or type(source) is not str or not source.strip()
+            or type(sensor_id) is not str or not sensor_id.strip()
+            or type(instant) is not str or not _CANONICAL_INSTANT.fullmatch(instant)):
+        return None
+    lon, lat, metadata = data.get("lon"), data.get("lat"), data.get("metadata")
     if lon is not None or lat is not None:
         if (type(lon) not in _NUMBER_TYPES or type(lat) not in _NUMBER_TYPES
                 or not -180 <= lon <= 180 or not -90 <= lat <= 90):
             return None
-    metadata = data.get("metadata") or {}
-    if type(metadata) is not dict:
+    if metadata and type(metadata) is not dict:
         return None
     try:
         observed_at = datetime.fromisoformat(instant)
@@ -420,13 +443,14 @@ def _fast_row(payload: bytes, target: Route, schema: TableSchema) -> tuple | Non
         return None
     if observed_at.year < 1000 or (not observed_at.microsecond and len(instant) != 20):
         return None  # not how to_json writes it (".000000" for a whole second, a padded year)
-    key_instant = instant
-    event_id = hashlib.sha256("\x1f".join((target.tenant, target.dataset, source, sensor_id, key_instant))
-                              .encode("utf-8")).hexdigest()[:32]
-    claimed = data.get("event_id")
-    if claimed is not None and claimed != event_id:
+    values = schema.fast_values(fields, units, observed_at)
+    if values is None:
         return None
-    return schema.row_of(event_id, source, sensor_id, observed_at, lon, lat, fields, units)
+    event_id = hashlib.sha256(f"{target.tenant}\x1f{target.dataset}\x1f{source}\x1f{sensor_id}\x1f{instant}"
+                              .encode("utf-8")).hexdigest()[:32]
+    if claimed != event_id:
+        return None
+    return (event_id, source, sensor_id, observed_at, lon, lat, *values)
 
 
 # Batching -----------------------------------------------------------------------
@@ -621,41 +645,44 @@ class Sink:
         batch = self._batches.get(key)
         if batch is None:
             target = self._route(topic)
-            batch = self._batches[key] = Batch(topic, partition, target if isinstance(target, Route) else None,
-                                               replay_until=self._intents.pop(key, None))
+            target = target if isinstance(target, Route) else None
+            # The schema is fixed for the life of a batch (at most batch_seconds): rows of one
+            # insert must share one shape, and the hot path need not look it up per record.
+            batch = self._batches[key] = Batch(topic, partition, target, replay_until=self._intents.pop(key, None),
+                                               schema=self._schema(target) if target else None)
         return batch
 
     def _accept(self, message) -> bool:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
-        if topic.endswith(".dlq"):
-            # A pattern that matches a DLQ would feed rejections back into it forever.
-            if topic not in self._routes:
-                self._routes[topic] = RecordError("dead-letter topic")
-                log.error("topic pattern %s matches the dead-letter topic %s; its records are ignored",
-                          self.config.topic_pattern, topic)
-            return False
-        batch = self._batch(topic, partition)
-        if batch.replay_until is not None and offset > batch.replay_until:
+        batch = self._batches.get((topic, partition))
+        if batch is None:
+            if topic.endswith(".dlq"):
+                # A pattern that matches a DLQ would feed rejections back into it forever.
+                if topic not in self._routes:
+                    self._routes[topic] = RecordError("dead-letter topic")
+                    log.error("topic pattern %s matches the dead-letter topic %s; its records are ignored",
+                              self.config.topic_pattern, topic)
+                return False
+            batch = self._batch(topic, partition)
+        replay_until = batch.replay_until
+        if replay_until is not None and offset > replay_until:
             if batch.records:
                 self._flush(batch)
                 batch = self._batch(topic, partition)
-            batch.replay_until = None
+            batch.replay_until = replay_until = None
         payload = message.value()
         try:
             if batch.target is None:
                 raise self._route(topic)  # type: ignore[misc]
-            schema = self._schema(batch.target)
-            if batch.rows and schema is not batch.schema:
-                # The table changed under the batch: rows of both shapes cannot share one insert.
-                self._flush(batch)
-                batch = self._batch(topic, partition)
-            batch.rows.append(decode(payload, batch.target, schema))
-            batch.schema = schema
+            batch.rows.append(decode(payload, batch.target, batch.schema))
             batch.payloads.append((offset, payload))
         except RecordError as exc:
             batch.rejected.append((offset, payload, str(exc)))
-        batch.add(offset)
-        if batch.full(self.config.batch_rows):
+        if batch.first is None:
+            batch.first = offset
+        batch.last = offset
+        if (offset >= replay_until) if replay_until is not None else \
+                len(batch.rows) + len(batch.rejected) >= self.config.batch_rows:
             self._flush(batch)
         return True
 

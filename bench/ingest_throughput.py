@@ -1,0 +1,132 @@
+"""End-to-end ingest: producer → Kafka → sink → warehouse, events per second.
+
+A throwaway municipality (the Gütersloh example under a unique name) gets its
+topics from the operator's StreamingProvisioner and its tables, in a chDB
+path of this process, from the WarehouseProvisioner. A producer process
+publishes ``--events`` pedestrian counts with the real Publisher while this
+process runs the real Sink; the clock stops when the last row is stored.
+
+    .venv/bin/python bench/ingest_throughput.py --events 1000000
+
+``--mode drain`` publishes everything first and times the sink alone.
+Needs the local platform (``urbanstack dev up``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform as host
+import secrets
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import yaml
+
+from urbanstack import warehouse
+from urbanstack.devplatform import kafka
+from urbanstack.operator.models import parse_citytool, parse_municipality
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.streaming import StreamingProvisioner
+from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
+from urbanstack.runtime.events import Observation
+from urbanstack.runtime.producer import Publisher
+from urbanstack.runtime.sink import Sink, SinkConfig
+from urbanstack.settings import Settings
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+TOOL, DATASET = "passantenfrequenz-wetter", "pedestrian_counts"
+SENSORS = 200
+CHUNK = 50_000
+
+
+def machine() -> str:
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("model name")), host.processor())
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} CPUs ({model}), {memory:.1f} GiB RAM, load average before the run {load}"
+
+
+def publish(admin_config: dict, slug: str, events: int, done) -> None:
+    start = (datetime.now(timezone.utc) - timedelta(days=30)).replace(minute=0, second=0, microsecond=0)
+    with Publisher(admin_config) as publisher:
+        for base in range(0, events, CHUNK):
+            chunk = [Observation(tenant=slug, dataset=DATASET, source="bench", sensor_id=f"s{i % SENSORS:03d}",
+                                 observed_at=start + timedelta(seconds=i // SENSORS),
+                                 fields={"pedestrians": i % 5000, "pedestrians_ltr": i % 3000,
+                                         "pedestrians_rtl": i % 2000, "location_name": "Berliner Straße"},
+                                 units={"pedestrians": "persons"})
+                     for i in range(base, min(base + CHUNK, events))]
+            publisher.publish_events(chunk, tenant=slug, tool=TOOL)
+    done.value = time.monotonic()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch-rows", type=int, default=SinkConfig.batch_rows)
+    parser.add_argument("--mode", choices=("concurrent", "drain"), default="concurrent")
+    args = parser.parse_args()
+
+    settings = Settings.from_env()
+    admin_config = kafka.admin_config(settings)
+    manifest = yaml.safe_load((EXAMPLES / "municipality-guetersloh.yaml").read_text())
+    manifest["metadata"]["name"] = f"bench{uuid.uuid4().hex[:8]}"
+    tools = [parse_citytool(yaml.safe_load((EXAMPLES / name).read_text()))
+             for name in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml")]
+    desired = plan(parse_municipality(manifest), tools)
+    slug, streaming = desired.slug, StreamingProvisioner(admin_config)
+    streaming.apply(desired.streaming, secrets.token_urlsafe(18))
+    data_dir = tempfile.mkdtemp(prefix="urbanstack-bench-")
+    client = warehouse.connect(f"chdb://{data_dir}")
+    WarehouseProvisioner(lambda: client, embedded=True).apply(desired.warehouse, "unused")
+    table = f"`{desired.warehouse.database}`.`passantenfrequenz_wetter__{DATASET}`"
+    print(f"machine: {machine()}")
+    print(f"tenant {slug}: {args.events:,} events, topic with "
+          f"{desired.streaming.topic(f'{slug}.{TOOL}.{DATASET}').partitions} partitions, batches of {args.batch_rows:,}")
+
+    try:
+        # spawn, not fork: this process already runs the chDB engine's threads.
+        context = multiprocessing.get_context("spawn")
+        produced_at = context.Value("d", 0.0)
+        producer = context.Process(target=publish, args=(admin_config, slug, args.events, produced_at))
+        started = time.monotonic()
+        producer.start()
+        if args.mode == "drain":
+            producer.join()
+            print(f"producer: {args.events / (produced_at.value - started):,.0f} events/s "
+                  f"({produced_at.value - started:.1f} s)")
+        sink = Sink(admin_config, client, SinkConfig(group_id=f"bench-{slug}", topic_pattern=rf"^{slug}\.[^.]+\.[^.]+$",
+                                                     batch_rows=args.batch_rows))
+        sink.start()
+        sink_started = time.monotonic()
+        try:
+            while sink.metrics.totals["stored"] + sink.metrics.totals["dlq"] < args.events:
+                sink.step()
+                if not producer.is_alive() and producer.exitcode:
+                    raise SystemExit(f"producer failed with exit code {producer.exitcode}")
+        finally:
+            sink.close()
+        finished = time.monotonic()
+        producer.join()
+        stored = client.command(f"SELECT count() FROM {table}")
+        if args.mode == "concurrent":
+            print(f"producer: {args.events / (produced_at.value - started):,.0f} events/s "
+                  f"({produced_at.value - started:.1f} s, sharing the CPUs with the sink and the broker)")
+            print(f"end-to-end: {args.events / (finished - started):,.0f} events/s sustained "
+                  f"({finished - started:.1f} s from the first produce to the last row stored)")
+        else:
+            print(f"sink: {args.events / (finished - sink_started):,.0f} events/s "
+                  f"({finished - sink_started:.1f} s to drain the backlog)")
+        print(f"rows stored: {stored:,}, dead-lettered: {sink.metrics.totals['dlq']:,}")
+    finally:
+        streaming.delete(desired.streaming, keep_data=False)
+
+
+if __name__ == "__main__":
+    main()
