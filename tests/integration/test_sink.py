@@ -235,3 +235,40 @@ def test_warehouse_outage_is_retried_and_loses_nothing(admin_config, warehouse, 
     assert flaky.attempts > 4
     assert sink.metrics.write_retries.labels("writing")._value.get() == 4
     assert rows(warehouse, tenant) == len(events)
+
+
+def test_run_sink_serves_prometheus_metrics(platform, admin_config, warehouse, tenant):
+    import dataclasses
+    import socket
+    import threading
+    import time
+
+    import httpx
+
+    from urbanstack.runtime.sink import run_sink
+
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(counts(tenant.slug, 10), tenant=tenant.slug, tool=TOOL)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    # Same data path as the test's own client: one process may hold several clients of one path.
+    settings = dataclasses.replace(platform, warehouse_url=f"chdb://{platform.state_dir / 'warehouse-tests'}")
+    config = SinkConfig(group_id=f"test-sink-{uuid.uuid4().hex[:8]}",
+                        topic_pattern=rf"^{tenant.slug}\.[^.]+\.[^.]+$", batch_seconds=0.2, metrics_port=port)
+    stop = threading.Event()
+    thread = threading.Thread(target=run_sink, args=(settings, stop, config), daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while rows(warehouse, tenant) < 10 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert rows(warehouse, tenant) == 10
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert f'urbanstack_sink_records_in_total{{tenant="{tenant.slug}"}} 10.0' in text
+        assert f'urbanstack_sink_rows_stored_total{{tenant="{tenant.slug}"}} 10.0' in text
+        assert "urbanstack_sink_batch_seconds_count" in text and "urbanstack_sink_lag_records" in text
+    finally:
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
