@@ -29,6 +29,7 @@ USERS = {
 KEYCLOAK_NAME = "urbanstack-keycloak"
 KAFKA_CLUSTER = "urbanstack"
 KAFKA_USER = "urbanstack-platform"
+KAFKA_RUNTIME_USER = "urbanstack-runtime"
 CLICKHOUSE_NAME = "urbanstack"
 CLICKHOUSE_USER = "urbanstack"
 EXTERNAL_SECRET = "urbanstack-backends"
@@ -71,12 +72,13 @@ class Backends:
         return env
 
 
-def _kafka_credentials(user: str, secret: str, key: str) -> tuple[tuple[dict, ...], tuple[dict, ...]]:
-    """(client_env, admin_env): one platform user for now, under both names."""
-    return ((common.env_value("URBANSTACK_KAFKA_USER", user),
-             common.env_secret("URBANSTACK_KAFKA_PASSWORD", secret, key)),
-            (common.env_value("URBANSTACK_KAFKA_ADMIN_USER", user),
-             common.env_secret("URBANSTACK_KAFKA_ADMIN_PASSWORD", secret, key)))
+def _kafka_client_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
+    return (common.env_value("URBANSTACK_KAFKA_USER", user), common.env_secret("URBANSTACK_KAFKA_PASSWORD", secret, key))
+
+
+def _kafka_admin_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
+    return (common.env_value("URBANSTACK_KAFKA_ADMIN_USER", user),
+            common.env_secret("URBANSTACK_KAFKA_ADMIN_PASSWORD", secret, key))
 
 
 def _warehouse_env(url: str, user: str, secret: str, key: str) -> tuple[dict, ...]:
@@ -101,7 +103,9 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
                      "warehouse-password": ext.warehouse_password},
         opts=common.options(depends_on=after),
     )
-    kafka_client, kafka_admin = _kafka_credentials(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
+    # One configured Kafka user serves the operator and the services alike.
+    kafka_client = _kafka_client_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
+    kafka_admin = _kafka_admin_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
     warehouse_env = _warehouse_env(ext.warehouse_url, ext.warehouse_user, EXTERNAL_SECRET, "warehouse-password")
     by_name = {
         "kafka": Backend(
@@ -197,10 +201,20 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
         },
         "entityOperator": {"userOperator": {}},
     }, annotations={"strimzi.io/node-pools": "enabled", "strimzi.io/kraft": "enabled"}, depends_on=[*after, pool])
-    # Strimzi's user operator generates the password into a Secret named like the user.
-    user = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
-                   {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
-    kafka_client, kafka_admin = _kafka_credentials(KAFKA_USER, KAFKA_USER, "password")
+    # Strimzi's user operator generates each password into a Secret named like the user.
+    admin = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
+                    {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
+    # The services move events; only the operator creates topics, users and ACLs.
+    runtime = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_RUNTIME_USER, {
+        "authentication": {"type": "scram-sha-512"},
+        "authorization": {"type": "simple", "acls": [
+            {"resource": {"type": "topic", "name": "*", "patternType": "literal"},
+             "operations": ["Describe", "Read", "Write"]},
+            {"resource": {"type": "group", "name": "*", "patternType": "literal"}, "operations": ["Describe", "Read"]},
+        ]},
+    }, labels=cluster_label, depends_on=[*after, kafka])
+    kafka_client = _kafka_client_env(KAFKA_RUNTIME_USER, KAFKA_RUNTIME_USER, "password")
+    kafka_admin = _kafka_admin_env(KAFKA_USER, KAFKA_USER, "password")
     backend = Backend(
         "kafka",
         env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),
@@ -215,7 +229,7 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
         extra_egress=({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.api_server_cidrs],
                        "ports": [{"protocol": "TCP", "port": port} for port in cfg.api_server_ports]},),
     )
-    return backend, [pool, kafka, user]
+    return backend, [pool, kafka, admin, runtime]
 
 
 def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:

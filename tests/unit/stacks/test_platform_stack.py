@@ -277,6 +277,22 @@ def test_in_cluster_backends_are_their_operators_resources(prod):
     assert pool["metadata"]["labels"]["strimzi.io/cluster"] == kafka["metadata"]["name"]
 
 
+def test_in_cluster_runtime_services_are_no_kafka_super_users(prod):
+    kafka = prod.of_kind("Kafka")[0].inputs
+    super_users = kafka["spec"]["kafka"]["authorization"]["superUsers"]
+
+    def kafka_user(deployment, variable):
+        container = prod.one("Deployment", deployment).inputs["spec"]["template"]["spec"]["containers"][0]
+        return next(e["value"] for e in container["env"] if e["name"] == variable)
+
+    assert f"User:{kafka_user('urbanstack-operator', 'URBANSTACK_KAFKA_ADMIN_USER')}" in super_users
+    for deployment in ("urbanstack-api", "urbanstack-sink", "urbanstack-connectors"):
+        assert f"User:{kafka_user(deployment, 'URBANSTACK_KAFKA_USER')}" not in super_users, deployment
+    runtime_user = prod.one("KafkaUser", "urbanstack-runtime").inputs["spec"]
+    operations = {op for acl in runtime_user["authorization"]["acls"] for op in acl["operations"]}
+    assert operations <= {"Describe", "Read", "Write"}
+
+
 def test_external_backends_declare_no_third_party_resources(dev):
     assert not {"Keycloak", "Kafka", "KafkaNodePool", "ClickHouseInstallation"} & {d.kind for d in dev.declared}
     assert [s.inputs["metadata"]["name"] for s in dev.of_kind("Secret")] == ["urbanstack-backends"]
