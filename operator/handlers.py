@@ -28,6 +28,7 @@ class _State:
     backends: Backends | None = None
     directory: ags_rules.MunicipalityDirectory | None = None
     drift_timer_registered = False
+    kubeconfig: str | None = None
 
 
 state = _State()
@@ -38,7 +39,10 @@ def configure(settings: Settings, backends: Backends | None = None,
     """Set up the connections before Kopf starts (tests pass their own backends).
 
     The drift timer is registered here because its interval is a setting."""
+    from urbanstack.operator.backends import operator_kubeconfig
+
     state.backends = backends or Backends.from_settings(settings)
+    state.kubeconfig = operator_kubeconfig(settings)
     state.directory = directory or ags_rules.load_directory(settings)
     if not state.drift_timer_registered:
         kopf.timer(GROUP, VERSION, MUNICIPALITIES, id="drift", interval=settings.drift_interval,
@@ -68,6 +72,22 @@ def _delay(retry: int) -> int:
     return RETRY_DELAYS[min(retry, len(RETRY_DELAYS) - 1)]
 
 
+@kopf.on.login()
+def login(logger, **_):
+    """The operator's own identity: the in-cluster service account, or locally its
+    least-privilege kubeconfig (never the admin's)."""
+    if state.kubeconfig is None:
+        return kopf.login_with_service_account(logger=logger)
+    import yaml
+
+    config = yaml.safe_load(open(state.kubeconfig))
+    context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
+    cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
+    user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
+    return kopf.ConnectionInfo(server=cluster["server"], ca_path=cluster.get("certificate-authority"),
+                               token=user.get("token"), scheme="Bearer")
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_):
     settings.persistence.finalizer = FINALIZER
@@ -80,7 +100,7 @@ def startup(settings: kopf.OperatorSettings, **_):
     settings.peering.name = "urbanstack"
     settings.peering.clusterwide = True
     settings.posting.level = logging.INFO
-    settings.batching.error_delays = RETRY_DELAYS
+    settings.queueing.error_delays = RETRY_DELAYS
 
 
 def _apply_outcome(name: str, outcome: Outcome, body, retry: int) -> None:
@@ -137,9 +157,22 @@ def _installed_in(tool_name: str) -> list[dict]:
 
 
 @kopf.on.resume(GROUP, VERSION, CITYTOOLS)
+def citytool_resumed(name, body, meta, **_):
+    """After an operator restart only the bookkeeping is refreshed: every
+    municipality resumes and reconciles on its own."""
+    _citytool_status(name, body, meta, rolled_out=True)
+
+
 @kopf.on.create(GROUP, VERSION, CITYTOOLS)
 @kopf.on.update(GROUP, VERSION, CITYTOOLS, field="spec")
-def citytool_changed(name, body, meta, retry, **_):
+def citytool_changed(name, body, meta, **_):
+    """A new or changed tool rolls out to every municipality that enables it. A
+    municipality that cannot take it yet says so in its own status and retries
+    through its drift timer; the tool's status names it."""
+    _citytool_status(name, body, meta, rolled_out=False)
+
+
+def _citytool_status(name, body, meta, *, rolled_out: bool) -> None:
     generation = meta.get("generation")
     previous = (body.get("status") or {}).get("conditions") or []
     try:
@@ -149,20 +182,19 @@ def citytool_changed(name, body, meta, retry, **_):
             condition("Ready", False, "InvalidSpec", str(error), generation, previous)]})
         raise kopf.PermanentError(str(error))
     users = _installed_in(name)
-    failed = []
-    for municipality in users:
-        try:
-            _reconcile_municipality(municipality["metadata"]["name"], municipality)
-        except (kopf.TemporaryError, kopf.PermanentError):
-            failed.append(municipality["metadata"]["name"])
+    pending = []
+    if not rolled_out:
+        for municipality in users:
+            try:
+                _reconcile_municipality(municipality["metadata"]["name"], municipality)
+            except (kopf.TemporaryError, kopf.PermanentError):
+                pending.append(municipality["metadata"]["name"])
     installed = sorted(m["metadata"]["name"] for m in users)
-    message = (f"rolled out to {len(installed)} municipalities" if not failed
-               else f"rollout pending in {', '.join(failed)}; see their status")
+    message = (f"rolled out to {len(installed)} municipalities" if not pending
+               else f"rollout pending in {', '.join(pending)}; see their status")
     _write_status(CITYTOOLS, name, {"installedIn": installed, "conditions": [
-        condition("Ready", not failed, "RolledOut" if not failed else "RolloutPending", message, generation,
+        condition("Ready", True, "RolledOut" if not pending else "RolloutPending", message, generation,
                   previous)]})
-    if failed:
-        raise kopf.TemporaryError(message, delay=_delay(retry))
 
 
 @kopf.on.delete(GROUP, VERSION, CITYTOOLS)

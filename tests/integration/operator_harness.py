@@ -127,8 +127,16 @@ def is_ready(obj: dict) -> bool:
 
 
 def unique_municipality(example_file: str, prefix: str) -> dict:
+    """An example under a fresh name. Keycloak keeps organization names, domains
+    and e-mail addresses unique, so those are made unique too."""
     body = copy.deepcopy(example(example_file))
-    body["metadata"] = {"name": f"{prefix}-{uuid.uuid4().hex[:6]}"}
+    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    body["metadata"] = {"name": name}
+    spec = body["spec"]
+    spec["displayName"] = f"{spec['displayName']} ({name})"
+    spec["admins"] = [f"admin@{name}.example.org"]
+    if spec.get("identity", {}).get("domains"):
+        spec["identity"]["domains"] = [f"{name}.example.org"]
     return body
 
 

@@ -17,8 +17,8 @@ from urbanstack.devplatform import kafka as dev_kafka
 from urbanstack.devplatform import platform as dev_platform
 from urbanstack.devplatform import processes
 
-from .operator_harness import ROOT, Cluster, OperatorThread, conditions, example, is_ready, unique_municipality
-from .operator_harness import operator_kubeconfig, use_operator_identity
+from operator_harness import ROOT, Cluster, OperatorThread, conditions, example, is_ready, unique_municipality
+from operator_harness import operator_kubeconfig, use_operator_identity
 
 pytestmark = pytest.mark.platform
 
@@ -176,7 +176,8 @@ def test_drift_is_repaired(operator, cluster, platform, warehouse, cleanup):
     ready = cluster.wait_for(M, name, is_ready, what="Ready")
     names = ready["status"]["names"]
     topic, table = names["topics"][0], names["tables"][0]
-    AdminClient(dev_kafka.admin_config(platform)).delete_topics([topic])[topic].result(timeout=10)
+    admin = AdminClient(dev_kafka.admin_config(platform))
+    admin.delete_topics([topic])[topic].result(timeout=10)
     warehouse.command(f"DROP TABLE `{names['database']}`.`{table}`")
     cluster.core.delete_namespaced_resource_quota("tenant-quota", names["namespace"])
     deadline = time.monotonic() + DRIFT_INTERVAL * 6 + 30
@@ -233,8 +234,9 @@ def test_deletion_policies(operator, cluster, platform, warehouse):
     assert not _topics(platform, names["topics"][0].split(".")[0] + ".")
     assert not _tables(warehouse, names["database"])
     # Clean up what Retain kept.
-    from urbanstack.operator.plan import plan  # noqa: F401 - documents where the names come from
-    AdminClient(dev_kafka.admin_config(platform)).delete_topics(list(kept["status"]["names"]["topics"]))
+    admin = AdminClient(dev_kafka.admin_config(platform))
+    for future in admin.delete_topics(list(kept["status"]["names"]["topics"])).values():
+        future.result(timeout=10)
     warehouse.command(f"DROP DATABASE IF EXISTS `{kept['status']['names']['database']}`")
 
 
