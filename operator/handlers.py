@@ -55,9 +55,24 @@ def _custom() -> kubernetes.client.CustomObjectsApi:
     return kubernetes.client.CustomObjectsApi(state.backends.kube)
 
 
+def _tool_items() -> list[dict]:
+    return _custom().list_cluster_custom_object(GROUP, VERSION, CITYTOOLS).get("items", [])
+
+
 def _tools() -> dict:
-    items = _custom().list_cluster_custom_object(GROUP, VERSION, CITYTOOLS).get("items", [])
-    return parse_tools(items)
+    return parse_tools(_tool_items())
+
+
+def _refresh_installed_in(slug: str, enabled: set[str]) -> None:
+    """Keep every CityTool's ``status.installedIn`` true after ``slug`` changed
+    its tools (or went away: ``enabled`` empty). Recomputed from all
+    municipalities, so concurrent writers converge on the same list."""
+    for tool in _tool_items():
+        name = tool["metadata"]["name"]
+        listed = slug in ((tool.get("status") or {}).get("installedIn") or [])
+        if listed != (name in enabled):
+            installed = sorted(m["metadata"]["name"] for m in _installed_in(name))
+            _write_status(CITYTOOLS, name, {"installedIn": installed})
 
 
 def _write_status(plural: str, name: str, status: dict) -> None:
@@ -116,6 +131,8 @@ def _apply_outcome(name: str, outcome: Outcome, body, retry: int) -> None:
 def _reconcile_municipality(name: str, body, retry: int = 0, *, drift_check: bool = False) -> Outcome:
     with state.backends.lock(name):
         outcome = reconcile(dict(body), _tools(), state.backends, state.directory, drift_check=drift_check)
+    enabled = {tool.get("name") for tool in (body.get("spec") or {}).get("tools") or []}
+    _refresh_installed_in(name, enabled)
     _apply_outcome(name, outcome, body, retry)
     return outcome
 
@@ -144,6 +161,7 @@ def municipality_deleted(name, body, retry, **_):
         except BackendUnavailable as error:
             kopf.event(body, type="Warning", reason="BackendUnavailable", message=f"cannot clean up yet: {error}")
             raise kopf.TemporaryError(str(error), delay=_delay(retry))
+    _refresh_installed_in(name, set())
     policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
     log.info("municipality %s removed with deletionPolicy %s: %s", name, policy, "; ".join(actions))
 

@@ -85,6 +85,17 @@ def _tables(warehouse, database: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _wait_event(cluster: Cluster, name: str, reason: str, timeout: float = 20) -> bool:
+    """Kopf posts events from a queue, a moment after the handler returned."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events = cluster.core.list_namespaced_event("default", field_selector=f"involvedObject.name={name}")
+        if any(e.reason == reason for e in events.items):
+            return True
+        time.sleep(0.5)
+    return False
+
+
 @pytest.fixture()
 def cleanup(cluster):
     names: list[str] = []
@@ -136,8 +147,7 @@ def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform
     # Status never carries a secret.
     assert credentials["kafka-password"] not in str(ready["status"])
     # Events tell what was done.
-    events = cluster.core.list_namespaced_event("default", field_selector=f"involvedObject.name={gt['metadata']['name']}")
-    assert any(e.reason == "Provisioned" for e in events.items)
+    assert _wait_event(cluster, gt["metadata"]["name"], "Provisioned")
 
 
 def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse, cleanup):
@@ -188,8 +198,7 @@ def test_drift_is_repaired(operator, cluster, platform, warehouse, cleanup):
         time.sleep(1)
     else:
         raise AssertionError("drift was not repaired")
-    events = cluster.core.list_namespaced_event("default", field_selector=f"involvedObject.name={name}")
-    assert any(e.reason == "DriftRepaired" for e in events.items)
+    assert _wait_event(cluster, name, "DriftRepaired")
 
 
 def test_invalid_ags_fails_clearly_and_creates_nothing(operator, cluster, platform, warehouse, cleanup):
