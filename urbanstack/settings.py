@@ -32,7 +32,9 @@ FIELDS: dict[str, Field] = {
     "warehouse_url": Field("URBANSTACK_WAREHOUSE_URL", "",
                            "ClickHouse server URL (http://user:pass@host:8123) or chdb://<path>; "
                            "empty means the embedded chDB under <state_dir>/warehouse."),
-    "etcd_port": Field("URBANSTACK_ETCD_PORT", "23790", "etcd client port (peer port is +10)."),
+    # Ports stay below Linux's ephemeral range (32768+): a probe of a closed port
+    # up there can connect to itself and look like a broken server.
+    "etcd_port": Field("URBANSTACK_ETCD_PORT", "23790", "etcd client port (peer +10, metrics +20)."),
     "apiserver_port": Field("URBANSTACK_APISERVER_PORT", "16443", "kube-apiserver secure port."),
     "controller_manager_port": Field("URBANSTACK_CONTROLLER_MANAGER_PORT", "16444",
                                      "kube-controller-manager secure (health) port."),

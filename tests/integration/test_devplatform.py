@@ -28,14 +28,14 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
 def test_up_twice_is_a_noop_and_down_leaves_nothing(tmp_path, settings):
     state = tmp_path / "state"
     env = dict(os.environ, URBANSTACK_STATE_DIR=str(state), URBANSTACK_CACHE_DIR=str(settings.cache_dir),
-               URBANSTACK_ETCD_PORT="33790", URBANSTACK_KAFKA_PORT="39092",
-               URBANSTACK_KAFKA_CONTROLLER_PORT="39093")
-    isolated = dataclasses.replace(settings, state_dir=state, etcd_port=33790, kafka_port=39092,
-                                   kafka_controller_port=39093)
+               URBANSTACK_ETCD_PORT="24790", URBANSTACK_KAFKA_PORT="29192",
+               URBANSTACK_KAFKA_CONTROLLER_PORT="29193")
+    isolated = dataclasses.replace(settings, state_dir=state, etcd_port=24790, kafka_port=29192,
+                                   kafka_controller_port=29193)
     first = _cli(env, "up", "etcd", "kafka")
     assert first.returncode == 0, first.stderr
     pids = {name: processes.find(name, isolated.run_dir).pid for name in ("etcd", "kafka")}
-    assert port_open(33790) and port_open(39092)
+    assert port_open(24790) and port_open(29192)
 
     second = _cli(env, "up", "etcd", "kafka")
     assert second.returncode == 0, second.stderr
@@ -46,7 +46,7 @@ def test_up_twice_is_a_noop_and_down_leaves_nothing(tmp_path, settings):
     assert down.returncode == 0, down.stderr
     for name, pid in pids.items():
         assert not os.path.exists(f"/proc/{pid}") or _is_zombie(pid), f"{name} (pid {pid}) still runs"
-    assert not port_open(33790) and not port_open(39092)
+    assert not port_open(24790) and not port_open(29192)
     status = _cli(env, "status")
     assert status.returncode == 3 and "running" not in status.stdout
 

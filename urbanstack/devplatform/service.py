@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import socket
 import ssl
 import urllib.error
@@ -54,7 +55,7 @@ def http_ok(url: str, *, token: str | None = None, cafile: str | None = None,
     try:
         with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
             return 200 <= response.status < 300
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError):
         return False
 
 
