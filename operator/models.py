@@ -41,6 +41,11 @@ NULLABLE_STANDARD_COLUMNS = ("lon", "lat")
 PLATFORM_ROLES = ("gov-admin", "gov-editor", "gov-viewer", "citizen")
 
 
+# ClickHouse's DateTime ends in 2106: a TTL of observed_at + more than ~80 years
+# wraps into the past and deletes rows on insert. 50 years keeps a safe margin.
+MAX_RETENTION_DAYS = 18_250
+
+
 class SpecError(ValueError):
     """A manifest that can never be reconciled as written; the message says what to fix."""
 
@@ -208,7 +213,8 @@ class MunicipalitySpec(_Spec):
     tools: list[EnabledTool] = Field(default_factory=list)
     identity: Identity = Field(default_factory=Identity)
     retention_days: int | None = Field(
-        None, ge=1, le=36_500, description="Overrides every dataset's retention for this municipality.")
+        None, ge=1, le=MAX_RETENTION_DAYS,
+        description="Overrides every dataset's retention for this municipality (at most 50 years).")
     shares: list[Share] = Field(default_factory=list)
     deletion_policy: DeletionPolicy = Field(
         DeletionPolicy.retain, description="Retain keeps data (database, topics) on deletion; Delete removes it.")
@@ -329,7 +335,8 @@ class Dataset(_Spec):
     description: str = ""
     fields: list[DatasetField] = Field(min_length=1)
     partitions: int = Field(1, ge=1, le=1_000, description="Kafka partitions of the dataset's topic.")
-    retention_days: int = Field(365, ge=1, le=36_500, description="Default retention in stream and warehouse.")
+    retention_days: int = Field(365, ge=1, le=MAX_RETENTION_DAYS,
+                                description="Default retention in stream and warehouse (at most 50 years).")
     sort_key: list[str] = Field(default_factory=lambda: ["sensor_id", "observed_at"], min_length=1,
                                 description="Columns of the warehouse ORDER BY, most selective last.")
 

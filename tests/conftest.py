@@ -60,15 +60,16 @@ def keycloak_admin(platform):
 
 
 @pytest.fixture(scope="session")
-def warehouse(settings):
+def warehouse(settings, tmp_path_factory):
     """A warehouse client: the embedded chDB by default, a server when
-    URBANSTACK_WAREHOUSE_URL points at one. The test process owns the chDB path."""
+    URBANSTACK_WAREHOUSE_URL points at one. In embedded mode the test session
+    owns a fresh data path of its own, so it never fights a demo, an operator
+    or another test run over the lock."""
     from urbanstack import warehouse as wh
 
     url = settings.warehouse_url
     if wh.is_embedded(url):
-        # The test session must not fight a demo or operator over the data path.
-        url = f"chdb://{settings.state_dir / 'warehouse-tests'}"
+        url = f"chdb://{tmp_path_factory.mktemp('warehouse')}"
     return wh.connect(url)
 
 

@@ -139,3 +139,20 @@ def test_tool_env_cannot_override_platform_variables():
 
 def test_audience_is_an_enum():
     assert "spec.audience" in problem(parse_citytool, citytool(audience="everyone"))
+
+
+def test_retention_beyond_fifty_years_is_refused_before_it_can_wrap_the_ttl():
+    import copy
+
+    import yaml
+
+    from urbanstack.operator.models import MAX_RETENTION_DAYS, SpecError, parse_municipality
+
+    body = yaml.safe_load((Path(__file__).resolve().parents[2] / "examples" / "municipality-guetersloh.yaml")
+                          .read_text())
+    ok = copy.deepcopy(body)
+    ok["spec"]["retentionDays"] = MAX_RETENTION_DAYS
+    assert parse_municipality(ok).spec.retention_days == MAX_RETENTION_DAYS
+    body["spec"]["retentionDays"] = 36_500
+    with pytest.raises(SpecError, match="retentionDays"):
+        parse_municipality(body)
