@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test unit up down purge status clean
+.PHONY: install demo test unit up down purge status serve crds images clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,27 @@ purge: install
 
 status: install
 	$(BIN)/urbanstack dev status
+
+## serve: the data plane (sink + API, and the operator with the embedded warehouse) on 127.0.0.1:8080
+serve: install
+	$(BIN)/urbanstack dev up
+	$(BIN)/urbanstack serve
+
+## crds: regenerate crds/ from the Python models
+crds: install
+	$(BIN)/python -m urbanstack.operator.crdgen
+
+## images: build the operator and runtime images where a Docker engine runs
+IMAGE_REGISTRY ?= registry.local/urbanstack
+IMAGE_VERSION  ?= $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+images:
+	@if docker info >/dev/null 2>&1; then \
+	  docker build -f docker/operator.Dockerfile -t $(IMAGE_REGISTRY)/operator:$(IMAGE_VERSION) . && \
+	  docker build -f docker/runtime.Dockerfile  -t $(IMAGE_REGISTRY)/runtime:$(IMAGE_VERSION) . ; \
+	else \
+	  echo "images: no Docker engine here ('docker info' failed); build docker/*.Dockerfile where one runs (docs/deploy.md)"; \
+	  exit 1; \
+	fi
 
 clean:
 	rm -rf $(VENV) build *.egg-info

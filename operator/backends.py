@@ -21,17 +21,7 @@ from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.settings import Settings
 
-_shared_clients: dict[str, object] = {}
 _shared_lock = threading.Lock()
-
-
-def shared_warehouse_client(url: str):
-    """One client per URL per process: chDB lets only one process, and within it
-    one session, own a data path."""
-    with _shared_lock:
-        if url not in _shared_clients:
-            _shared_clients[url] = warehouse.connect(url)
-        return _shared_clients[url]
 
 
 def kafka_admin_config(settings: Settings) -> dict[str, str]:
@@ -85,7 +75,7 @@ class Backends:
         kube = kube or kube_api_client(settings)
         url = settings.warehouse_url
         if warehouse_client is None:
-            factory = lambda: shared_warehouse_client(url)  # noqa: E731 - opened lazily, retried on failure
+            factory = lambda: warehouse.shared(url)  # noqa: E731 - opened lazily, retried on failure
         else:
             factory = lambda: warehouse_client  # noqa: E731
         user, password = keycloak_admin_credentials(settings)

@@ -53,3 +53,21 @@ def cluster_role() -> dict:
         "metadata": {"name": CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in RULES],
     }
+
+
+# The data plane (API catalogue, sink) only reads the custom resources.
+RUNTIME_RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities", "citytools"), READ,
+         "the API's catalogue of datasets, shares and licences"),
+)
+
+RUNTIME_CLUSTER_ROLE_NAME = "urbanstack-runtime"
+
+
+def runtime_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": RUNTIME_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in RUNTIME_RULES],
+    }

@@ -826,7 +826,8 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
-def run_sink(settings, stop_event: threading.Event | None = None, config: SinkConfig | None = None) -> None:
+def run_sink(settings, stop_event: threading.Event | None = None, config: SinkConfig | None = None,
+             warehouse_client=None) -> None:
     """The ``urbanstack sink`` service: runs until ``stop_event`` is set (or SIGTERM/SIGINT
     when called from the main thread without one)."""
     from urbanstack import warehouse
@@ -843,7 +844,7 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
         from prometheus_client import start_http_server
 
         start_http_server(config.metrics_port, addr="127.0.0.1", registry=metrics.registry)
-    client = warehouse.connect(settings.warehouse_url)
+    client = warehouse_client or warehouse.shared(settings.warehouse_url)
     log.info("sink: group %s, topics %s → %s", config.group_id, config.topic_pattern,
              warehouse.redact(settings.warehouse_url))
     Sink(kafka.admin_config(settings), client, config, metrics).run(stop_event)

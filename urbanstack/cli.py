@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from urbanstack import settings as settings_module
@@ -88,6 +89,34 @@ def _operator_run(args, s: Settings) -> int:
     return 0
 
 
+def _serve(args, s: Settings) -> int:
+    import logging
+
+    from urbanstack import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve.run(s, host=args.host, port=args.port, with_operator=args.operator)
+
+
+def _api(args, s: Settings) -> int:
+    import logging
+
+    from urbanstack import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve.run_api(s, host=args.host, port=args.port)
+
+
+def _sink(args, s: Settings) -> int:
+    import logging
+
+    from urbanstack.runtime.sink import run_sink
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    run_sink(s)
+    return 0
+
+
 def _demo(args, s: Settings) -> int:
     from urbanstack import demo
 
@@ -119,6 +148,19 @@ def build_parser() -> argparse.ArgumentParser:
                      help="liveness endpoint URL ('' to disable)")
     run.add_argument("--verbose", action="store_true")
     run.set_defaults(func=_operator_run)
+
+    for name, func, text in (
+            ("serve", _serve, "data plane in one process: sink + API (+ the operator with the embedded warehouse)"),
+            ("api", _api, "the REST + GraphQL API only (needs a ClickHouse server URL)")):
+        command = sub.add_parser(name, help=text)
+        command.add_argument("--host", default=os.environ.get("URBANSTACK_HTTP_HOST", "127.0.0.1"))
+        command.add_argument("--port", type=int, default=int(os.environ.get("URBANSTACK_HTTP_PORT", "8080")))
+        if name == "serve":
+            command.add_argument("--operator", action=argparse.BooleanOptionalAction, default=None,
+                                 help="also run the operator (default: only with the embedded warehouse)")
+        command.set_defaults(func=func)
+    sink = sub.add_parser("sink", help="the Kafka → ClickHouse sink only (needs a ClickHouse server URL)")
+    sink.set_defaults(func=_sink)
 
     demo = sub.add_parser("demo", help="platform up, example municipalities provisioned, status printed")
     demo.set_defaults(func=_demo)

@@ -7,6 +7,7 @@ is a ClickHouse server. Callers get the same client API from both.
 
 from __future__ import annotations
 
+import threading
 from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
@@ -42,3 +43,16 @@ def connect(url: str):
         if parts.password:
             message = message.replace(parts.password, "***")
         raise WarehouseUnavailable(f"cannot open warehouse {redact(url)}: {hint} ({message[:300]})") from None
+
+
+_shared: dict[str, object] = {}
+_shared_lock = threading.Lock()
+
+
+def shared(url: str):
+    """One client per URL per process: chDB lets only one process own a data
+    path, and within it operator, sink and API share one session."""
+    with _shared_lock:
+        if url not in _shared:
+            _shared[url] = connect(url)
+        return _shared[url]

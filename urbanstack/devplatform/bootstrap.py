@@ -12,19 +12,25 @@ from urbanstack.settings import Settings
 
 FIELD_MANAGER = "urbanstack-dev"
 OPERATOR_USER = "urbanstack-operator"
+RUNTIME_USER = "urbanstack-runtime"
+
+
+def _binding(role: str, user: str) -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
 
 
 def manifests() -> list[dict]:
     from urbanstack.operator import crdgen, rbac
 
-    binding = {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": rbac.CLUSTER_ROLE_NAME},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac.CLUSTER_ROLE_NAME},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
-    }
-    return [*crdgen.crds().values(), rbac.cluster_role(), binding]
+    return [*crdgen.crds().values(),
+            rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, OPERATOR_USER),
+            rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER)]
 
 
 def apply(settings: Settings, timeout: float = 60.0) -> list[str]:

@@ -26,6 +26,7 @@ TOKEN_USERS = {
     "admin": ("admin", "system:masters"),
     "controller-manager": ("system:kube-controller-manager", ""),
     "operator": ("urbanstack-operator", ""),
+    "runtime": ("urbanstack-runtime", ""),
 }
 
 
@@ -95,22 +96,32 @@ class ApiServer(Service):
     def install(self) -> None:
         kubernetes_build.build(self.settings.cache_dir)
 
+    def _token_file(self) -> str:
+        lines = []
+        for who, (user, group) in TOKEN_USERS.items():
+            entry = f'{token(self.settings, who)},{user},{user}'
+            lines.append(entry + (f',"{group}"' if group else ""))
+        return "\n".join(lines) + "\n"
+
+    def needs_restart(self) -> bool:
+        """The API server reads its token file only at start: a new identity needs a restart."""
+        tokens = _kube_dir(self.settings) / "tokens.csv"
+        return not tokens.exists() or tokens.read_text() != self._token_file()
+
     def prepare(self) -> None:
         s = self.settings
         kube = _kube_dir(s)
         pki.ensure(kube / "pki")
-        lines = []
-        for who, (user, group) in TOKEN_USERS.items():
-            entry = f'{token(s, who)},{user},{user}'
-            lines.append(entry + (f',"{group}"' if group else ""))
         tokens = kube / "tokens.csv"
-        tokens.write_text("\n".join(lines) + "\n")
+        tokens.write_text(self._token_file())
         tokens.chmod(0o600)
         write_kubeconfig(s.kubeconfig, s.apiserver_url, kube / "pki" / "ca.crt", "admin", token(s, "admin"))
         write_kubeconfig(kube / "controller-manager.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
                          "system:kube-controller-manager", token(s, "controller-manager"))
         write_kubeconfig(kube / "operator.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
                          "urbanstack-operator", token(s, "operator"))
+        write_kubeconfig(kube / "runtime.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
+                         "urbanstack-runtime", token(s, "runtime"))
 
     def command(self):
         s = self.settings

@@ -68,6 +68,9 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
     settings.state_dir.chmod(0o700)
     for name in wanted:  # downloads and builds first, each with its own progress line
         all_services[name].install()
+    for name in wanted:
+        if processes.find(name, settings.run_dir) and all_services[name].needs_restart():
+            processes.stop(name, settings.run_dir)
     ready = {name for name in wanted
              if processes.find(name, settings.run_dir) and all_services[name].ready()}
     pending = [name for name in wanted if name not in ready]

@@ -31,6 +31,10 @@ class Service:
     def prepare(self) -> None:
         """Write configuration and initialise data in the state folder (idempotent)."""
 
+    def needs_restart(self) -> bool:
+        """True when the running process must be restarted to pick up new configuration."""
+        return False
+
     def command(self) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 

@@ -1,0 +1,141 @@
+"""``urbanstack serve``: the data plane (sink + API), and in the embedded
+warehouse mode the operator too, in one process.
+
+chDB lets exactly one process own a data path, so with ``chdb://`` everything
+that touches the warehouse — operator (DDL), sink (inserts) and API (queries) —
+shares one client in this process. Against a ClickHouse server the same pieces
+can run as separate processes (``urbanstack operator run``, ``sink``, ``api``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+import kubernetes
+
+from urbanstack import warehouse
+from urbanstack.settings import Settings
+
+GROUP, VERSION = "urbanstack.io", "v1alpha1"
+log = logging.getLogger("urbanstack.serve")
+
+
+def runtime_kubeconfig(settings: Settings) -> str | None:
+    """The data plane's own read-only identity (None inside a cluster)."""
+    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+        return None
+    return os.environ.get("URBANSTACK_RUNTIME_KUBECONFIG") or str(settings.state_dir / "kube" / "runtime.kubeconfig")
+
+
+def _kube(settings: Settings) -> kubernetes.client.ApiClient:
+    path = runtime_kubeconfig(settings)
+    if path is None:
+        configuration = kubernetes.client.Configuration()
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+        return kubernetes.client.ApiClient(configuration)
+    return kubernetes.config.new_client_from_config(config_file=path)
+
+
+def refresh_catalogue(catalogue, custom: kubernetes.client.CustomObjectsApi) -> int:
+    """Load every valid Municipality and CityTool into the API's catalogue."""
+    from urbanstack.operator.models import SpecError, parse_citytool, parse_municipality
+
+    municipalities, tools = [], []
+    for item in custom.list_cluster_custom_object(GROUP, VERSION, "municipalities").get("items", []):
+        try:
+            municipalities.append(parse_municipality(item))
+        except SpecError:
+            continue  # its own status says what is wrong
+    for item in custom.list_cluster_custom_object(GROUP, VERSION, "citytools").get("items", []):
+        try:
+            tools.append(parse_citytool(item))
+        except SpecError:
+            continue
+    catalogue.replace(municipalities, tools)
+    return len(catalogue.datasets())
+
+
+def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interval: float) -> None:
+    custom = kubernetes.client.CustomObjectsApi(_kube(settings))
+    while not stop.is_set():
+        try:
+            refresh_catalogue(catalogue, custom)
+        except Exception as exc:  # noqa: BLE001 - keep serving the last catalogue; retry
+            log.warning("catalogue refresh failed (%s); keeping the previous one", str(exc)[:200])
+        stop.wait(interval)
+
+
+def _operator_thread(settings: Settings, client, stop: threading.Event) -> threading.Thread:
+    import kopf
+
+    from urbanstack.operator import handlers
+    from urbanstack.operator.backends import Backends
+
+    handlers.configure(settings, Backends.from_settings(settings, warehouse_client=client))
+    ready = threading.Event()
+
+    def target():
+        asyncio.run(kopf.operator(clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready))
+
+    thread = threading.Thread(target=target, name="operator", daemon=True)
+    thread.start()
+    ready.wait(60)
+    return thread
+
+
+def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_operator: bool | None = None,
+        catalogue_interval: float = 10.0) -> int:
+    import uvicorn
+
+    from urbanstack.runtime.api import Catalogue, create_app
+    from urbanstack.runtime.sink import run_sink
+
+    client = warehouse.shared(settings.warehouse_url)
+    if with_operator is None:
+        with_operator = warehouse.is_embedded(settings.warehouse_url)
+    stop = threading.Event()
+    threads = []
+    if with_operator:
+        threads.append(_operator_thread(settings, client, stop))
+    catalogue = Catalogue()
+    threads.append(threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, catalogue_interval),
+                                    name="catalogue", daemon=True))
+    threads.append(threading.Thread(target=run_sink, args=(settings, stop), kwargs={"warehouse_client": client},
+                                    name="sink", daemon=True))
+    for thread in threads[1 if with_operator else 0:]:
+        thread.start()
+    app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api")
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    try:
+        server.run()
+    finally:
+        stop.set()
+        deadline = time.monotonic() + 30
+        for thread in threads:
+            thread.join(max(0.1, deadline - time.monotonic()))
+    return 0
+
+
+def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> int:
+    """The API alone, for a ClickHouse server (the embedded warehouse belongs to ``serve``)."""
+    import uvicorn
+
+    from urbanstack.runtime.api import Catalogue, create_app
+
+    if warehouse.is_embedded(settings.warehouse_url):
+        raise SystemExit("error: 'urbanstack api' needs a ClickHouse server URL in URBANSTACK_WAREHOUSE_URL; "
+                         "with the embedded warehouse run 'urbanstack serve', which owns it")
+    stop = threading.Event()
+    catalogue = Catalogue()
+    threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, 10.0), daemon=True).start()
+    app = create_app(settings, catalogue, warehouse.shared(settings.warehouse_url),
+                     keycloak_url=settings.keycloak_url, audience="{tenant}-api")
+    try:
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+    finally:
+        stop.set()
+    return 0
