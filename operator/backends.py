@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import kubernetes
 
-from urbanstack import warehouse
+from urbanstack import kubeclient, warehouse
 from urbanstack.devplatform import kafka as dev_kafka
 from urbanstack.devplatform import keycloak as dev_keycloak
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
@@ -39,18 +39,13 @@ def keycloak_admin_credentials(settings: Settings) -> tuple[str, str]:
 def operator_kubeconfig(settings: Settings) -> str | None:
     """In a cluster: None (in-cluster service account). Locally: the operator's
     own least-privilege identity, not the admin's."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeclient.in_cluster():
         return None
     return os.environ.get("URBANSTACK_OPERATOR_KUBECONFIG") or str(settings.state_dir / "kube" / "operator.kubeconfig")
 
 
 def kube_api_client(settings: Settings) -> kubernetes.client.ApiClient:
-    path = operator_kubeconfig(settings)
-    if path is None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-        return kubernetes.client.ApiClient(configuration)
-    return kubernetes.config.new_client_from_config(config_file=path)
+    return kubeclient.api_client(operator_kubeconfig(settings))
 
 
 @dataclass

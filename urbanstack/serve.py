@@ -17,7 +17,7 @@ import time
 
 import kubernetes
 
-from urbanstack import warehouse
+from urbanstack import kubeclient, warehouse
 from urbanstack.settings import Settings
 
 GROUP, VERSION = "urbanstack.io", "v1alpha1"
@@ -26,18 +26,13 @@ log = logging.getLogger("urbanstack.serve")
 
 def runtime_kubeconfig(settings: Settings) -> str | None:
     """The data plane's own read-only identity (None inside a cluster)."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
+    if kubeclient.in_cluster():
         return None
     return os.environ.get("URBANSTACK_RUNTIME_KUBECONFIG") or str(settings.state_dir / "kube" / "runtime.kubeconfig")
 
 
 def _kube(settings: Settings) -> kubernetes.client.ApiClient:
-    path = runtime_kubeconfig(settings)
-    if path is None:
-        configuration = kubernetes.client.Configuration()
-        kubernetes.config.load_incluster_config(client_configuration=configuration)
-        return kubernetes.client.ApiClient(configuration)
-    return kubernetes.config.new_client_from_config(config_file=path)
+    return kubeclient.api_client(runtime_kubeconfig(settings))
 
 
 def refresh_catalogue(catalogue, custom: kubernetes.client.CustomObjectsApi) -> int:

@@ -1,7 +1,6 @@
 """The GraphQL schema: the same engine and the same access rules as REST, typed results."""
 
 
-import enum
 from datetime import date, datetime
 from typing import Any
 

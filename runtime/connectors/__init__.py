@@ -7,6 +7,7 @@ silently. Parsers do no I/O; fetching, scheduling and Kafka come later.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,3 +31,14 @@ class ParseResult:
 
     def reject(self, where: str, reason: str, record: Any = None) -> None:
         self.rejected.append(Rejection(where, reason, record))
+
+    def load_json(self, data: bytes | str) -> tuple[bool, Any]:
+        """Decode a JSON document (any encoding); a broken one becomes a rejection."""
+        from urbanstack.runtime.connectors.textformats import decode_text
+
+        text, _ = decode_text(data)
+        try:
+            return True, json.loads(text)
+        except json.JSONDecodeError as exc:
+            self.reject("document", f"not valid JSON: {exc}", text[:2000])
+            return False, None

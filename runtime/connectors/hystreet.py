@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from typing import Any
 
 from urbanstack.runtime.connectors import ParseResult
@@ -36,11 +35,8 @@ def parse_measurements(data: bytes | str, tenant: str, *, source: str = "hystree
     partial count is never stored as the pedestrian total.
     """
     result = ParseResult()
-    text, _ = decode_text(data)
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+    ok, body = result.load_json(data)
+    if not ok:
         return result
     if not isinstance(body, dict) or not isinstance(body.get("measurements"), list):
         result.reject("document", "expected an object with a 'measurements' list "

@@ -11,11 +11,10 @@ bytes are not interpretable without the device's codec.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Mapping
 
 from urbanstack.runtime.connectors import ParseResult
-from urbanstack.runtime.connectors.textformats import decode_text, field_name
+from urbanstack.runtime.connectors.textformats import field_name
 from urbanstack.runtime.events import FIELD_PATTERN, EventError, Observation, parse_instant
 
 DEFAULT_DATASET = "lorawan"
@@ -25,11 +24,8 @@ def parse_uplink(data: bytes | str, tenant: str, *, dataset: str = DEFAULT_DATAS
                  units: Mapping[str, str] | None = None) -> ParseResult:
     """One uplink message; the format (TTS v3 or ChirpStack v4) is recognised from its keys."""
     result = ParseResult()
-    text, _ = decode_text(data)
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+    ok, body = result.load_json(data)
+    if not ok:
         return result
     try:
         if isinstance(body, dict) and "uplink_message" in body:

@@ -88,11 +88,8 @@ def parse_measurements(data: bytes | str, tenant: str, station: Station, *, time
     result = ParseResult()
     if timeseries not in TIMESERIES:
         raise ValueError(f"timeseries must be one of {sorted(TIMESERIES)}, got {timeseries!r}")
-    text, _ = decode_text(data)
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+    ok, body = result.load_json(data)
+    if not ok:
         return result
     records = body if isinstance(body, list) else [body]
     for index, record in enumerate(records):

@@ -15,11 +15,10 @@ none). An interval ``phenomenonTime`` is stored at its start, the end in
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from urbanstack.runtime.connectors import ParseResult
-from urbanstack.runtime.connectors.textformats import decode_text, field_name
+from urbanstack.runtime.connectors.textformats import field_name
 from urbanstack.runtime.events import EventError, Observation, parse_instant
 
 
@@ -27,11 +26,8 @@ def parse_observations(data: bytes | str, tenant: str, dataset: str, *, field: s
                        datastream: dict[str, Any] | None = None,
                        source: str = "sensorthings") -> ParseResult:
     result = ParseResult()
-    text, _ = decode_text(data)
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+    ok, body = result.load_json(data)
+    if not ok:
         return result
     entities = body.get("value") if isinstance(body, dict) and "value" in body else [body]
     if not isinstance(entities, list):

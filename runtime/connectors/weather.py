@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import re
 import zipfile
 from datetime import datetime, timezone
@@ -266,11 +265,8 @@ def parse_brightsky(data: bytes | str, tenant: str, *, source: str = "brightsky"
     if units not in ("dwd", "si"):
         raise ValueError(f"units must be 'dwd' or 'si' (Bright Sky's units parameter), got {units!r}")
     mapping = _BRIGHTSKY_DWD if units == "dwd" else _BRIGHTSKY_SI
-    text, _ = decode_text(data)
-    try:
-        body = json.loads(text)
-    except json.JSONDecodeError as exc:
-        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+    ok, body = result.load_json(data)
+    if not ok:
         return result
     records = body.get("weather") if isinstance(body, dict) else None
     if isinstance(records, dict):
