@@ -235,3 +235,35 @@ def _csv_values(row: list[str], header: list[str], columns: dict[str, Any]) -> t
         if role in columns:
             values[role] = number(columns[role])
     return {k: v for k, v in values.items() if v is not None}, shifted
+
+
+def parse_csv_weather(data: bytes | str, tenant: str, *, source: str = "hystreet-csv",
+                      sensor_id: str | None = None) -> ParseResult:
+    """The air temperature a hystreet counter reports next to its counts, as
+    events of the ``weather`` dataset (one per hour with a value; hours without
+    one are skipped, not rejected: the counter simply had no reading)."""
+    result = ParseResult()
+    text, _ = decode_text(data)
+    rows = list(csv.reader(io.StringIO(text, newline=""), delimiter=";"))
+    header = [h.strip() for h in rows[0]] if rows else []
+    columns = _csv_columns(header)
+    temperature = next((i for i, label in enumerate(header) if label.lower().startswith("temperatur")), None)
+    if temperature is None or "time" not in columns or "location" not in columns:
+        result.reject("line 1", f"no temperature, time or location column in header {header}", rows[0] if rows else "")
+        return result
+    clock = LocalClock()
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) <= temperature or not row[temperature].strip():
+            continue
+        try:
+            value = parse_number(row[temperature])
+            if value is None:
+                continue
+            sensor = sensor_id or row[columns["location"]].strip()
+            observed = clock.to_utc(parse_datetime(row[columns["time"]]), key=sensor)
+            result.events.append(Observation(
+                tenant=tenant, dataset="weather", source=source, sensor_id=sensor, observed_at=observed,
+                fields={"temperature": float(value)}, units={"temperature": "°C"}))
+        except (EventError, ValueError, IndexError) as exc:
+            result.reject(f"line {number}", str(exc), ";".join(row))
+    return result

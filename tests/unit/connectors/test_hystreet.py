@@ -77,3 +77,23 @@ def test_german_local_times_across_dst_and_bad_rows(own):
     assert "does not exist" in reasons["line 6"]
     assert "viele" in reasons["line 7"]
     assert "expected 10 columns" in reasons["line 8"]
+
+
+def test_counter_temperature_becomes_weather_events(own):
+    result = hystreet.parse_csv_weather(own("hystreet_export_dst_latin1.csv"), "guetersloh")
+    assert [e.dataset for e in result.events] == ["weather"] * len(result.events)
+    first = result.events[0]
+    assert first.observed_at == utc(2024, 10, 26, 23)
+    assert first.fields == {"temperature": 9.0} and first.units == {"temperature": "°C"}
+    assert first.sensor_id == "Berliner Straße, Gütersloh"
+
+
+def test_moers_july_temperature_matches_the_counts(shared):
+    data = shared("pedestrian/besucherzahlen-moers-juli-2022-stundlich.csv")
+    weather = hystreet.parse_csv_weather(data, "moers")
+    counts = hystreet.parse_csv_export(data, "moers")
+    assert len(weather.events) == len(counts.events) == 744 and not weather.rejected
+    # 2022-07-01 00:00 +02:00: 8 pedestrians at 15 °C.
+    assert weather.events[0].observed_at == utc(2022, 6, 30, 22)
+    assert weather.events[0].fields["temperature"] == 15.0
+    assert counts.events[0].fields["pedestrians"] == 8
