@@ -73,15 +73,26 @@ def run(settings: Settings, timeout: float = 300) -> int:
     names = [b["metadata"]["name"] for b in examples if b["kind"] == "Municipality"]
     deadline = time.monotonic() + timeout
     items = {}
+    data_status = 0
     try:
         while time.monotonic() < deadline:
             items = {n: custom.get_cluster_custom_object(GROUP, VERSION, "municipalities", n) for n in names}
             if all(_conditions(o).get("Ready", {}).get("status") == "True" for o in items.values()):
                 break
             time.sleep(1)
+        _print_status(items, settings)
+        if "guetersloh" in items and _conditions(items["guetersloh"]).get("Ready", {}).get("status") == "True":
+            from urbanstack import demo_data
+
+            data_status = demo_data.run(settings, custom, kubernetes.client.CoreV1Api(admin))
     finally:
         stop.set()
         thread.join(30)
+    ok = all(_conditions(o).get("Ready", {}).get("status") == "True" for o in items.values())
+    return 0 if ok and data_status == 0 else 1
+
+
+def _print_status(items: dict, settings: Settings) -> None:
     print()
     header = ("MUNICIPALITY", "PHASE", "READY", "IDENTITY", "STREAMING", "WAREHOUSE", "RUNTIME", "NAMESPACE")
     rows = []
@@ -99,5 +110,3 @@ def run(settings: Settings, timeout: float = 300) -> int:
             if cond.get("status") != "True":
                 print(f"  {name} {type_}: {cond.get('reason')}: {cond.get('message')}")
     print(f"\nexport KUBECONFIG={settings.kubeconfig}; kubectl get municipalities,citytools")
-    ok = all(_conditions(o).get("Ready", {}).get("status") == "True" for o in items.values())
-    return 0 if ok else 1

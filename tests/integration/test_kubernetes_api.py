@@ -135,9 +135,30 @@ def test_namespace_finishes_deleting(kube_api):
 
 
 def test_rbac_is_enforced(platform):
-    """The operator's own identity has no rights until a ClusterRole grants them."""
-    config = platform.state_dir / "kube" / "operator.kubeconfig"
-    client = kubernetes.config.new_client_from_config(config_file=str(config))
+    """The operator's own identity has exactly its ClusterRole's rights: it manages
+    namespaces, but cannot read pods or nodes, nor grant itself more; the data
+    plane's identity reads municipalities and nothing else."""
+    def client(who: str):
+        return kubernetes.config.new_client_from_config(
+            config_file=str(platform.state_dir / "kube" / f"{who}.kubeconfig"))
+
+    operator = client("operator")
+    kubernetes.client.CoreV1Api(operator).list_namespace(limit=1)  # granted by operator/rbac.py
+    for forbidden in (lambda: kubernetes.client.CoreV1Api(operator).list_pod_for_all_namespaces(limit=1),
+                      lambda: kubernetes.client.CoreV1Api(operator).list_node(limit=1),
+                      lambda: kubernetes.client.RbacAuthorizationV1Api(operator).create_cluster_role_binding({
+                          "metadata": {"name": f"escalate-{uuid.uuid4().hex[:6]}"},
+                          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                      "name": "cluster-admin"},
+                          "subjects": [{"kind": "User", "name": "urbanstack-operator",
+                                        "apiGroup": "rbac.authorization.k8s.io"}]})):
+        with pytest.raises(ApiException) as denied:
+            forbidden()
+        assert denied.value.status == 403
+
+    runtime = client("runtime")
+    kubernetes.client.CustomObjectsApi(runtime).list_cluster_custom_object("urbanstack.io", "v1alpha1",
+                                                                           "municipalities")
     with pytest.raises(ApiException) as denied:
-        kubernetes.client.CoreV1Api(client).list_namespace()
+        kubernetes.client.CoreV1Api(runtime).list_secret_for_all_namespaces(limit=1)
     assert denied.value.status == 403
