@@ -24,17 +24,6 @@ from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
-# Fields the connectors emit beyond the example datasets: the sink rejects
-# unknown fields, so the test tenant's datasets declare them.
-EXTRA_FIELDS = {
-    "pedestrian_counts": [{"name": "adults", "type": "UInt32", "unit": "persons"},
-                          {"name": "children", "type": "UInt32", "unit": "persons"}],
-    "weather": [{"name": "dew_point", "type": "Float64", "unit": "°C"},
-                {"name": "wind_gust_speed", "type": "Float64", "unit": "m/s"},
-                {"name": "visibility", "type": "Float64", "unit": "m"},
-                {"name": "solar", "type": "Float64", "unit": "kWh/m²"}],
-}
-
 SENSORS_TOOL = {
     "apiVersion": "urbanstack.io/v1alpha1", "kind": "CityTool", "metadata": {"name": "verkehrszaehlung"},
     "spec": {"displayName": "Verkehrszählung", "description": "Counts from SensorThings servers.",
@@ -51,10 +40,7 @@ def _yaml(name: str) -> dict:
 def tools():
     found = []
     for name in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml"):
-        manifest = _yaml(name)
-        for dataset in manifest["spec"]["datasets"]:
-            dataset["fields"] += EXTRA_FIELDS.get(dataset["name"], [])
-        found.append(parse_citytool(manifest))
+        found.append(parse_citytool(_yaml(name)))
     found.append(parse_citytool(copy.deepcopy(SENSORS_TOOL)))
     return found
 

@@ -238,7 +238,6 @@ def test_warehouse_outage_is_retried_and_loses_nothing(admin_config, warehouse, 
 
 
 def test_run_sink_serves_prometheus_metrics(platform, admin_config, warehouse, tenant):
-    import dataclasses
     import socket
     import threading
     import time
@@ -252,12 +251,12 @@ def test_run_sink_serves_prometheus_metrics(platform, admin_config, warehouse, t
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    # Same data path as the test's own client: one process may hold several clients of one path.
-    settings = dataclasses.replace(platform, warehouse_url=f"chdb://{platform.state_dir / 'warehouse-tests'}")
     config = SinkConfig(group_id=f"test-sink-{uuid.uuid4().hex[:8]}",
                         topic_pattern=rf"^{tenant.slug}\.[^.]+\.[^.]+$", batch_seconds=0.2, metrics_port=port)
     stop = threading.Event()
-    thread = threading.Thread(target=run_sink, args=(settings, stop, config), daemon=True)
+    # The sink shares the test's warehouse client, as in `urbanstack serve`.
+    thread = threading.Thread(target=run_sink, args=(platform, stop, config), kwargs={"warehouse_client": warehouse},
+                              daemon=True)
     thread.start()
     try:
         deadline = time.monotonic() + 60
