@@ -5,6 +5,7 @@ joined query through REST and through GraphQL, with a Keycloak token."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import secrets
 import threading
 import time
@@ -80,6 +81,15 @@ def _viewer_token(settings: Settings, municipality: dict) -> str:
         admin.update_client(hub_id, {"clientId": hub, "directAccessGrantsEnabled": False})
 
 
+def _local_day(instant: str) -> str:
+    """Buckets come back as the UTC instant of local midnight; show the local day."""
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    moment = datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(ZoneInfo("Europe/Berlin"))
+    return moment.strftime("%a %d.%m.%Y")
+
+
 def _count(client, database: str, table: str) -> int:
     return client.command(f"SELECT count() FROM `{database}`.`{table}`")
 
@@ -91,7 +101,7 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
     from urbanstack.runtime.api import Catalogue, create_app
     from urbanstack.runtime.connectors import hystreet
     from urbanstack.runtime.producer import Publisher
-    from urbanstack.runtime.sink import run_sink
+    from urbanstack.runtime.sink import SinkConfig, run_sink
     from urbanstack.serve import refresh_catalogue
     from urbanstack.devplatform import kafka as dev_kafka
 
@@ -112,7 +122,9 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
             time.sleep(1)
     client = warehouse.shared(settings.warehouse_url)
     stop = threading.Event()
-    sink = threading.Thread(target=run_sink, args=(settings, stop), kwargs={"warehouse_client": client},
+    # Only this tenant's topics: the demo should not wait on other tenants' backlog.
+    config = dataclasses.replace(SinkConfig.from_env(), topic_pattern=rf"^{slug}\.[a-z0-9-]+\.[a-z0-9_]+$")
+    sink = threading.Thread(target=run_sink, args=(settings, stop, config), kwargs={"warehouse_client": client},
                             name="sink", daemon=True)
     sink.start()
     catalogue = Catalogue()
@@ -158,10 +170,10 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
             "bucket": "day", "from": first, "to": end, "timezone": "Europe/Berlin", "limit": 10})
         rest.raise_for_status()
         print("\nREST  GET /api/v1/join (pedestrians per day × temperature, Europe/Berlin), first days:")
-        print(f"  {'day':12} {'pedestrians':>11} {'min °C':>7} {'max °C':>7}")
+        print(f"  {'day':14} {'pedestrians':>11} {'min °C':>7} {'max °C':>7}")
         for row in rest.json()["rows"][:7]:
             values = [*row["left"].values(), *row["right"].values()]
-            print(f"  {row['bucket'][:10]:12} {values[0]:11.0f} {values[1]:7.1f} {values[2]:7.1f}")
+            print(f"  {_local_day(row['bucket']):14} {values[0]:11.0f} {values[1]:7.1f} {values[2]:7.1f}")
         query = """query($left: String!, $right: String!, $start: DateTime!, $end: DateTime!) {
           join(left: {dataset: {owner: "%s", tool: "%s", name: $left}, fields: ["pedestrians"], aggregates: [sum]},
                right: {dataset: {owner: "%s", tool: "%s", name: $right}, fields: ["temperature"], aggregates: [avg]},
@@ -176,7 +188,7 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
             raise RuntimeError(f"GraphQL answered with errors: {body['errors']}")
         print("\nGraphQL join (same data, average temperature):")
         for point in body["data"]["join"]["points"]:
-            print(f"  {point['bucket'][:10]}  pedestrians {point['left'][0]['value']:.0f}  "
+            print(f"  {_local_day(point['bucket'])}  pedestrians {point['left'][0]['value']:.0f}  "
                   f"avg {point['right'][0]['value']:.1f} °C")
         anonymous = httpx.get(f"{base}/api/v1/datasets/{right}/series", timeout=30,
                               params={"field": "temperature", "bucket": "day", "from": first, "to": end})

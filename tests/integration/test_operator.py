@@ -242,7 +242,16 @@ def test_deletion_policies(operator, cluster, platform, warehouse):
     names = gone["status"]["names"]
     assert not _topics(platform, names["topics"][0].split(".")[0] + ".")
     assert not _tables(warehouse, names["database"])
+    # Retain kept the organization (its records), and the next apply could adopt it.
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.reconcile import parse_tools
+
+    tools = parse_tools(cluster.custom.list_cluster_custom_object("urbanstack.io", "v1alpha1", "citytools")["items"])
+    identity = plan(parse_municipality(retained), tools).identity
+    assert f"organization {identity.organization.alias}" not in operator.backends.identity.observe(identity).missing
     # Clean up what Retain kept.
+    operator.backends.identity.delete(identity, keep_data=False)
     admin = AdminClient(dev_kafka.admin_config(platform))
     for future in admin.delete_topics(list(kept["status"]["names"]["topics"])).values():
         future.result(timeout=10)
