@@ -81,9 +81,9 @@ def _operator_run(args, s: Settings) -> int:
     from urbanstack.operator import handlers
 
     handlers.configure(s)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kopf.configure(verbose=args.verbose)
+    kopf.configure(verbose=args.verbose)  # sets up logging; a second handler would print every line twice
+    if not args.verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Keycloak call is noise
     asyncio.run(kopf.operator(clusterwide=True, standalone=args.standalone,
                               liveness_endpoint=args.liveness or None))
     return 0
