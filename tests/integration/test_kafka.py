@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import (AclBinding, AclOperation, AclPermissionType, NewTopic, ResourcePatternType,
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, NewTopic, ResourcePatternType,
                                    ResourceType, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialUpsertion)
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
 from urbanstack.devplatform import kafka
 
@@ -40,6 +40,18 @@ def test_tenant_user_is_confined_to_its_prefix(platform, kafka_admin):
     _wait(kafka_admin.create_topics([NewTopic(own_topic, 1, 1), NewTopic(other_topic, 1, 1)]))
     password = uuid.uuid4().hex
     _tenant(kafka_admin, own_slug, password)
+    try:
+        _check_confinement(platform, own_slug, password, own_topic, other_topic)
+    finally:
+        _wait(kafka_admin.delete_topics([own_topic, other_topic]))
+        _wait(kafka_admin.delete_acls([AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,
+                                                        f"User:{own_slug}", None, AclOperation.ANY,
+                                                        AclPermissionType.ANY)]))
+        _wait(kafka_admin.alter_user_scram_credentials([UserScramCredentialDeletion(
+            own_slug, ScramMechanism.SCRAM_SHA_512)]))
+
+
+def _check_confinement(platform, own_slug: str, password: str, own_topic: str, other_topic: str) -> None:
 
     tenant = kafka.client_config(platform, own_slug, password)
     delivered, failed = [], []
