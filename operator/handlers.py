@@ -59,15 +59,11 @@ def _tool_items() -> list[dict]:
     return _custom().list_cluster_custom_object(GROUP, VERSION, CITYTOOLS).get("items", [])
 
 
-def _tools() -> dict:
-    return parse_tools(_tool_items())
-
-
-def _refresh_installed_in(slug: str, enabled: set[str]) -> None:
+def _refresh_installed_in(slug: str, enabled: set[str], tool_items: list[dict]) -> None:
     """Keep every CityTool's ``status.installedIn`` true after ``slug`` changed
     its tools (or went away: ``enabled`` empty). Recomputed from all
     municipalities, so concurrent writers converge on the same list."""
-    for tool in _tool_items():
+    for tool in tool_items:
         name = tool["metadata"]["name"]
         listed = slug in ((tool.get("status") or {}).get("installedIn") or [])
         if listed != (name in enabled):
@@ -129,10 +125,12 @@ def _apply_outcome(name: str, outcome: Outcome, body, retry: int) -> None:
 
 
 def _reconcile_municipality(name: str, body, retry: int = 0, *, drift_check: bool = False) -> Outcome:
+    tool_items = _tool_items()
     with state.backends.lock(name):
-        outcome = reconcile(dict(body), _tools(), state.backends, state.directory, drift_check=drift_check)
+        outcome = reconcile(dict(body), parse_tools(tool_items), state.backends, state.directory,
+                            drift_check=drift_check)
     enabled = {tool.get("name") for tool in (body.get("spec") or {}).get("tools") or []}
-    _refresh_installed_in(name, enabled)
+    _refresh_installed_in(name, enabled, tool_items)
     _apply_outcome(name, outcome, body, retry)
     return outcome
 
@@ -155,13 +153,14 @@ def municipality_drift(name, body, **_):
 @kopf.on.delete(GROUP, VERSION, MUNICIPALITIES)
 def municipality_deleted(name, body, retry, **_):
     _write_status(MUNICIPALITIES, name, {"phase": "Deleting"})
+    tool_items = _tool_items()
     with state.backends.lock(name):
         try:
-            actions = finalize(dict(body), _tools(), state.backends)
+            actions = finalize(dict(body), parse_tools(tool_items), state.backends)
         except BackendUnavailable as error:
             kopf.event(body, type="Warning", reason="BackendUnavailable", message=f"cannot clean up yet: {error}")
             raise kopf.TemporaryError(str(error), delay=_delay(retry))
-    _refresh_installed_in(name, set())
+    _refresh_installed_in(name, set(), tool_items)
     policy = (body.get("spec") or {}).get("deletionPolicy", "Retain")
     log.info("municipality %s removed with deletionPolicy %s: %s", name, policy, "; ".join(actions))
 
@@ -178,7 +177,7 @@ def _installed_in(tool_name: str) -> list[dict]:
 def citytool_resumed(name, body, meta, **_):
     """After an operator restart only the bookkeeping is refreshed: every
     municipality resumes and reconciles on its own."""
-    _citytool_status(name, body, meta, rolled_out=True)
+    _citytool_status(name, body, meta, roll_out=False)
 
 
 @kopf.on.create(GROUP, VERSION, CITYTOOLS)
@@ -187,10 +186,10 @@ def citytool_changed(name, body, meta, **_):
     """A new or changed tool rolls out to every municipality that enables it. A
     municipality that cannot take it yet says so in its own status and retries
     through its drift timer; the tool's status names it."""
-    _citytool_status(name, body, meta, rolled_out=False)
+    _citytool_status(name, body, meta, roll_out=True)
 
 
-def _citytool_status(name, body, meta, *, rolled_out: bool) -> None:
+def _citytool_status(name, body, meta, *, roll_out: bool) -> None:
     generation = meta.get("generation")
     previous = (body.get("status") or {}).get("conditions") or []
     try:
@@ -201,7 +200,7 @@ def _citytool_status(name, body, meta, *, rolled_out: bool) -> None:
         raise kopf.PermanentError(str(error))
     users = _installed_in(name)
     pending = []
-    if not rolled_out:
+    if roll_out:
         for municipality in users:
             try:
                 _reconcile_municipality(municipality["metadata"]["name"], municipality)

@@ -142,8 +142,8 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
 
     runtime_ok = run("RuntimeReady", runtime_step, backends.runtime, desired.runtime)
     if runtime_ok and credentials is None:
-        # In sync, so apply was skipped: read the credentials the Secret holds.
-        _, credentials = backends.runtime.apply(desired.runtime, fixed)
+        # In sync, so apply was skipped: only read the credentials the Secret holds.
+        credentials = backends.runtime.credentials(desired.runtime, fixed)
     for type_, provisioner, part, step in _backend_steps(backends, desired):
         if credentials is None:
             conditions.append(condition(type_, None, REASON_WAITING,

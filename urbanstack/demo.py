@@ -3,8 +3,6 @@ the operator, and what runs where."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import threading
 import time
 from pathlib import Path
@@ -36,25 +34,6 @@ def _examples() -> list[dict]:
     return sorted(docs, key=lambda d: d["kind"] != "CityTool")
 
 
-def _start_operator(settings: Settings) -> tuple[threading.Event, threading.Thread]:
-    import kopf
-
-    from urbanstack.operator import backends as operator_backends
-    from urbanstack.operator import handlers
-
-    os.environ["KUBECONFIG"] = operator_backends.operator_kubeconfig(settings) or ""
-    handlers.configure(settings)
-    stop, ready = threading.Event(), threading.Event()
-
-    def target():
-        asyncio.run(kopf.operator(clusterwide=True, standalone=True, stop_flag=stop, ready_flag=ready))
-
-    thread = threading.Thread(target=target, name="operator", daemon=True)
-    thread.start()
-    ready.wait(60)
-    return stop, thread
-
-
 def _conditions(obj: dict) -> dict[str, dict]:
     return {c["type"]: c for c in (obj.get("status") or {}).get("conditions") or []}
 
@@ -69,7 +48,10 @@ def run(settings: Settings, timeout: float = 300) -> int:
     for body in examples:
         _apply(custom, body)
     print(f"applied {len(examples)} examples from {EXAMPLES}")
-    stop, thread = _start_operator(settings)
+    from urbanstack import serve, warehouse
+
+    stop = threading.Event()
+    thread = serve.start_operator(settings, warehouse.shared(settings.warehouse_url), stop)
     names = [b["metadata"]["name"] for b in examples if b["kind"] == "Municipality"]
     deadline = time.monotonic() + timeout
     items = {}

@@ -64,7 +64,9 @@ def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interv
         stop.wait(interval)
 
 
-def _operator_thread(settings: Settings, client, stop: threading.Event) -> threading.Thread:
+def start_operator(settings: Settings, client, stop: threading.Event) -> threading.Thread:
+    """The operator in a thread of this process, sharing its warehouse client;
+    returns once Kopf is ready. It logs in as the operator's own identity."""
     import kopf
 
     from urbanstack.operator import handlers
@@ -93,16 +95,15 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
     if with_operator is None:
         with_operator = warehouse.is_embedded(settings.warehouse_url)
     stop = threading.Event()
-    threads = []
-    if with_operator:
-        threads.append(_operator_thread(settings, client, stop))
     catalogue = Catalogue()
-    threads.append(threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, catalogue_interval),
-                                    name="catalogue", daemon=True))
-    threads.append(threading.Thread(target=run_sink, args=(settings, stop), kwargs={"warehouse_client": client},
-                                    name="sink", daemon=True))
-    for thread in threads[1 if with_operator else 0:]:
+    threads = [threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, catalogue_interval),
+                                name="catalogue", daemon=True),
+               threading.Thread(target=run_sink, args=(settings, stop), kwargs={"warehouse_client": client},
+                                name="sink", daemon=True)]
+    for thread in threads:
         thread.start()
+    if with_operator:
+        threads.append(start_operator(settings, client, stop))
     app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api")
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     try:

@@ -104,10 +104,15 @@ class RuntimeProvisioner:
                 raise _unavailable(exc) from None
             if not existed:
                 actions.append(f"created {obj.kind} {obj.name}")
-        credentials = self._ensure_secret(part, fixed_values)
-        if credentials.pop("__created__", None):
+        credentials, created = self._ensure_secret(part, fixed_values)
+        if created:
             actions.append(f"created Secret {part.secret.name}")
         return actions, credentials
+
+    def credentials(self, part: RuntimePart, fixed_values: dict[str, str]) -> dict[str, str]:
+        """The tenant's credentials (the Secret is created if it is missing), without
+        re-applying the namespace's objects."""
+        return self._ensure_secret(part, fixed_values)[0]
 
     def _core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self._api_client)
@@ -123,12 +128,12 @@ class RuntimeProvisioner:
             raise _unavailable(exc) from None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def _ensure_secret(self, part: RuntimePart, fixed_values: dict[str, str]) -> dict[str, str]:
+    def _ensure_secret(self, part: RuntimePart, fixed_values: dict[str, str]) -> tuple[dict[str, str], bool]:
         current = self._read_secret(part)
         wanted = {key: fixed_values.get(key) or (current or {}).get(key) or secrets_module.token_urlsafe(24)
                   for key in part.secret.keys}
         if current is not None and all(current.get(k) == v for k, v in wanted.items()):
-            return wanted
+            return wanted, False
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(name=part.secret.name, namespace=part.secret.namespace,
                                          labels=dict(part.labels)),
@@ -136,14 +141,13 @@ class RuntimeProvisioner:
         try:
             if current is None:
                 self._core().create_namespaced_secret(part.secret.namespace, body)
-                wanted["__created__"] = "yes"
             else:
                 self._core().replace_namespaced_secret(part.secret.name, part.secret.namespace, body)
         except ApiException as exc:
             if exc.status == 409:  # created concurrently: read what won
-                return self._read_secret(part) or wanted
+                return self._read_secret(part) or wanted, False
             raise _unavailable(exc) from None
-        return wanted
+        return wanted, current is None
 
     def delete(self, part: RuntimePart) -> list[str]:
         """Delete the namespace; it holds access (credentials, tool workloads), never data."""

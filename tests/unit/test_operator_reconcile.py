@@ -54,6 +54,9 @@ class FakeRuntime(FakeProvisioner):
         super().apply(part)
         return ["namespace created"], {key: fixed.get(key, "generated") for key in part.secret.keys}
 
+    def credentials(self, part, fixed):
+        return {key: fixed.get(key, "generated") for key in part.secret.keys}
+
     def delete(self, part):
         self.deleted.append(True)
         return []
@@ -101,6 +104,7 @@ def test_second_pass_changes_nothing_and_keeps_transition_times(world):
     applied = backends.streaming.applied
     second = reconcile(body, tools, backends)
     assert backends.streaming.applied == applied  # observed in sync: no apply
+    assert backends.runtime.applied == 1  # credentials are read, the namespace is not applied again
     assert [c["lastTransitionTime"] for c in first.status["conditions"]] == \
         [c["lastTransitionTime"] for c in second.status["conditions"]]
     assert not second.events

@@ -74,12 +74,18 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
     ready = {name for name in wanted
              if processes.find(name, settings.run_dir) and all_services[name].ready()}
     pending = [name for name in wanted if name not in ready]
-    if not pending:
-        if "kube-apiserver" in wanted:
-            from urbanstack.devplatform import bootstrap
+    if pending:
+        _start(all_services, wanted, pending, ready, settings)
+    if "kube-apiserver" in wanted:
+        from urbanstack.devplatform import bootstrap
 
+        with Step("installing CRDs and the operator's ClusterRole"):
             bootstrap.apply(settings)
-        return status(settings, wanted)
+    return status(settings, wanted)
+
+
+def _start(all_services: dict[str, Service], wanted: list[str], pending: list[str], ready: set[str],
+           settings: Settings) -> None:
     waiting: dict[str, float] = {}
     with Step(f"starting {', '.join(pending)}") as step:
         while pending or waiting:
@@ -110,12 +116,6 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
                 step.label = f"starting {', '.join([*waiting, *pending])}"
                 time.sleep(0.3)
         step.label = f"started {', '.join(name for name in wanted if name in ready)}"
-    if "kube-apiserver" in wanted:
-        from urbanstack.devplatform import bootstrap
-
-        with Step("installing CRDs and the operator's ClusterRole"):
-            bootstrap.apply(settings)
-    return status(settings, wanted)
 
 
 def down(settings: Settings, *, purge: bool = False) -> list[str]:
