@@ -65,14 +65,20 @@ class LocalIssuer:
 
     def token(self, *, realm: str = "urbanstack", tenant: str | None = None, roles=("gov-viewer",),
               audience="{tenant}-api", lifetime: int = 300, kid: str | None = None, key=None,
-              issuer: str | None = None, **claims) -> str:
+              issuer: str | None = None, azp: str | None = "{tenant}-gov-hub", **claims) -> str:
+        """A token shaped like the identity provisioner's: ``organization`` names the tenant in
+        the shared realm, roles are client roles of ``<tenant>-api``, ``azp`` the Gov Hub client.
+        Pass a claim as None to leave it out."""
         now = int(time.time())
+        slug = tenant or realm.removeprefix("muni-")
         payload = {"iss": issuer or self.realm_url(realm), "sub": str(uuid.uuid4()), "iat": now, "exp": now + lifetime,
-                   "realm_access": {"roles": list(roles)}, "typ": "Bearer"}
+                   "typ": "Bearer", "resource_access": {f"{slug}-api": {"roles": list(roles)}}}
         if tenant is not None and realm == "urbanstack":
             payload["organization"] = [tenant]
         if audience is not None:
-            payload["aud"] = audience.format(tenant=tenant or realm.removeprefix("muni-"))
+            payload["aud"] = audience.format(tenant=slug)
+        if azp is not None:
+            payload["azp"] = azp.format(tenant=slug)
         payload.update(claims)
         payload = {k: v for k, v in payload.items() if v is not None}
         kid = kid or self.kid

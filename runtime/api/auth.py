@@ -8,12 +8,26 @@ A token is accepted only if all of this holds:
   JWKS URL is derived from that allow-listed issuer, never fetched from a URL a token names;
 - the signature verifies with a key from the issuer's JWKS (cached per issuer, fetched
   again when a token names an unknown ``kid``, at most once per ``refresh_interval``);
-- ``exp`` is in the future and ``nbf``/``iat`` not in the future, with a small leeway;
+- ``exp`` is in the future and ``nbf``/``iat`` not in the future, with a small leeway
+  (``iat`` is required: Keycloak always sets it);
 - the audience contains the API client.
 
-What a token means — tenant and roles — is decided in :func:`principal_from_claims`
-and nowhere else, so aligning claim names with the identity provisioner is a change
-to one function. The municipality always comes from the token, never from the request.
+What a token means is decided in :func:`principal_from_claims` and nowhere else. It
+reads tokens exactly as the identity provisioner (``operator/provisioners/identity.py``)
+issues them:
+
+- ``typ`` is ``Bearer`` (Keycloak's access tokens; ID and refresh tokens say ``ID`` and
+  ``Refresh`` and are refused);
+- the municipality is the dedicated realm (``muni-<slug>``) or, in the shared realm,
+  the one organization in the ``organization`` claim. No other claim can name it, and
+  the municipality never comes from the request;
+- ``azp``, the client the token was issued to, is one of that municipality's clients
+  (``<slug>-gov-hub``, ``<slug>-citizen-hub``, ``<slug>-api``, ``<slug>-tool-<tool>``,
+  see :func:`naming.client`) or a platform-wide client the API was told about. Keycloak's
+  own clients (``admin-cli``, ``account``) and another tenant's clients are refused;
+- roles are the client roles of the municipality's API client,
+  ``resource_access["<slug>-api"].roles``. Realm roles are ignored: in the shared realm a
+  realm role would hold in every organization a user belongs to.
 """
 
 from __future__ import annotations
@@ -68,23 +82,61 @@ class Principal:
         return permission in self.permissions
 
 
-def principal_from_claims(claims: Mapping[str, Any], issuer: str, *, api_client: str = "{tenant}-api",
-                          shared_realms: Iterable[str] = (naming.SHARED_REALM,)) -> Principal:
+TENANT_APPS = ("gov-hub", "citizen-hub", "api")
+"""Clients every municipality has (``naming.client(slug, app)``); tools add ``<slug>-tool-<tool>``."""
+ACCESS_TOKEN_TYPE = "Bearer"
+
+
+def tenant_client(slug: str, client_id: str, tools: Iterable[str] | None = None) -> bool:
+    """Whether ``client_id`` is one of municipality ``slug``'s clients.
+
+    Hubs and the API client are compared with :func:`naming.client`; a tool client must
+    be ``naming.tool_client(slug, tool)`` for a tool name that is a slug (and, when
+    ``tools`` is given, one of the municipality's enabled tools). Slugs and tool names
+    are at most 63 characters, so these ids never reach Keycloak's length limit and
+    ``naming.fit`` never shortens them. The test is exact, not a prefix test:
+    ``bad-oeynhausen-api`` starts with ``bad-`` but is no client of ``bad``. One ambiguity
+    is left in the names themselves: ``bad-tool-x-api`` is the API client of ``bad-tool-x``
+    and would be the client of a tool ``x-api`` of ``bad``; ``tools`` settles it (the
+    audience and role checks would refuse such a token anyway).
+    """
+    if any(client_id == naming.client(slug, app) for app in TENANT_APPS):
+        return True
+    tool_prefix = naming.client(slug, "tool-")
+    if not client_id.startswith(tool_prefix):
+        return False
+    tool = client_id[len(tool_prefix):]
+    if not naming.is_slug(tool) or naming.tool_client(slug, tool) != client_id:
+        return False
+    return tools is None or tool in set(tools)
+
+
+def principal_from_claims(claims: Mapping[str, Any], issuer: str, *,
+                          shared_realms: Iterable[str] = (naming.SHARED_REALM,),
+                          platform_clients: Iterable[str] = (),
+                          tenant_tools: Callable[[str], Iterable[str] | None] | None = None) -> Principal:
     """The one place that maps verified token claims to tenant, roles and permissions.
 
-    Tenant: a dedicated realm's issuer ``…/realms/muni-<slug>`` names it; in a shared
-    realm the Keycloak 26 ``organization`` claim does (a list of aliases, or a map keyed
-    by alias when the scope includes attributes) and exactly one organization is
-    required; failing that, a ``tenant`` claim (a user-attribute mapper). Roles: the
-    realm roles plus the API client's roles in ``resource_access``.
+    Tenant: a dedicated realm's issuer ``…/realms/muni-<slug>`` names it (an
+    ``organization`` claim there must agree); in a shared realm the Keycloak 26
+    ``organization`` claim does (a list of aliases, or a map keyed by alias when the
+    scope includes attributes), and exactly one organization is required. ``azp`` must
+    be a client of that tenant (:func:`tenant_client`) or one of ``platform_clients``;
+    ``tenant_tools(slug)`` may narrow tool clients to the tenant's enabled tools.
+    Roles: ``resource_access["<slug>-api"].roles`` only.
     """
+    token_type = claims.get("typ")
+    if token_type != ACCESS_TOKEN_TYPE:
+        raise AuthError(f"token type {token_type!r} is not accepted; send a Keycloak access token "
+                        f"(typ {ACCESS_TOKEN_TYPE!r}), not an ID or refresh token")
     realm = issuer.rstrip("/").rsplit("/realms/", 1)[-1]
     if realm in set(shared_realms):
         tenant = _tenant_in_shared_realm(claims)
     elif realm.startswith(DEDICATED_REALM_PREFIX):
         tenant = realm[len(DEDICATED_REALM_PREFIX):]
-        if "tenant" in claims and claims["tenant"] != tenant:
-            raise AuthError(f"token of realm {realm!r} claims tenant {claims['tenant']!r}; "
+        named = _organizations(claims)
+        if named is not None and named != [tenant]:
+            raise AuthError(f"token of realm {realm!r} names organizations {named}; "
                             "a dedicated realm belongs to one municipality")
     else:
         raise AuthError(f"realm {realm!r} is not a platform realm")
@@ -95,31 +147,41 @@ def principal_from_claims(claims: Mapping[str, Any], issuer: str, *, api_client:
     if not isinstance(subject, str) or not subject:
         raise AuthError("token has no subject ('sub' claim)")
 
-    roles: set[str] = set(_string_list(_get(claims, "realm_access", "roles")))
-    roles |= set(_string_list(_get(claims, "resource_access", api_client.format(tenant=tenant), "roles")))
+    azp = claims.get("azp")
+    if not isinstance(azp, str) or not azp:
+        raise AuthError("token names no client ('azp' claim); sign in through a hub or tool of the municipality")
+    if azp not in set(platform_clients):
+        tools = None if tenant_tools is None else tuple(tenant_tools(tenant) or ())
+        if not tenant_client(tenant, azp, tools):
+            raise AuthError(f"token was issued to client {azp!r}, which is not a client of municipality "
+                            f"{tenant!r}; sign in through one of its hubs or tools")
+
+    roles = set(_string_list(_get(claims, "resource_access", naming.client(tenant, "api"), "roles")))
     permissions = frozenset().union(*(ROLE_PERMISSIONS.get(role, frozenset()) for role in roles))
     return Principal(tenant=tenant, roles=frozenset(roles), subject=subject, permissions=permissions)
 
 
-def _tenant_in_shared_realm(claims: Mapping[str, Any]) -> str:
+def _organizations(claims: Mapping[str, Any]) -> list[str] | None:
+    """Aliases in the ``organization`` claim (None when there is no such claim)."""
     organization = claims.get("organization")
-    if organization is not None:
-        if isinstance(organization, Mapping):
-            aliases = list(organization)
-        elif isinstance(organization, str):
-            aliases = [organization]
-        else:
-            aliases = _string_list(organization)
-        if len(aliases) != 1:
-            raise AuthError(f"token names {len(aliases)} organizations; the API needs exactly one "
-                            "(ask for the 'organization:<alias>' scope when signing in)")
-        return aliases[0]
-    tenant = claims.get("tenant")
-    if isinstance(tenant, list) and len(tenant) == 1:
-        tenant = tenant[0]
-    if not isinstance(tenant, str) or not tenant:
-        raise AuthError("token names no municipality (no 'organization' or 'tenant' claim)")
-    return tenant
+    if organization is None:
+        return None
+    if isinstance(organization, Mapping):
+        return [alias for alias in organization if isinstance(alias, str)]
+    if isinstance(organization, str):
+        return [organization]
+    return _string_list(organization)
+
+
+def _tenant_in_shared_realm(claims: Mapping[str, Any]) -> str:
+    aliases = _organizations(claims)
+    if aliases is None:
+        raise AuthError("token names no municipality (no 'organization' claim); sign in through the "
+                        "municipality's hub, whose tokens carry its organization")
+    if len(aliases) != 1:
+        raise AuthError(f"token names {len(aliases)} organizations; the API needs exactly one "
+                        "(ask for the 'organization:<alias>' scope when signing in)")
+    return aliases[0]
 
 
 def _get(claims: Mapping[str, Any], *path: str) -> Any:
@@ -152,18 +214,27 @@ class TokenVerifier:
     municipality. ``{tenant}-api`` matches the plan's per-tenant API clients
     (``guetersloh-api``) and makes a token minted for one municipality's API useless
     at another's.
+
+    ``platform_clients``: client ids of platform-wide clients (a shared public hub)
+    whose tokens the API accepts besides the municipality's own clients; the platform
+    has none today. ``tenant_tools(slug)``: the municipality's enabled tool names, so
+    only their clients count (unset: any ``<slug>-tool-<tool>`` client does).
     """
 
     def __init__(self, keycloak_url: str, audience: str, *,
                  shared_realms: Iterable[str] = (naming.SHARED_REALM,), leeway: float = 30.0,
                  refresh_interval: float = 30.0, max_issuers: int = 256,
-                 http_client: httpx.Client | None = None, clock: Callable[[], float] = time.time):
+                 http_client: httpx.Client | None = None, clock: Callable[[], float] = time.time,
+                 platform_clients: Iterable[str] = (),
+                 tenant_tools: Callable[[str], Iterable[str] | None] | None = None):
         self._base = keycloak_url.rstrip("/")
         if not audience or audience.replace("{tenant}", "") == "" or audience.count("{") != audience.count("{tenant}"):
             raise ValueError(f"audience: name the API client tokens must be issued for, optionally with "
                              f"'{{tenant}}' in it (like '{{tenant}}-api'); got {audience!r}")
         self._audience = audience
         self._shared_realms = tuple(shared_realms)
+        self._platform_clients = tuple(platform_clients)
+        self._tenant_tools = tenant_tools
         self._leeway = leeway
         self._refresh_interval = refresh_interval
         self._max_issuers = max_issuers
@@ -189,7 +260,7 @@ class TokenVerifier:
         key = self._key(issuer, header.get("kid"))
         try:
             claims = jwt.decode(token, key=key, algorithms=[ALGORITHM], issuer=issuer, leeway=self._leeway,
-                                options={"require": ["exp", "iss", "sub"], "verify_aud": False})
+                                options={"require": ["exp", "iat", "iss", "sub"], "verify_aud": False})
         except jwt.ExpiredSignatureError:
             raise AuthError("token has expired; sign in again") from None
         except jwt.ImmatureSignatureError:
@@ -198,8 +269,9 @@ class TokenVerifier:
             raise AuthError("token signature does not verify") from None
         except jwt.PyJWTError as exc:
             raise AuthError(f"token rejected: {exc}") from None
-        principal = principal_from_claims(claims, issuer, api_client=self._audience,
-                                          shared_realms=self._shared_realms)
+        principal = principal_from_claims(claims, issuer, shared_realms=self._shared_realms,
+                                          platform_clients=self._platform_clients,
+                                          tenant_tools=self._tenant_tools)
         expected = self._audience.format(tenant=principal.tenant)
         if expected not in _audiences(claims):
             raise AuthError(f"token was not issued for this API (its audience must include {expected!r})")
