@@ -56,6 +56,9 @@ FIELDS: dict[str, Field] = {
                                  "Keycloak base URL; empty means the local platform's Keycloak."),
     "kafka_heap": Field("URBANSTACK_KAFKA_HEAP", "512m", "Kafka JVM maximum heap."),
     "keycloak_heap": Field("URBANSTACK_KEYCLOAK_HEAP", "768m", "Keycloak JVM maximum heap."),
+    "api_anonymous_queries_per_hour": Field("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR", "600",
+                                            "API data queries per hour without a token (open data), per client "
+                                            "IPv4 address or IPv6 /64, counted per API process; 0: no limit."),
 }
 
 
@@ -78,6 +81,7 @@ class Settings:
     keycloak_server_url: str
     kafka_heap: str
     keycloak_heap: str
+    api_anonymous_queries_per_hour: int = 600
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
