@@ -166,3 +166,26 @@ def client(slug: str, app: str) -> str:
 
 def tool_client(slug: str, tool: str) -> str:
     return client(slug, f"tool-{tool}")
+
+
+def rollup_table(tool: str, dataset: str) -> str:
+    """``<tool>__<dataset>__hourly``: the hourly rollup of a dataset table. Base table names hold
+    exactly one ``__`` (dataset names have single underscores only), so no rollup name equals one."""
+    return fit(f"{_underscored(tool)}__{dataset}__hourly", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+def rollup_view(tool: str, dataset: str) -> str:
+    """The materialized view that feeds every insert into a dataset table to its hourly rollup."""
+    return fit(f"{_underscored(tool)}__{dataset}__hourly_mv", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+ROLLUP_PARTS = ("count", "sum", "min", "max")
+"""What the rollup keeps per field and hour: non-null count (every field), sum, min and max (numbers)."""
+
+
+def rollup_column(field: str, part: str) -> str:
+    """``<field>__<part>``. Field names never contain ``__``, so these cannot clash with each other
+    or with the rollup's own columns (``sensor_id``, ``hour``, ``backfilled``, ``rows``)."""
+    if part not in ROLLUP_PARTS:
+        raise ValueError(f"rollup part must be one of {ROLLUP_PARTS}, got {part!r}")
+    return f"{field}__{part}"

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from urbanstack.operator import naming
@@ -158,6 +160,117 @@ class WarehouseColumn:
 
 
 @dataclass(frozen=True)
+class RollupMeasure:
+    """One rollup column: ``function(field)`` per sensor and hour of the dataset table."""
+    column: str
+    function: str                  # count | sum | min | max (ClickHouse aggregate of the same name)
+    field: str
+
+
+@dataclass(frozen=True)
+class RollupState:
+    """What the rollup table's comment records: the ingest instant that splits the rows the view
+    counts (``ingested_at >= cutoff``) from those the backfill counts, and whether it ran."""
+    cutoff: datetime
+    backfilled: bool
+
+
+@dataclass(frozen=True)
+class WarehouseRollup:
+    """The hourly rollup of one dataset table and the materialized view that keeps it current.
+
+    Keyed by (sensor_id, hour UTC, backfilled); per field the non-null count, per numeric field
+    also sum, min and max, each a SimpleAggregateFunction, so AggregatingMergeTree folds rows of
+    the same key on merge and any read that aggregates again gets the same answer before and
+    after merges. ``backfilled`` tells the backfill's rows from the view's, so an interrupted
+    backfill can be deleted and run again without counting anything twice.
+    """
+    database: str
+    name: str
+    view: str
+    source: str
+    columns: tuple[WarehouseColumn, ...]
+    measures: tuple[RollupMeasure, ...]
+    ttl: str
+    retention_days: int
+    dedup_window: int
+
+    @property
+    def column_types(self) -> dict[str, str]:
+        return {column.name: column.type for column in self.columns}
+
+    def comment(self, state: RollupState) -> str:
+        flag = ROLLUP_BACKFILLED if state.backfilled else ROLLUP_PENDING
+        return f"Hourly rollup of {self.source}; rows ingested before {_instant_text(state.cutoff)}: {flag}"
+
+    def ddl(self, state: RollupState) -> str:
+        return render("clickhouse/rollup_table.sql.j2", database=self.database, table=self.name,
+                      columns=self.columns, ttl=self.ttl, dedup_window=self.dedup_window,
+                      comment=self.comment(state))
+
+    def _select(self, cutoff: datetime | None, *, backfill: bool) -> str:
+        return render("clickhouse/rollup_select.sql.j2", database=self.database, source=self.source,
+                      measures=self.measures, backfilled=int(backfill), final=backfill,
+                      cutoff_operator="<" if backfill else ">=",
+                      cutoff=None if cutoff is None else _instant_text(cutoff))
+
+    def view_select(self, state: RollupState) -> str:
+        """Until the backfill has run, the view counts only rows stamped at or after the cutoff;
+        after it, every row (a writer may set ``ingested_at`` itself)."""
+        return self._select(None if state.backfilled else state.cutoff, backfill=False)
+
+    def view_sql(self, state: RollupState) -> str:
+        return render("clickhouse/rollup_view.sql.j2", database=self.database, view=self.view, table=self.name,
+                      select=self.view_select(state))
+
+    def modify_view_sql(self, state: RollupState) -> str:
+        return render("clickhouse/modify_view_query.sql.j2", database=self.database, view=self.view,
+                      select=self.view_select(state))
+
+    def backfill_sql(self, state: RollupState) -> str:
+        return render("clickhouse/insert_select.sql.j2", database=self.database, table=self.name,
+                      select=self._select(state.cutoff, backfill=True))
+
+    def clear_backfill_sql(self) -> str:
+        return render("clickhouse/rollup_clear_backfill.sql.j2", database=self.database, table=self.name)
+
+    def drop_sql(self) -> tuple[str, str]:
+        """View first: an insert must never find a view without its table."""
+        return (render("clickhouse/drop_table.sql.j2", database=self.database, table=self.view),
+                render("clickhouse/drop_table.sql.j2", database=self.database, table=self.name))
+
+    def comment_sql(self, state: RollupState) -> str:
+        return render("clickhouse/modify_comment.sql.j2", database=self.database, table=self.name,
+                      comment=self.comment(state))
+
+    def modify_ttl_sql(self) -> str:
+        return render("clickhouse/modify_ttl.sql.j2", database=self.database, table=self.name, ttl=self.ttl)
+
+    def add_column_sql(self, column: WarehouseColumn) -> str:
+        return render("clickhouse/add_column.sql.j2", database=self.database, table=self.name, column=column)
+
+
+ROLLUP_PENDING = "backfill pending"
+ROLLUP_BACKFILLED = "backfilled"
+_ROLLUP_COMMENT = re.compile(r"; rows ingested before (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}): "
+                             rf"({ROLLUP_PENDING}|{ROLLUP_BACKFILLED})$")
+
+
+def parse_rollup_comment(comment: str | None) -> RollupState | None:
+    """The state a rollup table's comment records; None for a comment this module did not write."""
+    match = _ROLLUP_COMMENT.search(comment or "")
+    if match is None:
+        return None
+    cutoff = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
+    return RollupState(cutoff=cutoff, backfilled=match.group(2) == ROLLUP_BACKFILLED)
+
+
+def _instant_text(value: datetime) -> str:
+    value = value.astimezone(timezone.utc)
+    return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
+
+
+@dataclass(frozen=True)
 class WarehouseTable:
     database: str
     name: str
@@ -171,6 +284,7 @@ class WarehouseTable:
     ttl: str
     retention_days: int
     ddl: str
+    rollup: WarehouseRollup | None = None
 
     @property
     def column_types(self) -> dict[str, str]:
@@ -469,7 +583,8 @@ def _warehouse(municipality: Municipality, datasets: tuple[tuple[CityTool, Datas
         grantees = [naming.warehouse_role(other) for other in share.municipalities]
         if share.public:
             grantees.append(naming.PUBLIC_WAREHOUSE_ROLE)
-        shared += [WarehouseGrant(grantee, database, table, ("SELECT",)) for grantee in grantees]
+        readable = (table, naming.rollup_table(share.tool, share.dataset))
+        shared += [WarehouseGrant(grantee, database, name, ("SELECT",)) for grantee in grantees for name in readable]
     access = WarehouseAccess(user=naming.warehouse_user(slug), role=role, quota=naming.warehouse_quota(slug),
                              queries_per_hour=quotas.queries_per_hour, grants=(own, *sorted(set(shared))),
                              password_key="warehouse-password")
@@ -493,7 +608,50 @@ def _table(municipality: Municipality, database: str, tool: CityTool, dataset: D
     return WarehouseTable(database=database, name=name, tool=tool.name, dataset=dataset.name,
                           topic=naming.topic(municipality.slug, tool.name, dataset.name), columns=columns,
                           engine=engine, partition_by=partition_by, order_by=order_by, ttl=ttl,
-                          retention_days=days, ddl=ddl)
+                          retention_days=days, ddl=ddl, rollup=_rollup(database, name, tool, dataset, days))
+
+
+_ROLLUP_KEY = (
+    WarehouseColumn("sensor_id", "String"),
+    WarehouseColumn("hour", "DateTime('UTC')", comment="Start of the UTC hour the observations fall in."),
+    WarehouseColumn("backfilled", "UInt8", comment="1: counted by the one-off backfill, 0: by the view."),
+    WarehouseColumn("rows", "SimpleAggregateFunction(sum, UInt64)", comment="Events in the hour."),
+)
+_SIGNED = {ColumnType.int8, ColumnType.int16, ColumnType.int32, ColumnType.int64}
+_UNSIGNED = {ColumnType.uint8, ColumnType.uint16, ColumnType.uint32, ColumnType.uint64}
+_FLOATS = {ColumnType.float32, ColumnType.float64}
+
+
+def _rollup_columns(spec: DatasetField) -> list[tuple[WarehouseColumn, RollupMeasure]]:
+    """Rollup columns of one field, typed like ClickHouse types ``count``/``sum``/``min``/``max`` of it.
+
+    A field added later reads, for hours rolled up before, what the table's own rows read for it:
+    NULL if it is Nullable, else the type's default, which ``count`` then counts for every row.
+    """
+    kind = ColumnType(spec.type)
+    nullable = (lambda t: t) if spec.required else (lambda t: f"Nullable({t})")
+    count_column = naming.rollup_column(spec.name, "count")
+    result = [(WarehouseColumn(count_column, "SimpleAggregateFunction(sum, UInt64)",
+                               default="rows" if spec.required else None),
+               RollupMeasure(count_column, "count", spec.name))]
+    if kind in _SIGNED or kind in _UNSIGNED or kind in _FLOATS:
+        sum_type = "Int64" if kind in _SIGNED else "UInt64" if kind in _UNSIGNED else "Float64"
+        for part, value_type in (("sum", sum_type), ("min", kind.value), ("max", kind.value)):
+            column = naming.rollup_column(spec.name, part)
+            result.append((WarehouseColumn(column, f"SimpleAggregateFunction({part}, {nullable(value_type)})"),
+                           RollupMeasure(column, part, spec.name)))
+    return result
+
+
+def _rollup(database: str, source: str, tool: CityTool, dataset: Dataset, days: int) -> WarehouseRollup:
+    per_field = [pair for spec in dataset.fields for pair in _rollup_columns(spec)]
+    # An hour is dropped once its last possible observation has expired from the dataset table.
+    ttl = f"{quote_identifier('hour')} + INTERVAL 1 HOUR + INTERVAL {days} DAY DELETE"
+    return WarehouseRollup(database=database, name=naming.rollup_table(tool.name, dataset.name),
+                           view=naming.rollup_view(tool.name, dataset.name), source=source,
+                           columns=_ROLLUP_KEY + tuple(column for column, _ in per_field),
+                           measures=tuple(measure for _, measure in per_field), ttl=ttl, retention_days=days,
+                           dedup_window=DEDUPLICATION_WINDOW)
 
 
 # Runtime ----------------------------------------------------------------------

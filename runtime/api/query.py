@@ -8,9 +8,20 @@ parameter. Access is decided here too, before any SQL is built, so neither
 front end can forget it.
 
 Rows of the same ``event_id`` may coexist until ClickHouse merges them
-(ReplacingMergeTree), so every read uses ``FINAL``: the latest ingested copy
-counts, once. A copy always lands in the same monthly partition as the original
-(same ``observed_at``), which lets ``FINAL`` skip merging across partitions.
+(ReplacingMergeTree), so every read of a dataset table uses ``FINAL``: the latest
+ingested copy counts, once. A copy always lands in the same monthly partition as
+the original (same ``observed_at``), which lets ``FINAL`` skip merging across
+partitions.
+
+Series and joins are answered from the dataset's hourly rollup (kept by a
+materialized view at ingest, see operator/provisioners/warehouse.py) whenever it
+gives the same answer as the table: buckets of an hour or more in a time zone
+whose offset is a whole number of hours, only count/sum/avg/min/max, no bounding
+box, and a rollup whose backfill has finished. The whole hours of the range come
+from the rollup, the partial hours at its edges from the table; both contribute
+partial counts, sums, minima and maxima that one outer aggregation combines.
+Everything else reads the table. This relies on the sink writing each
+``event_id`` once: the rollup cannot tell two copies of an event apart.
 """
 
 from __future__ import annotations
@@ -23,11 +34,16 @@ import math
 import re
 import threading
 import time
+from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import lru_cache
 from typing import Any, Callable, Sequence
-from zoneinfo import available_timezones
+from zoneinfo import ZoneInfo, available_timezones
+
+from urbanstack.operator import naming
+from urbanstack.operator.plan import parse_rollup_comment
 
 from .auth import Permission, Principal
 from .catalogue import Catalogue, DatasetInfo, FieldInfo
@@ -67,6 +83,27 @@ _BUCKET_SQL = {
     Bucket.week: "toDateTime(toStartOfWeek(observed_at, 1, {tz:String}), {tz:String})",  # weeks start on Monday
     Bucket.month: "toDateTime(toStartOfMonth(observed_at, {tz:String}), {tz:String})",
 }
+
+# What each aggregate needs from the rollup, per field (see naming.rollup_column).
+_ROLLUP_PARTS = {
+    Aggregate.count: ("count",),
+    Aggregate.sum: ("sum",),
+    Aggregate.avg: ("sum", "count"),
+    Aggregate.min: ("min",),
+    Aggregate.max: ("max",),
+}
+# Partial aggregates: from the table (per row) and from the rollup (per sensor and hour) ...
+_PARTIAL_RAW = {"count": "count({column})", "sum": "sum({column})", "min": "min({column})", "max": "max({column})"}
+_PARTIAL_ROLLUP = {"count": "sum({column})", "sum": "sum({column})", "min": "min({column})", "max": "max({column})"}
+# ... and how the outer query combines them into what the caller asked for.
+_COMBINE = {
+    Aggregate.count: "sum({count})",
+    Aggregate.sum: "sum({sum})",
+    Aggregate.avg: "sum({sum}) / sum({count})",
+    Aggregate.min: "min({min})",
+    Aggregate.max: "max({max})",
+}
+ROLLUP_STATE_SECONDS = 10.0  # how long the engine trusts what it found out about a rollup
 
 # Exact quantiles, interpolated like numpy's default ("linear"): municipal reports get
 # the same number a spreadsheet gives, not a sketch.
@@ -298,11 +335,14 @@ def authorize(principal: Principal | None, catalogue: Catalogue, ref: DatasetRef
 
 class QueryEngine:
     def __init__(self, client, catalogue: Catalogue, limits: ApiLimits | None = None, *,
-                 observe: Callable[[str, float], None] | None = None):
+                 observe: Callable[[str, float], None] | None = None, rollups: bool = True):
         self.client = client
         self.catalogue = catalogue
         self.limits = limits or ApiLimits()
         self._observe = observe
+        self.rollups = rollups           # False: every series and join reads the dataset tables
+        self.plans: Counter[str] = Counter()   # how many dataset reads went to "rollup" and to "table"
+        self._rollup_state: dict[tuple[str, str], tuple[float, frozenset[str] | None]] = {}
         # chDB runs in this process and its client is not safe for concurrent queries.
         self._lock = threading.Lock() if "chdb" in type(client).__module__.lower() else nullcontext()
 
@@ -321,18 +361,23 @@ class QueryEngine:
         start, end = self._range(query.filters.start, query.filters.end, query.bucket)
         limit = self._limit(query.limit)
         params: dict[str, Any] = {"tz": tz, "limit": limit + 1}
-        where = _where(params, "", start, end, query.filters.sensor_ids, query.filters.bbox, self.limits)
         having = ""
+        after = False
         if query.cursor:
             last_bucket, last_sensor = _decode_cursor(query.cursor, (str, str))
             params["c_bucket"], params["c_sensor"] = _instant(last_bucket, "cursor"), last_sensor
-            where.append("observed_at >= {c_bucket:DateTime64(3, 'UTC')}")
-            having = "HAVING (bucket, sensor) > ({c_bucket:DateTime64(3, 'UTC')}, {c_sensor:String})"
+            after = True
+            having = " HAVING (bucket, sensor) > ({c_bucket:DateTime64(3, 'UTC')}, {c_sensor:String})"
         sensor = "sensor_id" if query.by_sensor else "''"
-        sql = (f"SELECT {_BUCKET_SQL[query.bucket]} AS bucket, {sensor} AS sensor, count() AS events"
-               f"{_metric_columns(metrics, 'm')} FROM {_table(dataset)} FINAL WHERE {' AND '.join(where)} "
-               f"GROUP BY bucket, sensor {having} ORDER BY bucket, sensor LIMIT {{limit:UInt32}}")
-        rows = self._run("series", sql, params)
+
+        def sql(plans: list[tuple[datetime, datetime] | None]) -> str:
+            grouped = self._grouped(params, "", dataset, metrics, query.bucket, start, end, query.filters.sensor_ids,
+                                    query.filters.bbox, plans[0], sensor=sensor, events="events", prefix="m",
+                                    after=after, having=having)
+            return f"{grouped} ORDER BY bucket, sensor LIMIT {{limit:UInt32}}"
+
+        plans = [self._rollup_hours(dataset, metrics, query.bucket, tz, start, end, query.filters.bbox)]
+        rows = self._run_planned("series", (dataset,), plans, sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
         result = tuple(SeriesRow(bucket=_utc(row[0]), sensor_id=row[1] if query.by_sensor else None, events=row[2],
@@ -351,24 +396,25 @@ class QueryEngine:
         start, end = self._range(query.start, query.end, query.bucket)
         limit = self._limit(query.limit)
         params: dict[str, Any] = {"tz": tz, "limit": limit + 1}
-        cursor_sql = ""
         if query.cursor:
             (last_bucket,) = _decode_cursor(query.cursor, (str,))
             params["c_bucket"] = _instant(last_bucket, "cursor")
-            cursor_sql = " AND observed_at >= {c_bucket:DateTime64(3, 'UTC')}"
-        sides = []
-        for prefix, dataset, side, metrics in (("l", left, query.left, left_metrics),
-                                               ("r", right, query.right, right_metrics)):
-            where = _where(params, f"{prefix}_", start, end, side.sensor_ids, query.bbox, self.limits)
-            sides.append(f"(SELECT {_BUCKET_SQL[query.bucket]} AS bucket, count() AS {prefix}_events"
-                         f"{_metric_columns(metrics, prefix)} FROM {_table(dataset)} FINAL "
-                         f"WHERE {' AND '.join(where)}{cursor_sql} GROUP BY bucket)")
-        after = " WHERE bucket > {c_bucket:DateTime64(3, 'UTC')}" if query.cursor else ""
-        left_columns = "".join(f", l{i}" for i in range(len(left_metrics)))
-        right_columns = "".join(f", r{i}" for i in range(len(right_metrics)))
-        sql = (f"SELECT bucket, l_events, r_events{left_columns}{right_columns} FROM {sides[0]} AS l "
-               f"INNER JOIN {sides[1]} AS r USING (bucket){after} ORDER BY bucket LIMIT {{limit:UInt32}}")
-        rows = self._run("join", sql, params)
+        sides = (("l", left, query.left, left_metrics), ("r", right, query.right, right_metrics))
+        plans = [self._rollup_hours(dataset, metrics, query.bucket, tz, start, end, query.bbox)
+                 for _, dataset, _, metrics in sides]
+
+        def sql(hours: list[tuple[datetime, datetime] | None]) -> str:
+            subqueries = [self._grouped(params, f"{prefix}_", dataset, metrics, query.bucket, start, end,
+                                        side.sensor_ids, query.bbox, side_hours, sensor=None,
+                                        events=f"{prefix}_events", prefix=prefix, after=bool(query.cursor))
+                          for (prefix, dataset, side, metrics), side_hours in zip(sides, hours)]
+            after = " WHERE bucket > {c_bucket:DateTime64(3, 'UTC')}" if query.cursor else ""
+            left_columns = "".join(f", l{i}" for i in range(len(left_metrics)))
+            right_columns = "".join(f", r{i}" for i in range(len(right_metrics)))
+            return (f"SELECT bucket, l_events, r_events{left_columns}{right_columns} FROM ({subqueries[0]}) AS l "
+                    f"INNER JOIN ({subqueries[1]}) AS r USING (bucket){after} ORDER BY bucket LIMIT {{limit:UInt32}}")
+
+        rows = self._run_planned("join", (left, right), plans, sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
         split = 3 + len(left_metrics)
@@ -421,6 +467,114 @@ class QueryEngine:
             return True
         except Exception:  # noqa: BLE001 - any failure means not ready
             return False
+
+    # Rollups --------------------------------------------------------------
+    def _rollup_hours(self, dataset: DatasetInfo, metrics: Sequence[Metric], bucket: Bucket, tz: str,
+                      start: datetime, end: datetime,
+                      bbox: tuple[float, float, float, float] | None) -> tuple[datetime, datetime] | None:
+        """The whole hours ``[first, last)`` of the range that the rollup can answer, or None when the
+        table must answer all of it."""
+        if not self.rollups or bucket is Bucket.minute or bbox is not None:
+            return None  # the rollup keeps no positions, and nothing finer than an hour
+        if any(metric.aggregate not in _ROLLUP_PARTS for metric in metrics):
+            return None  # quantiles need every value
+        first, last = _ceil_hour(start), _floor_hour(end)
+        if first >= last or not _whole_hour_zone(tz):
+            return None
+        needed = {naming.rollup_column(m.field, part) for m in metrics for part in _ROLLUP_PARTS[m.aggregate]}
+        columns = self._rollup_columns(dataset)
+        if columns is None or not needed <= columns:
+            return None
+        return first, last
+
+    def _rollup_columns(self, dataset: DatasetInfo) -> frozenset[str] | None:
+        """The rollup's columns once its view exists and its backfill has finished, else None."""
+        rollup, view = naming.rollup_table(dataset.tool, dataset.name), naming.rollup_view(dataset.tool, dataset.name)
+        key = (dataset.database, rollup)
+        now = time.monotonic()
+        cached = self._rollup_state.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        sql = ("SELECT name, comment, (SELECT groupArray(name) FROM system.columns WHERE database = {db:String} "
+               "AND table = {rollup:String}) FROM system.tables WHERE database = {db:String} "
+               "AND name IN ({rollup:String}, {view:String})")
+        try:
+            with self._lock:
+                rows = self.client.query(sql, parameters={"db": dataset.database, "rollup": rollup, "view": view},
+                                         settings={"readonly": 2, "max_execution_time": 2}).result_rows
+        except Exception as exc:  # noqa: BLE001 - without an answer the table answers
+            log.warning("cannot inspect rollup %s.%s: %s", dataset.database, rollup, str(exc).strip()[:200])
+            rows = []
+        found = {name: (comment, names) for name, comment, names in rows}
+        state = parse_rollup_comment(found[rollup][0]) if rollup in found else None
+        columns = frozenset(found[rollup][1]) if view in found and state is not None and state.backfilled else None
+        self._rollup_state[key] = (now + ROLLUP_STATE_SECONDS, columns)
+        return columns
+
+    def _run_planned(self, kind: str, datasets: Sequence[DatasetInfo],
+                     plans: list[tuple[datetime, datetime] | None],
+                     build: Callable[[list[tuple[datetime, datetime] | None]], str],
+                     params: dict[str, Any]) -> list[tuple]:
+        """Runs ``build(plans)`` (one plan per dataset). If a rollup turns out to be gone or to lack a
+        column (dropped or rebuilt since it was inspected), forgets what it knew about the rollups and
+        runs ``build`` on the tables alone."""
+        if all(plan is None for plan in plans):
+            self.plans["table"] += len(plans)
+            return self._run(kind, build(plans), params)
+        try:
+            rows = self._run(kind, build(plans), params)
+        except QueryError as error:
+            if error.code not in ("not_provisioned", "warehouse_unavailable"):
+                raise
+            for dataset in datasets:
+                self._rollup_state.pop((dataset.database, naming.rollup_table(dataset.tool, dataset.name)), None)
+            self.plans["table"] += len(plans)
+            return self._run(kind, build([None] * len(plans)), params)
+        for plan in plans:
+            self.plans["rollup" if plan is not None else "table"] += 1
+        return rows
+
+    def _grouped(self, params: dict[str, Any], key: str, dataset: DatasetInfo, metrics: Sequence[Metric],
+                 bucket: Bucket, start: datetime, end: datetime, sensor_ids: Sequence[str],
+                 bbox: tuple[float, float, float, float] | None, hours: tuple[datetime, datetime] | None, *,
+                 sensor: str | None, events: str, prefix: str, after: bool, having: str = "") -> str:
+        """``SELECT bucket[, sensor], <events>, <prefix>0 … GROUP BY bucket[, sensor]`` over one dataset: from
+        its table alone, or with ``hours`` from the rollup for those hours and the table for the rest."""
+        keys = "bucket" if sensor is None else "bucket, sensor"
+        sensor_column = "" if sensor is None else f", {sensor} AS sensor"
+        cursor = " AND observed_at >= {c_bucket:DateTime64(3, 'UTC')}" if after else ""
+        if hours is None:
+            where = _where(params, key, start, end, sensor_ids, bbox, self.limits)
+            return (f"SELECT {_BUCKET_SQL[bucket]} AS bucket{sensor_column}, count() AS {events}"
+                    f"{_metric_columns(metrics, prefix)} FROM {_table(dataset)} FINAL "
+                    f"WHERE {' AND '.join(where)}{cursor} GROUP BY {keys}{having}")
+        # One partial column per (field, part) the metrics need, in a stable order.
+        parts = list(dict.fromkeys((m.field, part) for m in metrics for part in _ROLLUP_PARTS[m.aggregate]))
+        alias = {pair: f"{prefix}_p{i}" for i, pair in enumerate(parts)}
+        first, last = hours
+        branches = []
+        rollup = f"{_quote(dataset.database)}.{_quote(naming.rollup_table(dataset.tool, dataset.name))}"
+        where = _where(params, key, first, last, sensor_ids, None, self.limits, column="hour")
+        rollup_cursor = " AND `hour` >= {c_bucket:DateTime64(3, 'UTC')}" if after else ""
+        columns = "".join(f", {_PARTIAL_ROLLUP[part].format(column=_quote(naming.rollup_column(name, part)))} "
+                          f"AS {alias[(name, part)]}" for name, part in parts)
+        branches.append(f"SELECT {_BUCKET_SQL[bucket].replace('observed_at', '`hour`')} AS bucket{sensor_column}, "
+                        f"sum(`rows`) AS {prefix}_rows{columns} FROM {rollup} WHERE {' AND '.join(where)}"
+                        f"{rollup_cursor} GROUP BY {keys}")
+        columns = "".join(f", {_PARTIAL_RAW[part].format(column=_quote(name))} AS {alias[(name, part)]}"
+                          for name, part in parts)
+        for edge, (low, high) in (("a", (start, first)), ("z", (last, end))):
+            if low < high:
+                where = _where(params, f"{key}{edge}_", low, high, sensor_ids, None, self.limits)
+                branches.append(f"SELECT {_BUCKET_SQL[bucket]} AS bucket{sensor_column}, count() AS {prefix}_rows"
+                                f"{columns} FROM {_table(dataset)} FINAL WHERE {' AND '.join(where)}{cursor} "
+                                f"GROUP BY {keys}")
+        combined = "".join(
+            f", {_COMBINE[m.aggregate].format(**{part: alias[(m.field, part)] for part in _ROLLUP_PARTS[m.aggregate]})}"
+            f" AS {prefix}{i}" for i, m in enumerate(metrics))
+        outer_sensor = "" if sensor is None else ", sensor"
+        return (f"SELECT bucket{outer_sensor}, sum({prefix}_rows) AS {events}{combined} FROM "
+                f"({' UNION ALL '.join(branches)}) GROUP BY {keys}{having}")
 
     # Helpers --------------------------------------------------------------
     def _fields(self, dataset: DatasetInfo, names: Sequence[str]) -> tuple[FieldInfo, ...]:
@@ -495,10 +649,10 @@ def _translate(exc: Exception) -> QueryError:
 
 
 def _where(params: dict[str, Any], prefix: str, start: datetime, end: datetime, sensor_ids: Sequence[str],
-           bbox: tuple[float, float, float, float] | None, limits: ApiLimits) -> list[str]:
+           bbox: tuple[float, float, float, float] | None, limits: ApiLimits, column: str = "observed_at") -> list[str]:
     params[f"{prefix}start"], params[f"{prefix}end"] = start, end
-    where = [f"observed_at >= {{{prefix}start:DateTime64(3, 'UTC')}}",
-             f"observed_at < {{{prefix}end:DateTime64(3, 'UTC')}}"]
+    where = [f"{_quote(column) if column != 'observed_at' else column} >= {{{prefix}start:DateTime64(3, 'UTC')}}",
+             f"{_quote(column) if column != 'observed_at' else column} < {{{prefix}end:DateTime64(3, 'UTC')}}"]
     if sensor_ids:
         if len(sensor_ids) > limits.max_sensors:
             raise bad_request(f"at most {limits.max_sensors} sensor ids per request, got {len(sensor_ids)}")
@@ -511,6 +665,30 @@ def _where(params: dict[str, Any], prefix: str, start: datetime, end: datetime, 
         where.append(f"lon >= {{{prefix}min_lon:Float64}} AND lon <= {{{prefix}max_lon:Float64}} "
                      f"AND lat >= {{{prefix}min_lat:Float64}} AND lat <= {{{prefix}max_lat:Float64}}")
     return where
+
+
+def _ceil_hour(value: datetime) -> datetime:
+    floor = _floor_hour(value)
+    return floor if floor == value else floor + timedelta(hours=1)
+
+
+def _floor_hour(value: datetime) -> datetime:
+    return value.astimezone(timezone.utc).replace(minute=0, second=0, microsecond=0)
+
+
+@lru_cache(maxsize=128)
+def _whole_hour_zone(name: str) -> bool:
+    """Whether ``name``'s offset from UTC is a whole number of hours at every day from 1970 to 2100,
+    so that every UTC hour lies in exactly one local hour, day, week and month."""
+    if name == "UTC":
+        return True
+    zone, instant = ZoneInfo(name), EARLIEST
+    while instant < LATEST:
+        offset = instant.astimezone(zone).utcoffset()
+        if offset is None or offset.total_seconds() % 3600:
+            return False
+        instant += timedelta(days=1)
+    return True
 
 
 def _checked_bbox(bbox: Sequence[float]) -> tuple[float, float, float, float]:

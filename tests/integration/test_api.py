@@ -87,9 +87,11 @@ class World:
         old = T0 - dt.timedelta(days=1)
         stale = [{**row, "pedestrians": 99_999, "ingested_at": old} for row in self.pedestrians[:10]]
         fresh = [{**row, "ingested_at": T0 + dt.timedelta(days=30)} for row in self.pedestrians]
-        # The stale copies of the same events arrive in a separate part; FINAL must pick the fresh ones.
         self._insert(self.gue, PEDESTRIANS, "pedestrian_counts", fresh)
-        self._insert(self.gue, PEDESTRIANS, "pedestrian_counts", stale)
+        # The sink writes an event once; a table written some other way may hold stale copies of the same
+        # events in a separate part, and reading single observations (FINAL) must pick the fresh ones.
+        self._insert(self.bi, PEDESTRIANS, "pedestrian_counts", fresh)
+        self._insert(self.bi, PEDESTRIANS, "pedestrian_counts", stale)
         # Weather: hourly, one station, only the first 24 hours (the join is on the common hours).
         self.weather = [{"event_id": f"w-{h}", "source": "dwd", "sensor_id": "dwd-01303", "observed_at":
                          T0 + dt.timedelta(hours=h), "lon": 8.38, "lat": 51.90, "temperature": 5.0 + h / 2,
@@ -206,10 +208,11 @@ def test_series_pages_with_a_cursor(client, world):
 
 
 def test_observations_page_and_dedupe(client, world, issuer):
-    url = path(world.gue, PEDESTRIANS, "pedestrian_counts", "/observations")
+    url = path(world.bi, PEDESTRIANS, "pedestrian_counts", "/observations")
     seen, cursor = [], None
     while True:
-        body = client.get(url, params={**RANGE, "limit": 100, **({"cursor": cursor} if cursor else {})}).json()
+        body = client.get(url, headers=bearer(issuer, world.bi),
+                          params={**RANGE, "limit": 100, **({"cursor": cursor} if cursor else {})}).json()
         seen += body["rows"]
         cursor = body["next_cursor"]
         if not cursor:
