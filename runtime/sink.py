@@ -45,15 +45,27 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from urbanstack.operator import naming
-from urbanstack.runtime.events import (DATASET_PATTERN, FIELD_PATTERN, TENANT_PATTERN, EventError, Observation,
-                                       parse_instant)
+from urbanstack.runtime.events import (BATCH_SCHEMA_VERSION, CANONICAL_INSTANT, DATASET_PATTERN, FIELD_PATTERN,
+                                       TENANT_PATTERN, EventError, Observation, ObservationBatch, parse_instant)
 
 log = logging.getLogger("urbanstack.sink")
 
 STANDARD_COLUMNS = ("event_id", "source", "sensor_id", "observed_at", "lon", "lat")
 INTENT_PREFIX = "pending:"
 HEADER_ERROR, HEADER_STAGE = "error", "stage"
-HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET = "topic", "partition", "offset"
+HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET, HEADER_ROW = "topic", "partition", "offset", "row"
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TICK_FUNCTIONS = {0: "fromUnixTimestamp64Second", 3: "fromUnixTimestamp64Milli", 6: "fromUnixTimestamp64Micro",
+                   9: "fromUnixTimestamp64Nano"}
+
+
+def ticks(value: datetime, precision: int = 3) -> int:
+    """An aware datetime as the integer a ``DateTime64(precision)`` column stores
+    (truncated, as ClickHouse truncates finer fractions)."""
+    micros = (value - _EPOCH) // timedelta(microseconds=1)
+    return micros * 10 ** precision // 1_000_000
+
 
 # ClickHouse error codes that say "this data can never be written" rather than
 # "try again later": a batch that hits one goes to the DLQ instead of retrying forever.
@@ -261,6 +273,7 @@ class TableSchema:
     problem: str | None = None
     retention_days: int | None = None
     fast: bool = True   # every field name is one an Observation accepts
+    ingested_at: bool = False   # the table stamps rows with their insert time
     # Rows observed before this are deleted by the table's TTL as soon as they
     # arrive; rejecting them keeps "records in = rows stored + DLQ" true.
     oldest: datetime | None = None
@@ -286,9 +299,13 @@ class TableSchema:
             oldest = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
         return cls(database=database, table=table, fields=fields, column_names=names,
                    column_types=tuple(types[n] for n in names), problem=problem, retention_days=retention_days,
-                   oldest=oldest, fast=all(FIELD_PATTERN.match(name) for name in fields))
+                   oldest=oldest, fast=all(FIELD_PATTERN.match(name) for name in fields),
+                   ingested_at="ingested_at" in types)
 
     def __post_init__(self) -> None:
+        observed = dict(zip(self.column_names, self.column_types)).get("observed_at", "")
+        found = re.match(r"DateTime64\((\d)", observed)
+        self.precision = int(found.group(1)) if found else 0
         self._plan = tuple((c.name, c.coerce, c.nullable) for c in self.fields.values())
         self._units = {c.name: c.unit for c in self.fields.values() if c.unit}
 
@@ -338,7 +355,7 @@ class TableSchema:
         if self.oldest is not None and observed_at < self.oldest:
             problems.append(f"observed_at: {observed_at.isoformat()} is older than the dataset's retention of "
                             f"{self.retention_days} days; the warehouse would delete it at once")
-        row = [event_id, source, sensor_id, observed_at, lon, lat]
+        row = [event_id, source, sensor_id, ticks(observed_at, self.precision), lon, lat]
         for column in self.fields.values():
             value = values.get(column.name)
             if value is None:
@@ -450,7 +467,139 @@ def _fast_row(payload: bytes, target: Route, schema: TableSchema) -> tuple | Non
                               .encode("utf-8")).hexdigest()[:32]
     if claimed != event_id:
         return None
-    return (event_id, source, sensor_id, observed_at, lon, lat, *values)
+    return (event_id, source, sensor_id, ticks(observed_at, schema.precision), lon, lat, *values)
+
+
+# Batches of observations (schema version 2) -----------------------------------------
+
+def _fast_column(values: list, column: FieldColumn):
+    """(values ready for the column, indexes of rows the fast path cannot vouch for)."""
+    base = column.type[len("Nullable("):-1] if column.nullable else column.type
+    if base.startswith("LowCardinality("):
+        base = base[len("LowCardinality("):-1]
+    nullable = column.nullable
+    if base in _INT_RANGES:
+        low, high = _INT_RANGES[base]
+        bad = [i for i, v in enumerate(values)
+               if not ((type(v) is int and low <= v <= high) or (v is None and nullable))]
+        return values, bad
+    if base in ("Float32", "Float64"):
+        bad = [i for i, v in enumerate(values)
+               if not ((type(v) is float and math.isfinite(v)) or type(v) is int or (v is None and nullable))]
+        if any(type(v) is int for v in values):
+            values = [float(v) if type(v) is int else v for v in values]
+        return values, bad
+    if base == "String":
+        return values, [i for i, v in enumerate(values) if not (type(v) is str or (v is None and nullable))]
+    return values, list(range(len(values)))  # Bool, Date, …: the reference path converts them
+
+
+class BatchDecode:
+    """What one schema-2 message of a topic holds: rows for the table, and
+    rejections (the row as a single event, the reason)."""
+
+    __slots__ = ("rows", "rejected", "records", "accepted")
+
+    def __init__(self) -> None:
+        self.rows: list[tuple] = []
+        self.rejected: list[tuple[bytes, str, int | None]] = []   # (row as a single event, reason, row index)
+        self.records = 0
+        self.accepted: list[int] = []   # row indexes behind ``rows``, for a refused insert
+
+
+def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema: TableSchema | None) -> BatchDecode:
+    """Validate a schema-2 message (:class:`ObservationBatch`) row by row.
+
+    Rows pass the same rules as single events: a row the column-wise fast
+    checks cannot vouch for goes through the reference path, which either
+    converts it (``"12"`` for an integer) or names its problem. A message that
+    is not a well-formed batch is one rejected record.
+    """
+    result = BatchDecode()
+    try:
+        batch = ObservationBatch.from_dict(data)
+    except EventError as exc:
+        result.records = 1
+        result.rejected.append((payload, f"batch: {exc}", None))
+        return result
+    n = len(batch)
+    result.records = n
+    problem = None
+    if batch.tenant != target.tenant:
+        problem = (f"tenant: event claims {batch.tenant!r} but was sent to {target.tenant!r}'s topic "
+                   f"{target.topic}; a municipality writes only its own data")
+    elif batch.dataset != target.dataset:
+        problem = f"dataset: event is for {batch.dataset!r} but topic {target.topic} carries {target.dataset!r}"
+    elif schema is None:
+        problem = (f"table {target.database}.{target.table} does not exist: the dataset {target.dataset!r} of "
+                   f"{target.tool!r} is not enabled for {target.tenant!r}")
+    if problem is not None:
+        result.rejected = [(_row_json(batch, i), problem, i) for i in range(n)]
+        return result
+    slow: set[int] = set()
+    if schema.problem or not schema.fast or any(name not in schema.fields for name in batch.fields) \
+            or any(unit and schema._units.get(name, unit) != unit for name, unit in batch.units.items()):
+        slow = set(range(n))  # every row fails the same way: the reference path names it
+    columns = []
+    if not slow:
+        for column in schema.fields.values():
+            values = batch.fields.get(column.name)
+            if values is None:
+                if not column.nullable:
+                    slow = set(range(n))
+                    break
+                columns.append([None] * n)
+                continue
+            values, bad = _fast_column(list(values), column)
+            slow.update(bad)
+            columns.append(values)
+    precision = schema.precision
+    instants: dict[str, int] = {}
+    oldest = ticks(schema.oldest, precision) if schema.oldest is not None else None
+    stamps = []
+    for i, instant in enumerate(batch.observed_at):
+        value = instants.get(instant)
+        if value is None:
+            try:
+                value = instants[instant] = ticks(datetime.fromisoformat(instant), precision)
+            except ValueError:
+                value = None
+        if value is None or (oldest is not None and value < oldest):
+            slow.add(i)
+        stamps.append(value)
+    ids = batch.event_ids()
+    lon = batch.lon or (None,) * n
+    lat = batch.lat or (None,) * n
+    source, sensors = batch.source, batch.sensor_ids
+    if not slow:
+        result.rows = list(zip(ids, [source] * n, sensors, stamps, lon, lat, *columns))
+        result.accepted = list(range(n))
+        return result
+    rows_by_index = []
+    for i in range(n):
+        if i in slow:
+            row_payload = _row_json(batch, i)
+            try:
+                rows_by_index.append((i, decode_event(row_payload, target, schema)))
+            except RecordError as exc:
+                result.rejected.append((row_payload, str(exc), i))
+        else:
+            rows_by_index.append((i, (ids[i], source, sensors[i], stamps[i], lon[i], lat[i],
+                                      *(column[i] for column in columns))))
+    result.rows = [row for _i, row in rows_by_index]
+    result.accepted = [i for i, _row in rows_by_index]
+    return result
+
+
+def _row_json(batch: ObservationBatch, index: int) -> bytes:
+    return json.dumps(batch.row(index), ensure_ascii=False, sort_keys=True, separators=(",", ":"),
+                      allow_nan=False).encode("utf-8")
+
+
+def batch_rows_as_events(payload: bytes, indexes: list[int]) -> list[bytes]:
+    """Rows ``indexes`` of a schema-2 message as single-event payloads (for the DLQ)."""
+    batch = ObservationBatch.from_dict(json.loads(payload))
+    return [_row_json(batch, i) for i in indexes]
 
 
 # Batching -----------------------------------------------------------------------
@@ -465,10 +614,17 @@ class Batch:
     first: int | None = None
     last: int | None = None
     rows: list[tuple] = field(default_factory=list)
-    payloads: list[tuple[int, bytes | None]] = field(default_factory=list)   # of the rows, for a refused insert
-    rejected: list[tuple[int, bytes | None, str]] = field(default_factory=list)
+    # The messages behind ``rows`` (offset, payload, row indexes of a schema-2 message), for a refused insert.
+    payloads: list[tuple[int, bytes | None, list[int] | None]] = field(default_factory=list)
+    # (offset, payload, reason, row index within a schema-2 message or None)
+    rejected: list[tuple[int, bytes | None, str, int | None]] = field(default_factory=list)
     replay_until: int | None = None
     schema: "TableSchema | None" = None
+    replayed: bool = False      # this batch repeats one a dead sink may have written
+    duplicates: int = 0         # rows already stored, dropped before the insert
+    # A failed write parks the batch: its partition is paused until retry_at.
+    retry_at: float | None = None
+    delay: float = 0.0
 
     def add(self, offset: int) -> None:
         if self.first is None:
@@ -485,6 +641,8 @@ class Batch:
         return self.records >= max_rows
 
     def due(self, now: float, max_age: float) -> bool:
+        if self.retry_at is not None:
+            return now >= self.retry_at
         # A replayed batch must end exactly where the interrupted one did.
         return self.records > 0 and self.replay_until is None and now - self.opened_at >= max_age
 
@@ -524,13 +682,18 @@ class SinkMetrics:
                                      ["what"], registry=r)
         self.batch_seconds = Histogram("urbanstack_sink_batch_seconds", "Time to write and commit one batch.",
                                        buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30), registry=r)
+        self.duplicates = Counter("urbanstack_sink_duplicates", "Records already stored, acknowledged without "
+                                  "writing them again.", ["tenant"], registry=r)
+        self.parked = Gauge("urbanstack_sink_parked_partitions", "Partitions paused because their batch could "
+                            "not be written; retried with back-off.", registry=r)
         self.lag = Gauge("urbanstack_sink_lag_records", "Records behind the partition's end.",
                          ["topic", "partition"], registry=r)
-        self.totals = {"in": 0, "stored": 0, "dlq": 0}
+        self.totals = {"in": 0, "stored": 0, "duplicate": 0, "dlq": 0}
 
     def count(self, what: str, tenant: str, amount: int) -> None:
         if amount:
-            {"in": self.records_in, "stored": self.rows_stored, "dlq": self.dlq}[what].labels(tenant).inc(amount)
+            {"in": self.records_in, "stored": self.rows_stored, "dlq": self.dlq,
+             "duplicate": self.duplicates}[what].labels(tenant).inc(amount)
             self.totals[what] += amount
 
 
@@ -618,9 +781,10 @@ class Sink:
                 # Broker restarts and network hiccups: librdkafka reconnects by itself.
                 log.warning("Kafka: %s", error.str())
                 continue
-            if self._accept(message):
+            accepted = self._accept(message)
+            if accepted:
                 topic = message.topic()
-                counts[topic] = counts.get(topic, 0) + 1
+                counts[topic] = counts.get(topic, 0) + accepted
         for topic, amount in counts.items():
             self.metrics.count("in", topic.split(".", 1)[0], amount)
         now = time.monotonic()
@@ -648,11 +812,14 @@ class Sink:
             target = target if isinstance(target, Route) else None
             # The schema is fixed for the life of a batch (at most batch_seconds): rows of one
             # insert must share one shape, and the hot path need not look it up per record.
-            batch = self._batches[key] = Batch(topic, partition, target, replay_until=self._intents.pop(key, None),
+            replay_until = self._intents.pop(key, None)
+            batch = self._batches[key] = Batch(topic, partition, target, replay_until=replay_until,
+                                               replayed=replay_until is not None,
                                                schema=self._schema(target) if target else None)
         return batch
 
-    def _accept(self, message) -> bool:
+    def _accept(self, message) -> int:
+        """Add a message to its partition's batch; the number of records it held."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         batch = self._batches.get((topic, partition))
         if batch is None:
@@ -662,29 +829,56 @@ class Sink:
                     self._routes[topic] = RecordError("dead-letter topic")
                     log.error("topic pattern %s matches the dead-letter topic %s; its records are ignored",
                               self.config.topic_pattern, topic)
-                return False
+                return 0
             batch = self._batch(topic, partition)
+        elif batch.retry_at is not None:
+            # The partition is paused behind a batch that could not be written yet. This message
+            # was fetched before the pause took effect; it is read again after the seek on resume.
+            return 0
         replay_until = batch.replay_until
         if replay_until is not None and offset > replay_until:
             if batch.records:
                 self._flush(batch)
+                if batch.retry_at is not None:
+                    return 0
                 batch = self._batch(topic, partition)
             batch.replay_until = replay_until = None
         payload = message.value()
+        records = 1
         try:
             if batch.target is None:
                 raise self._route(topic)  # type: ignore[misc]
-            batch.rows.append(decode(payload, batch.target, batch.schema))
-            batch.payloads.append((offset, payload))
+            if payload is not None and batch.schema is not None and (
+                    payload.startswith(b'{"v":2,') or b'"v":2' in payload):
+                records = self._accept_batch(batch, offset, payload)
+            else:
+                batch.rows.append(decode(payload, batch.target, batch.schema))
+                batch.payloads.append((offset, payload, None))
         except RecordError as exc:
-            batch.rejected.append((offset, payload, str(exc)))
+            batch.rejected.append((offset, payload, str(exc), None))
         if batch.first is None:
             batch.first = offset
         batch.last = offset
         if (offset >= replay_until) if replay_until is not None else \
                 len(batch.rows) + len(batch.rejected) >= self.config.batch_rows:
             self._flush(batch)
-        return True
+        return records
+
+    def _accept_batch(self, batch: Batch, offset: int, payload: bytes) -> int:
+        try:
+            data = _STRICT_JSON.decode(payload.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise RecordError(f"batch: not valid JSON ({exc})") from None
+        if type(data) is not dict or data.get("v") != BATCH_SCHEMA_VERSION:
+            batch.rows.append(decode(payload, batch.target, batch.schema))   # a single event after all
+            batch.payloads.append((offset, payload, None))
+            return 1
+        decoded = decode_batch(data, payload, batch.target, batch.schema)
+        if decoded.rows:
+            batch.rows += decoded.rows
+            batch.payloads.append((offset, payload, decoded.accepted))
+        batch.rejected += [(offset, row_payload, reason, index) for row_payload, reason, index in decoded.rejected]
+        return decoded.records
 
     def _schema(self, target: Route) -> TableSchema | None:
         key = (target.database, target.table)
@@ -717,24 +911,121 @@ class Sink:
                 self._flush(batch)
 
     def _flush(self, batch: Batch) -> None:
+        """Write a batch and commit it. A write that fails for a reason that may pass
+        (warehouse or DLQ unavailable) parks the batch: its partition pauses and the
+        batch is tried again with back-off, while every other partition goes on."""
         started = time.monotonic()
         tenant = batch.topic.split(".", 1)[0]
-        if batch.rows:
-            self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
-            try:
-                self._retry(f"writing {batch.target.database}.{batch.target.table}", lambda: self._insert(batch))
-            except RecordError as exc:
-                # The warehouse refuses these rows for good: park them in the DLQ instead of blocking the partition.
-                batch.rejected += [(offset, payload, f"warehouse refused the batch: {exc}")
-                                   for offset, payload in batch.payloads]
-                batch.rows = []
-        if batch.rejected:
-            self._retry("sending records to the DLQ", lambda: self._send_to_dlq(batch))
+        what = "writing"
+        try:
+            if batch.rows:
+                self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
+                try:
+                    what = "reading"
+                    self._drop_stored(batch)
+                    what = "writing"
+                    if batch.rows:
+                        self._insert(batch)
+                except RecordError as exc:
+                    # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
+                    batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
+                    batch.rows, batch.payloads = [], []
+            if batch.rejected:
+                what = "sending"
+                self._send_to_dlq(batch)
+        except Stopped:
+            raise
+        except Exception as exc:  # noqa: BLE001 - an outage: park, retry later, lose nothing
+            self._park(batch, what, exc)
+            return
         self._commit(batch, batch.last + 1, "")
+        if batch.retry_at is not None:
+            self._unpark(batch)
         self.metrics.count("stored", tenant, len(batch.rows))
+        self.metrics.count("duplicate", tenant, batch.duplicates)
         self.metrics.count("dlq", tenant, len(batch.rejected))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
         self._batches.pop((batch.topic, batch.partition), None)
+
+    def _refused(self, batch: Batch, reason: str) -> list[tuple[int, bytes | None, str, int | None]]:
+        rejected = []
+        for offset, payload, indexes in batch.payloads:
+            if indexes is None:
+                rejected.append((offset, payload, reason, None))
+            else:
+                rejected += [(offset, row, reason, index)
+                             for index, row in zip(indexes, batch_rows_as_events(payload, indexes))]
+        return rejected
+
+    def _park(self, batch: Batch, what: str, exc: Exception) -> None:
+        tp = TopicPartition(batch.topic, batch.partition)
+        if batch.retry_at is None:
+            batch.delay = self.config.retry_initial_seconds
+            try:
+                self._consumer.pause([tp])
+            except KafkaException as error:
+                log.warning("could not pause %s[%d]: %s", batch.topic, batch.partition, error)
+            self.metrics.parked.inc()
+        else:
+            batch.delay = min(batch.delay * 2, self.config.retry_max_seconds)
+        batch.retry_at = time.monotonic() + batch.delay
+        self.metrics.write_retries.labels(what).inc()
+        log.warning("%s %s[%d] failed, partition paused, retrying in %.1f s: %s", what, batch.topic,
+                    batch.partition, batch.delay, _first_line(exc))
+
+    def _unpark(self, batch: Batch) -> None:
+        """Read on right after the written batch: messages fetched while parked were not kept."""
+        tp = TopicPartition(batch.topic, batch.partition, batch.last + 1)
+        try:
+            self._consumer.seek(tp)
+            self._consumer.resume([TopicPartition(batch.topic, batch.partition)])
+        except KafkaException as error:
+            log.warning("could not resume %s[%d]: %s", batch.topic, batch.partition, error)
+        self.metrics.parked.dec()
+        batch.retry_at = None
+
+    def _drop_stored(self, batch: Batch) -> None:
+        """Leave out rows whose reading is already stored with the same values (a re-sent
+        file, a replayed batch), so a reading is written once and aggregates built at
+        insert time count it once. A re-sent reading with new values is written: the
+        newest copy wins, and the changed rows are reported to :meth:`_changed`."""
+        schema, target = batch.schema, batch.target
+        seen: dict[str, int] = {}
+        for index, row in enumerate(batch.rows):
+            seen[row[0]] = index          # the same reading twice in one batch: the later copy wins
+        rows = batch.rows if len(seen) == len(batch.rows) else [batch.rows[i] for i in sorted(seen.values())]
+        low = min(row[3] for row in rows)
+        high = max(row[3] for row in rows)
+        sensors = sorted({row[2] for row in rows})
+        fields = ", ".join(f"`{name}`" for name in schema.column_names[4:])
+        function = _TICK_FUNCTIONS.get(schema.precision, "fromUnixTimestamp64Milli")
+        stored = self._warehouse.query(
+            f"SELECT event_id, {fields} FROM `{target.database}`.`{target.table}` "
+            f"WHERE sensor_id IN {{sensors:Array(String)}} AND observed_at >= {function}({{low:Int64}}, 'UTC') "
+            f"AND observed_at <= {function}({{high:Int64}}, 'UTC')"
+            f"{' ORDER BY ingested_at' if schema.ingested_at else ''}",
+            parameters={"sensors": sensors, "low": low, "high": high}).result_rows
+        duplicates = len(batch.rows) - len(rows)
+        if stored:
+            latest = {row[0]: tuple(row[1:]) for row in stored}
+            fresh, changed = [], []
+            for row in rows:
+                before = latest.get(row[0])
+                if before is None:
+                    fresh.append(row)
+                elif before == row[4:]:
+                    duplicates += 1
+                else:
+                    fresh.append(row)
+                    changed.append(row)
+            rows = fresh
+            if changed:
+                self._changed(batch, changed)
+        batch.rows, batch.duplicates = rows, duplicates
+
+    def _changed(self, batch: Batch, rows: list[tuple]) -> None:
+        """Rows that replace a stored reading with new values."""
+        log.info("%s[%d]: %d readings replace stored ones with new values", batch.topic, batch.partition, len(rows))
 
     def _insert(self, batch: Batch) -> None:
         target, schema = batch.target, batch.schema
@@ -759,13 +1050,17 @@ class Sink:
                 failures.append(error.str())
 
         dlq = naming.dlq_topic(batch.topic.split(".", 1)[0])
-        for offset, payload, reason in batch.rejected:
+        for offset, payload, reason, row in batch.rejected:
             headers = [(HEADER_ERROR, reason[:2000].encode()), (HEADER_STAGE, b"sink"),
                        (HEADER_TOPIC, batch.topic.encode()), (HEADER_PARTITION, str(batch.partition).encode()),
                        (HEADER_OFFSET, str(offset).encode())]
+            key = f"{batch.topic}:{batch.partition}:{offset}"
+            if row is not None:
+                headers.append((HEADER_ROW, str(row).encode()))
+                key += f"#{row}"
             while True:
                 try:
-                    self._dlq.produce(dlq, payload, f"{batch.topic}:{batch.partition}:{offset}".encode(),
+                    self._dlq.produce(dlq, payload, key.encode(),
                                       headers=headers, on_delivery=delivered)
                     break
                 except BufferError:

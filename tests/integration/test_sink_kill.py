@@ -41,10 +41,14 @@ def test_kill_minus_nine_mid_stream_loses_and_duplicates_nothing(platform, tmp_p
            "URBANSTACK_SINK_BATCH_ROWS": "500", "URBANSTACK_SINK_BATCH_SECONDS": "0.3"}
     try:
         harness.provision_tables_in_subprocess(url, tenant)
+        events = counts(tenant.slug, EVENTS, sensors=50)
         with Publisher(admin_config) as publisher:
-            publisher.publish_events(counts(tenant.slug, EVENTS, sensors=50), tenant=tenant.slug, tool=TOOL)
+            # Small publishes: many batch messages of up to ~20 readings, so the kill can land between them.
+            for start in range(0, EVENTS, 60):
+                publisher.publish_events(events[start:start + 60], tenant=tenant.slug, tool=TOOL)
         ends = harness.end_offsets(admin_config, topic)
-        assert sum(ends.values()) == EVENTS
+        messages = sum(ends.values())
+        assert messages >= EVENTS // 60
 
         sink = start_sink(env, tmp_path / "sink.log")
         deadline = time.monotonic() + 120
@@ -56,7 +60,7 @@ def test_kill_minus_nine_mid_stream_loses_and_duplicates_nothing(platform, tmp_p
         committed_at_kill = sum(max(o, 0) for o in harness.committed(admin_config, group, topic).values())
         sink.send_signal(signal.SIGKILL)
         sink.wait(30)
-        assert 0 < committed_at_kill < EVENTS, "the kill should land mid-stream"
+        assert 0 < committed_at_kill < messages, "the kill should land mid-stream"
 
         sink = start_sink(env, tmp_path / "sink.log")
         deadline = time.monotonic() + 300
