@@ -18,6 +18,7 @@ from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
 from .graphql import schema
 from .query import ApiLimits, QueryEngine, QueryError
+from .quota import QueryQuota, QuotaExceeded, plan_limit
 from .rest import build_router
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,23 @@ joins of two datasets on common time buckets, single observations and file expor
 Send a Keycloak access token as `Authorization: Bearer <token>`. The municipality is taken
 from the token. Open data (licence dl-de/zero-2-0) is readable on the same routes without
 a token. Errors are JSON: `{"error": {"code": ..., "message": ...}}`.
+
+Data queries are limited per hour: with a token by the plan of the caller's municipality,
+without one per client address. Beyond the limit the answer is 429 with `Retry-After`.
 """
+DEFAULT_ANONYMOUS_QUERIES_PER_HOUR = 600
 
 
 def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloak_url: str, audience: str,
                shared_realms: Iterable[str] = (naming.SHARED_REALM,), limits: ApiLimits | None = None,
-               verifier: TokenVerifier | None = None) -> FastAPI:
+               verifier: TokenVerifier | None = None, quota: QueryQuota | None = None) -> FastAPI:
     """The API application.
 
     ``audience`` is the client id tokens must be issued for; ``{tenant}`` in it stands for
     the token's municipality (``"{tenant}-api"`` matches the per-tenant API clients of the
     operator's plan). ``warehouse_client`` is a clickhouse-connect client (chDB or server).
+    ``quota``: the query quotas (see :mod:`.quota`); by default the plans of the catalogue's
+    municipalities and ``settings.api_anonymous_queries_per_hour`` for callers without a token.
     """
     app = FastAPI(title="Urban Stack Data Hub API", version="1", description=DESCRIPTION)
     registry = CollectorRegistry()
@@ -50,11 +57,22 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     query_latency = Histogram("urbanstack_api_query_seconds", "Warehouse query latency by kind.", ["kind"],
                               registry=registry, buckets=(.005, .01, .025, .05, .1, .15, .25, .5, 1, 2.5, 5, 10))
     auth_failures = Counter("urbanstack_api_auth_failures", "Refused bearer tokens.", registry=registry)
+    quota_refusals = Counter("urbanstack_api_quota_refusals", "Data queries refused with 429 because the caller's "
+                             "municipality (or 'anonymous') used its queries per hour.", ["tenant"],
+                             registry=registry)
 
     app.state.settings = settings
     app.state.engine = QueryEngine(warehouse_client, catalogue, limits,
                                    observe=lambda kind, seconds: query_latency.labels(kind).observe(seconds))
-    app.state.verifier = verifier or TokenVerifier(keycloak_url, audience, shared_realms=shared_realms)
+    app.state.verifier = verifier or TokenVerifier(keycloak_url, audience, shared_realms=shared_realms,
+                                                   tenant_tools=_enabled_tools(catalogue))
+    if quota is None:
+        anonymous = getattr(settings, "api_anonymous_queries_per_hour", DEFAULT_ANONYMOUS_QUERIES_PER_HOUR)
+        if not isinstance(anonymous, int) or anonymous < 0:
+            raise ValueError(f"URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR must be 0 (no limit) or a positive "
+                             f"number of queries per hour, got {anonymous!r}")
+        quota = QueryQuota(plan_limit(catalogue), anonymous)
+    app.state.quota = quota
     bearer = HTTPBearer(auto_error=False, description="Keycloak access token; optional for open data.")
 
     def principal(request: Request) -> Principal | None:
@@ -72,13 +90,28 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
             auth_failures.inc()
             raise HTTPException(401, str(error), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
 
+    def charge(request: Request, caller: Principal | None) -> None:
+        """One data query of ``caller``: counted, or refused with 429 when its quota is used up."""
+        try:
+            app.state.quota.charge(caller, request.client.host if request.client else None)
+        except QuotaExceeded as exceeded:
+            quota_refusals.labels(exceeded.label).inc()
+            raise HTTPException(429, exceeded.message, headers={"Retry-After": str(exceeded.retry_after)}) from None
+
     # Declared through HTTPBearer so OpenAPI shows the scheme; the header itself is parsed above.
+    # Every REST route takes the caller from here, so every REST request is one counted query.
     def principal_dependency(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)):
-        return principal(request)
+        caller = principal(request)
+        charge(request, caller)
+        return caller
 
     app.include_router(build_router(principal_dependency))
 
-    def context(request: Request, caller: Principal | None = Depends(principal_dependency)) -> dict[str, Any]:
+    def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
+        caller = principal(request)
+        # GraphiQL's page (a GET without a query) is no query; everything else is one per request.
+        if request.method != "GET" or "query" in request.query_params:
+            charge(request, caller)
         return {"principal": caller, "engine": app.state.engine, "request": request}
 
     app.include_router(GraphQLRouter(schema, context_getter=context, graphql_ide="graphiql"), prefix="/graphql",
@@ -121,7 +154,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
-        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+        code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
+                429: "quota_exceeded"}.get(
             error.status_code, "error")
         return JSONResponse({"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code,
                             headers=error.headers)
@@ -140,3 +174,10 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     return app
 
+
+def _enabled_tools(catalogue: Catalogue):
+    """The tools a municipality has enabled, from the catalogue (None when it does not know the municipality)."""
+    def tools(slug: str) -> list[str] | None:
+        municipality = catalogue.municipality(slug)
+        return None if municipality is None else [tool.name for tool in municipality.spec.tools]
+    return tools

@@ -126,6 +126,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (401, "No token was sent for data that is not open, or the token is invalid."),
         (403, "The token's roles do not allow this."),
         (404, "No such dataset is visible to the caller."),
+        (429, "The caller's queries per hour are used up (its municipality's plan, or the limit without a "
+              "token); Retry-After says when to try again."),
     )
 }
 CSV_RESPONSE: dict[int | str, dict[str, Any]] = {200: {"content": {"text/csv": {}}}}

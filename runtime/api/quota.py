@@ -1,0 +1,182 @@
+"""Query quotas of the API: so many data queries per hour, per municipality or per address.
+
+Who is counted:
+
+- a caller with a token counts against the quota of the token's municipality (the
+  tenant of the *caller*, not the owner of the data it reads): ``queries_per_hour`` of
+  its ``Municipality`` plan, the preset with its overrides (``spec.plan``). A
+  municipality the API's catalogue does not know yet gets the default plan's quota;
+- an anonymous caller (open data) counts against its client address:
+  ``URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR`` per IPv4 address or IPv6 /64 network
+  (one household or host usually has a whole /64). Behind a reverse proxy the address
+  is the proxy's unless the server is told to trust its ``X-Forwarded-For``
+  (uvicorn's ``--forwarded-allow-ips``).
+
+What counts: every REST request under ``/api/v1`` and every GraphQL request that
+carries a query, once per HTTP request, whether it then succeeds or not. Health,
+readiness, metrics and the OpenAPI document are not counted; neither are refused
+requests (401 and 429), so a client that backs off for ``Retry-After`` seconds gets in.
+
+The window slides over the last hour in one-minute steps: a query counts for 59 to
+60 minutes. The counts live in this process's memory: each API replica counts on its
+own (with N replicas a municipality gets up to N times its quota) and a restart starts
+from zero. With a ClickHouse server the operator also sets a per-tenant ClickHouse
+quota (``naming.warehouse_quota``) with the same ``queries_per_hour``, which holds across
+replicas; the embedded chDB has no such server-side quota.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import threading
+import time
+from collections import OrderedDict, deque
+from typing import Callable
+
+from urbanstack.operator.models import Plan
+
+from .auth import Principal
+
+WINDOW_SECONDS = 3600.0
+SLOTS = 60
+ANONYMOUS_LABEL = "anonymous"
+
+
+class QuotaExceeded(Exception):
+    """A caller used its quota; ``retry_after`` whole seconds until one more query fits."""
+
+    def __init__(self, message: str, retry_after: int, label: str):
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+        self.label = label  # metrics label: the municipality, or "anonymous"
+
+
+class _Window:
+    __slots__ = ("slots", "total")
+
+    def __init__(self):
+        self.slots: deque[list[int]] = deque()  # [slot number, queries in it], oldest first
+        self.total = 0
+
+
+class SlidingWindow:
+    """Counts events per key over the last ``window`` seconds in ``slots`` steps.
+
+    ``acquire(key, limit)`` admits and counts one event, or returns how many seconds
+    until one would fit. At most ``max_keys`` keys are kept (least recently used go
+    first), so a flood of anonymous addresses cannot grow memory without bound.
+    """
+
+    def __init__(self, window: float = WINDOW_SECONDS, slots: int = SLOTS, *, max_keys: int = 100_000,
+                 clock: Callable[[], float] = time.monotonic):
+        if window <= 0 or slots < 1:
+            raise ValueError("window must be positive and slots at least 1")
+        self._slot = window / slots
+        self._slots = slots
+        self._max_keys = max_keys
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._windows: OrderedDict[object, _Window] = OrderedDict()
+
+    def acquire(self, key: object, limit: int) -> float | None:
+        """None if admitted (and counted); else the seconds until the window has room."""
+        now = self._clock()
+        current = math.floor(now / self._slot)
+        with self._lock:
+            window = self._windows.get(key)
+            if window is None:
+                window = self._windows[key] = _Window()
+                while len(self._windows) > self._max_keys:
+                    self._windows.popitem(last=False)
+            else:
+                self._windows.move_to_end(key)
+            while window.slots and window.slots[0][0] <= current - self._slots:
+                window.total -= window.slots.popleft()[1]
+            if window.total >= limit:
+                freed = 0
+                for number, count in window.slots:
+                    freed += count
+                    if window.total - freed < limit:
+                        return max((number + self._slots) * self._slot - now, 0.0)
+                return self._slot  # limit below 1: nothing ever fits; ask again later
+            if window.slots and window.slots[-1][0] == current:
+                window.slots[-1][1] += 1
+            else:
+                window.slots.append([current, 1])
+            window.total += 1
+            return None
+
+    def used(self, key: object) -> int:
+        with self._lock:
+            window = self._windows.get(key)
+            return 0 if window is None else window.total
+
+
+def client_network(host: str | None) -> str:
+    """The address an anonymous caller is counted under: the IPv4 address, or the IPv6 /64."""
+    if not host:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host  # a name, e.g. "testclient"
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+class QueryQuota:
+    """Decides whether a caller may run one more data query, and counts it.
+
+    ``tenant_limit(slug)`` gives a municipality's queries per hour (None: not known,
+    the default plan's quota applies); ``anonymous_per_hour`` is the per-address
+    limit of callers without a token, 0 for none.
+    """
+
+    def __init__(self, tenant_limit: Callable[[str], int | None], anonymous_per_hour: int, *,
+                 window: SlidingWindow | None = None):
+        if anonymous_per_hour < 0:
+            raise ValueError("anonymous_per_hour: give a number of queries per hour, or 0 for no limit")
+        self._tenant_limit = tenant_limit
+        self._anonymous = anonymous_per_hour
+        self._window = window or SlidingWindow()
+        self._default = Plan().quotas().queries_per_hour
+
+    def charge(self, principal: Principal | None, client_host: str | None) -> None:
+        """Count one query, or raise :class:`QuotaExceeded`."""
+        if principal is None:
+            if self._anonymous == 0:
+                return
+            network = client_network(client_host)
+            wait = self._window.acquire(("address", network), self._anonymous)
+            if wait is not None:
+                seconds = _whole(wait)
+                raise QuotaExceeded(
+                    f"too many queries without a token from this address: at most {self._anonymous} per hour; "
+                    f"try again in {seconds} s, or sign in to use your municipality's quota", seconds,
+                    ANONYMOUS_LABEL)
+            return
+        tenant = principal.tenant
+        limit = self._tenant_limit(tenant) or self._default
+        wait = self._window.acquire(("tenant", tenant), limit)
+        if wait is not None:
+            seconds = _whole(wait)
+            raise QuotaExceeded(
+                f"municipality {tenant!r} has used its quota of {limit} queries per hour (spec.plan of its "
+                f"Municipality); try again in {seconds} s", seconds, tenant)
+
+
+def _whole(seconds: float) -> int:
+    return max(1, math.ceil(seconds))
+
+
+def plan_limit(catalogue) -> Callable[[str], int | None]:
+    """``tenant_limit`` from the API catalogue's Municipality objects."""
+    def limit(slug: str) -> int | None:
+        municipality = catalogue.municipality(slug)
+        return None if municipality is None else municipality.spec.plan.quotas().queries_per_hour
+    return limit
