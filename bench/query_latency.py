@@ -71,7 +71,8 @@ def verifier() -> tuple[TokenVerifier, str]:
     transport = httpx.MockTransport(lambda request: httpx.Response(200, json={"keys": [jwk]}))
     now = int(time.time())
     token = jwt.encode({"iss": f"{KEYCLOAK}/realms/urbanstack", "sub": str(uuid.uuid4()), "aud": f"{SLUG}-api",
-                        "organization": [SLUG], "realm_access": {"roles": ["gov-viewer"]}, "iat": now,
+                        "organization": [SLUG], "typ": "Bearer", "azp": f"{SLUG}-gov-hub",
+                        "resource_access": {f"{SLUG}-api": {"roles": ["gov-viewer"]}}, "iat": now,
                         "exp": now + 3600}, key, algorithm="RS256", headers={"kid": "k1"})
     return TokenVerifier(KEYCLOAK, "{tenant}-api", http_client=httpx.Client(transport=transport)), token
 
