@@ -200,6 +200,48 @@ class Share(_Spec):
         return self
 
 
+class SourceConnector(str, Enum):
+    pegelonline = "pegelonline"
+    brightsky = "brightsky"
+    hystreet = "hystreet"
+    sensorthings = "sensorthings"
+    dwd = "dwd"
+
+
+MIN_SOURCE_INTERVAL = 60
+URL_PATTERN = r"^https?://[^\s/?#]+[^\s]*$"
+SECRET_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+
+
+def _stringify_params(value: Any) -> Any:
+    # Query parameters are text; YAML reads ``lat: 51.9`` as a number, which is meant as "51.9".
+    if isinstance(value, dict):
+        return {key: ("true" if item is True else "false" if item is False else str(item))
+                if isinstance(item, (bool, int, float)) else item for key, item in value.items()}
+    return value
+
+
+class Source(_Spec):
+    """A pull source: fetched every ``intervalSeconds`` by the ingest service, parsed by
+    ``connector`` and published to the topic of ``tool``/``dataset``."""
+    name: Slug = Field(description="Unique within the municipality; names the source's cursor and status.")
+    connector: SourceConnector = Field(description="Parser for the response: pegelonline (stations.json with "
+                                                   "current measurements), brightsky (/weather or /current_weather), "
+                                                   "hystreet (/locations/{id}/measurements), sensorthings "
+                                                   "(Observations, Datastreams or Things), dwd (POI CSV or CDC zip).")
+    url: Annotated[str, _pattern(URL_PATTERN, 2048)] = Field(description="http(s) URL to fetch.")
+    tool: Slug = Field(description="An enabled CityTool whose dataset receives the events.")
+    dataset: DatasetName
+    interval_seconds: int = Field(900, ge=MIN_SOURCE_INTERVAL, le=86_400 * 7,
+                                  description="Seconds between fetches (at least 60).")
+    params: Annotated[dict[str, str], BeforeValidator(_stringify_params)] = Field(
+        default_factory=dict, description="Query parameters added to the URL (connector options such as units "
+                                          "or field are read from here too).")
+    credential_key: Annotated[str, _pattern(SECRET_KEY_PATTERN, 253)] | None = Field(
+        None, description="Key in the tenant's urbanstack-ingest Secret holding the source's API token "
+                          "(hystreet: sent as X-API-Token); the token itself never goes into the spec.")
+
+
 class DeletionPolicy(str, Enum):
     retain = "Retain"
     delete = "Delete"
@@ -219,11 +261,19 @@ class MunicipalitySpec(_Spec):
     deletion_policy: DeletionPolicy = Field(
         DeletionPolicy.retain, description="Retain keeps data (database, topics) on deletion; Delete removes it.")
     suspended: bool = Field(False, description="Disable logins and producer access without deleting anything.")
+    sources: list[Source] = Field(default_factory=list,
+                                  description="Pull sources the ingest service fetches on a schedule.")
 
     @model_validator(mode="after")
     def _unique(self) -> "MunicipalitySpec":
         _reject_duplicates("tools", [tool.name for tool in self.tools])
         _reject_duplicates("admins", self.admins)
+        _reject_duplicates("sources", [source.name for source in self.sources])
+        enabled = {tool.name for tool in self.tools}
+        for source in self.sources:
+            if source.tool not in enabled:
+                raise _invalid(f"source {source.name!r} feeds tool {source.tool!r}, which is not enabled; "
+                               f"add it to spec.tools or choose one of {sorted(enabled)}")
         return self
 
 

@@ -20,9 +20,13 @@ class Rule:
     resources: tuple[str, ...]
     verbs: tuple[str, ...]
     why: str
+    resource_names: tuple[str, ...] = ()
 
     def to_manifest(self) -> dict:
-        return {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+        manifest = {"apiGroups": list(self.api_groups), "resources": list(self.resources), "verbs": list(self.verbs)}
+        if self.resource_names:
+            manifest["resourceNames"] = list(self.resource_names)
+        return manifest
 
 
 RULES: tuple[Rule, ...] = (
@@ -55,10 +59,20 @@ def cluster_role() -> dict:
     }
 
 
-# The data plane (API catalogue, sink) only reads the custom resources.
+# Name of the Secret in every tenant namespace that the ingest service may read
+# (webhook key, the tenant's Kafka credentials, pull-source tokens). One fixed
+# name in every namespace is what lets a ClusterRole grant ``get`` on exactly
+# that Secret through resourceNames, and on no other Secret of the tenant.
+INGEST_SECRET = "urbanstack-ingest"
+
+# The data plane (API catalogue, sink, ingest) reads the custom resources, and the
+# ingest service reads one Secret per tenant namespace by name (never list/watch).
 RUNTIME_RULES: tuple[Rule, ...] = (
     Rule(("urbanstack.io",), ("municipalities", "citytools"), READ,
          "the API's catalogue of datasets, shares and licences"),
+    Rule(("",), ("secrets",), ("get",),
+         "the ingest service checks webhook keys and produces with the tenant's own Kafka user",
+         resource_names=(INGEST_SECRET,)),
 )
 
 RUNTIME_CLUSTER_ROLE_NAME = "urbanstack-runtime"

@@ -4,6 +4,13 @@ Objects are written with server-side apply under the operator's field manager,
 so applying again is a no-op and anything changed behind our back is put back.
 The tenant's credentials Secret is created once with generated values and never
 rewritten: backends were given those values.
+
+Next to it lives the ingest Secret (``rbac.INGEST_SECRET``, the same name in every
+tenant namespace, so the runtime identity can be allowed to read exactly that Secret
+and no other): the tenant's webhook key (``<slug>.<random>``, for TTS/ChirpStack
+webhooks that can only send static headers) and a copy of the tenant's Kafka user,
+so the ingest service produces with the tenant's own, topic-limited credentials.
+Keys the operator does not manage (pull-source API tokens) are left alone.
 """
 
 from __future__ import annotations
@@ -16,11 +23,14 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
-from urbanstack.operator.plan import KubeObject, RuntimePart
+from urbanstack.operator.plan import LABEL_MUNICIPALITY, KubeObject, RuntimePart
 from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+from urbanstack.operator.rbac import INGEST_SECRET
 
 BACKEND = "Kubernetes"
 FIELD_MANAGER = "urbanstack-operator"
+WEBHOOK_KEY = "webhook-key"
+_INGEST_COPIED = ("kafka-username", "kafka-password")
 
 
 def _subset(desired, live) -> bool:
@@ -84,8 +94,15 @@ class RuntimeProvisioner:
                 labels = obj.manifest.get("metadata", {}).get("labels", {})
                 if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
                     observed.drifted.append(f"{obj.kind} {obj.name} labels")
-        if self._read_secret(part) is None:
+        credentials = self._read_secret(part)
+        if credentials is None:
             observed.missing.append(f"Secret {part.secret.name}")
+        ingest = self._read_named(part.namespace, INGEST_SECRET)
+        if ingest is None:
+            observed.missing.append(f"Secret {INGEST_SECRET}")
+        elif credentials is not None and _ingest_values(part, credentials, ingest) != {
+                key: ingest.get(key) for key in (WEBHOOK_KEY, *_INGEST_COPIED)}:
+            observed.drifted.append(f"Secret {INGEST_SECRET}")
         return observed
 
     def apply(self, part: RuntimePart, fixed_values: dict[str, str]) -> tuple[list[str], dict[str, str]]:
@@ -107,6 +124,9 @@ class RuntimeProvisioner:
         credentials, created = self._ensure_secret(part, fixed_values)
         if created:
             actions.append(f"created Secret {part.secret.name}")
+        ingest_action = self._ensure_ingest_secret(part, credentials)
+        if ingest_action:
+            actions.append(ingest_action)
         return actions, credentials
 
     def credentials(self, part: RuntimePart, fixed_values: dict[str, str]) -> dict[str, str]:
@@ -118,8 +138,11 @@ class RuntimeProvisioner:
         return client.CoreV1Api(self._api_client)
 
     def _read_secret(self, part: RuntimePart) -> dict[str, str] | None:
+        return self._read_named(part.secret.namespace, part.secret.name)
+
+    def _read_named(self, namespace: str, name: str) -> dict[str, str] | None:
         try:
-            secret = self._core().read_namespaced_secret(part.secret.name, part.secret.namespace)
+            secret = self._core().read_namespaced_secret(name, namespace)
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -149,6 +172,29 @@ class RuntimeProvisioner:
             raise _unavailable(exc) from None
         return wanted, current is None
 
+    def _ensure_ingest_secret(self, part: RuntimePart, credentials: dict[str, str]) -> str | None:
+        """Create or repair the ingest Secret; a valid webhook key is kept, other keys are not touched."""
+        current = self._read_named(part.namespace, INGEST_SECRET)
+        wanted = _ingest_values(part, credentials, current or {})
+        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
+            return None
+        try:
+            if current is None:
+                self._core().create_namespaced_secret(part.namespace, client.V1Secret(
+                    metadata=client.V1ObjectMeta(name=INGEST_SECRET, namespace=part.namespace,
+                                                 labels=dict(part.labels)),
+                    type="Opaque", string_data=wanted))
+                return f"created Secret {INGEST_SECRET}"
+            # A merge patch of stringData keeps keys the operator does not manage (source tokens).
+            self._core().patch_namespaced_secret(INGEST_SECRET, part.namespace, {"stringData": wanted})
+            return f"repaired Secret {INGEST_SECRET}"
+        except ApiException as exc:
+            if exc.status == 409:  # created concurrently; the next reconcile checks it
+                return None
+            raise _unavailable(exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+
     def delete(self, part: RuntimePart) -> list[str]:
         """Delete the namespace; it holds access (credentials, tool workloads), never data."""
         try:
@@ -160,6 +206,16 @@ class RuntimeProvisioner:
         except urllib3.exceptions.HTTPError as exc:
             raise _unavailable(exc) from None
         return [f"deleted namespace {part.namespace}"]
+
+
+def _ingest_values(part: RuntimePart, credentials: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+    """What the ingest Secret must hold: the kept or a new webhook key, and the tenant's Kafka user."""
+    slug = part.labels[LABEL_MUNICIPALITY]  # a slug is a valid label value, never shortened
+    key = current.get(WEBHOOK_KEY) or ""
+    prefix, _, secret = key.partition(".")
+    if prefix != slug or len(secret) < 32:
+        key = f"{slug}.{secrets_module.token_urlsafe(32)}"
+    return {WEBHOOK_KEY: key, **{name: credentials.get(name, "") for name in _INGEST_COPIED}}
 
 
 def _message(exc: DynamicApiError) -> str:

@@ -1,0 +1,517 @@
+"""Push ingest: HTTP endpoints that sources and people send data to.
+
+``POST /ingest/v1/{tool}/{dataset}/{connector}``, where ``connector`` is one of
+``ttn-uplink``, ``chirpstack-uplink``, ``sensorthings``, ``observations`` and
+``upload`` (CSV/XLSX, with ``upload/preview`` to check a file before importing it).
+
+Who is calling decides the municipality — never the URL or the body:
+
+- ``Authorization: Bearer <Keycloak access token>``, verified by the API's own
+  :class:`~urbanstack.runtime.api.auth.TokenVerifier`; the token needs the
+  ``write:own`` permission (``gov-editor``, ``gov-admin``, or a service account of
+  the tenant with one of those roles);
+- ``X-Ingest-Key: <slug>.<secret>``, the tenant's webhook key, for webhooks that can
+  only send static headers (The Things Stack, ChirpStack). It is compared in
+  constant time with the key in the tenant's ``urbanstack-ingest`` Secret.
+
+Then: the tool must be enabled for the municipality and have the dataset, the
+municipality must not be suspended, and the day's ``eventsPerDay`` must not be
+exceeded (429 with ``Retry-After``). Events go to ``<slug>.<tool>.<dataset>``,
+records that are not valid to the tenant's DLQ with the reason, with the tenant's
+own Kafka user. The answer is 202 only after Kafka acknowledged every message; if
+Kafka does not, the answer is 503 with ``Retry-After`` and the quota is given back:
+send the same request again (the sink drops duplicates by ``event_id``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+from datetime import date
+from typing import Any, Callable
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import HTTPException, RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from urbanstack.operator import naming
+from urbanstack.runtime.api.auth import AuthError, Permission, TokenVerifier
+from urbanstack.runtime.api.catalogue import Catalogue
+from urbanstack.runtime.connectors import ParseResult, Rejection, lorawan, sensorthings, tabular
+from urbanstack.runtime.connectors.textformats import decode_text
+from urbanstack.runtime.events import EventError, Observation
+from urbanstack.runtime.ingest.tenants import (CredentialSource, CredentialsUnavailable, DailyQuota, QuotaExceeded,
+                                               TenantPublishers, key_matches, tenant_of_key)
+from urbanstack.runtime.producer import DeliveryError
+
+log = logging.getLogger(__name__)
+
+KEY_HEADER = "X-Ingest-Key"
+MAX_JSON_BYTES = 10 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+KAFKA_RETRY_AFTER = 30
+SHOWN_REJECTIONS = 50
+_FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+
+DESCRIPTION = """\
+Push data into the Urban Data Hub. Authenticate with a Keycloak access token
+(`Authorization: Bearer …`, role gov-editor or gov-admin) or with the municipality's
+webhook key (`X-Ingest-Key: …`). The municipality is taken from that credential.
+A 202 answer means Kafka has every accepted record; invalid records are in the
+municipality's dead-letter topic with the reason, and counted in `rejected`.
+Errors are JSON: `{"error": {"code": ..., "message": ...}}`.
+"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    tenant: str
+    via: str              # "token" or "webhook-key"
+    subject: str
+
+
+class RejectionInfo(BaseModel):
+    where: str
+    reason: str
+
+
+class IngestReport(BaseModel):
+    tenant: str
+    tool: str
+    dataset: str
+    accepted: int = Field(description="Events Kafka acknowledged on the dataset's topic.")
+    rejected: int = Field(description="Records sent to the dead-letter topic, with the reason.")
+    topic: str
+    dlq: str
+    rejections: list[RejectionInfo] = Field(default_factory=list,
+                                            description=f"The first {SHOWN_REJECTIONS} rejections.")
+    warnings: list[str] = Field(default_factory=list)
+    ignored: str | None = Field(None, description="Why the request was acknowledged without data, if it was.")
+
+
+class ColumnInfo(BaseModel):
+    index: int
+    name: str
+    field: str
+    type: str
+    unit: str
+    group: str | None = None
+    missing: int = 0
+
+
+class PreviewReport(BaseModel):
+    tenant: str
+    tool: str
+    dataset: str
+    dataset_fields: list[str] = Field(description="Fields the dataset stores; map columns onto these.")
+    sheet: str | None
+    sheets: list[str]
+    encoding: str | None
+    delimiter: str | None
+    header_row: int
+    header_rows: list[int]
+    data_start_row: int
+    columns: list[ColumnInfo]
+    rows: list[dict[str, Any]]
+    warnings: list[str]
+
+
+class IngestError(Exception):
+    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+def _error(status: int, code: str, message: str, headers=None) -> JSONResponse:
+    return JSONResponse({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise IngestError(413, "too_large", f"the body has {int(declared)} bytes; at most {limit} are accepted "
+                                            "per request, split it")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise IngestError(413, "too_large", f"the body is larger than {limit} bytes; split it")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body.strip():
+        raise IngestError(400, "empty_body", "the request body is empty; send the records in it")
+    return body
+
+
+# Parsers for our own event format ---------------------------------------------
+
+def parse_events(data: bytes, tenant: str, dataset: str) -> ParseResult:
+    """Our event JSON: one object, an array of objects, or NDJSON (one object per line).
+
+    ``tenant`` and ``dataset`` may be left out; when given they must match the caller
+    and the URL, or the record is rejected (a record never chooses its own tenant).
+    """
+    result = ParseResult()
+    text, _ = decode_text(data)
+    stripped = text.lstrip()
+    records: list[tuple[str, Any]] = []
+    if stripped.startswith("["):
+        try:
+            body = json.loads(text)
+        except json.JSONDecodeError as exc:
+            result.reject("document", f"not valid JSON: {exc}", text[:2000])
+            return result
+        records = [(f"[{index}]", record) for index, record in enumerate(body)]
+    else:
+        try:
+            records = [("document", json.loads(text))]
+        except json.JSONDecodeError:
+            for number, line in enumerate(text.splitlines(), start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append((f"line {number}", json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    result.reject(f"line {number}", f"not valid JSON: {exc.msg} (column {exc.colno})", line)
+    for where, record in records:
+        try:
+            if not isinstance(record, dict):
+                raise EventError(f"expected a JSON object, got {type(record).__name__}")
+            claimed = record.get("tenant", tenant)
+            if claimed != tenant:
+                raise EventError(f"tenant: the record names {claimed!r} but the credential belongs to {tenant!r}; "
+                                 "leave 'tenant' out, it is taken from the credential")
+            named = record.get("dataset", dataset)
+            if named != dataset:
+                raise EventError(f"dataset: the record names {named!r} but was sent to dataset {dataset!r}")
+            result.events.append(Observation.from_dict({**record, "tenant": tenant, "dataset": dataset}))
+        except (EventError, ValueError, TypeError) as exc:
+            result.reject(where, str(exc), record)
+    return result
+
+
+def _split_assignment(text: str) -> tuple[str, str | None]:
+    """``Column=field`` → (column, field); a column name may itself contain '='."""
+    column, equals, target = text.rpartition("=")
+    if equals and column and _FIELD_NAME.match(target.strip()):
+        return column.strip(), target.strip()
+    return text.strip(), None
+
+
+def table_mapping(dataset: str, fields: list[str], sensor_column: str | None, sensor_id: str | None,
+                  timestamp_column: str | None, reference_date: date | None, timezone: str,
+                  units: list[str]) -> tabular.TableMapping:
+    if not fields:
+        raise IngestError(422, "invalid_parameter", "field: name at least one column to import (repeat "
+                                                    "'field=Column' or 'field=Column=field_name'); the preview "
+                                                    "lists the columns")
+    pairs = [_split_assignment(item) for item in fields]
+    mapping: dict[str, str] | list[str]
+    if any(target for _, target in pairs):
+        mapping = {column: target or column for column, target in pairs}
+    else:
+        mapping = [column for column, _ in pairs]
+    unit_map = {}
+    for item in units:
+        name, equals, unit = item.partition("=")
+        if not equals or not name.strip():
+            raise IngestError(422, "invalid_parameter", f"unit: expected 'field=unit', got {item!r}")
+        unit_map[name.strip()] = unit.strip()
+    return tabular.TableMapping(dataset=dataset, fields=mapping, sensor_column=sensor_column, sensor_id=sensor_id,
+                                timestamp_column=timestamp_column, reference_date=reference_date,
+                                timezone=timezone, units=unit_map)
+
+
+# The application ---------------------------------------------------------------
+
+def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credentials: CredentialSource, *,
+                    verifier: TokenVerifier, quota: DailyQuota | None = None,
+                    catalogue_ready: Callable[[], bool] = lambda: True,
+                    sources_status: Callable[[str], list[dict[str, Any]]] | None = None,
+                    registry: CollectorRegistry | None = None, route_prefix: str = "/ingest/v1") -> FastAPI:
+    """The push endpoints. ``sources_status(tenant)`` (the pull scheduler's) adds
+    ``GET /ingest/v1/sources``; ``registry`` is where metrics go (``/metrics``).
+    ``route_prefix="/v1"`` is for mounting the app under ``/ingest`` in another one."""
+    app = FastAPI(title="Urban Stack ingest", version="1", description=DESCRIPTION)
+    registry = registry or CollectorRegistry()
+    quota = quota or DailyQuota()
+    records = Counter("urbanstack_ingest_push_records", "Pushed records by connector and outcome.",
+                      ["connector", "outcome"], registry=registry)
+    refused = Counter("urbanstack_ingest_push_refused", "Refused push requests by reason.", ["reason"],
+                      registry=registry)
+
+    bearer = HTTPBearer(auto_error=False, description="Keycloak access token with role gov-editor or gov-admin.")
+    webhook = APIKeyHeader(name=KEY_HEADER, auto_error=False,
+                           description="The municipality's webhook key (Secret urbanstack-ingest, key webhook-key).")
+
+    def authenticate(request: Request, permission: Permission) -> Caller:
+        if not catalogue_ready():
+            raise IngestError(503, "starting", "the service is still loading the catalogue; retry shortly",
+                              {"Retry-After": "5"})
+        key = request.headers.get(KEY_HEADER)
+        header = request.headers.get("authorization")
+        if key is not None and header is not None:
+            refused.labels("ambiguous").inc()
+            raise IngestError(400, "ambiguous_credentials", f"send either a bearer token or {KEY_HEADER}, not both")
+        if key is not None:
+            return _by_key(key.strip())
+        if header is None:
+            refused.labels("unauthenticated").inc()
+            raise IngestError(401, "unauthenticated", f"send 'Authorization: Bearer <access token>' or "
+                                                      f"'{KEY_HEADER}: <webhook key>'",
+                              {"WWW-Authenticate": "Bearer"})
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            refused.labels("invalid_token").inc()
+            raise IngestError(401, "unauthenticated", "send the token as 'Authorization: Bearer <access token>'",
+                              {"WWW-Authenticate": 'Bearer error="invalid_request"'})
+        try:
+            principal = verifier.verify(token.strip())
+        except AuthError as error:
+            refused.labels("invalid_token").inc()
+            raise IngestError(401, "unauthenticated", str(error),
+                              {"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
+        if not principal.can(permission):
+            refused.labels("forbidden").inc()
+            raise IngestError(403, "forbidden", f"your roles do not allow {permission.value} in {principal.tenant}; "
+                                                "writing needs gov-editor or gov-admin")
+        return Caller(tenant=principal.tenant, via="token", subject=principal.subject)
+
+    def _by_key(key: str) -> Caller:
+        invalid = IngestError(401, "unauthenticated", f"the {KEY_HEADER} is not a valid webhook key",
+                              {"WWW-Authenticate": "Bearer"})
+        tenant = tenant_of_key(key)
+        if tenant is None or catalogue.municipality(tenant) is None:
+            refused.labels("invalid_key").inc()
+            raise invalid
+        try:
+            stored = credentials.get(tenant)
+            if stored is None or not key_matches(key, stored.webhook_key):
+                stored = credentials.get(tenant, refresh=True)  # the key may have been rotated
+        except CredentialsUnavailable:
+            raise IngestError(503, "unavailable", "webhook keys cannot be checked right now; retry shortly",
+                              {"Retry-After": "10"}) from None
+        if stored is None or not key_matches(key, stored.webhook_key):
+            refused.labels("invalid_key").inc()
+            raise invalid
+        return Caller(tenant=tenant, via="webhook-key", subject="webhook")
+
+    def writer(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(bearer),
+               _k: str | None = Depends(webhook)) -> Caller:
+        return authenticate(request, Permission.write_own)
+
+    def reader(request: Request, _b: HTTPAuthorizationCredentials | None = Depends(bearer),
+               _k: str | None = Depends(webhook)) -> Caller:
+        return authenticate(request, Permission.read_own)
+
+    def target(caller: Caller, tool: str, dataset: str):
+        municipality = catalogue.municipality(caller.tenant)
+        if municipality is None:
+            raise IngestError(404, "not_found", f"municipality {caller.tenant!r} is not known to this platform")
+        if municipality.spec.suspended:
+            raise IngestError(403, "suspended", f"municipality {caller.tenant!r} is suspended; nothing is accepted")
+        info = catalogue.get(caller.tenant, tool, dataset)
+        if info is None:
+            enabled = sorted(t.name for t in municipality.spec.tools)
+            if tool not in enabled:
+                raise IngestError(404, "not_found", f"tool {tool!r} is not enabled for {caller.tenant!r}; "
+                                                    f"enabled tools: {enabled}")
+            known = sorted(d.name for d in catalogue.datasets() if d.owner == caller.tenant and d.tool == tool)
+            raise IngestError(404, "not_found", f"tool {tool!r} has no dataset {dataset!r}; its datasets: {known}")
+        return municipality, info
+
+    def ingest(caller: Caller, tool: str, dataset: str, connector: str, parse: Callable[[], ParseResult],
+               ) -> JSONResponse:
+        municipality, _ = target(caller, tool, dataset)
+        result = parse()
+        # A parser that names another dataset would publish elsewhere: never.
+        stray = [event for event in result.events if event.dataset != dataset or event.tenant != caller.tenant]
+        if stray:
+            strays = {id(event) for event in stray}
+            result.events = [event for event in result.events if id(event) not in strays]
+            result.rejected += [Rejection(f"event {event.sensor_id}", f"belongs to dataset {event.dataset!r}, "
+                                          f"not {dataset!r}", event.to_dict()) for event in stray]
+        limit = municipality.spec.plan.quotas().events_per_day
+        try:
+            quota.reserve(caller.tenant, len(result.events), limit)
+        except QuotaExceeded as exc:
+            refused.labels("quota").inc()
+            raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        try:
+            report = publishers.publish(result, tenant=caller.tenant, tool=tool)
+        except (DeliveryError, CredentialsUnavailable) as exc:
+            quota.release(caller.tenant, len(result.events))
+            refused.labels("kafka").inc()
+            log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
+            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
+                                                  "were accepted; send the same request again later",
+                              {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
+        except ValueError as exc:  # the publisher's own tenant check; cannot happen after the filter above
+            raise IngestError(400, "invalid", str(exc)) from None
+        records.labels(connector, "accepted").inc(report.events)
+        records.labels(connector, "rejected").inc(report.rejections)
+        body = IngestReport(
+            tenant=caller.tenant, tool=tool, dataset=dataset, accepted=report.events, rejected=report.rejections,
+            topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
+            rejections=[RejectionInfo(where=r.where, reason=r.reason) for r in result.rejected[:SHOWN_REJECTIONS]],
+            warnings=result.warnings[:SHOWN_REJECTIONS])
+        return JSONResponse(body.model_dump(), status_code=202)
+
+    responses = {
+        400: {"description": "Bad request (empty body, both credentials)"},
+        401: {"description": "No or invalid token or webhook key"},
+        403: {"description": "The token's roles do not allow writing, or the municipality is suspended"},
+        404: {"description": "Tool not enabled for the municipality, or no such dataset"},
+        413: {"description": "Body too large"},
+        429: {"description": "Daily event quota exhausted (see Retry-After)"},
+        503: {"description": "Kafka did not acknowledge; nothing was accepted (see Retry-After)"},
+    }
+    prefix = f"{route_prefix}/{{tool}}/{{dataset}}"
+
+    @app.post(f"{prefix}/ttn-uplink", status_code=202, response_model=IngestReport, responses=responses,
+              summary="The Things Stack v3 uplink webhook")
+    async def ttn_uplink(request: Request, tool: str, dataset: str, caller: Caller = Depends(writer)):
+        """Set this URL as the webhook's base URL with *Uplink message* enabled, and add the
+        header `X-Ingest-Key`. Fields come from `uplink_message.decoded_payload`: set a payload
+        formatter in TTS, or the uplink is rejected."""
+        data = await read_body(request, MAX_JSON_BYTES)
+        return await run_in_threadpool(ingest, caller, tool, dataset, "ttn-uplink",
+                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset))
+
+    @app.post(f"{prefix}/chirpstack-uplink", status_code=202, response_model=IngestReport, responses=responses,
+              summary="ChirpStack v4 HTTP integration")
+    async def chirpstack_uplink(request: Request, tool: str, dataset: str,
+                                event: str = Query("up", description="ChirpStack adds ?event=up|join|status|…"),
+                                caller: Caller = Depends(writer)):
+        """Use this URL as the HTTP integration's endpoint with the JSON encoding. Only `up`
+        events carry data; the others are acknowledged and ignored. Fields come from the
+        decoded `object`: configure a codec for the device profile."""
+        data = await read_body(request, MAX_JSON_BYTES)
+        if event != "up":
+            target(caller, tool, dataset)
+            return JSONResponse(IngestReport(
+                tenant=caller.tenant, tool=tool, dataset=dataset, accepted=0, rejected=0,
+                topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
+                ignored=f"ChirpStack event {event!r} carries no measurements").model_dump(), status_code=202)
+        return await run_in_threadpool(ingest, caller, tool, dataset, "chirpstack-uplink",
+                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset))
+
+    @app.post(f"{prefix}/sensorthings", status_code=202, response_model=IngestReport, responses=responses,
+              summary="OGC SensorThings Observations")
+    async def sensorthings_push(request: Request, tool: str, dataset: str,
+                                field: str | None = Query(None, description="Field name for the results "
+                                                          "(default: the ObservedProperty's name)"),
+                                caller: Caller = Depends(writer)):
+        """A SensorThings response: Things with Datastreams and Observations, Datastreams with
+        Observations, or Observations with their Datastream."""
+        data = await read_body(request, MAX_JSON_BYTES)
+        return await run_in_threadpool(ingest, caller, tool, dataset, "sensorthings",
+                                       lambda: sensorthings.parse_observations(data, caller.tenant, dataset,
+                                                                               field=field))
+
+    @app.post(f"{prefix}/observations", status_code=202, response_model=IngestReport, responses=responses,
+              summary="Observation events (JSON or NDJSON)")
+    async def observations(request: Request, tool: str, dataset: str, caller: Caller = Depends(writer)):
+        """The platform's own event format (docs/connectors.md): one JSON object, an array,
+        or NDJSON. `tenant` and `dataset` may be omitted; they come from the credential and URL."""
+        data = await read_body(request, MAX_JSON_BYTES)
+        return await run_in_threadpool(ingest, caller, tool, dataset, "observations",
+                                       lambda: parse_events(data, caller.tenant, dataset))
+
+    @app.post(f"{prefix}/upload/preview", response_model=PreviewReport, responses=responses,
+              summary="Preview a CSV/XLSX file before importing it")
+    async def upload_preview(request: Request, tool: str, dataset: str,
+                             filename: str | None = Query(None, description="Original file name (.csv/.xlsx)"),
+                             sheet: str | None = Query(None, description="XLSX sheet (default: the first)"),
+                             rows: int = Query(20, ge=1, le=200),
+                             caller: Caller = Depends(writer)):
+        """Send the file as the body. Nothing is stored: the answer shows the header rows,
+        each column's type, unit and suggested field name, and sample rows."""
+        _, info = target(caller, tool, dataset)
+        data = await read_body(request, MAX_UPLOAD_BYTES)
+
+        def run() -> PreviewReport:
+            try:
+                shown = tabular.preview(data, rows, filename=filename, sheet=sheet)
+            except (ValueError, KeyError) as exc:
+                raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
+            return PreviewReport(
+                tenant=caller.tenant, tool=tool, dataset=dataset, dataset_fields=[f.name for f in info.fields],
+                sheet=shown.sheet, sheets=shown.sheets, encoding=shown.encoding, delimiter=shown.delimiter,
+                header_row=shown.header_row, header_rows=shown.header_rows, data_start_row=shown.data_start_row,
+                columns=[ColumnInfo(index=c.index, name=c.name, field=c.field, type=c.type, unit=c.unit,
+                                    group=c.group, missing=c.missing) for c in shown.columns],
+                rows=shown.rows, warnings=shown.warnings)
+
+        return await run_in_threadpool(run)
+
+    @app.post(f"{prefix}/upload", status_code=202, response_model=IngestReport, responses=responses,
+              summary="Import a CSV/XLSX file")
+    async def upload(request: Request, tool: str, dataset: str,
+                     field: list[str] = Query([], description="Column to import; 'Column=field_name' renames. "
+                                                              "Repeat for each column."),
+                     sensor_column: str | None = Query(None, description="Column identifying sensor or area"),
+                     sensor_id: str | None = Query(None, description="Fixed sensor id for every row"),
+                     timestamp_column: str | None = Query(None, description="Column with date or time"),
+                     reference_date: date | None = Query(None, description="Fixed date for every row"),
+                     timezone: str = Query("Europe/Berlin", description="Zone of times without an offset"),
+                     unit: list[str] = Query([], description="'field=unit' overrides a guessed unit"),
+                     filename: str | None = Query(None), sheet: str | None = Query(None),
+                     caller: Caller = Depends(writer)):
+        """Send the file as the body, with the mapping from the preview as query parameters.
+        Give `sensor_column` or `sensor_id`, and `timestamp_column` or `reference_date`."""
+        target(caller, tool, dataset)
+        mapping = table_mapping(dataset, field, sensor_column, sensor_id, timestamp_column, reference_date,
+                                timezone, unit)
+        data = await read_body(request, MAX_UPLOAD_BYTES)
+
+        def parse() -> ParseResult:
+            try:
+                return tabular.import_table(data, caller.tenant, mapping, filename=filename, sheet=sheet)
+            except (ValueError, KeyError) as exc:
+                raise IngestError(422, "invalid_mapping", str(exc)) from None
+
+        return await run_in_threadpool(ingest, caller, tool, dataset, "upload", parse)
+
+    if sources_status is not None:
+        @app.get(f"{route_prefix}/sources", summary="State of the municipality's pull sources")
+        def sources(caller: Caller = Depends(reader)) -> list[dict[str, Any]]:
+            """Per source in `spec.sources`: last success, last error, events published, next run."""
+            return sources_status(caller.tenant)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> PlainTextResponse:
+        return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(IngestError)
+    async def ingest_error(request: Request, error: IngestError) -> JSONResponse:
+        return _error(error.status, error.code, error.message, error.headers)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "error")
+        return _error(error.status_code, code, str(error.detail), error.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in item.get('loc', ()))}: {item.get('msg')}"
+                             for item in error.errors())
+        return _error(422, "invalid_parameter", problems[:2000])
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal error; it has been logged")
+
+    return app
+

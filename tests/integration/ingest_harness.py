@@ -1,0 +1,99 @@
+"""Throwaway tenants for the ingest tests, provisioned by the operator's own plan and
+provisioners: the namespace with the credentials and ``urbanstack-ingest`` Secrets
+(Kubernetes), then the topics, SCRAM user and ACLs (Kafka) with the password from
+that Secret — the order the operator's reconcile uses."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from dataclasses import dataclass
+
+import kubernetes
+from kubernetes.client.rest import ApiException
+
+from urbanstack import kubeclient
+from urbanstack.operator import naming
+from urbanstack.operator.models import CityTool, Municipality, parse_citytool, parse_municipality
+from urbanstack.operator.plan import DesiredState, plan
+from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
+from urbanstack.operator.provisioners.streaming import StreamingProvisioner
+from urbanstack.operator.rbac import INGEST_SECRET
+from urbanstack.runtime.ingest.tenants import KubernetesCredentials
+
+LORAWAN_TOOL = {
+    "apiVersion": "urbanstack.io/v1alpha1", "kind": "CityTool", "metadata": {"name": "raumklima"},
+    "spec": {"displayName": "Raumklima", "description": "LoRaWAN room sensors.", "version": "0.1.0",
+             "owner": "guetersloh", "audience": "gov",
+             "datasets": [{"name": "lorawan", "partitions": 1, "fields": [
+                 {"name": "temperature", "type": "Float64", "unit": "°C"},
+                 {"name": "humidity", "type": "Float64", "unit": "%"},
+                 {"name": "battery", "type": "Float64", "unit": "V"},
+                 {"name": "door_open", "type": "UInt8"},
+                 {"name": "status", "type": "String"}]}]},
+}
+
+WATER_TOOL = {
+    "apiVersion": "urbanstack.io/v1alpha1", "kind": "CityTool", "metadata": {"name": "pegel"},
+    "spec": {"displayName": "Pegel", "version": "0.1.0", "owner": "guetersloh", "audience": "gov",
+             "datasets": [{"name": "water_levels", "partitions": 1, "fields": [
+                 {"name": "water_level", "type": "Float64", "unit": "cm"},
+                 {"name": "discharge", "type": "Float64", "unit": "m³/s"},
+                 {"name": "station_name", "type": "String"},
+                 {"name": "water_name", "type": "String"}]}]},
+}
+
+
+def tool(manifest: dict) -> CityTool:
+    return parse_citytool(manifest)
+
+
+def manifest(prefix: str, tools: list[str], **spec) -> dict:
+    slug = f"{prefix}{uuid.uuid4().hex[:8]}"
+    return {"apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
+            "spec": {"displayName": f"Test {slug}", "ags": "05754008", "admins": [f"admin@{slug}.example.org"],
+                     "tools": [{"name": name} for name in tools], **spec}}
+
+
+@dataclass
+class Tenant:
+    slug: str
+    municipality: Municipality
+    desired: DesiredState
+
+    def topic(self, tool_name: str, dataset: str) -> str:
+        return naming.topic(self.slug, tool_name, dataset)
+
+    @property
+    def dlq(self) -> str:
+        return naming.dlq_topic(self.slug)
+
+
+def provision(kube_api, admin_config: dict, body: dict, tools: list[CityTool]) -> Tenant:
+    municipality = parse_municipality(body)
+    desired = plan(municipality, tools)
+    fixed = {"kafka-username": desired.streaming.user, "warehouse-username": desired.warehouse.access.user}
+    _, credentials = RuntimeProvisioner(kube_api).apply(desired.runtime, fixed)
+    StreamingProvisioner(admin_config).apply(desired.streaming, credentials["kafka-password"])
+    return Tenant(slug=municipality.slug, municipality=municipality, desired=desired)
+
+
+def deprovision(kube_api, admin_config: dict, tenant: Tenant) -> None:
+    StreamingProvisioner(admin_config).delete(tenant.desired.streaming, keep_data=False)
+    try:
+        kubernetes.client.CoreV1Api(kube_api).delete_namespace(tenant.desired.runtime.namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+
+
+def ingest_secret(kube_api, slug: str) -> dict[str, str]:
+    """Read as the admin, the way an operator hands the key to the municipality."""
+    secret = kubernetes.client.CoreV1Api(kube_api).read_namespaced_secret(INGEST_SECRET, naming.namespace(slug))
+    return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
+
+
+def runtime_credentials(settings, **kwargs) -> KubernetesCredentials:
+    """The ingest service's view: the runtime's own least-privilege identity."""
+    api = kubeclient.api_client(str(settings.state_dir / "kube" / "runtime.kubeconfig"))
+    return KubernetesCredentials(api, **kwargs)

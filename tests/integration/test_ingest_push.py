@@ -1,0 +1,298 @@
+"""Push ingest against the real platform: Keycloak tokens (a throwaway realm), webhook
+keys the operator's provisioner wrote into each tenant's ``urbanstack-ingest`` Secret,
+read by the runtime's own Kubernetes identity, and Kafka with each tenant's own SCRAM
+user. Two tenants, A and B, both with the ``raumklima`` LoRaWAN tool."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import jwt
+import pytest
+from fastapi.testclient import TestClient
+from ingest_harness import (LORAWAN_TOOL, deprovision, ingest_secret, manifest, provision, runtime_credentials,
+                            tool)
+from sink_harness import end_offsets, headers, read_topic
+
+from urbanstack.devplatform import kafka as dev_kafka
+from urbanstack.runtime.api import Catalogue, TokenVerifier
+from urbanstack.runtime.ingest.push import create_push_app
+from urbanstack.runtime.ingest.tenants import DailyQuota, TenantPublishers
+
+pytestmark = pytest.mark.platform
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "connectors"
+TTS = (FIXTURES / "tts_v3_uplink_decoded.json").read_bytes()
+TOOL = "raumklima"
+ROUTE = f"/ingest/v1/{TOOL}/lorawan"
+B_EVENTS_PER_DAY = 5
+
+
+@pytest.fixture(scope="module")
+def admin_config(platform):
+    return dev_kafka.admin_config(platform)
+
+
+@pytest.fixture(scope="module")
+def tenants(platform, kube_api, admin_config):
+    tools = [tool(LORAWAN_TOOL)]
+    a = provision(kube_api, admin_config, manifest("ia", [TOOL]), tools)
+    b = None
+    try:
+        b = provision(kube_api, admin_config, manifest("ib", [TOOL], plan={"eventsPerDay": B_EVENTS_PER_DAY}), tools)
+        yield a, b, tools
+    finally:
+        for tenant in (a, b):
+            if tenant is not None:
+                deprovision(kube_api, admin_config, tenant)
+
+
+@pytest.fixture(scope="module")
+def realm(platform, keycloak_admin, tenants):
+    """Tokens shaped like the identity provisioner's: issued to a hub client of the
+    tenant (``azp``), with its organization (hard-coded claim here), the tenant's API
+    audience and roles as client roles of ``<slug>-api``."""
+    a, b, _ = tenants
+    name = f"ingesttest-{uuid.uuid4().hex[:8]}"
+    keycloak_admin.create_realm({"realm": name, "enabled": True}, skip_exists=False)
+    keycloak_admin.change_current_realm(name)
+    try:
+        passwords = {username: uuid.uuid4().hex for username in ("editor", "viewer")}
+        users = {}
+        for username in passwords:
+            users[username] = keycloak_admin.create_user({
+                "username": username, "email": f"{username}@example.org", "firstName": "Erika",
+                "lastName": "Muster", "enabled": True, "emailVerified": True,
+                "credentials": [{"type": "password", "value": passwords[username], "temporary": False}]})
+        secrets = {}
+        for tenant in (a, b):
+            api = f"{tenant.slug}-api"
+            keycloak_admin.create_client({"clientId": api, "enabled": True, "publicClient": False,
+                                          "bearerOnly": False, "standardFlowEnabled": False})
+            api_id = keycloak_admin.get_client_id(api)
+            for role in ("gov-editor", "gov-viewer"):
+                keycloak_admin.create_client_role(api_id, {"name": role})
+            keycloak_admin.assign_client_role(users["editor"], api_id, [keycloak_admin.get_client_role(api_id, "gov-editor")])
+            keycloak_admin.assign_client_role(users["viewer"], api_id, [keycloak_admin.get_client_role(api_id, "gov-viewer")])
+            hubs = {f"{tenant.slug}-gov-hub": {}}
+            if tenant is a:  # this hub's tokens live one second
+                hubs[f"{tenant.slug}-citizen-hub"] = {"access.token.lifespan": "1"}
+            for client_id, attributes in hubs.items():
+                mappers = [
+                    {"name": "organization", "protocol": "openid-connect",
+                     "protocolMapper": "oidc-hardcoded-claim-mapper",
+                     "config": {"claim.name": "organization", "claim.value": tenant.slug, "jsonType.label": "String",
+                                "access.token.claim": "true"}},
+                    {"name": "audience", "protocol": "openid-connect", "protocolMapper": "oidc-audience-mapper",
+                     "config": {"included.client.audience": api, "access.token.claim": "true"}}]
+                keycloak_admin.create_client({"clientId": client_id, "enabled": True, "publicClient": False,
+                                              "directAccessGrantsEnabled": True, "standardFlowEnabled": False,
+                                              "attributes": attributes, "protocolMappers": mappers})
+                secrets[client_id] = keycloak_admin.get_client_secrets(keycloak_admin.get_client_id(client_id))["value"]
+
+        def token(client_id: str, username: str = "editor") -> str:
+            client_id = client_id.replace("hub-a", f"{a.slug}-gov-hub").replace("hub-b", f"{b.slug}-gov-hub")
+            client_id = client_id.replace("short-a", f"{a.slug}-citizen-hub")
+            response = httpx.post(f"{platform.keycloak_url}/realms/{name}/protocol/openid-connect/token", data={
+                "grant_type": "password", "client_id": client_id, "client_secret": secrets[client_id],
+                "username": username, "password": passwords[username]})
+            assert response.status_code == 200, response.text
+            return response.json()["access_token"]
+
+        yield name, token
+    finally:
+        keycloak_admin.change_current_realm("master")
+        keycloak_admin.delete_realm(name)
+
+
+@pytest.fixture(scope="module")
+def service(platform, tenants, realm):
+    a, b, tools = tenants
+    name, _ = realm
+    credentials = runtime_credentials(platform)
+    quota = DailyQuota()
+    publishers = TenantPublishers(platform, credentials)
+    verifier = TokenVerifier(platform.keycloak_url, "{tenant}-api", shared_realms=(name,), leeway=0)
+    app = create_push_app(Catalogue([a.municipality, b.municipality], tools), publishers, credentials,
+                          verifier=verifier, quota=quota)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client, quota
+    publishers.close()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def offsets(admin_config, *tenants) -> dict[str, dict[int, int]]:
+    return {topic: end_offsets(admin_config, topic)
+            for tenant in tenants for topic in (tenant.topic(TOOL, "lorawan"), tenant.dlq)}
+
+
+def uplink(device: str) -> bytes:
+    body = json.loads(TTS)
+    body["end_device_ids"]["device_id"] = device
+    return json.dumps(body).encode()
+
+
+def test_a_tenant_token_pushes_tts_uplinks_to_its_own_topic(service, tenants, realm, admin_config):
+    client, _ = service
+    a, b, _ = tenants
+    _, token = realm
+    device = f"dev-{uuid.uuid4().hex[:6]}"
+    before = offsets(admin_config, b)
+    response = client.post(f"{ROUTE}/ttn-uplink", content=uplink(device), headers=bearer(token("hub-a")))
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1 and response.json()["tenant"] == a.slug
+    events = [json.loads(m.value()) for m in read_topic(admin_config, a.topic(TOOL, "lorawan"), 1)]
+    mine = [e for e in events if e["sensor_id"] == device]
+    assert len(mine) == 1
+    assert mine[0]["tenant"] == a.slug and mine[0]["fields"]["temperature"] == 21.5
+    assert offsets(admin_config, b) == before  # nothing went to the other tenant
+
+
+def test_the_webhook_key_identifies_the_tenant(service, tenants, kube_api, admin_config):
+    client, _ = service
+    a, _, _ = tenants
+    key = ingest_secret(kube_api, a.slug)["webhook-key"]
+    assert key.startswith(f"{a.slug}.")
+    device = f"key-{uuid.uuid4().hex[:6]}"
+    response = client.post(f"{ROUTE}/ttn-uplink", content=uplink(device), headers={"X-Ingest-Key": key})
+    assert response.status_code == 202, response.text
+    events = [json.loads(m.value()) for m in read_topic(admin_config, a.topic(TOOL, "lorawan"), 2)]
+    assert [e["tenant"] for e in events if e["sensor_id"] == device] == [a.slug]
+
+
+def test_another_tenant_cannot_write_into_a_topic(service, tenants, realm, kube_api, admin_config):
+    client, _ = service
+    a, b, _ = tenants
+    _, token = realm
+    before = offsets(admin_config, a)
+    # B's token on the same route writes to B's topic: the URL cannot choose the tenant.
+    response = client.post(f"{ROUTE}/ttn-uplink", content=uplink("from-b"), headers=bearer(token("hub-b")))
+    assert response.status_code == 202 and response.json()["tenant"] == b.slug
+    assert response.json()["topic"] == b.topic(TOOL, "lorawan")
+    # B's key with A's name in front of it is not A's key.
+    b_secret = ingest_secret(kube_api, b.slug)["webhook-key"].split(".", 1)[1]
+    forged = client.post(f"{ROUTE}/ttn-uplink", content=uplink("forged"),
+                         headers={"X-Ingest-Key": f"{a.slug}.{b_secret}"})
+    assert forged.status_code == 401
+    # An observation naming tenant A, pushed with B's key, is rejected, not published for A.
+    record = {"tenant": a.slug, "source": "test", "sensor_id": "x", "observed_at": "2024-10-27T01:00:00Z",
+              "fields": {"temperature": 1.0}}
+    smuggled = client.post(f"{ROUTE}/observations", content=json.dumps(record),
+                           headers={"X-Ingest-Key": ingest_secret(kube_api, b.slug)["webhook-key"]})
+    assert smuggled.status_code == 202 and smuggled.json()["accepted"] == 0 and smuggled.json()["rejected"] == 1
+    assert "credential belongs to" in smuggled.json()["rejections"][0]["reason"]
+    assert offsets(admin_config, a) == before
+
+
+def test_forged_expired_and_wrong_credentials_are_refused_without_publishing(service, tenants, realm,
+                                                                             kube_api, admin_config):
+    client, _ = service
+    a, b, _ = tenants
+    name, token = realm
+    before = offsets(admin_config, a, b)
+    short = token("short-a")  # this client's tokens live one second
+    header, payload, signature = token("hub-a").split(".")
+    tampered = f"{header}.{payload}.{signature[:-6]}AAAAAA"
+    claims = jwt.decode(token("hub-a"), options={"verify_signature": False})
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    own_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    self_signed = jwt.encode({**claims, "exp": int(time.time()) + 600}, own_key, algorithm="RS256",
+                             headers={"kid": jwt.get_unverified_header(token("hub-a"))["kid"]})
+    time.sleep(2.5)
+    for headers_, why in ((bearer(tampered), "signature"), (bearer(self_signed), "signature"),
+                          (bearer(short), "expired"), ({"X-Ingest-Key": f"{a.slug}.{'x' * 43}"}, "webhook key"),
+                          ({"X-Ingest-Key": "not-a-key"}, "webhook key"), ({}, "Bearer")):
+        response = client.post(f"{ROUTE}/ttn-uplink", content=uplink("refused"), headers=headers_)
+        assert response.status_code == 401, (why, response.text)
+        assert why in response.json()["error"]["message"]
+    assert offsets(admin_config, a, b) == before
+
+
+def test_a_viewer_may_not_write(service, realm):
+    client, _ = service
+    _, token = realm
+    response = client.post(f"{ROUTE}/ttn-uplink", content=uplink("viewer"), headers=bearer(token("hub-a", "viewer")))
+    assert response.status_code == 403 and "gov-editor" in response.json()["error"]["message"]
+
+
+def test_tools_and_datasets_must_belong_to_the_tenant(service, realm):
+    client, _ = service
+    _, token = realm
+    missing_tool = client.post("/ingest/v1/pegel-warnung/water_levels/observations", content=b"{}",
+                               headers=bearer(token("hub-a")))
+    assert missing_tool.status_code == 404 and "not enabled" in missing_tool.json()["error"]["message"]
+    missing_dataset = client.post(f"/ingest/v1/{TOOL}/weather/observations", content=b"{}",
+                                  headers=bearer(token("hub-a")))
+    assert missing_dataset.status_code == 404 and "no dataset" in missing_dataset.json()["error"]["message"]
+
+
+def test_malformed_records_go_to_the_dlq_with_a_reason(service, tenants, realm, admin_config):
+    client, _ = service
+    a, _, _ = tenants
+    _, token = realm
+    dlq_before = sum(end_offsets(admin_config, a.dlq).values())
+    marker = uuid.uuid4().hex[:8]
+    lines = [
+        {"source": "test", "sensor_id": f"ok-{marker}", "observed_at": "2024-10-27T01:00:00Z",
+         "fields": {"temperature": 20.5}, "units": {"temperature": "°C"}},
+        {"source": "test", "sensor_id": f"naive-{marker}", "observed_at": "2024-10-27T01:00:00",
+         "fields": {"temperature": 20.5}},
+    ]
+    body = "\n".join(json.dumps(line) for line in lines) + "\n{not json\n"
+    response = client.post(f"{ROUTE}/observations", content=body, headers=bearer(token("hub-a")))
+    assert response.status_code == 202, response.text
+    assert (response.json()["accepted"], response.json()["rejected"]) == (1, 2)
+    no_payload = json.loads(TTS)
+    no_payload["uplink_message"].pop("decoded_payload")
+    response = client.post(f"{ROUTE}/ttn-uplink", content=json.dumps(no_payload), headers=bearer(token("hub-a")))
+    assert (response.json()["accepted"], response.json()["rejected"]) == (0, 1)
+    dead = read_topic(admin_config, a.dlq, dlq_before + 3)[dlq_before:]
+    reasons = [headers(m)["error"] for m in dead]
+    assert len(dead) == 3 and all(headers(m)["stage"] == "connector" for m in dead)
+    assert any("no time zone" in r for r in reasons)
+    assert any("not valid JSON" in r for r in reasons)
+    assert any("payload formatter" in r for r in reasons)
+    assert any(f"naive-{marker}".encode() in m.value() for m in dead)
+
+
+def test_the_daily_quota_answers_429_and_publishes_nothing(service, tenants, realm, admin_config):
+    client, quota = service
+    _, b, _ = tenants
+    _, token = realm
+    left = B_EVENTS_PER_DAY - quota.used(b.slug)
+    records = [{"source": "test", "sensor_id": f"q{i}", "observed_at": "2024-10-27T01:00:00Z",
+                "fields": {"temperature": float(i)}} for i in range(left + 1)]
+    before = offsets(admin_config, b)
+    response = client.post(f"{ROUTE}/observations", content=json.dumps(records), headers=bearer(token("hub-b")))
+    assert response.status_code == 429 and int(response.headers["Retry-After"]) > 0
+    assert "eventsPerDay" in response.json()["error"]["message"]
+    assert offsets(admin_config, b) == before
+    response = client.post(f"{ROUTE}/observations", content=json.dumps(records[:left]),
+                           headers=bearer(token("hub-b")))
+    assert response.status_code == 202 and response.json()["accepted"] == left
+
+
+def test_kafka_unreachable_is_503_and_nothing_is_counted(platform, tenants, realm):
+    """A producer whose broker does not answer (nothing listens on 127.0.0.1:9): 503 with
+    Retry-After, and the quota reservation is given back."""
+    a, b, tools = tenants
+    name, token = realm
+    credentials = runtime_credentials(platform)
+    quota = DailyQuota()
+    publishers = TenantPublishers(platform, credentials, flush_timeout=8,
+                                  extra_config={"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 3000})
+    app = create_push_app(Catalogue([a.municipality, b.municipality], tools), publishers, credentials,
+                          verifier=TokenVerifier(platform.keycloak_url, "{tenant}-api", shared_realms=(name,)),
+                          quota=quota)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.post(f"{ROUTE}/ttn-uplink", content=uplink("outage"), headers=bearer(token("hub-a")))
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"] and "send the same request again" in response.json()["error"]["message"]
+    assert quota.used(a.slug) == 0
