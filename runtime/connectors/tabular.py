@@ -11,6 +11,11 @@ Publication-style tables are expected: title rows above the header, header
 cells merged across rows and columns, footnote markers (``ledig ¹``), German
 numbers (``1.234,5``, ``1 675``, ``-  23``), ``.``/``-``/``–`` for "no value",
 German dates, section headings and footnotes between and below the data.
+
+When detection gets a sheet wrong (Berlin's T11–T13: a two-row header whose
+first column label is merged across two columns, a blank row and district
+headings below it), :class:`TableOptions` say where the header is and where
+the data start; the preview shows them and the import follows them.
 """
 
 from __future__ import annotations
@@ -83,6 +88,26 @@ class Layout:
 
 
 @dataclass
+class TableOptions:
+    """What the person importing a table says about it, instead of header detection.
+
+    Rows are numbered as a spreadsheet shows them (the first row is 1).
+
+    - ``header_row``: the row with the column names;
+    - ``header_rows``: how many rows the header spans, ending at ``header_row``; cells
+      merged across columns in the rows above name groups (``Davon im Alter von …``);
+    - ``data_start_row``: the first data row; by default the first non-blank row below
+      the header;
+    - ``sheet``: the XLSX sheet (the first one by default).
+    """
+
+    header_row: int | None = None
+    header_rows: int = 1
+    data_start_row: int | None = None
+    sheet: str | None = None
+
+
+@dataclass
 class Preview:
     sheet: str | None
     sheets: list[str]
@@ -94,6 +119,7 @@ class Preview:
     columns: list[Column]
     rows: list[dict[str, Any]]      # first n data rows, parsed, keyed by column name
     warnings: list[str]
+    header_source: str = "detected"  # "detected", or "options" when TableOptions placed the header
 
 
 @dataclass
@@ -251,7 +277,8 @@ def detect_layout(table: Table) -> Layout:
                        and (i + 1 >= len(rows) or _data_like(rows[i + 1], table.decimal)
                             or not _filled(rows[i + 1]))), None)
     if data_start is None:
-        raise ValueError("found no data rows (rows with at least two values, mostly numbers)")
+        raise ValueError("found no data rows (rows with at least two values, mostly numbers); "
+                         "give header_row (and data_start_row) in the table options")
     header_rows: list[int] = []
     index = data_start - 1
     # Skip blank rows and section headings ("Bezirke") between header and data.
@@ -261,18 +288,57 @@ def detect_layout(table: Table) -> Layout:
         header_rows.insert(0, index)
         index -= 1
     if not header_rows:
-        raise ValueError("found no header row above the data")
+        raise ValueError("found no header row above the data; give header_row in the table options")
     named = [r for r in header_rows
              if sum((r, c) in table.horizontal_merges for c in range(width)) * 2 < len(_filled(rows[r]))]
     name_row = min(named or header_rows, key=lambda r: (_mean_length(rows[r]), -r))
+    return _layout(table, header_rows, name_row, data_start)
+
+
+def layout_from_options(table: Table, options: TableOptions) -> Layout:
+    """The layout the options state, after checking that it fits the table."""
+    rows = table.rows
+    where = f"sheet {table.sheet!r}" if table.sheet else "the file"
+    last = max((i + 1 for i, row in enumerate(rows) if _filled(row)), default=0)
+    if last == 0:
+        raise ValueError(f"{where} is empty")
+    header_row = options.header_row
+    if not isinstance(header_row, int) or isinstance(header_row, bool) or not 1 <= header_row <= last:
+        raise ValueError(f"header_row {header_row!r} is out of range: {where} has rows 1 to {last} "
+                         f"(numbered as the spreadsheet shows them)")
+    if not isinstance(options.header_rows, int) or not 1 <= options.header_rows <= header_row:
+        raise ValueError(f"header_rows {options.header_rows!r} is out of range: the header ends at row "
+                         f"{header_row}, so it spans 1 to {header_row} rows")
+    if not _filled(rows[header_row - 1]):
+        raise ValueError(f"header_row {header_row} of {where} is blank; give the row with the column names")
+    if options.data_start_row is None:
+        data_start = next((i for i in range(header_row, len(rows)) if _filled(rows[i])), None)
+        if data_start is None:
+            raise ValueError(f"{where} has no rows below header_row {header_row}")
+    else:
+        if (not isinstance(options.data_start_row, int) or isinstance(options.data_start_row, bool)
+                or not header_row < options.data_start_row <= last):
+            raise ValueError(f"data_start_row {options.data_start_row!r} is out of range: it must be below the "
+                             f"header (row {header_row}) and at most {last}, the last row of {where} with content")
+        data_start = options.data_start_row - 1
+    header_rows = list(range(header_row - options.header_rows, header_row))
+    return _layout(table, header_rows, header_row - 1, data_start)
+
+
+def _layout(table: Table, header_rows: list[int], name_row: int, data_start: int) -> Layout:
+    rows = table.rows
     width = max(len(rows[name_row]), max((len(r) for r in rows[data_start:]), default=0))
     while width and all(_is_blank(r[width - 1]) if len(r) >= width else True for r in rows[name_row:]):
         width -= 1
     columns = []
     used: set[str] = set()
+    names: set[str] = set()
     for c in range(width):
         raw = rows[name_row][c] if c < len(rows[name_row]) else None
         name = clean_label(raw) if not _is_blank(raw) else f"column {c + 1}"
+        if name in names:  # a label merged across columns, or repeated: the import must tell them apart
+            name = f"{name} (column {c + 1})"
+        names.add(name)
         group = next((clean_label(rows[r][c]) for r in header_rows
                       if r < name_row and (r, c) in table.horizontal_merges and not _is_blank(rows[r][c])), None)
         suggested = field_name(name)
@@ -332,9 +398,13 @@ def _merge_type(current: str, value: Any) -> str:
     return "str"
 
 
-def _analyse(table: Table) -> tuple[Layout, list[tuple[int, list[Any], str | None]], list[str]]:
+def _analyse(table: Table, options: TableOptions | None = None
+             ) -> tuple[Layout, list[tuple[int, list[Any], str | None]], list[str]]:
     """Layout, the data rows (row index, parsed cells, section heading) and warnings."""
-    layout = detect_layout(table)
+    overridden = options is not None and options.header_row is not None
+    if options is not None and not overridden and options.data_start_row is not None:
+        raise ValueError("data_start_row needs header_row: give the row with the column names too")
+    layout = layout_from_options(table, options) if overridden else detect_layout(table)
     data: list[tuple[int, list[Any], str | None]] = []
     warnings: list[str] = []
     section = None
@@ -345,6 +415,11 @@ def _analyse(table: Table) -> tuple[Layout, list[tuple[int, list[Any], str | Non
             continue
         if len(_filled(row)) < 2:
             section = clean_label(_filled(row)[0])
+            data.append((r, [], section))
+            continue
+        heading = _merged_heading(table, r, layout.columns)
+        if heading is not None:
+            section = heading
             data.append((r, [], section))
             continue
         cells = [parse_cell(row[c.index] if c.index < len(row) else None, table.decimal)
@@ -362,21 +437,46 @@ def _analyse(table: Table) -> tuple[Layout, list[tuple[int, list[Any], str | Non
     return layout, data, warnings
 
 
+def _merged_heading(table: Table, r: int, columns: list[Column]) -> str | None:
+    """A row of labels only, at least one of them merged across columns (Berlin's
+    ``Mitte (01) | 01  Mitte`` spanning the table): a section heading, not data."""
+    row = table.rows[r]
+    cells = [(c.index, row[c.index]) for c in columns if c.index < len(row) and not _is_blank(row[c.index])]
+    if not any((r, index) in table.horizontal_merges for index, _ in cells):
+        return None
+    if any(not isinstance(value, str) or _is_number(value, table.decimal) for _, value in cells):
+        return None
+    labels = list(dict.fromkeys(clean_label(value) for _, value in cells))
+    return " — ".join(labels)
+
+
+def _sheet(sheet: str | None, options: TableOptions | None) -> str | None:
+    if options is None or options.sheet is None:
+        return sheet
+    if sheet is not None and sheet != options.sheet:
+        raise ValueError(f"sheet {sheet!r} and options.sheet {options.sheet!r} disagree; give one")
+    return options.sheet
+
+
 def preview(data: bytes | str, n: int = 20, *, filename: str | None = None,
-            sheet: str | None = None) -> Preview:
-    table = read_table(data, filename=filename, sheet=sheet)
-    layout, rows, warnings = _analyse(table)
+            sheet: str | None = None, options: TableOptions | None = None) -> Preview:
+    """What the import would read. ``options`` override header detection (see :class:`TableOptions`)."""
+    table = read_table(data, filename=filename, sheet=_sheet(sheet, options))
+    layout, rows, warnings = _analyse(table, options)
     warnings = table.warnings + warnings
     skipped = [(r, s) for r, cells, s in rows if not cells]
     if skipped:
-        warnings.append(f"{len(skipped)} rows with a single value are read as section headings or "
-                        f"footnotes, not data (first: row {skipped[0][0] + 1}: {skipped[0][1]!r})")
+        warnings.append(f"{len(skipped)} rows with a single value (or only labels merged across columns) are "
+                        f"read as section headings or footnotes, not data (first: row {skipped[0][0] + 1}: "
+                        f"{skipped[0][1]!r})")
     samples = [{c.name: _jsonable(v) for c, v in zip(layout.columns, cells)}
                for _, cells, _ in rows if cells][:n]
     return Preview(sheet=table.sheet, sheets=table.sheets, encoding=table.encoding,
                    delimiter=table.delimiter, header_row=layout.name_row + 1,
                    header_rows=[r + 1 for r in layout.header_rows], data_start_row=layout.data_start + 1,
-                   columns=layout.columns, rows=samples, warnings=warnings)
+                   columns=layout.columns, rows=samples, warnings=warnings,
+                   header_source="options" if options is not None and options.header_row is not None
+                   else "detected")
 
 
 def _jsonable(value: Any) -> Any:
@@ -384,12 +484,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def import_table(data: bytes | str, tenant: str, mapping: TableMapping, *, filename: str | None = None,
-                 sheet: str | None = None) -> ParseResult:
+                 sheet: str | None = None, options: TableOptions | None = None) -> ParseResult:
     """Rows → events. Every row that does not become an event is rejected with
-    the reason, including section headings and footnote rows."""
+    the reason, including section headings and footnote rows. ``options``: the
+    same header overrides the preview was given."""
     result = ParseResult()
-    table = read_table(data, filename=filename, sheet=sheet)
-    layout, rows, warnings = _analyse(table)
+    table = read_table(data, filename=filename, sheet=_sheet(sheet, options))
+    layout, rows, warnings = _analyse(table, options)
     result.warnings += table.warnings + warnings
     by_name = {c.name: c for c in layout.columns}
 
