@@ -21,8 +21,10 @@ The window slides over the last hour in one-minute steps: a query counts for 59 
 60 minutes. The counts live in this process's memory: each API replica counts on its
 own (with N replicas a municipality gets up to N times its quota) and a restart starts
 from zero. With a ClickHouse server the operator also sets a per-tenant ClickHouse
-quota (``naming.warehouse_quota``) with the same ``queries_per_hour``, which holds across
-replicas; the embedded chDB has no such server-side quota.
+quota (``naming.warehouse_quota``) with the same ``queries_per_hour``; it is server-side
+and holds across replicas, but it is bound to the tenant's ClickHouse role, so it limits
+the tenant's own warehouse user (its tools), not the API, which queries under its own
+identity. The embedded chDB has no server-side quota.
 """
 
 from __future__ import annotations
