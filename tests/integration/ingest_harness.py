@@ -6,10 +6,13 @@ that Secret — the order the operator's reconcile uses."""
 from __future__ import annotations
 
 import base64
+import json
+import time
 import uuid
 from dataclasses import dataclass
 
 import kubernetes
+from confluent_kafka import Consumer, TopicPartition
 from kubernetes.client.rest import ApiException
 
 from urbanstack import kubeclient
@@ -19,6 +22,7 @@ from urbanstack.operator.plan import DesiredState, plan
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.rbac import INGEST_SECRET
+from urbanstack.runtime.events import BATCH_SCHEMA_VERSION, ObservationBatch
 from urbanstack.runtime.ingest.tenants import KubernetesCredentials
 
 LORAWAN_TOOL = {
@@ -97,3 +101,33 @@ def runtime_credentials(settings, **kwargs) -> KubernetesCredentials:
     """The ingest service's view: the runtime's own least-privilege identity."""
     api = kubeclient.api_client(str(settings.state_dir / "kube" / "runtime.kubeconfig"))
     return KubernetesCredentials(api, **kwargs)
+
+
+def events_of(messages) -> list[dict]:
+    """Readings in the messages: single events (schema 1) and columnar batches (schema 2)."""
+    found = []
+    for message in messages:
+        data = json.loads(message.value())
+        if data.get("v") == BATCH_SCHEMA_VERSION:
+            batch = ObservationBatch.from_dict(data)
+            found += [batch.row(index) for index in range(len(batch))]
+        else:
+            found.append(data)
+    return found
+
+
+def read_events(admin_config: dict, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
+    """Every reading on ``topic`` from the start; waits until ``expected`` are there, then
+    reads a little longer (more than expected would be a bug worth seeing)."""
+    consumer = Consumer({**admin_config, "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+        messages, deadline = [], time.monotonic() + timeout
+        while len(events_of(messages)) < expected and time.monotonic() < deadline:
+            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
+        messages += [m for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
+        return events_of(messages)
+    finally:
+        consumer.close()

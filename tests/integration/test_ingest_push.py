@@ -14,8 +14,8 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from ingest_harness import (LORAWAN_TOOL, deprovision, ingest_secret, manifest, provision, runtime_credentials,
-                            tool)
+from ingest_harness import (LORAWAN_TOOL, deprovision, ingest_secret, manifest, provision, read_events,
+                            runtime_credentials, tool)
 from sink_harness import end_offsets, headers, read_topic
 
 from urbanstack.devplatform import kafka as dev_kafka
@@ -148,7 +148,7 @@ def test_a_tenant_token_pushes_tts_uplinks_to_its_own_topic(service, tenants, re
     response = client.post(f"{ROUTE}/ttn-uplink", content=uplink(device), headers=bearer(token("hub-a")))
     assert response.status_code == 202, response.text
     assert response.json()["accepted"] == 1 and response.json()["tenant"] == a.slug
-    events = [json.loads(m.value()) for m in read_topic(admin_config, a.topic(TOOL, "lorawan"), 1)]
+    events = read_events(admin_config, a.topic(TOOL, "lorawan"), 1)
     mine = [e for e in events if e["sensor_id"] == device]
     assert len(mine) == 1
     assert mine[0]["tenant"] == a.slug and mine[0]["fields"]["temperature"] == 21.5
@@ -163,7 +163,7 @@ def test_the_webhook_key_identifies_the_tenant(service, tenants, kube_api, admin
     device = f"key-{uuid.uuid4().hex[:6]}"
     response = client.post(f"{ROUTE}/ttn-uplink", content=uplink(device), headers={"X-Ingest-Key": key})
     assert response.status_code == 202, response.text
-    events = [json.loads(m.value()) for m in read_topic(admin_config, a.topic(TOOL, "lorawan"), 2)]
+    events = read_events(admin_config, a.topic(TOOL, "lorawan"), 2)
     assert [e["tenant"] for e in events if e["sensor_id"] == device] == [a.slug]
 
 
