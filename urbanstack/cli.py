@@ -117,6 +117,15 @@ def _sink(args, s: Settings) -> int:
     return 0
 
 
+def _ingest(args, s: Settings) -> int:
+    import logging
+
+    from urbanstack.runtime.ingest import service
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return service.run(s, host=args.host, port=args.port, pull=args.pull)
+
+
 def _demo(args, s: Settings) -> int:
     from urbanstack import demo
 
@@ -161,6 +170,13 @@ def build_parser() -> argparse.ArgumentParser:
         command.set_defaults(func=func)
     sink = sub.add_parser("sink", help="the Kafka → ClickHouse sink only (needs a ClickHouse server URL)")
     sink.set_defaults(func=_sink)
+
+    ingest = sub.add_parser("ingest", help="push endpoints (/ingest/v1/...) and the pull-source scheduler")
+    ingest.add_argument("--host", default=os.environ.get("URBANSTACK_HTTP_HOST", "127.0.0.1"))
+    ingest.add_argument("--port", type=int, default=int(os.environ.get("URBANSTACK_INGEST_PORT", "8081")))
+    ingest.add_argument("--pull", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run the pull scheduler (default: on, unless URBANSTACK_INGEST_PULL=0)")
+    ingest.set_defaults(func=_ingest)
 
     demo = sub.add_parser("demo", help="platform up, example municipalities provisioned, status printed")
     demo.set_defaults(func=_demo)

@@ -105,6 +105,13 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
     if with_operator:
         threads.append(start_operator(settings, client, stop))
     app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api")
+    if os.environ.get("URBANSTACK_INGEST", "1") != "0":
+        # Push endpoints under /ingest and the pull scheduler (runtime/ingest); URBANSTACK_INGEST=0 turns them off.
+        from urbanstack.runtime.ingest import service as ingest_service
+
+        ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
+        threads += ingest_service.start_background(settings, ingest, stop)
+        app.mount("/ingest", ingest.app)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
     try:
         server.run()

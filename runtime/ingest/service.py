@@ -63,9 +63,13 @@ def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | Non
         from urbanstack import serve
 
         credentials = KubernetesCredentials(serve._kube(settings))
+    def tenant_tools(slug: str) -> list[str] | None:
+        municipality = catalogue.municipality(slug)
+        return [enabled.name for enabled in municipality.spec.tools] if municipality else None
+
     verifier = verifier or TokenVerifier(settings.keycloak_url,
                                          os.environ.get("URBANSTACK_INGEST_AUDIENCE", "{tenant}-api"),
-                                         shared_realms=(naming.SHARED_REALM,))
+                                         shared_realms=(naming.SHARED_REALM,), tenant_tools=tenant_tools)
     loaded = loaded or threading.Event()
     registry = CollectorRegistry()
     quota = DailyQuota()
