@@ -221,6 +221,14 @@ def _stringify_params(value: Any) -> Any:
     return value
 
 
+def _matching(pattern: str, what: str) -> Any:
+    def check(value: str) -> str:
+        if not re.fullmatch(pattern, value):
+            raise _invalid(f"must be {what}; got {value!r}")
+        return value
+    return AfterValidator(check)
+
+
 class Source(_Spec):
     """A pull source: fetched every ``intervalSeconds`` by the ingest service, parsed by
     ``connector`` and published to the topic of ``tool``/``dataset``."""
@@ -229,7 +237,8 @@ class Source(_Spec):
                                                    "current measurements), brightsky (/weather or /current_weather), "
                                                    "hystreet (/locations/{id}/measurements), sensorthings "
                                                    "(Observations, Datastreams or Things), dwd (POI CSV or CDC zip).")
-    url: Annotated[str, _pattern(URL_PATTERN, 2048)] = Field(description="http(s) URL to fetch.")
+    url: Annotated[str, _matching(URL_PATTERN, "an http:// or https:// URL"), _pattern(URL_PATTERN, 2048)] = Field(
+        description="http(s) URL to fetch.")
     tool: Slug = Field(description="An enabled CityTool whose dataset receives the events.")
     dataset: DatasetName
     interval_seconds: int = Field(900, ge=MIN_SOURCE_INTERVAL, le=86_400 * 7,
@@ -237,7 +246,8 @@ class Source(_Spec):
     params: Annotated[dict[str, str], BeforeValidator(_stringify_params)] = Field(
         default_factory=dict, description="Query parameters added to the URL (connector options such as units "
                                           "or field are read from here too).")
-    credential_key: Annotated[str, _pattern(SECRET_KEY_PATTERN, 253)] | None = Field(
+    credential_key: Annotated[str, _matching(SECRET_KEY_PATTERN, "a Secret key (letters, digits, '-', '_', '.')"),
+                              _pattern(SECRET_KEY_PATTERN, 253)] | None = Field(
         None, description="Key in the tenant's urbanstack-ingest Secret holding the source's API token "
                           "(hystreet: sent as X-API-Token); the token itself never goes into the spec.")
 
