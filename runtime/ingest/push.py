@@ -439,7 +439,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         def run() -> PreviewReport:
             try:
                 shown = tabular.preview(data, rows, filename=filename, sheet=sheet)
-            except (ValueError, KeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - openpyxl/zipfile raise many kinds for a broken file
                 raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
             return PreviewReport(
                 tenant=caller.tenant, tool=tool, dataset=dataset, dataset_fields=[f.name for f in info.fields],
@@ -476,6 +476,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                 return tabular.import_table(data, caller.tenant, mapping, filename=filename, sheet=sheet)
             except (ValueError, KeyError) as exc:
                 raise IngestError(422, "invalid_mapping", str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - a broken file, as in the preview
+                raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
 
         return await run_in_threadpool(ingest, caller, tool, dataset, "upload", parse)
 

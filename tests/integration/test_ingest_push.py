@@ -296,3 +296,32 @@ def test_kafka_unreachable_is_503_and_nothing_is_counted(platform, tenants, real
     assert response.status_code == 503, response.text
     assert response.headers["Retry-After"] and "send the same request again" in response.json()["error"]["message"]
     assert quota.used(a.slug) == 0
+
+
+def test_a_spreadsheet_is_previewed_then_imported(service, tenants, realm, admin_config):
+    """The project's own Gütersloh-style CSV (Windows-1252, title rows, German numbers);
+    its columns are mapped onto the LoRaWAN dataset only to exercise the route."""
+    client, _ = service
+    a, _, _ = tenants
+    _, token = realm
+    data = (FIXTURES / "upload_guetersloh_cp1252.csv").read_bytes()
+    before = offsets(admin_config, a)
+    preview = client.post(f"{ROUTE}/upload/preview", params={"filename": "jahrbuch.csv"}, content=data,
+                          headers=bearer(token("hub-a")))
+    assert preview.status_code == 200, preview.text
+    shown = preview.json()
+    assert (shown["encoding"], shown["header_row"], shown["data_start_row"]) == ("cp1252", 3, 4)
+    assert "temperature" in shown["dataset_fields"]
+    assert {c["name"]: c["unit"] for c in shown["columns"]}["Fläche (km²)"] == "km²"
+    assert offsets(admin_config, a) == before  # the preview stored nothing
+    bad = client.post(f"{ROUTE}/upload", params={"field": "Bogus", "sensor_column": "Stadtteil",
+                                                 "timestamp_column": "Stichtag"},
+                      content=data, headers=bearer(token("hub-a")))
+    assert bad.status_code == 422 and "no column 'Bogus'" in bad.json()["error"]["message"]
+    imported = client.post(f"{ROUTE}/upload", params={"field": "Fläche (km²)=humidity", "sensor_column": "Stadtteil",
+                                                      "timestamp_column": "Stichtag", "filename": "jahrbuch.csv"},
+                           content=data, headers=bearer(token("hub-a")))
+    assert imported.status_code == 202, imported.text
+    assert (imported.json()["accepted"], imported.json()["rejected"]) == (4, 1)
+    events = [e for e in read_events(admin_config, a.topic(TOOL, "lorawan"), 4) if e["source"] == "upload"]
+    assert {e["sensor_id"]: e["fields"]["humidity"] for e in events}["Innenstadt"] == 12.45
