@@ -128,10 +128,12 @@ class WarehouseProvisioner:
             actions.append(f"created database {part.database}")
         tables = self._tables(part.database)
         columns = self._columns(part.database)
+        created: set[str] = set()
         for table in part.tables:
             if table.name not in tables:
                 self._command(table.ddl)
                 actions.append(f"created table {table.name}")
+                created.add(table.name)
                 continue
             for column in table.columns:
                 if column.name not in columns.get(table.name, set()):
@@ -142,7 +144,7 @@ class WarehouseProvisioner:
                 actions.append(f"set retention of {table.name} to {table.retention_days} days")
         rollups = [table.rollup for table in part.tables if table.rollup is not None]
         if rollups:
-            actions += self._apply_rollups(part.database, rollups)
+            actions += self._apply_rollups(part.database, rollups, created)
         if not self.embedded:
             for statement in part.access.role_sql():
                 self._command(statement)
@@ -157,7 +159,7 @@ class WarehouseProvisioner:
         (value,), = self._query("SELECT now64(3, 'UTC')")
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
-    def _apply_rollups(self, database: str, rollups: list[WarehouseRollup]) -> list[str]:
+    def _apply_rollups(self, database: str, rollups: list[WarehouseRollup], created: set[str]) -> list[str]:
         actions: list[str] = []
         tables = self._tables(database)
         columns = self._columns(database)
@@ -165,8 +167,9 @@ class WarehouseProvisioner:
         states: dict[str, RollupState] = {}
         for rollup in rollups:
             state = parse_rollup_comment(details.get(rollup.name, ("", ""))[0]) if rollup.name in tables else None
-            if rollup.view not in tables or state is None:
-                # New, or the view was lost (inserts went by uncounted): count everything again.
+            if rollup.view not in tables or state is None or rollup.source in created:
+                # New, the view was lost (inserts went by uncounted) or its table was (the rollup counts rows
+                # that are gone): count everything again.
                 state = RollupState(cutoff=self._now() + timedelta(seconds=self.backfill_delay), backfilled=False)
                 if rollup.name in tables or rollup.view in tables:
                     # A new table, so that no insert still running through the old view can add to it.

@@ -85,6 +85,11 @@ def _tables(warehouse, database: str) -> set[str]:
     return {r[0] for r in rows}
 
 
+def _with_rollups(tables: list[str]) -> set[str]:
+    """Each dataset table comes with its hourly rollup and the view that feeds it."""
+    return {name for table in tables for name in (table, f"{table}__hourly", f"{table}__hourly_mv")}
+
+
 def _wait_event(cluster: Cluster, name: str, reason: str, timeout: float = 20) -> bool:
     """Kopf posts events from a queue, a moment after the handler returned."""
     deadline = time.monotonic() + timeout
@@ -153,7 +158,7 @@ def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform
     assert _produce(platform, credentials["kafka-username"], credentials["kafka-password"],
                     other_topic) == "TOPIC_AUTHORIZATION_FAILED"
     # Warehouse: database and one table per enabled dataset.
-    assert _tables(warehouse, names["database"]) == set(names["tables"])
+    assert _tables(warehouse, names["database"]) == _with_rollups(names["tables"])
     # Kubernetes: namespace with quota, limits, default-deny policy and the credentials Secret.
     namespace = names["namespace"]
     assert cluster.core.read_namespace(namespace).metadata.labels["urbanstack.io/municipality"]
@@ -182,9 +187,9 @@ def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse,
     assert second["status"]["observedGeneration"] == updated["metadata"]["generation"]
     names = second["status"]["names"]
     assert any(new_tool in t for t in names["topics"])
-    assert _tables(warehouse, names["database"]) == set(names["tables"])
-    engine = warehouse.query("SELECT engine_full FROM system.tables WHERE database = {db:String} LIMIT 1",
-                             parameters={"db": names["database"]}).result_rows[0][0]
+    assert _tables(warehouse, names["database"]) == _with_rollups(names["tables"])
+    engine = warehouse.query("SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+                             parameters={"db": names["database"], "t": names["tables"][0]}).result_rows[0][0]
     assert "toIntervalDay(400)" in engine
     admin = AdminClient(dev_kafka.admin_config(platform))
     from confluent_kafka.admin import ConfigResource
@@ -252,7 +257,7 @@ def test_deletion_policies(operator, cluster, platform, warehouse):
     # Retain: data stays, access is gone.
     names = kept["status"]["names"]
     assert set(names["topics"]) <= _topics(platform, names["topics"][0].split(".")[0] + ".")
-    assert _tables(warehouse, names["database"]) == set(names["tables"])
+    assert _tables(warehouse, names["database"]) == _with_rollups(names["tables"])
     assert _produce(platform, kept_creds["kafka-username"], kept_creds["kafka-password"],
                     names["topics"][0]) is not None
     # Delete: nothing left in any backend.

@@ -221,3 +221,14 @@ def test_rollup_retention_follows_the_dataset(tenant):
                                     "name = {t:String}", parameters={"db": tenant.part.database,
                                                                      "t": tenant.rollup.name}).result_rows[0][0]
     assert "toIntervalDay(3650)" in engine and "toIntervalHour(1)" in engine
+
+
+def test_a_dropped_table_takes_its_rollup_along_when_it_is_recreated(tenant):
+    tenant.provisioner.apply(tenant.part, "unused")
+    tenant.insert(_rows("a", 80))
+    tenant.warehouse.command(f"DROP TABLE `{tenant.part.database}`.`{tenant.table.name}`")
+    assert f"table {tenant.table.name}" in tenant.provisioner.observe(tenant.part).missing
+    tenant.provisioner.apply(tenant.part, "unused")
+    assert tenant.from_rollup() == tenant.from_table() == []
+    tenant.insert(_rows("b", 30))
+    assert tenant.from_rollup() == tenant.from_table() and sum(row[2] for row in tenant.from_rollup()) == 30
