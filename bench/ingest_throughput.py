@@ -9,6 +9,14 @@ process runs the real Sink; the clock stops when the last row is stored.
     .venv/bin/python bench/ingest_throughput.py --events 1000000
 
 ``--mode drain`` publishes everything first and times the sink alone.
+``--wire`` chooses what the producer sends:
+
+- ``batch`` (default): columnar ObservationBatch messages built directly, as a bulk
+  producer (import, backfill, push endpoint) does;
+- ``observations``: one Observation object per reading through ``publish_events``
+  (the connectors' path; the Publisher packs them into batches);
+- ``single``: one message per reading (how every reading travelled before batches:
+  the baseline to compare against in the same run).
 Needs the local platform (``urbanstack dev up``).
 """
 
@@ -33,8 +41,9 @@ from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import plan
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
-from urbanstack.runtime.events import Observation
-from urbanstack.runtime.producer import Publisher
+from urbanstack.operator import naming
+from urbanstack.runtime.events import Observation, ObservationBatch, format_instant
+from urbanstack.runtime.producer import Publisher, partition_of
 from urbanstack.runtime.sink import Sink, SinkConfig
 from urbanstack.settings import Settings
 
@@ -52,17 +61,42 @@ def machine() -> str:
     return f"{os.cpu_count()} CPUs ({model}), {memory:.1f} GiB RAM, load average before the run {load}"
 
 
-def publish(admin_config: dict, slug: str, events: int, done) -> None:
+def publish(admin_config: dict, slug: str, events: int, done, wire: str) -> None:
     start = (datetime.now(timezone.utc) - timedelta(days=30)).replace(minute=0, second=0, microsecond=0)
+    sensors = [f"s{i:03d}" for i in range(SENSORS)]
     with Publisher(admin_config) as publisher:
         for base in range(0, events, CHUNK):
-            chunk = [Observation(tenant=slug, dataset=DATASET, source="bench", sensor_id=f"s{i % SENSORS:03d}",
+            indexes = range(base, min(base + CHUNK, events))
+            if wire == "batch":
+                instants = {}
+                for i in range(indexes.start - indexes.start % SENSORS, indexes.stop, SENSORS):
+                    instants[i // SENSORS] = format_instant(start + timedelta(seconds=i // SENSORS))
+                batch = ObservationBatch(
+                    tenant=slug, dataset=DATASET, source="bench",
+                    sensor_ids=[sensors[i % SENSORS] for i in indexes],
+                    observed_at=[instants[i // SENSORS] for i in indexes],
+                    fields={"pedestrians": [i % 5000 for i in indexes],
+                            "pedestrians_ltr": [i % 3000 for i in indexes],
+                            "pedestrians_rtl": [i % 2000 for i in indexes],
+                            "location_name": ["Berliner Straße"] * len(indexes)},
+                    units={"pedestrians": "persons"})
+                publisher.publish_batch(batch, tool=TOOL)
+                continue
+            chunk = [Observation(tenant=slug, dataset=DATASET, source="bench", sensor_id=sensors[i % SENSORS],
                                  observed_at=start + timedelta(seconds=i // SENSORS),
                                  fields={"pedestrians": i % 5000, "pedestrians_ltr": i % 3000,
                                          "pedestrians_rtl": i % 2000, "location_name": "Berliner Straße"},
                                  units={"pedestrians": "persons"})
-                     for i in range(base, min(base + CHUNK, events))]
-            publisher.publish_events(chunk, tenant=slug, tool=TOOL)
+                     for i in indexes]
+            if wire == "observations":
+                publisher.publish_events(chunk, tenant=slug, tool=TOOL)
+            else:
+                topic = naming.topic(slug, TOOL, DATASET)
+                partitions = publisher._partitions(topic)
+                for event in chunk:
+                    publisher._send(topic, event.to_json(), event.sensor_id.encode(),
+                                    partition=partition_of(event.sensor_id, partitions))
+                publisher.flush()
     done.value = time.monotonic()
 
 
@@ -71,6 +105,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch-rows", type=int, default=SinkConfig.batch_rows)
     parser.add_argument("--mode", choices=("concurrent", "drain"), default="concurrent")
+    parser.add_argument("--wire", choices=("batch", "observations", "single"), default="batch")
     args = parser.parse_args()
 
     settings = Settings.from_env()
@@ -88,13 +123,14 @@ def main() -> None:
     table = f"`{desired.warehouse.database}`.`passantenfrequenz_wetter__{DATASET}`"
     print(f"machine: {machine()}")
     print(f"tenant {slug}: {args.events:,} events, topic with "
-          f"{desired.streaming.topic(f'{slug}.{TOOL}.{DATASET}').partitions} partitions, batches of {args.batch_rows:,}")
+          f"{desired.streaming.topic(f'{slug}.{TOOL}.{DATASET}').partitions} partitions, sink batches of "
+          f"{args.batch_rows:,}, producer wire format: {args.wire}")
 
     try:
         # spawn, not fork: this process already runs the chDB engine's threads.
         context = multiprocessing.get_context("spawn")
         produced_at = context.Value("d", 0.0)
-        producer = context.Process(target=publish, args=(admin_config, slug, args.events, produced_at))
+        producer = context.Process(target=publish, args=(admin_config, slug, args.events, produced_at, args.wire))
         started = time.monotonic()
         producer.start()
         if args.mode == "drain":
@@ -106,8 +142,11 @@ def main() -> None:
         sink.start()
         sink_started = time.monotonic()
         try:
-            while sink.metrics.totals["stored"] + sink.metrics.totals["dlq"] < args.events:
+            first_record = None
+            while sum(sink.metrics.totals[k] for k in ("stored", "duplicate", "dlq")) < args.events:
                 sink.step()
+                if first_record is None and sink.metrics.totals["in"]:
+                    first_record = time.monotonic()
                 if not producer.is_alive() and producer.exitcode:
                     raise SystemExit(f"producer failed with exit code {producer.exitcode}")
         finally:
@@ -122,8 +161,11 @@ def main() -> None:
                   f"({finished - started:.1f} s from the first produce to the last row stored)")
         else:
             print(f"sink: {args.events / (finished - sink_started):,.0f} events/s "
-                  f"({finished - sink_started:.1f} s to drain the backlog)")
-        print(f"rows stored: {stored:,}, dead-lettered: {sink.metrics.totals['dlq']:,}")
+                  f"({finished - sink_started:.1f} s to drain the backlog, of which "
+                  f"{first_record - sink_started:.1f} s joining the consumer group; "
+                  f"{args.events / (finished - first_record):,.0f} events/s from the first record on)")
+        print(f"rows stored: {stored:,}, duplicates: {sink.metrics.totals['duplicate']:,}, "
+              f"dead-lettered: {sink.metrics.totals['dlq']:,}")
     finally:
         streaming.delete(desired.streaming, keep_data=False)
 

@@ -313,9 +313,10 @@ class ObservationBatch:
             "fields": {name: values[index] for name, values in self.fields.items()},
             "units": dict(self.units),
         }
-        data["event_id"] = event_id_of(self.tenant, self.dataset, self.source, data["sensor_id"],
-                                       data["observed_at"])
-        if self.lon is not None and self.lon[index] is not None:
+        if isinstance(data["observed_at"], str) and CANONICAL_INSTANT.fullmatch(data["observed_at"]):
+            data["event_id"] = event_id_of(self.tenant, self.dataset, self.source, data["sensor_id"],
+                                           data["observed_at"])
+        if self.lon is not None and (self.lon[index] is not None or self.lat[index] is not None):
             data["lon"], data["lat"] = self.lon[index], self.lat[index]
         return data
 
@@ -336,7 +337,10 @@ class ObservationBatch:
                           allow_nan=False).encode("utf-8")
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "ObservationBatch":
+    def from_dict(cls, data: Mapping[str, Any], *, validate: bool = True) -> "ObservationBatch":
+        """The batch ``data`` describes. ``validate=False`` checks only its shape (keys,
+        header, one value per row in every column) and leaves the rows to a caller
+        that checks each of them itself (the sink)."""
         _require(isinstance(data, Mapping), f"batch: expected a JSON object, got {type(data).__name__}")
         _require(data.get("v") == BATCH_SCHEMA_VERSION,
                  f"v: a batch has schema version {BATCH_SCHEMA_VERSION}, got {data.get('v')!r}")
@@ -350,9 +354,33 @@ class ObservationBatch:
                  "fields: expected an object of field name to a list with one value per row")
         for key in ("lon", "lat"):
             _require(data.get(key) is None or isinstance(data[key], list), f"{key}: expected a list or nothing")
-        return cls(tenant=data["tenant"], dataset=data["dataset"], source=data["source"],
-                   sensor_ids=data["sensor_id"], observed_at=data["observed_at"], fields=data["fields"],
-                   units=data.get("units") or {}, lon=data.get("lon"), lat=data.get("lat"))
+        if validate:
+            return cls(tenant=data["tenant"], dataset=data["dataset"], source=data["source"],
+                       sensor_ids=data["sensor_id"], observed_at=data["observed_at"], fields=data["fields"],
+                       units=data.get("units") or {}, lon=data.get("lon"), lat=data.get("lat"))
+        rows = len(data["sensor_id"])
+        units = data.get("units") or {}
+        _require(rows > 0, "sensor_id: a batch needs at least one row")
+        for key in ("tenant", "dataset", "source"):
+            _require(type(data[key]) is str, f"{key}: must be a string")
+        _require(len(data["observed_at"]) == rows, f"observed_at: {len(data['observed_at'])} values for {rows} rows")
+        _require(len(data["fields"]) > 0, "fields: an observation needs at least one field")
+        for name, values in data["fields"].items():
+            _require(FIELD_PATTERN.match(name), f"fields: name {name!r} must match {FIELD_PATTERN.pattern}")
+            _require(len(values) == rows, f"fields.{name}: {len(values)} values for {rows} rows")
+        _require(isinstance(units, dict) and all(name in data["fields"] and type(unit) is str
+                                                 for name, unit in units.items()),
+                 "units: must map field names of this batch to strings")
+        _require((data.get("lon") is None) == (data.get("lat") is None), "lon/lat: give both or neither")
+        if data.get("lon") is not None:
+            _require(len(data["lon"]) == rows and len(data["lat"]) == rows, f"lon/lat: need {rows} values each")
+        batch = object.__new__(cls)
+        for name, value in (("tenant", data["tenant"]), ("dataset", data["dataset"]), ("source", data["source"]),
+                            ("sensor_ids", data["sensor_id"]), ("observed_at", data["observed_at"]),
+                            ("fields", data["fields"]), ("units", units), ("lon", data.get("lon")),
+                            ("lat", data.get("lat"))):
+            object.__setattr__(batch, name, value)
+        return batch
 
     @classmethod
     def from_observations(cls, events: list[Observation]) -> "ObservationBatch":

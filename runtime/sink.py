@@ -38,6 +38,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
@@ -46,7 +47,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from urbanstack.operator import naming
 from urbanstack.runtime.events import (BATCH_SCHEMA_VERSION, CANONICAL_INSTANT, DATASET_PATTERN, FIELD_PATTERN,
-                                       TENANT_PATTERN, EventError, Observation, ObservationBatch, parse_instant)
+                                       TENANT_PATTERN, EventError, Observation, ObservationBatch, event_id_of,
+                                       parse_instant)
 
 log = logging.getLogger("urbanstack.sink")
 
@@ -517,7 +519,7 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
     """
     result = BatchDecode()
     try:
-        batch = ObservationBatch.from_dict(data)
+        batch = ObservationBatch.from_dict(data, validate=False)
     except EventError as exc:
         result.records = 1
         result.rejected.append((payload, f"batch: {exc}", None))
@@ -557,20 +559,32 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
     instants: dict[str, int] = {}
     oldest = ticks(schema.oldest, precision) if schema.oldest is not None else None
     stamps = []
+    canonical = CANONICAL_INSTANT.fullmatch
     for i, instant in enumerate(batch.observed_at):
         value = instants.get(instant)
         if value is None:
             try:
+                if type(instant) is not str or not canonical(instant):
+                    raise ValueError(instant)
                 value = instants[instant] = ticks(datetime.fromisoformat(instant), precision)
             except ValueError:
                 value = None
         if value is None or (oldest is not None and value < oldest):
             slow.add(i)
         stamps.append(value)
-    ids = batch.event_ids()
+    source, sensors = batch.source, batch.sensor_ids
+    if type(source) is not str or not source.strip():
+        slow = set(range(n))
+    slow.update(i for i, sensor in enumerate(sensors) if type(sensor) is not str or not sensor.strip())
     lon = batch.lon or (None,) * n
     lat = batch.lat or (None,) * n
-    source, sensors = batch.source, batch.sensor_ids
+    if batch.lon is not None:
+        slow.update(i for i, (x, y) in enumerate(zip(lon, lat)) if not (
+            (x is None and y is None) or (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES
+                                          and -180 <= x <= 180 and -90 <= y <= 90)))
+    ids = batch.event_ids() if not slow else [
+        event_id_of(target.tenant, target.dataset, source, sensors[i], batch.observed_at[i]) if i not in slow
+        else None for i in range(n)]
     if not slow:
         result.rows = list(zip(ids, [source] * n, sensors, stamps, lon, lat, *columns))
         result.accepted = list(range(n))
@@ -625,6 +639,7 @@ class Batch:
     # A failed write parks the batch: its partition is paused until retry_at.
     retry_at: float | None = None
     delay: float = 0.0
+    stage: str = "writing"      # what the writer was doing when it failed
 
     def add(self, offset: int) -> None:
         if self.first is None:
@@ -731,6 +746,11 @@ class Sink:
         self._routes: dict[str, Route | RecordError] = {}
         self._stop = threading.Event()
         self._last_lag = 0.0
+        # One write in flight at a time, on a thread of its own: the warehouse works (chDB and
+        # the HTTP client release the GIL) while this thread reads and decodes the next batch.
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sink-writer")
+        self._inflight: tuple[Batch, Future, float] | None = None
+        self._paused: set[tuple[str, int]] = set()
 
     # Kafka callbacks ----------------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
@@ -742,11 +762,20 @@ class Sink:
                          tp.offset, end)
 
     def _on_revoke(self, consumer, partitions) -> None:
+        # The write in flight finishes and commits while the partitions are still ours.
         # Uncommitted batches are dropped, not written: the partition's next
         # owner reads them again from the committed offset.
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - the next owner replays what was not committed
+            log.warning("write in flight during rebalance failed: %s", _first_line(exc))
         for tp in partitions:
-            self._batches.pop((tp.topic, tp.partition), None)
-            self._intents.pop((tp.topic, tp.partition), None)
+            key = (tp.topic, tp.partition)
+            self._batches.pop(key, None)
+            self._intents.pop(key, None)
+            if key in self._paused:
+                self._paused.discard(key)
+                self.metrics.parked.dec()
 
     # Loop -------------------------------------------------------------------------
     def start(self) -> None:
@@ -755,8 +784,14 @@ class Sink:
 
     def close(self) -> None:
         """Leave the group without committing anything that was not written."""
-        self._consumer.close()
-        self._dlq.flush(10)
+        try:
+            self._settle()
+        except Exception as exc:  # noqa: BLE001 - not committed: read again on restart
+            log.warning("last write failed, its records are read again on restart: %s", _first_line(exc))
+        finally:
+            self._writer.shutdown(wait=True)
+            self._consumer.close()
+            self._dlq.flush(10)
 
     def run(self, stop: threading.Event | None = None) -> None:
         self._stop = stop or threading.Event()
@@ -771,8 +806,13 @@ class Sink:
             self.close()
 
     def step(self, timeout: float = 0.2) -> None:
-        messages = self._consumer.consume(self.config.poll_messages, timeout=timeout)
-        counts: dict[str, int] = {}
+        # consume(n, timeout) waits until it has n messages or the time is up; with batch
+        # messages n may never come. Take what is there; wait only when nothing is.
+        messages = self._consumer.consume(self.config.poll_messages, timeout=0)
+        if not messages:
+            messages = self._consumer.consume(1, timeout=timeout)
+            if messages and self.config.poll_messages > 1:
+                messages += self._consumer.consume(self.config.poll_messages - 1, timeout=0)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -781,12 +821,9 @@ class Sink:
                 # Broker restarts and network hiccups: librdkafka reconnects by itself.
                 log.warning("Kafka: %s", error.str())
                 continue
-            accepted = self._accept(message)
-            if accepted:
-                topic = message.topic()
-                counts[topic] = counts.get(topic, 0) + accepted
-        for topic, amount in counts.items():
-            self.metrics.count("in", topic.split(".", 1)[0], amount)
+            self._accept(message)
+        if self._inflight is not None and self._inflight[1].done():
+            self._settle()
         now = time.monotonic()
         for batch in [b for b in self._batches.values() if b.due(now, self.config.batch_seconds)]:
             self._flush(batch)
@@ -821,6 +858,10 @@ class Sink:
     def _accept(self, message) -> int:
         """Add a message to its partition's batch; the number of records it held."""
         topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if self._paused and (topic, partition) in self._paused:
+            # The partition is paused behind a batch that could not be written yet. This message
+            # was fetched before the pause took effect; it is read again after the seek on resume.
+            return 0
         batch = self._batches.get((topic, partition))
         if batch is None:
             if topic.endswith(".dlq"):
@@ -831,16 +872,10 @@ class Sink:
                               self.config.topic_pattern, topic)
                 return 0
             batch = self._batch(topic, partition)
-        elif batch.retry_at is not None:
-            # The partition is paused behind a batch that could not be written yet. This message
-            # was fetched before the pause took effect; it is read again after the seek on resume.
-            return 0
         replay_until = batch.replay_until
         if replay_until is not None and offset > replay_until:
             if batch.records:
                 self._flush(batch)
-                if batch.retry_at is not None:
-                    return 0
                 batch = self._batch(topic, partition)
             batch.replay_until = replay_until = None
         payload = message.value()
@@ -909,43 +944,61 @@ class Sink:
             # An unfinished replay stays unwritten: written short, it would escape deduplication.
             if batch.records and (batch.replay_until is None or batch.full(self.config.batch_rows)):
                 self._flush(batch)
+        self._settle()
 
     def _flush(self, batch: Batch) -> None:
-        """Write a batch and commit it. A write that fails for a reason that may pass
-        (warehouse or DLQ unavailable) parks the batch: its partition pauses and the
-        batch is tried again with back-off, while every other partition goes on."""
-        started = time.monotonic()
-        tenant = batch.topic.split(".", 1)[0]
-        what = "writing"
+        """Hand a closed batch to the writer. The previous write is committed first, so
+        the offsets of a partition advance in order and only over written records."""
+        self._settle()
+        key = (batch.topic, batch.partition)
+        if self._batches.get(key) is batch:
+            del self._batches[key]
+        if batch.rows:
+            self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
+        self._inflight = (batch, self._writer.submit(self._write, batch), time.monotonic())
+
+    def _write(self, batch: Batch) -> None:
+        """On the writer thread: drop what is stored already, insert, dead-letter."""
+        batch.stage = "writing"
+        if batch.rows:
+            try:
+                batch.stage = "reading"
+                self._drop_stored(batch)
+                batch.stage = "writing"
+                if batch.rows:
+                    self._insert(batch)
+            except RecordError as exc:
+                # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
+                # Every row of its messages goes, including any already found stored.
+                batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
+                batch.rows, batch.payloads, batch.duplicates = [], [], 0
+        if batch.rejected:
+            batch.stage = "sending"
+            self._send_to_dlq(batch)
+
+    def _settle(self) -> None:
+        """Wait for the write in flight; commit it, or park its batch if it failed for a
+        reason that may pass (warehouse or DLQ unavailable): its partition pauses and
+        the batch is tried again with back-off while every other partition goes on."""
+        if self._inflight is None:
+            return
+        batch, future, started = self._inflight
+        self._inflight = None
         try:
-            if batch.rows:
-                self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
-                try:
-                    what = "reading"
-                    self._drop_stored(batch)
-                    what = "writing"
-                    if batch.rows:
-                        self._insert(batch)
-                except RecordError as exc:
-                    # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
-                    batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
-                    batch.rows, batch.payloads = [], []
-            if batch.rejected:
-                what = "sending"
-                self._send_to_dlq(batch)
-        except Stopped:
-            raise
+            future.result()
         except Exception as exc:  # noqa: BLE001 - an outage: park, retry later, lose nothing
-            self._park(batch, what, exc)
+            self._park(batch, batch.stage, exc)
             return
         self._commit(batch, batch.last + 1, "")
-        if batch.retry_at is not None:
+        key = (batch.topic, batch.partition)
+        if key in self._paused:
             self._unpark(batch)
+        tenant = batch.topic.split(".", 1)[0]
+        self.metrics.count("in", tenant, batch.records + batch.duplicates)
         self.metrics.count("stored", tenant, len(batch.rows))
         self.metrics.count("duplicate", tenant, batch.duplicates)
         self.metrics.count("dlq", tenant, len(batch.rejected))
         self.metrics.batch_seconds.observe(time.monotonic() - started)
-        self._batches.pop((batch.topic, batch.partition), None)
 
     def _refused(self, batch: Batch, reason: str) -> list[tuple[int, bytes | None, str, int | None]]:
         rejected = []
@@ -959,7 +1012,11 @@ class Sink:
 
     def _park(self, batch: Batch, what: str, exc: Exception) -> None:
         tp = TopicPartition(batch.topic, batch.partition)
-        if batch.retry_at is None:
+        key = (batch.topic, batch.partition)
+        # A batch opened behind this one is dropped uncommitted: it is read again after the seek.
+        self._batches[key] = batch
+        if key not in self._paused:
+            self._paused.add(key)
             batch.delay = self.config.retry_initial_seconds
             try:
                 self._consumer.pause([tp])
@@ -981,6 +1038,7 @@ class Sink:
             self._consumer.resume([TopicPartition(batch.topic, batch.partition)])
         except KafkaException as error:
             log.warning("could not resume %s[%d]: %s", batch.topic, batch.partition, error)
+        self._paused.discard((batch.topic, batch.partition))
         self.metrics.parked.dec()
         batch.retry_at = None
 
@@ -1021,7 +1079,8 @@ class Sink:
             rows = fresh
             if changed:
                 self._changed(batch, changed)
-        batch.rows, batch.duplicates = rows, duplicates
+        batch.rows = rows
+        batch.duplicates += duplicates   # a retried write filters what an earlier attempt left
 
     def _changed(self, batch: Batch, rows: list[tuple]) -> None:
         """Rows that replace a stored reading with new values."""

@@ -8,9 +8,9 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from urbanstack.runtime.events import Observation
-from urbanstack.runtime.sink import (Batch, RecordError, SinkConfig, TableSchema, decode, decode_event, dedup_token,
-                                     parse_intent, retention_days, route)
+from urbanstack.runtime.events import EventError, Observation, ObservationBatch
+from urbanstack.runtime.sink import (Batch, RecordError, SinkConfig, TableSchema, decode, decode_batch, decode_event,
+                                     dedup_token, parse_intent, retention_days, route)
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
 TOPIC = "guetersloh.passantenfrequenz-wetter.pedestrian_counts"
@@ -189,3 +189,124 @@ def test_batch_closes_by_size_age_and_replayed_range():
 def test_intent_metadata():
     assert parse_intent("pending:41") == 41
     assert parse_intent("") is None and parse_intent(None) is None and parse_intent("pending:x") is None
+
+
+# Schema-2 batches: every row must come out exactly as the same reading sent alone would.
+
+ROW_VARIANTS = [
+    # (sensor_id, observed_at, pedestrians, location_name, lon, lat)
+    ("148", "2026-01-09T10:00:00Z", 12, "Berliner Straße", None, None),
+    ("149", "2026-01-09T10:00:00.250000Z", 0, "Markt", 8.38, 51.9),
+    ("150", "2026-01-09T10:00:00Z", "12", "Markt", None, None),          # text the reference path converts
+    ("151", "2026-01-09T10:00:00Z", 12, 4711, None, None),               # a number as text
+    ("152", "2026-01-09T10:00:00Z", 12.0, "Markt", None, None),
+    ("", "2026-01-09T10:00:00Z", 12, "Markt", None, None),
+    (153, "2026-01-09T10:00:00Z", 12, "Markt", None, None),
+    ("154", "2026-01-09T10:00:00+00:00", 12, "Markt", None, None),       # an offset: read as a single event would be
+    ("155", "2026-01-09T10:00:00", 12, "Markt", None, None),
+    ("156", "1999-01-01T00:00:00Z", 12, "Markt", None, None),            # older than the retention
+    ("157", "2026-01-09T10:00:00Z", -1, "Markt", None, None),
+    ("158", "2026-01-09T10:00:00Z", True, "Markt", None, None),
+    ("159", "2026-01-09T10:00:00Z", 1.5, "Markt", None, None),
+    ("160", "2026-01-09T10:00:00Z", None, "Markt", None, None),
+    ("161", "2026-01-09T10:00:00Z", 12, None, None, None),
+    ("162", "2026-01-09T10:00:00Z", 12, "Markt", None, 5.0),
+    ("163", "2026-01-09T10:00:00Z", 12, "Markt", 8.0, 91.0),
+    ("164", "2026-01-09T10:00:00Z", [1], "Markt", None, None),
+    ("165", "2026-01-09T10:00:00Z", 2 ** 40, "Markt", None, None),
+]
+
+
+def _batch(rows=ROW_VARIANTS, **changes) -> dict:
+    data = {"v": 2, "tenant": "guetersloh", "dataset": "pedestrian_counts", "source": "hystreet",
+            "units": {"pedestrians": "persons"},
+            "sensor_id": [r[0] for r in rows], "observed_at": [r[1] for r in rows],
+            "fields": {"pedestrians": [r[2] for r in rows], "location_name": [r[3] for r in rows],
+                       "temperature": [1.5 for _ in rows]},
+            "lon": [r[4] for r in rows], "lat": [r[5] for r in rows]}
+    data.update(changes)
+    return data
+
+
+def _single(data: dict, index: int) -> bytes:
+    row = {"v": 1, "tenant": data["tenant"], "dataset": data["dataset"], "source": data["source"],
+           "sensor_id": data["sensor_id"][index], "observed_at": data["observed_at"][index],
+           "fields": {name: values[index] for name, values in data["fields"].items()}, "units": data["units"]}
+    if data.get("lon") and data["lon"][index] is not None or data.get("lat") and data["lat"][index] is not None:
+        row["lon"], row["lat"] = data["lon"][index], data["lat"][index]
+    return json.dumps(row).encode()
+
+
+def _reference(payload: bytes, target, schema):
+    try:
+        return decode_event(payload, target, schema)
+    except RecordError as exc:
+        return ("rejected", str(exc))
+
+
+@pytest.mark.parametrize("changes", [
+    {}, {"tenant": "bielefeld"}, {"dataset": "weather"}, {"units": {"pedestrians": "cars"}},
+    {"source": " "},
+])
+def test_batch_decoder_agrees_with_the_reference_row_by_row(schema, changes):
+    target = route(TOPIC)
+    data = _batch(**changes)
+    payload = json.dumps(data).encode()
+    decoded = decode_batch(data, payload, target, schema)
+    assert decoded.records == len(ROW_VARIANTS)
+    outcomes = {i: row for i, row in zip(decoded.accepted, decoded.rows)}
+    outcomes.update({i: ("rejected", reason) for _payload, reason, i in decoded.rejected})
+    assert sorted(outcomes) == list(range(len(ROW_VARIANTS)))  # every row once: stored or dead-lettered
+    for i in range(len(ROW_VARIANTS)):
+        expected = _reference(_single(data, i), target, schema)
+        if changes.get("tenant") or changes.get("dataset"):
+            # a batch for another tenant or dataset is refused as a whole, for that reason first
+            assert expected[0] == "rejected" and outcomes[i][0] == "rejected"
+            assert ("claims 'bielefeld'" if changes.get("tenant") else "is for 'weather'") in outcomes[i][1]
+            continue
+        assert outcomes[i] == expected, f"row {i}: {ROW_VARIANTS[i]}"
+    if not changes:
+        good = {row[2] for row in decoded.rows}
+        assert good == {"148", "149", "150", "151", "152", "154"}  # 154: an offset instant, made canonical
+
+
+def test_batch_with_unknown_field_rejects_each_row_with_the_reason(schema):
+    data = _batch(rows=ROW_VARIANTS[:3])
+    data["fields"]["bikes"] = [1, 2, 3]
+    decoded = decode_batch(data, json.dumps(data).encode(), route(TOPIC), schema)
+    assert decoded.rows == [] and decoded.records == 3
+    assert [i for _p, _r, i in decoded.rejected] == [0, 1, 2]
+    assert all("unknown field(s) bikes" in reason for _p, reason, _i in decoded.rejected)
+    # the dead-lettered value is the row as a single event, which can be fixed and sent again
+    fixed = json.loads(decoded.rejected[0][0])
+    assert fixed["sensor_id"] == "148" and fixed["fields"]["bikes"] == 1
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"v": 2, "tenant": "guetersloh"}, "missing required key(s) dataset, source"),
+    (_batch(observed_at=["2026-01-09T10:00:00Z"]), "observed_at: 1 values for 19 rows"),
+    (_batch(sensor_id=[]), "at least one row"),
+    ({**_batch(), "extra": 1}, "unknown key(s) extra"),
+    (_batch(fields={"pedestrians": 5}), "fields: expected an object of field name to a list"),
+])
+def test_malformed_batch_is_one_rejected_record(schema, data, message):
+    payload = json.dumps(data).encode()
+    decoded = decode_batch(data, payload, route(TOPIC), schema)
+    assert decoded.records == 1 and decoded.rows == []
+    [(value, reason, index)] = decoded.rejected
+    assert value == payload and index is None and message in reason
+
+
+def test_observation_batch_round_trip_keeps_event_ids():
+    events = [event(sensor_id=str(s), observed_at=NOW - timedelta(hours=h), lon=8.0 if s else None,
+                    lat=51.0 if s else None) for s in range(3) for h in range(2)]
+    batch = ObservationBatch.from_observations(events)
+    again = ObservationBatch.from_dict(json.loads(batch.to_json()))
+    assert again.event_ids() == [e.event_id for e in events]
+    assert again.observations() == events
+    with pytest.raises(EventError, match=r"observed_at\[1\]: expected a UTC instant"):
+        ObservationBatch(tenant="guetersloh", dataset="pedestrian_counts", source="x", sensor_ids=["a", "b"],
+                         observed_at=["2026-01-09T10:00:00Z", "2026-01-09 10:00"], fields={"f": [1, 2]})
+    with pytest.raises(EventError, match=r"fields.f\[0\]: must be a number, a string or null, got bool"):
+        ObservationBatch(tenant="guetersloh", dataset="pedestrian_counts", source="x", sensor_ids=["a"],
+                         observed_at=["2026-01-09T10:00:00Z"], fields={"f": [True]})
