@@ -82,13 +82,14 @@ class SinkConfig:
     # librdkafka treats a leading ^ as a regular expression. Three dot-separated
     # parts: tenant data topics. The DLQ (<slug>.dlq) has two and stays out.
     topic_pattern: str = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\.[a-z0-9_]+$"
-    batch_rows: int = 10_000
+    batch_rows: int = 50_000
     batch_seconds: float = 1.0
     retry_initial_seconds: float = 0.5
     retry_max_seconds: float = 30.0
     schema_refresh_seconds: float = 30.0
     poll_messages: int = 10_000
     metrics_port: int = 0
+    dlq_timeout_seconds: float = 30.0
 
     ENV = {
         "group_id": ("URBANSTACK_SINK_GROUP", "Kafka consumer group of the sink."),
@@ -100,6 +101,8 @@ class SinkConfig:
         "schema_refresh_seconds": ("URBANSTACK_SINK_SCHEMA_REFRESH_SECONDS", "How long a table schema is cached."),
         "poll_messages": ("URBANSTACK_SINK_POLL_MESSAGES", "Messages fetched per consume call."),
         "metrics_port": ("URBANSTACK_SINK_METRICS_PORT", "Prometheus endpoint on 127.0.0.1 (0: none)."),
+        "dlq_timeout_seconds": ("URBANSTACK_SINK_DLQ_TIMEOUT_SECONDS", "How long a DLQ send may take before the "
+                                "partition is parked and retried (a missing DLQ topic fails after this)."),
     }
 
     @classmethod
@@ -640,6 +643,7 @@ class Batch:
     retry_at: float | None = None
     delay: float = 0.0
     stage: str = "writing"      # what the writer was doing when it failed
+    inserted: bool = False
 
     def add(self, offset: int) -> None:
         if self.first is None:
@@ -738,8 +742,10 @@ class Sink:
             "session.timeout.ms": 10_000,
             "log_level": 3,
         })
+        dlq_timeout_ms = int(config.dlq_timeout_seconds * 1000)
         self._dlq = Producer({**kafka_config, "enable.idempotence": True, "acks": "all", "linger.ms": 5,
-                              "log_level": 3})
+                              "message.timeout.ms": dlq_timeout_ms,
+                              "topic.metadata.propagation.max.ms": dlq_timeout_ms, "log_level": 3})
         self._batches: dict[tuple[str, int], Batch] = {}
         self._intents: dict[tuple[str, int], int] = {}
         self._schemas: dict[tuple[str, str], tuple[TableSchema | None, float]] = {}
@@ -960,13 +966,14 @@ class Sink:
     def _write(self, batch: Batch) -> None:
         """On the writer thread: drop what is stored already, insert, dead-letter."""
         batch.stage = "writing"
-        if batch.rows:
+        if batch.rows and not batch.inserted:
             try:
                 batch.stage = "reading"
                 self._drop_stored(batch)
                 batch.stage = "writing"
                 if batch.rows:
                     self._insert(batch)
+                batch.inserted = True   # a retry after a failed DLQ send does not write again
             except RecordError as exc:
                 # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
                 # Every row of its messages goes, including any already found stored.
@@ -1124,7 +1131,7 @@ class Sink:
                     break
                 except BufferError:
                     self._dlq.poll(0.05)
-        remaining = self._dlq.flush(60)
+        remaining = self._dlq.flush(self.config.dlq_timeout_seconds + 30)
         if remaining or failures:
             raise RuntimeError(f"DLQ {dlq}: {remaining} unacknowledged, {len(failures)} refused "
                                f"({'; '.join(failures[:3])})")

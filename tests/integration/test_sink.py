@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import uuid
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -282,3 +283,81 @@ def test_run_sink_serves_prometheus_metrics(platform, admin_config, warehouse, t
         stop.set()
         thread.join(30)
     assert not thread.is_alive()
+
+
+def test_resent_readings_are_written_once_and_corrections_win(admin_config, warehouse, tenant):
+    """A file sent twice adds nothing, visible without FINAL; a reading sent again with a
+    new value replaces the stored one."""
+    first = counts(tenant.slug, 40)
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(first, tenant=tenant.slug, tool=TOOL)
+    sink, group = sink_for(admin_config, warehouse, tenant)
+    try:
+        harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+        corrected = [Observation(tenant=e.tenant, dataset=e.dataset, source=e.source, sensor_id=e.sensor_id,
+                                 observed_at=e.observed_at, fields={**e.fields, "pedestrians": 9999},
+                                 units=e.units) for e in first[35:]]
+        with Publisher(admin_config) as publisher:
+            publisher.publish_events(first[:35] + corrected, tenant=tenant.slug, tool=TOOL)
+        harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+    finally:
+        sink.close()
+    assert sink.metrics.totals == {"in": 80, "stored": 45, "duplicate": 35, "dlq": 0}
+    assert rows(warehouse, tenant, final=True) == 40
+    assert rows(warehouse, tenant) == 45  # the 5 corrected readings, until a merge replaces them
+    latest = warehouse.query(
+        f"SELECT event_id, pedestrians FROM `{tenant.database}`.`{TABLE}` FINAL WHERE pedestrians = 9999").result_rows
+    assert sorted(event_id for event_id, _ in latest) == sorted(e.event_id for e in corrected)
+
+
+def test_a_partition_whose_dlq_fails_is_parked_and_the_others_go_on(admin_config, warehouse, tenant):
+    """Tenant A's dead-letter topic is gone: its partition pauses and is retried, tenant B's
+    data keeps flowing; once the topic is back, A's batch is written and nothing is lost."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    other = harness.provision(admin_config, warehouse, prefix="gu")
+    admin = AdminClient(admin_config)
+    try:
+        admin.delete_topics([tenant.dlq])[tenant.dlq].result(30)
+        good = counts(tenant.slug, 10)
+        with Publisher(admin_config) as publisher:
+            publisher.publish_events(good, tenant=tenant.slug, tool=TOOL)
+        producer = Producer(admin_config)
+        producer.produce(tenant.topic(TOOL, DATASET), b'{"not": "an event"}', b"100")
+        assert producer.flush(30) == 0
+
+        group = f"test-sink-{uuid.uuid4().hex[:8]}"
+        config = SinkConfig(group_id=group, topic_pattern=rf"^({tenant.slug}|{other.slug})\.[^.]+\.[^.]+$",
+                            batch_seconds=0.2, retry_initial_seconds=0.2, retry_max_seconds=1.0,
+                            dlq_timeout_seconds=2.0)
+        sink = Sink(admin_config, warehouse, config)
+        sink.start()
+        try:
+            deadline = time.monotonic() + 60
+            while sink.metrics.parked._value.get() < 1 and time.monotonic() < deadline:
+                sink.step()
+            assert sink.metrics.parked._value.get() == 1, "tenant A's partition should be parked"
+            stuck = harness.committed(admin_config, group, tenant.topic(TOOL, DATASET))
+
+            later = counts(other.slug, 12)
+            with Publisher(admin_config) as publisher:
+                publisher.publish_events(later, tenant=other.slug, tool=TOOL)
+            harness.drain(sink, admin_config, group, [other.topic(TOOL, DATASET)])
+            assert rows(warehouse, other) == 12  # B is not held up by A
+            assert sink.metrics.parked._value.get() == 1
+            assert harness.committed(admin_config, group, tenant.topic(TOOL, DATASET)) == stuck
+
+            futures = admin.create_topics([NewTopic(tenant.dlq, 1, 1)])
+            futures[tenant.dlq].result(30)
+            harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+        finally:
+            sink.close()
+        assert sink.metrics.parked._value.get() == 0
+        assert rows(warehouse, tenant, final=True) == len(good)
+        [dead] = harness.read_topic(admin_config, tenant.dlq, 1)
+        assert "not valid" in harness.headers(dead)["error"] or "missing" in harness.headers(dead)["error"]
+        assert sink.metrics.write_retries.labels("sending")._value.get() >= 1
+        assert sink.metrics.totals == {"in": len(good) + 1 + len(later), "stored": len(good) + len(later),
+                                       "duplicate": 0, "dlq": 1}
+    finally:
+        harness.deprovision(admin_config, warehouse, other)
