@@ -39,7 +39,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 from zoneinfo import ZoneInfo, available_timezones
 
 from urbanstack.operator import naming
@@ -235,8 +235,8 @@ class Metric:
         return f"{self.field}_{self.aggregate.value}"
 
 
-@dataclass(frozen=True)
-class SeriesRow:
+class SeriesRow(NamedTuple):
+    # A named tuple, not a dataclass: a year of hourly buckets is 8,760 of them per answer.
     bucket: datetime
     sensor_id: str | None
     events: int
@@ -253,10 +253,13 @@ class SeriesResult:
     metrics: tuple[Metric, ...]
     rows: tuple[SeriesRow, ...]
     next_cursor: str | None
+    # With ``json=True``: each row as the JSON object the REST API sends, written by the
+    # warehouse (``rows`` is then empty). A year of hourly buckets is 8,760 rows; building
+    # Python objects and encoding them again would cost more than the query.
+    json_rows: tuple[str, ...] | None = None
 
 
-@dataclass(frozen=True)
-class JoinRow:
+class JoinRow(NamedTuple):
     bucket: datetime
     left_events: int
     right_events: int
@@ -276,6 +279,7 @@ class JoinResult:
     right_metrics: tuple[Metric, ...]
     rows: tuple[JoinRow, ...]
     next_cursor: str | None
+    json_rows: tuple[str, ...] | None = None   # as in SeriesResult
 
 
 @dataclass(frozen=True)
@@ -354,7 +358,7 @@ class QueryEngine:
         return authorize(principal, self.catalogue, ref)
 
     # Series ---------------------------------------------------------------
-    def series(self, principal: Principal | None, query: SeriesQuery) -> SeriesResult:
+    def series(self, principal: Principal | None, query: SeriesQuery, *, json: bool = False) -> SeriesResult:
         dataset = authorize(principal, self.catalogue, query.dataset)
         metrics = self._metrics(dataset, query.fields, query.aggregates)
         tz = _timezone(query.timezone)
@@ -374,20 +378,33 @@ class QueryEngine:
             grouped = self._grouped(params, "", dataset, metrics, query.bucket, start, end, query.filters.sensor_ids,
                                     query.filters.bbox, plans[0], sensor=sensor, events="events", prefix="m",
                                     after=after, having=having)
-            return f"{grouped} ORDER BY bucket, sensor LIMIT {{limit:UInt32}}"
+            ordered = f"{grouped} ORDER BY bucket, sensor LIMIT {{limit:UInt32}}"
+            if not as_json:
+                return ordered
+            sensor_json = "toJSONString(sensor)" if query.by_sensor else "'null'"
+            return (f"SELECT bucket, sensor, concat('{{\"bucket\":\"', {_JSON_TIME}, '\",\"sensor_id\":', "
+                    f"{sensor_json}, ',\"events\":', toString(events), ',\"values\":{{', "
+                    f"{_json_members(metrics, 'm')}, '}}}}') FROM ({ordered}) ORDER BY bucket, sensor")
 
+        as_json = json and _json_safe(metrics)
         plans = [self._rollup_hours(dataset, metrics, query.bucket, tz, start, end, query.filters.bbox)]
         rows = self._run_planned("series", (dataset,), plans, sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
-        result = tuple(SeriesRow(bucket=_utc(row[0]), sensor_id=row[1] if query.by_sensor else None, events=row[2],
-                                 values=tuple(_number(v) for v in row[3:])) for row in rows)
+        if as_json:
+            cursor = _encode_cursor([format_time(_utc(rows[-1][0])), rows[-1][1]]) if more else None
+            return SeriesResult(dataset=dataset, bucket=query.bucket, timezone=tz, start=start, end=end,
+                                metrics=metrics, rows=(), next_cursor=cursor,
+                                json_rows=tuple([row[2] for row in rows]))
+        by_sensor = query.by_sensor
+        result = tuple([SeriesRow(_utc(row[0]), row[1] if by_sensor else None, row[2], _numbers(row[3:]))
+                        for row in rows])
         cursor = _encode_cursor([format_time(result[-1].bucket), rows[-1][1]]) if more else None
         return SeriesResult(dataset=dataset, bucket=query.bucket, timezone=tz, start=start, end=end,
                             metrics=metrics, rows=result, next_cursor=cursor)
 
     # Join -----------------------------------------------------------------
-    def join(self, principal: Principal | None, query: JoinQuery) -> JoinResult:
+    def join(self, principal: Principal | None, query: JoinQuery, *, json: bool = False) -> JoinResult:
         left = authorize(principal, self.catalogue, query.left.dataset)
         right = authorize(principal, self.catalogue, query.right.dataset)
         left_metrics = self._metrics(left, query.left.fields, query.left.aggregates)
@@ -411,16 +428,27 @@ class QueryEngine:
             after = " WHERE bucket > {c_bucket:DateTime64(3, 'UTC')}" if query.cursor else ""
             left_columns = "".join(f", l{i}" for i in range(len(left_metrics)))
             right_columns = "".join(f", r{i}" for i in range(len(right_metrics)))
-            return (f"SELECT bucket, l_events, r_events{left_columns}{right_columns} FROM ({subqueries[0]}) AS l "
-                    f"INNER JOIN ({subqueries[1]}) AS r USING (bucket){after} ORDER BY bucket LIMIT {{limit:UInt32}}")
+            joined = (f"SELECT bucket, l_events, r_events{left_columns}{right_columns} FROM ({subqueries[0]}) AS l "
+                      f"INNER JOIN ({subqueries[1]}) AS r USING (bucket){after} ORDER BY bucket LIMIT {{limit:UInt32}}")
+            if not as_json:
+                return joined
+            return (f"SELECT bucket, concat('{{\"bucket\":\"', {_JSON_TIME}, '\",\"left_events\":', "
+                    f"toString(l_events), ',\"right_events\":', toString(r_events), ',\"left\":{{', "
+                    f"{_json_members(left_metrics, 'l')}, '}},\"right\":{{', {_json_members(right_metrics, 'r')}, "
+                    f"'}}}}') FROM ({joined}) ORDER BY bucket")
 
+        as_json = json and _json_safe(left_metrics) and _json_safe(right_metrics)
         rows = self._run_planned("join", (left, right), plans, sql, params)
         more = len(rows) > limit
         rows = rows[:limit]
+        if as_json:
+            cursor = _encode_cursor([format_time(_utc(rows[-1][0]))]) if more else None
+            return JoinResult(left=left, right=right, bucket=query.bucket, timezone=tz, start=start, end=end,
+                              left_metrics=left_metrics, right_metrics=right_metrics, rows=(), next_cursor=cursor,
+                              json_rows=tuple([row[1] for row in rows]))
         split = 3 + len(left_metrics)
-        result = tuple(JoinRow(bucket=_utc(row[0]), left_events=row[1], right_events=row[2],
-                               left_values=tuple(_number(v) for v in row[3:split]),
-                               right_values=tuple(_number(v) for v in row[split:])) for row in rows)
+        result = tuple([JoinRow(_utc(row[0]), row[1], row[2], _numbers(row[3:split]), _numbers(row[split:]))
+                        for row in rows])
         cursor = _encode_cursor([format_time(result[-1].bucket)]) if more else None
         return JoinResult(left=left, right=right, bucket=query.bucket, timezone=tz, start=start, end=end,
                           left_metrics=left_metrics, right_metrics=right_metrics, rows=result, next_cursor=cursor)
@@ -623,6 +651,7 @@ class QueryEngine:
 
     def _run(self, kind: str, sql: str, params: dict[str, Any]) -> list[tuple]:
         settings = {"max_execution_time": self.limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+                    "output_format_json_quote_64bit_integers": 0,
                     "readonly": 2, "do_not_merge_across_partitions_select_final": 1}
         began = time.perf_counter()
         try:
@@ -761,9 +790,36 @@ def _utc(value: datetime) -> datetime:
 
 
 def format_time(value: datetime) -> str:
-    value = value.astimezone(timezone.utc)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{text}.{value.microsecond // 1000:03d}Z" if value.microsecond else f"{text}Z"
+    """``2026-01-31T23:00:00Z``, with milliseconds only where the instant has them."""
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    if value.microsecond:
+        return f"{value.strftime('%Y-%m-%dT%H:%M:%S')}.{value.microsecond // 1000:03d}Z"
+    return value.isoformat()[:19] + "Z"   # isoformat is C; a 4-digit year keeps the slice exact
+
+
+# The warehouse writes JSON rows itself for the REST API (see SeriesResult.json_rows):
+# times as format_time writes whole seconds, numbers as JSON (NaN and ±inf as null).
+_JSON_TIME = "formatDateTime(bucket, '%Y-%m-%dT%H:%i:%SZ', 'UTC')"
+_JSON_NAME = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def _json_safe(metrics: Sequence[Metric]) -> bool:
+    return all(_JSON_NAME.match(m.name) for m in metrics)
+
+
+def _json_members(metrics: Sequence[Metric], prefix: str) -> str:
+    """SQL for the members ``"name":value,…`` of a JSON object of metric values."""
+    members = []
+    for i, metric in enumerate(metrics):
+        separator = "," if i else ""
+        members.append(f"'{separator}\"{metric.name}\":', toJSONString({prefix}{i})")
+    return ", ".join(members)
+
+
+def _numbers(values) -> tuple:
+    # x - x is 0 for every finite number and NaN for NaN and ±inf: JSON has neither (avg over no values is NaN).
+    return tuple([v if v is None or v.__class__ is not float or v - v == 0 else None for v in values])
 
 
 def _number(value: Any) -> Any:

@@ -2,6 +2,7 @@
 
 
 import enum
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
@@ -161,11 +162,43 @@ def _metric(metric: Metric) -> MetricOut:
     return MetricOut(name=metric.name, field=metric.field, aggregate=metric.aggregate, unit=metric.unit)
 
 
+def _metric_dict(metric: Metric) -> dict[str, Any]:
+    return {"name": metric.name, "field": metric.field, "aggregate": metric.aggregate, "unit": metric.unit}
+
+
+def json_response(payload: dict[str, Any]) -> Response:
+    """The answer as JSON, without a second validation pass: series and joins are built
+    to match their response model (tests check both against the OpenAPI schema), and a
+    year of hourly buckets is too many rows to validate again on every request."""
+    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"),
+                    media_type="application/json")
+
+
+def json_rows_response(head: dict[str, Any], rows: tuple[str, ...], cursor: str | None) -> Response:
+    """``head`` plus ``rows`` (JSON objects the warehouse wrote) plus ``next_cursor``."""
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
+    body = f"{encode(head)[:-1]},\"rows\":[{','.join(rows)}],\"next_cursor\":{encode(cursor)}}}"
+    return Response(body.encode("utf-8"), media_type="application/json")
+
+
+def series_head(result: SeriesResult) -> dict[str, Any]:
+    return {"dataset": result.dataset.ref, "bucket": result.bucket, "timezone": result.timezone,
+            "from": format_time(result.start), "to": format_time(result.end),
+            "metrics": [_metric_dict(m) for m in result.metrics]}
+
+
+def join_head(result: JoinResult) -> dict[str, Any]:
+    return {"left": result.left.ref, "right": result.right.ref, "bucket": result.bucket,
+            "timezone": result.timezone, "from": format_time(result.start), "to": format_time(result.end),
+            "left_metrics": [_metric_dict(m) for m in result.left_metrics],
+            "right_metrics": [_metric_dict(m) for m in result.right_metrics]}
+
+
 def series_out(result: SeriesResult) -> dict[str, Any]:
     names = [m.name for m in result.metrics]
     return {"dataset": result.dataset.ref, "bucket": result.bucket, "timezone": result.timezone,
             "from": format_time(result.start), "to": format_time(result.end),
-            "metrics": [_metric(m) for m in result.metrics],
+            "metrics": [_metric_dict(m) for m in result.metrics],
             "rows": [{"bucket": format_time(r.bucket), "sensor_id": r.sensor_id, "events": r.events,
                       "values": dict(zip(names, r.values))} for r in result.rows],
             "next_cursor": result.next_cursor}
@@ -175,8 +208,8 @@ def join_out(result: JoinResult) -> dict[str, Any]:
     left, right = [m.name for m in result.left_metrics], [m.name for m in result.right_metrics]
     return {"left": result.left.ref, "right": result.right.ref, "bucket": result.bucket,
             "timezone": result.timezone, "from": format_time(result.start), "to": format_time(result.end),
-            "left_metrics": [_metric(m) for m in result.left_metrics],
-            "right_metrics": [_metric(m) for m in result.right_metrics],
+            "left_metrics": [_metric_dict(m) for m in result.left_metrics],
+            "right_metrics": [_metric_dict(m) for m in result.right_metrics],
             "rows": [{"bucket": format_time(r.bucket), "left_events": r.left_events, "right_events": r.right_events,
                       "left": dict(zip(left, r.left_values)), "right": dict(zip(right, r.right_values))}
                      for r in result.rows],
@@ -226,10 +259,12 @@ def build_router(principal_dependency) -> APIRouter:
             dataset=DatasetRef(owner, tool, dataset), fields=tuple(field), aggregates=tuple(aggregate),
             bucket=bucket, by_sensor=by_sensor, timezone=timezone, limit=limit, cursor=cursor,
             filters=Filters(start=parse_time(from_, "from"), end=parse_time(to, "to"), sensor_ids=tuple(sensor_id),
-                            bbox=parse_bbox(bbox))))
+                            bbox=parse_bbox(bbox))), json=format == "json")
         if format == "csv":
             return _file(export.series_csv(result), "text/csv; charset=utf-8", f"{dataset}-{bucket.value}.csv")
-        return series_out(result)
+        if result.json_rows is not None:
+            return json_rows_response(series_head(result), result.json_rows, result.next_cursor)
+        return json_response(series_out(result))
 
     @router.get("/join", response_model=JoinOut, tags=["queries"], responses=CSV_RESPONSE,
                 summary="Two datasets aggregated on common time buckets (e.g. pedestrians × weather)")
@@ -248,10 +283,12 @@ def build_router(principal_dependency) -> APIRouter:
             right=JoinSide(parse_ref(right, "right"), tuple(right_field), tuple(right_aggregate),
                            tuple(right_sensor_id)),
             bucket=bucket, start=parse_time(from_, "from"), end=parse_time(to, "to"), bbox=parse_bbox(bbox),
-            timezone=timezone, limit=limit, cursor=cursor))
+            timezone=timezone, limit=limit, cursor=cursor), json=format == "json")
         if format == "csv":
             return _file(export.join_csv(result), "text/csv; charset=utf-8", f"join-{bucket.value}.csv")
-        return join_out(result)
+        if result.json_rows is not None:
+            return json_rows_response(join_head(result), result.json_rows, result.next_cursor)
+        return json_response(join_out(result))
 
     @router.get("/datasets/{owner}/{tool}/{dataset}/observations", response_model=ObservationsOut,
                 tags=["queries"], summary="Single observations, oldest first, one page at a time")
