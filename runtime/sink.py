@@ -644,6 +644,8 @@ class Batch:
     delay: float = 0.0
     stage: str = "writing"      # what the writer was doing when it failed
     inserted: bool = False
+    # (sensor_id, hour in ticks) whose hourly rollup must be recomputed after the insert
+    repair: set = field(default_factory=set)
 
     def add(self, offset: int) -> None:
         if self.first is None:
@@ -964,7 +966,9 @@ class Sink:
         self._inflight = (batch, self._writer.submit(self._write, batch), time.monotonic())
 
     def _write(self, batch: Batch) -> None:
-        """On the writer thread: drop what is stored already, insert, dead-letter."""
+        """On the writer thread: drop what is stored already, insert, repair the rollup
+        where readings were replaced, dead-letter. Each step that succeeded is not
+        repeated when the batch is retried after a later step failed."""
         batch.stage = "writing"
         if batch.rows and not batch.inserted:
             try:
@@ -973,12 +977,15 @@ class Sink:
                 batch.stage = "writing"
                 if batch.rows:
                     self._insert(batch)
-                batch.inserted = True   # a retry after a failed DLQ send does not write again
             except RecordError as exc:
                 # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
                 # Every row of its messages goes, including any already found stored.
                 batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
                 batch.rows, batch.payloads, batch.duplicates = [], [], 0
+        batch.inserted = True
+        if batch.repair:
+            batch.stage = "repairing"
+            self._repair_rollup(batch)
         if batch.rejected:
             batch.stage = "sending"
             self._send_to_dlq(batch)
@@ -1055,6 +1062,9 @@ class Sink:
         insert time count it once. A re-sent reading with new values is written: the
         newest copy wins, and the changed rows are reported to :meth:`_changed`."""
         schema, target = batch.schema, batch.target
+        if batch.replayed:
+            # A dead sink may have written the table but not the rollup: recompute every hour it touches.
+            batch.repair.update(self._hours(batch.rows, schema))
         seen: dict[str, int] = {}
         for index, row in enumerate(batch.rows):
             seen[row[0]] = index          # the same reading twice in one batch: the later copy wins
@@ -1090,8 +1100,60 @@ class Sink:
         batch.duplicates += duplicates   # a retried write filters what an earlier attempt left
 
     def _changed(self, batch: Batch, rows: list[tuple]) -> None:
-        """Rows that replace a stored reading with new values."""
+        """Rows that replace a stored reading with new values: the hourly rollup, which added
+        the old values when they arrived, is recomputed for their hours after the insert."""
         log.info("%s[%d]: %d readings replace stored ones with new values", batch.topic, batch.partition, len(rows))
+        batch.repair.update(self._hours(rows, batch.schema))
+
+    @staticmethod
+    def _hours(rows: list[tuple], schema: TableSchema) -> set[tuple[str, int]]:
+        hour = 3600 * 10 ** schema.precision
+        return {(row[2], row[3] - row[3] % hour) for row in rows}
+
+    def _repair_rollup(self, batch: Batch) -> None:
+        """Recompute the rollup rows of ``batch.repair`` from the table (FINAL): delete them,
+        aggregate the table's current rows again. Readings of one sensor reach one partition,
+        whose batches this single writer writes in order, so nothing else changes these rows
+        meanwhile. Skipped where the dataset has no rollup or its backfill has not run yet."""
+        from urbanstack.operator.plan import parse_rollup_comment
+
+        target, schema = batch.target, batch.schema
+        rollup = naming.rollup_table(target.tool, target.dataset)
+        found = self._warehouse.query(
+            "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+            parameters={"db": target.database, "t": rollup}).result_rows
+        state = parse_rollup_comment(found[0][0]) if found else None
+        if state is None or not state.backfilled:
+            batch.repair.clear()
+            return
+        columns = [name for (name,) in self._warehouse.query(
+            "SELECT name FROM system.columns WHERE database = {db:String} AND table = {t:String} ORDER BY position",
+            parameters={"db": target.database, "t": rollup}).result_rows]
+        measures = []
+        for name in columns:
+            field_name, _, part = name.rpartition("__")
+            if part in naming.ROLLUP_PARTS and field_name in schema.fields:
+                measures.append((name, f"{part}(`{field_name}`)"))
+        precision, unit = schema.precision, 10 ** schema.precision
+        keys = sorted((sensor, hour // unit) for sensor, hour in batch.repair)   # hours in seconds
+        sensors = sorted({sensor for sensor, _ in keys})
+        low, high = min(h for _, h in keys), max(h for _, h in keys) + 3600
+        function = _TICK_FUNCTIONS.get(precision, "fromUnixTimestamp64Milli")
+        table, rollup_name = f"`{target.database}`.`{target.table}`", f"`{target.database}`.`{rollup}`"
+        parameters = {"keys": keys, "sensors": sensors, "low": low * unit, "high": high * unit}
+        self._warehouse.command(
+            f"DELETE FROM {rollup_name} WHERE has({{keys:Array(Tuple(String, Int64))}}, "
+            f"(sensor_id, toInt64(toUnixTimestamp(`hour`))))", parameters=parameters)
+        self._warehouse.command(
+            f"INSERT INTO {rollup_name} (`sensor_id`, `hour`, `backfilled`, `rows`"
+            f"{''.join(f', `{name}`' for name, _ in measures)}) "
+            f"SELECT sensor_id, toStartOfHour(observed_at) AS h, 0, count()"
+            f"{''.join(f', {expression}' for _, expression in measures)} FROM {table} FINAL "
+            f"WHERE sensor_id IN {{sensors:Array(String)}} AND observed_at >= {function}({{low:Int64}}, 'UTC') "
+            f"AND observed_at < {function}({{high:Int64}}, 'UTC') "
+            f"AND has({{keys:Array(Tuple(String, Int64))}}, (sensor_id, toInt64(toUnixTimestamp(h)))) "
+            f"GROUP BY sensor_id, h", parameters=parameters)
+        batch.repair.clear()
 
     def _insert(self, batch: Batch) -> None:
         target, schema = batch.target, batch.schema

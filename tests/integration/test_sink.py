@@ -308,6 +308,12 @@ def test_resent_readings_are_written_once_and_corrections_win(admin_config, ware
     latest = warehouse.query(
         f"SELECT event_id, pedestrians FROM `{tenant.database}`.`{TABLE}` FINAL WHERE pedestrians = 9999").result_rows
     assert sorted(event_id for event_id, _ in latest) == sorted(e.event_id for e in corrected)
+    # The hourly rollup counts each reading once, with its corrected value.
+    per_hour = f"SELECT sensor_id, toStartOfHour(observed_at) AS h, count(), sum(pedestrians) FROM " \
+               f"`{tenant.database}`.`{TABLE}` FINAL GROUP BY sensor_id, h ORDER BY sensor_id, h"
+    rolled = f"SELECT sensor_id, hour, sum(rows), sum(pedestrians__sum) FROM " \
+             f"`{tenant.database}`.`{TABLE}__hourly` GROUP BY sensor_id, hour ORDER BY sensor_id, hour"
+    assert warehouse.query(rolled).result_rows == warehouse.query(per_hour).result_rows
 
 
 def test_a_partition_whose_dlq_fails_is_parked_and_the_others_go_on(admin_config, warehouse, tenant):
