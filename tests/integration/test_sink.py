@@ -275,7 +275,12 @@ def test_run_sink_serves_prometheus_metrics(platform, admin_config, warehouse, t
         while rows(warehouse, tenant) < 10 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert rows(warehouse, tenant) == 10
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        # Rows are visible as soon as the writer inserted them; the counters move when the batch is committed.
+        stored = f'urbanstack_sink_rows_stored_total{{tenant="{tenant.slug}"}} 10.0'
+        text = ""
+        while stored not in text and time.monotonic() < deadline:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            time.sleep(0.1)
         assert f'urbanstack_sink_records_in_total{{tenant="{tenant.slug}"}} 10.0' in text
         assert f'urbanstack_sink_rows_stored_total{{tenant="{tenant.slug}"}} 10.0' in text
         assert "urbanstack_sink_batch_seconds_count" in text and "urbanstack_sink_lag_records" in text
