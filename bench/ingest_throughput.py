@@ -158,7 +158,9 @@ def main() -> None:
             print(f"producer: {args.events / (produced_at.value - started):,.0f} events/s "
                   f"({produced_at.value - started:.1f} s, sharing the CPUs with the sink and the broker)")
             print(f"end-to-end: {args.events / (finished - started):,.0f} events/s sustained "
-                  f"({finished - started:.1f} s from the first produce to the last row stored)")
+                  f"({finished - started:.1f} s from the first produce to the last row stored; "
+                  f"{first_record - sink_started:.1f} s of it the sink joining its consumer group, "
+                  f"{args.events / (finished - first_record):,.0f} events/s from the first record on)")
         else:
             print(f"sink: {args.events / (finished - sink_started):,.0f} events/s "
                   f"({finished - sink_started:.1f} s to drain the backlog, of which "

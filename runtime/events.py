@@ -300,10 +300,14 @@ class ObservationBatch:
         return part
 
     def event_ids(self) -> list[str]:
-        prefix = f"{self.tenant}\x1f{self.dataset}\x1f{self.source}\x1f"
-        sha = hashlib.sha256
-        return [sha(f"{prefix}{s}\x1f{t}".encode("utf-8")).hexdigest()[:32]
-                for s, t in zip(self.sensor_ids, self.observed_at)]
+        # The shared prefix is hashed once; each row continues from a copy of that state.
+        base = hashlib.sha256(f"{self.tenant}\x1f{self.dataset}\x1f{self.source}\x1f".encode("utf-8"))
+        ids = []
+        for sensor, instant in zip(self.sensor_ids, self.observed_at):
+            state = base.copy()
+            state.update(f"{sensor}\x1f{instant}".encode("utf-8"))
+            ids.append(state.hexdigest()[:32])
+        return ids
 
     def row(self, index: int) -> dict[str, Any]:
         """Row ``index`` as the single-event dict (:meth:`Observation.to_dict`)."""

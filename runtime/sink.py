@@ -58,6 +58,7 @@ HEADER_ERROR, HEADER_STAGE = "error", "stage"
 HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET, HEADER_ROW = "topic", "partition", "offset", "row"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_JSON_COLUMN = re.compile(r"(Nullable\()?(LowCardinality\()?(String|U?Int(8|16|32|64)|Float(32|64)|Bool)\)?\)?")
 _TICK_FUNCTIONS = {0: "fromUnixTimestamp64Second", 3: "fromUnixTimestamp64Milli", 6: "fromUnixTimestamp64Micro",
                    9: "fromUnixTimestamp64Nano"}
 
@@ -311,6 +312,10 @@ class TableSchema:
         observed = dict(zip(self.column_names, self.column_types)).get("observed_at", "")
         found = re.match(r"DateTime64\((\d)", observed)
         self.precision = int(found.group(1)) if found else 0
+        # Every value the sink puts in these columns is a JSON number, string, bool or null.
+        self.json_insert = bool(found) and self.precision <= 6 and all(
+            _JSON_COLUMN.fullmatch(column_type) for name, column_type in zip(self.column_names, self.column_types)
+            if name != "observed_at")
         self._plan = tuple((c.name, c.coerce, c.nullable) for c in self.fields.values())
         self._units = {c.name: c.unit for c in self.fields.values() if c.unit}
 
@@ -483,33 +488,89 @@ def _fast_column(values: list, column: FieldColumn):
     if base.startswith("LowCardinality("):
         base = base[len("LowCardinality("):-1]
     nullable = column.nullable
+    # Whole-column checks first (C loops: set, min, max, sum); the per-value scan below
+    # only runs for a column that mixes types or holds a value out of range.
+    kinds = set(map(type, values))
     if base in _INT_RANGES:
         low, high = _INT_RANGES[base]
+        if kinds == {int} or (nullable and kinds == {int, type(None)}):
+            present = values if len(kinds) == 1 else [v for v in values if v is not None]
+            if low <= min(present) and max(present) <= high:
+                return values, []
+        elif nullable and kinds == {type(None)}:
+            return values, []
         bad = [i for i, v in enumerate(values)
                if not ((type(v) is int and low <= v <= high) or (v is None and nullable))]
         return values, bad
     if base in ("Float32", "Float64"):
+        if kinds == {float} and math.isfinite(sum(values)):   # a NaN or ±inf (or an overflow) makes the sum one
+            return values, []
         bad = [i for i, v in enumerate(values)
                if not ((type(v) is float and math.isfinite(v)) or type(v) is int or (v is None and nullable))]
         if any(type(v) is int for v in values):
             values = [float(v) if type(v) is int else v for v in values]
         return values, bad
     if base == "String":
+        if kinds == {str} or (nullable and kinds <= {str, type(None)}):
+            return values, []
         return values, [i for i, v in enumerate(values) if not (type(v) is str or (v is None and nullable))]
     return values, list(range(len(values)))  # Bool, Date, …: the reference path converts them
+
+
+class Rows:
+    """Rows for one table, kept as columns (the shape the insert needs): a batch of 50,000
+    readings is never turned into tuples and back."""
+
+    __slots__ = ("columns",)
+
+    def __init__(self, columns: list[list] | None = None):
+        self.columns = columns
+
+    def __len__(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
+
+    def __bool__(self) -> bool:
+        return bool(self.columns and self.columns[0])
+
+    def append(self, row: tuple) -> None:
+        if self.columns is None:
+            self.columns = [[value] for value in row]
+        else:
+            for column, value in zip(self.columns, row):
+                column.append(value)
+
+    def extend(self, columns: list[list]) -> None:
+        if self.columns is None:
+            self.columns = [list(column) for column in columns]
+        else:
+            for mine, theirs in zip(self.columns, columns):
+                mine.extend(theirs)
+
+    def row(self, index: int) -> tuple:
+        return tuple(column[index] for column in self.columns)
+
+    def __iter__(self):
+        return zip(*self.columns) if self.columns else iter(())
+
+    def select(self, indexes: list[int]) -> "Rows":
+        return Rows([[column[i] for i in indexes] for column in self.columns])
 
 
 class BatchDecode:
     """What one schema-2 message of a topic holds: rows for the table, and
     rejections (the row as a single event, the reason)."""
 
-    __slots__ = ("rows", "rejected", "records", "accepted")
+    __slots__ = ("columns", "rejected", "records", "accepted")
 
     def __init__(self) -> None:
-        self.rows: list[tuple] = []
+        self.columns: list[list] | None = None
         self.rejected: list[tuple[bytes, str, int | None]] = []   # (row as a single event, reason, row index)
         self.records = 0
-        self.accepted: list[int] = []   # row indexes behind ``rows``, for a refused insert
+        self.accepted: list[int] = []   # row indexes behind ``columns``, for a refused insert
+
+    @property
+    def rows(self) -> list[tuple]:
+        return list(zip(*self.columns)) if self.columns else []
 
 
 def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema: TableSchema | None) -> BatchDecode:
@@ -559,26 +620,33 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
             slow.update(bad)
             columns.append(values)
     precision = schema.precision
-    instants: dict[str, int] = {}
     oldest = ticks(schema.oldest, precision) if schema.oldest is not None else None
-    stamps = []
     canonical = CANONICAL_INSTANT.fullmatch
-    for i, instant in enumerate(batch.observed_at):
-        value = instants.get(instant)
-        if value is None:
+    # A batch has far fewer distinct instants and sensors than rows: check each once.
+    instants: dict[Any, int | None] = {}
+    try:
+        distinct_instants, distinct_sensors = set(batch.observed_at), set(batch.sensor_ids)
+    except TypeError:   # a list or an object where a string belongs: the reference path names it
+        distinct_instants, distinct_sensors = set(), set()
+        slow = set(range(n))
+    for instant in distinct_instants:
+        value = None
+        if type(instant) is str and canonical(instant):
             try:
-                if type(instant) is not str or not canonical(instant):
-                    raise ValueError(instant)
-                value = instants[instant] = ticks(datetime.fromisoformat(instant), precision)
+                value = ticks(datetime.fromisoformat(instant), precision)
             except ValueError:
                 value = None
-        if value is None or (oldest is not None and value < oldest):
-            slow.add(i)
-        stamps.append(value)
+        if value is not None and oldest is not None and value < oldest:
+            value = None
+        instants[instant] = value
+    stamps = list(map(instants.get, batch.observed_at)) if instants else [None] * n
+    if None in instants.values():
+        slow.update(i for i, value in enumerate(stamps) if value is None)
     source, sensors = batch.source, batch.sensor_ids
     if type(source) is not str or not source.strip():
         slow = set(range(n))
-    slow.update(i for i, sensor in enumerate(sensors) if type(sensor) is not str or not sensor.strip())
+    if not all(type(sensor) is str and sensor.strip() for sensor in distinct_sensors):
+        slow.update(i for i, sensor in enumerate(sensors) if type(sensor) is not str or not sensor.strip())
     lon = batch.lon or (None,) * n
     lat = batch.lat or (None,) * n
     if batch.lon is not None:
@@ -589,7 +657,7 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
         event_id_of(target.tenant, target.dataset, source, sensors[i], batch.observed_at[i]) if i not in slow
         else None for i in range(n)]
     if not slow:
-        result.rows = list(zip(ids, [source] * n, sensors, stamps, lon, lat, *columns))
+        result.columns = [ids, [source] * n, list(sensors), stamps, list(lon), list(lat), *columns]
         result.accepted = list(range(n))
         return result
     rows_by_index = []
@@ -603,14 +671,19 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
         else:
             rows_by_index.append((i, (ids[i], source, sensors[i], stamps[i], lon[i], lat[i],
                                       *(column[i] for column in columns))))
-    result.rows = [row for _i, row in rows_by_index]
+    if rows_by_index:
+        result.columns = [list(column) for column in zip(*(row for _i, row in rows_by_index))]
     result.accepted = [i for i, _row in rows_by_index]
     return result
 
 
 def _row_json(batch: ObservationBatch, index: int) -> bytes:
-    return json.dumps(batch.row(index), ensure_ascii=False, sort_keys=True, separators=(",", ":"),
-                      allow_nan=False).encode("utf-8")
+    row = batch.row(index)
+    try:
+        text = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    except ValueError:   # 1e999 in the message parses as infinity; keep it visible in the dead letter
+        text = json.dumps(row, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return text.encode("utf-8")
 
 
 def batch_rows_as_events(payload: bytes, indexes: list[int]) -> list[bytes]:
@@ -630,7 +703,7 @@ class Batch:
     opened_at: float = field(default_factory=time.monotonic)
     first: int | None = None
     last: int | None = None
-    rows: list[tuple] = field(default_factory=list)
+    rows: Rows = field(default_factory=Rows)
     # The messages behind ``rows`` (offset, payload, row indexes of a schema-2 message), for a refused insert.
     payloads: list[tuple[int, bytes | None, list[int] | None]] = field(default_factory=list)
     # (offset, payload, reason, row index within a schema-2 message or None)
@@ -917,8 +990,8 @@ class Sink:
             batch.payloads.append((offset, payload, None))
             return 1
         decoded = decode_batch(data, payload, batch.target, batch.schema)
-        if decoded.rows:
-            batch.rows += decoded.rows
+        if decoded.columns:
+            batch.rows.extend(decoded.columns)
             batch.payloads.append((offset, payload, decoded.accepted))
         batch.rejected += [(offset, row_payload, reason, index) for row_payload, reason, index in decoded.rejected]
         return decoded.records
@@ -981,7 +1054,7 @@ class Sink:
                 # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
                 # Every row of its messages goes, including any already found stored.
                 batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
-                batch.rows, batch.payloads, batch.duplicates = [], [], 0
+                batch.rows, batch.payloads, batch.duplicates = Rows(), [], 0
         batch.inserted = True
         if batch.repair:
             batch.stage = "repairing"
@@ -1064,14 +1137,16 @@ class Sink:
         schema, target = batch.schema, batch.target
         if batch.replayed:
             # A dead sink may have written the table but not the rollup: recompute every hour it touches.
-            batch.repair.update(self._hours(batch.rows, schema))
-        seen: dict[str, int] = {}
-        for index, row in enumerate(batch.rows):
-            seen[row[0]] = index          # the same reading twice in one batch: the later copy wins
-        rows = batch.rows if len(seen) == len(batch.rows) else [batch.rows[i] for i in sorted(seen.values())]
-        low = min(row[3] for row in rows)
-        high = max(row[3] for row in rows)
-        sensors = sorted({row[2] for row in rows})
+            batch.repair.update(self._hours(list(batch.rows), schema))
+        rows = batch.rows
+        ids = rows.columns[0]
+        if len(set(ids)) != len(ids):
+            # The same reading twice in one batch: the later copy wins.
+            last = {event_id: index for index, event_id in enumerate(ids)}
+            rows = rows.select(sorted(last.values()))
+            ids = rows.columns[0]
+        low, high = min(rows.columns[3]), max(rows.columns[3])
+        sensors = sorted(set(rows.columns[2]))
         fields = ", ".join(f"`{name}`" for name in schema.column_names[4:])
         function = _TICK_FUNCTIONS.get(schema.precision, "fromUnixTimestamp64Milli")
         stored = self._warehouse.query(
@@ -1083,17 +1158,20 @@ class Sink:
         duplicates = len(batch.rows) - len(rows)
         if stored:
             latest = {row[0]: tuple(row[1:]) for row in stored}
-            fresh, changed = [], []
-            for row in rows:
-                before = latest.get(row[0])
+            keep, changed = [], []
+            for index, event_id in enumerate(ids):
+                before = latest.get(event_id)
                 if before is None:
-                    fresh.append(row)
-                elif before == row[4:]:
+                    keep.append(index)
+                    continue
+                row = rows.row(index)
+                if before == row[4:]:
                     duplicates += 1
                 else:
-                    fresh.append(row)
+                    keep.append(index)
                     changed.append(row)
-            rows = fresh
+            if len(keep) != len(ids):
+                rows = rows.select(keep)
             if changed:
                 self._changed(batch, changed)
         batch.rows = rows
@@ -1157,10 +1235,23 @@ class Sink:
 
     def _insert(self, batch: Batch) -> None:
         target, schema = batch.target, batch.schema
+        settings = {"insert_deduplication_token": batch.token}
         try:
-            self._warehouse.insert(target.table, list(zip(*batch.rows)), database=target.database,
-                                   column_names=schema.column_names, column_type_names=schema.column_types,
-                                   column_oriented=True, settings={"insert_deduplication_token": batch.token})
+            columns = list(batch.rows.columns)
+            if schema.json_insert:
+                # The block as one JSON document of columns: json.dumps is a single C call and the
+                # warehouse parses it natively, about half the work of the row-wise Native encoder.
+                # observed_at goes as seconds with the fraction (exact: at most 16 significant digits).
+                scale = 10 ** schema.precision
+                columns[3] = [tick / scale for tick in columns[3]]
+                body = json.dumps(columns, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+                self._warehouse.raw_insert(f"`{target.database}`.`{target.table}`", list(schema.column_names),
+                                           insert_block=body.encode("ascii"), fmt="JSONCompactColumns",
+                                           settings=settings)
+            else:
+                self._warehouse.insert(target.table, columns, database=target.database,
+                                       column_names=schema.column_names, column_type_names=schema.column_types,
+                                       column_oriented=True, settings=settings)
         except (TypeError, ValueError, OverflowError) as exc:
             raise RecordError(f"cannot serialise the rows ({exc})") from None
         except Exception as exc:  # noqa: BLE001 - classified below

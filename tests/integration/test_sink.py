@@ -224,11 +224,18 @@ class FlakyWarehouse:
     def __init__(self, client, failures: int):
         self._client, self.failures, self.attempts = client, failures, 0
 
-    def insert(self, *args, **kwargs):
+    def _attempt(self):
         self.attempts += 1
         if self.attempts <= self.failures:
             raise ConnectionError("Connection refused (simulated outage)")
+
+    def insert(self, *args, **kwargs):
+        self._attempt()
         return self._client.insert(*args, **kwargs)
+
+    def raw_insert(self, *args, **kwargs):
+        self._attempt()
+        return self._client.raw_insert(*args, **kwargs)
 
     def __getattr__(self, name):
         return getattr(self._client, name)

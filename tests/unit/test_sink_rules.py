@@ -172,7 +172,7 @@ def test_batch_closes_by_size_age_and_replayed_range():
     batch = Batch(TOPIC, 0, route(TOPIC), opened_at=100.0)
     for offset in (5, 6, 7):
         batch.add(offset)
-        batch.rows.append(())
+        batch.rows.append(("id", "src", "s", 0, None, None))
     assert (batch.first, batch.last, batch.records) == (5, 7, 3)
     assert batch.full(3) and not batch.full(4)
     assert batch.due(101.0, 1.0) and not batch.due(100.5, 1.0)
@@ -180,7 +180,7 @@ def test_batch_closes_by_size_age_and_replayed_range():
 
     replay = Batch(TOPIC, 0, route(TOPIC), opened_at=100.0, replay_until=9)
     replay.add(8)
-    replay.rows.append(())
+    replay.rows.append(("id", "src", "s", 0, None, None))
     assert not replay.full(1) and not replay.due(1000.0, 1.0)  # a replay ends where the original did
     replay.add(9)
     assert replay.full(10**6)
@@ -214,7 +214,18 @@ ROW_VARIANTS = [
     ("163", "2026-01-09T10:00:00Z", 12, "Markt", 8.0, 91.0),
     ("164", "2026-01-09T10:00:00Z", [1], "Markt", None, None),
     ("165", "2026-01-09T10:00:00Z", 2 ** 40, "Markt", None, None),
+    ("166", "2026-01-09T10:00:00Z", 12, "Markt", float("inf"), 5.0),
 ]
+
+
+def test_unhashable_sensor_or_instant_sends_the_batch_down_the_reference_path(schema):
+    rows = ROW_VARIANTS[:2] + [(["148"], "2026-01-09T10:00:00Z", 12, "Markt", None, None),
+                               ("148", ["2026-01-09T10:00:00Z"], 12, "Markt", None, None)]
+    data = _batch(rows=rows)
+    decoded = decode_batch(data, json.dumps(data).encode(), route(TOPIC), schema)
+    assert decoded.records == 4 and [row[2] for row in decoded.rows] == ["148", "149"]
+    reasons = {i: reason for _p, reason, i in decoded.rejected}
+    assert "sensor_id: must be a non-empty string" in reasons[2] and "observed_at" in reasons[3]
 
 
 def _batch(rows=ROW_VARIANTS, **changes) -> dict:
@@ -284,7 +295,7 @@ def test_batch_with_unknown_field_rejects_each_row_with_the_reason(schema):
 
 @pytest.mark.parametrize("data, message", [
     ({"v": 2, "tenant": "guetersloh"}, "missing required key(s) dataset, source"),
-    (_batch(observed_at=["2026-01-09T10:00:00Z"]), "observed_at: 1 values for 19 rows"),
+    (_batch(observed_at=["2026-01-09T10:00:00Z"]), "observed_at: 1 values for 20 rows"),
     (_batch(sensor_id=[]), "at least one row"),
     ({**_batch(), "extra": 1}, "unknown key(s) extra"),
     (_batch(fields={"pedestrians": 5}), "fields: expected an object of field name to a list"),
