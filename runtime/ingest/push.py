@@ -45,7 +45,7 @@ from urbanstack.runtime.api.auth import AuthError, Permission, TokenVerifier
 from urbanstack.runtime.api.catalogue import Catalogue
 from urbanstack.runtime.connectors import ParseResult, Rejection, lorawan, sensorthings, tabular
 from urbanstack.runtime.connectors.textformats import decode_text
-from urbanstack.runtime.events import EventError, Observation
+from urbanstack.runtime.events import BATCH_SCHEMA_VERSION, EventError, Observation, ObservationBatch
 from urbanstack.runtime.ingest.tenants import (CredentialSource, CredentialsUnavailable, DailyQuota, QuotaExceeded,
                                                TenantPublishers, key_matches, tenant_of_key)
 from urbanstack.runtime.producer import DeliveryError
@@ -363,6 +363,41 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             warnings=result.warnings[:SHOWN_REJECTIONS])
         return JSONResponse(body.model_dump(), status_code=202)
 
+    def ingest_batch(caller: Caller, tool: str, dataset: str, data: dict) -> JSONResponse:
+        """A columnar ObservationBatch: validated as a whole and published as a whole, or
+        refused as a whole with the column and row of the first problem (nothing published)."""
+        target(caller, tool, dataset)
+        municipality = catalogue.municipality(caller.tenant)
+        for key, expected in (("tenant", caller.tenant), ("dataset", dataset)):
+            if data.setdefault(key, expected) != expected:
+                raise IngestError(422, "invalid", f"batch: {key} is {data[key]!r}, but this request writes "
+                                                  f"{expected!r} (from the credential and the URL)")
+        try:
+            batch = ObservationBatch.from_dict(data)
+        except EventError as exc:
+            raise IngestError(422, "invalid", f"batch: {exc}; nothing was published, fix it and send the "
+                                              "batch again") from None
+        limit = municipality.spec.plan.quotas().events_per_day
+        try:
+            quota.reserve(caller.tenant, len(batch), limit)
+        except QuotaExceeded as exc:
+            refused.labels("quota").inc()
+            raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        try:
+            report = publishers.publish_batch(batch, tool=tool)
+        except (DeliveryError, CredentialsUnavailable) as exc:
+            quota.release(caller.tenant, len(batch))
+            refused.labels("kafka").inc()
+            log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
+            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
+                                                  "were accepted; send the same request again later",
+                              {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
+        records.labels("observations", "accepted").inc(report.events)
+        body = IngestReport(tenant=caller.tenant, tool=tool, dataset=dataset, accepted=report.events, rejected=0,
+                            topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
+                            rejections=[], warnings=[])
+        return JSONResponse(body.model_dump(), status_code=202)
+
     responses = {
         400: {"description": "Bad request (empty body, both credentials)"},
         401: {"description": "No or invalid token or webhook key"},
@@ -419,8 +454,13 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
               summary="Observation events (JSON or NDJSON)")
     async def observations(request: Request, tool: str, dataset: str, caller: Caller = Depends(writer)):
         """The platform's own event format (docs/connectors.md): one JSON object, an array,
-        or NDJSON. `tenant` and `dataset` may be omitted; they come from the credential and URL."""
+        or NDJSON; or one columnar batch (`{"v": 2, "sensor_id": [...], "observed_at": [...],
+        "fields": {...}}`), which is accepted or refused as a whole. `tenant` and `dataset` may
+        be omitted; they come from the credential and URL."""
         data = await read_body(request, MAX_JSON_BYTES)
+        batch = _as_batch(data)
+        if batch is not None:
+            return await run_in_threadpool(ingest_batch, caller, tool, dataset, batch)
         return await run_in_threadpool(ingest, caller, tool, dataset, "observations",
                                        lambda: parse_events(data, caller.tenant, dataset))
 
@@ -517,3 +557,17 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
 
     return app
 
+
+
+def _as_batch(data: bytes) -> dict | None:
+    """The body as a columnar batch (schema version 2), or None for single events."""
+    head = data.lstrip()[:1]
+    if head != b"{" or b'"v"' not in data[:4096]:
+        return None
+    try:
+        parsed = json.loads(data)
+    except ValueError:
+        return None   # NDJSON or broken JSON: the event parser says what is wrong, per line
+    if isinstance(parsed, dict) and parsed.get("v") == BATCH_SCHEMA_VERSION:
+        return parsed
+    return None

@@ -199,6 +199,20 @@ class TenantPublishers:
                 error = exc.args[0] if exc.args else None
                 raise DeliveryError(f"Kafka: {error.str() if hasattr(error, 'str') else exc}", 0) from None
 
+    def publish_batch(self, batch, *, tool: str) -> PublishReport:
+        """:meth:`publish` for an ObservationBatch (the columnar bulk format)."""
+        publisher, lock = self._publisher(batch.tenant)
+        with lock:
+            try:
+                return publisher.publish_batch(batch, tool=tool)
+            except DeliveryError:
+                self._drop(batch.tenant, publisher)
+                raise
+            except KafkaException as exc:
+                self._drop(batch.tenant, publisher)
+                error = exc.args[0] if exc.args else None
+                raise DeliveryError(f"Kafka: {error.str() if hasattr(error, 'str') else exc}", 0) from None
+
     def _drop(self, tenant: str, publisher: Publisher) -> None:
         with self._lock:
             if self._publishers.get(tenant, (None,))[0] is publisher:

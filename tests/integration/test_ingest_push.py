@@ -19,6 +19,7 @@ from ingest_harness import (LORAWAN_TOOL, deprovision, ingest_secret, manifest, 
 from sink_harness import end_offsets, headers, read_topic
 
 from urbanstack.devplatform import kafka as dev_kafka
+from urbanstack.runtime.events import ObservationBatch
 from urbanstack.runtime.api import Catalogue, TokenVerifier
 from urbanstack.runtime.ingest.push import create_push_app
 from urbanstack.runtime.ingest.tenants import DailyQuota, TenantPublishers
@@ -325,3 +326,38 @@ def test_a_spreadsheet_is_previewed_then_imported(service, tenants, realm, admin
     assert (imported.json()["accepted"], imported.json()["rejected"]) == (4, 1)
     events = [e for e in read_events(admin_config, a.topic(TOOL, "lorawan"), 4) if e["source"] == "upload"]
     assert {e["sensor_id"]: e["fields"]["humidity"] for e in events}["Innenstadt"] == 12.45
+
+
+def test_a_columnar_batch_is_published_whole_or_refused_whole(service, tenants, realm, admin_config):
+    client, _ = service
+    a, b, _ = tenants
+    _, token = realm
+    topic = a.topic(TOOL, "lorawan")
+    before = sum(end_offsets(admin_config, topic).values())
+    marker = uuid.uuid4().hex[:8]
+    batch = {"v": 2, "source": "bulk", "units": {"temperature": "°C"},
+             "sensor_id": [f"b-{marker}-{i % 3}" for i in range(30)],
+             "observed_at": [f"2024-10-27T01:{i:02d}:00Z" for i in range(30)],
+             "fields": {"temperature": [20.0 + i / 10 for i in range(30)]}}
+    response = client.post(f"{ROUTE}/observations", content=json.dumps(batch), headers=bearer(token("hub-a")))
+    assert response.status_code == 202, response.text
+    assert (response.json()["accepted"], response.json()["rejected"]) == (30, 0)
+    messages = read_topic(admin_config, topic, 1)
+    rows = [event for m in messages if m.offset() >= 0
+            for event in (ObservationBatch.from_dict(json.loads(m.value())).observations()
+                          if json.loads(m.value()).get("v") == 2 else [])
+            if event.sensor_id.startswith(f"b-{marker}")]
+    assert len(rows) == 30 and {e.tenant for e in rows} == {a.slug}
+
+    # One bad row refuses the whole batch with its column and row; nothing more is published.
+    after = sum(end_offsets(admin_config, topic).values())
+    assert after > before
+    broken = {**batch, "observed_at": batch["observed_at"][:7] + ["2024-10-27 01:07"] + batch["observed_at"][8:]}
+    response = client.post(f"{ROUTE}/observations", content=json.dumps(broken), headers=bearer(token("hub-a")))
+    assert response.status_code == 422
+    assert "observed_at[7]" in response.json()["error"]["message"]
+    # A batch naming another municipality is refused: the tenant comes from the credential.
+    response = client.post(f"{ROUTE}/observations", content=json.dumps({**batch, "tenant": b.slug}),
+                           headers=bearer(token("hub-a")))
+    assert response.status_code == 422 and b.slug in response.json()["error"]["message"]
+    assert sum(end_offsets(admin_config, topic).values()) == after
