@@ -10,6 +10,7 @@ duplicate.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -49,9 +50,9 @@ def parse_instant(text: str, what: str = "timestamp") -> datetime:
 
 def format_instant(value: datetime) -> str:
     """ISO-8601 in UTC with ``Z``; fractions only where the instant has them."""
-    value = value.astimezone(timezone.utc)
-    pattern = "%Y-%m-%dT%H:%M:%S.%fZ" if value.microsecond else "%Y-%m-%dT%H:%M:%SZ"
-    return value.strftime(pattern)
+    if value.tzinfo is not timezone.utc:
+        value = value.astimezone(timezone.utc)
+    return value.isoformat()[:-6] + "Z"   # "+00:00" → "Z"; isoformat writes fractions only when present
 
 
 @dataclass(frozen=True)
@@ -68,51 +69,65 @@ class Observation:
     metadata: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        _require(isinstance(self.tenant, str) and TENANT_PATTERN.match(self.tenant),
-                 f"tenant: must be a municipality slug (lowercase letters, digits, '-'), got {self.tenant!r}")
-        _require(isinstance(self.dataset, str) and DATASET_PATTERN.match(self.dataset),
-                 f"dataset: must match {DATASET_PATTERN.pattern}, got {self.dataset!r}")
+        # Every check raises with its message only when it fails: connectors build one of
+        # these per reading, so formatting messages for valid values would dominate.
+        if not (type(self.tenant) is str and TENANT_PATTERN.match(self.tenant)):
+            raise EventError(f"tenant: must be a municipality slug (lowercase letters, digits, '-'), "
+                             f"got {self.tenant!r}")
+        if not (type(self.dataset) is str and DATASET_PATTERN.match(self.dataset)):
+            raise EventError(f"dataset: must match {DATASET_PATTERN.pattern}, got {self.dataset!r}")
         for name in ("source", "sensor_id"):
             value = getattr(self, name)
-            _require(isinstance(value, str) and value.strip() != "",
-                     f"{name}: must be a non-empty string, got {value!r}")
-        _require(isinstance(self.observed_at, datetime),
-                 f"observed_at: must be a datetime, got {type(self.observed_at).__name__}")
-        _require(self.observed_at.tzinfo is not None and self.observed_at.utcoffset() is not None,
-                 f"observed_at: {self.observed_at.isoformat()} is naive; give it a time zone "
-                 "(local times must be localised by the connector)")
-        object.__setattr__(self, "observed_at", self.observed_at.astimezone(timezone.utc))
-        _require(isinstance(self.fields, Mapping) and len(self.fields) > 0,
-                 "fields: an observation needs at least one field")
-        for name, value in self.fields.items():
-            _require(isinstance(name, str) and FIELD_PATTERN.match(name),
-                     f"fields: name {name!r} must match {FIELD_PATTERN.pattern}")
-            _require(value is None or isinstance(value, str)
-                     or (isinstance(value, (int, float)) and not isinstance(value, bool)),
-                     f"fields.{name}: must be a number, a string or null, got {type(value).__name__}")
-            _require(not (isinstance(value, float) and not math.isfinite(value)),
-                     f"fields.{name}: {value} is not a finite number")
-        _require(isinstance(self.units, Mapping), "units: must be a mapping of field name to unit")
-        for name, unit in self.units.items():
-            _require(name in self.fields, f"units: {name!r} is not one of the fields {sorted(self.fields)}")
-            _require(isinstance(unit, str), f"units.{name}: must be a string, got {type(unit).__name__}")
-        _require((self.lon is None) == (self.lat is None),
-                 "lon/lat: give both or neither")
+            if not (isinstance(value, str) and value.strip() != ""):
+                raise EventError(f"{name}: must be a non-empty string, got {value!r}")
+        observed_at = self.observed_at
+        if not isinstance(observed_at, datetime):
+            raise EventError(f"observed_at: must be a datetime, got {type(observed_at).__name__}")
+        if observed_at.tzinfo is not timezone.utc:
+            if observed_at.tzinfo is None or observed_at.utcoffset() is None:
+                raise EventError(f"observed_at: {observed_at.isoformat()} is naive; give it a time zone "
+                                 "(local times must be localised by the connector)")
+            object.__setattr__(self, "observed_at", observed_at.astimezone(timezone.utc))
+        fields = self.fields
+        if not (isinstance(fields, Mapping) and len(fields) > 0):
+            raise EventError("fields: an observation needs at least one field")
+        for name, value in fields.items():
+            if not (type(name) is str and FIELD_PATTERN.match(name)):
+                raise EventError(f"fields: name {name!r} must match {FIELD_PATTERN.pattern}")
+            kind = type(value)
+            if kind is int or kind is str or value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                raise EventError(f"fields.{name}: must be a number, a string or null, got {kind.__name__}")
+            if isinstance(value, float) and not math.isfinite(value):
+                raise EventError(f"fields.{name}: {value} is not a finite number")
+        units = self.units
+        if not isinstance(units, Mapping):
+            raise EventError("units: must be a mapping of field name to unit")
+        for name, unit in units.items():
+            if name not in fields:
+                raise EventError(f"units: {name!r} is not one of the fields {sorted(fields)}")
+            if not isinstance(unit, str):
+                raise EventError(f"units.{name}: must be a string, got {type(unit).__name__}")
+        if (self.lon is None) != (self.lat is None):
+            raise EventError("lon/lat: give both or neither")
         if self.lon is not None:
             for name, value, limit in (("lon", self.lon, 180.0), ("lat", self.lat, 90.0)):
-                _require(isinstance(value, (int, float)) and not isinstance(value, bool)
-                         and math.isfinite(value) and -limit <= value <= limit,
-                         f"{name}: must be a number between -{limit:g} and {limit:g}, got {value!r}")
-        _require(isinstance(self.metadata, Mapping), "metadata: must be a mapping")
-        try:
-            json.dumps(self.metadata, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise EventError(f"metadata: must be JSON-serialisable ({exc})") from None
-        object.__setattr__(self, "fields", dict(self.fields))
-        object.__setattr__(self, "units", dict(self.units))
+                if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                        and math.isfinite(value) and -limit <= value <= limit):
+                    raise EventError(f"{name}: must be a number between -{limit:g} and {limit:g}, got {value!r}")
+        if not isinstance(self.metadata, Mapping):
+            raise EventError("metadata: must be a mapping")
+        if self.metadata:
+            try:
+                json.dumps(self.metadata, allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                raise EventError(f"metadata: must be JSON-serialisable ({exc})") from None
+        object.__setattr__(self, "fields", dict(fields))
+        object.__setattr__(self, "units", dict(units))
         object.__setattr__(self, "metadata", dict(self.metadata))
 
-    @property
+    @functools.cached_property
     def event_id(self) -> str:
         """Stable id of the record: the same reading ingested twice gets the same id."""
         key = "\x1f".join((self.tenant, self.dataset, self.source, self.sensor_id,
@@ -399,15 +414,20 @@ class ObservationBatch:
                                  "and carry no metadata")
             names.update(dict.fromkeys(event.fields))
         located = any(event.lon is not None for event in events)
-        return cls(tenant=first.tenant, dataset=first.dataset, source=first.source,
-                   sensor_ids=[e.sensor_id for e in events],
-                   observed_at=[format_instant(e.observed_at) for e in events],
-                   fields={name: [e.fields.get(name) for e in events] for name in names},
-                   units=first.units,
-                   lon=[e.lon for e in events] if located else None,
-                   lat=[e.lat for e in events] if located else None)
+        # Each Observation was validated when it was built: assemble the columns without checking again.
+        batch = object.__new__(cls)
+        for name, value in (("tenant", first.tenant), ("dataset", first.dataset), ("source", first.source),
+                            ("sensor_ids", tuple(e.sensor_id for e in events)),
+                            ("observed_at", tuple(format_instant(e.observed_at) for e in events)),
+                            ("fields", {name: tuple(e.fields.get(name) for e in events) for name in names}),
+                            ("units", dict(first.units)),
+                            ("lon", tuple(e.lon for e in events) if located else None),
+                            ("lat", tuple(e.lat for e in events) if located else None)):
+            object.__setattr__(batch, name, value)
+        return batch
 
 
 def batch_key(event: Observation) -> tuple:
     """Events with equal keys may travel in one :class:`ObservationBatch`."""
-    return (event.tenant, event.dataset, event.source, tuple(sorted(event.units.items())))
+    units = event.units
+    return (event.tenant, event.dataset, event.source, tuple(sorted(units.items())) if units else ())
