@@ -470,6 +470,9 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                              filename: str | None = Query(None, description="Original file name (.csv/.xlsx)"),
                              sheet: str | None = Query(None, description="XLSX sheet (default: the first)"),
                              rows: int = Query(20, ge=1, le=200),
+                             header_row: int | None = Query(None, ge=1, description=HEADER_ROW),
+                             header_rows: int = Query(1, ge=1, le=20, description=HEADER_ROWS),
+                             data_start_row: int | None = Query(None, ge=1, description=DATA_START_ROW),
                              caller: Caller = Depends(writer)):
         """Send the file as the body. Nothing is stored: the answer shows the header rows,
         each column's type, unit and suggested field name, and sample rows."""
@@ -478,7 +481,10 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
 
         def run() -> PreviewReport:
             try:
-                shown = tabular.preview(data, rows, filename=filename, sheet=sheet)
+                shown = tabular.preview(data, rows, filename=filename, sheet=sheet,
+                                        options=_options(header_row, header_rows, data_start_row, sheet))
+            except ValueError as exc:   # an override outside the sheet: the message names the valid range
+                raise IngestError(422, "invalid_options", str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - openpyxl/zipfile raise many kinds for a broken file
                 raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
             return PreviewReport(
@@ -503,6 +509,9 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                      timezone: str = Query("Europe/Berlin", description="Zone of times without an offset"),
                      unit: list[str] = Query([], description="'field=unit' overrides a guessed unit"),
                      filename: str | None = Query(None), sheet: str | None = Query(None),
+                     header_row: int | None = Query(None, ge=1, description=HEADER_ROW),
+                     header_rows: int = Query(1, ge=1, le=20, description=HEADER_ROWS),
+                     data_start_row: int | None = Query(None, ge=1, description=DATA_START_ROW),
                      caller: Caller = Depends(writer)):
         """Send the file as the body, with the mapping from the preview as query parameters.
         Give `sensor_column` or `sensor_id`, and `timestamp_column` or `reference_date`."""
@@ -513,7 +522,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
 
         def parse() -> ParseResult:
             try:
-                return tabular.import_table(data, caller.tenant, mapping, filename=filename, sheet=sheet)
+                return tabular.import_table(data, caller.tenant, mapping, filename=filename, sheet=sheet,
+                                            options=_options(header_row, header_rows, data_start_row, sheet))
             except (ValueError, KeyError) as exc:
                 raise IngestError(422, "invalid_mapping", str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - a broken file, as in the preview
@@ -571,3 +581,16 @@ def _as_batch(data: bytes) -> dict | None:
     if isinstance(parsed, dict) and parsed.get("v") == BATCH_SCHEMA_VERSION:
         return parsed
     return None
+
+
+HEADER_ROW = "Row with the column names (1 = first row), instead of header detection; as the preview shows"
+HEADER_ROWS = "How many rows the header spans, ending at header_row (merged group labels above the names)"
+DATA_START_ROW = "First data row (default: the first non-blank row below the header)"
+
+
+def _options(header_row: int | None, header_rows: int, data_start_row: int | None,
+             sheet: str | None) -> tabular.TableOptions | None:
+    if header_row is None and data_start_row is None and header_rows == 1:
+        return None
+    return tabular.TableOptions(header_row=header_row, header_rows=header_rows, data_start_row=data_start_row,
+                                sheet=sheet)

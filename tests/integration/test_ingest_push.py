@@ -315,6 +315,12 @@ def test_a_spreadsheet_is_previewed_then_imported(service, tenants, realm, admin
     assert "temperature" in shown["dataset_fields"]
     assert {c["name"]: c["unit"] for c in shown["columns"]}["Fläche (km²)"] == "km²"
     assert offsets(admin_config, a) == before  # the preview stored nothing
+    told = client.post(f"{ROUTE}/upload/preview", params={"filename": "jahrbuch.csv", "header_row": 3},
+                       content=data, headers=bearer(token("hub-a")))
+    assert told.status_code == 200 and (told.json()["header_row"], told.json()["data_start_row"]) == (3, 4)
+    outside = client.post(f"{ROUTE}/upload/preview", params={"filename": "jahrbuch.csv", "header_row": 999},
+                          content=data, headers=bearer(token("hub-a")))
+    assert outside.status_code == 422 and "header_row 999 is out of range" in outside.json()["error"]["message"]
     bad = client.post(f"{ROUTE}/upload", params={"field": "Bogus", "sensor_column": "Stadtteil",
                                                  "timestamp_column": "Stichtag"},
                       content=data, headers=bearer(token("hub-a")))
