@@ -112,7 +112,8 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info"))
+    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies))
     try:
         server.run()
     finally:
@@ -138,7 +139,8 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
     app = create_app(settings, catalogue, warehouse.shared(settings.warehouse_url),
                      keycloak_url=settings.keycloak_url, audience="{tenant}-api")
     try:
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info")).run()
+        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
+                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)).run()
     finally:
         stop.set()
     return 0

@@ -59,6 +59,9 @@ FIELDS: dict[str, Field] = {
     "api_anonymous_queries_per_hour": Field("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR", "600",
                                             "API data queries per hour without a token (open data), per client "
                                             "IPv4 address or IPv6 /64, counted per API process; 0: no limit."),
+    "trusted_proxies": Field("URBANSTACK_TRUSTED_PROXIES", "127.0.0.1",
+                             "Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For the HTTP "
+                             "services believe; behind an ingress, its address, so per-address limits see clients."),
 }
 
 
@@ -82,6 +85,7 @@ class Settings:
     kafka_heap: str
     keycloak_heap: str
     api_anonymous_queries_per_hour: int = 600
+    trusted_proxies: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":

@@ -127,7 +127,8 @@ def run(settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, pull: bo
     ingest = build(settings, Catalogue(), pull=pull)
     threads = start_background(settings, ingest, stop)
     try:
-        uvicorn.Server(uvicorn.Config(ingest.app, host=host, port=port, log_level="info")).run()
+        uvicorn.Server(uvicorn.Config(ingest.app, host=host, port=port, log_level="info",
+                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)).run()
     finally:
         stop.set()
         for thread in threads:
