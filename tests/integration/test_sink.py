@@ -379,3 +379,43 @@ def test_a_partition_whose_dlq_fails_is_parked_and_the_others_go_on(admin_config
                                        "duplicate": 0, "dlq": 1}
     finally:
         harness.deprovision(admin_config, warehouse, other)
+
+
+def test_json_and_native_inserts_store_the_same_values(admin_config, warehouse):
+    """Blocks go to the warehouse as one JSON document of columns where every column takes
+    JSON, else through the Native encoder: both must store exactly the same values."""
+    from urbanstack.runtime.sink import Batch, Rows, TableSchema, route
+
+    database = f"jsonins{uuid.uuid4().hex[:8]}"
+    columns = [("event_id", "String"), ("source", "LowCardinality(String)"), ("sensor_id", "String"),
+               ("observed_at", "DateTime64(3, 'UTC')"), ("lon", "Nullable(Float64)"), ("lat", "Nullable(Float64)"),
+               ("count", "UInt64"), ("delta", "Nullable(Int8)"), ("ratio", "Float32"), ("ok", "Nullable(Bool)"),
+               ("label", "Nullable(String)")]
+    rows = [("a" * 32, "test", "s1", 1735689600123, 8.38, 51.9, 2 ** 63 + 5, -128, 0.1, True, "Straße 🚲 \"quoted\""),
+            ("b" * 32, "test", "s2", -86_400_001, None, None, 0, None, 3.4e38, None, None),
+            ("c" * 32, "test", "s\u00e4", 4102444799999, -180.0, -90.0, 1, 127, -1.5, False, "\\back\nslash")]
+    warehouse.command(f"CREATE DATABASE `{database}`")
+    try:
+        stored = []
+        for table in ("t__json", "t__native"):
+            warehouse.command(f"CREATE TABLE `{database}`.`{table}` ({', '.join(f'`{n}` {t}' for n, t in columns)}) "
+                              f"ENGINE = MergeTree ORDER BY event_id")
+            schema = TableSchema.from_columns(database, table, [(n, t, "", "") for n, t in columns])
+            assert schema.json_insert
+            if table == "t__native":
+                schema.json_insert = False
+            target = route(f"{database}.t.json")
+            target = type(target)(**{**target.__dict__, "database": database, "table": table})
+            batch = Batch(f"{database}.t.json", 0, target, schema=schema, first=0, last=2)
+            batch.rows = Rows([list(column) for column in zip(*rows)])
+            sink = Sink.__new__(Sink)
+            sink._warehouse, sink._schemas = warehouse, {}
+            sink._insert(batch)
+            stored.append(warehouse.query(f"SELECT * FROM `{database}`.`{table}` ORDER BY event_id").result_rows)
+        assert stored[0] == stored[1]
+        assert len(stored[0]) == 3 and stored[0][0][6] == 2 ** 63 + 5 and stored[0][0][10] == rows[0][10]
+        assert stored[0][2][10] == "\\back\nslash" and stored[0][2][2] == "s\u00e4"
+        assert stored[0][0][3] == datetime(2025, 1, 1, 0, 0, 0, 123_000)        # ticks to the millisecond
+        assert stored[0][1][3] == datetime(1969, 12, 30, 23, 59, 59, 999_000)   # before 1970 as well
+    finally:
+        warehouse.command(f"DROP DATABASE IF EXISTS `{database}`")
