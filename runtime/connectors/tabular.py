@@ -513,6 +513,9 @@ def import_table(data: bytes | str, tenant: str, mapping: TableMapping, *, filen
     field_columns = [(column(name, "fields"), target) for name, target in targets.items()]
     clock = LocalClock(ZoneInfo(mapping.timezone))
     reference = _reference_instant(mapping, clock)
+    # One event per sensor and time: a second row with both the same would get the same
+    # event_id and silently replace the first in the warehouse (Berlin's "Zusammen" rows).
+    seen: dict[tuple[str, datetime], int] = {}
     for r, cells, section in rows:
         where = f"row {r + 1}" + (f" (sheet {table.sheet!r})" if table.sheet else "")
         raw = table.rows[r]
@@ -527,11 +530,17 @@ def import_table(data: bytes | str, tenant: str, mapping: TableMapping, *, filen
                 if isinstance(value, (date, datetime)):
                     fields[target] = value.isoformat()
             units = {target: mapping.units.get(target, c.unit) for c, target in field_columns}
+            if (sensor, observed) in seen:
+                raise ValueError(
+                    f"sensor {sensor!r} at {observed.isoformat()} is already row {seen[sensor, observed]}: "
+                    f"there is one event per sensor and time, so this row would replace that one in the "
+                    f"warehouse; map a sensor column (or timestamp) whose values tell the rows apart")
             metadata = {"section": section} if section else {}
             result.events.append(Observation(
                 tenant=tenant, dataset=mapping.dataset, source=mapping.source, sensor_id=sensor,
                 observed_at=observed, fields=fields, units={k: v for k, v in units.items() if v},
                 metadata=metadata))
+            seen[sensor, observed] = r + 1
         except (EventError, ValueError) as exc:
             result.reject(where, str(exc), raw)
     return result

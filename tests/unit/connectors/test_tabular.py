@@ -71,9 +71,20 @@ def test_hamburg_author_csv_export(shared):
     result = tabular.import_table(data, "hamburg", TableMapping(
         dataset="district_profiles", sensor_column="Stadtgebiet", reference_date=date(2013, 12, 31),
         fields={"Bevölkerung": "population", "Fläche in km²": "area"}))
-    assert len(result.events) == 107 and not result.rejected
     total = next(e for e in result.events if e.sensor_id == "Hamburg")
     assert total.fields["population"] == 1788994
+    _district_totals_named_like_quarters_are_rejected(result, first_row=2)
+
+
+def _district_totals_named_like_quarters_are_rejected(result, first_row):
+    """Four Bezirk total rows carry the name of a Stadtteil listed above them. Both rows would be
+    one event (same sensor, same date) and the later would replace the earlier in the warehouse:
+    the quarter Eimsbüttel (56,097 residents, row 32) became the district (252,340, row 103)."""
+    assert len(result.events) == 103 and len({e.event_id for e in result.events}) == 103
+    assert [e.fields["population"] for e in result.events if e.sensor_id == "Eimsbüttel"] == [56097]
+    offset = first_row - 2  # the CSV's data start in row 2, the workbook's in row 5
+    assert [r.where.split(" (")[0] for r in result.rejected] == [f"row {n + offset}" for n in (103, 105, 106, 107)]
+    assert f"'Eimsbüttel' at 2013-12-30T23:00:00+00:00 is already row {32 + offset}" in result.rejected[0].reason
 
 
 def test_hamburg_xlsx_multi_row_header(shared):
@@ -86,8 +97,8 @@ def test_hamburg_xlsx_multi_row_header(shared):
     result = tabular.import_table(data, "hamburg", TableMapping(
         dataset="district_profiles", sensor_column="Stadtgebiet", reference_date=date(2013, 12, 31),
         fields={"Bevölkerung": "population", "Fläche in km²": "area"}))
-    assert len(result.events) == 107 and not result.rejected
     assert next(e for e in result.events if e.sensor_id == "HafenCity").fields["population"] == 1914
+    _district_totals_named_like_quarters_are_rejected(result, first_row=5)
 
 
 def test_berlin_publication_sheet(shared):
@@ -104,7 +115,16 @@ def test_berlin_publication_sheet(shared):
     assert (mitte.sensor_id, mitte.fields) == ("Mitte", {"residents": 397004, "single": 240196})
     total = [e for e in result.events if e.sensor_id == "Insgesamt"][-1]
     assert total.fields["residents"] == 3897145
-    assert all("not a data row" in r.reason for r in result.rejected) and result.rejected
+    # The age groups repeat under "Deutsche", "Ausländer" and "insgesamt": with the label as the
+    # sensor only the first section can be stored; the others are refused, not silently replaced.
+    assert len({e.event_id for e in result.events}) == len(result.events) == 26
+    young = [e for e in result.events if e.sensor_id == "18 - 25"]
+    assert [(e.fields["residents"], e.metadata) for e in young] == [(196405, {"section": "Deutsche"})]
+    repeated = [r for r in result.rejected if "is already row" in r.reason]
+    assert len(repeated) == 2 * 12 - 1  # 12 labels in two later sections; "Insgesamt" is unique
+    assert repeated[0].where == "row 38 (sheet 'T5')"
+    assert repeated[0].reason.startswith("sensor 'unter 18' at 2024-12-30T23:00:00+00:00 is already row 24")
+    assert all("not a data row" in r.reason for r in result.rejected if r not in repeated)
 
 
 def test_meteostat_xlsx_text_times_in_utc(shared):
@@ -160,7 +180,12 @@ def test_berlin_ortsteile_sheets_need_and_honour_a_header_override(shared, sheet
     if berlin is not None:
         assert by_area["Berlin"].fields["residents"] == berlin
     assert result.events[0].observed_at == datetime(2024, 12, 30, 23, tzinfo=timezone.utc)
-    assert result.rejected and all("not a data row" in r.reason for r in result.rejected)
+    assert len({e.event_id for e in result.events}) == len(result.events) == 102
+    # The 'Zusammen' and 'Insgesamt' subtotal rows after the first are refused, not stored over it.
+    assert by_area["Zusammen"].fields["residents"] == by_area["Mitte"].fields["residents"]
+    repeated = [r for r in result.rejected if "is already row" in r.reason]
+    assert {r.reason.split(" at ")[0] for r in repeated} == {"sensor 'Zusammen'", "sensor 'Insgesamt'"}
+    assert result.rejected and all("not a data row" in r.reason for r in result.rejected if r not in repeated)
 
 
 def _year_workbook() -> bytes:
