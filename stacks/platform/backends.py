@@ -8,7 +8,7 @@ the NetworkPolicies open for the components that use the backend.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
@@ -20,9 +20,11 @@ from urbanstack.stacks.platform.config import NAMESPACE, ConfigError, PlatformCo
 ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}},)
 
 # Which component talks to which backend; NetworkPolicies open nothing else.
+# The API reads the warehouse, never Kafka; ingest (the connectors Deployment)
+# checks tokens against Keycloak and produces to Kafka, never touches the warehouse.
 USERS = {
-    "kafka": ("operator", "api", "sink", "connectors"),
-    "keycloak": ("operator", "api", "hub"),
+    "kafka": ("operator", "sink", "connectors"),
+    "keycloak": ("operator", "api", "connectors", "hub"),
     "warehouse": ("operator", "api", "sink"),
 }
 
@@ -72,24 +74,26 @@ class Backends:
         return env
 
 
-def _kafka_client_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
-    return (common.env_value("URBANSTACK_KAFKA_USER", user), common.env_secret("URBANSTACK_KAFKA_PASSWORD", secret, key))
-
-
 def _kafka_admin_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
     return (common.env_value("URBANSTACK_KAFKA_ADMIN_USER", user),
             common.env_secret("URBANSTACK_KAFKA_ADMIN_PASSWORD", secret, key))
 
 
-def _warehouse_env(url: str, user: str, secret: str, key: str) -> tuple[dict, ...]:
-    """URBANSTACK_WAREHOUSE_URL carries user:password; the kubelet composes it from
-    the variables before it (``$(VAR)``), so the password never enters a manifest."""
+def warehouse_url(url: str, user: str, password: pulumi.Output) -> pulumi.Output:
+    """The ClickHouse server URL with user:password, as a Pulumi secret for a Secret's data.
+
+    The code reads one variable, URBANSTACK_WAREHOUSE_URL (``urbanstack.settings``),
+    so the whole URL lives in a Secret. User and password are percent-encoded
+    (clickhouse-connect decodes them), so any password character is safe."""
     parts = urlsplit(url)
-    composed = urlunsplit(parts._replace(
-        netloc=f"$(URBANSTACK_WAREHOUSE_USER):$(URBANSTACK_WAREHOUSE_PASSWORD)@{parts.netloc}"))
-    return (common.env_value("URBANSTACK_WAREHOUSE_USER", user),
-            common.env_secret("URBANSTACK_WAREHOUSE_PASSWORD", secret, key),
-            common.env_value("URBANSTACK_WAREHOUSE_URL", composed))
+    return pulumi.Output.secret(password).apply(lambda secret: urlunsplit(parts._replace(
+        netloc=f"{quote(user, safe='')}:{quote(secret, safe='')}@{parts.netloc}")))
+
+
+def _warehouse_env(secret: str, key: str) -> tuple[dict, ...]:
+    # Never the embedded chDB in a cluster: one process may own its path, and
+    # api, sink and operator are separate pods.
+    return (common.env_secret("URBANSTACK_WAREHOUSE_URL", secret, key),)
 
 
 def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
@@ -100,19 +104,18 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
         metadata=common.metadata(cfg, EXTERNAL_SECRET, "backends"),
         type="Opaque",
         string_data={"kafka-password": ext.kafka_password, "keycloak-admin-password": ext.keycloak_admin_password,
-                     "warehouse-password": ext.warehouse_password},
+                     "warehouse-url": warehouse_url(ext.warehouse_url, ext.warehouse_user, ext.warehouse_password)},
         opts=common.options(depends_on=after),
     )
-    # One configured Kafka user serves the operator and the services alike.
-    kafka_client = _kafka_client_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
+    # The operator administers Kafka as the configured user. The runtime services
+    # take no Kafka credentials from the environment (docs/deploy.md, "Known gaps").
     kafka_admin = _kafka_admin_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
-    warehouse_env = _warehouse_env(ext.warehouse_url, ext.warehouse_user, EXTERNAL_SECRET, "warehouse-password")
+    warehouse_env = _warehouse_env(EXTERNAL_SECRET, "warehouse-url")
     by_name = {
         "kafka": Backend(
             "kafka",
-            env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),
-                 common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", ext.kafka_security_protocol)),
-            client_env=kafka_client, admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
+            env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),),
+            client_env=(), admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
         "keycloak": Backend(
             "keycloak",
             env=(common.env_value("URBANSTACK_KEYCLOAK_URL", ext.keycloak_url),),
@@ -204,7 +207,9 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
     # Strimzi's user operator generates each password into a Secret named like the user.
     admin = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
                     {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
-    # The services move events; only the operator creates topics, users and ACLs.
+    # The identity meant for the sink: read and write events, no topic, user or ACL
+    # administration. Nothing mounts it yet: the sink cannot take Kafka credentials
+    # from the environment (docs/deploy.md, "Known gaps").
     runtime = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_RUNTIME_USER, {
         "authentication": {"type": "scram-sha-512"},
         "authorization": {"type": "simple", "acls": [
@@ -213,13 +218,11 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
             {"resource": {"type": "group", "name": "*", "patternType": "literal"}, "operations": ["Describe", "Read"]},
         ]},
     }, labels=cluster_label, depends_on=[*after, kafka])
-    kafka_client = _kafka_client_env(KAFKA_RUNTIME_USER, KAFKA_RUNTIME_USER, "password")
     kafka_admin = _kafka_admin_env(KAFKA_USER, KAFKA_USER, "password")
     backend = Backend(
         "kafka",
-        env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),
-             common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")),
-        client_env=kafka_client,
+        env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),),
+        client_env=(),
         admin_env=kafka_admin,
         peers=({"podSelector": {"matchLabels": cluster_label | {"strimzi.io/broker-role": "true"}}},),
         ports=(9092,),
@@ -238,8 +241,11 @@ def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Back
     if ic.clickhouse_replicas != 1:
         raise ConfigError("inCluster.clickhouseReplicas > 1 needs ClickHouse Keeper, which this stack does not "
                           "declare yet; use 1, or an external warehouse")
+    server = f"http://clickhouse-{CLICKHOUSE_NAME}.{NAMESPACE}.svc:8123"
     secret = Secret(WAREHOUSE_SECRET, metadata=common.metadata(cfg, WAREHOUSE_SECRET, "backends"), type="Opaque",
-                    string_data={"password": ic.warehouse_password}, opts=common.options(depends_on=after))
+                    string_data={"password": ic.warehouse_password,
+                                 "url": warehouse_url(server, CLICKHOUSE_USER, ic.warehouse_password)},
+                    opts=common.options(depends_on=after))
     chi = _custom(cfg, "clickhouse.altinity.com/v1", "ClickHouseInstallation", CLICKHOUSE_NAME, {
         "configuration": {
             "users": {
@@ -259,8 +265,7 @@ def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Back
         }]},
     }, depends_on=[*after, secret])
     selector = {"clickhouse.altinity.com/chi": CLICKHOUSE_NAME}
-    warehouse_env = _warehouse_env(f"http://clickhouse-{CLICKHOUSE_NAME}.{NAMESPACE}.svc:8123", CLICKHOUSE_USER,
-                                   WAREHOUSE_SECRET, "password")
+    warehouse_env = _warehouse_env(WAREHOUSE_SECRET, "url")
     backend = Backend(
         "warehouse",
         env=(),

@@ -23,6 +23,11 @@ RUNTIME_SERVICES = ("api", "sink", "connectors", "hub")
 # poll their sources on a schedule: more replicas would only fetch twice.
 AUTOSCALED = ("api", "sink", "hub")
 BACKEND_MODES = ("external", "in-cluster")
+# The runtime services that read the Kubernetes API (the catalogue of
+# municipalities and tools; ingest also the tenant's urbanstack-ingest Secret).
+KUBERNETES_API_READERS = ("api", "connectors")
+# What urbanstack/devplatform/kafka.py client_config speaks; it takes no protocol setting.
+KAFKA_SECURITY_PROTOCOL = "SASL_PLAINTEXT"
 
 DEFAULT_RESOURCES = {
     "operator": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
@@ -138,6 +143,11 @@ class PlatformConfig:
     monitoring_namespace: str | None
     skip_await: bool
     crds_dir: Path
+    # URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR; None: the code's default.
+    api_anonymous_queries_per_hour: int | None = None
+    # URBANSTACK_TRUSTED_PROXIES: the ingress controller's pod addresses (or CIDRs);
+    # None: the code's default (loopback), and per-address limits see the controller.
+    trusted_proxies: str | None = None
 
 
 def image_version(image: str) -> str:
@@ -154,10 +164,14 @@ def _checkout_crds() -> Path:
 
 def _external(cfg: pulumi.Config) -> External:
     raw = cfg.require_object("external")
+    protocol = raw.get("kafkaSecurityProtocol", KAFKA_SECURITY_PROTOCOL)
+    if protocol != KAFKA_SECURITY_PROTOCOL:
+        raise ConfigError(f"external.kafkaSecurityProtocol {protocol!r} is not supported: Urban Stack's Kafka clients "
+                          f"speak {KAFKA_SECURITY_PROTOCOL} with SCRAM-SHA-512 only")
     try:
         return External(
             kafka_bootstrap=raw["kafkaBootstrap"],
-            kafka_security_protocol=raw.get("kafkaSecurityProtocol", "SASL_SSL"),
+            kafka_security_protocol=protocol,
             kafka_username=raw["kafkaUsername"],
             kafka_password=cfg.require_secret("kafkaPassword"),
             keycloak_url=check_no_credentials("external.keycloakUrl", raw["keycloakUrl"]),
@@ -224,6 +238,9 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
     except KeyError as missing:
         raise ConfigError(f"ingress.{missing.args[0]} is required: the platform is only served over TLS") from None
     crds_dir = cfg.get("crdsDir")
+    quota = cfg.get_int("apiAnonymousQueriesPerHour")
+    if quota is not None and quota < 0:
+        raise ConfigError(f"apiAnonymousQueriesPerHour must be 0 (no limit) or positive, got {quota}")
     return PlatformConfig(
         operator_image=check_pinned_image("operatorImage", cfg.require("operatorImage")),
         runtime_image=check_pinned_image("runtimeImage", cfg.require("runtimeImage")),
@@ -239,4 +256,6 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
         monitoring_namespace=cfg.get("monitoringNamespace"),
         skip_await=cfg.get_bool("skipAwait") or False,
         crds_dir=Path(crds_dir).resolve() if crds_dir else _checkout_crds(),
+        api_anonymous_queries_per_hour=quota,
+        trusted_proxies=cfg.get("trustedProxies"),
     )

@@ -9,7 +9,7 @@ reads as a table of who may talk to whom:
 | hub | api | http |
 | monitoring namespace (optional) | every component | http (/metrics) |
 | components (``backends.USERS``) | Keycloak, Kafka, ClickHouse | their client ports |
-| operator, in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
+| operator, api, connectors (``KUBERNETES_API_READERS``), in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
 | connectors | public data sources | 443 |
 | every pod | cluster DNS | 53 |
 """
@@ -21,7 +21,7 @@ from pulumi_kubernetes.networking.v1 import NetworkPolicy
 
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.backends import USERS, Backends
-from urbanstack.stacks.platform.config import RUNTIME_SERVICES, PlatformConfig
+from urbanstack.stacks.platform.config import KUBERNETES_API_READERS, RUNTIME_SERVICES, PlatformConfig
 
 COMPONENTS = ("operator", *RUNTIME_SERVICES)
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
@@ -54,7 +54,7 @@ def _ingress_rules(cfg: PlatformConfig, component: str) -> list[dict]:
 def _egress_rules(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
     rules = [{"to": list(backend.peers), "ports": _tcp(backend.ports)}
              for name, backend in backends.by_name.items() if component in USERS[name]]
-    if component == "operator":
+    if component == "operator" or component in KUBERNETES_API_READERS:
         rules.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.api_server_cidrs],
                       "ports": _tcp(cfg.api_server_ports)})
     if component == "hub":

@@ -1,9 +1,21 @@
 """The data plane: api, sink, connectors and hub from the one runtime image.
 
-Every service answers ``/healthz``, ``/readyz`` and ``/metrics`` on
-``URBANSTACK_HTTP_PORT``. Rolling updates start a new pod before stopping an
-old one (``maxUnavailable: 0``), and where an HPA owns the replica count the
-Deployment leaves ``replicas`` unset, so an upgrade never scales a service down.
+Each Deployment runs one ``urbanstack`` command (``COMMANDS``) and sets exactly
+the environment variables that command reads (``urbanstack/settings.py``,
+``SinkConfig.ENV`` in ``runtime/sink.py``, the ``os.environ`` reads of
+``urbanstack/cli.py`` and ``runtime/ingest/service.py``); credentials only as
+``secretKeyRef``. The tests check every variable against the code.
+
+The HTTP services answer ``/healthz`` on their ``http`` port; the sink serves no
+HTTP, only Prometheus metrics on loopback, which its probes ask from inside the pod.
+
+All run as the runtime ServiceAccount, bound to ``rbac.runtime_cluster_role()``
+verbatim (read the custom resources; ``get`` only the ``urbanstack-ingest``
+Secrets). Only the pods that read the Kubernetes API get its token mounted.
+
+Rolling updates start a new pod before stopping an old one
+(``maxUnavailable: 0``), and where an HPA owns the replica count the Deployment
+leaves ``replicas`` unset, so an upgrade never scales a service down.
 """
 
 from __future__ import annotations
@@ -14,24 +26,57 @@ from pulumi_kubernetes.autoscaling.v2 import HorizontalPodAutoscaler
 from pulumi_kubernetes.core.v1 import Service, ServiceAccount
 from pulumi_kubernetes.networking.v1 import Ingress
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
+from pulumi_kubernetes.rbac.v1 import ClusterRole, ClusterRoleBinding
 
+from urbanstack.operator import rbac
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.backends import Backends
-from urbanstack.stacks.platform.config import AUTOSCALED, NAMESPACE, RUNTIME_SERVICES, PlatformConfig
+from urbanstack.stacks.platform.config import (AUTOSCALED, KUBERNETES_API_READERS, NAMESPACE, RUNTIME_SERVICES,
+                                               PlatformConfig)
 
 SERVICE_ACCOUNT = common.name("runtime")
 CPU_TARGET = 70
+# The `urbanstack` subcommand each Deployment runs. The connectors are the
+# ingest service: push endpoints and the pull scheduler that runs the connectors.
+COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest", "hub": "hub"}
+# Components that serve HTTP on the ``http`` port (the sink does not).
+HTTP_SERVICES = ("api", "connectors", "hub")
+# Where ingest keeps its pull cursors (<state dir>/ingest/cursors.json): the only
+# writable place besides /tmp. An emptyDir: it survives container restarts, not
+# a new pod (docs/deploy.md).
+STATE_DIR = "/var/lib/urbanstack"
+STATE_VOLUME = {"name": "state", "emptyDir": {"sizeLimit": "64Mi"}}
+STATE_MOUNT = {"name": "state", "mountPath": STATE_DIR}
+# URBANSTACK_SINK_METRICS_PORT: the sink binds it on 127.0.0.1 only.
+SINK_METRICS_PORT = 9400
 
 
 def _env(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
-    env = [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
-           common.env_value("URBANSTACK_HTTP_PORT", str(common.HTTP_PORT))]
+    env = []
     if component in ("api", "hub"):
-        env += [common.env_value("URBANSTACK_PUBLIC_API_URL", f"https://{cfg.ingress.api_host}"),
-                common.env_value("URBANSTACK_PUBLIC_HUB_URL", f"https://{cfg.ingress.hub_host}")]
-    if component == "hub":
-        env.append(common.env_value("URBANSTACK_API_URL", f"http://{common.name('api')}.{NAMESPACE}.svc"))
+        # urbanstack/cli.py: `api` (and a hub) listen on --host/--port from these.
+        env += [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
+                common.env_value("URBANSTACK_HTTP_PORT", str(common.HTTP_PORT))]
+    if component == "connectors":
+        # urbanstack/cli.py: `ingest` takes its port from its own variable.
+        env += [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
+                common.env_value("URBANSTACK_INGEST_PORT", str(common.HTTP_PORT)),
+                common.env_value("URBANSTACK_STATE_DIR", STATE_DIR)]
+    if component == "sink":
+        env.append(common.env_value("URBANSTACK_SINK_METRICS_PORT", str(SINK_METRICS_PORT)))
+    if component == "api" and cfg.api_anonymous_queries_per_hour is not None:
+        env.append(common.env_value("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR",
+                                    str(cfg.api_anonymous_queries_per_hour)))
+    if component in ("api", "connectors") and cfg.trusted_proxies:
+        env.append(common.env_value("URBANSTACK_TRUSTED_PROXIES", cfg.trusted_proxies))
     return env + backends.env_for(component)
+
+
+def _metrics_probe(*, period: int, failures: int) -> dict:
+    """The sink's loopback metrics endpoint, asked from inside the container."""
+    check = f"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{SINK_METRICS_PORT}/metrics', timeout=3)"
+    return {"exec": {"command": ["python", "-c", check]}, "periodSeconds": period, "timeoutSeconds": 5,
+            "failureThreshold": failures}
 
 
 def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
@@ -41,16 +86,27 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
         "image": cfg.runtime_image,
         "imagePullPolicy": "IfNotPresent",
         "command": ["urbanstack"],
-        "args": [component],
-        "ports": [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}],
+        "args": [COMMANDS[component]],
         "env": _env(cfg, backends, component),
         "resources": cfg.resources[component],
-        "startupProbe": common.http_probe("/healthz", period=5, failures=24),
-        "livenessProbe": common.http_probe("/healthz", period=20, failures=3),
-        "readinessProbe": common.http_probe("/readyz", period=5, failures=2),
         "securityContext": common.CONTAINER_SECURITY,
         "volumeMounts": [common.TMP_MOUNT],
     }
+    volumes = [common.TMP_VOLUME]
+    if component in HTTP_SERVICES:
+        container["ports"] = [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}]
+        # runtime/api/app.py serves /readyz; the ingest app only /healthz.
+        ready = "/readyz" if component == "api" else "/healthz"
+        container |= {"startupProbe": common.http_probe("/healthz", period=5, failures=24),
+                      "livenessProbe": common.http_probe("/healthz", period=20, failures=3),
+                      "readinessProbe": common.http_probe(ready, period=5, failures=2)}
+    else:
+        container |= {"startupProbe": _metrics_probe(period=5, failures=24),
+                      "livenessProbe": _metrics_probe(period=20, failures=3),
+                      "readinessProbe": _metrics_probe(period=10, failures=2)}
+    if component == "connectors":
+        container["volumeMounts"] = [common.TMP_MOUNT, STATE_MOUNT]
+        volumes = [common.TMP_VOLUME, STATE_VOLUME]
     spec = {
         "selector": {"matchLabels": common.selector(component)},
         "strategy": common.ZERO_DOWNTIME,
@@ -59,12 +115,12 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
             "metadata": {"labels": common.labels(component, cfg.runtime_image)},
             "spec": {
                 "serviceAccountName": SERVICE_ACCOUNT,
-                # No runtime service talks to the Kubernetes API.
-                "automountServiceAccountToken": False,
+                # The API token only where the code reads the Kubernetes API.
+                "automountServiceAccountToken": component in KUBERNETES_API_READERS,
                 "securityContext": common.POD_SECURITY,
                 "affinity": common.spread(component),
                 "containers": [container],
-                "volumes": [common.TMP_VOLUME],
+                "volumes": volumes,
             },
         },
     }
@@ -119,13 +175,44 @@ def _ingress(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.Re
     )
 
 
-def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    # Pods opt in to the token (KUBERNETES_API_READERS); the account mounts none by default.
     account = ServiceAccount(SERVICE_ACCOUNT, metadata=common.metadata(cfg, SERVICE_ACCOUNT, "runtime"),
                              automount_service_account_token=False, opts=common.options(depends_on=after))
-    declared: dict[str, pulumi.Resource] = {"serviceAccount": account}
+    manifest = rbac.runtime_cluster_role()
+    role = ClusterRole(
+        rbac.RUNTIME_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.RUNTIME_CLUSTER_ROLE_NAME, "runtime", namespace=None),
+        rules=manifest["rules"],
+    )
+    binding = ClusterRoleBinding(
+        rbac.RUNTIME_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.RUNTIME_CLUSTER_ROLE_NAME, "runtime", namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                  "name": rbac.RUNTIME_CLUSTER_ROLE_NAME},
+        subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        opts=common.options(depends_on=[role, account]),
+    )
+    return {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding}
+
+
+def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    declared: dict[str, pulumi.Resource] = _identity(cfg, after)
     services = []
     for component in RUNTIME_SERVICES:
-        deployment = _deployment(cfg, backends, component, [*after, account, *backends.resources])
+        deployment = _deployment(cfg, backends, component,
+                                 [*after, declared["clusterRoleBinding"], *backends.resources])
+        budget = PodDisruptionBudget(
+            common.name(component),
+            metadata=common.metadata(cfg, common.name(component), component),
+            spec={"maxUnavailable": 1, "selector": {"matchLabels": common.selector(component)}},
+            opts=common.options(depends_on=after),
+        )
+        declared |= {f"{component}Deployment": deployment, f"{component}PodDisruptionBudget": budget}
+        if component in AUTOSCALED:
+            declared[f"{component}Autoscaler"] = _autoscaler(cfg, component, deployment)
+        if component not in HTTP_SERVICES:
+            continue
         service = Service(
             common.name(component),
             metadata=common.metadata(cfg, common.name(component), component),
@@ -133,16 +220,7 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
                   "ports": [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]},
             opts=common.options(depends_on=after),
         )
-        budget = PodDisruptionBudget(
-            common.name(component),
-            metadata=common.metadata(cfg, common.name(component), component),
-            spec={"maxUnavailable": 1, "selector": {"matchLabels": common.selector(component)}},
-            opts=common.options(depends_on=after),
-        )
-        declared |= {f"{component}Deployment": deployment, f"{component}Service": service,
-                     f"{component}PodDisruptionBudget": budget}
-        if component in AUTOSCALED:
-            declared[f"{component}Autoscaler"] = _autoscaler(cfg, component, deployment)
+        declared[f"{component}Service"] = service
         services.append(service)
     declared["ingress"] = _ingress(cfg, backends, [*after, *services])
     return declared

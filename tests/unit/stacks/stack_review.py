@@ -7,6 +7,7 @@ stack declares (expecting no problems) and deliberately bad variants
 
 from __future__ import annotations
 
+import ast
 import re
 
 # Rights that let a holder take over the cluster or read what it should not.
@@ -107,4 +108,93 @@ def rollout_problems(deployment: dict) -> list[str]:
         problems.append(f"{name}: maxUnavailable {rolling.get('maxUnavailable')!r} drops below the desired replicas")
     if not rolling.get("maxSurge"):
         problems.append(f"{name}: maxSurge 0 with maxUnavailable 0 can never roll")
+    return problems
+
+
+def secret_access_problems(rules: list[dict]) -> list[str]:
+    """For an identity that may read named Secrets only: every Secret right must name them, and never list/watch."""
+    problems = []
+    for number, rule in enumerate(rules):
+        if "secrets" not in rule.get("resources", []) and "*" not in rule.get("resources", []):
+            continue
+        where = f"rule {number}"
+        if not rule.get("resourceNames"):
+            problems.append(f"{where}: reaches every Secret (no resourceNames)")
+        for verb in sorted(set(rule.get("verbs", [])) - {"get"}):
+            problems.append(f"{where}: verb {verb} on Secrets")
+    return problems
+
+
+def service_account_problems(deployment: dict, service_account: str, token_needed: bool) -> list[str]:
+    """The pod runs as ``service_account`` and mounts its API token exactly when it needs the API."""
+    name = deployment["metadata"]["name"]
+    pod = deployment["spec"]["template"]["spec"]
+    problems = []
+    if pod.get("serviceAccountName") != service_account:
+        problems.append(f"{name}: runs as {pod.get('serviceAccountName')!r}, not {service_account}")
+    # The ServiceAccounts of this stack mount nothing by default, so only an explicit true mounts.
+    mounted = pod.get("automountServiceAccountToken") is True
+    if mounted and not token_needed:
+        problems.append(f"{name}: mounts an API token it does not use")
+    if token_needed and not mounted:
+        problems.append(f"{name}: reads the Kubernetes API but mounts no token")
+    return problems
+
+
+ENV_VARIABLE = re.compile(r"^URBANSTACK_[A-Z0-9_]+$")
+
+
+def _is_environ_read(call: ast.Call) -> bool:
+    """``os.environ.get(...)``, ``environ.get(...)``, ``os.getenv(...)``."""
+    func = call.func
+    if not isinstance(func, ast.Attribute):
+        return False
+    if func.attr == "getenv":
+        return True
+    target = func.value
+    return func.attr == "get" and (
+        (isinstance(target, ast.Attribute) and target.attr == "environ")
+        or (isinstance(target, ast.Name) and target.id == "environ"))
+
+
+def code_env_reads(paths) -> set[str]:
+    """``URBANSTACK_*`` names the code reads from the environment, found in its syntax tree.
+
+    A name counts where it is the first argument of an environment read, the key of
+    ``os.environ[...]``, or the first argument of a module function that reads the
+    environment with its first parameter (``_flag("URBANSTACK_INGEST_PULL", "1")``).
+    Strings in help texts, docstrings or variables the code *writes* do not count."""
+    found: set[str] = set()
+    for path in paths:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        readers = set()
+        for function in ast.walk(tree):
+            if isinstance(function, ast.FunctionDef) and function.args.args:
+                parameter = function.args.args[0].arg
+                if any(isinstance(node, ast.Call) and _is_environ_read(node) and node.args
+                       and isinstance(node.args[0], ast.Name) and node.args[0].id == parameter
+                       for node in ast.walk(function)):
+                    readers.add(function.name)
+        for node in ast.walk(tree):
+            key = None
+            if isinstance(node, ast.Call) and node.args and (
+                    _is_environ_read(node) or (isinstance(node.func, ast.Name) and node.func.id in readers)):
+                key = node.args[0]
+            elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Attribute)
+                  and node.value.attr == "environ" and isinstance(node.ctx, ast.Load)):
+                key = node.slice
+            if isinstance(key, ast.Constant) and isinstance(key.value, str) and ENV_VARIABLE.match(key.value):
+                found.add(key.value)
+    return found
+
+
+def unread_env_problems(env: list[dict], read_by_code: set[str], workload: str) -> list[str]:
+    """Variables the container sets that its code never reads (a typo, or a setting that does nothing)."""
+    problems = []
+    names = [variable["name"] for variable in env]
+    for name in names:
+        if name not in read_by_code:
+            problems.append(f"{workload}: sets {name}, which its code does not read")
+    for name in sorted({name for name in names if names.count(name) > 1}):
+        problems.append(f"{workload}: sets {name} twice")
     return problems
