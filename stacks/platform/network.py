@@ -9,7 +9,7 @@ reads as a table of who may talk to whom:
 | hub | api | http |
 | monitoring namespace (optional) | every component | http (/metrics) |
 | components (``backends.USERS``) | Keycloak, Kafka, ClickHouse | their client ports |
-| operator, api, connectors (``KUBERNETES_API_READERS``), in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
+| operator, ``KUBERNETES_API_READERS``, in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
 | connectors | public data sources | 443 |
 | every pod | cluster DNS | 53 |
 """

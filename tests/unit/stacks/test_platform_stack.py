@@ -347,8 +347,9 @@ def test_warehouse_url_secret_keeps_any_password_intact(password):
 
     @pulumi.runtime.test
     def run():
-        return backends.warehouse_url("http://clickhouse.example:8123", "urban user", pulumi.Output.secret(
-            password)).apply(lambda value: url.setdefault("value", value))
+        secret = pulumi.Output.secret(password)
+        return backends.warehouse_url("http://clickhouse.example:8123", "urban user", secret).apply(
+            lambda value: url.setdefault("value", value))
 
     use_mocks(stack_values("dev"), {})
     run()
