@@ -70,13 +70,24 @@ class Backends:
             if component in users:
                 backend = self.by_name[backend_name]
                 env += backend.env
-                env += backend.admin_env if component == "operator" else backend.client_env
+                if component == "operator":
+                    env += backend.admin_env
+                elif backend_name != "kafka" or component == "sink":
+                    # Of the Kafka users only the sink logs in as the platform: ingest produces
+                    # as each municipality's own Kafka user (runtime/ingest/tenants.py).
+                    env += backend.client_env
         return env
 
 
 def _kafka_admin_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
     return (common.env_value("URBANSTACK_KAFKA_ADMIN_USER", user),
             common.env_secret("URBANSTACK_KAFKA_ADMIN_PASSWORD", secret, key))
+
+
+def _kafka_sink_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
+    # runtime/sink.py kafka_client_config: the sink's own Kafka identity.
+    return (common.env_value("URBANSTACK_SINK_KAFKA_USER", user),
+            common.env_secret("URBANSTACK_SINK_KAFKA_PASSWORD", secret, key))
 
 
 def warehouse_url(url: str, user: str, password: pulumi.Output) -> pulumi.Output:
@@ -107,15 +118,16 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
                      "warehouse-url": warehouse_url(ext.warehouse_url, ext.warehouse_user, ext.warehouse_password)},
         opts=common.options(depends_on=after),
     )
-    # The operator administers Kafka as the configured user. The runtime services
-    # take no Kafka credentials from the environment (docs/deploy.md, "Known gaps").
+    # The operator administers Kafka as the configured user; with external backends the
+    # sink uses the same user (docs/deploy.md): one set of Kafka credentials to configure.
     kafka_admin = _kafka_admin_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
+    kafka_sink = _kafka_sink_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
     warehouse_env = _warehouse_env(EXTERNAL_SECRET, "warehouse-url")
     by_name = {
         "kafka": Backend(
             "kafka",
             env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),),
-            client_env=(), admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
+            client_env=kafka_sink, admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
         "keycloak": Backend(
             "keycloak",
             env=(common.env_value("URBANSTACK_KEYCLOAK_URL", ext.keycloak_url),),
@@ -207,9 +219,7 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
     # Strimzi's user operator generates each password into a Secret named like the user.
     admin = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_USER,
                     {"authentication": {"type": "scram-sha-512"}}, labels=cluster_label, depends_on=[*after, kafka])
-    # The identity meant for the sink: read and write events, no topic, user or ACL
-    # administration. Nothing mounts it yet: the sink cannot take Kafka credentials
-    # from the environment (docs/deploy.md, "Known gaps").
+    # The sink's identity: read and write events (DLQ), no topic, user or ACL administration.
     runtime = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", KAFKA_RUNTIME_USER, {
         "authentication": {"type": "scram-sha-512"},
         "authorization": {"type": "simple", "acls": [
@@ -222,7 +232,7 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
     backend = Backend(
         "kafka",
         env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", f"{KAFKA_CLUSTER}-kafka-bootstrap.{NAMESPACE}.svc:9092"),),
-        client_env=(),
+        client_env=_kafka_sink_env(KAFKA_RUNTIME_USER, KAFKA_RUNTIME_USER, "password"),
         admin_env=kafka_admin,
         peers=({"podSelector": {"matchLabels": cluster_label | {"strimzi.io/broker-role": "true"}}},),
         ports=(9092,),

@@ -525,3 +525,23 @@ def test_prod_differs_from_dev_where_it_should(dev, prod):
     assert "@sha256:" in prod.one("Deployment", "urbanstack-api").inputs["spec"]["template"]["spec"]["containers"][0][
         "image"]
     assert prod.config.backends == "in-cluster" and dev.config.backends == "external"
+
+
+def test_the_sink_logs_in_to_kafka_as_its_own_user(dev, prod):
+    """runtime/sink.py kafka_client_config reads URBANSTACK_SINK_KAFKA_USER/PASSWORD; in-cluster
+    they name the least-privilege `urbanstack-runtime` KafkaUser, from its Secret."""
+    def sink_env(installation):
+        [env] = [container.get("env", []) for workload, container in containers(installation)
+                 if workload == "urbanstack-sink"]
+        return {item["name"]: item for item in env}
+
+    env = sink_env(prod)
+    assert env["URBANSTACK_SINK_KAFKA_USER"]["value"] == "urbanstack-runtime"
+    assert env["URBANSTACK_SINK_KAFKA_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "urbanstack-runtime",
+                                                                                  "key": "password"}
+    assert "URBANSTACK_KAFKA_ADMIN_PASSWORD" not in env
+    external = sink_env(dev)
+    assert "secretKeyRef" in external["URBANSTACK_SINK_KAFKA_PASSWORD"]["valueFrom"]
+    for workload, container in containers(prod):
+        if workload != "urbanstack-sink":
+            assert not any(item["name"].startswith("URBANSTACK_SINK_KAFKA") for item in container.get("env", []))
