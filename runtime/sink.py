@@ -1345,7 +1345,6 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
     """The ``urbanstack sink`` service: runs until ``stop_event`` is set (or SIGTERM/SIGINT
     when called from the main thread without one)."""
     from urbanstack import warehouse
-    from urbanstack.devplatform import kafka
 
     config = config or SinkConfig.from_env()
     if stop_event is None:
