@@ -411,23 +411,30 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
 
     @app.post(f"{prefix}/ttn-uplink", status_code=202, response_model=IngestReport, responses=responses,
               summary="The Things Stack v3 uplink webhook")
-    async def ttn_uplink(request: Request, tool: str, dataset: str, caller: Caller = Depends(writer)):
+    async def ttn_uplink(request: Request, tool: str, dataset: str,
+                         codec: str | None = Query(None, description=CODEC_HELP),
+                         caller: Caller = Depends(writer)):
         """Set this URL as the webhook's base URL with *Uplink message* enabled, and add the
-        header `X-Ingest-Key`. Fields come from `uplink_message.decoded_payload`: set a payload
-        formatter in TTS, or the uplink is rejected."""
+        header `X-Ingest-Key`. Fields come from `uplink_message.decoded_payload` (a payload
+        formatter in TTS), else from a built-in decoder chosen by the device's model ids or
+        pinned with `?codec=`; otherwise the uplink is rejected."""
         data = await read_body(request, MAX_JSON_BYTES)
+        check_codec(codec)
         return await run_in_threadpool(ingest, caller, tool, dataset, "ttn-uplink",
-                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset))
+                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
+                                                                    codec=codec))
 
     @app.post(f"{prefix}/chirpstack-uplink", status_code=202, response_model=IngestReport, responses=responses,
               summary="ChirpStack v4 HTTP integration")
     async def chirpstack_uplink(request: Request, tool: str, dataset: str,
                                 event: str = Query("up", description="ChirpStack adds ?event=up|join|status|…"),
+                                codec: str | None = Query(None, description=CODEC_HELP),
                                 caller: Caller = Depends(writer)):
         """Use this URL as the HTTP integration's endpoint with the JSON encoding. Only `up`
         events carry data; the others are acknowledged and ignored. Fields come from the
         decoded `object`: configure a codec for the device profile."""
         data = await read_body(request, MAX_JSON_BYTES)
+        check_codec(codec)
         if event != "up":
             target(caller, tool, dataset)
             return JSONResponse(IngestReport(
@@ -435,7 +442,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                 topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
                 ignored=f"ChirpStack event {event!r} carries no measurements").model_dump(), status_code=202)
         return await run_in_threadpool(ingest, caller, tool, dataset, "chirpstack-uplink",
-                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset))
+                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
+                                                                    codec=codec))
 
     @app.post(f"{prefix}/sensorthings", status_code=202, response_model=IngestReport, responses=responses,
               summary="OGC SensorThings Observations")
@@ -594,3 +602,18 @@ def _options(header_row: int | None, header_rows: int, data_start_row: int | Non
         return None
     return tabular.TableOptions(header_row=header_row, header_rows=header_rows, data_start_row=data_start_row,
                                 sheet=sheet)
+
+
+CODEC_HELP = ("Built-in decoder for uplinks without a decoded payload, when the device's identity does not "
+              "name one (milesight-em300-th, decentlab-dl-pr26, bosch-tps110, yobiiq-sd1001)")
+
+
+def check_codec(codec: str | None) -> None:
+    if codec is None:
+        return
+    from urbanstack.runtime.connectors import lorawan_codecs
+
+    try:
+        lorawan_codecs.codec_name(codec)
+    except lorawan_codecs.CodecError as exc:
+        raise IngestError(422, "invalid", str(exc)) from None

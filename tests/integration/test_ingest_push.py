@@ -367,3 +367,29 @@ def test_a_columnar_batch_is_published_whole_or_refused_whole(service, tenants, 
                            headers=bearer(token("hub-a")))
     assert response.status_code == 422 and b.slug in response.json()["error"]["message"]
     assert sum(end_offsets(admin_config, topic).values()) == after
+
+
+def test_an_uplink_without_decoded_payload_is_decoded_by_the_pinned_codec(service, tenants, realm, admin_config):
+    """A Milesight EM300-TH frame (channel 01 battery 92 %, 03 temperature 0x0134 = 30.8 °C,
+    04 humidity 0x65 = 50.5 %), no payload formatter in TTS: `?codec=` decodes it."""
+    import base64
+
+    client, _ = service
+    a, _, _ = tenants
+    _, token = realm
+    device = f"em300-{uuid.uuid4().hex[:8]}"
+    body = json.loads(uplink(device))
+    body["uplink_message"].pop("decoded_payload", None)
+    body["uplink_message"]["f_port"] = 85
+    body["uplink_message"]["frm_payload"] = base64.b64encode(bytes.fromhex("01755c03673401046865")).decode()
+    unknown = client.post(f"{ROUTE}/ttn-uplink", params={"codec": "acme-9000"}, content=json.dumps(body),
+                          headers=bearer(token("hub-a")))
+    assert unknown.status_code == 422 and "milesight-em300-th" in unknown.json()["error"]["message"]
+    response = client.post(f"{ROUTE}/ttn-uplink", params={"codec": "milesight-em300-th"}, content=json.dumps(body),
+                           headers=bearer(token("hub-a")))
+    assert response.status_code == 202, response.text
+    assert response.json()["accepted"] == 1
+    mine = [e for e in read_events(admin_config, a.topic(TOOL, "lorawan"), 1) if e["sensor_id"] == device]
+    assert len(mine) == 1
+    assert (mine[0]["fields"]["temperature"], mine[0]["fields"]["humidity"]) == (30.8, 50.5)
+    assert mine[0]["units"]["temperature"] == "°C"
