@@ -130,9 +130,7 @@ class Observation:
     @functools.cached_property
     def event_id(self) -> str:
         """Stable id of the record: the same reading ingested twice gets the same id."""
-        key = "\x1f".join((self.tenant, self.dataset, self.source, self.sensor_id,
-                           format_instant(self.observed_at)))
-        return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
+        return event_id_of(self.tenant, self.dataset, self.source, self.sensor_id, format_instant(self.observed_at))
 
     def to_dict(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -301,18 +299,24 @@ class ObservationBatch:
     def __len__(self) -> int:
         return len(self.sensor_ids)
 
+    @classmethod
+    def _unchecked(cls, **values: Any) -> "ObservationBatch":
+        """A batch from values already known to be valid (or to be checked row by row by the
+        caller): no second pass over every value."""
+        batch = object.__new__(cls)
+        for name, value in values.items():
+            object.__setattr__(batch, name, value)
+        return batch
+
     def subset(self, rows) -> "ObservationBatch":
         """The rows ``rows`` (indexes, in order) as a batch of their own; no need to validate again."""
         rows = list(rows)
         _require(rows, "a batch needs at least one row")
-        part = object.__new__(ObservationBatch)
-        for name in ("tenant", "dataset", "source", "units"):
-            object.__setattr__(part, name, getattr(self, name))
-        for name in ("sensor_ids", "observed_at", "lon", "lat"):
-            column = getattr(self, name)
-            object.__setattr__(part, name, None if column is None else tuple(column[i] for i in rows))
-        object.__setattr__(part, "fields", {n: tuple(v[i] for i in rows) for n, v in self.fields.items()})
-        return part
+        pick = (lambda column: None if column is None else tuple(column[i] for i in rows))
+        return self._unchecked(tenant=self.tenant, dataset=self.dataset, source=self.source, units=self.units,
+                               sensor_ids=pick(self.sensor_ids), observed_at=pick(self.observed_at),
+                               fields={name: pick(values) for name, values in self.fields.items()},
+                               lon=pick(self.lon), lat=pick(self.lat))
 
     def event_ids(self) -> list[str]:
         # The shared prefix is hashed once; each row continues from a copy of that state.
@@ -393,18 +397,14 @@ class ObservationBatch:
         _require((data.get("lon") is None) == (data.get("lat") is None), "lon/lat: give both or neither")
         if data.get("lon") is not None:
             _require(len(data["lon"]) == rows and len(data["lat"]) == rows, f"lon/lat: need {rows} values each")
-        batch = object.__new__(cls)
-        for name, value in (("tenant", data["tenant"]), ("dataset", data["dataset"]), ("source", data["source"]),
-                            ("sensor_ids", data["sensor_id"]), ("observed_at", data["observed_at"]),
-                            ("fields", data["fields"]), ("units", units), ("lon", data.get("lon")),
-                            ("lat", data.get("lat"))):
-            object.__setattr__(batch, name, value)
-        return batch
+        return cls._unchecked(tenant=data["tenant"], dataset=data["dataset"], source=data["source"],
+                              sensor_ids=data["sensor_id"], observed_at=data["observed_at"], fields=data["fields"],
+                              units=units, lon=data.get("lon"), lat=data.get("lat"))
 
     @classmethod
     def from_observations(cls, events: list[Observation]) -> "ObservationBatch":
         """One batch of ``events``, which must share tenant, dataset, source and units
-        (:func:`group_observations` sorts them so) and carry no metadata."""
+        (equal :func:`batch_key`) and carry no metadata."""
         first = events[0]
         names: dict[str, None] = {}
         for event in events:
@@ -415,16 +415,13 @@ class ObservationBatch:
             names.update(dict.fromkeys(event.fields))
         located = any(event.lon is not None for event in events)
         # Each Observation was validated when it was built: assemble the columns without checking again.
-        batch = object.__new__(cls)
-        for name, value in (("tenant", first.tenant), ("dataset", first.dataset), ("source", first.source),
-                            ("sensor_ids", tuple(e.sensor_id for e in events)),
-                            ("observed_at", tuple(format_instant(e.observed_at) for e in events)),
-                            ("fields", {name: tuple(e.fields.get(name) for e in events) for name in names}),
-                            ("units", dict(first.units)),
-                            ("lon", tuple(e.lon for e in events) if located else None),
-                            ("lat", tuple(e.lat for e in events) if located else None)):
-            object.__setattr__(batch, name, value)
-        return batch
+        return cls._unchecked(tenant=first.tenant, dataset=first.dataset, source=first.source,
+                              sensor_ids=tuple(e.sensor_id for e in events),
+                              observed_at=tuple(format_instant(e.observed_at) for e in events),
+                              fields={name: tuple(e.fields.get(name) for e in events) for name in names},
+                              units=dict(first.units),
+                              lon=tuple(e.lon for e in events) if located else None,
+                              lat=tuple(e.lat for e in events) if located else None)
 
 
 def batch_key(event: Observation) -> tuple:

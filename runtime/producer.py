@@ -159,16 +159,18 @@ class Publisher:
         """Events without metadata travel as batches (one message per topic, partition,
         source and units, up to BATCH_ROWS rows); events with metadata one by one."""
         topics: Counter = Counter()
-        names: dict[str, str] = {}
+        topic_of: dict[str, tuple[str, int]] = {}   # dataset → (topic, its partition count), once per call
         groups: dict[tuple, list[Observation]] = defaultdict(list)
         for event in events:
             if event.tenant != tenant:
                 # The ACLs would refuse it anyway; saying so here names the culprit.
                 raise ValueError(f"event for tenant {event.tenant!r} cannot be published as {tenant!r}")
-            topic = names.get(event.dataset)
-            if topic is None:
-                topic = names[event.dataset] = naming.topic(tenant, tool, event.dataset)
-            partition = partition_of(event.sensor_id, self._partitions(topic))
+            known = topic_of.get(event.dataset)
+            if known is None:
+                topic = naming.topic(tenant, tool, event.dataset)
+                known = topic_of[event.dataset] = (topic, self._partitions(topic))
+            topic, partitions = known
+            partition = partition_of(event.sensor_id, partitions)
             topics[topic] += 1
             if event.metadata:
                 self._send(topic, event.to_json(), event.sensor_id.encode("utf-8"), partition=partition)
@@ -193,18 +195,18 @@ class Publisher:
                 partition = placement[sensor] = partition_of(sensor, partitions)
             rows_of[partition].append(index)
         for partition, rows in rows_of.items():
-            part = batch if len(rows) == len(batch) else _select(batch, rows)
-            for start in range(0, len(part), BATCH_ROWS):
-                chunk = part if len(part) <= BATCH_ROWS else _select(part, range(start, min(start + BATCH_ROWS,
-                                                                                          len(part))))
-                self._send_rows(topic, partition, chunk)
+            if len(rows) == len(batch) and len(rows) <= BATCH_ROWS:
+                self._send_rows(topic, partition, batch)
+                continue
+            for start in range(0, len(rows), BATCH_ROWS):
+                self._send_rows(topic, partition, batch.subset(rows[start:start + BATCH_ROWS]))
 
     def _send_rows(self, topic: str, partition: int, batch: ObservationBatch) -> None:
         payload = batch.to_json()
         if len(payload) > MAX_MESSAGE_BYTES and len(batch) > 1:
             half = len(batch) // 2
-            self._send_rows(topic, partition, _select(batch, range(half)))
-            self._send_rows(topic, partition, _select(batch, range(half, len(batch))))
+            self._send_rows(topic, partition, batch.subset(range(half)))
+            self._send_rows(topic, partition, batch.subset(range(half, len(batch))))
             return
         self._send(topic, payload, None, partition=partition)
         self._sent_messages += 1
@@ -245,7 +247,3 @@ def publish(kafka_config: Mapping[str, Any], result: ParseResult, *, tenant: str
     """One-shot :meth:`Publisher.publish` with a producer of its own."""
     with Publisher(kafka_config) as publisher:
         return publisher.publish(result, tenant=tenant, tool=tool)
-
-
-def _select(batch: ObservationBatch, rows) -> ObservationBatch:
-    return batch.subset(rows)

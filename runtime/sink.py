@@ -28,7 +28,6 @@ Invariant: records in = rows stored + records sent to the DLQ.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -237,13 +236,19 @@ def _datetime(value):
     raise RecordError(f"expected an ISO-8601 timestamp with a time zone, got {value!r}")
 
 
-def coercer(column_type: str) -> Callable[[Any], Any] | None:
-    """The function that turns a JSON value into what a column of this type takes;
-    None for types the sink cannot fill."""
+def base_type(column_type: str) -> str:
+    """``UInt32`` of ``Nullable(UInt32)``, ``String`` of ``Nullable(LowCardinality(String))``."""
     base = column_type
     for wrapper in ("Nullable(", "LowCardinality("):
         if base.startswith(wrapper):
             base = base[len(wrapper):-1]
+    return base
+
+
+def coercer(column_type: str) -> Callable[[Any], Any] | None:
+    """The function that turns a JSON value into what a column of this type takes;
+    None for types the sink cannot fill."""
+    base = base_type(column_type)
     if base in _INT_RANGES:
         return _integer(*_INT_RANGES[base])
     if base in ("Float32", "Float64"):
@@ -473,8 +478,7 @@ def _fast_row(payload: bytes, target: Route, schema: TableSchema) -> tuple | Non
     values = schema.fast_values(fields, units, observed_at)
     if values is None:
         return None
-    event_id = hashlib.sha256(f"{target.tenant}\x1f{target.dataset}\x1f{source}\x1f{sensor_id}\x1f{instant}"
-                              .encode("utf-8")).hexdigest()[:32]
+    event_id = event_id_of(target.tenant, target.dataset, source, sensor_id, instant)
     if claimed != event_id:
         return None
     return (event_id, source, sensor_id, ticks(observed_at, schema.precision), lon, lat, *values)
@@ -484,9 +488,7 @@ def _fast_row(payload: bytes, target: Route, schema: TableSchema) -> tuple | Non
 
 def _fast_column(values: list, column: FieldColumn):
     """(values ready for the column, indexes of rows the fast path cannot vouch for)."""
-    base = column.type[len("Nullable("):-1] if column.nullable else column.type
-    if base.startswith("LowCardinality("):
-        base = base[len("LowCardinality("):-1]
+    base = base_type(column.type)
     nullable = column.nullable
     # Whole-column checks first (C loops: set, min, max, sum); the per-value scan below
     # only runs for a column that mixes types or holds a value out of range.
@@ -653,9 +655,7 @@ def decode_batch(data: Mapping[str, Any], payload: bytes, target: Route, schema:
         slow.update(i for i, (x, y) in enumerate(zip(lon, lat)) if not (
             (x is None and y is None) or (type(x) in _NUMBER_TYPES and type(y) in _NUMBER_TYPES
                                           and -180 <= x <= 180 and -90 <= y <= 90)))
-    ids = batch.event_ids() if not slow else [
-        event_id_of(target.tenant, target.dataset, source, sensors[i], batch.observed_at[i]) if i not in slow
-        else None for i in range(n)]
+    ids = batch.event_ids()   # the ids of slow rows are not used: the reference path derives its own
     if not slow:
         result.columns = [ids, [source] * n, list(sensors), stamps, list(lon), list(lat), *columns]
         result.accepted = list(range(n))
@@ -964,12 +964,14 @@ class Sink:
         try:
             if batch.target is None:
                 raise self._route(topic)  # type: ignore[misc]
-            if payload is not None and batch.schema is not None and (
-                    payload.startswith(b'{"v":2,') or b'"v":2' in payload):
-                records = self._accept_batch(batch, offset, payload)
-            else:
+            batched = None
+            if payload is not None and batch.schema is not None and b'"v":2' in payload:
+                batched = self._accept_batch(batch, offset, payload)
+            if batched is None:   # a single event (schema 1)
                 batch.rows.append(decode(payload, batch.target, batch.schema))
                 batch.payloads.append((offset, payload, None))
+            else:
+                records = batched
         except RecordError as exc:
             batch.rejected.append((offset, payload, str(exc), None))
         if batch.first is None:
@@ -980,15 +982,14 @@ class Sink:
             self._flush(batch)
         return records
 
-    def _accept_batch(self, batch: Batch, offset: int, payload: bytes) -> int:
+    def _accept_batch(self, batch: Batch, offset: int, payload: bytes) -> int | None:
+        """Add a schema-2 message's rows; None if the payload is a single event after all."""
         try:
             data = _STRICT_JSON.decode(payload.decode("utf-8"))
         except (UnicodeDecodeError, ValueError) as exc:
             raise RecordError(f"batch: not valid JSON ({exc})") from None
         if type(data) is not dict or data.get("v") != BATCH_SCHEMA_VERSION:
-            batch.rows.append(decode(payload, batch.target, batch.schema))   # a single event after all
-            batch.payloads.append((offset, payload, None))
-            return 1
+            return None
         decoded = decode_batch(data, payload, batch.target, batch.schema)
         if decoded.columns:
             batch.rows.extend(decoded.columns)

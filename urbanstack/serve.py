@@ -86,8 +86,6 @@ def start_operator(settings: Settings, client, stop: threading.Event) -> threadi
 
 def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_operator: bool | None = None,
         catalogue_interval: float = 10.0) -> int:
-    import uvicorn
-
     from urbanstack.runtime.api import Catalogue, create_app
     from urbanstack.runtime.sink import run_sink
 
@@ -112,8 +110,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
-    server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies))
+    server = http_server(app, settings, host, port)
     try:
         server.run()
     finally:
@@ -126,8 +123,6 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
 
 def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> int:
     """The API alone, for a ClickHouse server (the embedded warehouse belongs to ``serve``)."""
-    import uvicorn
-
     from urbanstack.runtime.api import Catalogue, create_app
 
     if warehouse.is_embedded(settings.warehouse_url):
@@ -139,8 +134,16 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
     app = create_app(settings, catalogue, warehouse.shared(settings.warehouse_url),
                      keycloak_url=settings.keycloak_url, audience="{tenant}-api")
     try:
-        uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info",
-                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)).run()
+        http_server(app, settings, host, port).run()
     finally:
         stop.set()
     return 0
+
+
+def http_server(app, settings: Settings, host: str, port: int):
+    """The uvicorn server of every HTTP service: X-Forwarded-For is believed only from
+    ``URBANSTACK_TRUSTED_PROXIES``, so per-address limits see the clients behind an ingress."""
+    import uvicorn
+
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True,
+                                         forwarded_allow_ips=settings.trusted_proxies))

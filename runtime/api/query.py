@@ -30,7 +30,6 @@ import base64
 import enum
 import json
 import logging
-import math
 import re
 import threading
 import time
@@ -479,7 +478,7 @@ class QueryEngine:
                                                    "or the sensors, or page through /observations")
         rows = rows[:limit]
         result = tuple(ObservationRow(event_id=row[0], source=row[1], sensor_id=row[2], observed_at=_utc(row[3]),
-                                      lon=row[4], lat=row[5], values=tuple(_number(v) for v in row[6:]))
+                                      lon=row[4], lat=row[5], values=_numbers(row[6:]))
                        for row in rows)
         cursor = None
         if more:
@@ -820,12 +819,6 @@ def _json_members(metrics: Sequence[Metric], prefix: str) -> str:
 def _numbers(values) -> tuple:
     # x - x is 0 for every finite number and NaN for NaN and ±inf: JSON has neither (avg over no values is NaN).
     return tuple([v if v is None or v.__class__ is not float or v - v == 0 else None for v in values])
-
-
-def _number(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):  # avg over no values gives NaN; JSON has no NaN
-        return None
-    return value
 
 
 def _encode_cursor(values: list[str]) -> str:

@@ -158,26 +158,23 @@ def dataset_out(dataset: DatasetInfo, principal: Principal | None) -> DatasetOut
                 for f in dataset.fields])
 
 
-def _metric(metric: Metric) -> MetricOut:
-    return MetricOut(name=metric.name, field=metric.field, aggregate=metric.aggregate, unit=metric.unit)
-
-
 def _metric_dict(metric: Metric) -> dict[str, Any]:
     return {"name": metric.name, "field": metric.field, "aggregate": metric.aggregate, "unit": metric.unit}
+
+
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 
 
 def json_response(payload: dict[str, Any]) -> Response:
     """The answer as JSON, without a second validation pass: series and joins are built
     to match their response model (tests check both against the OpenAPI schema), and a
     year of hourly buckets is too many rows to validate again on every request."""
-    return Response(json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"),
-                    media_type="application/json")
+    return Response(_encode(payload).encode("utf-8"), media_type="application/json")
 
 
 def json_rows_response(head: dict[str, Any], rows: tuple[str, ...], cursor: str | None) -> Response:
     """``head`` plus ``rows`` (JSON objects the warehouse wrote) plus ``next_cursor``."""
-    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
-    body = f"{encode(head)[:-1]},\"rows\":[{','.join(rows)}],\"next_cursor\":{encode(cursor)}}}"
+    body = f"{_encode(head)[:-1]},\"rows\":[{','.join(rows)}],\"next_cursor\":{_encode(cursor)}}}"
     return Response(body.encode("utf-8"), media_type="application/json")
 
 
@@ -196,9 +193,7 @@ def join_head(result: JoinResult) -> dict[str, Any]:
 
 def series_out(result: SeriesResult) -> dict[str, Any]:
     names = [m.name for m in result.metrics]
-    return {"dataset": result.dataset.ref, "bucket": result.bucket, "timezone": result.timezone,
-            "from": format_time(result.start), "to": format_time(result.end),
-            "metrics": [_metric_dict(m) for m in result.metrics],
+    return {**series_head(result),
             "rows": [{"bucket": format_time(r.bucket), "sensor_id": r.sensor_id, "events": r.events,
                       "values": dict(zip(names, r.values))} for r in result.rows],
             "next_cursor": result.next_cursor}
@@ -206,10 +201,7 @@ def series_out(result: SeriesResult) -> dict[str, Any]:
 
 def join_out(result: JoinResult) -> dict[str, Any]:
     left, right = [m.name for m in result.left_metrics], [m.name for m in result.right_metrics]
-    return {"left": result.left.ref, "right": result.right.ref, "bucket": result.bucket,
-            "timezone": result.timezone, "from": format_time(result.start), "to": format_time(result.end),
-            "left_metrics": [_metric_dict(m) for m in result.left_metrics],
-            "right_metrics": [_metric_dict(m) for m in result.right_metrics],
+    return {**join_head(result),
             "rows": [{"bucket": format_time(r.bucket), "left_events": r.left_events, "right_events": r.right_events,
                       "left": dict(zip(left, r.left_values)), "right": dict(zip(right, r.right_values))}
                      for r in result.rows],

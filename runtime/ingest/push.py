@@ -48,7 +48,7 @@ from urbanstack.runtime.connectors.textformats import decode_text
 from urbanstack.runtime.events import BATCH_SCHEMA_VERSION, EventError, Observation, ObservationBatch
 from urbanstack.runtime.ingest.tenants import (CredentialSource, CredentialsUnavailable, DailyQuota, QuotaExceeded,
                                                TenantPublishers, key_matches, tenant_of_key)
-from urbanstack.runtime.producer import DeliveryError
+from urbanstack.runtime.producer import DeliveryError, PublishReport
 
 log = logging.getLogger(__name__)
 
@@ -326,6 +326,27 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             raise IngestError(404, "not_found", f"tool {tool!r} has no dataset {dataset!r}; its datasets: {known}")
         return municipality, info
 
+    def deliver(caller: Caller, municipality, tool: str, dataset: str, events: int,
+                publish: Callable[[], PublishReport]) -> PublishReport:
+        """Reserve ``events`` of the daily quota, publish, wait for Kafka: 429 over the quota,
+        503 (reservation given back) when Kafka did not acknowledge everything."""
+        try:
+            quota.reserve(caller.tenant, events, municipality.spec.plan.quotas().events_per_day)
+        except QuotaExceeded as exc:
+            refused.labels("quota").inc()
+            raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
+        try:
+            return publish()
+        except (DeliveryError, CredentialsUnavailable) as exc:
+            quota.release(caller.tenant, events)
+            refused.labels("kafka").inc()
+            log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
+            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
+                                                  "were accepted; send the same request again later",
+                              {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
+        except ValueError as exc:  # the publisher's own tenant check; cannot happen after the filter above
+            raise IngestError(400, "invalid", str(exc)) from None
+
     def ingest(caller: Caller, tool: str, dataset: str, connector: str, parse: Callable[[], ParseResult],
                ) -> JSONResponse:
         municipality, _ = target(caller, tool, dataset)
@@ -337,23 +358,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             result.events = [event for event in result.events if id(event) not in strays]
             result.rejected += [Rejection(f"event {event.sensor_id}", f"belongs to dataset {event.dataset!r}, "
                                           f"not {dataset!r}", event.to_dict()) for event in stray]
-        limit = municipality.spec.plan.quotas().events_per_day
-        try:
-            quota.reserve(caller.tenant, len(result.events), limit)
-        except QuotaExceeded as exc:
-            refused.labels("quota").inc()
-            raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
-        try:
-            report = publishers.publish(result, tenant=caller.tenant, tool=tool)
-        except (DeliveryError, CredentialsUnavailable) as exc:
-            quota.release(caller.tenant, len(result.events))
-            refused.labels("kafka").inc()
-            log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
-            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
-                                                  "were accepted; send the same request again later",
-                              {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
-        except ValueError as exc:  # the publisher's own tenant check; cannot happen after the filter above
-            raise IngestError(400, "invalid", str(exc)) from None
+        report = deliver(caller, municipality, tool, dataset, len(result.events),
+                         lambda: publishers.publish(result, tenant=caller.tenant, tool=tool))
         records.labels(connector, "accepted").inc(report.events)
         records.labels(connector, "rejected").inc(report.rejections)
         body = IngestReport(
@@ -366,8 +372,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
     def ingest_batch(caller: Caller, tool: str, dataset: str, data: dict) -> JSONResponse:
         """A columnar ObservationBatch: validated as a whole and published as a whole, or
         refused as a whole with the column and row of the first problem (nothing published)."""
-        target(caller, tool, dataset)
-        municipality = catalogue.municipality(caller.tenant)
+        municipality, _ = target(caller, tool, dataset)
         for key, expected in (("tenant", caller.tenant), ("dataset", dataset)):
             if data.setdefault(key, expected) != expected:
                 raise IngestError(422, "invalid", f"batch: {key} is {data[key]!r}, but this request writes "
@@ -377,21 +382,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         except EventError as exc:
             raise IngestError(422, "invalid", f"batch: {exc}; nothing was published, fix it and send the "
                                               "batch again") from None
-        limit = municipality.spec.plan.quotas().events_per_day
-        try:
-            quota.reserve(caller.tenant, len(batch), limit)
-        except QuotaExceeded as exc:
-            refused.labels("quota").inc()
-            raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
-        try:
-            report = publishers.publish_batch(batch, tool=tool)
-        except (DeliveryError, CredentialsUnavailable) as exc:
-            quota.release(caller.tenant, len(batch))
-            refused.labels("kafka").inc()
-            log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
-            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
-                                                  "were accepted; send the same request again later",
-                              {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
+        report = deliver(caller, municipality, tool, dataset, len(batch),
+                         lambda: publishers.publish_batch(batch, tool=tool))
         records.labels("observations", "accepted").inc(report.events)
         body = IngestReport(tenant=caller.tenant, tool=tool, dataset=dataset, accepted=report.events, rejected=0,
                             topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
@@ -409,6 +401,12 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
     }
     prefix = f"{route_prefix}/{{tool}}/{{dataset}}"
 
+    async def uplink(caller: Caller, tool: str, dataset: str, connector: str, data: bytes, codec: str | None):
+        check_codec(codec)
+        return await run_in_threadpool(ingest, caller, tool, dataset, connector,
+                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
+                                                                    codec=codec))
+
     @app.post(f"{prefix}/ttn-uplink", status_code=202, response_model=IngestReport, responses=responses,
               summary="The Things Stack v3 uplink webhook")
     async def ttn_uplink(request: Request, tool: str, dataset: str,
@@ -419,10 +417,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         formatter in TTS), else from a built-in decoder chosen by the device's model ids or
         pinned with `?codec=`; otherwise the uplink is rejected."""
         data = await read_body(request, MAX_JSON_BYTES)
-        check_codec(codec)
-        return await run_in_threadpool(ingest, caller, tool, dataset, "ttn-uplink",
-                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
-                                                                    codec=codec))
+        return await uplink(caller, tool, dataset, "ttn-uplink", data, codec)
 
     @app.post(f"{prefix}/chirpstack-uplink", status_code=202, response_model=IngestReport, responses=responses,
               summary="ChirpStack v4 HTTP integration")
@@ -432,7 +427,8 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                                 caller: Caller = Depends(writer)):
         """Use this URL as the HTTP integration's endpoint with the JSON encoding. Only `up`
         events carry data; the others are acknowledged and ignored. Fields come from the
-        decoded `object`: configure a codec for the device profile."""
+        decoded `object` (a codec in the device profile), else from a built-in decoder named by
+        the profile or pinned with `?codec=`."""
         data = await read_body(request, MAX_JSON_BYTES)
         check_codec(codec)
         if event != "up":
@@ -441,9 +437,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                 tenant=caller.tenant, tool=tool, dataset=dataset, accepted=0, rejected=0,
                 topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
                 ignored=f"ChirpStack event {event!r} carries no measurements").model_dump(), status_code=202)
-        return await run_in_threadpool(ingest, caller, tool, dataset, "chirpstack-uplink",
-                                       lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
-                                                                    codec=codec))
+        return await uplink(caller, tool, dataset, "chirpstack-uplink", data, codec)
 
     @app.post(f"{prefix}/sensorthings", status_code=202, response_model=IngestReport, responses=responses,
               summary="OGC SensorThings Observations")

@@ -121,14 +121,13 @@ def start_background(settings, ingest: Ingest, stop: threading.Event, *, catalog
 
 
 def run(settings, *, host: str = "127.0.0.1", port: int = DEFAULT_PORT, pull: bool | None = None) -> int:
-    import uvicorn
+    from urbanstack.serve import http_server
 
     stop = threading.Event()
     ingest = build(settings, Catalogue(), pull=pull)
     threads = start_background(settings, ingest, stop)
     try:
-        uvicorn.Server(uvicorn.Config(ingest.app, host=host, port=port, log_level="info",
-                                          proxy_headers=True, forwarded_allow_ips=settings.trusted_proxies)).run()
+        http_server(ingest.app, settings, host, port).run()
     finally:
         stop.set()
         for thread in threads:

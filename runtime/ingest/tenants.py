@@ -187,29 +187,22 @@ class TenantPublishers:
     def publish(self, result: ParseResult, *, tenant: str, tool: str) -> PublishReport:
         """Publish and wait for Kafka; raises :class:`DeliveryError` (retry later) or
         :class:`CredentialsUnavailable`."""
+        return self._with_publisher(tenant, lambda publisher: publisher.publish(result, tenant=tenant, tool=tool))
+
+    def publish_batch(self, batch, *, tool: str) -> PublishReport:
+        """:meth:`publish` for an ObservationBatch (the columnar bulk format)."""
+        return self._with_publisher(batch.tenant, lambda publisher: publisher.publish_batch(batch, tool=tool))
+
+    def _with_publisher(self, tenant: str, send) -> PublishReport:
         publisher, lock = self._publisher(tenant)
         with lock:
             try:
-                return publisher.publish(result, tenant=tenant, tool=tool)
+                return send(publisher)
             except DeliveryError:
                 self._drop(tenant, publisher)
                 raise
             except KafkaException as exc:  # e.g. topic metadata could not be fetched
                 self._drop(tenant, publisher)
-                error = exc.args[0] if exc.args else None
-                raise DeliveryError(f"Kafka: {error.str() if hasattr(error, 'str') else exc}", 0) from None
-
-    def publish_batch(self, batch, *, tool: str) -> PublishReport:
-        """:meth:`publish` for an ObservationBatch (the columnar bulk format)."""
-        publisher, lock = self._publisher(batch.tenant)
-        with lock:
-            try:
-                return publisher.publish_batch(batch, tool=tool)
-            except DeliveryError:
-                self._drop(batch.tenant, publisher)
-                raise
-            except KafkaException as exc:
-                self._drop(batch.tenant, publisher)
                 error = exc.args[0] if exc.args else None
                 raise DeliveryError(f"Kafka: {error.str() if hasattr(error, 'str') else exc}", 0) from None
 
