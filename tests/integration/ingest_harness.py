@@ -7,12 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from dataclasses import dataclass
 
 import kubernetes
-from confluent_kafka import Consumer, TopicPartition
 from kubernetes.client.rest import ApiException
 
 from urbanstack import kubeclient
@@ -24,6 +22,8 @@ from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.rbac import INGEST_SECRET
 from urbanstack.runtime.events import BATCH_SCHEMA_VERSION, ObservationBatch
 from urbanstack.runtime.ingest.tenants import KubernetesCredentials
+
+from sink_harness import read_topic
 
 LORAWAN_TOOL = {
     "apiVersion": "urbanstack.io/v1alpha1", "kind": "CityTool", "metadata": {"name": "raumklima"},
@@ -119,15 +119,4 @@ def events_of(messages) -> list[dict]:
 def read_events(admin_config: dict, topic: str, expected: int, timeout: float = 20.0) -> list[dict]:
     """Every reading on ``topic`` from the start; waits until ``expected`` are there, then
     reads a little longer (more than expected would be a bug worth seeing)."""
-    consumer = Consumer({**admin_config, "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
-                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
-    try:
-        metadata = consumer.list_topics(topic, timeout=10).topics[topic]
-        consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
-        messages, deadline = [], time.monotonic() + timeout
-        while len(events_of(messages)) < expected and time.monotonic() < deadline:
-            messages += [m for m in consumer.consume(1000, timeout=0.5) if m.error() is None]
-        messages += [m for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
-        return events_of(messages)
-    finally:
-        consumer.close()
+    return events_of(read_topic(admin_config, topic, expected, timeout, count=lambda found: len(events_of(found))))

@@ -91,15 +91,16 @@ def deprovision(admin_config: dict, warehouse_client, tenant: Tenant) -> None:
                                                                               keep_data=False)
 
 
-def read_topic(admin_config: dict, topic: str, expected: int, timeout: float = 30.0) -> list:
-    """Every message of ``topic`` (all partitions, from the start); waits for ``expected``."""
+def read_topic(admin_config: dict, topic: str, expected: int, timeout: float = 30.0, count=len) -> list:
+    """Every message of ``topic`` (all partitions, from the start); waits until ``count(messages)``
+    reaches ``expected`` (by default the number of messages)."""
     consumer = Consumer({**admin_config, "group.id": f"test-reader-{uuid.uuid4().hex[:8]}",
                          "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     try:
         metadata = consumer.list_topics(topic, timeout=10).topics[topic]
         consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
         messages, deadline = [], time.monotonic() + timeout
-        while len(messages) < expected and time.monotonic() < deadline:
+        while count(messages) < expected and time.monotonic() < deadline:
             for message in consumer.consume(1000, timeout=0.5):
                 if message.error() is None:
                     messages.append(message)
