@@ -75,6 +75,7 @@ def warehouse(settings, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_fixtures() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"real sample data lives in {SHARED}, which is absent in this checkout")
-    return SHARED / "fixtures"
+    fixtures = SHARED / "fixtures"
+    if not fixtures.is_dir():
+        pytest.skip(f"real sample data lives in {fixtures}, which is absent in this checkout")
+    return fixtures
