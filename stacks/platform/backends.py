@@ -24,7 +24,7 @@ ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}},)
 # checks tokens against Keycloak and produces to Kafka, never touches the warehouse.
 USERS = {
     "kafka": ("operator", "sink", "connectors"),
-    "keycloak": ("operator", "api", "connectors", "hub"),
+    "keycloak": ("operator", "api", "connectors"),
     "warehouse": ("operator", "api", "sink"),
 }
 

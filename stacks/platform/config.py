@@ -18,10 +18,12 @@ import pulumi
 
 PROJECT = "urbanstack-platform"
 NAMESPACE = "urbanstack-system"
-RUNTIME_SERVICES = ("api", "sink", "connectors", "hub")
-# The sink scales with Kafka partitions, api and hub with requests. Connectors
+# No hub yet: the Gov/Citizen Hub issue brings the `urbanstack hub` command and its
+# Deployment together (docs/deploy.md, "Known gaps").
+RUNTIME_SERVICES = ("api", "sink", "connectors")
+# The sink scales with Kafka partitions, the api with requests. Connectors
 # poll their sources on a schedule: more replicas would only fetch twice.
-AUTOSCALED = ("api", "sink", "hub")
+AUTOSCALED = ("api", "sink")
 BACKEND_MODES = ("external", "in-cluster")
 # The runtime services that read the Kubernetes API (the catalogue of
 # municipalities and tools; ingest also the tenant's urbanstack-ingest Secret).
@@ -34,7 +36,6 @@ DEFAULT_RESOURCES = {
     "api": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}},
     "sink": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
     "connectors": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
-    "hub": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
 }
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
@@ -69,7 +70,6 @@ def url_port(url: str, default: int) -> int:
 class Ingress:
     class_name: str
     api_host: str
-    hub_host: str
     tls_secret_name: str
     controller_namespace: str
     # cert-manager issues the certificate into tls_secret_name when set;
@@ -231,7 +231,7 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
     api_server = cfg.get_object("apiServer") or {}
     try:
         ingress_config = Ingress(
-            class_name=ingress["className"], api_host=ingress["apiHost"], hub_host=ingress["hubHost"],
+            class_name=ingress["className"], api_host=ingress["apiHost"],
             tls_secret_name=ingress["tlsSecretName"],
             controller_namespace=ingress.get("controllerNamespace", "ingress-nginx"),
             cluster_issuer=ingress.get("clusterIssuer"))

@@ -5,8 +5,7 @@ reads as a table of who may talk to whom:
 
 | from | to | port |
 |---|---|---|
-| ingress controller | api, hub (and in-cluster Keycloak) | http |
-| hub | api | http |
+| ingress controller | api (and in-cluster Keycloak) | http |
 | monitoring namespace (optional) | every component | http (/metrics) |
 | components (``backends.USERS``) | Keycloak, Kafka, ClickHouse | their client ports |
 | operator, ``KUBERNETES_API_READERS``, in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
@@ -42,10 +41,8 @@ def _tcp(ports) -> list[dict]:
 
 def _ingress_rules(cfg: PlatformConfig, component: str) -> list[dict]:
     rules = []
-    if component in ("api", "hub"):
-        rules.append({"from": [_namespace(cfg.ingress.controller_namespace)], "ports": HTTP})
     if component == "api":
-        rules.append({"from": [_component("hub")], "ports": HTTP})
+        rules.append({"from": [_namespace(cfg.ingress.controller_namespace)], "ports": HTTP})
     if cfg.monitoring_namespace:
         rules.append({"from": [_namespace(cfg.monitoring_namespace)], "ports": HTTP})
     return rules
@@ -57,8 +54,6 @@ def _egress_rules(cfg: PlatformConfig, backends: Backends, component: str) -> li
     if component == "operator" or component in KUBERNETES_API_READERS:
         rules.append({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.api_server_cidrs],
                       "ports": _tcp(cfg.api_server_ports)})
-    if component == "hub":
-        rules.append({"to": [_component("api")], "ports": HTTP})
     if component == "connectors":
         rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp([443])})
     return rules

@@ -29,7 +29,6 @@ def deploy(cfg: PlatformConfig) -> dict[str, object]:
         "operatorDeployment": operator["deployment"].metadata["name"],
         "runtimeDeployments": [runtime[f"{name}Deployment"].metadata["name"] for name in RUNTIME_SERVICES],
         "apiUrl": f"https://{cfg.ingress.api_host}",
-        "hubUrl": f"https://{cfg.ingress.hub_host}",
         "backends": cfg.backends,
         "networkPolicies": sorted(policies),
     }

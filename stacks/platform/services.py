@@ -1,4 +1,4 @@
-"""The data plane: api, sink, connectors and hub from the one runtime image.
+"""The data plane: api, sink and connectors from the one runtime image.
 
 Each Deployment runs one ``urbanstack`` command (``COMMANDS``) and sets exactly
 the environment variables that command reads (``urbanstack/settings.py``,
@@ -38,9 +38,9 @@ SERVICE_ACCOUNT = common.name("runtime")
 CPU_TARGET = 70
 # The `urbanstack` subcommand each Deployment runs. The connectors are the
 # ingest service: push endpoints and the pull scheduler that runs the connectors.
-COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest", "hub": "hub"}
+COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest"}
 # Components that serve HTTP on the ``http`` port (the sink does not).
-HTTP_SERVICES = ("api", "connectors", "hub")
+HTTP_SERVICES = ("api", "connectors")
 # Where ingest keeps its pull cursors (<state dir>/ingest/cursors.json): the only
 # writable place besides /tmp. An emptyDir: it survives container restarts, not
 # a new pod (docs/deploy.md).
@@ -53,8 +53,8 @@ SINK_METRICS_PORT = 9400
 
 def _env(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
     env = []
-    if component in ("api", "hub"):
-        # urbanstack/cli.py: `api` (and a hub) listen on --host/--port from these.
+    if component == "api":
+        # urbanstack/cli.py: `api` listens on --host/--port from these.
         env += [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
                 common.env_value("URBANSTACK_HTTP_PORT", str(common.HTTP_PORT))]
     if component == "connectors":
@@ -159,8 +159,7 @@ def _ingress(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.Re
         return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
             "service": {"name": service, "port": port}}}]}}
 
-    rules = [rule(ing.api_host, common.name("api"), {"name": "http"}),
-             rule(ing.hub_host, common.name("hub"), {"name": "http"})]
+    rules = [rule(ing.api_host, common.name("api"), {"name": "http"})]
     rules += [rule(backend.public_host, backend.public_service, {"number": backend.ports[0]})
               for backend in backends.by_name.values() if backend.public_host]
     return Ingress(

@@ -23,7 +23,7 @@ WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob")
 SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # how Pulumi marks a secret value on the wire
 SECRET_MARK = "1b47061264138c4ac30d75fd1eb44270"
 RUNTIME_ACCOUNT = "urbanstack-runtime"
-RUNTIME_DEPLOYMENTS = ("urbanstack-api", "urbanstack-sink", "urbanstack-connectors", "urbanstack-hub")
+RUNTIME_DEPLOYMENTS = ("urbanstack-api", "urbanstack-sink", "urbanstack-connectors")
 # The pods whose code reads the Kubernetes API: the API's and ingest's catalogue
 # (urbanstack/serve.py, runtime/ingest/service.py) and ingest's urbanstack-ingest Secrets.
 API_READERS = ("urbanstack-api", "urbanstack-connectors")
@@ -35,7 +35,6 @@ CODE = {
     "urbanstack-sink": ("urbanstack/cli.py", "runtime/sink.py"),
     "urbanstack-connectors": ("urbanstack/cli.py", "urbanstack/serve.py", "runtime/ingest/*.py",
                               "runtime/connectors/*.py"),
-    "urbanstack-hub": ("urbanstack/cli.py",),
 }
 
 
@@ -193,7 +192,7 @@ def test_every_container_is_bounded_probed_and_hardened(stack):
     problems = [problem for workload, pod in pod_specs(stack) for problem in container_problems(pod, workload)]
     assert problems == []
     assert {workload for workload, _ in pod_specs(stack)} == {
-        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors", "urbanstack-hub"}
+        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors"}
 
 
 def test_container_checker_catches_a_careless_pod(dev):
@@ -212,10 +211,7 @@ def test_container_checker_catches_a_careless_pod(dev):
 
 
 @pytest.mark.parametrize("workload", [
-    "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors",
-    pytest.param("urbanstack-hub", marks=pytest.mark.xfail(
-        strict=True, reason="there is no `urbanstack hub` command yet: the hub Deployment cannot start")),
-])
+    "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors"])
 def test_each_deployment_runs_a_command_the_cli_has(dev, workload):
     import argparse
 
@@ -258,7 +254,7 @@ def test_operator_runs_two_peered_replicas_with_a_disruption_budget(stack):
 
 def test_autoscaled_services_leave_replicas_to_their_autoscaler(stack):
     autoscalers = {hpa.inputs["spec"]["scaleTargetRef"]["name"]: hpa for hpa in stack.of_kind("HorizontalPodAutoscaler")}
-    assert sorted(autoscalers) == ["urbanstack-api", "urbanstack-hub", "urbanstack-sink"]
+    assert sorted(autoscalers) == ["urbanstack-api", "urbanstack-sink"]
     for name, hpa in autoscalers.items():
         assert hpa.api_version == "autoscaling/v2"
         assert 1 <= hpa.inputs["spec"]["minReplicas"] <= hpa.inputs["spec"]["maxReplicas"]
@@ -422,10 +418,10 @@ def test_network_is_default_deny_with_one_allow_list_per_component(stack):
     policies = {p.inputs["metadata"]["name"]: p.inputs["spec"] for p in stack.of_kind("NetworkPolicy")}
     deny = policies["urbanstack-default-deny"]
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
-    for component in ("operator", "api", "sink", "connectors", "hub"):
+    for component in ("operator", "api", "sink", "connectors"):
         assert f"urbanstack-{component}" in policies
     controller = stack.config.ingress.controller_namespace
-    for component in ("api", "hub"):
+    for component in ("api",):
         sources = [peer for rule in policies[f"urbanstack-{component}"]["ingress"] for peer in rule["from"]]
         assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": controller}}} in sources
     for component in ("operator", "sink", "connectors"):
@@ -450,8 +446,6 @@ def test_components_reach_only_the_backends_they_use(prod):
     for component, backends in uses.items():
         egress = json.dumps(policies[f"urbanstack-{component}"]["egress"])
         assert {name for name, marker in markers.items() if marker in egress} == backends, component
-    hub = json.dumps(policies["urbanstack-hub"]["egress"])
-    assert "strimzi.io/cluster" not in hub and "clickhouse.altinity.com/chi" not in hub
 
 
 # --- backends --------------------------------------------------------------
@@ -516,7 +510,7 @@ def test_prod_differs_from_dev_where_it_should(dev, prod):
     def minimum(installation, name):
         return installation.one("HorizontalPodAutoscaler", name).inputs["spec"]["minReplicas"]
 
-    for name in ("urbanstack-api", "urbanstack-hub", "urbanstack-sink"):
+    for name in ("urbanstack-api", "urbanstack-sink"):
         assert minimum(prod, name) >= 2 and minimum(prod, name) > minimum(dev, name), name
     prod_ingress = prod.one("Ingress", "urbanstack").inputs
     assert "cert-manager.io/cluster-issuer" in prod_ingress["metadata"]["annotations"]
