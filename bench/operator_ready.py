@@ -89,12 +89,12 @@ def main() -> int:
     import kopf
 
     from urbanstack import warehouse
-    from urbanstack.devplatform import platform
+    from urbanstack.devplatform import credentials, platform
     from urbanstack.operator import handlers
     from urbanstack.operator.backends import Backends, operator_kubeconfig
     from urbanstack.settings import Settings
 
-    settings = Settings.from_env()
+    settings = credentials.fill(Settings.from_env())
     platform.up(settings)
     admin = kubernetes.config.new_client_from_config(config_file=str(settings.kubeconfig))
     custom = kubernetes.client.CustomObjectsApi(admin)

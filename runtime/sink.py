@@ -1348,6 +1348,7 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
     from urbanstack import warehouse
 
     config = config or SinkConfig.from_env()
+    kafka_config = settings.sink_kafka_config()  # without its own identity the sink does not start
     if stop_event is None:
         stop_event = threading.Event()
         if threading.current_thread() is threading.main_thread():
@@ -1359,28 +1360,9 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
 
         start_http_server(config.metrics_port, addr="127.0.0.1", registry=metrics.registry)
     client = warehouse_client or warehouse.shared(settings.warehouse_url)
-    kafka_config = kafka_client_config(settings)
     log.info("sink: group %s, topics %s as Kafka user %s → %s", config.group_id, config.topic_pattern,
              kafka_config["sasl.username"], warehouse.redact(settings.warehouse_url))
     Sink(kafka_config, client, config, metrics).run(stop_event)
-
-
-def kafka_client_config(settings, environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The sink's Kafka identity: ``URBANSTACK_SINK_KAFKA_USER`` with
-    ``URBANSTACK_SINK_KAFKA_PASSWORD`` (in a cluster, from the Secret of a user that
-    may only describe, read and write topics and read groups); without them, the
-    local platform's admin (``urbanstack dev up``)."""
-    from urbanstack.devplatform import kafka
-
-    environ = os.environ if environ is None else environ
-    user = environ.get("URBANSTACK_SINK_KAFKA_USER", "")
-    password = environ.get("URBANSTACK_SINK_KAFKA_PASSWORD", "")
-    if not user and not password:
-        return kafka.admin_config(settings)
-    if not user or not password:
-        raise ValueError("set both URBANSTACK_SINK_KAFKA_USER and URBANSTACK_SINK_KAFKA_PASSWORD, or neither "
-                         "(then the sink uses the local platform's admin)")
-    return kafka.client_config(settings, user, password)
 
 
 def main() -> None:

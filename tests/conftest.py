@@ -20,13 +20,15 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="session")
 def platform(settings):
-    """Bring the whole local platform up once per session (no-op if it runs)."""
+    """Bring the whole local platform up once per session (no-op if it runs); the
+    settings carry the local platform's credentials, as on `urbanstack serve`."""
+    from urbanstack.devplatform import credentials
     from urbanstack.devplatform import platform as dev_platform
 
     if os.environ.get("URBANSTACK_TEST_NO_PLATFORM"):
         pytest.skip("URBANSTACK_TEST_NO_PLATFORM is set: integration tests need the local platform")
     dev_platform.up(settings)
-    return settings
+    return credentials.fill(settings)
 
 
 @pytest.fixture(scope="session")

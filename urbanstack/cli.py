@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 
 from urbanstack import settings as settings_module
-from urbanstack.settings import Settings
+from urbanstack.settings import MissingSetting, Settings
 
 
 def _print_table(rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
@@ -61,6 +60,15 @@ def _dev_status(args, s: Settings) -> int:
     return 0 if all(st.state == "running" for st in statuses) else 3
 
 
+def _local(s: Settings) -> Settings:
+    """On the local platform (no cluster, embedded warehouse) the services log in with the
+    credentials `urbanstack dev up` generated, for identities the environment leaves empty.
+    Anywhere else nothing is filled in: a service without its identity refuses to start."""
+    from urbanstack.devplatform import credentials
+
+    return credentials.fill(s) if credentials.is_local(s) else s
+
+
 def _settings(args, s: Settings) -> int:
     _print_table(settings_module.describe(s), ("VARIABLE", "VALUE", "MEANING"))
     return 0
@@ -75,12 +83,13 @@ def _operator_run(args, s: Settings) -> int:
 
     from urbanstack.operator import backends as operator_backends
 
+    s = _local(s)
     kubeconfig = operator_backends.operator_kubeconfig(s)
     if kubeconfig:
         os.environ["KUBECONFIG"] = kubeconfig  # Kopf logs in with the operator's own identity
     from urbanstack.operator import handlers
 
-    handlers.configure(s)
+    handlers.configure(s)  # without its Kafka and Keycloak identities this raises MissingSetting
     kopf.configure(verbose=args.verbose)  # sets up logging; a second handler would print every line twice
     if not args.verbose:
         logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Keycloak call is noise
@@ -95,7 +104,8 @@ def _serve(args, s: Settings) -> int:
     from urbanstack import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve.run(s, host=args.host, port=args.port, with_operator=args.operator)
+    return serve.run(_local(s), host=args.host or s.http_host, port=args.port or s.http_port,
+                     with_operator=args.operator)
 
 
 def _api(args, s: Settings) -> int:
@@ -104,7 +114,7 @@ def _api(args, s: Settings) -> int:
     from urbanstack import serve
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return serve.run_api(s, host=args.host, port=args.port)
+    return serve.run_api(s, host=args.host or s.http_host, port=args.port or s.http_port)
 
 
 def _sink(args, s: Settings) -> int:
@@ -113,7 +123,7 @@ def _sink(args, s: Settings) -> int:
     from urbanstack.runtime.sink import run_sink
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    run_sink(s)
+    run_sink(_local(s))
     return 0
 
 
@@ -123,13 +133,13 @@ def _ingest(args, s: Settings) -> int:
     from urbanstack.runtime.ingest import service
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return service.run(s, host=args.host, port=args.port, pull=args.pull)
+    return service.run(s, host=args.host or s.http_host, port=args.port or s.ingest_port, pull=args.pull)
 
 
 def _demo(args, s: Settings) -> int:
     from urbanstack import demo
 
-    return demo.run(s)
+    return demo.run(_local(s))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -162,8 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("serve", _serve, "data plane in one process: sink + API (+ the operator with the embedded warehouse)"),
             ("api", _api, "the REST + GraphQL API only (needs a ClickHouse server URL)")):
         command = sub.add_parser(name, help=text)
-        command.add_argument("--host", default=os.environ.get("URBANSTACK_HTTP_HOST", "127.0.0.1"))
-        command.add_argument("--port", type=int, default=int(os.environ.get("URBANSTACK_HTTP_PORT", "8080")))
+        command.add_argument("--host", help="default: URBANSTACK_HTTP_HOST")
+        command.add_argument("--port", type=int, help="default: URBANSTACK_HTTP_PORT")
         if name == "serve":
             command.add_argument("--operator", action=argparse.BooleanOptionalAction, default=None,
                                  help="also run the operator (default: only with the embedded warehouse)")
@@ -172,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     sink.set_defaults(func=_sink)
 
     ingest = sub.add_parser("ingest", help="push endpoints (/ingest/v1/...) and the pull-source scheduler")
-    ingest.add_argument("--host", default=os.environ.get("URBANSTACK_HTTP_HOST", "127.0.0.1"))
-    ingest.add_argument("--port", type=int, default=int(os.environ.get("URBANSTACK_INGEST_PORT", "8081")))
+    ingest.add_argument("--host", help="default: URBANSTACK_HTTP_HOST")
+    ingest.add_argument("--port", type=int, help="default: URBANSTACK_INGEST_PORT")
     ingest.add_argument("--pull", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the pull scheduler (default: on, unless URBANSTACK_INGEST_PULL=0)")
     ingest.set_defaults(func=_ingest)
@@ -193,7 +203,11 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    return args.func(args, s)
+    try:
+        return args.func(args, s)
+    except MissingSetting as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

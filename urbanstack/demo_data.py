@@ -44,11 +44,9 @@ def _viewer_token(settings: Settings, municipality: dict) -> str:
     The tenant's clients refuse the password grant (it skips MFA); the demo turns
     it on for the Gov Hub client for one request and off again right after — the
     operator would undo it at its next drift check anyway."""
-    from urbanstack.operator.backends import keycloak_admin_credentials
-
     slug = municipality["metadata"]["name"]
     names = municipality["status"]["names"]
-    user, password = keycloak_admin_credentials(settings)
+    user, password = settings.keycloak_admin()
     admin = KeycloakAdmin(connection=KeycloakOpenIDConnection(
         server_url=settings.keycloak_url, username=user, password=password, realm_name=names["realm"],
         user_realm_name="master"))
@@ -103,7 +101,6 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
     from urbanstack.runtime.producer import Publisher
     from urbanstack.runtime.sink import SinkConfig, run_sink
     from urbanstack.serve import refresh_catalogue
-    from urbanstack.devplatform import kafka as dev_kafka
 
     group, version = "urbanstack.io", "v1alpha1"
     municipality = custom.get_cluster_custom_object(group, version, "municipalities", slug)
@@ -139,7 +136,7 @@ def run(settings: Settings, custom: kubernetes.client.CustomObjectsApi, core: ku
         counts = hystreet.parse_csv_export(data, slug)
         temperatures = hystreet.parse_csv_weather(data, slug)
         credentials = _secret(core, municipality)
-        tenant_kafka = dev_kafka.client_config(settings, credentials["kafka-username"], credentials["kafka-password"])
+        tenant_kafka = settings.kafka_config(credentials["kafka-username"], credentials["kafka-password"])
         with Publisher(tenant_kafka) as publisher:
             for result in (counts, temperatures):
                 publisher.publish(result, tenant=slug, tool=TOOL)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 
@@ -28,7 +27,7 @@ def runtime_kubeconfig(settings: Settings) -> str | None:
     """The data plane's own read-only identity (None inside a cluster)."""
     if kubeclient.in_cluster():
         return None
-    return os.environ.get("URBANSTACK_RUNTIME_KUBECONFIG") or str(settings.state_dir / "kube" / "runtime.kubeconfig")
+    return settings.runtime_kubeconfig or str(settings.state_dir / "kube" / "runtime.kubeconfig")
 
 
 def _kube(settings: Settings) -> kubernetes.client.ApiClient:
@@ -89,6 +88,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
     from urbanstack.runtime.api import Catalogue, create_app
     from urbanstack.runtime.sink import run_sink
 
+    settings.sink_kafka_config()  # the sink thread's identity: refuse to start without it
     client = warehouse.shared(settings.warehouse_url)
     if with_operator is None:
         with_operator = warehouse.is_embedded(settings.warehouse_url)
@@ -103,7 +103,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
     if with_operator:
         threads.append(start_operator(settings, client, stop))
     app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api")
-    if os.environ.get("URBANSTACK_INGEST", "1") != "0":
+    if settings.ingest:
         # Push endpoints under /ingest and the pull scheduler (runtime/ingest); URBANSTACK_INGEST=0 turns them off.
         from urbanstack.runtime.ingest import service as ingest_service
 
@@ -141,9 +141,13 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
 
 
 def http_server(app, settings: Settings, host: str, port: int):
-    """The uvicorn server of every HTTP service: X-Forwarded-For is believed only from
-    ``URBANSTACK_TRUSTED_PROXIES``, so per-address limits see the clients behind an ingress."""
+    """The uvicorn server of every HTTP service. The client address is the peer's, or,
+    when the peer is one of ``URBANSTACK_TRUSTED_PROXIES``, the one its X-Forwarded-For
+    names (``urbanstack.proxies``), so per-address limits see the clients behind an
+    ingress and nobody else can choose their own."""
     import uvicorn
 
-    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="info", proxy_headers=True,
-                                         forwarded_allow_ips=settings.trusted_proxies))
+    from urbanstack.proxies import ForwardedClient
+
+    return uvicorn.Server(uvicorn.Config(ForwardedClient(app, settings.trusted_networks), host=host, port=port,
+                                         log_level="info", proxy_headers=False))

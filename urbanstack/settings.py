@@ -1,16 +1,31 @@
 """One immutable settings object, built from ``URBANSTACK_*`` environment variables.
 
 Every variable has a declared default (see ``FIELDS``); ``urbanstack settings``
-prints the values in force. Secrets are never settings: they live in files under
-the state folder (mode 0600) or in Kubernetes Secrets.
+prints the values in force, with passwords masked. The backends' credentials are
+settings too (in a cluster they come from Kubernetes Secrets): the operator, the
+sink and ingest read them only from here and never from the local platform's
+files. A service that lacks its identity refuses to start and names the variables
+to set (:class:`MissingSetting`); only the local development entry points
+(``urbanstack serve``/``demo`` on the local platform) fill them in from
+``urbanstack.devplatform``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
+KAFKA_SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+MASK = "***"
+
+
+class MissingSetting(ValueError):
+    """A service started without a setting it cannot do without; the message names the variables."""
 
 
 def _home(environ) -> Path:
@@ -22,6 +37,7 @@ class Field:
     env: str
     default: str
     doc: str
+    secret: bool = False
 
 
 FIELDS: dict[str, Field] = {
@@ -59,9 +75,46 @@ FIELDS: dict[str, Field] = {
     "api_anonymous_queries_per_hour": Field("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR", "600",
                                             "API data queries per hour without a token (open data), per client "
                                             "IPv4 address or IPv6 /64, counted per API process; 0: no limit."),
-    "trusted_proxies": Field("URBANSTACK_TRUSTED_PROXIES", "127.0.0.1",
-                             "Comma-separated addresses (or *) of reverse proxies whose X-Forwarded-For the HTTP "
-                             "services believe; behind an ingress, its address, so per-address limits see clients."),
+    "trusted_proxies": Field("URBANSTACK_TRUSTED_PROXIES", "",
+                             "Comma-separated addresses or CIDRs of reverse proxies whose X-Forwarded-For the HTTP "
+                             "services believe (empty: none, the peer is the client); behind an ingress, the "
+                             "controller's pod network, so per-address limits see the clients."),
+    "kafka_security_protocol": Field("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT",
+                                     "How every Kafka client connects: SASL_PLAINTEXT or SASL_SSL (SCRAM-SHA-512 "
+                                     "either way)."),
+    "kafka_ca_file": Field("URBANSTACK_KAFKA_CA_FILE", "",
+                           "PEM file of the CA that signed the brokers' certificates (SASL_SSL); empty: the "
+                           "system's CA store."),
+    "kafka_admin_user": Field("URBANSTACK_KAFKA_ADMIN_USER", "",
+                              "The operator's Kafka user (creates topics, tenant users and ACLs)."),
+    "kafka_admin_password": Field("URBANSTACK_KAFKA_ADMIN_PASSWORD", "", "Password of URBANSTACK_KAFKA_ADMIN_USER.",
+                                  secret=True),
+    "sink_kafka_user": Field("URBANSTACK_SINK_KAFKA_USER", "",
+                             "The sink's own Kafka user (describe, read and write topics, read groups)."),
+    "sink_kafka_password": Field("URBANSTACK_SINK_KAFKA_PASSWORD", "", "Password of URBANSTACK_SINK_KAFKA_USER.",
+                                 secret=True),
+    "keycloak_admin_user": Field("URBANSTACK_KEYCLOAK_ADMIN_USER", "",
+                                 "The operator's Keycloak admin (realms, clients, users)."),
+    "keycloak_admin_password": Field("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", "",
+                                     "Password of URBANSTACK_KEYCLOAK_ADMIN_USER.", secret=True),
+    "operator_kubeconfig": Field("URBANSTACK_OPERATOR_KUBECONFIG", "",
+                                 "Outside a cluster: the operator's kubeconfig; empty means "
+                                 "<state_dir>/kube/operator.kubeconfig. In a pod: its service account."),
+    "runtime_kubeconfig": Field("URBANSTACK_RUNTIME_KUBECONFIG", "",
+                                "Outside a cluster: the data plane's kubeconfig; empty means "
+                                "<state_dir>/kube/runtime.kubeconfig. In a pod: its service account."),
+    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
+    "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
+    "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
+    "ingest": Field("URBANSTACK_INGEST", "1", "1: `serve` also mounts the push endpoints under /ingest and runs "
+                    "the pull scheduler; 0: it does not."),
+    "ingest_pull": Field("URBANSTACK_INGEST_PULL", "1", "0: `ingest` serves push only, no pull scheduler."),
+    "ingest_allow_private_sources": Field("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0",
+                                          "1: pull sources may be on loopback or private addresses (a trusted "
+                                          "municipal network, local tests)."),
+    "ingest_audience": Field("URBANSTACK_INGEST_AUDIENCE", "{tenant}-api",
+                             "Client that tokens for the push endpoints must be issued for ({tenant}: the "
+                             "municipality)."),
 }
 
 
@@ -85,7 +138,24 @@ class Settings:
     kafka_heap: str
     keycloak_heap: str
     api_anonymous_queries_per_hour: int = 600
-    trusted_proxies: str = "127.0.0.1"
+    trusted_proxies: str = ""
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_ca_file: str = ""
+    kafka_admin_user: str = ""
+    kafka_admin_password: str = ""
+    sink_kafka_user: str = ""
+    sink_kafka_password: str = ""
+    keycloak_admin_user: str = ""
+    keycloak_admin_password: str = ""
+    operator_kubeconfig: str = ""
+    runtime_kubeconfig: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+    ingest_port: int = 8081
+    ingest: bool = True
+    ingest_pull: bool = True
+    ingest_allow_private_sources: bool = False
+    ingest_audience: str = "{tenant}-api"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -101,14 +171,28 @@ class Settings:
                     values[field.name] = int(raw)
                 elif field.type == "float":
                     values[field.name] = float(raw)
+                elif field.type == "bool":
+                    values[field.name] = _flag(spec.env, raw)
                 else:
                     values[field.name] = raw
-            except ValueError:
+            except ValueError as exc:
+                if field.type == "bool":
+                    raise
                 raise ValueError(f"{spec.env} must be a number, got {raw!r}") from None
         settings = cls(**values)  # type: ignore[arg-type]
+        if settings.kafka_security_protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ValueError(f"URBANSTACK_KAFKA_SECURITY_PROTOCOL must be one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}, "
+                             f"got {settings.kafka_security_protocol!r}")
+        if settings.kafka_ca_file and settings.kafka_security_protocol != "SASL_SSL":
+            raise ValueError("URBANSTACK_KAFKA_CA_FILE is set but URBANSTACK_KAFKA_SECURITY_PROTOCOL is "
+                             f"{settings.kafka_security_protocol}; set it to SASL_SSL or unset the CA file")
+        settings.trusted_networks  # noqa: B018 - refuse a bad proxy list at start, not at the first request
         if not settings.warehouse_url:
             settings = dataclasses.replace(settings, warehouse_url=f"chdb://{settings.state_dir / 'warehouse'}")
         return settings
+
+    def __repr__(self) -> str:  # passwords never reach a log line, not even by accident
+        return f"Settings({', '.join(f'{name}={shown(self, name)!r}' for name in FIELDS)})"
 
     # Derived locations -------------------------------------------------
     @property
@@ -143,7 +227,75 @@ class Settings:
     def etcd_url(self) -> str:
         return f"http://127.0.0.1:{self.etcd_port}"
 
+    @property
+    def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """``URBANSTACK_TRUSTED_PROXIES`` as networks (a bare address is a /32 or /128)."""
+        networks = []
+        for item in filter(None, (part.strip() for part in self.trusted_proxies.split(","))):
+            try:
+                networks.append(ipaddress.ip_network(item, strict=False))
+            except ValueError:
+                raise ValueError(f"URBANSTACK_TRUSTED_PROXIES: {item!r} is not an address or CIDR (e.g. 10.0.0.7 or "
+                                 f"10.244.0.0/16); '*' is not accepted, since trusting every peer lets any client "
+                                 f"choose its own address") from None
+        return tuple(networks)
+
+    # Credentials -------------------------------------------------------
+    def kafka_config(self, username: str, password: str) -> dict[str, str]:
+        """confluent-kafka settings for one SCRAM identity; every Kafka client is built here."""
+        config = {
+            "bootstrap.servers": self.kafka_bootstrap,
+            "security.protocol": self.kafka_security_protocol,
+            "sasl.mechanism": KAFKA_SASL_MECHANISM,
+            "sasl.username": username,
+            "sasl.password": password,
+        }
+        if self.kafka_security_protocol == "SASL_SSL":
+            # librdkafka's "probe" looks in the usual system CA locations.
+            config["ssl.ca.location"] = self.kafka_ca_file or "probe"
+        return config
+
+    def kafka_admin_config(self) -> dict[str, str]:
+        """The operator's Kafka identity."""
+        return self.kafka_config(*self._identity("kafka_admin", "the operator creates topics, users and ACLs as it"))
+
+    def sink_kafka_config(self) -> dict[str, str]:
+        """The sink's Kafka identity."""
+        return self.kafka_config(*self._identity("sink_kafka", "the sink consumes tenant topics and writes the "
+                                                               "DLQ as it"))
+
+    def keycloak_admin(self) -> tuple[str, str]:
+        """The operator's Keycloak admin (user, password)."""
+        return self._identity("keycloak_admin", "the operator manages realms, clients and users as it")
+
+    def _identity(self, prefix: str, purpose: str) -> tuple[str, str]:
+        user, password = getattr(self, f"{prefix}_user"), getattr(self, f"{prefix}_password")
+        missing = [FIELDS[name].env for name, value in ((f"{prefix}_user", user), (f"{prefix}_password", password))
+                   if not value]
+        if missing:
+            raise MissingSetting(f"set {' and '.join(missing)}: {purpose} (in a cluster from a Secret; on the local "
+                                 f"platform `urbanstack serve` fills it in)")
+        return user, password
+
+
+def _flag(variable: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE or value in _FALSE:
+        return value in _TRUE
+    raise ValueError(f"{variable} must be 1 or 0, got {raw!r}")
+
+
+def shown(settings: Settings, name: str) -> str:
+    """A setting's value as logs and ``urbanstack settings`` may show it: passwords masked,
+    also inside a warehouse URL."""
+    from urbanstack import warehouse
+
+    value = getattr(settings, name)
+    if FIELDS[name].secret:
+        return MASK if value else ""
+    return warehouse.redact(value) if name == "warehouse_url" else str(value)
+
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:
-    """(variable, value in force, meaning) for every setting."""
-    return [(spec.env, str(getattr(settings, name)), spec.doc) for name, spec in FIELDS.items()]
+    """(variable, value in force, meaning) for every setting; passwords masked."""
+    return [(spec.env, shown(settings, name), spec.doc) for name, spec in FIELDS.items()]

@@ -5,19 +5,13 @@ resources; ``get`` the ``urbanstack-ingest`` Secret of each tenant namespace, no
 else) and to Kafka as each tenant's own user, read from that Secret. It needs no
 warehouse, so it can run next to ``urbanstack serve`` with the embedded one.
 
-Environment:
-
-- ``URBANSTACK_INGEST_AUDIENCE`` (default ``{tenant}-api``): the client tokens must be
-  issued for, as for the API;
-- ``URBANSTACK_INGEST_PULL`` (default ``1``): ``0`` serves push only;
-- ``URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES`` (default ``0``): allow pull sources on
-  loopback or private addresses (a trusted municipal network, local tests).
+Its settings (``urbanstack.settings``): ``URBANSTACK_INGEST_AUDIENCE``,
+``URBANSTACK_INGEST_PULL``, ``URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -39,10 +33,6 @@ DEFAULT_PORT = 8081
 
 def cursor_path(settings) -> Any:
     return settings.state_dir / "ingest" / "cursors.json"
-
-
-def _flag(name: str, default: str) -> bool:
-    return os.environ.get(name, default).strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -68,16 +58,15 @@ def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | Non
         return [enabled.name for enabled in municipality.spec.tools] if municipality else None
 
     verifier = verifier or TokenVerifier(settings.keycloak_url,
-                                         os.environ.get("URBANSTACK_INGEST_AUDIENCE", "{tenant}-api"),
+                                         settings.ingest_audience,
                                          shared_realms=(naming.SHARED_REALM,), tenant_tools=tenant_tools)
     loaded = loaded or threading.Event()
     registry = CollectorRegistry()
     quota = DailyQuota()
     publishers = TenantPublishers(settings, credentials)
     scheduler = None
-    if pull if pull is not None else _flag("URBANSTACK_INGEST_PULL", "1"):
-        allow = (allow_private_sources if allow_private_sources is not None
-                 else _flag("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0"))
+    if pull if pull is not None else settings.ingest_pull:
+        allow = allow_private_sources if allow_private_sources is not None else settings.ingest_allow_private_sources
         scheduler = PullScheduler(catalogue, publishers, credentials, FileCursorStore(cursor_path(settings)),
                                   quota=quota, allow_private_networks=allow, registry=registry)
     app = create_push_app(catalogue, publishers, credentials, verifier=verifier, quota=quota,

@@ -165,11 +165,9 @@ class TenantPublishers:
         self._publishers: dict[str, tuple[Publisher, threading.Lock]] = {}
 
     def _default_config(self, tenant: str, credentials: IngestCredentials) -> dict[str, Any]:
-        from urbanstack.devplatform import kafka as dev_kafka
-
         if not credentials.kafka_username or not credentials.kafka_password:
             raise CredentialsUnavailable(f"Secret {INGEST_SECRET} of {tenant} holds no Kafka user yet")
-        return dev_kafka.client_config(self._settings, credentials.kafka_username, credentials.kafka_password)
+        return self._settings.kafka_config(credentials.kafka_username, credentials.kafka_password)
 
     def _publisher(self, tenant: str) -> tuple[Publisher, threading.Lock]:
         with self._lock:

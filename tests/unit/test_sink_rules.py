@@ -321,17 +321,3 @@ def test_observation_batch_round_trip_keeps_event_ids():
     with pytest.raises(EventError, match=r"fields.f\[0\]: must be a number, a string or null, got bool"):
         ObservationBatch(tenant="guetersloh", dataset="pedestrian_counts", source="x", sensor_ids=["a"],
                          observed_at=["2026-01-09T10:00:00Z"], fields={"f": [True]})
-
-
-def test_sink_kafka_identity_from_the_environment(tmp_path):
-    from urbanstack.runtime.sink import kafka_client_config
-    from urbanstack.settings import Settings
-
-    settings = Settings.from_env({"URBANSTACK_STATE_DIR": str(tmp_path), "URBANSTACK_KAFKA_BOOTSTRAP": "kafka:9092"})
-    own = kafka_client_config(settings, {"URBANSTACK_SINK_KAFKA_USER": "urbanstack-runtime",
-                                         "URBANSTACK_SINK_KAFKA_PASSWORD": "s3cret"})
-    assert (own["sasl.username"], own["sasl.password"], own["bootstrap.servers"]) == (
-        "urbanstack-runtime", "s3cret", "kafka:9092")
-    assert kafka_client_config(settings, {})["sasl.username"] == "admin"   # the local platform
-    with pytest.raises(ValueError, match="set both URBANSTACK_SINK_KAFKA_USER and URBANSTACK_SINK_KAFKA_PASSWORD"):
-        kafka_client_config(settings, {"URBANSTACK_SINK_KAFKA_USER": "urbanstack-runtime"})

@@ -16,12 +16,13 @@ import uuid
 from pathlib import Path
 
 from urbanstack import versions
+from urbanstack.settings import KAFKA_SASL_MECHANISM
 from urbanstack.devplatform import maven, secrets
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service, port_open
 
 ADMIN_USER = "admin"
-MECHANISM = "SCRAM-SHA-512"
+MECHANISM = KAFKA_SASL_MECHANISM
 
 _LOG4J = """status = warn
 appender.file.type = RollingFile
@@ -65,13 +66,7 @@ def admin_config(settings) -> dict[str, str]:
 
 
 def client_config(settings, username: str, password: str) -> dict[str, str]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap,
-        "security.protocol": "SASL_PLAINTEXT",
-        "sasl.mechanism": MECHANISM,
-        "sasl.username": username,
-        "sasl.password": password,
-    }
+    return settings.kafka_config(username, password)
 
 
 def _java() -> str:
