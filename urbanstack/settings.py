@@ -229,16 +229,7 @@ class Settings:
 
     @property
     def trusted_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
-        """``URBANSTACK_TRUSTED_PROXIES`` as networks (a bare address is a /32 or /128)."""
-        networks = []
-        for item in filter(None, (part.strip() for part in self.trusted_proxies.split(","))):
-            try:
-                networks.append(ipaddress.ip_network(item, strict=False))
-            except ValueError:
-                raise ValueError(f"URBANSTACK_TRUSTED_PROXIES: {item!r} is not an address or CIDR (e.g. 10.0.0.7 or "
-                                 f"10.244.0.0/16); '*' is not accepted, since trusting every peer lets any client "
-                                 f"choose its own address") from None
-        return tuple(networks)
+        return trusted_networks(self.trusted_proxies)
 
     # Credentials -------------------------------------------------------
     def kafka_config(self, username: str, password: str) -> dict[str, str]:
@@ -276,6 +267,19 @@ class Settings:
             raise MissingSetting(f"set {' and '.join(missing)}: {purpose} (in a cluster from a Secret; on the local "
                                  f"platform `urbanstack serve` fills it in)")
         return user, password
+
+
+def trusted_networks(text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``URBANSTACK_TRUSTED_PROXIES`` as networks (a bare address is a /32 or /128)."""
+    networks = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            networks.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(f"URBANSTACK_TRUSTED_PROXIES: {item!r} is not an address or CIDR (e.g. 10.0.0.7 or "
+                             f"10.244.0.0/16); '*' is not accepted, since trusting every peer lets any client "
+                             f"choose its own address") from None
+    return tuple(networks)
 
 
 def _flag(variable: str, raw: str) -> bool:

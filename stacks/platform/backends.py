@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
-from pulumi_kubernetes.core.v1 import Secret
+from pulumi_kubernetes.core.v1 import ConfigMap, Secret
 
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.config import NAMESPACE, ConfigError, PlatformConfig
@@ -37,6 +37,8 @@ CLICKHOUSE_USER = "urbanstack"
 EXTERNAL_SECRET = "urbanstack-backends"
 WAREHOUSE_SECRET = "urbanstack-warehouse"
 KEYCLOAK_DB_SECRET = "urbanstack-keycloak-db"
+KAFKA_CA_CONFIGMAP = "urbanstack-kafka-ca"
+KAFKA_CA_DIR = "/etc/urbanstack/kafka-ca"
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,9 @@ class Backend:
     # Users' browsers reach it through the platform's Ingress (Keycloak's login pages).
     public_host: str | None = None
     public_service: str | None = None
+    # Files every user of the backend mounts (the Kafka brokers' CA).
+    volumes: tuple[dict, ...] = ()
+    mounts: tuple[dict, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,15 @@ class Backends:
                     # as each municipality's own Kafka user (runtime/ingest/tenants.py).
                     env += backend.client_env
         return env
+
+    def _used_by(self, component: str) -> list[Backend]:
+        return [self.by_name[name] for name, users in USERS.items() if component in users]
+
+    def volumes_for(self, component: str) -> list[dict]:
+        return [volume for backend in self._used_by(component) for volume in backend.volumes]
+
+    def mounts_for(self, component: str) -> list[dict]:
+        return [mount for backend in self._used_by(component) for mount in backend.mounts]
 
 
 def _kafka_admin_env(user: str, secret: str, key: str) -> tuple[dict, ...]:
@@ -123,11 +137,22 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
     kafka_admin = _kafka_admin_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
     kafka_sink = _kafka_sink_env(ext.kafka_username, EXTERNAL_SECRET, "kafka-password")
     warehouse_env = _warehouse_env(EXTERNAL_SECRET, "warehouse-url")
+    kafka_env = [common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),
+                 common.env_value("URBANSTACK_KAFKA_SECURITY_PROTOCOL", ext.kafka_security_protocol)]
+    resources: list[pulumi.Resource] = [secret]
+    volumes, mounts = (), ()
+    if ext.kafka_ca_certificate:
+        # A CA certificate is public: a ConfigMap, mounted read-only where Kafka clients run.
+        resources.append(ConfigMap(KAFKA_CA_CONFIGMAP, metadata=common.metadata(cfg, KAFKA_CA_CONFIGMAP, "backends"),
+                                   data={"ca.crt": ext.kafka_ca_certificate}, opts=common.options(depends_on=after)))
+        kafka_env.append(common.env_value("URBANSTACK_KAFKA_CA_FILE", f"{KAFKA_CA_DIR}/ca.crt"))
+        volumes = ({"name": "kafka-ca", "configMap": {"name": KAFKA_CA_CONFIGMAP}},)
+        mounts = ({"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},)
     by_name = {
         "kafka": Backend(
-            "kafka",
-            env=(common.env_value("URBANSTACK_KAFKA_BOOTSTRAP", ext.kafka_bootstrap),),
-            client_env=kafka_sink, admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports),
+            "kafka", env=tuple(kafka_env),
+            client_env=kafka_sink, admin_env=kafka_admin, peers=ANYWHERE, ports=ext.kafka_ports,
+            volumes=volumes, mounts=mounts),
         "keycloak": Backend(
             "keycloak",
             env=(common.env_value("URBANSTACK_KEYCLOAK_URL", ext.keycloak_url),),
@@ -139,7 +164,7 @@ def _external(cfg: PlatformConfig, after: list[pulumi.Resource]) -> Backends:
         "warehouse": Backend("warehouse", env=(), client_env=warehouse_env, admin_env=warehouse_env,
                              peers=ANYWHERE, ports=(ext.warehouse_port,)),
     }
-    return Backends(by_name, (secret,))
+    return Backends(by_name, tuple(resources))
 
 
 def _custom(cfg: PlatformConfig, api_version: str, kind: str, object_name: str, spec: dict, *,

@@ -16,6 +16,8 @@ from urllib.parse import urlsplit
 
 import pulumi
 
+from urbanstack.settings import KAFKA_SECURITY_PROTOCOLS, trusted_networks
+
 PROJECT = "urbanstack-platform"
 NAMESPACE = "urbanstack-system"
 # No hub yet: the Gov/Citizen Hub issue brings the `urbanstack hub` command and its
@@ -28,8 +30,6 @@ BACKEND_MODES = ("external", "in-cluster")
 # The runtime services that read the Kubernetes API (the catalogue of
 # municipalities and tools; ingest also the tenant's urbanstack-ingest Secret).
 KUBERNETES_API_READERS = ("api", "connectors")
-# What urbanstack/devplatform/kafka.py client_config speaks; it takes no protocol setting.
-KAFKA_SECURITY_PROTOCOL = "SASL_PLAINTEXT"
 
 DEFAULT_RESOURCES = {
     "operator": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
@@ -81,6 +81,8 @@ class Ingress:
 class External:
     kafka_bootstrap: str
     kafka_security_protocol: str
+    # PEM of the CA that signed the brokers' certificates (SASL_SSL); None: the image's CA store.
+    kafka_ca_certificate: str | None
     kafka_username: str
     kafka_password: pulumi.Output
     keycloak_url: str
@@ -145,9 +147,9 @@ class PlatformConfig:
     crds_dir: Path
     # URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR; None: the code's default.
     api_anonymous_queries_per_hour: int | None = None
-    # URBANSTACK_TRUSTED_PROXIES: the ingress controller's pod addresses (or CIDRs);
-    # None: the code's default (loopback), and per-address limits see the controller.
-    trusted_proxies: str | None = None
+    # URBANSTACK_TRUSTED_PROXIES: the ingress controller's pod addresses or CIDRs. Required:
+    # the code trusts no proxy by default, and every client would count as the controller.
+    trusted_proxies: str = ""
 
 
 def image_version(image: str) -> str:
@@ -164,14 +166,20 @@ def _checkout_crds() -> Path:
 
 def _external(cfg: pulumi.Config) -> External:
     raw = cfg.require_object("external")
-    protocol = raw.get("kafkaSecurityProtocol", KAFKA_SECURITY_PROTOCOL)
-    if protocol != KAFKA_SECURITY_PROTOCOL:
+    protocol = raw.get("kafkaSecurityProtocol", KAFKA_SECURITY_PROTOCOLS[0])
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
         raise ConfigError(f"external.kafkaSecurityProtocol {protocol!r} is not supported: Urban Stack's Kafka clients "
-                          f"speak {KAFKA_SECURITY_PROTOCOL} with SCRAM-SHA-512 only")
+                          f"speak {' or '.join(KAFKA_SECURITY_PROTOCOLS)} with SCRAM-SHA-512")
+    ca = raw.get("kafkaCaCertificate")
+    if ca and protocol != "SASL_SSL":
+        raise ConfigError("external.kafkaCaCertificate needs kafkaSecurityProtocol SASL_SSL")
+    if ca and "-----BEGIN CERTIFICATE-----" not in ca:
+        raise ConfigError("external.kafkaCaCertificate must be the PEM text of the CA certificate")
     try:
         return External(
             kafka_bootstrap=raw["kafkaBootstrap"],
             kafka_security_protocol=protocol,
+            kafka_ca_certificate=ca or None,
             kafka_username=raw["kafkaUsername"],
             kafka_password=cfg.require_secret("kafkaPassword"),
             keycloak_url=check_no_credentials("external.keycloakUrl", raw["keycloakUrl"]),
@@ -238,6 +246,14 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
     except KeyError as missing:
         raise ConfigError(f"ingress.{missing.args[0]} is required: the platform is only served over TLS") from None
     crds_dir = cfg.get("crdsDir")
+    trusted_proxies = cfg.get("trustedProxies") or ""
+    try:
+        networks = trusted_networks(trusted_proxies)
+    except ValueError as exc:
+        raise ConfigError(f"trustedProxies: {exc}") from None
+    if not networks:
+        raise ConfigError("trustedProxies is required: the ingress controller's pod addresses or CIDRs (e.g. "
+                          "10.244.0.0/16), so the API's per-address limits see the clients, not the controller")
     quota = cfg.get_int("apiAnonymousQueriesPerHour")
     if quota is not None and quota < 0:
         raise ConfigError(f"apiAnonymousQueriesPerHour must be 0 (no limit) or positive, got {quota}")
@@ -257,5 +273,5 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
         skip_await=cfg.get_bool("skipAwait") or False,
         crds_dir=Path(crds_dir).resolve() if crds_dir else _checkout_crds(),
         api_anonymous_queries_per_hour=quota,
-        trusted_proxies=cfg.get("trustedProxies"),
+        trusted_proxies=trusted_proxies,
     )

@@ -65,7 +65,7 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         "livenessProbe": common.http_probe("/healthz", period=20, failures=3),
         "readinessProbe": common.http_probe("/healthz", period=10, failures=3),
         "securityContext": common.CONTAINER_SECURITY,
-        "volumeMounts": [common.TMP_MOUNT],
+        "volumeMounts": [common.TMP_MOUNT, *backends.mounts_for(COMPONENT)],
     }
     deployment = Deployment(
         common.name(COMPONENT),
@@ -83,7 +83,7 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
                     # Kopf's peering hands over leadership within its lifetime; give it time to go.
                     "terminationGracePeriodSeconds": 60,
                     "containers": [container],
-                    "volumes": [common.TMP_VOLUME],
+                    "volumes": [common.TMP_VOLUME, *backends.volumes_for(COMPONENT)],
                 },
             },
         },

@@ -67,7 +67,7 @@ def _env(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
     if component == "api" and cfg.api_anonymous_queries_per_hour is not None:
         env.append(common.env_value("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR",
                                     str(cfg.api_anonymous_queries_per_hour)))
-    if component in ("api", "connectors") and cfg.trusted_proxies:
+    if component in ("api", "connectors"):
         env.append(common.env_value("URBANSTACK_TRUSTED_PROXIES", cfg.trusted_proxies))
     return env + backends.env_for(component)
 
@@ -90,9 +90,9 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
         "env": _env(cfg, backends, component),
         "resources": cfg.resources[component],
         "securityContext": common.CONTAINER_SECURITY,
-        "volumeMounts": [common.TMP_MOUNT],
+        "volumeMounts": [common.TMP_MOUNT, *backends.mounts_for(component)],
     }
-    volumes = [common.TMP_VOLUME]
+    volumes = [common.TMP_VOLUME, *backends.volumes_for(component)]
     if component in HTTP_SERVICES:
         container["ports"] = [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}]
         # runtime/api/app.py serves /readyz; the ingest app only /healthz.
@@ -105,8 +105,8 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
                       "livenessProbe": _metrics_probe(period=20, failures=3),
                       "readinessProbe": _metrics_probe(period=10, failures=2)}
     if component == "connectors":
-        container["volumeMounts"] = [common.TMP_MOUNT, STATE_MOUNT]
-        volumes = [common.TMP_VOLUME, STATE_VOLUME]
+        container["volumeMounts"].append(STATE_MOUNT)
+        volumes.append(STATE_VOLUME)
     spec = {
         "selector": {"matchLabels": common.selector(component)},
         "strategy": common.ZERO_DOWNTIME,

@@ -306,7 +306,7 @@ def test_env_derivation_finds_what_the_code_reads_and_nothing_else():
     assert "URBANSTACK_SINK_GROUP" not in read_by_code("urbanstack-api")
     # Names the operator writes into tool pods, and names nobody reads, are not reads.
     assert "URBANSTACK_AGS" not in read_by_code("urbanstack-operator")
-    for invented in ("URBANSTACK_PUBLIC_API_URL", "URBANSTACK_KAFKA_PASSWORD", "URBANSTACK_KAFKA_SECURITY_PROTOCOL"):
+    for invented in ("URBANSTACK_PUBLIC_API_URL", "URBANSTACK_KAFKA_PASSWORD"):
         assert all(invented not in read_by_code(workload) for workload in CODE), invented
 
 
@@ -386,8 +386,32 @@ def test_urls_with_credentials_are_refused():
 
 def test_kafka_protocols_the_code_cannot_speak_are_refused():
     values = stack_values("dev")
-    values["external"] = values["external"] | {"kafkaSecurityProtocol": "SASL_SSL"}
-    with pytest.raises(Exception, match="speak SASL_PLAINTEXT"):
+    values["external"] = values["external"] | {"kafkaSecurityProtocol": "PLAINTEXT"}
+    with pytest.raises(Exception, match="speak SASL_PLAINTEXT or SASL_SSL"):
+        synthesize(values)
+
+
+CA = "-----BEGIN CERTIFICATE-----\nMIIB...\n-----END CERTIFICATE-----\n"
+
+
+def test_kafka_over_tls_mounts_the_ca_where_kafka_clients_run():
+    values = stack_values("dev")
+    values["external"] = values["external"] | {"kafkaSecurityProtocol": "SASL_SSL", "kafkaCaCertificate": CA}
+    installation = synthesize(values)
+    assert installation.one("ConfigMap", "urbanstack-kafka-ca").inputs["data"] == {"ca.crt": CA}
+    pods = dict(pod_specs(installation))
+    for workload in ("urbanstack-operator", "urbanstack-sink", "urbanstack-connectors", "urbanstack-api"):
+        [container] = pods[workload]["containers"]
+        env = {e["name"]: e.get("value") for e in container["env"]}
+        uses_kafka = workload != "urbanstack-api"
+        assert (env.get("URBANSTACK_KAFKA_SECURITY_PROTOCOL") == "SASL_SSL") == uses_kafka, workload
+        assert ("URBANSTACK_KAFKA_CA_FILE" in env) == uses_kafka, workload
+        if uses_kafka:
+            [mount] = [m for m in container["volumeMounts"] if m["name"] == "kafka-ca"]
+            assert f"{mount['mountPath']}/ca.crt" == env["URBANSTACK_KAFKA_CA_FILE"] and mount["readOnly"]
+            assert {"name": "kafka-ca", "configMap": {"name": "urbanstack-kafka-ca"}} in pods[workload]["volumes"]
+    values["external"] = values["external"] | {"kafkaSecurityProtocol": "SASL_PLAINTEXT"}
+    with pytest.raises(Exception, match="kafkaCaCertificate needs kafkaSecurityProtocol SASL_SSL"):
         synthesize(values)
 
 
@@ -398,8 +422,12 @@ def test_api_limits_and_trusted_proxies_reach_the_processes_that_read_them(dev, 
     assert env(prod, "urbanstack-api")["URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR"] == "600"
     for workload in ("urbanstack-api", "urbanstack-connectors"):
         assert env(prod, workload)["URBANSTACK_TRUSTED_PROXIES"] == "10.244.0.0/16"
-        # Unset in config: the code's own default applies.
-        assert "URBANSTACK_TRUSTED_PROXIES" not in env(dev, workload)
+    assert "URBANSTACK_TRUSTED_PROXIES" not in env(prod, "urbanstack-sink")
+    # The code trusts no proxy by default: behind the ingress every client would be the controller.
+    for wrong, message in ((None, "trustedProxies is required"), ("*", "is not an address or CIDR")):
+        values = {k: v for k, v in stack_values("dev").items() if k != "trustedProxies"}
+        with pytest.raises(Exception, match=message):
+            synthesize(values if wrong is None else values | {"trustedProxies": wrong})
     assert "URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR" not in env(prod, "urbanstack-connectors")
     with pytest.raises(Exception, match="apiAnonymousQueriesPerHour"):
         synthesize(stack_values("dev") | {"apiAnonymousQueriesPerHour": -1})
