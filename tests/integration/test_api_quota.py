@@ -6,14 +6,19 @@ Tokens come from a local JWKS (tests/api_tokens.py), as in test_api.py."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import socket
+import threading
 
+import httpx
 import pytest
 from api_tokens import LocalIssuer
 from fastapi.testclient import TestClient
 from test_api import PEDESTRIANS, PEGEL, RANGE, World, _tool, bearer, path
 
 from urbanstack.operator.models import Plan
+from urbanstack import serve
 from urbanstack.runtime.api import Catalogue, create_app
 
 pytestmark = pytest.mark.platform
@@ -143,3 +148,49 @@ def test_bad_anonymous_limit_setting_is_explained(settings, catalogue, issuer, w
     with pytest.raises(ValueError, match="URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR"):
         create_app(dataclasses.replace(settings, api_anonymous_queries_per_hour=-5), catalogue, warehouse,
                    keycloak_url=issuer.url, audience="{tenant}-api")
+
+
+@contextlib.contextmanager
+def served(app, settings):
+    """The app behind the real HTTP server of every service (serve.http_server) on a free port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen()  # connections wait in the backlog until the server accepts them
+    server = serve.http_server(app, settings, "127.0.0.1", sock.getsockname()[1])
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{sock.getsockname()[1]}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(10)
+        sock.close()
+
+
+def _anonymous_statuses(client, world, forwarded_for: list[str]) -> list[int]:
+    open_data = path(world.gue, PEDESTRIANS, "pedestrian_counts", "/series")
+    return [client.get(open_data, params={**RANGE, "field": "pedestrians"},
+                       headers={"X-Forwarded-For": value}).status_code for value in forwarded_for]
+
+
+def test_a_direct_client_cannot_choose_its_address_with_x_forwarded_for(settings, world, catalogue, issuer, warehouse):
+    """By default no proxy is trusted: whatever X-Forwarded-For a client sends, it counts
+    under its own address, so it cannot reset the anonymous limit."""
+    app = create_app(dataclasses.replace(settings, api_anonymous_queries_per_hour=2), catalogue, warehouse,
+                     keycloak_url=issuer.url, audience="{tenant}-api")
+    with served(app, settings) as client:
+        assert _anonymous_statuses(client, world, forwarded_for=[
+            "203.0.113.1", "203.0.113.2", "203.0.113.3", "not-an-address"]) == [200, 200, 429, 429]
+
+
+def test_behind_a_trusted_proxy_the_hop_it_appended_is_the_client(settings, world, catalogue, issuer, warehouse):
+    app = create_app(dataclasses.replace(settings, api_anonymous_queries_per_hour=1), catalogue, warehouse,
+                     keycloak_url=issuer.url, audience="{tenant}-api")
+    with served(app, dataclasses.replace(settings, trusted_proxies="127.0.0.0/8")) as client:
+        statuses = _anonymous_statuses(client, world, forwarded_for=[
+            "203.0.113.1",
+            "198.51.100.9, 203.0.113.1",   # what the client wrote left of the proxy's hop is ignored
+            "203.0.113.2",                 # another client behind the proxy: its own bucket
+            "junk-1", "junk-2"])           # not addresses: both count under the proxy itself
+    assert statuses == [200, 429, 200, 200, 429]
