@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
+from urbanstack import tenancy
 from urbanstack.operator import naming
+from urbanstack.tenancy import RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
                                         Quotas)
 from urbanstack.operator.templating import quote_identifier, render, render_yaml
@@ -168,14 +169,6 @@ class RollupMeasure:
 
 
 @dataclass(frozen=True)
-class RollupState:
-    """What the rollup table's comment records: the ingest instant that splits the rows the view
-    counts (``ingested_at >= cutoff``) from those the backfill counts, and whether it ran."""
-    cutoff: datetime
-    backfilled: bool
-
-
-@dataclass(frozen=True)
 class WarehouseRollup:
     """The hourly rollup of one dataset table and the materialized view that keeps it current.
 
@@ -200,8 +193,7 @@ class WarehouseRollup:
         return {column.name: column.type for column in self.columns}
 
     def comment(self, state: RollupState) -> str:
-        flag = ROLLUP_BACKFILLED if state.backfilled else ROLLUP_PENDING
-        return f"Hourly rollup of {self.source}; rows ingested before {_instant_text(state.cutoff)}: {flag}"
+        return tenancy.rollup_comment(self.source, state)
 
     def ddl(self, state: RollupState) -> str:
         return render("clickhouse/rollup_table.sql.j2", database=self.database, table=self.name,
@@ -212,7 +204,7 @@ class WarehouseRollup:
         return render("clickhouse/rollup_select.sql.j2", database=self.database, source=self.source,
                       measures=self.measures, backfilled=int(backfill), final=backfill,
                       cutoff_operator="<" if backfill else ">=",
-                      cutoff=None if cutoff is None else _instant_text(cutoff))
+                      cutoff=None if cutoff is None else tenancy.instant_text(cutoff))
 
     def view_select(self, state: RollupState) -> str:
         """Until the backfill has run, the view counts only rows stamped at or after the cutoff;
@@ -248,26 +240,6 @@ class WarehouseRollup:
 
     def add_column_sql(self, column: WarehouseColumn) -> str:
         return render("clickhouse/add_column.sql.j2", database=self.database, table=self.name, column=column)
-
-
-ROLLUP_PENDING = "backfill pending"
-ROLLUP_BACKFILLED = "backfilled"
-_ROLLUP_COMMENT = re.compile(r"; rows ingested before (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3}): "
-                             rf"({ROLLUP_PENDING}|{ROLLUP_BACKFILLED})$")
-
-
-def parse_rollup_comment(comment: str | None) -> RollupState | None:
-    """The state a rollup table's comment records; None for a comment this module did not write."""
-    match = _ROLLUP_COMMENT.search(comment or "")
-    if match is None:
-        return None
-    cutoff = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S.%f").replace(tzinfo=timezone.utc)
-    return RollupState(cutoff=cutoff, backfilled=match.group(2) == ROLLUP_BACKFILLED)
-
-
-def _instant_text(value: datetime) -> str:
-    value = value.astimezone(timezone.utc)
-    return value.strftime("%Y-%m-%d %H:%M:%S.") + f"{value.microsecond // 1000:03d}"
 
 
 @dataclass(frozen=True)
@@ -551,16 +523,8 @@ def _topic_config(retention_days: int) -> dict[str, str]:
 
 # Warehouse --------------------------------------------------------------------
 
-_STANDARD_COLUMNS = (
-    WarehouseColumn("event_id", "String", comment="Stable id of the event; a re-sent event replaces itself."),
-    WarehouseColumn("source", "LowCardinality(String)", comment="Connector that delivered the event."),
-    WarehouseColumn("sensor_id", "String", comment="Source-specific id of the sensor or station."),
-    WarehouseColumn("observed_at", "DateTime64(3, 'UTC')", comment="When the value was measured (UTC)."),
-    WarehouseColumn("lon", "Nullable(Float64)", comment="WGS 84 longitude, if known."),
-    WarehouseColumn("lat", "Nullable(Float64)", comment="WGS 84 latitude, if known."),
-    WarehouseColumn("ingested_at", "DateTime64(3, 'UTC')", default="now64(3, 'UTC')",
-                    comment="When the platform stored the event; the latest copy wins."),
-)
+_STANDARD_COLUMNS = tuple(WarehouseColumn(column.name, column.type, default=column.default, comment=column.comment)
+                          for column in tenancy.STANDARD_COLUMNS)
 
 
 def _column(spec: DatasetField) -> WarehouseColumn:
@@ -600,7 +564,7 @@ def _table(municipality: Municipality, database: str, tool: CityTool, dataset: D
     order_by = tuple(dataset.sort_key) + (() if "event_id" in dataset.sort_key else ("event_id",))
     engine = "ReplacingMergeTree(ingested_at)"
     partition_by = f"toYYYYMM({quote_identifier('observed_at')})"
-    ttl = f"toDateTime({quote_identifier('observed_at')}) + INTERVAL {days} DAY DELETE"
+    ttl = tenancy.table_ttl(days)
     comment = f"{tool.spec.display_name} {tool.spec.version}: {dataset.description or dataset.name}"
     ddl = render("clickhouse/table.sql.j2", database=database, table=name, columns=columns, engine=engine,
                  partition_by=partition_by, order_by=order_by, ttl=ttl, dedup_window=DEDUPLICATION_WINDOW,
@@ -645,8 +609,7 @@ def _rollup_columns(spec: DatasetField) -> list[tuple[WarehouseColumn, RollupMea
 
 def _rollup(database: str, source: str, tool: CityTool, dataset: Dataset, days: int) -> WarehouseRollup:
     per_field = [pair for spec in dataset.fields for pair in _rollup_columns(spec)]
-    # An hour is dropped once its last possible observation has expired from the dataset table.
-    ttl = f"{quote_identifier('hour')} + INTERVAL 1 HOUR + INTERVAL {days} DAY DELETE"
+    ttl = tenancy.rollup_ttl(days)
     return WarehouseRollup(database=database, name=naming.rollup_table(tool.name, dataset.name),
                            view=naming.rollup_view(tool.name, dataset.name), source=source,
                            columns=_ROLLUP_KEY + tuple(column for column, _ in per_field),

@@ -44,6 +44,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from urbanstack import tenancy
 from urbanstack.operator import naming
 from urbanstack.runtime.events import (BATCH_SCHEMA_VERSION, CANONICAL_INSTANT, DATASET_PATTERN, FIELD_PATTERN,
                                        TENANT_PATTERN, EventError, Observation, ObservationBatch, event_id_of,
@@ -51,7 +52,6 @@ from urbanstack.runtime.events import (BATCH_SCHEMA_VERSION, CANONICAL_INSTANT, 
 
 log = logging.getLogger("urbanstack.sink")
 
-STANDARD_COLUMNS = ("event_id", "source", "sensor_id", "observed_at", "lon", "lat")
 INTENT_PREFIX = "pending:"
 HEADER_ERROR, HEADER_STAGE = "error", "stage"
 HEADER_TOPIC, HEADER_PARTITION, HEADER_OFFSET, HEADER_ROW = "topic", "partition", "offset", "row"
@@ -79,9 +79,7 @@ _DATA_ERROR_CODES = frozenset({6, 16, 27, 38, 41, 53, 60, 69, 70, 72, 81, 117})
 @dataclass(frozen=True)
 class SinkConfig:
     group_id: str = "urbanstack-sink"
-    # librdkafka treats a leading ^ as a regular expression. Three dot-separated
-    # parts: tenant data topics. The DLQ (<slug>.dlq) has two and stays out.
-    topic_pattern: str = r"^[a-z][a-z0-9-]*\.[a-z0-9-]+\.[a-z0-9_]+$"
+    topic_pattern: str = tenancy.DATA_TOPIC_PATTERN
     batch_rows: int = 50_000
     batch_seconds: float = 1.0
     retry_initial_seconds: float = 0.5
@@ -142,8 +140,8 @@ class Route:
 
 def route(topic: str) -> Route:
     """Where a topic's records belong: derived with the operator's naming rules."""
-    parts = topic.split(".")
-    if len(parts) != 3 or not naming.is_slug(parts[0]):
+    parts = tenancy.parse_topic(topic)
+    if parts is None:
         raise RecordError(f"topic {topic!r} is not a tenant data topic <municipality>.<tool>.<dataset>")
     tenant, tool, dataset = parts
     return Route(topic=topic, tenant=tenant, tool=tool, dataset=dataset, database=naming.database(tenant),
@@ -294,17 +292,17 @@ class TableSchema:
                      retention_days: int | None = None, now: datetime | None = None) -> "TableSchema":
         """``columns``: (name, type, default_kind, comment) in table order."""
         types = {name: column_type for name, column_type, _kind, _comment in columns}
-        missing = [name for name in STANDARD_COLUMNS if name not in types]
+        missing = [name for name in tenancy.EVENT_COLUMNS if name not in types]
         problem = (f"table {database}.{table} lacks the standard column(s) {', '.join(missing)}; "
                    "it was not created by the operator") if missing else None
         fields = {}
         for name, column_type, default_kind, comment in columns:
-            if name in STANDARD_COLUMNS or (default_kind and name == "ingested_at"):
+            if name in tenancy.EVENT_COLUMNS or (default_kind and name == tenancy.INGESTED_AT):
                 continue
             unit = _UNIT.search(comment or "")
             fields[name] = FieldColumn(name=name, type=column_type, nullable=column_type.startswith("Nullable("),
                                        coerce=coercer(column_type), unit=unit.group(1) if unit else None)
-        names = tuple(n for n in STANDARD_COLUMNS if n in types) + tuple(fields)
+        names = tuple(n for n in tenancy.EVENT_COLUMNS if n in types) + tuple(fields)
         oldest = None
         if retention_days:
             oldest = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
@@ -393,12 +391,6 @@ class TableSchema:
         if problems:
             raise RecordError("; ".join(problems))
         return tuple(row)
-
-
-def retention_days(engine_full: str) -> int | None:
-    """The days of a platform table's ``TTL observed_at + INTERVAL n DAY DELETE``."""
-    found = re.search(r"TTL\s+toDateTime\(observed_at\)\s*\+\s*toIntervalDay\((\d+)\)", engine_full)
-    return int(found.group(1)) if found else None
 
 
 def decode(payload: bytes | None, target: Route, schema: TableSchema | None) -> tuple:
@@ -1018,7 +1010,7 @@ class Sink:
             "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
             parameters={"db": target.database, "t": target.table}).result_rows)
         return TableSchema.from_columns(target.database, target.table, [tuple(r) for r in rows],
-                                        retention_days=retention_days(engine[0][0] if engine else ""))
+                                        retention_days=tenancy.retention_days(engine[0][0] if engine else ""))
 
     # Writing ------------------------------------------------------------------------
     def flush_all(self) -> None:
@@ -1081,7 +1073,7 @@ class Sink:
         key = (batch.topic, batch.partition)
         if key in self._paused:
             self._unpark(batch)
-        tenant = batch.topic.split(".", 1)[0]
+        tenant = tenancy.tenant_of_topic(batch.topic)
         self.metrics.count("in", tenant, batch.records + batch.duplicates)
         self.metrics.count("stored", tenant, len(batch.rows))
         self.metrics.count("duplicate", tenant, batch.duplicates)
@@ -1194,14 +1186,12 @@ class Sink:
         aggregate the table's current rows again. Readings of one sensor reach one partition,
         whose batches this single writer writes in order, so nothing else changes these rows
         meanwhile. Skipped where the dataset has no rollup or its backfill has not run yet."""
-        from urbanstack.operator.plan import parse_rollup_comment
-
         target, schema = batch.target, batch.schema
         rollup = naming.rollup_table(target.tool, target.dataset)
         found = self._warehouse.query(
             "SELECT comment FROM system.tables WHERE database = {db:String} AND name = {t:String}",
             parameters={"db": target.database, "t": rollup}).result_rows
-        state = parse_rollup_comment(found[0][0]) if found else None
+        state = tenancy.parse_rollup_comment(found[0][0]) if found else None
         if state is None or not state.backfilled:
             batch.repair.clear()
             return
@@ -1210,9 +1200,9 @@ class Sink:
             parameters={"db": target.database, "t": rollup}).result_rows]
         measures = []
         for name in columns:
-            field_name, _, part = name.rpartition("__")
-            if part in naming.ROLLUP_PARTS and field_name in schema.fields:
-                measures.append((name, f"{part}(`{field_name}`)"))
+            measure = tenancy.rollup_measure(name)
+            if measure is not None and measure[0] in schema.fields:
+                measures.append((name, tenancy.rollup_expression(*measure)))
         precision, unit = schema.precision, 10 ** schema.precision
         keys = sorted((sensor, hour // unit) for sensor, hour in batch.repair)   # hours in seconds
         sensors = sorted({sensor for sensor, _ in keys})
@@ -1269,7 +1259,7 @@ class Sink:
             if error is not None:
                 failures.append(error.str())
 
-        dlq = naming.dlq_topic(batch.topic.split(".", 1)[0])
+        dlq = naming.dlq_topic(tenancy.tenant_of_topic(batch.topic))
         for offset, payload, reason, row in batch.rejected:
             headers = [(HEADER_ERROR, reason[:2000].encode()), (HEADER_STAGE, b"sink"),
                        (HEADER_TOPIC, batch.topic.encode()), (HEADER_PARTITION, str(batch.partition).encode()),

@@ -175,7 +175,7 @@ class Settings:
                     values[field.name] = _flag(spec.env, raw)
                 else:
                     values[field.name] = raw
-            except ValueError as exc:
+            except ValueError:
                 if field.type == "bool":
                     raise
                 raise ValueError(f"{spec.env} must be a number, got {raw!r}") from None

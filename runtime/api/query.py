@@ -42,7 +42,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from zoneinfo import ZoneInfo, available_timezones
 
 from urbanstack.operator import naming
-from urbanstack.operator.plan import parse_rollup_comment
+from urbanstack import tenancy
 
 from .auth import Permission, Principal
 from .catalogue import Catalogue, DatasetInfo, FieldInfo
@@ -84,15 +84,9 @@ _BUCKET_SQL = {
 }
 
 # What each aggregate needs from the rollup, per field (see naming.rollup_column).
-_ROLLUP_PARTS = {
-    Aggregate.count: ("count",),
-    Aggregate.sum: ("sum",),
-    Aggregate.avg: ("sum", "count"),
-    Aggregate.min: ("min",),
-    Aggregate.max: ("max",),
-}
-# Partial aggregates: from the table (per row) and from the rollup (per sensor and hour) ...
-_PARTIAL_RAW = {"count": "count({column})", "sum": "sum({column})", "min": "min({column})", "max": "max({column})"}
+_ROLLUP_PARTS = {Aggregate(name): parts for name, parts in tenancy.AGGREGATE_PARTS.items()}
+# Partial aggregates: from the table per row (tenancy.rollup_expression, as the rollup computes
+# them) and from the rollup per sensor and hour ...
 _PARTIAL_ROLLUP = {"count": "sum({column})", "sum": "sum({column})", "min": "min({column})", "max": "max({column})"}
 # ... and how the outer query combines them into what the caller asked for.
 _COMBINE = {
@@ -533,7 +527,7 @@ class QueryEngine:
             log.warning("cannot inspect rollup %s.%s: %s", dataset.database, rollup, str(exc).strip()[:200])
             rows = []
         found = {name: (comment, names) for name, comment, names in rows}
-        state = parse_rollup_comment(found[rollup][0]) if rollup in found else None
+        state = tenancy.parse_rollup_comment(found[rollup][0]) if rollup in found else None
         columns = frozenset(found[rollup][1]) if view in found and state is not None and state.backfilled else None
         self._rollup_state[key] = (now + ROLLUP_STATE_SECONDS, columns)
         return columns
@@ -588,7 +582,7 @@ class QueryEngine:
         branches.append(f"SELECT {_BUCKET_SQL[bucket].replace('observed_at', '`hour`')} AS bucket{sensor_column}, "
                         f"sum(`rows`) AS {prefix}_rows{columns} FROM {rollup} WHERE {' AND '.join(where)}"
                         f"{rollup_cursor} GROUP BY {keys}")
-        columns = "".join(f", {_PARTIAL_RAW[part].format(column=_quote(name))} AS {alias[(name, part)]}"
+        columns = "".join(f", {tenancy.rollup_expression(name, part)} AS {alias[(name, part)]}"
                           for name, part in parts)
         for edge, (low, high) in (("a", (start, first)), ("z", (last, end))):
             if low < high:

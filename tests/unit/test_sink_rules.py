@@ -10,7 +10,7 @@ import pytest
 
 from urbanstack.runtime.events import EventError, Observation, ObservationBatch
 from urbanstack.runtime.sink import (Batch, RecordError, SinkConfig, TableSchema, decode, decode_batch, decode_event,
-                                     dedup_token, parse_intent, retention_days, route)
+                                     dedup_token, parse_intent, route)
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=timezone.utc)
 TOPIC = "guetersloh.passantenfrequenz-wetter.pedestrian_counts"
@@ -64,12 +64,6 @@ def test_config_from_environment():
     assert (config.batch_rows, config.batch_seconds, config.group_id) == (500, 0.25, "g")
     with pytest.raises(ValueError, match="URBANSTACK_SINK_BATCH_ROWS must be a int"):
         SinkConfig.from_env({"URBANSTACK_SINK_BATCH_ROWS": "many"})
-
-
-def test_retention_is_read_from_the_engine():
-    engine = ("ReplacingMergeTree(ingested_at) PARTITION BY toYYYYMM(observed_at) ORDER BY (sensor_id, event_id) "
-              "TTL toDateTime(observed_at) + toIntervalDay(730) SETTINGS index_granularity = 8192")
-    assert retention_days(engine) == 730 and retention_days("MergeTree ORDER BY x") is None
 
 
 def test_row_in_column_order(schema):
