@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from urbanstack import tenancy
-from urbanstack.operator import naming
+from urbanstack.operator import naming, rbac
 from urbanstack.tenancy import RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
                                         Quotas)
@@ -628,6 +628,8 @@ def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: 
     manifests = [
         render_yaml("kubernetes/namespace.yaml.j2", namespace=namespace, labels=namespace_labels,
                     display_name=spec.display_name),
+        # Before anything else in the namespace: the operator's only rights there come from it.
+        rbac.tenant_role_binding(namespace, labels),
         render_yaml("kubernetes/resourcequota.yaml.j2", name="tenant-quota", cpu=quotas.cpu, memory=quotas.memory,
                     **common),
         render_yaml("kubernetes/limitrange.yaml.j2", name="tenant-limits", cpu=quotas.cpu, memory=quotas.memory,

@@ -1,17 +1,31 @@
 """The Kubernetes permissions the operator needs, and nothing more.
 
-This list is the single source of the operator's ClusterRole: the local
-platform binds it to the operator's identity (so the integration tests fail if
-the code needs a right that is missing here) and the Pulumi stack installs the
-same rules. Add a rule here in the same change that makes the code need it.
+These lists are the single source of the operator's rights: the local platform
+binds them to the operator's identity (so the integration tests fail if the code
+needs a right that is missing here) and the Pulumi stack installs the same rules.
+Add a rule here in the same change that makes the code need it.
+
+Two roles, because RBAC cannot scope a ClusterRole by label or name prefix:
+
+- ``urbanstack-operator`` (bound cluster-wide): the custom resources, namespaces,
+  and binding one role, ``urbanstack-operator-tenant``, in a namespace;
+- ``urbanstack-operator-tenant`` (bound nowhere cluster-wide): what the operator
+  manages inside a tenant namespace — Secrets among them. The plan puts a
+  RoleBinding to it for the operator's identity into every namespace it creates
+  (:func:`tenant_role_binding`), right after the namespace, so the operator reads
+  Secrets only in the namespaces it owns, never in kube-system or anywhere else.
+
+docs/operator.md says what remains broad and why.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 READ = ("get", "list", "watch")
 MANAGE = ("get", "list", "watch", "create", "patch", "update", "delete")
+TENANT_CLUSTER_ROLE_NAME = "urbanstack-operator-tenant"
 
 
 @dataclass(frozen=True)
@@ -40,14 +54,30 @@ RULES: tuple[Rule, ...] = (
          "peering between operator replicas, so exactly one reconciles"),
     Rule(("",), ("events",), ("create", "patch"), "Kubernetes events on the custom resources"),
     Rule(("events.k8s.io",), ("events",), ("create", "patch"), "Kubernetes events (new API group)"),
-    Rule(("",), ("namespaces",), MANAGE, "one namespace per municipality"),
+    Rule(("",), ("namespaces",), MANAGE,
+         "one namespace per municipality; namespace names are not known in advance, and create, list and "
+         "watch cannot be limited by name, so this is cluster-wide"),
+    Rule(("rbac.authorization.k8s.io",), ("rolebindings",), ("get", "create", "patch"),
+         "give itself the tenant role in each namespace it creates (server-side apply: get, create, patch)"),
+    Rule(("rbac.authorization.k8s.io",), ("clusterroles",), ("bind",),
+         "bind exactly the tenant role, which it does not hold cluster-wide", resource_names=(TENANT_CLUSTER_ROLE_NAME,)),
+)
+
+CLUSTER_ROLE_NAME = "urbanstack-operator"
+
+# Inside a tenant namespace only, through the RoleBinding the plan creates there.
+TENANT_RULES: tuple[Rule, ...] = (
     Rule(("",), ("resourcequotas", "limitranges", "secrets", "services", "configmaps"), MANAGE,
          "quota, defaults, tenant credentials, tool services and settings in tenant namespaces"),
     Rule(("networking.k8s.io",), ("networkpolicies",), MANAGE, "default-deny network policy per tenant"),
     Rule(("apps",), ("deployments",), MANAGE, "CityTool deployments in tenant namespaces"),
 )
 
-CLUSTER_ROLE_NAME = "urbanstack-operator"
+# Who the operator is: in a cluster the stack's service account, on the local platform
+# the user of its own kubeconfig (urbanstack/devplatform/bootstrap.py).
+OPERATOR_SERVICE_ACCOUNT = ("urbanstack-system", "urbanstack-operator")
+OPERATOR_USER = "urbanstack-operator"
+TENANT_ROLE_BINDING = "urbanstack-operator"
 
 
 def cluster_role() -> dict:
@@ -57,6 +87,45 @@ def cluster_role() -> dict:
         "metadata": {"name": CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in RULES],
     }
+
+
+def tenant_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": TENANT_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in TENANT_RULES],
+    }
+
+
+def tenant_role_binding(namespace: str, labels: dict[str, str]) -> dict:
+    """The operator's rights in one tenant namespace: the tenant role, for its own identity only."""
+    account_namespace, account = OPERATOR_SERVICE_ACCOUNT
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": {"name": TENANT_ROLE_BINDING, "namespace": namespace, "labels": dict(labels)},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": TENANT_CLUSTER_ROLE_NAME},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace},
+                     {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": OPERATOR_USER}],
+    }
+
+
+def await_tenant_access(api_client, namespace: str, timeout: float = 10.0) -> None:
+    """Return once the API server applies a just-created tenant RoleBinding to this identity
+    (its authorizer learns of new bindings through a watch, a moment after the write)."""
+    from kubernetes import client
+
+    review = client.V1SelfSubjectAccessReview(spec=client.V1SelfSubjectAccessReviewSpec(
+        resource_attributes=client.V1ResourceAttributes(namespace=namespace, verb="create", resource="secrets")))
+    api = client.AuthorizationV1Api(api_client)
+    deadline = time.monotonic() + timeout
+    while not api.create_self_subject_access_review(review).status.allowed:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the RoleBinding {TENANT_ROLE_BINDING} in {namespace} gave the operator no access to "
+                               f"Secrets after {timeout:.0f} s; is the ClusterRole {TENANT_CLUSTER_ROLE_NAME} "
+                               f"installed (operator/rbac.py)?")
+        time.sleep(0.05)
 
 
 # Name of the Secret in every tenant namespace that the ingest service may read

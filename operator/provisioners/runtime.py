@@ -25,7 +25,7 @@ from kubernetes.dynamic.exceptions import DynamicApiError
 
 from urbanstack.operator.plan import LABEL_MUNICIPALITY, KubeObject, RuntimePart
 from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
-from urbanstack.operator.rbac import INGEST_SECRET
+from urbanstack.operator.rbac import INGEST_SECRET, await_tenant_access
 
 BACKEND = "Kubernetes"
 FIELD_MANAGER = "urbanstack-operator"
@@ -85,8 +85,10 @@ class RuntimeProvisioner:
             live = self._get(obj)
             if live is None:
                 observed.missing.append(f"{obj.kind} {obj.name}")
+                if obj.kind in ("Namespace", "RoleBinding"):
+                    return observed  # the operator may read nothing else there before apply binds its role
                 continue
-            for section in ("spec", "data", "rules"):
+            for section in ("spec", "data", "rules", "roleRef", "subjects"):
                 if section in obj.manifest and not _subset(obj.manifest[section], live.get(section)):
                     observed.drifted.append(f"{obj.kind} {obj.name}")
                     break
@@ -121,6 +123,8 @@ class RuntimeProvisioner:
                 raise _unavailable(exc) from None
             if not existed:
                 actions.append(f"created {obj.kind} {obj.name}")
+                if obj.kind == "RoleBinding":
+                    await_tenant_access(self._api_client, obj.namespace)
         credentials, created = self._ensure_secret(part, fixed_values)
         if created:
             actions.append(f"created Secret {part.secret.name}")

@@ -1,8 +1,11 @@
 """The operator: two Kopf replicas that elect one leader through a peering object.
 
-Its ClusterRole is ``urbanstack.operator.rbac`` verbatim — the same rules the
+Its ClusterRoles are ``urbanstack.operator.rbac`` verbatim — the same rules the
 local platform binds in the integration tests, so a missing right fails there
-and a superfluous one is never granted here.
+and a superfluous one is never granted here. ``urbanstack-operator`` is bound
+cluster-wide; ``urbanstack-operator-tenant`` is bound by the operator itself in
+each tenant namespace it creates, to the service account declared here
+(``rbac.OPERATOR_SERVICE_ACCOUNT``).
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         rbac.CLUSTER_ROLE_NAME,
         metadata=common.metadata(cfg, rbac.CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
         rules=manifest["rules"],
+    )
+    # Bound nowhere here: the operator binds it in each namespace it creates.
+    tenant_role = ClusterRole(
+        rbac.TENANT_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.TENANT_CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
+        rules=rbac.tenant_cluster_role()["rules"],
     )
     binding = ClusterRoleBinding(
         rbac.CLUSTER_ROLE_NAME,
@@ -87,7 +96,7 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
                 },
             },
         },
-        opts=common.options(depends_on=[*after, binding, peering, *backends.resources, *crds]),
+        opts=common.options(depends_on=[*after, binding, tenant_role, peering, *backends.resources, *crds]),
     )
     budget = PodDisruptionBudget(
         common.name(COMPONENT),
@@ -95,5 +104,6 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         spec={"minAvailable": 1, "selector": {"matchLabels": common.selector(COMPONENT)}},
         opts=common.options(depends_on=after),
     )
-    return {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding, "peering": peering,
+    return {"serviceAccount": account, "clusterRole": role, "tenantClusterRole": tenant_role,
+            "clusterRoleBinding": binding, "peering": peering,
             "deployment": deployment, "podDisruptionBudget": budget}

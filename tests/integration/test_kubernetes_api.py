@@ -162,3 +162,65 @@ def test_rbac_is_enforced(platform):
     with pytest.raises(ApiException) as denied:
         kubernetes.client.CoreV1Api(runtime).list_secret_for_all_namespaces(limit=1)
     assert denied.value.status == 403
+
+
+def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, kube_api):
+    """The operator's rights from operator/rbac.py, held by its in-cluster service account
+    (impersonated; the cluster-wide role is installed under this test's own name, so the
+    local platform's binding is untouched): it provisions a municipality's namespace with its
+    Secrets, and is refused every Secret it did not create there — kube-system's included."""
+    from urbanstack.operator import rbac
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
+    from ingest_harness import manifest
+
+    suffix = uuid.uuid4().hex[:6]
+    account_namespace, account = rbac.OPERATOR_SERVICE_ACCOUNT
+    admin_rbac, admin_core = kubernetes.client.RbacAuthorizationV1Api(kube_api), kubernetes.client.CoreV1Api(kube_api)
+    role = f"urbanstack-operator-test-{suffix}"
+    dynamic = kubernetes.dynamic.DynamicClient(kube_api)
+    for body in (rbac.tenant_cluster_role(), rbac.cluster_role() | {"metadata": {"name": role}}):
+        dynamic.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole").server_side_apply(
+            body=body, name=body["metadata"]["name"], field_manager="urbanstack-test", force_conflicts=True)
+    admin_rbac.create_cluster_role_binding({
+        "metadata": {"name": role},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": account_namespace}]})
+    foreign = admin_core.create_namespaced_secret("kube-system", {
+        "metadata": {"name": f"urbanstack-test-{suffix}"}, "stringData": {"token": "not-for-the-operator"}})
+    operator = kubernetes.config.new_client_from_config(config_file=str(platform.kubeconfig))
+    operator.set_default_header("Impersonate-User", f"system:serviceaccount:{account_namespace}:{account}")
+    desired = plan(parse_municipality(manifest("rbac", [])), [])
+    try:
+        provisioner = RuntimeProvisioner(operator)
+        actions, credentials = provisioner.apply(desired.runtime, {"kafka-username": desired.streaming.user})
+        assert f"created RoleBinding {rbac.TENANT_ROLE_BINDING}" in actions
+        assert provisioner.observe(desired.runtime).in_sync
+        stored = admin_core.read_namespaced_secret(desired.runtime.secret.name, desired.runtime.namespace)
+        assert set(stored.data) == set(credentials)
+
+        core = kubernetes.client.CoreV1Api(operator)
+        for forbidden in (lambda: core.read_namespaced_secret(foreign.metadata.name, "kube-system"),
+                          lambda: core.list_namespaced_secret("kube-system", limit=1),
+                          lambda: core.list_secret_for_all_namespaces(limit=1),
+                          lambda: core.create_namespaced_secret("kube-system", {"metadata": {"name": "x"}}),
+                          # the tenant role is for namespaces the plan creates, not one it names itself
+                          lambda: kubernetes.client.RbacAuthorizationV1Api(operator).create_namespaced_role_binding(
+                              "kube-system", {"metadata": {"name": f"x-{suffix}"}, "roleRef": {
+                                  "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                  "name": "cluster-admin"}, "subjects": rbac.tenant_role_binding("x", {})["subjects"]})):
+            with pytest.raises(ApiException) as denied:
+                forbidden()
+            assert denied.value.status == 403
+        assert provisioner.delete(desired.runtime) == [f"deleted namespace {desired.runtime.namespace}"]
+    finally:
+        for cleanup in (lambda: admin_core.delete_namespace(desired.runtime.namespace),
+                        lambda: admin_core.delete_namespaced_secret(foreign.metadata.name, "kube-system"),
+                        lambda: admin_rbac.delete_cluster_role_binding(role),
+                        lambda: admin_rbac.delete_cluster_role(role)):
+            try:
+                cleanup()
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise

