@@ -1,10 +1,8 @@
 """The data plane: api, sink and connectors from the one runtime image.
 
 Each Deployment runs one ``urbanstack`` command (``COMMANDS``) and sets exactly
-the environment variables that command reads (``urbanstack/settings.py``,
-``SinkConfig.ENV`` in ``runtime/sink.py``, the ``os.environ`` reads of
-``urbanstack/cli.py`` and ``runtime/ingest/service.py``); credentials only as
-``secretKeyRef``. The tests check every variable against the code.
+the environment variables that command reads (``FIELDS`` in ``urbanstack/settings.py``,
+``SinkConfig.ENV`` in ``runtime/sink.py``); credentials only as ``secretKeyRef``. The tests check every variable against the code.
 
 The HTTP services answer ``/healthz`` on their ``http`` port; the sink serves no
 HTTP, only Prometheus metrics on loopback, which its probes ask from inside the pod.
