@@ -105,3 +105,23 @@ def test_production_code_does_not_import_the_dev_platform():
             if any(name.startswith("urbanstack.devplatform") for name in names):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+@pytest.mark.parametrize("command, variables, environment", [
+    (["sink"], "URBANSTACK_SINK_KAFKA_USER and URBANSTACK_SINK_KAFKA_PASSWORD",
+     {"URBANSTACK_WAREHOUSE_URL": "http://default:pw@127.0.0.1:1"}),
+    # In a pod nothing is filled in, even with the embedded warehouse.
+    (["sink"], "URBANSTACK_SINK_KAFKA_USER and URBANSTACK_SINK_KAFKA_PASSWORD", {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}),
+    (["operator", "run"], "URBANSTACK_KAFKA_ADMIN_USER and URBANSTACK_KAFKA_ADMIN_PASSWORD",
+     {"URBANSTACK_WAREHOUSE_URL": "http://default:pw@127.0.0.1:1"}),
+])
+def test_a_production_service_without_its_identity_stops_at_start(command, variables, environment, monkeypatch,
+                                                                   tmp_path, capsys):
+    from urbanstack import cli
+
+    monkeypatch.setenv("URBANSTACK_STATE_DIR", str(tmp_path))
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    assert cli.main(command) == 2
+    assert f"error: set {variables}:" in capsys.readouterr().err
+    assert not (tmp_path / "secrets").exists()   # the local platform's credentials were not touched
