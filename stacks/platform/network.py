@@ -31,10 +31,6 @@ def _namespace(namespace: str) -> dict:
     return {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}
 
 
-def _component(component: str) -> dict:
-    return {"podSelector": {"matchLabels": common.selector(component)}}
-
-
 def _tcp(ports) -> list[dict]:
     return [{"protocol": "TCP", "port": port} for port in ports]
 
