@@ -111,6 +111,50 @@ def tenant_role_binding(namespace: str, labels: dict[str, str]) -> dict:
     }
 
 
+# naming.namespace: every namespace the operator creates is called muni-<slug>.
+OWNED_NAMESPACE_PREFIX = "muni-"
+ADMISSION_POLICY_NAME = "urbanstack-operator-namespaces"
+
+
+def operator_usernames() -> tuple[str, ...]:
+    account_namespace, account = OPERATOR_SERVICE_ACCOUNT
+    return (f"system:serviceaccount:{account_namespace}:{account}", OPERATOR_USER)
+
+
+def admission_policy() -> list[dict]:
+    """What RBAC cannot say: the operator creates, changes and deletes only namespaces named
+    ``muni-*``, and binds its tenant role only inside them. A ValidatingAdmissionPolicy (and its
+    binding) checked by the API server on every such write of the operator's identities; so
+    it cannot bind itself into kube-system, nor touch kube-system as a namespace."""
+    users = ", ".join(f"'{name}'" for name in operator_usernames())
+    return [{
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": ADMISSION_POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [
+                {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE", "UPDATE", "DELETE"],
+                 "resources": ["namespaces"]},
+                {"apiGroups": ["rbac.authorization.k8s.io"], "apiVersions": ["v1"],
+                 "operations": ["CREATE", "UPDATE"], "resources": ["rolebindings"]}]},
+            "matchConditions": [{"name": "operator", "expression": f"request.userInfo.username in [{users}]"}],
+            "validations": [{
+                "expression": f"request.resource.resource == 'namespaces' "
+                              f"? (object != null ? object : oldObject).metadata.name.startsWith('{OWNED_NAMESPACE_PREFIX}') "
+                              f": request.namespace.startsWith('{OWNED_NAMESPACE_PREFIX}')",
+                "message": f"the urbanstack operator manages only namespaces named {OWNED_NAMESPACE_PREFIX}* "
+                           f"and binds its role only inside them (operator/rbac.py)",
+            }],
+        },
+    }, {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": ADMISSION_POLICY_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "spec": {"policyName": ADMISSION_POLICY_NAME, "validationActions": ["Deny"]},
+    }]
+
+
 def await_tenant_access(api_client, namespace: str, timeout: float = 10.0) -> None:
     """Return once the API server applies a just-created tenant RoleBinding to this identity
     (its authorizer learns of new bindings through a watch, a moment after the write)."""

@@ -5,12 +5,14 @@ local platform binds in the integration tests, so a missing right fails there
 and a superfluous one is never granted here. ``urbanstack-operator`` is bound
 cluster-wide; ``urbanstack-operator-tenant`` is bound by the operator itself in
 each tenant namespace it creates, to the service account declared here
-(``rbac.OPERATOR_SERVICE_ACCOUNT``).
+(``rbac.OPERATOR_SERVICE_ACCOUNT``). ``rbac.admission_policy()`` limits both to
+namespaces named ``muni-*``, which RBAC alone cannot.
 """
 
 from __future__ import annotations
 
 import pulumi
+from pulumi_kubernetes.admissionregistration.v1 import ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.apps.v1 import Deployment
 from pulumi_kubernetes.core.v1 import ServiceAccount
@@ -46,6 +48,15 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         metadata=common.metadata(cfg, rbac.TENANT_CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
         rules=rbac.tenant_cluster_role()["rules"],
     )
+    policy_manifest, policy_binding_manifest = rbac.admission_policy()
+    policy = ValidatingAdmissionPolicy(
+        rbac.ADMISSION_POLICY_NAME,
+        metadata=common.metadata(cfg, rbac.ADMISSION_POLICY_NAME, COMPONENT, namespace=None),
+        spec=policy_manifest["spec"])
+    policy_binding = ValidatingAdmissionPolicyBinding(
+        rbac.ADMISSION_POLICY_NAME,
+        metadata=common.metadata(cfg, rbac.ADMISSION_POLICY_NAME, COMPONENT, namespace=None),
+        spec=policy_binding_manifest["spec"], opts=common.options(depends_on=[policy]))
     binding = ClusterRoleBinding(
         rbac.CLUSTER_ROLE_NAME,
         metadata=common.metadata(cfg, rbac.CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
@@ -96,7 +107,8 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
                 },
             },
         },
-        opts=common.options(depends_on=[*after, binding, tenant_role, peering, *backends.resources, *crds]),
+        opts=common.options(depends_on=[*after, binding, tenant_role, policy_binding, peering, *backends.resources,
+                                        *crds]),
     )
     budget = PodDisruptionBudget(
         common.name(COMPONENT),
@@ -105,5 +117,6 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         opts=common.options(depends_on=after),
     )
     return {"serviceAccount": account, "clusterRole": role, "tenantClusterRole": tenant_role,
+            "admissionPolicy": policy, "admissionPolicyBinding": policy_binding,
             "clusterRoleBinding": binding, "peering": peering,
             "deployment": deployment, "podDisruptionBudget": budget}

@@ -168,7 +168,8 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
     """The operator's rights from operator/rbac.py, held by its in-cluster service account
     (impersonated; the cluster-wide role is installed under this test's own name, so the
     local platform's binding is untouched): it provisions a municipality's namespace with its
-    Secrets, and is refused every Secret it did not create there — kube-system's included."""
+    Secrets, and is refused every Secret it did not create there — kube-system's included —
+    as well as binding itself into kube-system or changing that namespace (admission policy)."""
     from urbanstack.operator import rbac
     from urbanstack.operator.models import parse_municipality
     from urbanstack.operator.plan import plan
@@ -180,8 +181,9 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
     admin_rbac, admin_core = kubernetes.client.RbacAuthorizationV1Api(kube_api), kubernetes.client.CoreV1Api(kube_api)
     role = f"urbanstack-operator-test-{suffix}"
     dynamic = kubernetes.dynamic.DynamicClient(kube_api)
-    for body in (rbac.tenant_cluster_role(), rbac.cluster_role() | {"metadata": {"name": role}}):
-        dynamic.resources.get(api_version="rbac.authorization.k8s.io/v1", kind="ClusterRole").server_side_apply(
+    for body in (rbac.tenant_cluster_role(), rbac.cluster_role() | {"metadata": {"name": role}},
+                 *rbac.admission_policy()):
+        dynamic.resources.get(api_version=body["apiVersion"], kind=body["kind"]).server_side_apply(
             body=body, name=body["metadata"]["name"], field_manager="urbanstack-test", force_conflicts=True)
     admin_rbac.create_cluster_role_binding({
         "metadata": {"name": role},
@@ -201,6 +203,21 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
         assert set(stored.data) == set(credentials)
 
         core = kubernetes.client.CoreV1Api(operator)
+        self_binding = rbac.tenant_role_binding("kube-system", {})
+        bind_into_kube_system = lambda: kubernetes.client.RbacAuthorizationV1Api(  # noqa: E731
+            operator).create_namespaced_role_binding("kube-system", self_binding, dry_run="All")
+        deadline = time.monotonic() + 30   # the API server loads a new policy through a watch
+        while True:
+            try:
+                bind_into_kube_system()
+            except ApiException as refused:
+                assert refused.status in (403, 422) and "only namespaces named muni-" in refused.body
+                break
+            assert time.monotonic() < deadline, "the admission policy never refused the operator's binding"
+            time.sleep(0.2)
+        with pytest.raises(ApiException) as refused:
+            core.patch_namespace("kube-system", {"metadata": {"labels": {"owned": "by-the-operator"}}}, dry_run="All")
+        assert "only namespaces named muni-" in refused.value.body
         for forbidden in (lambda: core.read_namespaced_secret(foreign.metadata.name, "kube-system"),
                           lambda: core.list_namespaced_secret("kube-system", limit=1),
                           lambda: core.list_secret_for_all_namespaces(limit=1),

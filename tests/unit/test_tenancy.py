@@ -51,3 +51,17 @@ def test_topics_route_back_to_the_tables_the_plan_names(table):
     pattern = re.compile(SinkConfig().topic_pattern)
     assert pattern.match(table.topic) and not pattern.match(target.dlq_topic)
     assert tenancy.parse_topic(target.dlq_topic) is None
+
+
+def test_the_namespaces_the_plan_creates_are_those_the_admission_policy_admits():
+    from urbanstack.operator import rbac
+
+    from urbanstack.operator.models import parse_municipality
+
+    for slug in ("guetersloh", "a" * 60):   # a slug long enough for naming.fit to shorten
+        body = {"apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
+                "spec": {"displayName": "Test", "ags": "05754008", "admins": ["admin@example.org"]}}
+        runtime = plan(parse_municipality(body), TOOLS).runtime
+        assert runtime.namespace.startswith(rbac.OWNED_NAMESPACE_PREFIX)
+        assert [obj.kind for obj in runtime.objects[:2]] == ["Namespace", "RoleBinding"]
+        assert runtime.objects[1].namespace == runtime.namespace

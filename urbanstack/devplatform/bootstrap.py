@@ -29,7 +29,8 @@ def manifests() -> list[dict]:
 
     return [*crdgen.crds().values(),
             rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, rbac.OPERATOR_USER), rbac.tenant_cluster_role(),
-            rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER)]
+            rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER),
+            *rbac.admission_policy()]
 
 
 def apply(settings: Settings, timeout: float = 60.0) -> list[str]:

@@ -130,6 +130,13 @@ def test_the_operator_reads_secrets_only_through_the_binding_in_namespaces_it_cr
     assert binding["roleRef"]["name"] == rbac.TENANT_CLUSTER_ROLE_NAME
     # Unnamed `bind` (any role) is still a takeover right.
     assert rbac_problems([{**bind, "resourceNames": []}])
+    # What RBAC cannot say, admission does: only muni-* namespaces, for the operator's identities.
+    policy, policy_binding = rbac.admission_policy()
+    assert stack.one("ValidatingAdmissionPolicy", rbac.ADMISSION_POLICY_NAME).inputs["spec"] == json.loads(
+        json.dumps(policy["spec"]))
+    assert (stack.one("ValidatingAdmissionPolicyBinding", rbac.ADMISSION_POLICY_NAME).inputs["spec"]
+            == policy_binding["spec"])
+    assert f"system:serviceaccount:{account['namespace']}:{account['name']}" in json.dumps(policy["spec"])
 
 
 def test_runtime_reads_only_the_named_ingest_secret(stack):
