@@ -7,7 +7,7 @@ Add a rule here in the same change that makes the code need it.
 
 Two roles, because RBAC cannot scope a ClusterRole by label or name prefix:
 
-- ``urbanstack-operator`` (bound cluster-wide): the custom resources, namespaces,
+- ``urbanstack-operator-cluster`` (bound cluster-wide): the custom resources, namespaces,
   and binding one role, ``urbanstack-operator-tenant``, in a namespace;
 - ``urbanstack-operator-tenant`` (bound nowhere cluster-wide): what the operator
   manages inside a tenant namespace — Secrets among them. The plan puts a
@@ -63,7 +63,9 @@ RULES: tuple[Rule, ...] = (
          "bind exactly the tenant role, which it does not hold cluster-wide", resource_names=(TENANT_CLUSTER_ROLE_NAME,)),
 )
 
-CLUSTER_ROLE_NAME = "urbanstack-operator"
+# Not "urbanstack-operator", the name of the earlier role that held Secrets cluster-wide:
+# a local platform set up before keeps that role and binding until it is purged.
+CLUSTER_ROLE_NAME = "urbanstack-operator-cluster"
 
 # Inside a tenant namespace only, through the RoleBinding the plan creates there.
 TENANT_RULES: tuple[Rule, ...] = (
