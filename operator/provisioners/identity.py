@@ -69,13 +69,14 @@ before it expires and re-obtained after a 401 (Keycloak restarted).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from urbanstack.operator.plan import IdentityPart, KeycloakClient, KeycloakRole
-from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Observed
+from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Diff, DiffBuilder, Difference, dispatch
 
 BACKEND = "Keycloak"
 ADMIN_REALM = "master"
@@ -91,6 +92,8 @@ TENANT_CLAIM = "organization"
 # Client settings the plan decides or that must hold for every tenant client; others are left alone.
 _CLIENT_FIELDS = ("name", "enabled", "publicClient", "standardFlowEnabled", "implicitFlowEnabled",
                   "directAccessGrantsEnabled", "serviceAccountsEnabled", "fullScopeAllowed")
+# Actions that converge one object each; the others converge their whole area once per apply.
+PER_OBJECT = ("set_client", "delete_client")
 _TOKEN_MARGIN_SECONDS = 15
 _PAGE = 100
 
@@ -155,6 +158,17 @@ def settings_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
         elif str(value) != str(have):
             drifted.append(key)
     return drifted
+
+
+def _client_secret(client: KeycloakClient, credentials: Mapping[str, str]) -> str | None:
+    """The confidential client's secret from the tenant Secret (None for a public client)."""
+    if not client.secret_key or client.public:
+        return None
+    secret = credentials.get(client.secret_key)
+    if not secret:
+        raise RuntimeError(f"the tenant Secret has no key {client.secret_key!r} for client "
+                           f"{client.client_id}; create the Secret (runtime) before the identity")
+    return secret
 
 
 def _api_client(part: IdentityPart) -> KeycloakClient:
@@ -324,130 +338,213 @@ class IdentityProvisioner:
         return {r["name"] for r in found}
 
     # observe --------------------------------------------------------------------
-    def observe(self, part: IdentityPart) -> Observed:
-        observed = Observed()
+    def observe(self, part: IdentityPart, credentials: Mapping[str, str]) -> Diff:
+        found = DiffBuilder()
+        secrets = {c.client_id: _client_secret(c, credentials) for c in part.clients}
         realm = self._realm(part.realm)
         if realm is None:
-            observed.missing.append(f"realm {part.realm}")
-            observed.missing += [f"client {c.client_id}" for c in part.clients]
-            return observed
-        observed.drifted += [f"realm {part.realm} {key}" for key in settings_drift(part.realm_settings, realm)]
-        self._observe_mfa(part, realm, observed)
+            found.add(f"realm {part.realm}", "exists", True, False, "set_realm")
+            found.add(f"realm {part.realm}", "browser flow", BROWSER_FLOW, None, "set_mfa")
+            for client in part.clients:
+                found.add(f"client {client.client_id}", "exists", True, False, "set_client", client)
+            found.add(f"roles of {_api_client(part).client_id}", "exist", True, False, "set_roles")
+            found.add("scope mappings", "exist", True, False, "set_scope_mappings")
+            if part.organization is not None:
+                found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
+            found.add("users", "exist", [u.username for u in part.users], [], "set_users")
+            return found.diff()
+        for key in settings_drift(part.realm_settings, realm):
+            found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
+        self._observe_mfa(part, realm, found)
         clients = self._tenant_clients(part)
         for client in part.clients:
             live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
             if live is None:
-                observed.missing.append(f"client {client.client_id}")
+                found.add(f"client {client.client_id}", "exists", True, False, "set_client", client)
                 continue
-            self._observe_client(part, client, live, observed)
-        observed.extra += [f"client {cid}" for cid in sorted(set(clients) - {c.client_id for c in part.clients})]
+            self._observe_client(part, client, live, secrets[client.client_id], found)
+        for client_id in sorted(set(clients) - {c.client_id for c in part.clients}):
+            found.add(f"client {client_id}", "exists", False, True, "delete_client", clients[client_id])
+        self._observe_scope_mappings(part, clients, found)
         org = None
         if part.organization is not None:
             org = self._organization(part)
             if org is None:
-                observed.missing.append(f"organization {part.organization.alias}")
+                found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
             else:
-                self._observe_organization(part, org, observed)
-        self._observe_users(part, clients, org, observed)
-        return observed
+                self._observe_organization(part, org, found)
+        self._observe_users(part, clients, org, found)
+        return found.diff()
 
-    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], observed: Observed) -> None:
+    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], found: DiffBuilder) -> None:
         if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
-            observed.missing.append(f"realm role {MFA_MARKER_ROLE}")
+            found.add(f"realm role {MFA_MARKER_ROLE}", "exists", True, False, "set_mfa")
         if realm.get("browserFlow") != BROWSER_FLOW or not self._mfa_flow_complete(part.realm):
-            observed.drifted.append(f"realm {part.realm} browser flow (MFA for gov roles)")
+            found.add(f"realm {part.realm}", "browser flow (MFA for gov roles)", BROWSER_FLOW,
+                      realm.get("browserFlow"), "set_mfa")
 
-    def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
-                        observed: Observed) -> None:
+    def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any], secret: str | None,
+                        found: DiffBuilder) -> None:
+        obj = f"client {client.client_id}"
         desired = client_representation(part, client, self.hub_url)
         owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
         if owner not in (None, tenant_slug(part)):
-            observed.drifted.append(f"client {client.client_id} belongs to {owner}")
-            return
-        changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
-        changed += [key for key, value in desired["attributes"].items()
-                    if (live.get("attributes") or {}).get(key) != value]
-        observed.drifted += [f"client {client.client_id} {key}" for key in changed]
+            raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality {owner!r}; "
+                           f"rename or delete it before this municipality can use the name")
+        for key in _CLIENT_FIELDS:
+            if live.get(key) != desired[key]:
+                found.add(obj, key, desired[key], live.get(key), "set_client", client)
+        for key, value in desired["attributes"].items():
+            have = (live.get("attributes") or {}).get(key)
+            if have != value:
+                found.add(obj, f"attribute {key}", value, have, "set_client", client)
         live_mappers = {m["name"]: m for m in live.get("protocolMappers") or []}
         for name, mapper in protocol_mappers(part, client).items():
             have = live_mappers.get(name)
             if have is None or any((have.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
-                observed.drifted.append(f"client {client.client_id} mapper {name}")
+                found.add(obj, f"mapper {name}", "as planned", "missing" if have is None else "changed",
+                          "set_client", client)
         if client.default_scopes:
             scopes = {s["name"] for s in self._get(f"/{quote(part.realm)}/clients/{live['id']}/default-client-scopes",
                                                     "reading default client scopes") or []}
-            observed.drifted += [f"client {client.client_id} default scope {scope}"
-                                 for scope in client.default_scopes if scope not in scopes]
+            for scope in client.default_scopes:
+                if scope not in scopes:
+                    found.add(obj, f"default scope {scope}", True, False, "set_client", client)
+        if secret is not None:
+            current = self._get(f"/{quote(part.realm)}/clients/{live['id']}/client-secret",
+                                "reading a client secret") or {}
+            if current.get("value") != secret:
+                found.add(obj, "secret", "the tenant Secret's value", "a different value", "set_client", client)
         roles = _tenant_roles(part).get(client.client_id, ())
         if roles:
             have_roles = self._client_roles(part.realm, live["id"])
             for role in roles:
                 if role.name not in have_roles:
-                    observed.missing.append(f"role {client.client_id}/{role.name}")
+                    found.add(f"role {client.client_id}/{role.name}", "exists", True, False, "set_roles")
                     continue
                 want = set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
-                if want and not want <= self._composites(part.realm, live["id"], role.name):
-                    observed.drifted.append(f"role {client.client_id}/{role.name} composites")
+                have = self._composites(part.realm, live["id"], role.name)
+                if want and not want <= have:
+                    found.add(f"role {client.client_id}/{role.name}", "composites", sorted(want), sorted(have),
+                              "set_roles")
 
-    def _observe_organization(self, part: IdentityPart, org: dict[str, Any], observed: Observed) -> None:
+    def _observe_scope_mappings(self, part: IdentityPart, clients: dict[str, dict[str, Any]],
+                                found: DiffBuilder) -> None:
+        """Tenant tokens carry the tenant's roles: every client maps every role of every role owner."""
+        realm = quote(part.realm)
+        owners = [(client_id, clients[client_id]) for client_id, roles in _tenant_roles(part).items()
+                  if roles and client_id in clients]
+        for owner_id, owner in owners:
+            names = set(self._client_roles(part.realm, owner["id"]))
+            for client in part.clients:
+                live = clients.get(client.client_id)
+                if live is None:
+                    continue
+                have = {r["name"] for r in self._get(f"/{realm}/clients/{live['id']}/scope-mappings/clients/"
+                                                      f"{owner['id']}", "reading scope mappings") or []}
+                if not names <= have:
+                    found.add(f"client {client.client_id}", f"scope of {owner_id} roles", sorted(names),
+                              sorted(have), "set_scope_mappings")
+
+    def _observe_organization(self, part: IdentityPart, org: dict[str, Any], found: DiffBuilder) -> None:
         desired = part.organization
-        alias = desired.alias
+        obj = f"organization {desired.alias}"
         if org.get("name") != desired.name:
-            observed.drifted.append(f"organization {alias} name")
+            found.add(obj, "name", desired.name, org.get("name"), "set_organization")
         if bool(org.get("enabled")) != desired.enabled:
-            observed.drifted.append(f"organization {alias} enabled")
-        if sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains):
-            observed.drifted.append(f"organization {alias} domains")
+            found.add(obj, "enabled", desired.enabled, bool(org.get("enabled")), "set_organization")
+        domains = sorted(d["name"] for d in org.get("domains") or [])
+        if domains != sorted(desired.domains):
+            found.add(obj, "domains", sorted(desired.domains), domains, "set_organization")
         attributes = org.get("attributes") or {}
         for key, values in desired.attributes.items():
             if sorted(attributes.get(key) or []) != sorted(values):
-                observed.drifted.append(f"organization {alias} attribute {key}")
+                found.add(obj, f"attribute {key}", sorted(values), sorted(attributes.get(key) or []),
+                          "set_organization")
         members = self._members(part.realm, org["id"])
         planned = {user.username for user in part.users}
         others = [m for m in members if m["username"] not in planned]
         if not desired.enabled and any(m.get("enabled") for m in others):
-            observed.drifted.append(f"organization {alias} members still enabled while suspended")
+            found.add(obj, "other members", "disabled while suspended", "enabled", "set_member_suspension")
         if desired.enabled and attributes.get(SUSPENDED_MEMBERS_ATTRIBUTE):
-            observed.drifted.append(f"organization {alias} members still disabled from a suspension")
+            found.add(obj, "other members", "enabled again", "disabled by a suspension", "set_member_suspension")
         member_names = {m["username"] for m in members}
-        observed.missing += [f"membership of {u.username} in {alias}" for u in part.users
-                             if u.username not in member_names]
+        for user in part.users:
+            if user.username not in member_names:
+                found.add(f"user {user.username}", f"member of {desired.alias}", True, False, "set_users")
 
     def _observe_users(self, part: IdentityPart, clients: dict[str, dict[str, Any]], org: dict[str, Any] | None,
-                       observed: Observed) -> None:
+                       found: DiffBuilder) -> None:
         api = clients.get(_api_client(part).client_id)
         for user in part.users:
+            obj = f"user {user.username}"
             live = self._user(part.realm, user.username)
             if live is None:
-                observed.missing.append(f"user {user.username}")
+                found.add(obj, "exists", True, False, "set_users")
                 continue
             if bool(live.get("enabled")) != user.enabled:
-                observed.drifted.append(f"user {user.username} enabled")
+                found.add(obj, "enabled", user.enabled, bool(live.get("enabled")), "set_users")
             if api is not None:
                 have = self._user_client_roles(part.realm, live["id"], api["id"])
-                observed.missing += [f"role {r} of user {user.username}" for r in user.realm_roles if r not in have]
+                missing = [r for r in user.realm_roles if r not in have]
+                if missing:
+                    found.add(obj, "roles", sorted(user.realm_roles), sorted(have), "set_users")
 
     # apply --------------------------------------------------------------------------
-    def apply(self, part: IdentityPart, credentials: dict[str, str]) -> list[str]:
-        actions: list[str] = []
-        self._apply_realm(part, actions)
-        self._apply_mfa(part, actions)
-        existing = self._tenant_clients(part)
-        uuids = {}
-        for client in part.clients:
-            uuids[client.client_id] = self._apply_client(part, client, existing.get(client.client_id), credentials,
-                                                          actions)
-        for client_id in sorted(set(existing) - set(uuids)):
-            self._call("DELETE", f"/{quote(part.realm)}/clients/{existing[client_id]['id']}",
-                       f"deleting client {client_id}", ok=(404,))
-            actions.append(f"deleted client {client_id} (no longer in the plan)")
-        self._apply_roles(part, uuids, actions)
-        self._apply_scope_mappings(part, uuids, actions)
-        org = self._apply_organization(part, actions) if part.organization is not None else None
-        self._apply_users(part, uuids, org, actions)
-        if org is not None:
-            self._apply_member_suspension(part, org, actions)
-        return actions
+    def apply(self, part: IdentityPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
+        """Each action converges one area (the realm, one client, the roles, ...) once, however
+        many of its attributes the diff names."""
+        done: set[tuple[str, str]] = set()
+
+        def once(run):
+            def handler(difference: Difference) -> str | None:
+                key = (difference.action, difference.object if difference.action in PER_OBJECT else "")
+                if key in done:
+                    return None
+                done.add(key)
+                actions: list[str] = []
+                run(difference, actions)
+                return "; ".join(actions) or None
+            return handler
+
+        handlers = {
+            "set_realm": once(lambda d, actions: self._apply_realm(part, actions)),
+            "set_mfa": once(lambda d, actions: self._apply_mfa(part, actions)),
+            "set_client": once(lambda d, actions: self._apply_client(
+                part, d.payload, self._tenant_clients(part).get(d.payload.client_id), credentials, actions)),
+            "delete_client": once(lambda d, actions: self._delete_client(part, d.payload, actions)),
+            "set_roles": once(lambda d, actions: self._apply_roles(part, self._uuids(part), actions)),
+            "set_scope_mappings": once(lambda d, actions: self._apply_scope_mappings(part, self._uuids(part),
+                                                                                    actions)),
+            "set_organization": once(lambda d, actions: self._apply_organization(part, actions)),
+            "set_users": once(lambda d, actions: self._apply_users(part, self._uuids(part), self._org(part),
+                                                                   actions)),
+            "set_member_suspension": once(lambda d, actions: self._apply_member_suspension(
+                part, self._org(part), actions)),
+        }
+        return dispatch(BACKEND, handlers, diff)
+
+    def _uuids(self, part: IdentityPart) -> dict[str, str]:
+        uuids = {client_id: live["id"] for client_id, live in self._tenant_clients(part).items()}
+        missing = [c.client_id for c in part.clients if c.client_id not in uuids]
+        if missing:
+            raise RuntimeError(f"clients {', '.join(missing)} are not in realm {part.realm} yet; the next "
+                               f"reconcile creates them")
+        return uuids
+
+    def _org(self, part: IdentityPart) -> dict[str, Any] | None:
+        if part.organization is None:
+            return None
+        org = self._organization(part)
+        if org is None:
+            raise RuntimeError(f"organization {part.organization.alias} is not in realm {part.realm} yet; the "
+                               f"next reconcile creates it")
+        return org
+
+    def _delete_client(self, part: IdentityPart, live: dict[str, Any], actions: list[str]) -> None:
+        self._call("DELETE", f"/{quote(part.realm)}/clients/{live['id']}", f"deleting client {live['clientId']}",
+                   ok=(404,))
+        actions.append(f"deleted client {live['clientId']} (no longer in the plan)")
 
     def _apply_realm(self, part: IdentityPart, actions: list[str]) -> None:
         realm = self._realm(part.realm)
@@ -546,12 +643,7 @@ class IdentityProvisioner:
                       credentials: dict[str, str], actions: list[str]) -> str:
         realm = quote(part.realm)
         desired = client_representation(part, client, self.hub_url)
-        secret = None
-        if client.secret_key and not client.public:
-            secret = credentials.get(client.secret_key)
-            if not secret:
-                raise RuntimeError(f"the tenant Secret has no key {client.secret_key!r} for client "
-                                   f"{client.client_id}; create the Secret (runtime) before the identity")
+        secret = _client_secret(client, credentials)
         if live is None:
             live = self._client(part.realm, client.client_id)
             if live is not None:
