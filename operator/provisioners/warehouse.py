@@ -293,10 +293,12 @@ def access_differences(access: WarehouseAccess, database: str, rows: AccessRows,
         found.add(f"quota {access.quota}", "limits", f"{limits} for {access.role}",
                   f"{have_quota[1]} for {', '.join(have_quota[0]) or 'nobody'}", "execute", (access.quota_sql(),))
     wanted = access.privileges()
-    for grantee, db, table, privilege in sorted(wanted - rows.grants, key=str):
+    owned = {grant for grant in rows.grants
+             if grant[1] == database or (grant[1] is None and grant[0] in (access.user, access.role))}
+    for grantee, db, table, privilege in sorted(wanted - owned, key=str):
         found.add(f"grant {privilege} on {db}.{table or '*'}", f"to {grantee}", "granted", "absent", "execute",
                   (grant_sql(grantee, db, table, privilege),))
-    for grantee, db, table, privilege in sorted(rows.grants - wanted, key=str):
+    for grantee, db, table, privilege in sorted(owned - wanted, key=str):
         where = "*.*" if db is None else f"{db}.{table or '*'}"
         found.add(f"grant {privilege} on {where}", f"to {grantee}", "absent", "granted", "execute",
                   (revoke_sql(grantee, db, table, privilege),))
