@@ -33,11 +33,11 @@ def _tool(extra_fields: list[dict] | None = None) -> CityTool:
                  "datasets": [{"name": "gauges", "retentionDays": 3650, "fields": fields}]}})
 
 
-def _town(slug: str) -> Municipality:
+def _town(slug: str, **spec) -> Municipality:
     return Municipality.model_validate({
         "metadata": {"name": slug},
         "spec": {"displayName": slug, "ags": "05754008", "admins": [f"ops@{slug}.example.org"],
-                 "tools": [{"name": "probe-tool"}]}})
+                 "tools": [{"name": "probe-tool"}]} | spec})
 
 
 def _rows(prefix: str, count: int, start: dt.datetime = T0) -> list[list]:
