@@ -346,12 +346,11 @@ class IdentityProvisioner:
             found.add(f"realm {part.realm}", "exists", True, False, "set_realm")
             found.add(f"realm {part.realm}", "browser flow", BROWSER_FLOW, None, "set_mfa")
             for client in part.clients:
-                found.add(f"client {client.client_id}", "exists", True, False, "set_client", client)
-            found.add(f"roles of {_api_client(part).client_id}", "exist", True, False, "set_roles")
-            found.add("scope mappings", "exist", True, False, "set_scope_mappings")
+                self._observe_missing_client(part, client, found)
             if part.organization is not None:
                 found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
-            found.add("users", "exist", [u.username for u in part.users], [], "set_users")
+            for user in part.users:
+                found.add(f"user {user.username}", "exists", True, False, "set_users")
             return found.diff()
         for key in settings_drift(part.realm_settings, realm):
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
@@ -360,7 +359,7 @@ class IdentityProvisioner:
         for client in part.clients:
             live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
             if live is None:
-                found.add(f"client {client.client_id}", "exists", True, False, "set_client", client)
+                self._observe_missing_client(part, client, found)
                 continue
             self._observe_client(part, client, live, secrets[client.client_id], found)
         for client_id in sorted(set(clients) - {c.client_id for c in part.clients}):
@@ -371,10 +370,24 @@ class IdentityProvisioner:
             org = self._organization(part)
             if org is None:
                 found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
+                for user in part.users:
+                    found.add(f"user {user.username}", f"member of {part.organization.alias}", True, False,
+                              "set_users")
             else:
                 self._observe_organization(part, org, found)
         self._observe_users(part, clients, org, found)
         return found.diff()
+
+    def _observe_missing_client(self, part: IdentityPart, client: KeycloakClient, found: DiffBuilder) -> None:
+        """A new client also needs what hangs on it: its roles, its scope mappings, the users' roles."""
+        obj = f"client {client.client_id}"
+        found.add(obj, "exists", True, False, "set_client", client)
+        if _tenant_roles(part).get(client.client_id):
+            found.add(f"roles of {client.client_id}", "exist", True, False, "set_roles")
+        found.add(obj, "scope mappings", "the tenant's roles", None, "set_scope_mappings")
+        if client.kind == "api":
+            for user in part.users:
+                found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users")
 
     def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], found: DiffBuilder) -> None:
         if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
