@@ -535,7 +535,10 @@ class IdentityProvisioner:
             "set_member_suspension": once(lambda d, actions: self._apply_member_suspension(
                 part, self._org(part), actions)),
         }
-        return dispatch(BACKEND, handlers, diff)
+        # Areas depend on each other (roles on their client, memberships on the organization): phase order.
+        phases = list(handlers)
+        ordered = sorted(diff, key=lambda d: phases.index(d.action) if d.action in phases else len(phases))
+        return dispatch(BACKEND, handlers, Diff(tuple(ordered)))
 
     def _uuids(self, part: IdentityPart) -> dict[str, str]:
         uuids = {client_id: live["id"] for client_id, live in self._tenant_clients(part).items()}
