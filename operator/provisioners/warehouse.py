@@ -167,7 +167,7 @@ class WarehouseProvisioner:
     def _execute(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
         for statement in difference.payload:
             self._command(statement)
-        return f"{difference.object} {difference.attribute} -> {difference.wanted}"
+        return f"repaired {difference}"
 
     def _create_user(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
         for statement in part.access.user_sql(_password(part, credentials), part.database):
