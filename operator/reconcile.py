@@ -1,8 +1,8 @@
 """The level-based reconcile of one Municipality, independent of Kopf.
 
 ``reconcile`` plans the desired state, lets every provisioner observe its backend
-and apply exactly the diff it observed, and returns the status to write: one condition per backend plus
-``Ready`` and ``Synced``. A backend outage makes its own condition False and the
+and apply exactly the diff it observed, and returns the status to write: one
+condition per backend plus ``Ready`` and ``Synced``. A backend outage makes its own condition False and the
 whole reconcile a retry; the other backends are still reconciled.
 """
 
