@@ -180,8 +180,10 @@ def test_quota_changes_and_binding_are_repaired():
     part = desired().warehouse
     bigger = desired(plan={"name": "large"}).warehouse
     assert bigger.access.queries_per_hour != part.access.queries_per_hour
-    for rows in (_server(part), dataclasses.replace(_server(bigger), quota=(("someone_else",), _server(bigger).quota[1])),
-                 dataclasses.replace(_server(bigger), quota=None)):
+    limits = _server(bigger).quota[1]
+    for rows in (_server(part),                                                        # limits changed
+                 dataclasses.replace(_server(bigger), quota=(("someone_else",), limits)),  # bound elsewhere
+                 dataclasses.replace(_server(bigger), quota=None)):                     # dropped
         found = _access(bigger, rows)
         assert [(d[0], d[2]) for d in found] == [(f"quota {bigger.access.quota}", "execute")]
         assert found[0][3] == (bigger.access.quota_sql(),)
