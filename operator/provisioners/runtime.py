@@ -2,8 +2,9 @@
 
 Objects are written with server-side apply under the operator's field manager,
 so applying again is a no-op and anything changed behind our back is put back.
-The tenant's credentials Secret is created once with generated values and never
-rewritten: backends were given those values.
+The tenant's credentials Secret is created once with generated values; a value is
+never replaced (backends were given it), only a missing key gets a new one, which
+the other provisioners then set in their backends.
 
 Next to it lives the ingest Secret (``rbac.INGEST_SECRET``, the same name in every
 tenant namespace, so the runtime identity can be allowed to read exactly that Secret

@@ -1,7 +1,8 @@
 """Kafka: the tenant's SCRAM user, its prefixed ACLs, its topics and DLQ.
 
 Everything goes through the Admin API as the platform's super user. Creating
-what exists and deleting what is gone both count as success.
+what exists and deleting what is gone both count as success. A SCRAM password
+cannot be read back: observe logs in as the tenant with the Secret's password.
 """
 
 from __future__ import annotations
