@@ -505,8 +505,9 @@ class IdentityProvisioner:
 
     # apply --------------------------------------------------------------------------
     def apply(self, part: IdentityPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
-        """Each action converges one area (the realm, one client, the roles, ...) once, however
-        many of its attributes the diff names."""
+        """Realm settings and clients get exactly the attributes the diff names; the other areas
+        (MFA flow, roles, scope mappings, organization, users, members) are each converged once,
+        however many of their differences the diff lists."""
         done: set[tuple[str, str]] = set()
 
         def once(run):
@@ -515,24 +516,25 @@ class IdentityProvisioner:
                 if key in done:
                     return None
                 done.add(key)
+                same = [d for d in diff if (d.action, d.object if d.action in PER_OBJECT else "") == key]
                 actions: list[str] = []
-                run(difference, actions)
+                run(difference, same, actions)
                 return "; ".join(actions) or None
             return handler
 
         handlers = {
-            "set_realm": once(lambda d, actions: self._apply_realm(part, actions)),
-            "set_mfa": once(lambda d, actions: self._apply_mfa(part, actions)),
-            "set_client": once(lambda d, actions: self._apply_client(
-                part, d.payload, self._tenant_clients(part).get(d.payload.client_id), credentials, actions)),
-            "delete_client": once(lambda d, actions: self._delete_client(part, d.payload, actions)),
-            "set_roles": once(lambda d, actions: self._apply_roles(part, self._uuids(part), actions)),
-            "set_scope_mappings": once(lambda d, actions: self._apply_scope_mappings(part, self._uuids(part),
-                                                                                    actions)),
-            "set_organization": once(lambda d, actions: self._apply_organization(part, actions)),
-            "set_users": once(lambda d, actions: self._apply_users(part, self._uuids(part), self._org(part),
-                                                                   actions)),
-            "set_member_suspension": once(lambda d, actions: self._apply_member_suspension(
+            "set_realm": once(lambda d, same, actions: self._apply_realm(part, same, actions)),
+            "set_mfa": once(lambda d, same, actions: self._apply_mfa(part, actions)),
+            "set_client": once(lambda d, same, actions: self._apply_client(part, d.payload, same, credentials,
+                                                                          actions)),
+            "delete_client": once(lambda d, same, actions: self._delete_client(part, d.payload, actions)),
+            "set_roles": once(lambda d, same, actions: self._apply_roles(part, self._uuids(part), actions)),
+            "set_scope_mappings": once(lambda d, same, actions: self._apply_scope_mappings(
+                part, self._uuids(part), actions)),
+            "set_organization": once(lambda d, same, actions: self._apply_organization(part, actions)),
+            "set_users": once(lambda d, same, actions: self._apply_users(part, self._uuids(part), self._org(part),
+                                                                         actions)),
+            "set_member_suspension": once(lambda d, same, actions: self._apply_member_suspension(
                 part, self._org(part), actions)),
         }
         # Areas depend on each other (roles on their client, memberships on the organization): phase order.
@@ -562,17 +564,15 @@ class IdentityProvisioner:
                    ok=(404,))
         actions.append(f"deleted client {live['clientId']} (no longer in the plan)")
 
-    def _apply_realm(self, part: IdentityPart, actions: list[str]) -> None:
-        realm = self._realm(part.realm)
-        if realm is None:
+    def _apply_realm(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        if any(d.attribute == "exists" for d in differences):
             self._call("POST", "", f"creating realm {part.realm}", ok=(409,), json=dict(part.realm_settings))
             actions.append(f"created realm {part.realm}")
             return
-        drifted = settings_drift(part.realm_settings, realm)
-        if drifted:
-            self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
-                       json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
-            actions.append(f"set realm {part.realm} {', '.join(drifted)}")
+        drifted = [d.attribute for d in differences]
+        self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
+                   json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
+        actions.append(f"set realm {part.realm} {', '.join(drifted)}")
 
     def _apply_mfa(self, part: IdentityPart, actions: list[str]) -> None:
         realm = quote(part.realm)
@@ -655,70 +655,70 @@ class IdentityProvisioner:
             self._call("PUT", f"/{quote(realm)}/authentication/flows/{quote(flow)}/executions",
                        f"setting a step of {flow} to {requirement}", json=execution | {"requirement": requirement})
 
-    def _apply_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any] | None,
-                      credentials: dict[str, str], actions: list[str]) -> str:
+    def _apply_client(self, part: IdentityPart, client: KeycloakClient, differences: list[Difference],
+                      credentials: Mapping[str, str], actions: list[str]) -> None:
         realm = quote(part.realm)
         desired = client_representation(part, client, self.hub_url)
+        attributes = [d.attribute for d in differences]
         secret = _client_secret(client, credentials)
-        if live is None:
-            live = self._client(part.realm, client.client_id)
-            if live is not None:
-                owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
-                if owner not in (None, tenant_slug(part)):
-                    raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality "
-                                   f"{owner!r}; rename or delete it before this municipality can use the name")
-        if live is None:
+        if "exists" in attributes:
             body = desired | {"protocolMappers": [{"name": n} | m for n, m in protocol_mappers(part, client).items()]}
             if secret:
                 body["secret"] = secret
             self._call("POST", f"/{realm}/clients", f"creating client {client.client_id}", ok=(409,), json=body)
-            actions.append(f"created client {client.client_id}")
             live = self._client(part.realm, client.client_id)
             if live is None:
                 raise BackendUnavailable(BACKEND, f"client {client.client_id} not readable right after creation")
-        else:
-            changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
-            changed += [key for key, value in desired["attributes"].items()
-                        if (live.get("attributes") or {}).get(key) != value]
-            if changed:
-                update = desired | {"attributes": (live.get("attributes") or {}) | desired["attributes"]}
-                self._call("PUT", f"/{realm}/clients/{live['id']}", f"updating client {client.client_id}", json=update)
-                actions.append(f"set client {client.client_id} {', '.join(changed)}")
-            self._apply_mappers(part, client, live, actions)
-            if secret:
-                current = self._get(f"/{realm}/clients/{live['id']}/client-secret", "reading a client secret") or {}
-                if current.get("value") != secret:
-                    self._call("PUT", f"/{realm}/clients/{live['id']}", f"setting the secret of {client.client_id}",
-                               json={"clientId": client.client_id, "secret": secret})
-                    actions.append(f"set the secret of client {client.client_id} from the tenant Secret")
-        self._apply_default_scopes(part, client, live["id"], actions)
-        return live["id"]
+            owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+            if owner not in (None, tenant_slug(part)):  # another tenant created it in the meantime
+                raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality "
+                               f"{owner!r}; rename or delete it before this municipality can use the name")
+            actions.append(f"created client {client.client_id}")
+            self._apply_default_scopes(part, client, live["id"], client.default_scopes, actions)
+            return
+        # Ours, or one of the expected name without an owner that observe found to adopt.
+        live = self._tenant_clients(part).get(client.client_id) or self._client(part.realm, client.client_id)
+        if live is None:
+            raise RuntimeError(f"client {client.client_id} disappeared from realm {part.realm} while it was "
+                               f"repaired; the next reconcile creates it")
+        changed = [a for a in attributes if a in _CLIENT_FIELDS or a.startswith("attribute ")]
+        if changed:
+            update = desired | {"attributes": (live.get("attributes") or {}) | desired["attributes"]}
+            self._call("PUT", f"/{realm}/clients/{live['id']}", f"updating client {client.client_id}", json=update)
+            actions.append(f"set client {client.client_id} {', '.join(changed)}")
+        mappers = [a.removeprefix("mapper ") for a in attributes if a.startswith("mapper ")]
+        if mappers:
+            self._apply_mappers(part, client, live, mappers, actions)
+        scopes = [a.removeprefix("default scope ") for a in attributes if a.startswith("default scope ")]
+        if scopes:
+            self._apply_default_scopes(part, client, live["id"], scopes, actions)
+        if "secret" in attributes:
+            self._call("PUT", f"/{realm}/clients/{live['id']}", f"setting the secret of {client.client_id}",
+                       json={"clientId": client.client_id, "secret": secret})
+            actions.append(f"set the secret of client {client.client_id} from the tenant Secret")
 
-    def _apply_mappers(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
+    def _apply_mappers(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any], names: list[str],
                        actions: list[str]) -> None:
+        """Add the named mappers, or put back their configuration."""
         base = f"/{quote(part.realm)}/clients/{live['id']}/protocol-mappers/models"
         have = {m["name"]: m for m in live.get("protocolMappers") or []}
-        for name, mapper in protocol_mappers(part, client).items():
-            current = have.get(name)
+        planned = protocol_mappers(part, client)
+        for name in names:
+            mapper, current = planned[name], have.get(name)
             if current is None:
                 self._call("POST", base, f"adding mapper {name} to {client.client_id}", ok=(409,),
                            json={"name": name} | mapper)
                 actions.append(f"added mapper {name!r} to client {client.client_id}")
-            elif any((current.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
+            else:
                 self._call("PUT", f"{base}/{current['id']}", f"updating mapper {name} of {client.client_id}",
                            json=current | {"config": (current.get("config") or {}) | mapper["config"]})
                 actions.append(f"repaired mapper {name!r} of client {client.client_id}")
 
     def _apply_default_scopes(self, part: IdentityPart, client: KeycloakClient, uuid: str,
-                              actions: list[str]) -> None:
-        if not client.default_scopes:
-            return
-        realm = quote(part.realm)
-        have = {s["name"] for s in self._get(f"/{realm}/clients/{uuid}/default-client-scopes",
-                                             "reading default client scopes") or []}
-        missing = [scope for scope in client.default_scopes if scope not in have]
+                              missing: tuple[str, ...] | list[str], actions: list[str]) -> None:
         if not missing:
             return
+        realm = quote(part.realm)
         scopes = {s["name"]: s["id"] for s in self._get(f"/{realm}/client-scopes", "listing client scopes") or []}
         for scope in missing:
             if scope not in scopes:
