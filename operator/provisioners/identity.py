@@ -171,6 +171,11 @@ def _client_secret(client: KeycloakClient, credentials: Mapping[str, str]) -> st
     return secret
 
 
+def _composites_of(part: IdentityPart, role: KeycloakRole) -> set[str]:
+    """What a role must include: the plan's composites, and the MFA marker for gov roles."""
+    return set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
+
+
 def _api_client(part: IdentityPart) -> KeycloakClient:
     return next(client for client in part.clients if client.kind == "api")
 
@@ -356,15 +361,17 @@ class IdentityProvisioner:
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
         self._observe_mfa(part, realm, found)
         clients = self._tenant_clients(part)
+        planned: dict[str, dict[str, Any]] = {}   # ours, and untagged ones of our names to adopt
         for client in part.clients:
             live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
             if live is None:
                 self._observe_missing_client(part, client, found)
                 continue
             self._observe_client(part, client, live, secrets[client.client_id], found)
+            planned[client.client_id] = live
         for client_id in sorted(set(clients) - {c.client_id for c in part.clients}):
             found.add(f"client {client_id}", "exists", False, True, "delete_client", clients[client_id])
-        self._observe_scope_mappings(part, clients, found)
+        self._observe_scope_mappings(part, planned, found)
         org = None
         if part.organization is not None:
             org = self._organization(part)
@@ -375,7 +382,7 @@ class IdentityProvisioner:
                               "set_users")
             else:
                 self._observe_organization(part, org, found)
-        self._observe_users(part, clients, org, found)
+        self._observe_users(part, planned, org, found)
         return found.diff()
 
     def _observe_missing_client(self, part: IdentityPart, client: KeycloakClient, found: DiffBuilder) -> None:
@@ -383,8 +390,8 @@ class IdentityProvisioner:
         obj = f"client {client.client_id}"
         found.add(obj, "exists", True, False, "set_client", client)
         if _tenant_roles(part).get(client.client_id):
-            found.add(f"roles of {client.client_id}", "exist", True, False, "set_roles")
-        found.add(obj, "scope mappings", "the tenant's roles", None, "set_scope_mappings")
+            found.add(f"roles of {client.client_id}", "exist", True, False, "set_roles", (client.client_id, None))
+        found.add(obj, "scope mappings", "the tenant's roles", None, "set_scope_mappings", (client.client_id, None))
         if client.kind == "api":
             for user in part.users:
                 found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users")
@@ -433,31 +440,36 @@ class IdentityProvisioner:
             have_roles = self._client_roles(part.realm, live["id"])
             for role in roles:
                 if role.name not in have_roles:
-                    found.add(f"role {client.client_id}/{role.name}", "exists", True, False, "set_roles")
+                    found.add(f"role {client.client_id}/{role.name}", "exists", True, False, "set_roles",
+                              (client.client_id, role))
                     continue
-                want = set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
+                want = _composites_of(part, role)
                 have = self._composites(part.realm, live["id"], role.name)
-                if want and not want <= have:
+                if not want <= have:
                     found.add(f"role {client.client_id}/{role.name}", "composites", sorted(want), sorted(have),
-                              "set_roles")
+                              "set_roles", (client.client_id, role))
 
     def _observe_scope_mappings(self, part: IdentityPart, clients: dict[str, dict[str, Any]],
                                 found: DiffBuilder) -> None:
-        """Tenant tokens carry the tenant's roles: every client maps every role of every role owner."""
+        """Tenant tokens carry the tenant's roles: every client maps every role of every role owner.
+        (A client that is missing gets all of them through its own difference.)"""
         realm = quote(part.realm)
-        owners = [(client_id, clients[client_id]) for client_id, roles in _tenant_roles(part).items()
-                  if roles and client_id in clients]
-        for owner_id, owner in owners:
-            names = set(self._client_roles(part.realm, owner["id"]))
+        for owner_id, roles in _tenant_roles(part).items():
+            if not roles:
+                continue
+            owner = clients.get(owner_id)
+            # Planned roles too: one deleted behind our back is recreated and mapped in the same apply.
+            names = {role.name for role in roles} | (set(self._client_roles(part.realm, owner["id"])) if owner
+                                                     else set())
             for client in part.clients:
                 live = clients.get(client.client_id)
                 if live is None:
                     continue
-                have = {r["name"] for r in self._get(f"/{realm}/clients/{live['id']}/scope-mappings/clients/"
-                                                      f"{owner['id']}", "reading scope mappings") or []}
+                path = f"/{realm}/clients/{live['id']}/scope-mappings/clients/{owner['id']}" if owner else None
+                have = {r["name"] for r in self._get(path, "reading scope mappings") or []} if path else set()
                 if not names <= have:
                     found.add(f"client {client.client_id}", f"scope of {owner_id} roles", sorted(names),
-                              sorted(have), "set_scope_mappings")
+                              sorted(have), "set_scope_mappings", (client.client_id, owner_id))
 
     def _observe_organization(self, part: IdentityPart, org: dict[str, Any], found: DiffBuilder) -> None:
         desired = part.organization
@@ -528,9 +540,8 @@ class IdentityProvisioner:
             "set_client": once(lambda d, same, actions: self._apply_client(part, d.payload, same, credentials,
                                                                           actions)),
             "delete_client": once(lambda d, same, actions: self._delete_client(part, d.payload, actions)),
-            "set_roles": once(lambda d, same, actions: self._apply_roles(part, self._uuids(part), actions)),
-            "set_scope_mappings": once(lambda d, same, actions: self._apply_scope_mappings(
-                part, self._uuids(part), actions)),
+            "set_roles": once(lambda d, same, actions: self._apply_roles(part, same, actions)),
+            "set_scope_mappings": once(lambda d, same, actions: self._apply_scope_mappings(part, same, actions)),
             "set_organization": once(lambda d, same, actions: self._apply_organization(part, actions)),
             "set_users": once(lambda d, same, actions: self._apply_users(part, self._uuids(part), self._org(part),
                                                                          actions)),
@@ -731,47 +742,53 @@ class IdentityProvisioner:
                        f"adding default scope {scope} to {client.client_id}", ok=(409,))
             actions.append(f"made {scope!r} a default scope of client {client.client_id}")
 
-    def _apply_roles(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
+    def _apply_roles(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Create the missing roles (all of a new client's), then add the composites they lack."""
         realm = quote(part.realm)
+        uuids = self._uuids(part)
+        todo: list[tuple[str, KeycloakRole, set[str] | None]] = []   # (client, role, its composites; None: new)
+        for difference in differences:
+            client_id, role = difference.payload
+            if role is None:
+                todo += [(client_id, r, None) for r in _tenant_roles(part)[client_id]]
+            else:
+                todo.append((client_id, role, set(difference.found) if difference.attribute == "composites"
+                             else None))
+        for client_id, role, have in todo:
+            if have is None:
+                self._call("POST", f"/{realm}/clients/{uuids[client_id]}/roles", f"creating role {role.name}",
+                           ok=(409,), json={"name": role.name, "description": role.description})
+                actions.append(f"created role {client_id}/{role.name}")
         marker = None
-        for client_id, roles in _tenant_roles(part).items():
-            if not roles:
+        for client_id, role, have in todo:
+            missing = sorted(_composites_of(part, role) - (have or set()))
+            if not missing:
                 continue
-            uuid = uuids[client_id]
-            have = self._client_roles(part.realm, uuid)
-            for role in roles:
-                if role.name not in have:
-                    self._call("POST", f"/{realm}/clients/{uuid}/roles", f"creating role {role.name}", ok=(409,),
-                               json={"name": role.name, "description": role.description})
-                    actions.append(f"created role {client_id}/{role.name}")
-            have = self._client_roles(part.realm, uuid)
-            for role in roles:
-                composites = self._composites(part.realm, uuid, role.name)
-                wanted = [have[name] for name in role.composites if name not in composites]
-                if role.name in part.mfa_required_roles and MFA_MARKER_ROLE not in composites:
-                    marker = marker or self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role")
-                    wanted.append(marker)
-                if wanted:
-                    self._call("POST", f"/{realm}/clients/{uuid}/roles/{quote(role.name)}/composites",
-                               f"adding composites to role {role.name}",
-                               json=[{"id": r["id"], "name": r["name"]} for r in wanted])
-                    actions.append(f"role {client_id}/{role.name} includes {', '.join(r['name'] for r in wanted)}")
+            roles = self._client_roles(part.realm, uuids[client_id])
+            if MFA_MARKER_ROLE in missing:
+                marker = marker or self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role")
+            reps = [marker if name == MFA_MARKER_ROLE else roles[name] for name in missing]
+            self._call("POST", f"/{realm}/clients/{uuids[client_id]}/roles/{quote(role.name)}/composites",
+                       f"adding composites to role {role.name}",
+                       json=[{"id": r["id"], "name": r["name"]} for r in reps])
+            actions.append(f"role {client_id}/{role.name} includes {', '.join(missing)}")
 
-    def _apply_scope_mappings(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
-        """Tenant clients carry exactly the tenant's roles in their tokens (fullScopeAllowed is off)."""
+    def _apply_scope_mappings(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Tenant clients carry exactly the tenant's roles in their tokens (fullScopeAllowed is off):
+        map the roles the diff names as missing (all roles, for a new client)."""
         realm = quote(part.realm)
-        owners = [(client_id, uuids[client_id], self._client_roles(part.realm, uuids[client_id]))
-                  for client_id, roles in _tenant_roles(part).items() if roles]
-        for client in part.clients:
-            uuid = uuids[client.client_id]
-            for owner_id, owner_uuid, owner_roles in owners:
-                path = f"/{realm}/clients/{uuid}/scope-mappings/clients/{owner_uuid}"
-                have = {r["name"] for r in self._get(path, "reading scope mappings") or []}
-                wanted = [r for name, r in owner_roles.items() if name not in have]
+        uuids = self._uuids(part)
+        owners = [client_id for client_id, roles in _tenant_roles(part).items() if roles]
+        for difference in differences:
+            client_id, owner = difference.payload
+            for owner_id in [owner] if owner else owners:
+                have = set(difference.found) if owner else set()
+                wanted = [r for name, r in self._client_roles(part.realm, uuids[owner_id]).items() if name not in have]
                 if wanted:
-                    self._call("POST", path, f"mapping {owner_id} roles into {client.client_id} tokens",
+                    self._call("POST", f"/{realm}/clients/{uuids[client_id]}/scope-mappings/clients/"
+                               f"{uuids[owner_id]}", f"mapping {owner_id} roles into {client_id} tokens",
                                json=[{"id": r["id"], "name": r["name"]} for r in wanted])
-                    actions.append(f"client {client.client_id} tokens carry {owner_id} roles")
+                    actions.append(f"client {client_id} tokens carry {owner_id} roles")
 
     def _apply_organization(self, part: IdentityPart, actions: list[str]) -> dict[str, Any]:
         desired = part.organization
