@@ -355,7 +355,7 @@ class IdentityProvisioner:
             if part.organization is not None:
                 found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
             for user in part.users:
-                found.add(f"user {user.username}", "exists", True, False, "set_users")
+                found.add(f"user {user.username}", "exists", True, False, "set_users", user)
             return found.diff()
         for key in settings_drift(part.realm_settings, realm):
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
@@ -379,7 +379,7 @@ class IdentityProvisioner:
                 found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
                 for user in part.users:
                     found.add(f"user {user.username}", f"member of {part.organization.alias}", True, False,
-                              "set_users")
+                              "set_users", user)
             else:
                 self._observe_organization(part, org, found)
         self._observe_users(part, planned, org, found)
@@ -394,7 +394,7 @@ class IdentityProvisioner:
         found.add(obj, "scope mappings", "the tenant's roles", None, "set_scope_mappings", (client.client_id, None))
         if client.kind == "api":
             for user in part.users:
-                found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users")
+                found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users", user)
 
     def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], found: DiffBuilder) -> None:
         if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
@@ -496,7 +496,7 @@ class IdentityProvisioner:
         member_names = {m["username"] for m in members}
         for user in part.users:
             if user.username not in member_names:
-                found.add(f"user {user.username}", f"member of {desired.alias}", True, False, "set_users")
+                found.add(f"user {user.username}", f"member of {desired.alias}", True, False, "set_users", user)
 
     def _observe_users(self, part: IdentityPart, clients: dict[str, dict[str, Any]], org: dict[str, Any] | None,
                        found: DiffBuilder) -> None:
@@ -505,15 +505,15 @@ class IdentityProvisioner:
             obj = f"user {user.username}"
             live = self._user(part.realm, user.username)
             if live is None:
-                found.add(obj, "exists", True, False, "set_users")
+                found.add(obj, "exists", True, False, "set_users", user)
                 continue
             if bool(live.get("enabled")) != user.enabled:
-                found.add(obj, "enabled", user.enabled, bool(live.get("enabled")), "set_users")
+                found.add(obj, "enabled", user.enabled, bool(live.get("enabled")), "set_users", user)
             if api is not None:
                 have = self._user_client_roles(part.realm, live["id"], api["id"])
                 missing = [r for r in user.realm_roles if r not in have]
                 if missing:
-                    found.add(obj, "roles", sorted(user.realm_roles), sorted(have), "set_users")
+                    found.add(obj, "roles", sorted(user.realm_roles), sorted(have), "set_users", user)
 
     # apply --------------------------------------------------------------------------
     def apply(self, part: IdentityPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
@@ -542,9 +542,8 @@ class IdentityProvisioner:
             "delete_client": once(lambda d, same, actions: self._delete_client(part, d.payload, actions)),
             "set_roles": once(lambda d, same, actions: self._apply_roles(part, same, actions)),
             "set_scope_mappings": once(lambda d, same, actions: self._apply_scope_mappings(part, same, actions)),
-            "set_organization": once(lambda d, same, actions: self._apply_organization(part, actions)),
-            "set_users": once(lambda d, same, actions: self._apply_users(part, self._uuids(part), self._org(part),
-                                                                         actions)),
+            "set_organization": once(lambda d, same, actions: self._apply_organization(part, same, actions)),
+            "set_users": once(lambda d, same, actions: self._apply_users(part, same, actions)),
             "set_member_suspension": once(lambda d, same, actions: self._apply_member_suspension(
                 part, self._org(part), actions)),
         }
@@ -790,65 +789,68 @@ class IdentityProvisioner:
                                json=[{"id": r["id"], "name": r["name"]} for r in wanted])
                     actions.append(f"client {client_id} tokens carry {owner_id} roles")
 
-    def _apply_organization(self, part: IdentityPart, actions: list[str]) -> dict[str, Any]:
+    def _apply_organization(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
         desired = part.organization
         realm = quote(part.realm)
         body = {"alias": desired.alias, "name": desired.name, "enabled": desired.enabled,
                 "domains": [{"name": domain} for domain in desired.domains],
                 "attributes": {key: list(values) for key, values in desired.attributes.items()}}
-        org = self._organization(part)
-        if org is None:
+        org = None
+        if any(d.attribute == "exists" for d in differences):
             response = self._call("POST", f"/{realm}/organizations", f"creating organization {desired.alias}",
                                   ok=(409,), json=body)
-            if response.status_code == 409:
-                org = self._organization_by_alias(part)
-                if org is None:
-                    raise Conflict(f"organization {desired.alias} cannot be created in realm {part.realm}: "
-                                   f"{_error_text(response)}; another organization uses this name or a domain "
-                                   f"({', '.join(desired.domains) or 'none'})")
-            else:
+            if response.status_code != 409:
                 actions.append(f"created organization {desired.alias}")
-                org = self._organization(part)
-                if org is None:
-                    raise BackendUnavailable(BACKEND, f"organization {desired.alias} not readable after creation")
-                return org
-        live_attributes = org.get("attributes") or {}
-        if (org.get("name") != desired.name or bool(org.get("enabled")) != desired.enabled
-                or sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains)
-                or any(sorted(live_attributes.get(k) or []) != sorted(v) for k, v in desired.attributes.items())):
-            update = org | body | {"id": org["id"], "attributes": live_attributes | body["attributes"]}
-            self._call("PUT", f"/{realm}/organizations/{org['id']}", f"updating organization {desired.alias}",
-                       json=update)
-            actions.append(f"updated organization {desired.alias}")
-            org = self._get(f"/{realm}/organizations/{org['id']}", "reading the organization") or update
-        return org
+                return
+            # Ours by alias, but found neither by our slug nor by our name: adopted and updated below.
+            org = self._organization_by_alias(part)
+            if org is None:
+                raise Conflict(f"organization {desired.alias} cannot be created in realm {part.realm}: "
+                               f"{_error_text(response)}; another organization uses this name or a domain "
+                               f"({', '.join(desired.domains) or 'none'})")
+        org = org or self._org(part)
+        update = org | body | {"id": org["id"], "attributes": (org.get("attributes") or {}) | body["attributes"]}
+        self._call("PUT", f"/{realm}/organizations/{org['id']}", f"updating organization {desired.alias}",
+                   json=update)
+        actions.append(f"set organization {desired.alias} {', '.join(d.attribute for d in differences)}")
 
-    def _apply_users(self, part: IdentityPart, uuids: dict[str, str], org: dict[str, Any] | None,
-                     actions: list[str]) -> None:
+    def _apply_users(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Per user exactly what the diff names: create, enable or disable, membership, missing roles."""
         realm = quote(part.realm)
         api = _api_client(part)
+        uuids = self._uuids(part)
         api_roles = self._client_roles(part.realm, uuids[api.client_id])
-        members = {m["username"] for m in self._members(part.realm, org["id"])} if org else set()
-        for user in part.users:
-            live = self._user(part.realm, user.username)
-            if live is None:
+        org = self._org(part)
+        users: dict[str, list[Difference]] = {}
+        for difference in differences:
+            users.setdefault(difference.payload.username, []).append(difference)
+        for found in users.values():
+            user = found[0].payload
+            attributes = {d.attribute: d for d in found}
+            new = "exists" in attributes
+            if new:
                 self._call("POST", f"/{realm}/users", f"creating user {user.username}", ok=(409,), json={
                     "username": user.username, "email": user.email, "enabled": user.enabled,
                     "requiredActions": list(user.required_actions)})
                 actions.append(f"created user {user.username}")
-                live = self._user(part.realm, user.username)
-                if live is None:
+            live = self._user(part.realm, user.username)
+            if live is None:
+                if new:
                     raise Conflict(f"user {user.username} cannot be created in realm {part.realm}: another user "
                                    f"has this email address")
-            elif bool(live.get("enabled")) != user.enabled:
+                raise RuntimeError(f"user {user.username} disappeared from realm {part.realm} while it was "
+                                   f"repaired; the next reconcile creates it")
+            if "enabled" in attributes:
                 self._call("PUT", f"/{realm}/users/{live['id']}", f"updating user {user.username}",
                            json={"enabled": user.enabled})
                 actions.append(f"{'enabled' if user.enabled else 'disabled'} user {user.username}")
-            if org is not None and user.username not in members:
+            if org is not None and (new or f"member of {org['alias']}" in attributes):
                 self._call("POST", f"/{realm}/organizations/{org['id']}/members",
                            f"adding {user.username} to organization {org['alias']}", ok=(409,), json=live["id"])
                 actions.append(f"added {user.username} to organization {org['alias']}")
-            have = self._user_client_roles(part.realm, live["id"], uuids[api.client_id])
+            have = set() if new else set(attributes["roles"].found) if "roles" in attributes else None
+            if have is None:
+                continue
             missing = [name for name in user.realm_roles if name not in have]
             unknown = [name for name in missing if name not in api_roles]
             if unknown:
