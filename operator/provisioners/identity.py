@@ -349,7 +349,7 @@ class IdentityProvisioner:
         realm = self._realm(part.realm)
         if realm is None:
             found.add(f"realm {part.realm}", "exists", True, False, "set_realm")
-            found.add(f"realm {part.realm}", "browser flow", BROWSER_FLOW, None, "set_mfa")
+            self._observe_mfa(part, None, found)
             for client in part.clients:
                 self._observe_missing_client(part, client, found)
             if part.organization is not None:
@@ -396,12 +396,16 @@ class IdentityProvisioner:
             for user in part.users:
                 found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users", user)
 
-    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], found: DiffBuilder) -> None:
-        if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any] | None, found: DiffBuilder) -> None:
+        """The MFA marker role, the browser flow that asks gov roles for an OTP, and its binding
+        (``realm`` None: the realm does not exist yet, so none of them does)."""
+        if realm is None or self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
             found.add(f"realm role {MFA_MARKER_ROLE}", "exists", True, False, "set_mfa")
-        if realm.get("browserFlow") != BROWSER_FLOW or not self._mfa_flow_complete(part.realm):
-            found.add(f"realm {part.realm}", "browser flow (MFA for gov roles)", BROWSER_FLOW,
-                      realm.get("browserFlow"), "set_mfa")
+        if realm is None or not self._mfa_flow_complete(part.realm):
+            found.add(f"flow {BROWSER_FLOW}", "steps", "OTP required for gov roles", "incomplete", "set_mfa")
+        if realm is None or realm.get("browserFlow") != BROWSER_FLOW:
+            found.add(f"realm {part.realm}", "browserFlow", BROWSER_FLOW, (realm or {}).get("browserFlow"),
+                      "set_mfa")
 
     def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any], secret: str | None,
                         found: DiffBuilder) -> None:
@@ -536,7 +540,7 @@ class IdentityProvisioner:
 
         handlers = {
             "set_realm": once(lambda d, same, actions: self._apply_realm(part, same, actions)),
-            "set_mfa": once(lambda d, same, actions: self._apply_mfa(part, actions)),
+            "set_mfa": once(lambda d, same, actions: self._apply_mfa(part, same, actions)),
             "set_client": once(lambda d, same, actions: self._apply_client(part, d.payload, same, credentials,
                                                                           actions)),
             "delete_client": once(lambda d, same, actions: self._delete_client(part, d.payload, actions)),
@@ -584,17 +588,18 @@ class IdentityProvisioner:
                    json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
         actions.append(f"set realm {part.realm} {', '.join(drifted)}")
 
-    def _apply_mfa(self, part: IdentityPart, actions: list[str]) -> None:
+    def _apply_mfa(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
         realm = quote(part.realm)
-        if self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+        objects = {d.object for d in differences}
+        if f"realm role {MFA_MARKER_ROLE}" in objects:
             self._call("POST", f"/{realm}/roles", "creating the MFA role", ok=(409,), json={
                 "name": MFA_MARKER_ROLE,
                 "description": "Marker: holders must use a second factor (Urban Stack gov roles include it)."})
             actions.append(f"created realm role {MFA_MARKER_ROLE}")
-        if not self._mfa_flow_complete(part.realm):
-            self._build_mfa_flow(part.realm)
+        if f"flow {BROWSER_FLOW}" in objects:
+            self._build_mfa_flow(part.realm)   # adds only the steps that are missing
             actions.append(f"built browser flow {BROWSER_FLOW!r} (OTP for gov roles)")
-        if (self._realm(part.realm) or {}).get("browserFlow") != BROWSER_FLOW:
+        if f"realm {part.realm}" in objects:
             self._call("PUT", f"/{realm}", "binding the browser flow", json={"realm": part.realm,
                                                                           "browserFlow": BROWSER_FLOW})
             actions.append(f"bound browser flow {BROWSER_FLOW!r}")
