@@ -39,6 +39,7 @@ from urbanstack import warehouse
 from urbanstack.devplatform import kafka
 from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.operator import naming
@@ -116,10 +117,10 @@ def main() -> None:
              for name in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml")]
     desired = plan(parse_municipality(manifest), tools)
     slug, streaming = desired.slug, StreamingProvisioner(admin_config)
-    streaming.apply(desired.streaming, secrets.token_urlsafe(18))
+    ensure(streaming, desired.streaming, {desired.streaming.password_key: secrets.token_urlsafe(18)})
     data_dir = tempfile.mkdtemp(prefix="urbanstack-bench-")
     client = warehouse.connect(f"chdb://{data_dir}")
-    WarehouseProvisioner(lambda: client, embedded=True).apply(desired.warehouse, "unused")
+    ensure(WarehouseProvisioner(lambda: client, embedded=True), desired.warehouse, {})
     table = f"`{desired.warehouse.database}`.`passantenfrequenz_wetter__{DATASET}`"
     print(f"machine: {machine()}")
     print(f"tenant {slug}: {args.events:,} events, topic with "

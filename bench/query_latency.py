@@ -31,6 +31,7 @@ from fastapi.testclient import TestClient
 from urbanstack import warehouse as wh
 from urbanstack.operator.models import CityTool, Municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.runtime.api import Catalogue, TokenVerifier, create_app
 from urbanstack.settings import Settings
@@ -55,7 +56,7 @@ TOWN = Municipality.model_validate({
 def prepare(client) -> None:
     desired = plan(TOWN, [TOOL]).warehouse
     began = time.perf_counter()
-    actions = WarehouseProvisioner(lambda: client, embedded=True).apply(desired, "unused")  # also resets the TTL
+    actions = ensure(WarehouseProvisioner(lambda: client, embedded=True), desired, {})  # also resets the TTL
     if any(action.startswith("backfilled") for action in actions):
         print(f"backfilled the hourly rollup in {time.perf_counter() - began:.1f} s")
     table = f"`{desired.database}`.`{desired.tables[0].name}`"

@@ -15,7 +15,7 @@ import kubernetes
 from urbanstack import kubeclient, warehouse
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
-from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
+from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner, server_login
 from urbanstack.settings import Settings
 
 _shared_lock = threading.Lock()
@@ -65,6 +65,7 @@ class Backends:
             kube=kube,
             runtime=RuntimeProvisioner(kube),
             streaming=StreamingProvisioner(kafka_config),
-            warehouse=WarehouseProvisioner(factory, embedded=warehouse.is_embedded(url)),
+            warehouse=WarehouseProvisioner(factory, embedded=warehouse.is_embedded(url),
+                                           login=None if warehouse.is_embedded(url) else server_login(url)),
             identity=IdentityProvisioner(settings.keycloak_url, user, password),
         )

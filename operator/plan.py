@@ -276,10 +276,16 @@ class WarehouseGrant:
     table: str | None
     privileges: tuple[str, ...]
 
-    @property
-    def sql(self) -> str:
-        return render("clickhouse/grant.sql.j2", grantee=self.grantee, database=self.database,
-                      table=self.table, privileges=self.privileges)
+
+def grant_sql(grantee: str, database: str, table: str | None, privilege: str) -> str:
+    return render("clickhouse/grant.sql.j2", grantee=grantee, database=database, table=table, privileges=(privilege,))
+
+
+def revoke_sql(grantee: str, database: str | None, table: str | None, privilege: str) -> str:
+    """Revoke one privilege; ``database`` None revokes a global grant (``ON *.*``)."""
+    if database is None:
+        return render("clickhouse/revoke_global.sql.j2", grantee=grantee, privilege=privilege)
+    return render("clickhouse/revoke.sql.j2", grantee=grantee, database=database, table=table, privilege=privilege)
 
 
 @dataclass(frozen=True)
@@ -293,13 +299,22 @@ class WarehouseAccess:
     grants: tuple[WarehouseGrant, ...]
     password_key: str              # key in the tenant Secret
 
-    def role_sql(self) -> tuple[str, ...]:
-        """Role, its grants and its quota; safe to run again."""
-        return (render("clickhouse/role.sql.j2", role=self.role),
-                *(grant.sql for grant in self.grants),
-                render("clickhouse/quota.sql.j2", quota=self.quota, role=self.role,
-                       queries_per_hour=self.queries_per_hour,
-                       errors_per_hour=self.queries_per_hour * ERRORS_PER_HOUR_FACTOR))
+    @property
+    def errors_per_hour(self) -> int:
+        return self.queries_per_hour * ERRORS_PER_HOUR_FACTOR
+
+    def role_sql(self) -> str:
+        return render("clickhouse/role.sql.j2", role=self.role)
+
+    def quota_sql(self) -> str:
+        """The quota with its limits, bound to the role (replaces whatever the quota was)."""
+        return render("clickhouse/quota.sql.j2", quota=self.quota, role=self.role,
+                      queries_per_hour=self.queries_per_hour, errors_per_hour=self.errors_per_hour)
+
+    def privileges(self) -> set[tuple[str, str, str | None, str]]:
+        """(grantee, database, table or None, privilege), one per privilege, as ``system.grants`` lists them."""
+        return {(grant.grantee, grant.database, grant.table, privilege)
+                for grant in self.grants for privilege in grant.privileges}
 
     def user_sql(self, password: str, database: str) -> tuple[str, ...]:
         """The user, identified by the SHA-256 of the password so the password itself

@@ -1,8 +1,8 @@
 """The level-based reconcile of one Municipality, independent of Kopf.
 
-``reconcile`` plans the desired state, lets every provisioner observe and repair
-its backend, and returns the status to write: one condition per backend plus
-``Ready`` and ``Synced``. A backend outage makes its own condition False and the
+``reconcile`` plans the desired state, lets every provisioner observe its backend
+and apply exactly the diff it observed, and returns the status to write: one
+condition per backend plus ``Ready`` and ``Synced``. A backend outage makes its own condition False and the
 whole reconcile a retry; the other backends are still reconciled.
 """
 
@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Mapping
+from typing import Any
 
 from urbanstack.operator import ags as ags_rules
 from urbanstack.operator.models import CityTool, DeletionPolicy, SpecError, parse_citytool, parse_municipality
 from urbanstack.operator.plan import DesiredState, MissingToolError, PlanError, plan
-from urbanstack.operator.provisioners.base import (REASON_FAILED, REASON_INVALID_SPEC, REASON_PROVISIONED,
-                                                   REASON_REPAIRED, REASON_SUSPENDED, REASON_UNAVAILABLE,
-                                                   BackendUnavailable)
+from urbanstack.operator.provisioners.base import (REASON_CONFLICT, REASON_FAILED, REASON_INVALID_SPEC,
+                                                   REASON_PROVISIONED, REASON_REPAIRED, REASON_SUSPENDED,
+                                                   REASON_UNAVAILABLE, BackendUnavailable, Conflict)
 
 BACKEND_CONDITIONS = ("RuntimeReady", "StreamingReady", "WarehouseReady", "IdentityReady")
 REASON_TOOL_MISSING = "CityToolMissing"
@@ -72,18 +73,6 @@ def parse_tools(items: list[dict]) -> dict[str, CityTool]:
     return tools
 
 
-def _backend_steps(backends, desired: DesiredState):
-    """(condition, provisioner, part, apply-callable) in reconcile order."""
-    return (
-        ("StreamingReady", backends.streaming, desired.streaming,
-         lambda creds: backends.streaming.apply(desired.streaming, creds[desired.streaming.password_key])),
-        ("WarehouseReady", backends.warehouse, desired.warehouse,
-         lambda creds: backends.warehouse.apply(desired.warehouse, creds[desired.warehouse.access.password_key])),
-        ("IdentityReady", backends.identity, desired.identity,
-         lambda creds: backends.identity.apply(desired.identity, creds)),
-    )
-
-
 def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
               directory: ags_rules.MunicipalityDirectory | None = None, *, drift_check: bool = False) -> Outcome:
     meta = body.get("metadata", {})
@@ -103,21 +92,19 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
     events: list[Event] = []
     retry = False
 
-    def run(type_: str, step: Callable[[], list[str]], provisioner, part) -> bool:
+    def run(provisioner, part, credentials: Mapping[str, str]) -> bool:
+        """Observe, then apply exactly the observed diff; the condition says how it went."""
         nonlocal retry
+        type_ = provisioner.condition
         try:
-            observed = provisioner.observe(part)
-            if observed.in_sync:
-                message = f"{provisioner.name}: in sync"
-                actions: list[str] = []
-            else:
-                actions = step()
-                message = f"{provisioner.name}: " + "; ".join(actions or ["in sync"])
-                if drift_check and actions:
-                    events.append(Event("Warning", REASON_REPAIRED,
-                                        f"{provisioner.name} drifted ({observed.summary()}); repaired"))
-                elif actions:
-                    events.append(Event("Normal", REASON_PROVISIONED, message))
+            diff = provisioner.observe(part, credentials)
+            actions = provisioner.apply(part, diff, credentials) if not diff.in_sync else []
+            message = f"{provisioner.name}: " + ("; ".join(actions) if actions else "in sync")
+            if drift_check and not diff.in_sync:
+                events.append(Event("Warning", REASON_REPAIRED,
+                                    f"{provisioner.name} drifted ({diff.summary()}); repaired"))
+            elif actions:
+                events.append(Event("Normal", REASON_PROVISIONED, message))
             reason = REASON_SUSPENDED if desired.suspended else REASON_PROVISIONED
             conditions.append(condition(type_, True, reason, message, generation, previous))
             return True
@@ -125,6 +112,12 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
             retry = True
             conditions.append(condition(type_, False, REASON_UNAVAILABLE, str(error), generation, previous))
             events.append(Event("Warning", REASON_UNAVAILABLE, str(error)))
+        except Conflict as error:
+            # Someone else holds the name: retried, since it resolves once they rename or delete theirs.
+            retry = True
+            text = f"{provisioner.name}: {str(error)[:500]}"
+            conditions.append(condition(type_, False, REASON_CONFLICT, text, generation, previous))
+            events.append(Event("Warning", REASON_CONFLICT, text))
         except Exception as error:  # noqa: BLE001 - any other failure is reported and retried
             retry = True
             text = f"{provisioner.name}: {str(error)[:500]}"
@@ -132,25 +125,19 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
             events.append(Event("Warning", REASON_FAILED, text))
         return False
 
-    credentials: dict[str, str] | None = None
     fixed = {"kafka-username": desired.streaming.user, "warehouse-username": desired.warehouse.access.user}
-
-    def runtime_step() -> list[str]:
-        nonlocal credentials
-        actions, credentials = backends.runtime.apply(desired.runtime, fixed)
-        return actions
-
-    runtime_ok = run("RuntimeReady", runtime_step, backends.runtime, desired.runtime)
-    if runtime_ok and credentials is None:
-        # In sync, so apply was skipped: only read the credentials the Secret holds.
-        credentials = backends.runtime.credentials(desired.runtime, fixed)
-    for type_, provisioner, part, step in _backend_steps(backends, desired):
+    credentials = None
+    if run(backends.runtime, desired.runtime, fixed):
+        credentials = backends.runtime.read_credentials(desired.runtime)
+        retry = retry or credentials is None   # written concurrently: read it on the next pass
+    for provisioner, part in ((backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
+                              (backends.identity, desired.identity)):
         if credentials is None:
-            conditions.append(condition(type_, None, REASON_WAITING,
+            conditions.append(condition(provisioner.condition, None, REASON_WAITING,
                                         "waiting for the tenant's credentials Secret in Kubernetes",
                                         generation, previous))
             continue
-        run(type_, lambda step=step: step(credentials), provisioner, part)
+        run(provisioner, part, credentials)
 
     all_ready = all(c["status"] == "True" for c in conditions)
     failing = [c["type"] for c in conditions if c["status"] != "True"]
@@ -226,7 +213,7 @@ def finalize(body: dict[str, Any], tools: dict[str, CityTool], backends) -> list
     actions += backends.identity.delete(desired.identity, keep_data=keep_data)
     actions += backends.streaming.delete(desired.streaming, keep_data=keep_data)
     actions += backends.warehouse.delete(desired.warehouse, keep_data=keep_data)
-    actions += backends.runtime.delete(desired.runtime)
+    actions += backends.runtime.delete(desired.runtime, keep_data=keep_data)
     return actions
 
 

@@ -69,13 +69,14 @@ before it expires and re-obtained after a 401 (Keycloak restarted).
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from urbanstack.operator.plan import IdentityPart, KeycloakClient, KeycloakRole
-from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Observed
+from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Diff, DiffBuilder, Difference, dispatch
 
 BACKEND = "Keycloak"
 ADMIN_REALM = "master"
@@ -91,6 +92,8 @@ TENANT_CLAIM = "organization"
 # Client settings the plan decides or that must hold for every tenant client; others are left alone.
 _CLIENT_FIELDS = ("name", "enabled", "publicClient", "standardFlowEnabled", "implicitFlowEnabled",
                   "directAccessGrantsEnabled", "serviceAccountsEnabled", "fullScopeAllowed")
+# Actions that converge one object each; the others converge their whole area once per apply.
+PER_OBJECT = ("set_client", "delete_client")
 _TOKEN_MARGIN_SECONDS = 15
 _PAGE = 100
 
@@ -155,6 +158,22 @@ def settings_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
         elif str(value) != str(have):
             drifted.append(key)
     return drifted
+
+
+def _client_secret(client: KeycloakClient, credentials: Mapping[str, str]) -> str | None:
+    """The confidential client's secret from the tenant Secret (None for a public client)."""
+    if not client.secret_key or client.public:
+        return None
+    secret = credentials.get(client.secret_key)
+    if not secret:
+        raise RuntimeError(f"the tenant Secret has no key {client.secret_key!r} for client "
+                           f"{client.client_id}; create the Secret (runtime) before the identity")
+    return secret
+
+
+def _composites_of(part: IdentityPart, role: KeycloakRole) -> set[str]:
+    """What a role must include: the plan's composites, and the MFA marker for gov roles."""
+    return set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
 
 
 def _api_client(part: IdentityPart) -> KeycloakClient:
@@ -324,154 +343,263 @@ class IdentityProvisioner:
         return {r["name"] for r in found}
 
     # observe --------------------------------------------------------------------
-    def observe(self, part: IdentityPart) -> Observed:
-        observed = Observed()
+    def observe(self, part: IdentityPart, credentials: Mapping[str, str]) -> Diff:
+        found = DiffBuilder()
+        secrets = {c.client_id: _client_secret(c, credentials) for c in part.clients}
         realm = self._realm(part.realm)
         if realm is None:
-            observed.missing.append(f"realm {part.realm}")
-            observed.missing += [f"client {c.client_id}" for c in part.clients]
-            return observed
-        observed.drifted += [f"realm {part.realm} {key}" for key in settings_drift(part.realm_settings, realm)]
-        self._observe_mfa(part, realm, observed)
+            found.add(f"realm {part.realm}", "exists", True, False, "set_realm")
+            self._observe_mfa(part, None, found)
+            for client in part.clients:
+                self._observe_missing_client(part, client, found)
+            if part.organization is not None:
+                found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
+            for user in part.users:
+                found.add(f"user {user.username}", "exists", True, False, "set_users", user)
+            return found.diff()
+        for key in settings_drift(part.realm_settings, realm):
+            found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
+        self._observe_mfa(part, realm, found)
         clients = self._tenant_clients(part)
+        planned: dict[str, dict[str, Any]] = {}   # ours, and untagged ones of our names to adopt
         for client in part.clients:
             live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
             if live is None:
-                observed.missing.append(f"client {client.client_id}")
+                self._observe_missing_client(part, client, found)
                 continue
-            self._observe_client(part, client, live, observed)
-        observed.extra += [f"client {cid}" for cid in sorted(set(clients) - {c.client_id for c in part.clients})]
+            self._observe_client(part, client, live, secrets[client.client_id], found)
+            planned[client.client_id] = live
+        for client_id in sorted(set(clients) - {c.client_id for c in part.clients}):
+            found.add(f"client {client_id}", "exists", False, True, "delete_client", clients[client_id])
+        self._observe_scope_mappings(part, planned, found)
         org = None
         if part.organization is not None:
             org = self._organization(part)
             if org is None:
-                observed.missing.append(f"organization {part.organization.alias}")
+                found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
+                for user in part.users:
+                    found.add(f"user {user.username}", f"member of {part.organization.alias}", True, False,
+                              "set_users", user)
             else:
-                self._observe_organization(part, org, observed)
-        self._observe_users(part, clients, org, observed)
-        return observed
+                self._observe_organization(part, org, found)
+        self._observe_users(part, planned, org, found)
+        return found.diff()
 
-    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any], observed: Observed) -> None:
-        if self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
-            observed.missing.append(f"realm role {MFA_MARKER_ROLE}")
-        if realm.get("browserFlow") != BROWSER_FLOW or not self._mfa_flow_complete(part.realm):
-            observed.drifted.append(f"realm {part.realm} browser flow (MFA for gov roles)")
+    def _observe_missing_client(self, part: IdentityPart, client: KeycloakClient, found: DiffBuilder) -> None:
+        """A new client also needs what hangs on it: its roles, its scope mappings, the users' roles."""
+        obj = f"client {client.client_id}"
+        found.add(obj, "exists", True, False, "set_client", client)
+        if _tenant_roles(part).get(client.client_id):
+            found.add(f"roles of {client.client_id}", "exist", True, False, "set_roles", (client.client_id, None))
+        found.add(obj, "scope mappings", "the tenant's roles", None, "set_scope_mappings", (client.client_id, None))
+        if client.kind == "api":
+            for user in part.users:
+                found.add(f"user {user.username}", "roles", sorted(user.realm_roles), [], "set_users", user)
 
-    def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
-                        observed: Observed) -> None:
+    def _observe_mfa(self, part: IdentityPart, realm: dict[str, Any] | None, found: DiffBuilder) -> None:
+        """The MFA marker role, the browser flow that asks gov roles for an OTP, and its binding
+        (``realm`` None: the realm does not exist yet, so none of them does)."""
+        if realm is None or self._get(f"/{quote(part.realm)}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+            found.add(f"realm role {MFA_MARKER_ROLE}", "exists", True, False, "set_mfa")
+        if realm is None or not self._mfa_flow_complete(part.realm):
+            found.add(f"flow {BROWSER_FLOW}", "steps", "OTP required for gov roles", "incomplete", "set_mfa")
+        if realm is None or realm.get("browserFlow") != BROWSER_FLOW:
+            found.add(f"realm {part.realm}", "browserFlow", BROWSER_FLOW, (realm or {}).get("browserFlow"),
+                      "set_mfa")
+
+    def _observe_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any], secret: str | None,
+                        found: DiffBuilder) -> None:
+        obj = f"client {client.client_id}"
         desired = client_representation(part, client, self.hub_url)
         owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
         if owner not in (None, tenant_slug(part)):
-            observed.drifted.append(f"client {client.client_id} belongs to {owner}")
-            return
-        changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
-        changed += [key for key, value in desired["attributes"].items()
-                    if (live.get("attributes") or {}).get(key) != value]
-        observed.drifted += [f"client {client.client_id} {key}" for key in changed]
+            raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality {owner!r}; "
+                           f"rename or delete it before this municipality can use the name")
+        for key in _CLIENT_FIELDS:
+            if live.get(key) != desired[key]:
+                found.add(obj, key, desired[key], live.get(key), "set_client", client)
+        for key, value in desired["attributes"].items():
+            have = (live.get("attributes") or {}).get(key)
+            if have != value:
+                found.add(obj, f"attribute {key}", value, have, "set_client", client)
         live_mappers = {m["name"]: m for m in live.get("protocolMappers") or []}
         for name, mapper in protocol_mappers(part, client).items():
             have = live_mappers.get(name)
             if have is None or any((have.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
-                observed.drifted.append(f"client {client.client_id} mapper {name}")
+                found.add(obj, f"mapper {name}", "as planned", "missing" if have is None else "changed",
+                          "set_client", client)
         if client.default_scopes:
             scopes = {s["name"] for s in self._get(f"/{quote(part.realm)}/clients/{live['id']}/default-client-scopes",
                                                     "reading default client scopes") or []}
-            observed.drifted += [f"client {client.client_id} default scope {scope}"
-                                 for scope in client.default_scopes if scope not in scopes]
+            for scope in client.default_scopes:
+                if scope not in scopes:
+                    found.add(obj, f"default scope {scope}", True, False, "set_client", client)
+        if secret is not None:
+            current = self._get(f"/{quote(part.realm)}/clients/{live['id']}/client-secret",
+                                "reading a client secret") or {}
+            if current.get("value") != secret:
+                found.add(obj, "secret", "the tenant Secret's value", "a different value", "set_client", client)
         roles = _tenant_roles(part).get(client.client_id, ())
         if roles:
             have_roles = self._client_roles(part.realm, live["id"])
             for role in roles:
                 if role.name not in have_roles:
-                    observed.missing.append(f"role {client.client_id}/{role.name}")
+                    found.add(f"role {client.client_id}/{role.name}", "exists", True, False, "set_roles",
+                              (client.client_id, role))
                     continue
-                want = set(role.composites) | ({MFA_MARKER_ROLE} if role.name in part.mfa_required_roles else set())
-                if want and not want <= self._composites(part.realm, live["id"], role.name):
-                    observed.drifted.append(f"role {client.client_id}/{role.name} composites")
+                want = _composites_of(part, role)
+                have = self._composites(part.realm, live["id"], role.name)
+                if not want <= have:
+                    found.add(f"role {client.client_id}/{role.name}", "composites", sorted(want), sorted(have),
+                              "set_roles", (client.client_id, role))
 
-    def _observe_organization(self, part: IdentityPart, org: dict[str, Any], observed: Observed) -> None:
+    def _observe_scope_mappings(self, part: IdentityPart, clients: dict[str, dict[str, Any]],
+                                found: DiffBuilder) -> None:
+        """Tenant tokens carry the tenant's roles: every client maps every role of every role owner.
+        (A client that is missing gets all of them through its own difference.)"""
+        realm = quote(part.realm)
+        for owner_id, roles in _tenant_roles(part).items():
+            if not roles:
+                continue
+            owner = clients.get(owner_id)
+            # Planned roles too: one deleted behind our back is recreated and mapped in the same apply.
+            names = {role.name for role in roles} | (set(self._client_roles(part.realm, owner["id"])) if owner
+                                                     else set())
+            for client in part.clients:
+                live = clients.get(client.client_id)
+                if live is None:
+                    continue
+                path = f"/{realm}/clients/{live['id']}/scope-mappings/clients/{owner['id']}" if owner else None
+                have = {r["name"] for r in self._get(path, "reading scope mappings") or []} if path else set()
+                if not names <= have:
+                    found.add(f"client {client.client_id}", f"scope of {owner_id} roles", sorted(names),
+                              sorted(have), "set_scope_mappings", (client.client_id, owner_id))
+
+    def _observe_organization(self, part: IdentityPart, org: dict[str, Any], found: DiffBuilder) -> None:
         desired = part.organization
-        alias = desired.alias
+        obj = f"organization {desired.alias}"
         if org.get("name") != desired.name:
-            observed.drifted.append(f"organization {alias} name")
+            found.add(obj, "name", desired.name, org.get("name"), "set_organization")
         if bool(org.get("enabled")) != desired.enabled:
-            observed.drifted.append(f"organization {alias} enabled")
-        if sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains):
-            observed.drifted.append(f"organization {alias} domains")
+            found.add(obj, "enabled", desired.enabled, bool(org.get("enabled")), "set_organization")
+        domains = sorted(d["name"] for d in org.get("domains") or [])
+        if domains != sorted(desired.domains):
+            found.add(obj, "domains", sorted(desired.domains), domains, "set_organization")
         attributes = org.get("attributes") or {}
         for key, values in desired.attributes.items():
             if sorted(attributes.get(key) or []) != sorted(values):
-                observed.drifted.append(f"organization {alias} attribute {key}")
+                found.add(obj, f"attribute {key}", sorted(values), sorted(attributes.get(key) or []),
+                          "set_organization")
         members = self._members(part.realm, org["id"])
         planned = {user.username for user in part.users}
         others = [m for m in members if m["username"] not in planned]
         if not desired.enabled and any(m.get("enabled") for m in others):
-            observed.drifted.append(f"organization {alias} members still enabled while suspended")
+            found.add(obj, "other members", "disabled while suspended", "enabled", "set_member_suspension")
         if desired.enabled and attributes.get(SUSPENDED_MEMBERS_ATTRIBUTE):
-            observed.drifted.append(f"organization {alias} members still disabled from a suspension")
+            found.add(obj, "other members", "enabled again", "disabled by a suspension", "set_member_suspension")
         member_names = {m["username"] for m in members}
-        observed.missing += [f"membership of {u.username} in {alias}" for u in part.users
-                             if u.username not in member_names]
+        for user in part.users:
+            if user.username not in member_names:
+                found.add(f"user {user.username}", f"member of {desired.alias}", True, False, "set_users", user)
 
     def _observe_users(self, part: IdentityPart, clients: dict[str, dict[str, Any]], org: dict[str, Any] | None,
-                       observed: Observed) -> None:
+                       found: DiffBuilder) -> None:
         api = clients.get(_api_client(part).client_id)
         for user in part.users:
+            obj = f"user {user.username}"
             live = self._user(part.realm, user.username)
             if live is None:
-                observed.missing.append(f"user {user.username}")
+                found.add(obj, "exists", True, False, "set_users", user)
                 continue
             if bool(live.get("enabled")) != user.enabled:
-                observed.drifted.append(f"user {user.username} enabled")
+                found.add(obj, "enabled", user.enabled, bool(live.get("enabled")), "set_users", user)
             if api is not None:
                 have = self._user_client_roles(part.realm, live["id"], api["id"])
-                observed.missing += [f"role {r} of user {user.username}" for r in user.realm_roles if r not in have]
+                missing = [r for r in user.realm_roles if r not in have]
+                if missing:
+                    found.add(obj, "roles", sorted(user.realm_roles), sorted(have), "set_users", user)
 
     # apply --------------------------------------------------------------------------
-    def apply(self, part: IdentityPart, credentials: dict[str, str]) -> list[str]:
-        actions: list[str] = []
-        self._apply_realm(part, actions)
-        self._apply_mfa(part, actions)
-        existing = self._tenant_clients(part)
-        uuids = {}
-        for client in part.clients:
-            uuids[client.client_id] = self._apply_client(part, client, existing.get(client.client_id), credentials,
-                                                          actions)
-        for client_id in sorted(set(existing) - set(uuids)):
-            self._call("DELETE", f"/{quote(part.realm)}/clients/{existing[client_id]['id']}",
-                       f"deleting client {client_id}", ok=(404,))
-            actions.append(f"deleted client {client_id} (no longer in the plan)")
-        self._apply_roles(part, uuids, actions)
-        self._apply_scope_mappings(part, uuids, actions)
-        org = self._apply_organization(part, actions) if part.organization is not None else None
-        self._apply_users(part, uuids, org, actions)
-        if org is not None:
-            self._apply_member_suspension(part, org, actions)
-        return actions
+    def apply(self, part: IdentityPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
+        """Realm settings and clients get exactly the attributes the diff names; the other areas
+        (MFA flow, roles, scope mappings, organization, users, members) are each converged once,
+        however many of their differences the diff lists."""
+        done: set[tuple[str, str]] = set()
 
-    def _apply_realm(self, part: IdentityPart, actions: list[str]) -> None:
-        realm = self._realm(part.realm)
-        if realm is None:
+        def once(run):
+            def handler(difference: Difference) -> str | None:
+                key = (difference.action, difference.object if difference.action in PER_OBJECT else "")
+                if key in done:
+                    return None
+                done.add(key)
+                same = [d for d in diff if (d.action, d.object if d.action in PER_OBJECT else "") == key]
+                actions: list[str] = []
+                run(difference, same, actions)
+                return "; ".join(actions) or None
+            return handler
+
+        handlers = {
+            "set_realm": once(lambda d, same, actions: self._apply_realm(part, same, actions)),
+            "set_mfa": once(lambda d, same, actions: self._apply_mfa(part, same, actions)),
+            "set_client": once(lambda d, same, actions: self._apply_client(part, d.payload, same, credentials,
+                                                                          actions)),
+            "delete_client": once(lambda d, same, actions: self._delete_client(part, d.payload, actions)),
+            "set_roles": once(lambda d, same, actions: self._apply_roles(part, same, actions)),
+            "set_scope_mappings": once(lambda d, same, actions: self._apply_scope_mappings(part, same, actions)),
+            "set_organization": once(lambda d, same, actions: self._apply_organization(part, same, actions)),
+            "set_users": once(lambda d, same, actions: self._apply_users(part, same, actions)),
+            "set_member_suspension": once(lambda d, same, actions: self._apply_member_suspension(
+                part, self._org(part), actions)),
+        }
+        # Areas depend on each other (roles on their client, memberships on the organization): phase order.
+        phases = list(handlers)
+        ordered = sorted(diff, key=lambda d: phases.index(d.action) if d.action in phases else len(phases))
+        return dispatch(BACKEND, handlers, Diff(tuple(ordered)))
+
+    def _uuids(self, part: IdentityPart) -> dict[str, str]:
+        uuids = {client_id: live["id"] for client_id, live in self._tenant_clients(part).items()}
+        missing = [c.client_id for c in part.clients if c.client_id not in uuids]
+        if missing:
+            raise RuntimeError(f"clients {', '.join(missing)} are not in realm {part.realm} yet; the next "
+                               f"reconcile creates them")
+        return uuids
+
+    def _org(self, part: IdentityPart) -> dict[str, Any] | None:
+        if part.organization is None:
+            return None
+        org = self._organization(part)
+        if org is None:
+            raise RuntimeError(f"organization {part.organization.alias} is not in realm {part.realm} yet; the "
+                               f"next reconcile creates it")
+        return org
+
+    def _delete_client(self, part: IdentityPart, live: dict[str, Any], actions: list[str]) -> None:
+        self._call("DELETE", f"/{quote(part.realm)}/clients/{live['id']}", f"deleting client {live['clientId']}",
+                   ok=(404,))
+        actions.append(f"deleted client {live['clientId']} (no longer in the plan)")
+
+    def _apply_realm(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        if any(d.attribute == "exists" for d in differences):
             self._call("POST", "", f"creating realm {part.realm}", ok=(409,), json=dict(part.realm_settings))
             actions.append(f"created realm {part.realm}")
             return
-        drifted = settings_drift(part.realm_settings, realm)
-        if drifted:
-            self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
-                       json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
-            actions.append(f"set realm {part.realm} {', '.join(drifted)}")
+        drifted = [d.attribute for d in differences]
+        self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
+                   json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
+        actions.append(f"set realm {part.realm} {', '.join(drifted)}")
 
-    def _apply_mfa(self, part: IdentityPart, actions: list[str]) -> None:
+    def _apply_mfa(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
         realm = quote(part.realm)
-        if self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role") is None:
+        objects = {d.object for d in differences}
+        if f"realm role {MFA_MARKER_ROLE}" in objects:
             self._call("POST", f"/{realm}/roles", "creating the MFA role", ok=(409,), json={
                 "name": MFA_MARKER_ROLE,
                 "description": "Marker: holders must use a second factor (Urban Stack gov roles include it)."})
             actions.append(f"created realm role {MFA_MARKER_ROLE}")
-        if not self._mfa_flow_complete(part.realm):
-            self._build_mfa_flow(part.realm)
+        if f"flow {BROWSER_FLOW}" in objects:
+            self._build_mfa_flow(part.realm)   # adds only the steps that are missing
             actions.append(f"built browser flow {BROWSER_FLOW!r} (OTP for gov roles)")
-        if (self._realm(part.realm) or {}).get("browserFlow") != BROWSER_FLOW:
+        if f"realm {part.realm}" in objects:
             self._call("PUT", f"/{realm}", "binding the browser flow", json={"realm": part.realm,
                                                                           "browserFlow": BROWSER_FLOW})
             actions.append(f"bound browser flow {BROWSER_FLOW!r}")
@@ -542,75 +670,70 @@ class IdentityProvisioner:
             self._call("PUT", f"/{quote(realm)}/authentication/flows/{quote(flow)}/executions",
                        f"setting a step of {flow} to {requirement}", json=execution | {"requirement": requirement})
 
-    def _apply_client(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any] | None,
-                      credentials: dict[str, str], actions: list[str]) -> str:
+    def _apply_client(self, part: IdentityPart, client: KeycloakClient, differences: list[Difference],
+                      credentials: Mapping[str, str], actions: list[str]) -> None:
         realm = quote(part.realm)
         desired = client_representation(part, client, self.hub_url)
-        secret = None
-        if client.secret_key and not client.public:
-            secret = credentials.get(client.secret_key)
-            if not secret:
-                raise RuntimeError(f"the tenant Secret has no key {client.secret_key!r} for client "
-                                   f"{client.client_id}; create the Secret (runtime) before the identity")
-        if live is None:
-            live = self._client(part.realm, client.client_id)
-            if live is not None:
-                owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
-                if owner not in (None, tenant_slug(part)):
-                    raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality "
-                                   f"{owner!r}; rename or delete it before this municipality can use the name")
-        if live is None:
+        attributes = [d.attribute for d in differences]
+        secret = _client_secret(client, credentials)
+        if "exists" in attributes:
             body = desired | {"protocolMappers": [{"name": n} | m for n, m in protocol_mappers(part, client).items()]}
             if secret:
                 body["secret"] = secret
             self._call("POST", f"/{realm}/clients", f"creating client {client.client_id}", ok=(409,), json=body)
-            actions.append(f"created client {client.client_id}")
             live = self._client(part.realm, client.client_id)
             if live is None:
                 raise BackendUnavailable(BACKEND, f"client {client.client_id} not readable right after creation")
-        else:
-            changed = [key for key in _CLIENT_FIELDS if live.get(key) != desired[key]]
-            changed += [key for key, value in desired["attributes"].items()
-                        if (live.get("attributes") or {}).get(key) != value]
-            if changed:
-                update = desired | {"attributes": (live.get("attributes") or {}) | desired["attributes"]}
-                self._call("PUT", f"/{realm}/clients/{live['id']}", f"updating client {client.client_id}", json=update)
-                actions.append(f"set client {client.client_id} {', '.join(changed)}")
-            self._apply_mappers(part, client, live, actions)
-            if secret:
-                current = self._get(f"/{realm}/clients/{live['id']}/client-secret", "reading a client secret") or {}
-                if current.get("value") != secret:
-                    self._call("PUT", f"/{realm}/clients/{live['id']}", f"setting the secret of {client.client_id}",
-                               json={"clientId": client.client_id, "secret": secret})
-                    actions.append(f"set the secret of client {client.client_id} from the tenant Secret")
-        self._apply_default_scopes(part, client, live["id"], actions)
-        return live["id"]
+            owner = (live.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+            if owner not in (None, tenant_slug(part)):  # another tenant created it in the meantime
+                raise Conflict(f"client {client.client_id} in realm {part.realm} belongs to municipality "
+                               f"{owner!r}; rename or delete it before this municipality can use the name")
+            actions.append(f"created client {client.client_id}")
+            self._apply_default_scopes(part, client, live["id"], client.default_scopes, actions)
+            return
+        # Ours, or one of the expected name without an owner that observe found to adopt.
+        live = self._tenant_clients(part).get(client.client_id) or self._client(part.realm, client.client_id)
+        if live is None:
+            raise RuntimeError(f"client {client.client_id} disappeared from realm {part.realm} while it was "
+                               f"repaired; the next reconcile creates it")
+        changed = [a for a in attributes if a in _CLIENT_FIELDS or a.startswith("attribute ")]
+        if changed:
+            update = desired | {"attributes": (live.get("attributes") or {}) | desired["attributes"]}
+            self._call("PUT", f"/{realm}/clients/{live['id']}", f"updating client {client.client_id}", json=update)
+            actions.append(f"set client {client.client_id} {', '.join(changed)}")
+        mappers = [a.removeprefix("mapper ") for a in attributes if a.startswith("mapper ")]
+        if mappers:
+            self._apply_mappers(part, client, live, mappers, actions)
+        scopes = [a.removeprefix("default scope ") for a in attributes if a.startswith("default scope ")]
+        if scopes:
+            self._apply_default_scopes(part, client, live["id"], scopes, actions)
+        if "secret" in attributes:
+            self._call("PUT", f"/{realm}/clients/{live['id']}", f"setting the secret of {client.client_id}",
+                       json={"clientId": client.client_id, "secret": secret})
+            actions.append(f"set the secret of client {client.client_id} from the tenant Secret")
 
-    def _apply_mappers(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any],
+    def _apply_mappers(self, part: IdentityPart, client: KeycloakClient, live: dict[str, Any], names: list[str],
                        actions: list[str]) -> None:
+        """Add the named mappers, or put back their configuration."""
         base = f"/{quote(part.realm)}/clients/{live['id']}/protocol-mappers/models"
         have = {m["name"]: m for m in live.get("protocolMappers") or []}
-        for name, mapper in protocol_mappers(part, client).items():
-            current = have.get(name)
+        planned = protocol_mappers(part, client)
+        for name in names:
+            mapper, current = planned[name], have.get(name)
             if current is None:
                 self._call("POST", base, f"adding mapper {name} to {client.client_id}", ok=(409,),
                            json={"name": name} | mapper)
                 actions.append(f"added mapper {name!r} to client {client.client_id}")
-            elif any((current.get("config") or {}).get(k) != v for k, v in mapper["config"].items()):
+            else:
                 self._call("PUT", f"{base}/{current['id']}", f"updating mapper {name} of {client.client_id}",
                            json=current | {"config": (current.get("config") or {}) | mapper["config"]})
                 actions.append(f"repaired mapper {name!r} of client {client.client_id}")
 
     def _apply_default_scopes(self, part: IdentityPart, client: KeycloakClient, uuid: str,
-                              actions: list[str]) -> None:
-        if not client.default_scopes:
-            return
-        realm = quote(part.realm)
-        have = {s["name"] for s in self._get(f"/{realm}/clients/{uuid}/default-client-scopes",
-                                             "reading default client scopes") or []}
-        missing = [scope for scope in client.default_scopes if scope not in have]
+                              missing: tuple[str, ...] | list[str], actions: list[str]) -> None:
         if not missing:
             return
+        realm = quote(part.realm)
         scopes = {s["name"]: s["id"] for s in self._get(f"/{realm}/client-scopes", "listing client scopes") or []}
         for scope in missing:
             if scope not in scopes:
@@ -623,107 +746,116 @@ class IdentityProvisioner:
                        f"adding default scope {scope} to {client.client_id}", ok=(409,))
             actions.append(f"made {scope!r} a default scope of client {client.client_id}")
 
-    def _apply_roles(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
+    def _apply_roles(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Create the missing roles (all of a new client's), then add the composites they lack."""
         realm = quote(part.realm)
+        uuids = self._uuids(part)
+        todo: list[tuple[str, KeycloakRole, set[str] | None]] = []   # (client, role, its composites; None: new)
+        for difference in differences:
+            client_id, role = difference.payload
+            if role is None:
+                todo += [(client_id, r, None) for r in _tenant_roles(part)[client_id]]
+            else:
+                todo.append((client_id, role, set(difference.found) if difference.attribute == "composites"
+                             else None))
+        for client_id, role, have in todo:
+            if have is None:
+                self._call("POST", f"/{realm}/clients/{uuids[client_id]}/roles", f"creating role {role.name}",
+                           ok=(409,), json={"name": role.name, "description": role.description})
+                actions.append(f"created role {client_id}/{role.name}")
         marker = None
-        for client_id, roles in _tenant_roles(part).items():
-            if not roles:
+        for client_id, role, have in todo:
+            missing = sorted(_composites_of(part, role) - (have or set()))
+            if not missing:
                 continue
-            uuid = uuids[client_id]
-            have = self._client_roles(part.realm, uuid)
-            for role in roles:
-                if role.name not in have:
-                    self._call("POST", f"/{realm}/clients/{uuid}/roles", f"creating role {role.name}", ok=(409,),
-                               json={"name": role.name, "description": role.description})
-                    actions.append(f"created role {client_id}/{role.name}")
-            have = self._client_roles(part.realm, uuid)
-            for role in roles:
-                composites = self._composites(part.realm, uuid, role.name)
-                wanted = [have[name] for name in role.composites if name not in composites]
-                if role.name in part.mfa_required_roles and MFA_MARKER_ROLE not in composites:
-                    marker = marker or self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role")
-                    wanted.append(marker)
-                if wanted:
-                    self._call("POST", f"/{realm}/clients/{uuid}/roles/{quote(role.name)}/composites",
-                               f"adding composites to role {role.name}",
-                               json=[{"id": r["id"], "name": r["name"]} for r in wanted])
-                    actions.append(f"role {client_id}/{role.name} includes {', '.join(r['name'] for r in wanted)}")
+            roles = self._client_roles(part.realm, uuids[client_id])
+            if MFA_MARKER_ROLE in missing:
+                marker = marker or self._get(f"/{realm}/roles/{MFA_MARKER_ROLE}", "reading the MFA role")
+            reps = [marker if name == MFA_MARKER_ROLE else roles[name] for name in missing]
+            self._call("POST", f"/{realm}/clients/{uuids[client_id]}/roles/{quote(role.name)}/composites",
+                       f"adding composites to role {role.name}",
+                       json=[{"id": r["id"], "name": r["name"]} for r in reps])
+            actions.append(f"role {client_id}/{role.name} includes {', '.join(missing)}")
 
-    def _apply_scope_mappings(self, part: IdentityPart, uuids: dict[str, str], actions: list[str]) -> None:
-        """Tenant clients carry exactly the tenant's roles in their tokens (fullScopeAllowed is off)."""
+    def _apply_scope_mappings(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Tenant clients carry exactly the tenant's roles in their tokens (fullScopeAllowed is off):
+        map the roles the diff names as missing (all roles, for a new client)."""
         realm = quote(part.realm)
-        owners = [(client_id, uuids[client_id], self._client_roles(part.realm, uuids[client_id]))
-                  for client_id, roles in _tenant_roles(part).items() if roles]
-        for client in part.clients:
-            uuid = uuids[client.client_id]
-            for owner_id, owner_uuid, owner_roles in owners:
-                path = f"/{realm}/clients/{uuid}/scope-mappings/clients/{owner_uuid}"
-                have = {r["name"] for r in self._get(path, "reading scope mappings") or []}
-                wanted = [r for name, r in owner_roles.items() if name not in have]
+        uuids = self._uuids(part)
+        owners = [client_id for client_id, roles in _tenant_roles(part).items() if roles]
+        for difference in differences:
+            client_id, owner = difference.payload
+            for owner_id in [owner] if owner else owners:
+                have = set(difference.found) if owner else set()
+                wanted = [r for name, r in self._client_roles(part.realm, uuids[owner_id]).items() if name not in have]
                 if wanted:
-                    self._call("POST", path, f"mapping {owner_id} roles into {client.client_id} tokens",
+                    self._call("POST", f"/{realm}/clients/{uuids[client_id]}/scope-mappings/clients/"
+                               f"{uuids[owner_id]}", f"mapping {owner_id} roles into {client_id} tokens",
                                json=[{"id": r["id"], "name": r["name"]} for r in wanted])
-                    actions.append(f"client {client.client_id} tokens carry {owner_id} roles")
+                    actions.append(f"client {client_id} tokens carry {owner_id} roles")
 
-    def _apply_organization(self, part: IdentityPart, actions: list[str]) -> dict[str, Any]:
+    def _apply_organization(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
         desired = part.organization
         realm = quote(part.realm)
         body = {"alias": desired.alias, "name": desired.name, "enabled": desired.enabled,
                 "domains": [{"name": domain} for domain in desired.domains],
                 "attributes": {key: list(values) for key, values in desired.attributes.items()}}
-        org = self._organization(part)
-        if org is None:
+        org = None
+        if any(d.attribute == "exists" for d in differences):
             response = self._call("POST", f"/{realm}/organizations", f"creating organization {desired.alias}",
                                   ok=(409,), json=body)
-            if response.status_code == 409:
-                org = self._organization_by_alias(part)
-                if org is None:
-                    raise Conflict(f"organization {desired.alias} cannot be created in realm {part.realm}: "
-                                   f"{_error_text(response)}; another organization uses this name or a domain "
-                                   f"({', '.join(desired.domains) or 'none'})")
-            else:
+            if response.status_code != 409:
                 actions.append(f"created organization {desired.alias}")
-                org = self._organization(part)
-                if org is None:
-                    raise BackendUnavailable(BACKEND, f"organization {desired.alias} not readable after creation")
-                return org
-        live_attributes = org.get("attributes") or {}
-        if (org.get("name") != desired.name or bool(org.get("enabled")) != desired.enabled
-                or sorted(d["name"] for d in org.get("domains") or []) != sorted(desired.domains)
-                or any(sorted(live_attributes.get(k) or []) != sorted(v) for k, v in desired.attributes.items())):
-            update = org | body | {"id": org["id"], "attributes": live_attributes | body["attributes"]}
-            self._call("PUT", f"/{realm}/organizations/{org['id']}", f"updating organization {desired.alias}",
-                       json=update)
-            actions.append(f"updated organization {desired.alias}")
-            org = self._get(f"/{realm}/organizations/{org['id']}", "reading the organization") or update
-        return org
+                return
+            # Ours by alias, but found neither by our slug nor by our name: adopted and updated below.
+            org = self._organization_by_alias(part)
+            if org is None:
+                raise Conflict(f"organization {desired.alias} cannot be created in realm {part.realm}: "
+                               f"{_error_text(response)}; another organization uses this name or a domain "
+                               f"({', '.join(desired.domains) or 'none'})")
+        org = org or self._org(part)
+        update = org | body | {"id": org["id"], "attributes": (org.get("attributes") or {}) | body["attributes"]}
+        self._call("PUT", f"/{realm}/organizations/{org['id']}", f"updating organization {desired.alias}",
+                   json=update)
+        actions.append(f"set organization {desired.alias} {', '.join(d.attribute for d in differences)}")
 
-    def _apply_users(self, part: IdentityPart, uuids: dict[str, str], org: dict[str, Any] | None,
-                     actions: list[str]) -> None:
+    def _apply_users(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
+        """Per user exactly what the diff names: create, enable or disable, membership, missing roles."""
         realm = quote(part.realm)
         api = _api_client(part)
+        uuids = self._uuids(part)
         api_roles = self._client_roles(part.realm, uuids[api.client_id])
-        members = {m["username"] for m in self._members(part.realm, org["id"])} if org else set()
-        for user in part.users:
-            live = self._user(part.realm, user.username)
-            if live is None:
+        org = self._org(part)
+        users: dict[str, list[Difference]] = {}
+        for difference in differences:
+            users.setdefault(difference.payload.username, []).append(difference)
+        for found in users.values():
+            user = found[0].payload
+            attributes = {d.attribute: d for d in found}
+            new = "exists" in attributes
+            if new:
                 self._call("POST", f"/{realm}/users", f"creating user {user.username}", ok=(409,), json={
                     "username": user.username, "email": user.email, "enabled": user.enabled,
                     "requiredActions": list(user.required_actions)})
                 actions.append(f"created user {user.username}")
-                live = self._user(part.realm, user.username)
-                if live is None:
+            live = self._user(part.realm, user.username)
+            if live is None:
+                if new:
                     raise Conflict(f"user {user.username} cannot be created in realm {part.realm}: another user "
                                    f"has this email address")
-            elif bool(live.get("enabled")) != user.enabled:
+                raise RuntimeError(f"user {user.username} disappeared from realm {part.realm} while it was "
+                                   f"repaired; the next reconcile creates it")
+            if "enabled" in attributes:
                 self._call("PUT", f"/{realm}/users/{live['id']}", f"updating user {user.username}",
                            json={"enabled": user.enabled})
                 actions.append(f"{'enabled' if user.enabled else 'disabled'} user {user.username}")
-            if org is not None and user.username not in members:
+            if org is not None and (new or f"member of {org['alias']}" in attributes):
                 self._call("POST", f"/{realm}/organizations/{org['id']}/members",
                            f"adding {user.username} to organization {org['alias']}", ok=(409,), json=live["id"])
                 actions.append(f"added {user.username} to organization {org['alias']}")
-            have = self._user_client_roles(part.realm, live["id"], uuids[api.client_id])
+            have = set() if new else set(attributes["roles"].found) if "roles" in attributes else None
+            if have is None:
+                continue
             missing = [name for name in user.realm_roles if name not in have]
             unknown = [name for name in missing if name not in api_roles]
             if unknown:

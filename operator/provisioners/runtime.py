@@ -2,8 +2,9 @@
 
 Objects are written with server-side apply under the operator's field manager,
 so applying again is a no-op and anything changed behind our back is put back.
-The tenant's credentials Secret is created once with generated values and never
-rewritten: backends were given those values.
+The tenant's credentials Secret is created once with generated values; a value is
+never replaced (backends were given it), only a missing key gets a new one, which
+the other provisioners then set in their backends.
 
 Next to it lives the ingest Secret (``rbac.INGEST_SECRET``, the same name in every
 tenant namespace, so the runtime identity can be allowed to read exactly that Secret
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import secrets as secrets_module
+from collections.abc import Mapping
 
 import urllib3
 from kubernetes import client, dynamic
@@ -24,7 +26,7 @@ from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
 from urbanstack.operator.plan import LABEL_MUNICIPALITY, KubeObject, RuntimePart
-from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
 from urbanstack.operator.rbac import INGEST_SECRET, await_tenant_access
 
 BACKEND = "Kubernetes"
@@ -79,64 +81,76 @@ class RuntimeProvisioner:
         except urllib3.exceptions.HTTPError as exc:
             raise _unavailable(exc) from None
 
-    def observe(self, part: RuntimePart) -> Observed:
-        observed = Observed()
+    def observe(self, part: RuntimePart, credentials: Mapping[str, str]) -> Diff:
+        """``credentials``: the values fixed by the plan (user names); the rest of the tenant
+        Secret is generated once and kept."""
+        found = DiffBuilder()
         for obj in part.objects:
             live = self._get(obj)
+            name = f"{obj.kind} {obj.name}"
             if live is None:
-                observed.missing.append(f"{obj.kind} {obj.name}")
+                found.add(name, "exists", True, False, "apply_object", obj)
                 if obj.kind in ("Namespace", "RoleBinding"):
-                    return observed  # the operator may read nothing else there before apply binds its role
+                    # The operator may read nothing else there before apply binds its role: everything
+                    # else is applied (idempotent; the Secret writers keep the values they find).
+                    return _all_after(found, part, obj)
                 continue
-            for section in ("spec", "data", "rules", "roleRef", "subjects"):
-                if section in obj.manifest and not _subset(obj.manifest[section], live.get(section)):
-                    observed.drifted.append(f"{obj.kind} {obj.name}")
-                    break
-            else:
-                labels = obj.manifest.get("metadata", {}).get("labels", {})
-                if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
-                    observed.drifted.append(f"{obj.kind} {obj.name} labels")
-        credentials = self._read_secret(part)
-        if credentials is None:
-            observed.missing.append(f"Secret {part.secret.name}")
+            sections = [s for s in ("spec", "data", "rules", "roleRef", "subjects") if s in obj.manifest
+                        and not _subset(obj.manifest[s], live.get(s))]
+            labels = obj.manifest.get("metadata", {}).get("labels", {})
+            if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
+                sections.append("labels")
+            if sections:
+                found.add(name, ", ".join(sections), "as planned", "changed", "apply_object", obj)
+        current = self._read_secret(part)
+        if current is None:
+            found.add(f"Secret {part.secret.name}", "exists", True, False, "write_secret")
+        else:
+            wrong = sorted(key for key, value in _secret_values(part, credentials, current).items()
+                           if current.get(key) != value)
+            if wrong:
+                found.add(f"Secret {part.secret.name}", "keys", "set", f"missing or changed: {', '.join(wrong)}",
+                          "write_secret")
         ingest = self._read_named(part.namespace, INGEST_SECRET)
         if ingest is None:
-            observed.missing.append(f"Secret {INGEST_SECRET}")
-        elif credentials is not None and _ingest_values(part, credentials, ingest) != {
-                key: ingest.get(key) for key in (WEBHOOK_KEY, *_INGEST_COPIED)}:
-            observed.drifted.append(f"Secret {INGEST_SECRET}")
-        return observed
+            found.add(f"Secret {INGEST_SECRET}", "exists", True, False, "write_ingest_secret")
+        elif current is None:
+            found.add(f"Secret {INGEST_SECRET}", "Kafka user", "a copy of the new credentials", "a stale copy",
+                      "write_ingest_secret")
+        else:
+            wanted = _ingest_values(part, _secret_values(part, credentials, current), ingest)
+            wrong = sorted(key for key, value in wanted.items() if ingest.get(key) != value)
+            if wrong:
+                found.add(f"Secret {INGEST_SECRET}", "keys", "set", f"missing or changed: {', '.join(wrong)}",
+                          "write_ingest_secret")
+        return found.diff()
 
-    def apply(self, part: RuntimePart, fixed_values: dict[str, str]) -> tuple[list[str], dict[str, str]]:
-        """Apply every object; return the actions and the tenant's credentials."""
-        actions = []
-        for obj in part.objects:
-            existed = self._get(obj) is not None
-            try:
-                self._resource(obj).server_side_apply(body=obj.manifest, name=obj.name, namespace=obj.namespace,
-                                                      field_manager=FIELD_MANAGER, force_conflicts=True)
-            except DynamicApiError as exc:
-                if exc.status >= 500 or exc.status == 429:
-                    raise _unavailable(exc) from None
-                raise RuntimeError(f"applying {obj.kind} {obj.name}: HTTP {exc.status} {_message(exc)}") from None
-            except urllib3.exceptions.HTTPError as exc:
+    def apply(self, part: RuntimePart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
+        handlers = {"apply_object": self._apply_object, "write_secret": self._write_secret,
+                    "write_ingest_secret": self._write_ingest_secret}
+        return dispatch(BACKEND, handlers, diff, part, credentials)
+
+    def _apply_object(self, difference: Difference, part: RuntimePart, credentials) -> str:
+        obj: KubeObject = difference.payload
+        try:
+            self._resource(obj).server_side_apply(body=obj.manifest, name=obj.name, namespace=obj.namespace,
+                                                  field_manager=FIELD_MANAGER, force_conflicts=True)
+        except DynamicApiError as exc:
+            if exc.status >= 500 or exc.status == 429:
                 raise _unavailable(exc) from None
-            if not existed:
-                actions.append(f"created {obj.kind} {obj.name}")
-                if obj.kind == "RoleBinding":
-                    await_tenant_access(self._api_client, obj.namespace)
-        credentials, created = self._ensure_secret(part, fixed_values)
-        if created:
-            actions.append(f"created Secret {part.secret.name}")
-        ingest_action = self._ensure_ingest_secret(part, credentials)
-        if ingest_action:
-            actions.append(ingest_action)
-        return actions, credentials
+            raise RuntimeError(f"applying {obj.kind} {obj.name}: HTTP {exc.status} {_message(exc)}") from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+        if obj.kind == "RoleBinding" and difference.attribute == "exists":
+            await_tenant_access(self._api_client, obj.namespace)
+        return f"{'created' if difference.attribute == 'exists' else 'repaired'} {obj.kind} {obj.name}"
 
-    def credentials(self, part: RuntimePart, fixed_values: dict[str, str]) -> dict[str, str]:
-        """The tenant's credentials (the Secret is created if it is missing), without
-        re-applying the namespace's objects."""
-        return self._ensure_secret(part, fixed_values)[0]
+    def read_credentials(self, part: RuntimePart) -> dict[str, str] | None:
+        """The tenant Secret's values; None while it does not hold every key."""
+        current = self._read_secret(part)
+        if current is None or any(not current.get(key) for key in part.secret.keys):
+            return None
+        return current
 
     def _core(self) -> client.CoreV1Api:
         return client.CoreV1Api(self._api_client)
@@ -155,33 +169,30 @@ class RuntimeProvisioner:
             raise _unavailable(exc) from None
         return {k: base64.b64decode(v).decode() for k, v in (secret.data or {}).items()}
 
-    def _ensure_secret(self, part: RuntimePart, fixed_values: dict[str, str]) -> tuple[dict[str, str], bool]:
+    def _write_secret(self, difference: Difference, part: RuntimePart, credentials) -> str | None:
         current = self._read_secret(part)
-        wanted = {key: fixed_values.get(key) or (current or {}).get(key) or secrets_module.token_urlsafe(24)
-                  for key in part.secret.keys}
-        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
-            return wanted, False
         body = client.V1Secret(
             metadata=client.V1ObjectMeta(name=part.secret.name, namespace=part.secret.namespace,
                                          labels=dict(part.labels)),
-            type="Opaque", string_data=wanted)
+            type="Opaque", string_data=_secret_values(part, credentials, current or {}))
         try:
             if current is None:
                 self._core().create_namespaced_secret(part.secret.namespace, body)
-            else:
-                self._core().replace_namespaced_secret(part.secret.name, part.secret.namespace, body)
+                return f"created Secret {part.secret.name}"
+            self._core().replace_namespaced_secret(part.secret.name, part.secret.namespace, body)
+            return f"repaired Secret {part.secret.name}"
         except ApiException as exc:
-            if exc.status == 409:  # created concurrently: read what won
-                return self._read_secret(part) or wanted, False
+            if exc.status == 409:  # written concurrently: the next observe compares what won
+                return None
             raise _unavailable(exc) from None
-        return wanted, current is None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
 
-    def _ensure_ingest_secret(self, part: RuntimePart, credentials: dict[str, str]) -> str | None:
-        """Create or repair the ingest Secret; a valid webhook key is kept, other keys are not touched."""
+    def _write_ingest_secret(self, difference: Difference, part: RuntimePart, credentials) -> str | None:
+        """A valid webhook key is kept; keys the operator does not manage are not touched."""
+        tenant = self._read_secret(part) or {}
         current = self._read_named(part.namespace, INGEST_SECRET)
-        wanted = _ingest_values(part, credentials, current or {})
-        if current is not None and all(current.get(k) == v for k, v in wanted.items()):
-            return None
+        wanted = _ingest_values(part, tenant, current or {})
         try:
             if current is None:
                 self._core().create_namespaced_secret(part.namespace, client.V1Secret(
@@ -193,14 +204,15 @@ class RuntimeProvisioner:
             self._core().patch_namespaced_secret(INGEST_SECRET, part.namespace, {"stringData": wanted})
             return f"repaired Secret {INGEST_SECRET}"
         except ApiException as exc:
-            if exc.status == 409:  # created concurrently; the next reconcile checks it
+            if exc.status == 409:  # created concurrently; the next observe checks it
                 return None
             raise _unavailable(exc) from None
         except urllib3.exceptions.HTTPError as exc:
             raise _unavailable(exc) from None
 
-    def delete(self, part: RuntimePart) -> list[str]:
-        """Delete the namespace; it holds access (credentials, tool workloads), never data."""
+    def delete(self, part: RuntimePart, *, keep_data: bool) -> list[str]:
+        """Delete the namespace whatever ``keep_data`` says: it holds access (credentials, tool
+        workloads), never data."""
         try:
             self._core().delete_namespace(part.namespace)
         except ApiException as exc:
@@ -212,7 +224,22 @@ class RuntimeProvisioner:
         return [f"deleted namespace {part.namespace}"]
 
 
-def _ingest_values(part: RuntimePart, credentials: dict[str, str], current: dict[str, str]) -> dict[str, str]:
+def _all_after(found: DiffBuilder, part: RuntimePart, missing: KubeObject) -> Diff:
+    """The diff when ``missing`` (the namespace or the operator's RoleBinding in it) is absent:
+    every later object and both Secrets are written, none of them can be read yet."""
+    for obj in part.objects[part.objects.index(missing) + 1:]:
+        found.add(f"{obj.kind} {obj.name}", "exists", True, "not readable yet", "apply_object", obj)
+    found.add(f"Secret {part.secret.name}", "exists", True, "not readable yet", "write_secret")
+    found.add(f"Secret {INGEST_SECRET}", "exists", True, "not readable yet", "write_ingest_secret")
+    return found.diff()
+
+
+def _secret_values(part: RuntimePart, fixed: Mapping[str, str], current: Mapping[str, str]) -> dict[str, str]:
+    """The tenant Secret: the plan's fixed values, else what it holds, else a new random value."""
+    return {key: fixed.get(key) or current.get(key) or secrets_module.token_urlsafe(24) for key in part.secret.keys}
+
+
+def _ingest_values(part: RuntimePart, credentials: Mapping[str, str], current: Mapping[str, str]) -> dict[str, str]:
     """What the ingest Secret must hold: the kept or a new webhook key, and the tenant's Kafka user."""
     slug = part.labels[LABEL_MUNICIPALITY]  # a slug is a valid label value, never shortened
     key = current.get(WEBHOOK_KEY) or ""

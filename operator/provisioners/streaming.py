@@ -1,25 +1,27 @@
 """Kafka: the tenant's SCRAM user, its prefixed ACLs, its topics and DLQ.
 
 Everything goes through the Admin API as the platform's super user. Creating
-what exists and deleting what is gone both count as success.
+what exists and deleting what is gone both count as success. A SCRAM password
+cannot be read back: observe logs in as the tenant with the Secret's password.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
-                                   ConfigResource, NewPartitions, NewTopic, ResourcePatternType, ResourceType,
-                                   ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
-                                   UserScramCredentialUpsertion)
+                                   AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic,
+                                   ResourcePatternType, ResourceType, ScramCredentialInfo, ScramMechanism,
+                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
 
-from urbanstack.operator.plan import KafkaAcl, StreamingPart
-from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+from urbanstack.operator.plan import KafkaAcl, KafkaTopic, StreamingPart
+from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
 
 BACKEND = "Kafka"
 TIMEOUT = 15.0
 SCRAM_ITERATIONS = 8192
-# Kafka does not report these on describe unless set; we only compare what we set.
-_COMPARED_CONFIGS = ("retention.ms", "cleanup.policy")
 
 
 def _acl_binding(acl: KafkaAcl) -> AclBinding:
@@ -80,17 +82,6 @@ class StreamingProvisioner:
         bindings = _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0]
         return {_acl_key(b) for b in bindings or []}
 
-    def _user_exists(self, user: str) -> bool:
-        futures = self.admin.describe_user_scram_credentials([user], request_timeout=TIMEOUT)
-        try:
-            description = _wait(futures, "describing SCRAM users", ok_codes=(KafkaError.RESOURCE_NOT_FOUND,))
-        except RuntimeError as exc:
-            if "RESOURCE_NOT_FOUND" in str(exc) or "not found" in str(exc).lower():
-                return False
-            raise
-        entry = description.get(user)
-        return bool(entry and entry.scram_credential_infos)
-
     def _configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
         if not topics:
             return {}
@@ -99,70 +90,87 @@ class StreamingProvisioner:
         return {resource.name: {key: entry.value for key, entry in (config or {}).items()}
                 for resource, config in described.items()}
 
-    def observe(self, part: StreamingPart) -> Observed:
-        observed = Observed()
+    def _scram_mechanisms(self, user: str) -> set[str]:
+        """The user's SCRAM mechanisms, e.g. {"SCRAM-SHA-512"}; empty if there is no such user."""
+        futures = self.admin.describe_user_scram_credentials([user], request_timeout=TIMEOUT)
+        try:
+            description = _wait(futures, "describing SCRAM users", ok_codes=(KafkaError.RESOURCE_NOT_FOUND,))
+        except RuntimeError as exc:
+            if "RESOURCE_NOT_FOUND" in str(exc) or "not found" in str(exc).lower():
+                return set()
+            raise
+        entry = description.get(user)
+        return {info.mechanism.name.replace("_", "-") for info in (entry.scram_credential_infos if entry else [])}
+
+    def _authenticates(self, user: str, password: str) -> bool:
+        """Whether the broker accepts ``password`` for ``user``: a SCRAM credential cannot be read
+        back, so the Secret's password is checked the way a client would use it."""
+        failures: list[KafkaError] = []
+        config = self._config | {"sasl.username": user, "sasl.password": password,
+                                 "error_cb": failures.append, "reconnect.backoff.max.ms": 1000}
+        client = AdminClient(config)
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            try:
+                client.list_topics(timeout=1)
+                return True
+            except KafkaException:
+                client.poll(0)  # a refused login shows only in the error callback, served by poll
+            if any(error.code() == KafkaError._AUTHENTICATION for error in failures):
+                return False
+        raise BackendUnavailable(BACKEND, f"checking the password of {user}: no answer within {TIMEOUT:.0f} s")
+
+    def observe(self, part: StreamingPart, credentials: Mapping[str, str]) -> Diff:
+        password = _password(part, credentials)
         existing = self._topics(part.topic_prefix)
-        configs = self._configs([t.name for t in part.topics if t.name in existing])
-        for topic in part.topics:
-            if topic.name not in existing:
-                observed.missing.append(f"topic {topic.name}")
-                continue
-            if existing[topic.name] < topic.partitions:
-                observed.drifted.append(f"topic {topic.name} partitions {existing[topic.name]}<{topic.partitions}")
-            for key in _COMPARED_CONFIGS:
-                if key in topic.config and configs.get(topic.name, {}).get(key) != topic.config[key]:
-                    observed.drifted.append(f"topic {topic.name} {key}")
-        if not self._user_exists(part.user):
-            observed.missing.append(f"SCRAM user {part.user}")
-        have = self._acls(part.principal)
-        want = {_acl_key(_acl_binding(a)) for a in part.acls}
-        observed.missing += [f"ACL {k[4]} on {k[0]} {k[2]}*" for k in sorted(want - have)]
-        observed.extra += [f"ACL {k[4]} on {k[0]} {k[2]}" for k in sorted(have - want)]
-        return observed
+        mechanisms = self._scram_mechanisms(part.user)
+        return streaming_differences(
+            part, existing, self._configs([t.name for t in part.topics if t.name in existing]), mechanisms,
+            self._authenticates(part.user, password) if part.mechanism in mechanisms else None,
+            self._acls(part.principal))
 
     # apply --------------------------------------------------------------------
-    def apply(self, part: StreamingPart, password: str) -> list[str]:
-        actions = []
-        existing = self._topics(part.topic_prefix)
-        new = [NewTopic(t.name, t.partitions, 1, config=dict(t.config)) for t in part.topics if t.name not in existing]
-        if new:
-            _wait(self.admin.create_topics(new, request_timeout=TIMEOUT), "creating topics",
-                  ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
-            actions.append(f"created topics {', '.join(t.topic for t in new)}")
-        grow = [NewPartitions(t.name, t.partitions) for t in part.topics
-                if t.name in existing and existing[t.name] < t.partitions]
-        if grow:
-            _wait(self.admin.create_partitions(grow, request_timeout=TIMEOUT), "adding partitions")
-            actions.append(f"added partitions to {', '.join(p.topic for p in grow)}")
-        configs = self._configs([t.name for t in part.topics if t.name in existing])
-        alter = []
-        for topic in part.topics:
-            if topic.name in existing and any(configs.get(topic.name, {}).get(k) != v
-                                              for k, v in topic.config.items() if k in _COMPARED_CONFIGS):
-                resource = ConfigResource(ConfigResource.Type.TOPIC, topic.name)
-                for key, value in topic.config.items():
-                    resource.add_incremental_config(_config_entry(key, value))
-                alter.append(resource)
-        if alter:
-            _wait(self.admin.incremental_alter_configs(alter, request_timeout=TIMEOUT), "altering topic configs")
-            actions.append(f"updated retention of {', '.join(r.name for r in alter)}")
-        if not self._user_exists(part.user):
-            upsert = UserScramCredentialUpsertion(
-                part.user, ScramCredentialInfo(ScramMechanism[part.mechanism.replace("-", "_")], SCRAM_ITERATIONS),
-                password.encode())
-            _wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "creating SCRAM user")
-            actions.append(f"created SCRAM user {part.user}")
-        have = self._acls(part.principal)
-        want = {_acl_key(_acl_binding(a)): _acl_binding(a) for a in part.acls}
-        missing = [binding for key, binding in want.items() if key not in have]
-        if missing:
-            _wait(self.admin.create_acls(missing, request_timeout=TIMEOUT), "creating ACLs")
-            actions.append(f"granted {len(missing)} ACLs")
-        extra = [key for key in have if key not in want]
-        if extra:
-            self._delete_acls(extra)
-            actions.append(f"revoked {len(extra)} ACLs")
-        return actions
+    def apply(self, part: StreamingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
+        handlers = {"create_topic": self._create_topic, "add_partitions": self._add_partitions,
+                    "set_config": self._set_config, "set_password": self._set_password,
+                    "create_acl": self._create_acl, "delete_acl": self._delete_acl}
+        return dispatch(BACKEND, handlers, diff, part, credentials)
+
+    def _create_topic(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        topic: KafkaTopic = difference.payload
+        _wait(self.admin.create_topics([NewTopic(topic.name, topic.partitions, 1, config=dict(topic.config))],
+                                       request_timeout=TIMEOUT),
+              "creating topics", ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
+        return f"created topic {topic.name}"
+
+    def _add_partitions(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        topic: KafkaTopic = difference.payload
+        # Metadata lags a moment behind: a topic that already grew is refused as INVALID_PARTITIONS.
+        _wait(self.admin.create_partitions([NewPartitions(topic.name, topic.partitions)], request_timeout=TIMEOUT),
+              "adding partitions", ok_codes=(KafkaError.INVALID_PARTITIONS,))
+        return f"grew topic {topic.name} to {topic.partitions} partitions"
+
+    def _set_config(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        name, key, value = difference.payload
+        resource = ConfigResource(ConfigResource.Type.TOPIC, name)
+        resource.add_incremental_config(ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET))
+        _wait(self.admin.incremental_alter_configs([resource], request_timeout=TIMEOUT), "altering topic configs")
+        return f"set {key}={value} on topic {name}"
+
+    def _set_password(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        upsert = UserScramCredentialUpsertion(
+            part.user, ScramCredentialInfo(_mechanism(part), SCRAM_ITERATIONS),
+            _password(part, credentials).encode())
+        _wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "setting a SCRAM password")
+        return f"set the {part.mechanism} password of {part.user} from the tenant Secret"
+
+    def _create_acl(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        _wait(self.admin.create_acls([difference.payload], request_timeout=TIMEOUT), "creating ACLs")
+        return f"granted {difference.object}"
+
+    def _delete_acl(self, difference: Difference, part: StreamingPart, credentials) -> str:
+        self._delete_acls([difference.payload])
+        return f"revoked {difference.object}"
 
     def _delete_acls(self, keys) -> None:
         filters = [AclBindingFilter(ResourceType[k[0]], k[2], ResourcePatternType[k[1]], k[3], k[6],
@@ -177,8 +185,8 @@ class StreamingProvisioner:
         if have:
             self._delete_acls(have)
             actions.append(f"revoked {len(have)} ACLs")
-        if self._user_exists(part.user):
-            deletion = UserScramCredentialDeletion(part.user, ScramMechanism[part.mechanism.replace("-", "_")])
+        if part.mechanism in self._scram_mechanisms(part.user):
+            deletion = UserScramCredentialDeletion(part.user, _mechanism(part))
             _wait(self.admin.alter_user_scram_credentials([deletion], request_timeout=TIMEOUT),
                   "deleting SCRAM user", ok_codes=(KafkaError.RESOURCE_NOT_FOUND,))
             actions.append(f"deleted SCRAM user {part.user}")
@@ -192,7 +200,50 @@ class StreamingProvisioner:
         return actions
 
 
-def _config_entry(key: str, value: str):
-    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry
+def streaming_differences(part: StreamingPart, partitions: Mapping[str, int],
+                          configs: Mapping[str, Mapping[str, str]], mechanisms: set[str],
+                          authenticates: bool | None, acls: set[tuple]) -> Diff:
+    """The plan against what the broker reported (pure: tests feed it what a broker would say).
 
-    return ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+    ``authenticates``: whether the tenant Secret's password logs in (None: not tried, no credential)."""
+    found = DiffBuilder()
+    for topic in part.topics:
+        obj = f"topic {topic.name}"
+        if topic.name not in partitions:
+            found.add(obj, "exists", True, False, "create_topic", topic)
+            continue
+        # Kafka cannot take partitions away; fewer than planned is what can be repaired.
+        if partitions[topic.name] < topic.partitions:
+            found.add(obj, "partitions", topic.partitions, partitions[topic.name], "add_partitions", topic)
+        for key, value in topic.config.items():
+            have = configs.get(topic.name, {}).get(key)
+            if have != value:
+                found.add(obj, f"config {key}", value, have, "set_config", (topic.name, key, value))
+    user = f"SCRAM user {part.user}"
+    if part.mechanism not in mechanisms:
+        found.add(user, f"credential {part.mechanism}", "present", "absent", "set_password")
+    elif authenticates is False:
+        found.add(user, "password", "the tenant Secret's password authenticates", "rejected", "set_password")
+    want = {_acl_key(_acl_binding(a)): _acl_binding(a) for a in part.acls}
+    for key in sorted(set(want) - acls):
+        found.add(_acl_text(key), "binding", "present", "absent", "create_acl", want[key])
+    for key in sorted(acls - set(want)):
+        found.add(_acl_text(key), "binding", "absent", "present", "delete_acl", key)
+    return found.diff()
+
+
+def _mechanism(part: StreamingPart) -> ScramMechanism:
+    return ScramMechanism[part.mechanism.replace("-", "_")]
+
+
+def _password(part: StreamingPart, credentials: Mapping[str, str]) -> str:
+    password = credentials.get(part.password_key)
+    if not password:
+        raise RuntimeError(f"the tenant Secret has no key {part.password_key!r} for Kafka user {part.user}; "
+                           f"the runtime provisioner creates it")
+    return password
+
+
+def _acl_text(key: tuple) -> str:
+    restype, pattern, name, principal, operation, permission, host = key
+    return f"ACL {permission} {operation} on {restype} {pattern} {name} for {principal}@{host}"

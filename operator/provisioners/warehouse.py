@@ -21,10 +21,17 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from urllib.parse import urlsplit
 
-from urbanstack.operator.plan import RollupState, WarehousePart, WarehouseRollup, parse_rollup_comment
-from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+import clickhouse_connect
+
+from urbanstack.operator.plan import (RollupState, WarehouseAccess, WarehousePart, WarehouseRollup, grant_sql,
+                                      parse_rollup_comment, revoke_sql)
+from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
+from urbanstack.operator.templating import render
 
 BACKEND = "ClickHouse"
 BACKFILL_DELAY_SECONDS = 2.0
@@ -33,9 +40,12 @@ class WarehouseProvisioner:
     name = BACKEND
     condition = "WarehouseReady"
 
-    def __init__(self, client_factory, *, embedded: bool, backfill_delay: float = BACKFILL_DELAY_SECONDS):
+    def __init__(self, client_factory, *, embedded: bool, backfill_delay: float = BACKFILL_DELAY_SECONDS,
+                 login: Callable[[str, str], bool] | None = None):
+        """``login(user, password)``: whether a ClickHouse server accepts the password (server mode)."""
         self._client_factory = client_factory
         self.embedded = embedded
+        self._login = login
         self.backfill_delay = backfill_delay
 
     def _client(self):
@@ -78,131 +88,126 @@ class WarehouseProvisioner:
     def _database_exists(self, database: str) -> bool:
         return bool(self._query("SELECT 1 FROM system.databases WHERE name = {db:String}", db=database))
 
-    def observe(self, part: WarehousePart) -> Observed:
-        observed = Observed()
-        if not self._database_exists(part.database):
-            observed.missing.append(f"database {part.database}")
-            observed.missing += [f"table {t.name}" for t in part.tables]
-            return observed
-        tables = self._tables(part.database)
-        columns = self._columns(part.database)
+    def observe(self, part: WarehousePart, credentials: Mapping[str, str]) -> Diff:
+        found = DiffBuilder()
+        exists = self._database_exists(part.database)
+        if not exists:
+            found.add(f"database {part.database}", "exists", True, False, "execute", (part.database_sql,))
+        tables = self._tables(part.database) if exists else {}
+        columns = self._columns(part.database) if exists else {}
+        details = self._details(part.database) if exists else {}
         for table in part.tables:
+            obj = f"table {table.name}"
             if table.name not in tables:
-                observed.missing.append(f"table {table.name}")
+                found.add(obj, "exists", True, False, "execute", (table.ddl,))
+                if table.rollup is not None:
+                    # A rollup of a table that is gone counts rows that are gone: it is built anew.
+                    found.add(f"rollup {table.rollup.name}", "source", f"table {table.name}", "recreated",
+                              "rebuild_rollup", table.rollup)
                 continue
-            if not _has_ttl_days(tables[table.name], table.retention_days):
-                observed.drifted.append(f"table {table.name} retention")
             for column in table.columns:
                 if column.name not in columns.get(table.name, set()):
-                    observed.drifted.append(f"table {table.name} column {column.name}")
+                    found.add(obj, f"column {column.name}", column.type, None, "execute",
+                              (table.add_column_sql(column),))
+            if not _has_ttl_days(tables[table.name], table.retention_days):
+                found.add(obj, "retention", f"{table.retention_days} days", _ttl_text(tables[table.name]),
+                          "execute", (table.modify_ttl_sql(),))
             if table.rollup is not None:
-                self._observe_rollup(table.rollup, tables, columns, observed)
+                _observe_rollup(table.rollup, tables, columns, details, found)
         if not self.embedded:
-            users = {row[0] for row in self._query("SELECT name FROM system.users")}
-            if part.access.user not in users:
-                observed.missing.append(f"user {part.access.user}")
-        return observed
+            password = _password(part, credentials)
+            rows = self._access_rows(part)
+            login = self._authenticates(part.access.user, password) if rows.user is not None else None
+            for difference in access_differences(part.access, part.database, rows, login):
+                found.items.append(difference)
+        return found.diff()
 
-    def _observe_rollup(self, rollup: WarehouseRollup, tables: dict[str, str], columns: dict[str, set[str]],
-                        observed: Observed) -> None:
-        if rollup.name not in tables or rollup.view not in tables:
-            observed.missing.append(f"rollup {rollup.name}" if rollup.name not in tables else f"view {rollup.view}")
-            return
-        details = self._details(rollup.database)
-        comment, view_select = details.get(rollup.name, ("", ""))[0], details.get(rollup.view, ("", ""))[1]
-        state = parse_rollup_comment(comment)
-        if state is None or not state.backfilled:
-            observed.drifted.append(f"rollup {rollup.name} backfill pending")
-        for column in rollup.columns:
-            if column.name not in columns.get(rollup.name, set()):
-                observed.drifted.append(f"rollup {rollup.name} column {column.name}")
-        if not _view_is_current(rollup, view_select, state):
-            observed.drifted.append(f"view {rollup.view} query")
-        if not _has_ttl_days(tables[rollup.name], rollup.retention_days):
-            observed.drifted.append(f"rollup {rollup.name} retention")
+    def _access_rows(self, part: WarehousePart) -> "AccessRows":
+        access = part.access
+        users = self._query("SELECT default_roles_all, default_roles_list, default_database FROM system.users "
+                            "WHERE name = {user:String}", user=access.user)
+        grants = self._query(
+            "SELECT coalesce(user_name, role_name), database, table, toString(access_type) FROM system.grants "
+            "WHERE NOT is_partial_revoke AND column IS NULL AND (database = {db:String} OR "
+            "(database IS NULL AND (user_name = {user:String} OR role_name = {role:String})))",
+            db=part.database, user=access.user, role=access.role)
+        limits = self._query("SELECT duration, max_queries, max_errors FROM system.quota_limits "
+                             "WHERE quota_name = {quota:String}", quota=access.quota)
+        quota = self._query("SELECT apply_to_list FROM system.quotas WHERE name = {quota:String}", quota=access.quota)
+        return AccessRows(
+            roles={row[0] for row in self._query("SELECT name FROM system.roles WHERE name = {role:String}",
+                                                 role=access.role)},
+            user=(bool(users[0][0]), tuple(users[0][1]), users[0][2]) if users else None,
+            user_roles={row[0] for row in self._query("SELECT granted_role_name FROM system.role_grants "
+                                                      "WHERE user_name = {user:String}", user=access.user)},
+            grants={(grantee, database, table, privilege) for grantee, database, table, privilege in grants},
+            quota=(tuple(quota[0][0]), {int(d): (q, e) for d, q, e in limits}) if quota else None,
+            row_policies={(name, database, table) for name, database, table in self._query(
+                "SELECT short_name, database, table FROM system.row_policies WHERE database = {db:String}",
+                db=part.database)},
+        )
 
-    def apply(self, part: WarehousePart, password: str) -> list[str]:
-        actions = []
-        if not self._database_exists(part.database):
-            self._command(part.database_sql)
-            actions.append(f"created database {part.database}")
-        tables = self._tables(part.database)
-        columns = self._columns(part.database)
-        created: set[str] = set()
-        for table in part.tables:
-            if table.name not in tables:
-                self._command(table.ddl)
-                actions.append(f"created table {table.name}")
-                created.add(table.name)
-                continue
-            for column in table.columns:
-                if column.name not in columns.get(table.name, set()):
-                    self._command(table.add_column_sql(column))
-                    actions.append(f"added column {table.name}.{column.name}")
-            if not _has_ttl_days(tables[table.name], table.retention_days):
-                self._command(table.modify_ttl_sql())
-                actions.append(f"set retention of {table.name} to {table.retention_days} days")
-        rollups = [table.rollup for table in part.tables if table.rollup is not None]
-        if rollups:
-            actions += self._apply_rollups(part.database, rollups, created)
-        if not self.embedded:
-            for statement in part.access.role_sql():
-                self._command(statement)
-            users = {row[0] for row in self._query("SELECT name FROM system.users")}
-            if part.access.user not in users:
-                for statement in part.access.user_sql(password, part.database):
-                    self._command(statement)
-                actions.append(f"created user {part.access.user}")
+    def _authenticates(self, user: str, password: str) -> bool:
+        """Whether the server accepts the tenant Secret's password (a hash cannot be read back)."""
+        if self._login is None:
+            raise RuntimeError("a ClickHouse server needs a login check for tenant passwords; give the "
+                               "provisioner the server URL")
+        return self._login(user, password)
+
+    def apply(self, part: WarehousePart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
+        pending: dict[str, tuple[WarehouseRollup, RollupState]] = {}
+        handlers = {"execute": self._execute, "rebuild_rollup": self._rebuild_rollup,
+                    "modify_view": self._modify_view, "backfill": self._schedule_backfill,
+                    "create_user": self._create_user}
+        actions = dispatch(BACKEND, handlers, diff, part, credentials, pending)
+        if pending:
+            actions += self._backfills(list(pending.values()))
         return actions
+
+    def _execute(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
+        for statement in difference.payload:
+            self._command(statement)
+        return f"repaired {difference}"
+
+    def _create_user(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
+        for statement in part.access.user_sql(_password(part, credentials), part.database):
+            self._command(statement)
+        return f"set user {part.access.user} ({difference.attribute}) from the tenant Secret"
 
     def _now(self) -> datetime:
         (value,), = self._query("SELECT now64(3, 'UTC')")
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
-    def _apply_rollups(self, database: str, rollups: list[WarehouseRollup], created: set[str]) -> list[str]:
-        actions: list[str] = []
-        tables = self._tables(database)
-        columns = self._columns(database)
-        details = self._details(database)
-        states: dict[str, RollupState] = {}
-        for rollup in rollups:
-            state = parse_rollup_comment(details.get(rollup.name, ("", ""))[0]) if rollup.name in tables else None
-            if rollup.view not in tables or state is None or rollup.source in created:
-                # New, the view was lost (inserts went by uncounted) or its table was (the rollup counts rows
-                # that are gone): count everything again.
-                state = RollupState(cutoff=self._now() + timedelta(seconds=self.backfill_delay), backfilled=False)
-                if rollup.name in tables or rollup.view in tables:
-                    # A new table, so that no insert still running through the old view can add to it.
-                    for statement in rollup.drop_sql():
-                        self._command(statement)
-                    actions.append(f"dropped rollup {rollup.name} to rebuild it")
-                self._command(rollup.ddl(state))
-                self._command(rollup.view_sql(state))
-                actions.append(f"created rollup {rollup.name} and view {rollup.view}")
-            else:
-                self._sync_rollup_columns(rollup, columns.get(rollup.name, set()), actions)
-                if not _view_is_current(rollup, details.get(rollup.view, ("", ""))[1], state):
-                    self._command(rollup.modify_view_sql(state))
-                    actions.append(f"updated the query of view {rollup.view}")
-                if not _has_ttl_days(tables[rollup.name], rollup.retention_days):
-                    self._command(rollup.modify_ttl_sql())
-                    actions.append(f"set retention of {rollup.name} to {rollup.retention_days} days")
-            if not state.backfilled:
-                states[rollup.name] = state
-        if states:
-            wait = (max(state.cutoff for state in states.values()) - self._now()).total_seconds()
-            if 0 < wait <= self.backfill_delay:
-                time.sleep(wait)
-            for rollup in rollups:
-                if rollup.name in states:
-                    actions += self._backfill(rollup, states[rollup.name])
-        return actions
+    def _rebuild_rollup(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
+        """New, its view was lost (inserts went by uncounted) or its table was (it counts rows that are
+        gone): a new table and view with a new cutoff, and everything counted again."""
+        rollup: WarehouseRollup = difference.payload
+        state = RollupState(cutoff=self._now() + timedelta(seconds=self.backfill_delay), backfilled=False)
+        # A new table, so that no insert still running through an old view can add to it.
+        for statement in rollup.drop_sql():
+            self._command(statement)
+        self._command(rollup.ddl(state))
+        self._command(rollup.view_sql(state))
+        pending[rollup.name] = (rollup, state)
+        return f"built rollup {rollup.name} and view {rollup.view}"
 
-    def _sync_rollup_columns(self, rollup: WarehouseRollup, present: set[str], actions: list[str]) -> None:
-        for column in rollup.columns:
-            if column.name not in present:
-                self._command(rollup.add_column_sql(column))
-                actions.append(f"added column {rollup.name}.{column.name}")
+    def _modify_view(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
+        rollup, state = difference.payload
+        self._command(rollup.modify_view_sql(state))
+        return f"updated the query of view {rollup.view}"
+
+    def _schedule_backfill(self, difference: Difference, part: WarehousePart, credentials, pending) -> None:
+        rollup, state = difference.payload
+        pending[rollup.name] = (rollup, state)
+
+    def _backfills(self, pending: list[tuple[WarehouseRollup, RollupState]]) -> list[str]:
+        wait = (max(state.cutoff for _, state in pending) - self._now()).total_seconds()
+        if 0 < wait <= self.backfill_delay:
+            time.sleep(wait)
+        actions: list[str] = []
+        for rollup, state in pending:
+            actions += self._backfill(rollup, state)
+        return actions
 
     def _backfill(self, rollup: WarehouseRollup, state: RollupState) -> list[str]:
         now = self._now()
@@ -235,6 +240,91 @@ class WarehouseProvisioner:
             actions.append(f"dropped database {part.database}")
         return actions
 
+def _observe_rollup(rollup: WarehouseRollup, tables: dict[str, str], columns: dict[str, set[str]],
+                    details: dict[str, tuple[str, str]], found: DiffBuilder) -> None:
+    obj = f"rollup {rollup.name}"
+    if rollup.name not in tables or rollup.view not in tables:
+        missing = rollup.name if rollup.name not in tables else rollup.view
+        found.add(obj, "exists", f"table and view {rollup.view}", f"{missing} missing", "rebuild_rollup", rollup)
+        return
+    state = parse_rollup_comment(details.get(rollup.name, ("", ""))[0])
+    if state is None:
+        found.add(obj, "state comment", "cutoff and backfill state", "unreadable", "rebuild_rollup", rollup)
+        return
+    for column in rollup.columns:
+        if column.name not in columns.get(rollup.name, set()):
+            found.add(obj, f"column {column.name}", column.type, None, "execute", (rollup.add_column_sql(column),))
+    if not _view_is_current(rollup, details.get(rollup.view, ("", ""))[1], state):
+        found.add(f"view {rollup.view}", "query", "every measure, cutoff filter while the backfill is pending",
+                  "different", "modify_view", (rollup, state))
+    if not _has_ttl_days(tables[rollup.name], rollup.retention_days):
+        found.add(obj, "retention", f"{rollup.retention_days} days", _ttl_text(tables[rollup.name]), "execute",
+                  (rollup.modify_ttl_sql(),))
+    if not state.backfilled:
+        found.add(obj, "backfill", "done", "pending", "backfill", (rollup, state))
+
+
+@dataclass(frozen=True)
+class AccessRows:
+    """What a ClickHouse server's system tables say about one tenant's access."""
+    roles: set[str]                                          # system.roles, the tenant role if present
+    user: tuple[bool, tuple[str, ...], str | None] | None    # system.users: (default_roles_all, list, database)
+    user_roles: set[str]                                     # system.role_grants of the user
+    grants: set[tuple[str, str | None, str | None, str]]     # system.grants (grantee, database, table, privilege)
+    quota: tuple[tuple[str, ...], dict[int, tuple]] | None   # apply_to_list, {duration: (max_queries, max_errors)}
+    row_policies: set[tuple[str, str, str]]                  # (short_name, database, table) on the tenant database
+
+
+def access_differences(access: WarehouseAccess, database: str, rows: AccessRows,
+                       login: bool | None) -> list[Difference]:
+    """The statements that make a server's access rows what the plan says (pure: tests feed it rows).
+
+    Owned here: every grant on the tenant's database, whoever the grantee (shares included; a share
+    taken back is revoked), and global grants to the tenant's user or role. Grants the tenant's role
+    holds on other databases are those tenants' shares and are theirs to manage."""
+    found = DiffBuilder()
+    if access.role not in rows.roles:
+        found.add(f"role {access.role}", "exists", True, False, "execute", (access.role_sql(),))
+    limits = {3600: (access.queries_per_hour, access.errors_per_hour)}
+    have_quota = rows.quota or ((), {})
+    if rows.quota is None:
+        found.add(f"quota {access.quota}", "exists", True, False, "execute", (access.quota_sql(),))
+    elif tuple(have_quota[0]) != (access.role,) or have_quota[1] != limits:
+        found.add(f"quota {access.quota}", "limits", f"{limits} for {access.role}",
+                  f"{have_quota[1]} for {', '.join(have_quota[0]) or 'nobody'}", "execute", (access.quota_sql(),))
+    wanted = access.privileges()
+    owned = {grant for grant in rows.grants
+             if grant[1] == database or (grant[1] is None and grant[0] in (access.user, access.role))}
+    for grantee, db, table, privilege in sorted(wanted - owned, key=str):
+        found.add(f"grant {privilege} on {db}.{table or '*'}", f"to {grantee}", "granted", "absent", "execute",
+                  (grant_sql(grantee, db, table, privilege),))
+    for grantee, db, table, privilege in sorted(owned - wanted, key=str):
+        where = "*.*" if db is None else f"{db}.{table or '*'}"
+        found.add(f"grant {privilege} on {where}", f"to {grantee}", "absent", "granted", "execute",
+                  (revoke_sql(grantee, db, table, privilege),))
+    for name, db, table in sorted(rows.row_policies):
+        found.add(f"row policy {name} on {db}.{table}", "exists", False, True, "execute",
+                  (render("clickhouse/drop_row_policy.sql.j2", name=name, database=db, table=table),))
+    user = f"user {access.user}"
+    if rows.user is None:
+        found.add(user, "exists", True, False, "create_user")
+    else:
+        roles_all, default_roles, default_database = rows.user
+        if roles_all or tuple(default_roles) != (access.role,) or default_database != database:
+            found.add(user, "defaults", f"role {access.role}, database {database}",
+                      f"role {'ALL' if roles_all else ', '.join(default_roles) or 'none'}, "
+                      f"database {default_database or 'none'}", "create_user")
+        elif login is False:
+            found.add(user, "password", "the tenant Secret's password authenticates", "rejected", "create_user")
+        elif access.role not in rows.user_roles:
+            found.add(user, f"role {access.role}", "granted", "absent", "execute",
+                      (render("clickhouse/grant_role.sql.j2", role=access.role, user=access.user),))
+        for role in sorted(rows.user_roles - {access.role}):
+            found.add(user, f"role {role}", "absent", "granted", "execute",
+                      (render("clickhouse/revoke_role.sql.j2", role=role, user=access.user),))
+    return found.items
+
+
 def _view_is_current(rollup: WarehouseRollup, as_select: str, state: RollupState | None) -> bool:
     """Whether the view's query computes every rollup column (a field added later needs its own) and
     filters on the cutoff exactly while the backfill is pending."""
@@ -246,6 +336,38 @@ def _view_is_current(rollup: WarehouseRollup, as_select: str, state: RollupState
 
 def _has_ttl_days(engine_full: str, days: int) -> bool:
     return re.search(rf"toIntervalDay\({days}\)", engine_full) is not None
+
+
+def _ttl_text(engine_full: str) -> str:
+    days = re.search(r"toIntervalDay\((\d+)\)", engine_full)
+    return f"{days.group(1)} days" if days else "no day TTL"
+
+
+def _password(part: WarehousePart, credentials: Mapping[str, str]) -> str:
+    password = credentials.get(part.access.password_key)
+    if not password:
+        raise RuntimeError(f"the tenant Secret has no key {part.access.password_key!r} for ClickHouse user "
+                           f"{part.access.user}; the runtime provisioner creates it")
+    return password
+
+
+def server_login(url: str) -> Callable[[str, str], bool]:
+    """A login check against the ClickHouse server at ``url`` (its own credentials are not used)."""
+    parts = urlsplit(url)
+
+    def login(user: str, password: str) -> bool:
+        try:
+            client = clickhouse_connect.get_client(host=parts.hostname, port=parts.port,
+                                                   secure=parts.scheme == "https", username=user, password=password,
+                                                   connect_timeout=10)
+            client.close()
+            return True
+        except Exception as exc:  # noqa: BLE001 - classified below
+            if re.search(r"Code: (516|192)\b|AUTHENTICATION_FAILED|UNKNOWN_USER", str(exc)):
+                return False
+            raise BackendUnavailable(BACKEND, f"checking the password of {user}: {_first_line(exc)}") from None
+
+    return login
 
 def _first_line(exc: Exception) -> str:
     return str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__

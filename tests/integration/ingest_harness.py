@@ -17,6 +17,7 @@ from urbanstack import kubeclient
 from urbanstack.operator import naming
 from urbanstack.operator.models import CityTool, Municipality, parse_citytool, parse_municipality
 from urbanstack.operator.plan import DesiredState, plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.rbac import INGEST_SECRET
@@ -77,8 +78,9 @@ def provision(kube_api, admin_config: dict, body: dict, tools: list[CityTool]) -
     municipality = parse_municipality(body)
     desired = plan(municipality, tools)
     fixed = {"kafka-username": desired.streaming.user, "warehouse-username": desired.warehouse.access.user}
-    _, credentials = RuntimeProvisioner(kube_api).apply(desired.runtime, fixed)
-    StreamingProvisioner(admin_config).apply(desired.streaming, credentials["kafka-password"])
+    runtime = RuntimeProvisioner(kube_api)
+    ensure(runtime, desired.runtime, fixed)
+    ensure(StreamingProvisioner(admin_config), desired.streaming, runtime.read_credentials(desired.runtime))
     return Tenant(slug=municipality.slug, municipality=municipality, desired=desired)
 
 

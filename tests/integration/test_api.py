@@ -23,6 +23,7 @@ from fastapi.testclient import TestClient
 from urbanstack.operator import naming
 from urbanstack.operator.models import Municipality, parse_citytool
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.runtime.api import Catalogue, create_app
 
@@ -62,7 +63,7 @@ class World:
         self.catalogue = Catalogue(self.municipalities, tools)
         provisioner = WarehouseProvisioner(lambda: warehouse, embedded=True)
         for municipality in self.municipalities:
-            provisioner.apply(plan(municipality, tools).warehouse, "unused-on-chdb")
+            ensure(provisioner, plan(municipality, tools).warehouse, {})
         self.warehouse = warehouse
         self._fill()
 

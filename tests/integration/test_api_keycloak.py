@@ -20,6 +20,7 @@ from test_identity_provisioner import Realm, _add_viewer, _allow_password_grant,
 from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import Municipality
 from urbanstack.operator.plan import IdentityPart, plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.identity import IdentityProvisioner
 from urbanstack.runtime.api import AuthError, TokenVerifier, create_app
 
@@ -47,7 +48,7 @@ class Tenants:
 
     def apply(self) -> None:
         for part in self.parts:
-            self.provisioner.apply(part, _credentials(part))
+            ensure(self.provisioner, part, _credentials(part))
             _allow_password_grant(self.admin, part)
 
     def token(self, part: IdentityPart, username: str, password: str, client: str | None = None) -> str:

@@ -38,6 +38,7 @@ import sink_harness as harness
 from urbanstack.devplatform import kafka
 from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.runtime.connectors import ParseResult, lorawan, sensorthings, tabular, weather
@@ -134,8 +135,8 @@ def provision(admin_config: dict, warehouse) -> harness.Tenant:
     catalogue.append(parse_citytool(copy.deepcopy(SAMPLES_TOOL)))
     desired = plan(parse_municipality(manifest), catalogue)
     password = secrets.token_urlsafe(18)
-    StreamingProvisioner(admin_config).apply(desired.streaming, password)
-    WarehouseProvisioner(lambda: warehouse, embedded=True).apply(desired.warehouse, "unused")
+    ensure(StreamingProvisioner(admin_config), desired.streaming, {desired.streaming.password_key: password})
+    ensure(WarehouseProvisioner(lambda: warehouse, embedded=True), desired.warehouse, {})
     return harness.Tenant(slug=desired.slug, password=password, desired=desired, manifest=manifest)
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from urbanstack.operator.models import CityTool, Municipality
 from urbanstack.operator.plan import RollupState, parse_rollup_comment, plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 
 pytestmark = pytest.mark.platform
@@ -32,11 +33,11 @@ def _tool(extra_fields: list[dict] | None = None) -> CityTool:
                  "datasets": [{"name": "gauges", "retentionDays": 3650, "fields": fields}]}})
 
 
-def _town(slug: str) -> Municipality:
+def _town(slug: str, **spec) -> Municipality:
     return Municipality.model_validate({
         "metadata": {"name": slug},
         "spec": {"displayName": slug, "ags": "05754008", "admins": [f"ops@{slug}.example.org"],
-                 "tools": [{"name": "probe-tool"}]}})
+                 "tools": [{"name": "probe-tool"}]} | spec})
 
 
 def _rows(prefix: str, count: int, start: dt.datetime = T0) -> list[list]:
@@ -98,9 +99,9 @@ def tenant(warehouse):
 
 
 def test_every_insert_reaches_the_rollup_once_and_a_replayed_batch_not_at_all(tenant):
-    tenant.provisioner.apply(tenant.part, "unused")
+    ensure(tenant.provisioner, tenant.part, {})
     assert tenant.state().backfilled
-    assert tenant.provisioner.observe(tenant.part).in_sync
+    assert tenant.provisioner.observe(tenant.part, {}).in_sync
 
     batch = _rows("a", 60)
     tenant.insert(batch, token="probe.t.gauges:0:0-59")
@@ -122,27 +123,27 @@ def test_every_insert_reaches_the_rollup_once_and_a_replayed_batch_not_at_all(te
 def test_a_table_from_before_the_rollup_is_backfilled_once(tenant):
     # A deployment made before rollups existed: the table alone, with data.
     old = dataclasses.replace(tenant.part, tables=tuple(dataclasses.replace(t, rollup=None) for t in tenant.part.tables))
-    tenant.provisioner.apply(old, "unused")
+    ensure(tenant.provisioner, old, {})
     tenant.insert(_rows("old", 300))
-    observed = tenant.provisioner.observe(tenant.part)
-    assert f"rollup {tenant.rollup.name}" in observed.missing
+    observed = tenant.provisioner.observe(tenant.part, {})
+    assert observed.about(f"rollup {tenant.rollup.name}", "exists")
 
-    actions = tenant.provisioner.apply(tenant.part, "unused")
+    actions = ensure(tenant.provisioner, tenant.part, {})
     assert f"backfilled rollup {tenant.rollup.name}" in actions
     assert tenant.state().backfilled
     assert tenant.from_rollup() == tenant.from_table()
 
     # Later inserts go through the view; reconciling again (an operator restart) backfills nothing.
     tenant.insert(_rows("new", 50, T0 + dt.timedelta(days=3)))
-    assert tenant.provisioner.observe(tenant.part).in_sync
-    assert tenant.provisioner.apply(tenant.part, "unused") == []
+    assert tenant.provisioner.observe(tenant.part, {}).in_sync
+    assert ensure(tenant.provisioner, tenant.part, {}) == []
     assert tenant.from_rollup() == tenant.from_table()
     assert sum(row[2] for row in tenant.from_rollup()) == 350
 
 
 def test_an_interrupted_backfill_runs_again_without_counting_twice(tenant):
     old = dataclasses.replace(tenant.part, tables=tuple(dataclasses.replace(t, rollup=None) for t in tenant.part.tables))
-    tenant.provisioner.apply(old, "unused")
+    ensure(tenant.provisioner, old, {})
     tenant.insert(_rows("x", 200))
     expected = tenant.from_table()
     # The operator created rollup and view, then waited for the cutoff ...
@@ -152,35 +153,36 @@ def test_an_interrupted_backfill_runs_again_without_counting_twice(tenant):
     tenant.warehouse.command(tenant.rollup.view_sql(pending))
     name = tenant.rollup.name
     waiting = f"rollup {name}: backfill waits until {pending.cutoff.isoformat()}"
-    assert tenant.provisioner.apply(tenant.part, "unused") == [waiting]
+    assert ensure(tenant.provisioner, tenant.part, {}) == [waiting]
     assert tenant.from_rollup() == [] and not tenant.state().backfilled
     # ... then ran the backfill and died before recording it.
     tenant.warehouse.command(tenant.rollup.backfill_sql(pending))
     assert tenant.from_rollup() == expected
-    assert f"rollup {name} backfill pending" in tenant.provisioner.observe(tenant.part).drifted
+    assert [d.found for d in tenant.provisioner.observe(tenant.part, {}).about(f"rollup {name}", "backfill")] == [
+        "pending"]
 
     # The restarted operator (cutoff now passed) backfills again, replacing what the first run wrote.
     passed = RollupState(cutoff=now, backfilled=False)
     tenant.warehouse.command(tenant.rollup.comment_sql(passed))
     tenant.warehouse.command(tenant.rollup.modify_view_sql(passed))
-    assert f"backfilled rollup {name}" in tenant.provisioner.apply(tenant.part, "unused")
+    assert f"backfilled rollup {name}" in ensure(tenant.provisioner, tenant.part, {})
     assert tenant.state().backfilled
     assert tenant.from_rollup() == expected
-    assert tenant.provisioner.observe(tenant.part).in_sync
+    assert tenant.provisioner.observe(tenant.part, {}).in_sync
 
 
 def test_a_new_field_reaches_the_rollup_and_its_view(warehouse):
     tenant = Tenant(warehouse)
     try:
-        tenant.provisioner.apply(tenant.part, "unused")
+        ensure(tenant.provisioner, tenant.part, {})
         tenant.insert(_rows("a", 100))
         tenant.replan(_tool([{"name": "discharge", "type": "Float32", "unit": "m³/s"},
                              {"name": "gauge_ok", "type": "UInt8", "required": True}]))
-        drifted = tenant.provisioner.observe(tenant.part).drifted
-        assert f"rollup {tenant.rollup.name} column discharge__sum" in drifted
-        assert f"view {tenant.rollup.view} query" in drifted
-        tenant.provisioner.apply(tenant.part, "unused")
-        assert tenant.provisioner.observe(tenant.part).in_sync
+        drifted = tenant.provisioner.observe(tenant.part, {})
+        assert drifted.about(f"rollup {tenant.rollup.name}", "column discharge__sum")
+        assert drifted.about(f"view {tenant.rollup.view}", "query")
+        ensure(tenant.provisioner, tenant.part, {})
+        assert tenant.provisioner.observe(tenant.part, {}).in_sync
         more = [[*row, 1.5 * (i % 4), 1] for i, row in enumerate(_rows("b", 40, T0 + dt.timedelta(hours=2)))]
         warehouse.insert(tenant.table.name, more, database=tenant.part.database,
                          column_names=COLUMNS + ["discharge", "gauge_ok"])
@@ -204,19 +206,20 @@ def test_a_new_field_reaches_the_rollup_and_its_view(warehouse):
 
 
 def test_a_lost_view_is_rebuilt_and_backfilled_from_the_table(tenant):
-    tenant.provisioner.apply(tenant.part, "unused")
+    ensure(tenant.provisioner, tenant.part, {})
     tenant.insert(_rows("a", 80))
     tenant.warehouse.command(f"DROP TABLE `{tenant.part.database}`.`{tenant.rollup.view}`")
     tenant.insert(_rows("b", 80, T0 + dt.timedelta(days=1)))  # not counted: no view
-    assert f"view {tenant.rollup.view}" in tenant.provisioner.observe(tenant.part).missing
-    tenant.provisioner.apply(tenant.part, "unused")
+    assert [d.found for d in tenant.provisioner.observe(tenant.part, {}).about(f"rollup {tenant.rollup.name}")] == [
+        f"{tenant.rollup.view} missing"]
+    ensure(tenant.provisioner, tenant.part, {})
     assert tenant.state().backfilled
     assert tenant.from_rollup() == tenant.from_table()
     assert sum(row[2] for row in tenant.from_rollup()) == 160
 
 
 def test_rollup_retention_follows_the_dataset(tenant):
-    tenant.provisioner.apply(tenant.part, "unused")
+    ensure(tenant.provisioner, tenant.part, {})
     engine = tenant.warehouse.query("SELECT engine_full FROM system.tables WHERE database = {db:String} AND "
                                     "name = {t:String}", parameters={"db": tenant.part.database,
                                                                      "t": tenant.rollup.name}).result_rows[0][0]
@@ -224,11 +227,11 @@ def test_rollup_retention_follows_the_dataset(tenant):
 
 
 def test_a_dropped_table_takes_its_rollup_along_when_it_is_recreated(tenant):
-    tenant.provisioner.apply(tenant.part, "unused")
+    ensure(tenant.provisioner, tenant.part, {})
     tenant.insert(_rows("a", 80))
     tenant.warehouse.command(f"DROP TABLE `{tenant.part.database}`.`{tenant.table.name}`")
-    assert f"table {tenant.table.name}" in tenant.provisioner.observe(tenant.part).missing
-    tenant.provisioner.apply(tenant.part, "unused")
+    assert tenant.provisioner.observe(tenant.part, {}).about(f"table {tenant.table.name}", "exists")
+    ensure(tenant.provisioner, tenant.part, {})
     assert tenant.from_rollup() == tenant.from_table() == []
     tenant.insert(_rows("b", 30))
     assert tenant.from_rollup() == tenant.from_table() and sum(row[2] for row in tenant.from_rollup()) == 30

@@ -175,16 +175,22 @@ def test_retention_change_has_a_ttl_statement():
 
 def test_server_access_grants_only_the_own_database_and_shared_tables():
     access = plan(municipality(), TOOLS).warehouse.access
-    statements = access.role_sql()
-    assert statements[0] == "CREATE ROLE IF NOT EXISTS `muni_guetersloh_role`"
-    assert statements[1] == "GRANT SELECT, INSERT ON `guetersloh`.* TO `muni_guetersloh_role`"
-    assert ("GRANT SELECT ON `guetersloh`.`pegel_warnung__water_levels` TO `muni_bielefeld_role`"
-            in statements)
-    assert ("GRANT SELECT ON `guetersloh`.`passantenfrequenz_wetter__pedestrian_counts` "
-            "TO `urbanstack_public_reader`" in statements)
-    assert all(grant.database == "guetersloh" for grant in access.grants)
-    assert statements[-1].startswith("CREATE QUOTA OR REPLACE `muni_guetersloh_quota` FOR INTERVAL 1 hour "
-                                     "MAX queries = 20000")
+    assert access.role_sql() == "CREATE ROLE IF NOT EXISTS `muni_guetersloh_role`"
+    privileges = access.privileges()
+    assert {("muni_guetersloh_role", "guetersloh", None, "SELECT"),
+            ("muni_guetersloh_role", "guetersloh", None, "INSERT"),
+            ("muni_bielefeld_role", "guetersloh", "pegel_warnung__water_levels", "SELECT"),
+            ("urbanstack_public_reader", "guetersloh", "passantenfrequenz_wetter__pedestrian_counts",
+             "SELECT")} <= privileges
+    assert all(database == "guetersloh" for _, database, _, _ in privileges)
+    assert access.quota_sql().startswith("CREATE QUOTA OR REPLACE `muni_guetersloh_quota` FOR INTERVAL 1 hour "
+                                         "MAX queries = 20000")
+
+
+def test_suspended_tenant_role_keeps_select_only():
+    privileges = plan(municipality(suspended=True), TOOLS).warehouse.access.privileges()
+    own = {privilege for grantee, _, table, privilege in privileges if grantee == "muni_guetersloh_role"}
+    assert own == {"SELECT"}
 
 
 def test_user_sql_carries_a_hash_never_the_password():

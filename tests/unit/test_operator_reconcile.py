@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from urbanstack.operator.ags import MunicipalityDirectory
-from urbanstack.operator.provisioners.base import BackendUnavailable, Observed
+from urbanstack.operator.provisioners.base import BackendUnavailable, Conflict, Diff, Difference
 from urbanstack.operator.reconcile import finalize, parse_tools, reconcile
 from urbanstack.settings import Settings
 
@@ -22,23 +22,34 @@ def _load(name):
 
 
 class FakeProvisioner:
-    def __init__(self, name):
+    """Keeps the applied part in memory; its diff is "everything" until the part was applied."""
+
+    def __init__(self, name, condition):
         self.name = name
+        self.condition = condition
         self.state: dict = {}
         self.down = False
-        self.applied = 0
+        self.conflict = False
+        self.applied: list[Diff] = []
+        self.observed: list[Diff] = []
         self.deleted: list[bool] = []
 
-    def observe(self, part):
+    def observe(self, part, credentials):
         if self.down:
             raise BackendUnavailable(self.name, "connection refused")
-        return Observed() if self.state.get("part") == part else Observed(missing=["everything"])
+        if self.conflict:
+            raise Conflict(f"{self.name} object belongs to municipality 'other'")
+        diff = Diff() if self.state.get("part") == part else Diff((
+            Difference("everything", "exists", True, False, "create", part),))
+        self.observed.append(diff)
+        return diff
 
-    def apply(self, part, *args):
+    def apply(self, part, diff, credentials):
         if self.down:
             raise BackendUnavailable(self.name, "connection refused")
-        self.applied += 1
-        self.state["part"] = part
+        self.applied.append(diff)
+        for difference in diff:
+            self.state["part"] = difference.payload
         return [f"{self.name} applied"]
 
     def delete(self, part, *, keep_data):
@@ -50,25 +61,17 @@ class FakeProvisioner:
 
 
 class FakeRuntime(FakeProvisioner):
-    def apply(self, part, fixed):
-        super().apply(part)
-        return ["namespace created"], {key: fixed.get(key, "generated") for key in part.secret.keys}
-
-    def credentials(self, part, fixed):
-        return {key: fixed.get(key, "generated") for key in part.secret.keys}
-
-    def delete(self, part):
-        self.deleted.append(True)
-        return []
+    def read_credentials(self, part):
+        return {key: "generated" for key in part.secret.keys} if "part" in self.state else None
 
 
 class FakeBackends:
     def __init__(self):
         self.settings = Settings.from_env({"HOME": "/tmp"})
-        self.runtime = FakeRuntime("Kubernetes")
-        self.streaming = FakeProvisioner("Kafka")
-        self.warehouse = FakeProvisioner("ClickHouse")
-        self.identity = FakeProvisioner("Keycloak")
+        self.runtime = FakeRuntime("Kubernetes", "RuntimeReady")
+        self.streaming = FakeProvisioner("Kafka", "StreamingReady")
+        self.warehouse = FakeProvisioner("ClickHouse", "WarehouseReady")
+        self.identity = FakeProvisioner("Keycloak", "IdentityReady")
 
 
 @pytest.fixture()
@@ -100,14 +103,44 @@ def test_all_backends_provisioned_means_ready(world):
 def test_second_pass_changes_nothing_and_keeps_transition_times(world):
     body, tools, backends = world
     first = reconcile(body, tools, backends)
-    body = dict(body, status=first.status)
-    applied = backends.streaming.applied
-    second = reconcile(body, tools, backends)
-    assert backends.streaming.applied == applied  # observed in sync: no apply
-    assert backends.runtime.applied == 1  # credentials are read, the namespace is not applied again
-    assert [c["lastTransitionTime"] for c in first.status["conditions"]] == \
-        [c["lastTransitionTime"] for c in second.status["conditions"]]
+    # Transition times from long ago: a pass that rewrote them would show today's time (a 1-second
+    # clock could not tell a rewrite within the same second).
+    earlier = [dict(c, lastTransitionTime="2020-01-01T00:00:00Z") for c in first.status["conditions"]]
+    second = reconcile(dict(body, status={"conditions": earlier}), tools, backends)
+    assert [len(p.applied) for p in (backends.runtime, backends.streaming, backends.warehouse,
+                                     backends.identity)] == [1, 1, 1, 1]  # observed in sync: nothing applied
+    assert {c["lastTransitionTime"] for c in second.status["conditions"]} == {"2020-01-01T00:00:00Z"}
     assert not second.events
+
+
+def test_apply_gets_exactly_the_diff_observe_returned(world):
+    body, tools, backends = world
+    reconcile(body, tools, backends)
+    for provisioner in (backends.runtime, backends.streaming, backends.warehouse, backends.identity):
+        assert provisioner.applied == provisioner.observed[:1]
+        assert provisioner.applied[0].items[0].action == "create"
+
+
+def test_changed_condition_gets_a_new_transition_time(world):
+    body, tools, backends = world
+    first = reconcile(body, tools, backends)
+    earlier = [dict(c, lastTransitionTime="2020-01-01T00:00:00Z") for c in first.status["conditions"]]
+    backends.warehouse.down = True
+    second = _conditions(reconcile(dict(body, status={"conditions": earlier}), tools, backends))
+    assert second["WarehouseReady"]["lastTransitionTime"] != "2020-01-01T00:00:00Z"
+    assert second["StreamingReady"]["lastTransitionTime"] == "2020-01-01T00:00:00Z"
+
+
+def test_conflict_is_its_own_reason(world):
+    body, tools, backends = world
+    backends.identity.conflict = True
+    outcome = reconcile(body, tools, backends)
+    found = _conditions(outcome)
+    assert found["IdentityReady"]["status"] == "False"
+    assert found["IdentityReady"]["reason"] == "ResourceConflict"
+    assert "belongs to municipality 'other'" in found["IdentityReady"]["message"]
+    assert found["StreamingReady"]["status"] == "True"
+    assert outcome.retry and [e.reason for e in outcome.events if e.type == "Warning"] == ["ResourceConflict"]
 
 
 def test_outage_of_one_backend_is_named_and_retried_while_others_proceed(world):
@@ -139,7 +172,7 @@ def test_kubernetes_outage_leaves_other_backends_waiting(world):
     assert found["RuntimeReady"]["status"] == "False"
     assert found["StreamingReady"]["status"] == "Unknown"
     assert found["StreamingReady"]["reason"] == "WaitingForCredentials"
-    assert backends.streaming.applied == 0
+    assert backends.streaming.applied == []
 
 
 def test_unknown_ags_is_a_permanent_error_that_touches_no_backend(world):
@@ -151,7 +184,7 @@ def test_unknown_ags_is_a_permanent_error_that_touches_no_backend(world):
     assert outcome.permanent_error and "05754999" in outcome.permanent_error
     assert outcome.status["phase"] == "Failed"
     assert _conditions(outcome)["Ready"]["reason"] == "InvalidSpec"
-    assert backends.runtime.applied == backends.streaming.applied == 0
+    assert backends.runtime.applied == backends.streaming.applied == []
 
 
 def test_missing_tool_waits_instead_of_failing(world):
@@ -168,7 +201,8 @@ def test_drift_repair_is_reported_as_a_warning_event(world):
     backends.streaming.state.clear()  # someone deleted the topics
     again = reconcile(dict(body, status=first.status), tools, backends, drift_check=True)
     assert [e.reason for e in again.events] == ["DriftRepaired"]
-    assert "Kafka" in again.events[0].message
+    assert "Kafka drifted (everything exists: wanted True, found False)" in again.events[0].message
+    assert len(backends.streaming.applied) == 2 and len(backends.warehouse.applied) == 1
 
 
 def test_suspended_is_its_own_phase(world):
@@ -191,4 +225,4 @@ def test_finalize_honours_deletion_policy(world, policy, keep):
     assert backends.streaming.deleted == [keep]
     assert backends.warehouse.deleted == [keep]
     assert backends.identity.deleted == [keep]
-    assert backends.runtime.deleted == [True]
+    assert backends.runtime.deleted == [keep]

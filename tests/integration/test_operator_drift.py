@@ -1,0 +1,261 @@
+"""Drift behind the operator's back, against the real backends: each attribute a provisioner
+owns is changed directly in Kafka, Kubernetes and Keycloak, observed as a difference naming
+the object and attribute, repaired by applying exactly that diff, and observed in sync again.
+(ClickHouse: tests/integration/test_warehouse_server_sql.py and test_warehouse_rollup.py.)"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import json
+import secrets
+import time
+
+import kubernetes
+import pytest
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
+                                   AlterConfigOpType, ConfigEntry, ConfigResource, ResourcePatternType,
+                                   ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
+                                   UserScramCredentialUpsertion)
+
+from urbanstack.devplatform import kafka as dev_kafka
+from urbanstack.devplatform import keycloak
+from urbanstack.operator.models import parse_citytool, parse_municipality
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
+from urbanstack.operator.provisioners.identity import MFA_MARKER_ROLE, IdentityProvisioner
+from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
+from urbanstack.operator.provisioners.streaming import StreamingProvisioner
+from urbanstack.operator.rbac import INGEST_SECRET
+
+from operator_harness import example, unique_municipality
+
+pytestmark = pytest.mark.platform
+
+TOOLS = [parse_citytool(example(name)) for name in ("citytool-passantenfrequenz-wetter.yaml",
+                                                    "citytool-pegel-warnung.yaml")]
+
+
+def _desired(prefix: str, **spec):
+    body = unique_municipality("municipality-guetersloh.yaml", prefix)
+    body["spec"].update(spec)
+    return plan(parse_municipality(body), TOOLS)
+
+
+def _repaired(provisioner, part, credentials, obj: str, attribute: str):
+    """The drift is observed as (obj, attribute), applying that diff repairs it and nothing is left."""
+    diff = provisioner.observe(part, credentials)
+    assert diff.about(obj, attribute), f"{obj} {attribute} not observed; diff: {diff.summary()}"
+    provisioner.apply(part, diff, credentials)
+    # Without applying again: Kafka's metadata may lag a moment behind a change.
+    _until(lambda: provisioner.observe(part, credentials).in_sync,
+           lambda: f"in sync after the repair; still: {provisioner.observe(part, credentials).summary()}")
+    return diff
+
+
+def _until(condition, what, timeout: float = 30):
+    """Wait for the condition itself; ``what`` (text or a callable giving it) explains a timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what() if callable(what) else what} not reached in {timeout:.0f} s")
+
+
+# Kafka ------------------------------------------------------------------------------------------
+
+def _done(futures):
+    for future in (futures.values() if isinstance(futures, dict) else [futures]):
+        future.result(timeout=15)
+
+
+def _can_log_in(settings, user: str, password: str) -> bool:
+    errors: list[KafkaError] = []
+    client = AdminClient(dev_kafka.client_config(settings, user, password) | {"error_cb": errors.append,
+                                                                               "log_level": 0})
+    try:
+        client.list_topics(timeout=10)
+        return True
+    except KafkaException:
+        return False
+
+
+def test_kafka_drift_of_every_attribute_is_observed_and_repaired(platform, kafka_admin):
+    part = _desired("kd").streaming
+    credentials = {part.password_key: secrets.token_urlsafe(18)}
+    provisioner = StreamingProvisioner(dev_kafka.admin_config(platform))
+    ensure(provisioner, part, credentials)
+    try:
+        assert provisioner.observe(part, credentials).in_sync
+        topic = part.topics[0]
+
+        _done(kafka_admin.delete_topics([topic.name]))
+        _until(lambda: topic.name not in kafka_admin.list_topics(timeout=10).topics, "topic deleted")
+        _repaired(provisioner, part, credentials, f"topic {topic.name}", "exists")
+
+        resource = ConfigResource(ConfigResource.Type.TOPIC, topic.name)
+        resource.add_incremental_config(ConfigEntry("retention.ms", "60000",
+                                                    incremental_operation=AlterConfigOpType.SET))
+        _done(kafka_admin.incremental_alter_configs([resource]))
+        diff = _repaired(provisioner, part, credentials, f"topic {topic.name}", "config retention.ms")
+        assert [d.found for d in diff.about(f"topic {topic.name}", "config retention.ms")] == ["60000"]
+
+        grown = dataclasses.replace(part, topics=(dataclasses.replace(topic, partitions=topic.partitions + 1),
+                                                  *part.topics[1:]))
+        _repaired(provisioner, grown, credentials, f"topic {topic.name}", "partitions")
+        assert len(kafka_admin.list_topics(timeout=10).topics[topic.name].partitions) == topic.partitions + 1
+
+        # Someone set another password: the Secret's no longer logs in until the operator sets it again.
+        _done(kafka_admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
+            part.user, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), b"someone-elses-password")]))
+        assert not _can_log_in(platform, part.user, credentials[part.password_key])
+        _repaired(provisioner, part, credentials, f"SCRAM user {part.user}", "password")
+        assert _can_log_in(platform, part.user, credentials[part.password_key])
+
+        _done(kafka_admin.alter_user_scram_credentials([UserScramCredentialDeletion(
+            part.user, ScramMechanism.SCRAM_SHA_512)]))
+        _repaired(provisioner, part, credentials, f"SCRAM user {part.user}", "credential SCRAM-SHA-512")
+        assert _can_log_in(platform, part.user, credentials[part.password_key])
+
+        write = next(a for a in part.acls if a.operation == "WRITE")
+        _done(kafka_admin.delete_acls([AclBindingFilter(
+            ResourceType.TOPIC, write.resource_name, ResourcePatternType.PREFIXED, write.principal, "*",
+            AclOperation.WRITE, AclPermissionType.ALLOW)]))
+        _repaired(provisioner, part, credentials,
+                  f"ACL ALLOW WRITE on TOPIC PREFIXED {part.topic_prefix} for {part.principal}@*", "binding")
+
+        # A grant on every topic someone added is revoked.
+        _done(kafka_admin.create_acls([AclBinding(
+            ResourceType.TOPIC, "*", ResourcePatternType.LITERAL, part.principal, "*", AclOperation.READ,
+            AclPermissionType.ALLOW)]))
+        diff = _repaired(provisioner, part, credentials,
+                         f"ACL ALLOW READ on TOPIC LITERAL * for {part.principal}@*", "binding")
+        assert [d.action for d in diff] == ["delete_acl"]
+    finally:
+        provisioner.delete(part, keep_data=False)
+
+
+# Kubernetes ---------------------------------------------------------------------------------
+
+def _secret(core, namespace: str, name: str) -> dict[str, str]:
+    data = core.read_namespaced_secret(name, namespace).data or {}
+    return {key: base64.b64decode(value).decode() for key, value in data.items()}
+
+
+def test_kubernetes_drift_of_every_attribute_is_observed_and_repaired(kube_api):
+    desired = _desired("rd")
+    part = desired.runtime
+    fixed = {"kafka-username": desired.streaming.user, "warehouse-username": desired.warehouse.access.user}
+    provisioner = RuntimeProvisioner(kube_api)
+    core = kubernetes.client.CoreV1Api(kube_api)
+    ensure(provisioner, part, fixed)
+    try:
+        assert provisioner.observe(part, fixed).in_sync
+        namespace = part.namespace
+        credentials = provisioner.read_credentials(part)
+
+        core.delete_namespaced_resource_quota("tenant-quota", namespace)
+        _repaired(provisioner, part, fixed, "ResourceQuota tenant-quota", "exists")
+
+        planned = part.get("ResourceQuota", "tenant-quota").manifest["spec"]["hard"]
+        key = sorted(planned)[0]
+        core.patch_namespaced_resource_quota("tenant-quota", namespace, {"spec": {"hard": {key: "999"}}})
+        _repaired(provisioner, part, fixed, "ResourceQuota tenant-quota", "spec")
+        assert core.read_namespaced_resource_quota("tenant-quota", namespace).spec.hard[key] == str(planned[key])
+
+        core.patch_namespace(namespace, {"metadata": {"labels": {"urbanstack.io/municipality": "someone-else"}}})
+        _repaired(provisioner, part, fixed, f"Namespace {namespace}", "labels")
+
+        # A key deleted from the credentials Secret gets a new value; the others are kept.
+        core.patch_namespaced_secret(part.secret.name, namespace, [
+            {"op": "remove", "path": "/data/warehouse-password"}])
+        _repaired(provisioner, part, fixed, f"Secret {part.secret.name}", "keys")
+        now = provisioner.read_credentials(part)
+        assert now["warehouse-password"] and now["kafka-password"] == credentials["kafka-password"]
+
+        core.patch_namespaced_secret(INGEST_SECRET, namespace, {"stringData": {"kafka-password": "stale"}})
+        _repaired(provisioner, part, fixed, f"Secret {INGEST_SECRET}", "keys")
+        assert _secret(core, namespace, INGEST_SECRET)["kafka-password"] == credentials["kafka-password"]
+
+        core.delete_namespaced_secret(INGEST_SECRET, namespace)
+        _repaired(provisioner, part, fixed, f"Secret {INGEST_SECRET}", "exists")
+    finally:
+        provisioner.delete(part, keep_data=False)
+
+
+# Keycloak ------------------------------------------------------------------------------------
+
+class _Realm:
+    def __init__(self, admin, realm: str):
+        self.admin, self.realm = admin, realm
+
+    def __enter__(self):
+        self.admin.change_current_realm(self.realm)
+        return self.admin
+
+    def __exit__(self, *exc):
+        self.admin.change_current_realm("master")
+
+
+def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, keycloak_admin):
+    desired = _desired("kc")
+    part = desired.identity
+    credentials = {c.secret_key: hashlib.sha256(f"{part.realm}/{c.client_id}".encode()).hexdigest()
+                   for c in part.clients if c.secret_key}
+    provisioner = IdentityProvisioner(platform.keycloak_url, keycloak.ADMIN_USER, keycloak.admin_password(platform))
+    ensure(provisioner, part, credentials)
+    slug = desired.slug
+    tool, api, hub = f"{slug}-tool-pegel-warnung", f"{slug}-api", f"{slug}-gov-hub"
+    admin_user = part.users[0].username
+    try:
+        assert provisioner.observe(part, credentials).in_sync
+        with _Realm(keycloak_admin, part.realm) as kc:
+            kc.generate_client_secrets(kc.get_client_id(tool))  # someone rotated the tool's secret in Keycloak
+        _repaired(provisioner, part, credentials, f"client {tool}", "secret")
+        with _Realm(keycloak_admin, part.realm) as kc:
+            assert kc.get_client_secrets(kc.get_client_id(tool))["value"] == credentials[
+                "tool-pegel-warnung-client-secret"]
+
+            api_uuid, hub_uuid = kc.get_client_id(api), kc.get_client_id(hub)
+            viewer = kc.get_client_role(api_uuid, "gov-viewer")
+            # python-keycloak has calls for a client scope's mappings, not for a client's own.
+            response = kc.connection.raw_delete(
+                f"admin/realms/{part.realm}/clients/{hub_uuid}/scope-mappings/clients/{api_uuid}",
+                data=json.dumps([{"id": viewer["id"], "name": "gov-viewer"}]))
+            assert response.status_code == 204, response.text
+        _repaired(provisioner, part, credentials, f"client {hub}", f"scope of {api} roles")
+
+        with _Realm(keycloak_admin, part.realm) as kc:
+            kc.remove_composite_client_roles_from_role(api_uuid, "gov-viewer",
+                                                       [kc.get_realm_role(MFA_MARKER_ROLE)])
+        _repaired(provisioner, part, credentials, f"role {api}/gov-viewer", "composites")
+
+        with _Realm(keycloak_admin, part.realm) as kc:
+            user_id = kc.get_user_id(admin_user)
+            kc.update_user(user_id, {"enabled": False})
+        _repaired(provisioner, part, credentials, f"user {admin_user}", "enabled")
+
+        with _Realm(keycloak_admin, part.realm) as kc:
+            kc.delete_client_roles_of_user(user_id, api_uuid, [kc.get_client_role(api_uuid, "gov-admin")])
+        _repaired(provisioner, part, credentials, f"user {admin_user}", "roles")
+
+        with _Realm(keycloak_admin, part.realm) as kc:
+            org = next(o for o in kc.get_organizations({"q": f"slug:{part.organization.alias}"})
+                       if o["alias"] == part.organization.alias)
+            kc.organization_user_remove(user_id, org["id"])
+        _repaired(provisioner, part, credentials, f"user {admin_user}", f"member of {part.organization.alias}")
+
+        with _Realm(keycloak_admin, part.realm) as kc:
+            client = kc.get_client(hub_uuid)
+            mapper = next(m for m in client["protocolMappers"] if m["name"].startswith("audience"))
+            kc.remove_client_mapper(hub_uuid, mapper["id"])
+            kc.update_client(hub_uuid, {"clientId": hub, "standardFlowEnabled": False})
+        diff = _repaired(provisioner, part, credentials, f"client {hub}", f"mapper {mapper['name']}")
+        assert diff.about(f"client {hub}", "standardFlowEnabled")
+        assert {d.action for d in diff} == {"set_client"}
+    finally:
+        provisioner.delete(part, keep_data=False)
+        provisioner.close()

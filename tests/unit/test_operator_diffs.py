@@ -1,0 +1,216 @@
+"""Each backend's diff from what its server reports, without a server: every attribute the
+plan sets is observed as a difference with the action that repairs it, and nothing else.
+(The real backends repeat this in tests/integration: test_operator_drift.py and friends.)"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+import yaml
+
+from urbanstack.operator.models import parse_citytool, parse_municipality
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import Diff, Difference, dispatch
+from urbanstack.operator.provisioners.streaming import _acl_binding, _acl_key, streaming_differences
+from urbanstack.operator.provisioners.warehouse import AccessRows, access_differences
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load(name):
+    return yaml.safe_load((ROOT / "examples" / name).read_text(encoding="utf-8"))
+
+
+TOOLS = [parse_citytool(_load("citytool-passantenfrequenz-wetter.yaml")),
+         parse_citytool(_load("citytool-pegel-warnung.yaml"))]
+
+
+def desired(**spec):
+    manifest = _load("municipality-guetersloh.yaml")
+    manifest["spec"].update(spec)
+    return plan(parse_municipality(manifest), TOOLS)
+
+
+# The contract ---------------------------------------------------------------------------
+
+def test_dispatch_runs_exactly_the_diffs_actions_in_order():
+    ran = []
+    diff = Diff((Difference("a", "x", 1, 0, "first"), Difference("b", "y", 2, 0, "second"),
+                 Difference("c", "z", 3, 0, "first")))
+    done = dispatch("Test", {"first": lambda d: ran.append(d.object) or f"did {d.object}",
+                             "second": lambda d: ran.append(d.object)}, diff)
+    assert ran == ["a", "b", "c"] and done == ["did a", "did c"]
+    assert dispatch("Test", {}, Diff()) == []
+
+
+def test_an_action_without_a_handler_is_an_error_naming_it():
+    with pytest.raises(RuntimeError, match="no action 'grow'.*topic t partitions: wanted 3, found 1"):
+        dispatch("Kafka", {}, Diff((Difference("topic t", "partitions", 3, 1, "grow"),)))
+
+
+def test_summary_names_object_attribute_wanted_and_found():
+    diff = Diff(tuple(Difference(f"topic t{i}", "exists", True, False, "create_topic") for i in range(7)))
+    assert diff.summary() == ("; ".join(f"topic t{i} exists: wanted True, found False" for i in range(5))
+                              + " and 2 more")
+    assert Diff().summary() == "in sync" and Diff().in_sync
+
+
+# Kafka --------------------------------------------------------------------------------------
+
+def _broker(part):
+    """What a broker in sync with ``part`` reports."""
+    return dict(partitions={t.name: t.partitions for t in part.topics},
+                configs={t.name: dict(t.config) for t in part.topics}, mechanisms={part.mechanism},
+                authenticates=True, acls={_acl_key(_acl_binding(a)) for a in part.acls})
+
+
+def _kafka(part, **changes):
+    return streaming_differences(part, **(_broker(part) | changes))
+
+
+def test_kafka_in_sync_is_an_empty_diff():
+    assert _kafka(desired().streaming).in_sync
+
+
+def test_kafka_each_drifted_attribute_is_a_difference_with_its_action():
+    part = desired().streaming
+    topic = part.topics[0]
+    broker = _broker(part)
+    cases = {
+        "missing topic": (dict(partitions={k: v for k, v in broker["partitions"].items() if k != topic.name}),
+                          (f"topic {topic.name}", "exists", True, False, "create_topic")),
+        "fewer partitions": (dict(partitions=broker["partitions"] | {topic.name: 1}),
+                             (f"topic {topic.name}", "partitions", topic.partitions, 1, "add_partitions")),
+        "retention changed": (dict(configs=broker["configs"] | {topic.name: topic.config | {"retention.ms": "1"}}),
+                              (f"topic {topic.name}", "config retention.ms", topic.config["retention.ms"], "1",
+                               "set_config")),
+        "no SCRAM credential": (dict(mechanisms={"SCRAM-SHA-256"}, authenticates=None),
+                                (f"SCRAM user {part.user}", "credential SCRAM-SHA-512", "present", "absent",
+                                 "set_password")),
+        "password changed": (dict(authenticates=False),
+                             (f"SCRAM user {part.user}", "password", "the tenant Secret's password authenticates",
+                              "rejected", "set_password")),
+    }
+    if topic.partitions == 1:
+        cases.pop("fewer partitions")
+    for name, (change, expected) in cases.items():
+        diff = _kafka(part, **change)
+        assert [(d.object, d.attribute, d.wanted, d.found, d.action) for d in diff] == [expected], name
+
+
+def test_kafka_more_partitions_than_planned_is_not_a_difference():
+    part = desired().streaming
+    broker = _broker(part)
+    assert _kafka(part, partitions={k: v + 2 for k, v in broker["partitions"].items()}).in_sync
+
+
+def test_kafka_acls_are_granted_and_revoked():
+    part = desired().streaming
+    suspended = desired(suspended=True).streaming
+    # The broker still has the active tenant's ACLs: suspension revokes the write ACLs, nothing else.
+    diff = _kafka(suspended, acls=_broker(part)["acls"])
+    assert {d.action for d in diff} == {"delete_acl"}
+    assert sorted(key[4] for key in (d.payload for d in diff)) == ["WRITE"]
+    # Resuming grants them again.
+    diff = _kafka(part, acls=_broker(suspended)["acls"])
+    assert [d.action for d in diff] == ["create_acl"] and diff.items[0].payload.operation.name == "WRITE"
+    assert "ACL ALLOW WRITE on TOPIC PREFIXED guetersloh." in diff.items[0].object
+
+
+# ClickHouse server: users, roles, grants, quotas, row policies --------------------------------
+
+def _server(part) -> AccessRows:
+    """What a ClickHouse server in sync with ``part`` reports in its system tables."""
+    access = part.access
+    return AccessRows(roles={access.role}, user=(False, (access.role,), part.database), user_roles={access.role},
+                      grants=access.privileges(),
+                      quota=((access.role,), {3600: (access.queries_per_hour, access.errors_per_hour)}),
+                      row_policies=set())
+
+
+def _access(part, rows, login=True):
+    return [(d.object, d.attribute, d.action, d.payload) for d in access_differences(part.access, part.database,
+                                                                                      rows, login)]
+
+
+def test_server_access_in_sync_is_an_empty_diff():
+    part = desired().warehouse
+    assert _access(part, _server(part)) == []
+
+
+def test_suspension_revokes_insert_and_resuming_grants_it():
+    active, suspended = desired().warehouse, desired(suspended=True).warehouse
+    assert _access(suspended, _server(active)) == [
+        ("grant INSERT on guetersloh.*", "to muni_guetersloh_role", "execute",
+         ("REVOKE INSERT ON `guetersloh`.* FROM `muni_guetersloh_role`",))]
+    assert _access(active, _server(suspended)) == [
+        ("grant INSERT on guetersloh.*", "to muni_guetersloh_role", "execute",
+         ("GRANT INSERT ON `guetersloh`.* TO `muni_guetersloh_role`",))]
+
+
+def test_a_share_taken_back_is_revoked_and_a_new_one_granted():
+    shared = desired().warehouse
+    unshared = desired(shares=[]).warehouse
+    revoked = _access(unshared, _server(shared))
+    assert {d[2] for d in revoked} == {"execute"}
+    statements = sorted(d[3][0] for d in revoked)
+    assert "REVOKE SELECT ON `guetersloh`.`pegel_warnung__water_levels` FROM `muni_bielefeld_role`" in statements
+    assert ("REVOKE SELECT ON `guetersloh`.`passantenfrequenz_wetter__pedestrian_counts` "
+            "FROM `urbanstack_public_reader`") in statements
+    assert all(s.startswith("REVOKE SELECT ON `guetersloh`.`") for s in statements)
+    granted = sorted(d[3][0] for d in _access(shared, _server(unshared)))
+    assert granted == sorted(s.replace("REVOKE", "GRANT").replace(" FROM ", " TO ") for s in statements)
+
+
+def test_grants_owned_elsewhere_are_left_alone_and_global_ones_revoked():
+    part = desired().warehouse
+    rows = _server(part)
+    # Bielefeld shared a table with Gütersloh: Bielefeld's provisioner owns that grant.
+    # A global SELECT to the tenant's user would read every tenant: revoked.
+    rows = dataclasses.replace(rows, grants=rows.grants | {("muni_guetersloh_role", "bielefeld", "t", "SELECT")})
+    assert _access(part, rows) == []
+    rows = dataclasses.replace(rows, grants=rows.grants | {("muni_guetersloh", None, None, "SELECT")})
+    assert _access(part, rows) == [("grant SELECT on *.*", "to muni_guetersloh", "execute",
+                                    ("REVOKE SELECT ON *.* FROM `muni_guetersloh`",))]
+
+
+def test_quota_changes_and_binding_are_repaired():
+    part = desired().warehouse
+    bigger = desired(plan={"name": "large"}).warehouse
+    assert bigger.access.queries_per_hour != part.access.queries_per_hour
+    limits = _server(bigger).quota[1]
+    for rows in (_server(part),                                                        # limits changed
+                 dataclasses.replace(_server(bigger), quota=(("someone_else",), limits)),  # bound elsewhere
+                 dataclasses.replace(_server(bigger), quota=None)):                     # dropped
+        found = _access(bigger, rows)
+        assert [(d[0], d[2]) for d in found] == [(f"quota {bigger.access.quota}", "execute")]
+        assert found[0][3] == (bigger.access.quota_sql(),)
+
+
+def test_missing_role_row_policies_and_role_grants():
+    part = desired().warehouse
+    access = part.access
+    rows = dataclasses.replace(_server(part), roles=set(), user_roles={"admin_role"},
+                               row_policies={("hide", "guetersloh", "pegel_warnung__water_levels")})
+    assert _access(part, rows) == [
+        (f"role {access.role}", "exists", "execute", ("CREATE ROLE IF NOT EXISTS `muni_guetersloh_role`",)),
+        ("row policy hide on guetersloh.pegel_warnung__water_levels", "exists", "execute",
+         ("DROP ROW POLICY IF EXISTS `hide` ON `guetersloh`.`pegel_warnung__water_levels`",)),
+        (f"user {access.user}", f"role {access.role}", "execute",
+         ("GRANT `muni_guetersloh_role` TO `muni_guetersloh`",)),
+        (f"user {access.user}", "role admin_role", "execute", ("REVOKE `admin_role` FROM `muni_guetersloh`",)),
+    ]
+
+
+@pytest.mark.parametrize("user,login,attribute", [
+    (None, None, "exists"),
+    ((False, ("muni_guetersloh_role",), "default"), True, "defaults"),
+    ((True, (), "guetersloh"), True, "defaults"),
+    ((False, ("muni_guetersloh_role",), "guetersloh"), False, "password"),
+])
+def test_user_is_recreated_from_the_secret_when_missing_misconfigured_or_its_password_fails(user, login, attribute):
+    part = desired().warehouse
+    found = _access(part, dataclasses.replace(_server(part), user=user), login=login)
+    assert found == [(f"user {part.access.user}", attribute, "create_user", None)]
