@@ -421,7 +421,7 @@ def _expand_merges(rows: Iterator[list[Any]], merges: list[tuple[int, int, int, 
 
 
 def _filled(row: list[Any]) -> list[Any]:
-    return [c for c in row if not _is_blank(c)]
+    return [c for c in row if c is not None and (c.strip() if isinstance(c, str) else True)]
 
 
 def _collapse_merged_rows(rows: Iterator[list[Any]], horizontal: set[tuple[int, int]]) -> Iterator[list[Any]]:
@@ -680,17 +680,18 @@ class TableReader:
 
     # Reading rows ---------------------------------------------------------------
 
-    def rows(self) -> Iterator[DataRow]:
-        """Every row from the data start, the head first, then the rest of the file."""
+    def rows(self, used: set[int] | None = None) -> Iterator[DataRow]:
+        """Every row from the data start, the head first, then the rest of the file; with
+        ``used``, only those columns are parsed (the others' cells are None)."""
         start = self.layout.data_start
-        yield from self._rows(itertools.chain(self.table.rows[start:], self.table.rest), start)
+        yield from self._rows(itertools.chain(self.table.rows[start:], self.table.rest), start, used=used)
 
     def head(self) -> Iterator[DataRow]:
         start = self.layout.data_start
         yield from self._rows(self.table.rows[start:], start)
 
-    def _rows(self, rows: Iterator[list[Any]] | list[list[Any]], start: int, profile: bool = False
-              ) -> Iterator[DataRow]:
+    def _rows(self, rows: Iterator[list[Any]] | list[list[Any]], start: int, profile: bool = False,
+              used: set[int] | None = None) -> Iterator[DataRow]:
         section = None
         for r, row in enumerate(rows, start=start):
             filled = _filled(row)
@@ -711,6 +712,9 @@ class TableReader:
                 continue
             data = DataRow(r, row, [], section, problem)
             for column in self.columns:
+                if used is not None and column.index not in used:
+                    data.cells.append(None)
+                    continue
                 raw = row[column.index] if column.index < len(row) else None
                 value, why = self._cell(r, column, raw)
                 data.cells.append(value)
@@ -730,7 +734,8 @@ class TableReader:
                 break
         if self.width is None:
             return row, None
-        beyond = [(c, cell) for c, cell in enumerate(row[self.width:], start=self.width) if not _is_blank(cell)]
+        beyond = [(c, cell) for c, cell in enumerate(row[self.width:], start=self.width) if not _is_blank(cell)] \
+            if len(row) > self.width else []
         if beyond:
             c, cell = beyond[0]
             problem = (f"row {r + 1} has {len(row)} cells but the header names {self.width} columns: cell {c + 1} "
@@ -1027,7 +1032,7 @@ def _events(reader: TableReader, tenant: str, mapping: TableMapping, used: set[i
     # event_id and silently replace the first in the warehouse (Berlin's "Zusammen" rows).
     # Keys are kept as hashes, so this costs little memory per row of a large file.
     seen: dict[int, int] = {}
-    for count, row in enumerate(reader.rows(), start=1):
+    for count, row in enumerate(reader.rows(used), start=1):
         where = f"row {row.index + 1}" + (f" (sheet {table.sheet!r})" if table.sheet else "")
         try:
             if not row.cells and row.problem is None:

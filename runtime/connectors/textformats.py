@@ -7,7 +7,7 @@ import codecs
 import io
 import re
 from datetime import date, datetime, timezone
-from typing import BinaryIO, Callable, Sequence
+from typing import Any, BinaryIO, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -16,8 +16,12 @@ REPLACEMENT_CHAR = "\ufffd"
 # Markers German statistics offices and exports use for "no value".
 MISSING_MARKERS = frozenset({"", ".", "-", "–", "—", "x", "X", "...", "…", "---", "/", "k.A.", "n/a", "NA"})
 
-_GROUPING = "[. \u00a0\u202f']"
 _NEGATIVE = "[-−–]"
+# A number with optional grouping (a first group never starts with 0: "0.125" is no thousands
+# grouping), per decimal mark.
+_NUMBER = {decimal: re.compile(
+    rf"({_NEGATIVE})?\s*([1-9]\d{{0,2}}(?:{grouping}\d{{3}})+|\d+)(?:{re.escape(decimal)}(\d+))?(?:[eE]([-+]?\d+))?")
+    for decimal, grouping in ((",", "[. \u00a0\u202f']"), (".", "[, \u00a0\u202f']"))}
 
 
 def decode_text(data: bytes | str) -> tuple[str, str]:
@@ -74,11 +78,7 @@ def parse_number(text: str, decimal: str = ",") -> int | float | None:
     cleaned = text.strip()
     if cleaned in MISSING_MARKERS:
         return None
-    grouping = _GROUPING if decimal == "," else "[, \u00a0\u202f']"
-    point = re.escape(decimal)
-    match = re.fullmatch(
-        rf"({_NEGATIVE})?\s*([1-9]\d{{0,2}}(?:{grouping}\d{{3}})+|\d+)(?:{point}(\d+))?(?:[eE]([-+]?\d+))?",
-        cleaned)
+    match = _NUMBER[decimal].fullmatch(cleaned)
     if not match:
         raise ValueError(f"not a number: {text!r}")
     sign, whole, fraction, exponent = match.groups()
@@ -161,8 +161,8 @@ def field_name(label: str) -> str:
     return f"v_{name}" if name[0].isdigit() else name
 
 
-def realigned(row: list[str], total: int, parts: Sequence[int],
-              number: Callable[[str], int | float | None]) -> list[str] | None:
+def realigned(row: list[Any], total: int, parts: Sequence[int],
+              number: Callable[[Any], int | float | None]) -> list[Any] | None:
     """``row`` read one column to the left from ``parts[0]`` on, or None.
 
     Some exports (hystreet's, Moers July 2022) leave the first of adjacent part columns
@@ -171,7 +171,7 @@ def realigned(row: list[str], total: int, parts: Sequence[int],
     parts add up to the ``total`` column; the realigned row ends with an empty cell.
     """
     first, last = parts[0], parts[-1]
-    if first >= len(row) or row[first].strip() or last + 1 >= len(row):
+    if first >= len(row) or str(row[first] or "").strip() or last + 1 >= len(row):
         return None
     try:
         expected = number(row[total])
