@@ -278,7 +278,9 @@ def _sniff_delimiter(lines: list[str]) -> str:
         if not widths:
             continue
         modal = max(set(widths), key=widths.count)
-        score = (widths.count(modal), modal)
+        # Lines that agree, weighted by the cells they split into: a comma inside a few
+        # values ("Steinstraße, Moers") must not win over the delimiter of a ragged file.
+        score = (widths.count(modal) * (modal - 1), modal)
         if score > best_score:
             best, best_score = delimiter, score
     return best
