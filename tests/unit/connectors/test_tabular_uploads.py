@@ -4,13 +4,13 @@ written here (UTF-16, three decimals, formula cells, ragged rows, workbook bombs
 
 from __future__ import annotations
 
-import io
 import os
 import tracemalloc
-import zipfile
 from datetime import datetime, timezone
 
 import pytest
+
+from workbooks import SHEET_HEAD, cell_bomb, merge_bomb, workbook
 
 from urbanstack.runtime.connectors import hystreet, tabular
 from urbanstack.runtime.connectors.tabular import TableError, TableMapping, TableOptions
@@ -234,57 +234,6 @@ def test_preview_reads_only_the_head_and_import_streams(shared, tmp_path):
     assert peak < 16 * 1024 * 1024, peak         # building every event first took 60 MB
 
 
-def _workbook(sheet_xml) -> bytes:
-    """A minimal XLSX whose only sheet is ``sheet_xml`` (bytes, or an iterable of byte parts)."""
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        archive.writestr("[Content_Types].xml", (
-            '<?xml version="1.0"?><Types xmlns="http://schemas.openxmlformats.org/package/2006/content-types">'
-            '<Default Extension="rels" ContentType="application/vnd.openxmlformats-package.relationships+xml"/>'
-            '<Default Extension="xml" ContentType="application/xml"/>'
-            '<Override PartName="/xl/workbook.xml" ContentType="application/vnd.openxmlformats-officedocument.'
-            'spreadsheetml.sheet.main+xml"/><Override PartName="/xl/worksheets/sheet1.xml" ContentType='
-            '"application/vnd.openxmlformats-officedocument.spreadsheetml.worksheet+xml"/></Types>'))
-        archive.writestr("_rels/.rels", (
-            '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/'
-            'relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-            'relationships/officeDocument" Target="xl/workbook.xml"/></Relationships>'))
-        archive.writestr("xl/workbook.xml", (
-            '<?xml version="1.0"?><workbook xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main" '
-            'xmlns:r="http://schemas.openxmlformats.org/officeDocument/2006/relationships"><sheets>'
-            '<sheet name="Daten" sheetId="1" r:id="rId1"/></sheets></workbook>'))
-        archive.writestr("xl/_rels/workbook.xml.rels", (
-            '<?xml version="1.0"?><Relationships xmlns="http://schemas.openxmlformats.org/package/2006/'
-            'relationships"><Relationship Id="rId1" Type="http://schemas.openxmlformats.org/officeDocument/2006/'
-            'relationships/worksheet" Target="worksheets/sheet1.xml"/></Relationships>'))
-        with archive.open("xl/worksheets/sheet1.xml", "w") as sheet:
-            for part in [sheet_xml] if isinstance(sheet_xml, bytes) else sheet_xml:
-                sheet.write(part)
-    return buffer.getvalue()
-
-
-SHEET_HEAD = (b'<?xml version="1.0"?><worksheet xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">'
-              b'<sheetData>')
-
-
-def merge_bomb() -> bytes:
-    """1.6 KB: one cell merged over the whole sheet, 17 billion cells."""
-    return _workbook(SHEET_HEAD + b'<row r="1"><c r="A1" t="inlineStr"><is><t>x</t></is></c></row></sheetData>'
-                     b'<mergeCells count="1"><mergeCell ref="A1:XFD1048576"/></mergeCells></worksheet>')
-
-
-def cell_bomb(rows: int = 1000, columns: int = 4096) -> bytes:
-    """About 250 KB: 4 million plain cells."""
-    row = b"<row>" + b"<c><v>1</v></c>" * columns + b"</row>"
-    return _workbook(itertools_chain(SHEET_HEAD, (row for _ in range(rows)), b"</sheetData></worksheet>"))
-
-
-def itertools_chain(head: bytes, rows, tail: bytes):
-    yield head
-    yield from rows
-    yield tail
-
-
 @pytest.mark.parametrize("bomb, message", [
     (merge_bomb, "the merged range A1:XFD1048576 brings the merged cells to 17,179,869,184; at most 100,000"),
     (cell_bomb, "xl/worksheets/sheet1.xml inflates"),
@@ -308,7 +257,7 @@ def test_workbook_bombs_are_refused_before_parsing(bomb, message):
 def test_too_many_cells_are_refused_even_when_they_compress_like_real_data():
     rows = (("<row>" + "".join(f"<c><v>{(r * 7919 + c * 104729) % 1000003}</v></c>" for c in range(2100)) + "</row>"
              ).encode() for r in range(1000))
-    data = _workbook(itertools_chain(SHEET_HEAD, rows, b"</sheetData></worksheet>"))
+    data = workbook(SHEET_HEAD, rows, b"</sheetData></worksheet>")
     with pytest.raises(TableError, match="has more than 2,000,000 cells, the most read per sheet") as refused:
         tabular.import_table(data, "x", TableMapping(dataset="d", sensor_id="s", reference_date=datetime(2024, 1, 1),
                                                      fields=["column 1"]), filename="x.xlsx")
