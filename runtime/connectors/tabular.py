@@ -101,7 +101,6 @@ class Table:
     horizontal_merges: set[tuple[int, int]] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     kind: str = "csv"
-    damaged: bool = False   # U+FFFD in the head
 
 
 @dataclass
@@ -228,7 +227,6 @@ def _read_csv(stream: BinaryIO) -> Table:
     table = Table(rows=[], encoding=ENCODING_NAMES.get(encoding, encoding), delimiter=delimiter,
                   decimal="." if delimiter == "," else ",", kind="csv")
     table.rows, table.rest, table.complete = _split_head(_csv_rows(text, delimiter))
-    table.damaged = any(REPLACEMENT_CHAR in str(cell) for row in table.rows for cell in row)
     return table
 
 
@@ -817,8 +815,9 @@ class TableReader:
                     reason = "as the other columns of the file write their numbers"
                 else:
                     column.decimal, column.decimal_source = self.table.decimal, "file convention"
-                    reason = (f"nothing in the file decides; {column.decimal!r} is the usual decimal mark of "
-                              f"{'workbooks' if self.table.kind == 'xlsx' else repr(self.table.delimiter) + '-separated files'}")
+                    kind = ("workbooks" if self.table.kind == "xlsx"
+                            else f"{self.table.delimiter!r}-separated files")
+                    reason = f"nothing in the file decides; {column.decimal!r} is the usual decimal mark of {kind}"
                 value, other = (as_comma, ".") if column.decimal == "," else (as_point, ",")
                 self.warnings.append(
                     f"column {column.name!r}: numbers such as {example!r} (row {r + 1}) can be read as {as_comma} or "

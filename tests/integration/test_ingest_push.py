@@ -441,7 +441,8 @@ def test_a_large_csv_preview_reads_only_its_head(service, tenants, kube_api, sha
     """A valid 50 MB CSV: the preview used to parse all of it (1.1 GB)."""
     client, _ = service
     a, _, _ = tenants
-    lines = (shared_fixtures / "pedestrian" / "besucherzahlen-moers-juni-2022-stundlich.csv").read_bytes().split(b"\r\n")
+    june = shared_fixtures / "pedestrian" / "besucherzahlen-moers-juni-2022-stundlich.csv"
+    lines = june.read_bytes().split(b"\r\n")
     body = b"\r\n".join(lines[1:])
     data = lines[0] + b"\r\n" + body * (50 * 1024 * 1024 // len(body))
     grown, response = _peak_growth_mb(lambda: client.post(

@@ -54,7 +54,8 @@ def test_moers_july_shifted_columns_are_realigned_with_the_reason(shared):
     expected = {e.observed_at: e.fields for e in hystreet.parse_csv_export(data, "moers").events}
     event = next(e for e in result.events if e.observed_at == utc(2022, 7, 9, 9))
     assert event.fields == {k: v for k, v in expected[utc(2022, 7, 9, 9)].items() if k != "location_name"}
-    assert (event.fields["pedestrians_ltr"], event.fields["pedestrians_rtl"], event.fields["adults"]) == (818, 722, 1480)
+    assert (event.fields["pedestrians_ltr"], event.fields["pedestrians_rtl"], event.fields["adults"]) == \
+        (818, 722, 1480)
 
 
 def test_a_row_with_more_cells_than_the_header_is_refused_naming_row_and_cell(shared, tmp_path):
