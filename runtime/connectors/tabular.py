@@ -59,6 +59,7 @@ MAX_ROWS = 1_048_576                 # Excel's own
 MAX_CELLS = 2_000_000                # per XLSX sheet, counted in its XML before parsing
 MAX_MERGED_CELLS = 100_000           # per sheet, all merged ranges together
 MAX_UNCOMPRESSED = 256 * 1024 * 1024  # all parts of a workbook together
+MAX_LOADED_PART = 32 * 1024 * 1024    # a part other than a worksheet (shared strings: ~1 M texts)
 MAX_RATIO = 100                      # inflation of one part; real workbooks stay below 20
 _RATIO_FROM = 1024 * 1024            # small parts (styles) may inflate more, they cannot cost much
 MAX_LINE_CHARS = 1_000_000
@@ -298,6 +299,11 @@ def _check_archive(archive: zipfile.ZipFile) -> None:
         if entry.file_size > _RATIO_FROM and ratio > MAX_RATIO:
             raise _too_large(f"{entry.filename} inflates {ratio:.0f}-fold ({entry.compress_size:,} to "
                              f"{entry.file_size:,} bytes); at most {MAX_RATIO}-fold is read")
+        # openpyxl streams worksheets but loads the other XML parts (shared strings, styles) whole.
+        loaded_whole = entry.filename.endswith((".xml", ".rels")) and not entry.filename.startswith("xl/worksheets/")
+        if loaded_whole and entry.file_size > MAX_LOADED_PART:
+            raise _too_large(f"{entry.filename} holds {entry.file_size:,} bytes uncompressed; at most "
+                             f"{MAX_LOADED_PART:,} are read")
     if total > MAX_UNCOMPRESSED:
         raise _too_large(f"the workbook holds {total:,} bytes uncompressed; at most {MAX_UNCOMPRESSED:,} are read")
 
