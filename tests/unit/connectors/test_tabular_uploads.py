@@ -56,6 +56,8 @@ def test_moers_july_shifted_columns_are_realigned_with_the_reason(shared):
     assert event.fields == {k: v for k, v in expected[utc(2022, 7, 9, 9)].items() if k != "location_name"}
     assert (event.fields["pedestrians_ltr"], event.fields["pedestrians_rtl"], event.fields["adults"]) == \
         (818, 722, 1480)
+    # June fits its header: nothing to say, nothing realigned.
+    assert tabular.preview(shared(MOERS.format("juni"))).warnings == []
 
 
 def test_a_row_with_more_cells_than_the_header_is_refused_naming_row_and_cell(shared, tmp_path):
