@@ -100,7 +100,6 @@ class Table:
     sheets: list[str] = field(default_factory=list)
     decimal: str = ","      # the file's convention, for columns whose values do not decide
     horizontal_merges: set[tuple[int, int]] = field(default_factory=set)
-    warnings: list[str] = field(default_factory=list)
     kind: str = "csv"
 
 
@@ -635,7 +634,7 @@ _DATE_TYPES = {"date", "datetime"}
 
 
 @dataclass
-class DataRow:
+class _DataRow:
     index: int                 # 0-based row of the file
     raw: list[Any]             # the cells as read (realigned, when the row was)
     cells: list[Any]           # parsed, one per column; empty for a section heading or footnote
@@ -655,7 +654,7 @@ class _Findings:
         entry[0] += 1
 
 
-class TableReader:
+class _TableReader:
     """The data rows of a table, read with its layout and the decisions per column, which
     come from the head: the preview and the import decide alike."""
 
@@ -667,7 +666,7 @@ class TableReader:
         self.layout = layout_from_options(table, options) if overridden else detect_layout(table)
         self.columns = self.layout.columns
         self.findings = _Findings()
-        self.warnings: list[str] = list(table.warnings)
+        self.warnings: list[str] = []
         header = [table.rows[r] for r in self.layout.header_rows]
         # In a CSV every row should have the header's cells; in a workbook rows are as long as their content.
         self.width = max(len(row) for row in header) if table.kind == "csv" else None
@@ -686,18 +685,18 @@ class TableReader:
 
     # Reading rows ---------------------------------------------------------------
 
-    def rows(self, used: set[int] | None = None) -> Iterator[DataRow]:
+    def rows(self, used: set[int] | None = None) -> Iterator[_DataRow]:
         """Every row from the data start, the head first, then the rest of the file; with
         ``used``, only those columns are parsed (the others' cells are None)."""
         start = self.layout.data_start
         yield from self._rows(itertools.chain(self.table.rows[start:], self.table.rest), start, used=used)
 
-    def head(self) -> Iterator[DataRow]:
+    def head(self) -> Iterator[_DataRow]:
         start = self.layout.data_start
         yield from self._rows(self.table.rows[start:], start)
 
     def _rows(self, rows: Iterator[list[Any]] | list[list[Any]], start: int, profile: bool = False,
-              used: set[int] | None = None) -> Iterator[DataRow]:
+              used: set[int] | None = None) -> Iterator[_DataRow]:
         section = None
         for r, row in enumerate(rows, start=start):
             filled = _filled(row)
@@ -705,18 +704,18 @@ class TableReader:
                 continue
             if len(filled) < 2:
                 section = clean_label(filled[0])
-                yield DataRow(r, row, [], section)
+                yield _DataRow(r, row, [], section)
                 continue
             heading = _merged_heading(self.table, r, row, self.columns)
             if heading is not None:
                 section = heading
-                yield DataRow(r, row, [], section)
+                yield _DataRow(r, row, [], section)
                 continue
             row, problem = self._aligned(r, row, profile)
             if profile:
-                yield DataRow(r, row, [None] * len(self.columns), section, problem)
+                yield _DataRow(r, row, [None] * len(self.columns), section, problem)
                 continue
-            data = DataRow(r, row, [], section, problem)
+            data = _DataRow(r, row, [], section, problem)
             for column in self.columns:
                 if used is not None and column.index not in used:
                     data.cells.append(None)
@@ -787,7 +786,7 @@ class TableReader:
 
     # Decisions from the head --------------------------------------------------
 
-    def _decide_decimals(self, head: list[DataRow], options: TableOptions | None) -> None:
+    def _decide_decimals(self, head: list[_DataRow], options: TableOptions | None) -> None:
         chosen = _decimal_options(options, self.columns)
         evidence: dict[int, dict[str, list[tuple[int, str]]]] = {}
         for column in self.columns:
@@ -830,7 +829,7 @@ class TableReader:
                     f"{as_point}; they are read as {value} ({column.decimal!r} is the decimal mark: {reason}); if "
                     f"that is wrong, give decimal={column.name}={other}")
 
-    def _decide_types(self, head: list[DataRow]) -> None:
+    def _decide_types(self, head: list[_DataRow]) -> None:
         for column in self.columns:
             kinds = {"value": 0, "text": 0}
             first_text = None
@@ -959,7 +958,7 @@ def preview(data: bytes | str | BinaryIO, n: int = 20, *, filename: str | None =
     """What the import would read, from the head of the file only (see :data:`HEAD_ROWS`).
     ``options`` override header detection and decimal marks (see :class:`TableOptions`)."""
     table = read_table(data, filename=filename, sheet=_sheet(sheet, options))
-    reader = TableReader(table, options)
+    reader = _TableReader(table, options)
     rows = list(reader.head())
     warnings = reader.noticed()
     skipped = [row for row in rows if not row.cells]
@@ -1003,7 +1002,7 @@ def import_chunks(data: bytes | str | BinaryIO, tenant: str, mapping: TableMappi
     the same overrides the preview was given. A mapping that does not fit the file raises
     before the first result."""
     table = read_table(data, filename=filename, sheet=_sheet(sheet, options))
-    reader = TableReader(table, options)
+    reader = _TableReader(table, options)
     by_name = {c.name: c for c in reader.columns}
 
     def column(name: str | None, role: str) -> Column | None:
@@ -1030,7 +1029,7 @@ def import_chunks(data: bytes | str | BinaryIO, tenant: str, mapping: TableMappi
                    chunk_rows)
 
 
-def _events(reader: TableReader, tenant: str, mapping: TableMapping, used: set[int], sensor_column: Column | None,
+def _events(reader: _TableReader, tenant: str, mapping: TableMapping, used: set[int], sensor_column: Column | None,
             time_column: Column | None, field_columns: list[tuple[Column, str]], clock: LocalClock,
             reference: datetime | None, chunk_rows: int) -> Iterator[ParseResult]:
     table = reader.table
