@@ -936,6 +936,8 @@ def _short(value: Any) -> str:
 def _merged_heading(table: Table, r: int, row: list[Any], columns: list[Column]) -> str | None:
     """A row of labels only, at least one of them merged across columns (Berlin's
     ``Mitte (01) | 01  Mitte`` spanning the table): a section heading, not data."""
+    if not table.horizontal_merges:
+        return None
     cells = [(c.index, row[c.index]) for c in columns if c.index < len(row) and not _is_blank(row[c.index])]
     if not any((r, index) in table.horizontal_merges for index, _ in cells):
         return None

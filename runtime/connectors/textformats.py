@@ -82,7 +82,7 @@ def parse_number(text: str, decimal: str = ",") -> int | float | None:
     if not match:
         raise ValueError(f"not a number: {text!r}")
     sign, whole, fraction, exponent = match.groups()
-    digits = re.sub(r"\D", "", whole)
+    digits = whole if whole.isdigit() else re.sub(r"\D", "", whole)
     if fraction is None and exponent is None:
         value: int | float = int(digits)
     else:
