@@ -211,10 +211,13 @@ def _read_csv(stream: BinaryIO) -> Table:
     sample = stream.read(_SAMPLE_BYTES).decode(encoding, errors="replace")
     stream.seek(0)
     binary = next((i for i, char in enumerate(sample) if char in _BINARY), None)
-    if binary is not None and (sample.count("\x00") or sum(c in _BINARY for c in sample) * 100 > len(sample)):
+    nul = "\x00" in sample
+    if binary is not None and (nul or sum(c in _BINARY for c in sample) * 100 > len(sample)):
         raise TableError("not_text", f"the file is neither CSV text nor an XLSX workbook: it holds binary data "
-                                     f"(control character {sample[binary]!r} at character {binary + 1}). Send a "
-                                     f"CSV (UTF-8, UTF-16 with byte-order mark or Windows-1252) or an .xlsx file")
+                                     f"(control character {sample[binary]!r} at character {binary + 1}"
+                                     f"{'; UTF-16 text without byte-order mark looks like this too' if nul else ''}"
+                                     f"). Send a CSV (UTF-8, UTF-16 with byte-order mark or Windows-1252) or an "
+                                     f".xlsx file")
     text = io.TextIOWrapper(stream, encoding=encoding, newline="")
     lines: list[str] = []
     while len(lines) < _HEADER_SCAN_ROWS and (line := text.readline(MAX_LINE_CHARS)):
@@ -243,7 +246,7 @@ def _csv_rows(text: TextIO, delimiter: str) -> Iterator[list[str]]:
     try:
         for row in reader:
             if len(row) > MAX_COLUMNS:
-                raise _too_large(f"row {reader.line_num} has {len(row):,} cells; at most {MAX_COLUMNS:,} "
+                raise _too_large(f"line {reader.line_num} has {len(row):,} cells; at most {MAX_COLUMNS:,} "
                                  f"columns are read")
             yield row
     except csv.Error as exc:
