@@ -779,11 +779,12 @@ class _TableReader:
         if actual == expected:
             return value, None
         why = f"{_short(raw)} is not a {expected}, which the column holds"
-        other = "." if (column.decimal or self.table.decimal) == "," else ","
+        mark = column.decimal or self.table.decimal
+        other = "." if mark == "," else ","
         if expected == "number" and isinstance(raw, str) and _number_or_none(raw, other) is not None:
-            why += (f": it is written with {other!r} as the decimal mark, the column is read with "
-                    f"{column.decimal!r} ({column.decimal_source}); give decimal={column.name}={other} if that is "
-                    f"wrong")
+            why += (f": it is written with {other!r} as the decimal mark, the column is read with {mark!r} "
+                    f"({column.decimal_source or 'file convention'}); give decimal={column.name}={other} if that "
+                    f"is wrong")
         self.findings.add(("mismatch", column.name), r, why)
         return value, why
 

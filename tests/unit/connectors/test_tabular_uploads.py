@@ -123,6 +123,18 @@ def test_ambiguous_numbers_are_said_and_can_be_overridden(shared):
     assert refused.value.code == "invalid_options"
 
 
+def test_a_number_beyond_the_head_that_contradicts_the_decision_is_refused():
+    """The decimal mark is decided from the first rows; a later '7.5' in a ',' column is not
+    read as 75 or as text, its row is refused with the option that would read it."""
+    rows = ["Zähler;Anzahl"] + [f"s{i};{i},5" for i in range(tabular.HEAD_ROWS + 200)] + ["spät;7.5"]
+    result = tabular.import_table("\n".join(rows).encode(), "t", TableMapping(
+        dataset="d", sensor_column="Zähler", reference_date=datetime(2024, 1, 1), fields=["Anzahl"]))
+    assert len(result.events) == tabular.HEAD_ROWS + 200 and result.events[1].fields == {"anzahl": 1.5}
+    assert [(r.where, r.reason) for r in result.rejected] == [(
+        f"row {len(rows)}", "column 'Anzahl': '7.5' is not a number, which the column holds: it is written with "
+        "'.' as the decimal mark, the column is read with ',' (values); give decimal=Anzahl=. if that is wrong")]
+
+
 # Encodings and files that are no table ----------------------------------------------------
 
 def test_utf16_with_bom_reads_like_the_original(shared, tmp_path):
