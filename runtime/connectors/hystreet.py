@@ -16,7 +16,7 @@ from typing import Any
 
 from urbanstack.runtime.connectors import ParseResult
 from urbanstack.runtime.connectors.textformats import (
-    REPLACEMENT_CHAR, LocalClock, decode_text, parse_datetime, parse_number,
+    REPLACEMENT_CHAR, LocalClock, decode_text, parse_datetime, parse_number, realigned,
 )
 from urbanstack.runtime.events import EventError, Observation, parse_instant
 
@@ -211,29 +211,19 @@ def _csv_values(row: list[str], header: list[str], columns: dict[str, Any]) -> t
             raise ValueError(f"column {header[index]!r}: expected a count, got {row[index]!r}")
         return value
 
+    shifted = 0
+    if "ltr" in columns and "rtl" in columns:
+        fixed = realigned(row, columns["total"], (columns["ltr"], columns["rtl"]), parse_number)
+        if fixed is not None:
+            row, shifted = fixed, 1
     total = number(columns["total"])
     if total is None:
         raise ValueError(f"column {header[columns['total']]!r} is empty")
     values: dict[str, Any] = {"location_name": row[columns["location"]].strip(), "pedestrians": total}
-    shifted = 0
-    if "ltr" in columns and "rtl" in columns:
-        ltr, rtl = columns["ltr"], columns["rtl"]
-        # Some exports leave the first direction empty and shift the rest right;
-        # the realignment is only trusted when the two directions add up.
-        if (not row[ltr].strip() and rtl + 1 < len(row) and row[rtl].strip()
-                and row[rtl + 1].strip()):
-            left, right = number(rtl), number(rtl + 1)
-            if left is not None and right is not None and left + right == total:
-                values["pedestrians_ltr"], values["pedestrians_rtl"] = left, right
-                shifted = 1
-                for role in ("adults", "children"):
-                    if role in columns and columns[role] + 1 < len(row):
-                        values[role] = number(columns[role] + 1)
-                return {k: v for k, v in values.items() if v is not None}, shifted
-        values["pedestrians_ltr"], values["pedestrians_rtl"] = number(ltr), number(rtl)
-    for role in ("adults", "children"):
+    for role, name in (("ltr", "pedestrians_ltr"), ("rtl", "pedestrians_rtl"), ("adults", "adults"),
+                       ("children", "children")):
         if role in columns:
-            values[role] = number(columns[role])
+            values[name] = number(columns[role])
     return {k: v for k, v in values.items() if v is not None}, shifted
 
 

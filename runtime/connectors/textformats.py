@@ -3,8 +3,11 @@ local wall-clock times. Used by the CSV-based connectors and the upload parser."
 
 from __future__ import annotations
 
+import codecs
+import io
 import re
 from datetime import date, datetime, timezone
+from typing import Any, BinaryIO, Callable, Sequence
 from zoneinfo import ZoneInfo
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -13,12 +16,17 @@ REPLACEMENT_CHAR = "\ufffd"
 # Markers German statistics offices and exports use for "no value".
 MISSING_MARKERS = frozenset({"", ".", "-", "–", "—", "x", "X", "...", "…", "---", "/", "k.A.", "n/a", "NA"})
 
-_GROUPING = "[. \u00a0\u202f']"
 _NEGATIVE = "[-−–]"
+# A number with optional grouping (a first group never starts with 0: "0.125" is no thousands
+# grouping), per decimal mark.
+_NUMBER = {decimal: re.compile(
+    rf"({_NEGATIVE})?\s*([1-9]\d{{0,2}}(?:{grouping}\d{{3}})+|\d+)(?:{re.escape(decimal)}(\d+))?(?:[eE]([-+]?\d+))?")
+    for decimal, grouping in ((",", "[. \u00a0\u202f']"), (".", "[, \u00a0\u202f']"))}
 
 
 def decode_text(data: bytes | str) -> tuple[str, str]:
-    """Decode bytes as UTF-8 (with or without BOM) or, failing that, Windows-1252/Latin-1.
+    """Decode bytes as UTF-8 (with or without BOM), UTF-16 with a BOM (Excel's "Unicode
+    text") or, failing that, Windows-1252/Latin-1.
 
     Returns the text and the encoding used. Latin-1 never fails, so any byte
     string can be read; a text with U+FFFD characters was damaged before it
@@ -26,14 +34,38 @@ def decode_text(data: bytes | str) -> tuple[str, str]:
     """
     if isinstance(data, str):
         return data, "str"
-    try:
-        return data.decode("utf-8-sig"), "utf-8"
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252"), "cp1252"
-    except UnicodeDecodeError:
-        return data.decode("latin-1"), "latin-1"
+    encoding = sniff_encoding(io.BytesIO(data))
+    return data.decode(encoding), ENCODING_NAMES.get(encoding, encoding)
+
+
+# How an encoding is reported: "utf-8-sig" is UTF-8 to a person.
+ENCODING_NAMES = {"utf-8-sig": "utf-8"}
+_CHUNK = 1 << 20
+
+
+def sniff_encoding(stream: BinaryIO) -> str:
+    """The codec that reads the whole ``stream``, decided from a byte-order mark or by
+    decoding it chunk by chunk (bounded memory): UTF-8, else Windows-1252, else Latin-1.
+    The stream is left at its start."""
+    stream.seek(0)
+    head = stream.read(4)
+    stream.seek(0)
+    for bom, codec in ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"),
+                       (codecs.BOM_UTF16_BE, "utf-16")):
+        if head.startswith(bom):
+            return codec
+    for codec in ("utf-8", "cp1252"):
+        decoder = codecs.getincrementaldecoder(codec)()
+        try:
+            while chunk := stream.read(_CHUNK):
+                decoder.decode(chunk)
+            decoder.decode(b"", final=True)
+            return codec
+        except UnicodeDecodeError:
+            continue
+        finally:
+            stream.seek(0)
+    return "latin-1"
 
 
 def parse_number(text: str, decimal: str = ",") -> int | float | None:
@@ -46,15 +78,11 @@ def parse_number(text: str, decimal: str = ",") -> int | float | None:
     cleaned = text.strip()
     if cleaned in MISSING_MARKERS:
         return None
-    grouping = _GROUPING if decimal == "," else "[, \u00a0\u202f']"
-    point = re.escape(decimal)
-    match = re.fullmatch(
-        rf"({_NEGATIVE})?\s*(\d{{1,3}}(?:{grouping}\d{{3}})+|\d+)(?:{point}(\d+))?(?:[eE]([-+]?\d+))?",
-        cleaned)
+    match = _NUMBER[decimal].fullmatch(cleaned)
     if not match:
         raise ValueError(f"not a number: {text!r}")
     sign, whole, fraction, exponent = match.groups()
-    digits = re.sub(r"\D", "", whole)
+    digits = whole if whole.isdigit() else re.sub(r"\D", "", whole)
     if fraction is None and exponent is None:
         value: int | float = int(digits)
     else:
@@ -131,3 +159,25 @@ def field_name(label: str) -> str:
     if not name:
         return "value"
     return f"v_{name}" if name[0].isdigit() else name
+
+
+def realigned(row: list[Any], total: int, parts: Sequence[int],
+              number: Callable[[Any], int | float | None]) -> list[Any] | None:
+    """``row`` read one column to the left from ``parts[0]`` on, or None.
+
+    Some exports (hystreet's, Moers July 2022) leave the first of adjacent part columns
+    (``… Richtung Neumarkt``, ``… Richtung Neuer Wall``) empty and shift every later value
+    one column to the right, dropping the last. That is only trusted when the shifted
+    parts add up to the ``total`` column; the realigned row ends with an empty cell.
+    """
+    first, last = parts[0], parts[-1]
+    if first >= len(row) or str(row[first] or "").strip() or last + 1 >= len(row):
+        return None
+    try:
+        expected = number(row[total])
+        values = [number(row[p + 1]) for p in parts]
+    except ValueError:
+        return None
+    if expected is None or any(v is None for v in values) or sum(values) != expected:
+        return None
+    return row[:first] + row[first + 1:] + [""]

@@ -25,12 +25,14 @@ send the same request again (the sink drops duplicates by ``event_id``).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import re
+import tempfile
 from datetime import date
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import HTTPException, RequestValidationError
@@ -103,6 +105,8 @@ class ColumnInfo(BaseModel):
     unit: str
     group: str | None = None
     missing: int = 0
+    decimal: str | None = Field(None, description="Decimal mark of numbers written as text in this column")
+    decimal_source: str | None = Field(None, description="Why: values, other columns, file convention or option")
 
 
 class PreviewReport(BaseModel):
@@ -120,6 +124,8 @@ class PreviewReport(BaseModel):
     columns: list[ColumnInfo]
     rows: list[dict[str, Any]]
     warnings: list[str]
+    rows_read: int = Field(description="Rows of the file the preview read; the import reads every row.")
+    complete: bool = Field(description="Whether those were all rows of the file.")
 
 
 class IngestError(Exception):
@@ -206,7 +212,7 @@ def _split_assignment(text: str) -> tuple[str, str | None]:
 
 def table_mapping(dataset: str, fields: list[str], sensor_column: str | None, sensor_id: str | None,
                   timestamp_column: str | None, reference_date: date | None, timezone: str,
-                  units: list[str]) -> tabular.TableMapping:
+                  units: list[str], sensor_map: list[str] = ()) -> tabular.TableMapping:
     if not fields:
         raise IngestError(422, "invalid_parameter", "field: name at least one column to import (repeat "
                                                     "'field=Column' or 'field=Column=field_name'); the preview "
@@ -223,9 +229,16 @@ def table_mapping(dataset: str, fields: list[str], sensor_column: str | None, se
         if not equals or not name.strip():
             raise IngestError(422, "invalid_parameter", f"unit: expected 'field=unit', got {item!r}")
         unit_map[name.strip()] = unit.strip()
+    sensor_names = {}
+    for item in sensor_map:
+        name, equals, sensor = item.partition("=")
+        if not equals or not name.strip() or not sensor.strip():
+            raise IngestError(422, "invalid_parameter", f"sensor_map: expected 'name in the file=sensor id', "
+                                                        f"got {item!r}")
+        sensor_names[name.strip()] = sensor.strip()
     return tabular.TableMapping(dataset=dataset, fields=mapping, sensor_column=sensor_column, sensor_id=sensor_id,
                                 timestamp_column=timestamp_column, reference_date=reference_date,
-                                timezone=timezone, units=unit_map)
+                                timezone=timezone, units=unit_map, sensor_names=sensor_names)
 
 
 # The application ---------------------------------------------------------------
@@ -475,27 +488,26 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                              header_row: int | None = Query(None, ge=1, description=HEADER_ROW),
                              header_rows: int = Query(1, ge=1, le=20, description=HEADER_ROWS),
                              data_start_row: int | None = Query(None, ge=1, description=DATA_START_ROW),
+                             decimal: list[str] = Query([], description=DECIMAL),
                              caller: Caller = Depends(writer)):
         """Send the file as the body. Nothing is stored: the answer shows the header rows,
-        each column's type, unit and suggested field name, and sample rows."""
+        each column's type, unit, decimal mark and suggested field name, sample rows, and
+        warnings. Only the head of the file is read (`rows_read`); the import checks every row."""
         _, info = target(caller, tool, dataset)
-        data = await read_body(request, MAX_UPLOAD_BYTES)
+        options = _options(header_row, header_rows, data_start_row, sheet, decimal)
+        upload = await read_upload(request)
 
         def run() -> PreviewReport:
-            try:
-                shown = tabular.preview(data, rows, filename=filename, sheet=sheet,
-                                        options=_options(header_row, header_rows, data_start_row, sheet))
-            except ValueError as exc:   # an override outside the sheet: the message names the valid range
-                raise IngestError(422, "invalid_options", str(exc)) from None
-            except Exception as exc:  # noqa: BLE001 - openpyxl/zipfile raise many kinds for a broken file
-                raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
+            with upload, _table_errors():
+                shown = tabular.preview(upload, rows, filename=filename, sheet=sheet, options=options)
             return PreviewReport(
                 tenant=caller.tenant, tool=tool, dataset=dataset, dataset_fields=[f.name for f in info.fields],
                 sheet=shown.sheet, sheets=shown.sheets, encoding=shown.encoding, delimiter=shown.delimiter,
                 header_row=shown.header_row, header_rows=shown.header_rows, data_start_row=shown.data_start_row,
                 columns=[ColumnInfo(index=c.index, name=c.name, field=c.field, type=c.type, unit=c.unit,
-                                    group=c.group, missing=c.missing) for c in shown.columns],
-                rows=shown.rows, warnings=shown.warnings)
+                                    group=c.group, missing=c.missing, decimal=c.decimal,
+                                    decimal_source=c.decimal_source) for c in shown.columns],
+                rows=shown.rows, warnings=shown.warnings, rows_read=shown.rows_read, complete=shown.complete)
 
         return await run_in_threadpool(run)
 
@@ -506,6 +518,9 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                                                               "Repeat for each column."),
                      sensor_column: str | None = Query(None, description="Column identifying sensor or area"),
                      sensor_id: str | None = Query(None, description="Fixed sensor id for every row"),
+                     sensor_map: list[str] = Query([], description="'name in the file=sensor id': store that "
+                                                                   "sensor under another id (e.g. a name damaged by "
+                                                                   "a wrong encoding). Repeat for each name."),
                      timestamp_column: str | None = Query(None, description="Column with date or time"),
                      reference_date: date | None = Query(None, description="Fixed date for every row"),
                      timezone: str = Query("Europe/Berlin", description="Zone of times without an offset"),
@@ -514,24 +529,48 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                      header_row: int | None = Query(None, ge=1, description=HEADER_ROW),
                      header_rows: int = Query(1, ge=1, le=20, description=HEADER_ROWS),
                      data_start_row: int | None = Query(None, ge=1, description=DATA_START_ROW),
+                     decimal: list[str] = Query([], description=DECIMAL),
                      caller: Caller = Depends(writer)):
         """Send the file as the body, with the mapping from the preview as query parameters.
-        Give `sensor_column` or `sensor_id`, and `timestamp_column` or `reference_date`."""
-        target(caller, tool, dataset)
+        Give `sensor_column` or `sensor_id`, and `timestamp_column` or `reference_date`. The
+        file is read and published in chunks; if a later chunk fails (Kafka, quota, a broken
+        file structure), the answer says how much was published before: send the whole file
+        again once fixed, the rows already stored are not doubled."""
+        municipality, _ = target(caller, tool, dataset)
         mapping = table_mapping(dataset, field, sensor_column, sensor_id, timestamp_column, reference_date,
-                                timezone, unit)
-        data = await read_body(request, MAX_UPLOAD_BYTES)
+                                timezone, unit, sensor_map)
+        options = _options(header_row, header_rows, data_start_row, sheet, decimal)
+        upload = await read_upload(request)
 
-        def parse() -> ParseResult:
-            try:
-                return tabular.import_table(data, caller.tenant, mapping, filename=filename, sheet=sheet,
-                                            options=_options(header_row, header_rows, data_start_row, sheet))
-            except (ValueError, KeyError) as exc:
-                raise IngestError(422, "invalid_mapping", str(exc)) from None
-            except Exception as exc:  # noqa: BLE001 - a broken file, as in the preview
-                raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
+        def run() -> JSONResponse:
+            accepted = rejected = 0
+            shown: list[RejectionInfo] = []
+            warnings: list[str] = []
+            with upload:
+                try:
+                    with _table_errors():
+                        for chunk in _chunks(upload, caller.tenant, mapping, filename, sheet, options):
+                            report = deliver(caller, municipality, tool, dataset, len(chunk.events),
+                                             lambda: publishers.publish(chunk, tenant=caller.tenant, tool=tool))
+                            accepted, rejected = accepted + report.events, rejected + report.rejections
+                            records.labels("upload", "accepted").inc(report.events)
+                            records.labels("upload", "rejected").inc(report.rejections)
+                            shown += [RejectionInfo(where=r.where, reason=r.reason)
+                                      for r in chunk.rejected[:SHOWN_REJECTIONS - len(shown)]]
+                            warnings += chunk.warnings
+                except IngestError as error:
+                    if accepted or rejected:
+                        error.message += (f". Before this, {accepted} events and {rejected} rejected rows of the "
+                                          f"file were published; send the whole file again once this is fixed: "
+                                          f"the rows already stored are not doubled")
+                    raise
+            body = IngestReport(tenant=caller.tenant, tool=tool, dataset=dataset, accepted=accepted,
+                                rejected=rejected, topic=naming.topic(caller.tenant, tool, dataset),
+                                dlq=naming.dlq_topic(caller.tenant), rejections=shown,
+                                warnings=warnings[:SHOWN_REJECTIONS])
+            return JSONResponse(body.model_dump(), status_code=202)
 
-        return await run_in_threadpool(ingest, caller, tool, dataset, "upload", parse)
+        return await run_in_threadpool(run)
 
     if sources_status is not None:
         @app.get(f"{route_prefix}/sources", summary="State of the municipality's pull sources")
@@ -590,12 +629,71 @@ HEADER_ROWS = "How many rows the header spans, ending at header_row (merged grou
 DATA_START_ROW = "First data row (default: the first non-blank row below the header)"
 
 
-def _options(header_row: int | None, header_rows: int, data_start_row: int | None,
-             sheet: str | None) -> tabular.TableOptions | None:
-    if header_row is None and data_start_row is None and header_rows == 1:
+DECIMAL = ("Decimal mark of numbers written as text: ',' or '.' for every column, or 'Column=,' per column "
+           "(repeat); instead of the decision the preview shows per column")
+
+
+def _options(header_row: int | None, header_rows: int, data_start_row: int | None, sheet: str | None,
+             decimal: list[str]) -> tabular.TableOptions | None:
+    if header_row is None and data_start_row is None and header_rows == 1 and not decimal:
         return None
+    marks: str | dict[str, str] | None = None
+    if decimal in ([","], ["."]):
+        marks = decimal[0]
+    elif decimal:
+        pairs = [item.rpartition("=") for item in decimal]
+        if any(not equals or not column.strip() or mark not in (",", ".") for column, equals, mark in pairs):
+            raise IngestError(422, "invalid_parameter", f"decimal: expected ',' or '.' (for every column) or "
+                                                        f"'Column=,' / 'Column=.' per column, got {decimal}")
+        marks = {column.strip(): mark for column, _, mark in pairs}
     return tabular.TableOptions(header_row=header_row, header_rows=header_rows, data_start_row=data_start_row,
-                                sheet=sheet)
+                                sheet=sheet, decimal=marks)
+
+
+def _chunks(upload, tenant: str, mapping: tabular.TableMapping, filename: str | None, sheet: str | None,
+            options: tabular.TableOptions | None) -> Iterator[ParseResult]:
+    try:
+        return tabular.import_chunks(upload, tenant, mapping, filename=filename, sheet=sheet, options=options)
+    except tabular.TableError:
+        raise
+    except ValueError as exc:  # the mapping does not fit the file: nothing was read beyond the head
+        raise IngestError(422, "invalid_mapping", str(exc)) from None
+
+
+@contextlib.contextmanager
+def _table_errors() -> Iterator[None]:
+    """A file the table reader refuses: its code and status (413 for a limit, 422 otherwise)."""
+    try:
+        yield
+    except tabular.TableError as exc:
+        raise IngestError(exc.status, exc.code, str(exc)) from None
+    except IngestError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - openpyxl/zipfile raise many kinds for a broken file
+        raise IngestError(422, "unreadable_file", f"the file cannot be read as a table: {exc}") from None
+
+
+async def read_upload(request: Request, limit: int = MAX_UPLOAD_BYTES) -> tempfile.SpooledTemporaryFile:
+    """The body in a spooled file (memory up to a megabyte, then disk), its size checked as
+    it arrives: a body over ``limit`` is refused at the first byte too many."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise IngestError(413, "too_large", f"the file has {int(declared)} bytes; at most {limit} are accepted "
+                                            "per upload, split it")
+    spool = tempfile.SpooledTemporaryFile(max_size=1024 * 1024)
+    size = 0
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise IngestError(413, "too_large", f"the file is larger than {limit} bytes, the most accepted "
+                                                    "per upload; split it")
+            spool.write(chunk)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+    return spool
 
 
 CODEC_HELP = ("Built-in decoder for uplinks without a decoded payload, when the device's identity does not "

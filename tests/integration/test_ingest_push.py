@@ -9,6 +9,7 @@ import json
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import jwt
@@ -393,3 +394,102 @@ def test_an_uplink_without_decoded_payload_is_decoded_by_the_pinned_codec(servic
     assert len(mine) == 1
     assert (mine[0]["fields"]["temperature"], mine[0]["fields"]["humidity"]) == (30.8, 50.5)
     assert mine[0]["units"]["temperature"] == "°C"
+
+
+# Bounded work per upload (issue 17 §1) and uploads that never store wrong numbers silently (issue 9 §1).
+
+def _memory_kb(field: str) -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith(f"{field}:")))
+
+
+def _peak_growth_mb(send) -> tuple[float, Any]:
+    """Run ``send`` (the app runs in this process) and return how far the resident set peaked
+    above where it was: writing 5 to clear_refs resets the peak (VmHWM) to the current size."""
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _memory_kb("VmRSS")
+    result = send()
+    return (_memory_kb("VmHWM") - before) / 1024, result
+
+
+UPLOAD_GROWTH_MB = 200
+
+
+def test_workbook_bombs_are_refused_within_bounded_memory(service, tenants, kube_api, admin_config):
+    """A webhook key is enough to send them. Before the bounds, the merged range grew the
+    process by gigabytes and the 4 million cells by 1.3 GB."""
+    from workbooks import cell_bomb, merge_bomb
+
+    client, _ = service
+    a, _, _ = tenants
+    key = {"X-Ingest-Key": ingest_secret(kube_api, a.slug)["webhook-key"]}
+    before = offsets(admin_config, a)
+    for bomb, limit in ((merge_bomb(), "at most 100,000 merged cells are read per sheet"),
+                        (cell_bomb(), "at most 100-fold is read")):
+        for route, params in (("upload/preview", {"filename": "x.xlsx"}),
+                              ("upload", {"filename": "x.xlsx", "field": "column 1", "sensor_id": "s",
+                                          "reference_date": "2024-01-01"})):
+            grown, response = _peak_growth_mb(lambda: client.post(f"{ROUTE}/{route}", params=params, content=bomb,
+                                                                  headers=key))
+            assert response.status_code == 413, response.text
+            assert response.json()["error"]["code"] == "too_large" and limit in response.json()["error"]["message"]
+            assert grown < UPLOAD_GROWTH_MB, (route, limit, grown)
+    assert offsets(admin_config, a) == before
+
+
+def test_a_large_csv_preview_reads_only_its_head(service, tenants, kube_api, shared_fixtures):
+    """A valid 50 MB CSV: the preview used to parse all of it (1.1 GB)."""
+    client, _ = service
+    a, _, _ = tenants
+    june = shared_fixtures / "pedestrian" / "besucherzahlen-moers-juni-2022-stundlich.csv"
+    lines = june.read_bytes().split(b"\r\n")
+    body = b"\r\n".join(lines[1:])
+    data = lines[0] + b"\r\n" + body * (50 * 1024 * 1024 // len(body))
+    grown, response = _peak_growth_mb(lambda: client.post(
+        f"{ROUTE}/upload/preview", params={"filename": "big.csv"}, content=data,
+        headers={"X-Ingest-Key": ingest_secret(kube_api, a.slug)["webhook-key"]}))
+    assert response.status_code == 200, response.text
+    assert (response.json()["rows_read"], response.json()["complete"]) == (1000, False)
+    assert grown < UPLOAD_GROWTH_MB, grown
+    too_big = client.post(f"{ROUTE}/upload/preview", content=(data[:1024 * 1024] for _ in range(51)),
+                          headers={"X-Ingest-Key": ingest_secret(kube_api, a.slug)["webhook-key"]})
+    assert too_big.status_code == 413 and "the most accepted per upload" in too_big.json()["error"]["message"]
+
+
+def test_uploads_say_what_is_wrong_with_a_file(service, realm, shared_fixtures):
+    client, _ = service
+    _, token = realm
+    june = (shared_fixtures / "pedestrian" / "besucherzahlen-moers-juni-2022-stundlich.csv").read_bytes()
+    header = june.split(b"\r\n")[0] + b"\r\n"
+    for data, code in ((b"", "empty_file"), (header, "header_only"), (bytes(range(256)) * 40, "not_text")):
+        response = client.post(f"{ROUTE}/upload/preview", content=data, headers=bearer(token("hub-a")))
+        assert response.status_code == 422 and response.json()["error"]["code"] == code, response.text
+    unicode = client.post(f"{ROUTE}/upload/preview", content=june.decode("cp1252").encode("utf-16"),
+                          headers=bearer(token("hub-a")))
+    assert unicode.status_code == 200 and unicode.json()["encoding"] == "utf-16"
+    assert unicode.json()["rows"][0]["Lage"] == "Steinstraße, Moers"
+    wrong = client.post(f"{ROUTE}/upload/preview", params={"decimal": "Bogus=."}, content=june,
+                        headers=bearer(token("hub-a")))
+    assert wrong.status_code == 422 and wrong.json()["error"]["code"] == "invalid_options"
+
+
+def test_the_shifted_moers_july_export_is_realigned_in_preview_and_import(service, tenants, realm, admin_config,
+                                                                         shared_fixtures):
+    client, _ = service
+    a, _, _ = tenants
+    _, token = realm
+    data = (shared_fixtures / "pedestrian" / "besucherzahlen-moers-juli-2022-stundlich.csv").read_bytes()
+    preview = client.post(f"{ROUTE}/upload/preview", content=data, headers=bearer(token("hub-a")))
+    assert preview.status_code == 200
+    assert any("one column to the left" in w for w in preview.json()["warnings"])
+    sensor = f"moers-{uuid.uuid4().hex[:8]}"
+    imported = client.post(f"{ROUTE}/upload", params={
+        "field": ["Fußgänger insgesamt Richtung Neumarkt=humidity", "Erwachsene=temperature"],
+        "sensor_column": "Lage", "sensor_map": f"Steinstraße, Moers={sensor}",
+        "timestamp_column": "Zeitpunkt der Messung"}, content=data, headers=bearer(token("hub-a")))
+    assert imported.status_code == 202, imported.text
+    assert (imported.json()["accepted"], imported.json()["rejected"]) == (744, 0)
+    assert any("one column to the left" in w for w in imported.json()["warnings"])
+    events = [e for e in read_events(admin_config, a.topic(TOOL, "lorawan"), 744) if e["sensor_id"] == sensor]
+    nine = next(e for e in events if e["observed_at"].startswith("2022-07-09T09:00"))
+    assert (nine["fields"]["humidity"], nine["fields"]["temperature"]) == (818, 1480)
