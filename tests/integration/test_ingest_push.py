@@ -458,7 +458,7 @@ def test_kafka_not_answering_is_503_and_a_tenants_requests_do_not_queue(tenants,
     assert "may have been stored" in messages["rejected-only"]    # a timed-out message may have been written
 
 
-RSS_BOUND_MIB = 150
+RSS_BOUND_MIB = 100   # measured +39 MiB for these requests; before: +495 MiB for the million lines
 
 
 def test_a_million_rejected_lines_are_refused_and_a_full_request_is_capped_and_counted(platform, kube_api,
