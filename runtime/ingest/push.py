@@ -67,20 +67,22 @@ MAX_JSON_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 # Records per push request: events and rejected ones alike (a rejected record costs
 # parsing, a DLQ entry and quota as much as an accepted one). 100,000 is a tenth of
-# the small plan's eventsPerDay and well above what a 10 MiB body of realistic
-# single events holds (~60,000); columnar batches reach it at ~4 MiB.
+# the small plan's eventsPerDay and about what a 10 MiB body of short single events
+# holds (80,000 in bench/push_request_bounds.py); columnar batches reach it at ~4.4 MiB.
 MAX_RECORDS = 100_000
 KAFKA_RETRY_AFTER = 30
 SHOWN_REJECTIONS = 50
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Push data into the Urban Data Hub. Authenticate with a Keycloak access token
 (`Authorization: Bearer …`, role gov-editor or gov-admin) or with the municipality's
 webhook key (`X-Ingest-Key: …`). The municipality is taken from that credential.
 A 202 answer means Kafka has every accepted record; invalid records are in the
 municipality's dead-letter topic with the reason, and counted in `rejected`.
-Errors are JSON: `{"error": {"code": ..., "message": ...}}`.
+A request carries at most {MAX_RECORDS:,} records (413 otherwise; uploads excepted), and
+every record counts against the plan's `eventsPerDay`, rejected ones too.
+Errors are JSON: `{{"error": {{"code": ..., "message": ...}}}}`.
 """
 
 
