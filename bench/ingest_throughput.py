@@ -94,10 +94,12 @@ def publish(admin_config: dict, slug: str, events: int, done, wire: str) -> None
             else:
                 topic = naming.topic(slug, TOOL, DATASET)
                 partitions = publisher._partitions(topic)
-                for event in chunk:
-                    publisher._send(topic, event.to_json(), event.sensor_id.encode(),
-                                    partition=partition_of(event.sensor_id, partitions))
-                publisher.flush()
+
+                def send(deliveries, chunk=chunk):
+                    for event in chunk:
+                        publisher._send(deliveries, topic, event.to_json(), event.sensor_id.encode(),
+                                        partition=partition_of(event.sensor_id, partitions))
+                publisher._call(send)
     done.value = time.monotonic()
 
 

@@ -260,12 +260,13 @@ class PullScheduler:
         digests = {id(r): _digest(r) for r in result.rejected}
         new_rejections = [r for r in result.rejected if digests[id(r)] not in seen]
         limit = municipality.spec.plan.quotas().events_per_day
-        self._quota.reserve(source.tenant, len(fresh), limit)
+        counted = len(fresh) + len(new_rejections)   # rejected records count, as for push
+        self._quota.reserve(source.tenant, counted, limit)
         try:
             self._publishers.publish(ParseResult(events=fresh, rejected=new_rejections),
                                      tenant=source.tenant, tool=spec.tool)
         except BaseException:
-            self._quota.release(source.tenant, len(fresh))
+            self._quota.release(source.tenant, counted)
             raise
         # Kafka has everything: only now may the cursors move.
         advance(store, fresh)

@@ -16,11 +16,21 @@ Who is calling decides the municipality — never the URL or the body:
 
 Then: the tool must be enabled for the municipality and have the dataset, the
 municipality must not be suspended, and the day's ``eventsPerDay`` must not be
-exceeded (429 with ``Retry-After``). Events go to ``<slug>.<tool>.<dataset>``,
+exceeded (429 with ``Retry-After``); every record counts, rejected ones too, since
+they cost the platform as much. Events go to ``<slug>.<tool>.<dataset>``,
 records that are not valid to the tenant's DLQ with the reason, with the tenant's
 own Kafka user. The answer is 202 only after Kafka acknowledged every message; if
 Kafka does not, the answer is 503 with ``Retry-After`` and the quota is given back:
 send the same request again (the sink drops duplicates by ``event_id``).
+
+**Bounded work per request.** A body is read up to its size limit and no further;
+a push request (everything but ``upload``) carries at most :data:`MAX_RECORDS`
+records, refused with 413 before anything is published; our own event format is
+parsed record by record, so a body with too many stops being read at the first one
+over. At most ``DLQ_RECORDS_PER_CALL`` rejections go to the DLQ one by one, the rest
+in one summary message (:mod:`urbanstack.runtime.producer`). A request waits for
+Kafka at most about 20 s (``runtime/ingest/tenants.py``), and requests of one
+municipality do not wait for each other.
 """
 
 from __future__ import annotations
@@ -50,24 +60,31 @@ from urbanstack.runtime.connectors.textformats import decode_text
 from urbanstack.runtime.events import BATCH_SCHEMA_VERSION, EventError, Observation, ObservationBatch
 from urbanstack.runtime.ingest.tenants import (CredentialSource, CredentialsUnavailable, DailyQuota, QuotaExceeded,
                                                TenantPublishers, key_matches, tenant_of_key)
-from urbanstack.runtime.producer import DeliveryError, PublishReport
+from urbanstack.runtime.producer import DLQ_RECORDS_PER_CALL, DeliveryError, PublishReport
 
 log = logging.getLogger(__name__)
 
 KEY_HEADER = "X-Ingest-Key"
 MAX_JSON_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
+# Records per push request: events and rejected ones alike (a rejected record costs
+# parsing, a DLQ entry and quota as much as an accepted one). 100,000 is a tenth of
+# the small plan's eventsPerDay and about what a 10 MiB body of short single events
+# holds (80,000 in bench/push_request_bounds.py); columnar batches reach it at ~4.4 MiB.
+MAX_RECORDS = 100_000
 KAFKA_RETRY_AFTER = 30
 SHOWN_REJECTIONS = 50
 _FIELD_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 Push data into the Urban Data Hub. Authenticate with a Keycloak access token
 (`Authorization: Bearer …`, role gov-editor or gov-admin) or with the municipality's
 webhook key (`X-Ingest-Key: …`). The municipality is taken from that credential.
 A 202 answer means Kafka has every accepted record; invalid records are in the
 municipality's dead-letter topic with the reason, and counted in `rejected`.
-Errors are JSON: `{"error": {"code": ..., "message": ...}}`.
+A request carries at most {MAX_RECORDS:,} records (413 otherwise; uploads excepted), and
+every record counts against the plan's `eventsPerDay`, rejected ones too.
+Errors are JSON: `{{"error": {{"code": ..., "message": ...}}}}`.
 """
 
 
@@ -157,35 +174,23 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 # Parsers for our own event format ---------------------------------------------
 
-def parse_events(data: bytes, tenant: str, dataset: str) -> ParseResult:
+def too_many_records(limit: int) -> IngestError:
+    return IngestError(413, "too_many_records", f"the body holds more than {limit} records; at most {limit} are "
+                                                "accepted per request (rejected ones count too): split it into "
+                                                "several requests")
+
+
+def parse_events(data: bytes, tenant: str, dataset: str, *, max_records: int = MAX_RECORDS) -> ParseResult:
     """Our event JSON: one object, an array of objects, or NDJSON (one object per line).
 
     ``tenant`` and ``dataset`` may be left out; when given they must match the caller
     and the URL, or the record is rejected (a record never chooses its own tenant).
+    Records are decoded one at a time; more than ``max_records`` raise 413 at the first
+    one over. Only the rejections the DLQ receives one by one keep their record.
     """
     result = ParseResult()
     text, _ = decode_text(data)
-    stripped = text.lstrip()
-    records: list[tuple[str, Any]] = []
-    if stripped.startswith("["):
-        try:
-            body = json.loads(text)
-        except json.JSONDecodeError as exc:
-            result.reject("document", f"not valid JSON: {exc}", text[:2000])
-            return result
-        records = [(f"[{index}]", record) for index, record in enumerate(body)]
-    else:
-        try:
-            records = [("document", json.loads(text))]
-        except json.JSONDecodeError:
-            for number, line in enumerate(text.splitlines(), start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append((f"line {number}", json.loads(line)))
-                except json.JSONDecodeError as exc:
-                    result.reject(f"line {number}", f"not valid JSON: {exc.msg} (column {exc.colno})", line)
-    for where, record in records:
+    for where, record in _json_records(text, result, max_records):
         try:
             if not isinstance(record, dict):
                 raise EventError(f"expected a JSON object, got {type(record).__name__}")
@@ -198,8 +203,86 @@ def parse_events(data: bytes, tenant: str, dataset: str) -> ParseResult:
                 raise EventError(f"dataset: the record names {named!r} but was sent to dataset {dataset!r}")
             result.events.append(Observation.from_dict({**record, "tenant": tenant, "dataset": dataset}))
         except (EventError, ValueError, TypeError) as exc:
-            result.reject(where, str(exc), record)
+            result.reject(where, str(exc), _kept(result, record))
     return result
+
+
+def _kept(result: ParseResult, record: Any) -> Any:
+    """The record for a new rejection of ``result``, if the DLQ will receive it one by one."""
+    return record if len(result.rejected) < DLQ_RECORDS_PER_CALL else None
+
+
+_JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_DECODER = json.JSONDecoder()
+
+
+def _json_records(text: str, result: ParseResult, limit: int) -> Iterator[tuple[str, Any]]:
+    """(locator, decoded value) of each record of a JSON document, array or NDJSON text.
+
+    An array that is not valid JSON is one rejection (its items cannot be told apart);
+    NDJSON is read line by line and a broken line is a rejection of its own."""
+    start = _JSON_SPACE.match(text).end()
+    if text.startswith("[", start):
+        yield from _array_items(text, start, result, limit)
+        return
+    try:
+        record, end = _DECODER.raw_decode(text, start)
+    except (ValueError, RecursionError):
+        pass   # not one document: NDJSON, or broken (then the lines say where)
+    else:
+        if _JSON_SPACE.match(text, end).end() == len(text):
+            yield "document", record
+            return
+    count, number, position = 0, 0, 0
+    while position < len(text):
+        newline = text.find("\n", position)
+        end = len(text) if newline < 0 else newline
+        line, position, number = text[position:end].rstrip("\r"), end + 1, number + 1
+        if not line.strip():
+            continue
+        count += 1
+        if count > limit:
+            raise too_many_records(limit)
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            result.reject(f"line {number}", f"not valid JSON: {exc.msg} (column {exc.colno})", _kept(result, line))
+            continue
+        except RecursionError:
+            result.reject(f"line {number}", "not valid JSON: nested too deeply", None)
+            continue
+        yield f"line {number}", record
+
+
+def _array_items(text: str, start: int, result: ParseResult, limit: int) -> list[tuple[str, Any]]:
+    items: list[tuple[str, Any]] = []
+    try:
+        position = _JSON_SPACE.match(text, start + 1).end()
+        if text.startswith("]", position):
+            position += 1
+        else:
+            while True:
+                if len(items) == limit:
+                    raise too_many_records(limit)
+                record, position = _DECODER.raw_decode(text, position)
+                items.append((f"[{len(items)}]", record))
+                position = _JSON_SPACE.match(text, position).end()
+                if text.startswith(",", position):
+                    position = _JSON_SPACE.match(text, position + 1).end()
+                elif text.startswith("]", position):
+                    position += 1
+                    break
+                else:
+                    raise json.JSONDecodeError("Expecting ',' delimiter", text, position)
+        if _JSON_SPACE.match(text, position).end() != len(text):
+            raise json.JSONDecodeError("Extra data", text, position)
+    except json.JSONDecodeError as exc:
+        result.reject("document", f"not valid JSON: {exc}", text[:2000])
+        return []
+    except RecursionError:
+        result.reject("document", "not valid JSON: nested too deeply", text[:2000])
+        return []
+    return items
 
 
 def _split_assignment(text: str) -> tuple[str, str | None]:
@@ -339,31 +422,39 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             raise IngestError(404, "not_found", f"tool {tool!r} has no dataset {dataset!r}; its datasets: {known}")
         return municipality, info
 
-    def deliver(caller: Caller, municipality, tool: str, dataset: str, events: int,
+    def deliver(caller: Caller, municipality, tool: str, dataset: str, records: int,
                 publish: Callable[[], PublishReport]) -> PublishReport:
-        """Reserve ``events`` of the daily quota, publish, wait for Kafka: 429 over the quota,
-        503 (reservation given back) when Kafka did not acknowledge everything."""
+        """Reserve ``records`` (events and rejections) of the daily quota, publish, wait for
+        Kafka: 429 over the quota, 503 (reservation given back) when Kafka did not
+        acknowledge everything."""
         try:
-            quota.reserve(caller.tenant, events, municipality.spec.plan.quotas().events_per_day)
+            quota.reserve(caller.tenant, records, municipality.spec.plan.quotas().events_per_day)
         except QuotaExceeded as exc:
             refused.labels("quota").inc()
             raise IngestError(429, "quota_exceeded", str(exc), {"Retry-After": str(exc.retry_after)}) from None
         try:
             return publish()
         except (DeliveryError, CredentialsUnavailable) as exc:
-            quota.release(caller.tenant, events)
+            quota.release(caller.tenant, records)
             refused.labels("kafka").inc()
             log.warning("push for %s/%s/%s not delivered: %s", caller.tenant, tool, dataset, exc)
-            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records, so none "
-                                                  "were accepted; send the same request again later",
+            maybe = isinstance(exc, DeliveryError) and exc.possibly_delivered
+            stored = ("some may have been stored all the same, " if maybe else "none were stored, ")
+            raise IngestError(503, "unavailable", "the event stream did not acknowledge the records in time; "
+                                                  f"{stored}so the request was not accepted: send the same "
+                                                  "request again later (records sent twice are stored once)",
                               {"Retry-After": str(KAFKA_RETRY_AFTER)}) from None
         except ValueError as exc:  # the publisher's own tenant check; cannot happen after the filter above
             raise IngestError(400, "invalid", str(exc)) from None
 
     def ingest(caller: Caller, tool: str, dataset: str, connector: str, parse: Callable[[], ParseResult],
-               ) -> JSONResponse:
+               max_records: int | None = None) -> JSONResponse:
+        """Parse, check, publish and answer; more than ``max_records`` records are refused
+        (413) before anything is counted or published."""
         municipality, _ = target(caller, tool, dataset)
         result = parse()
+        if max_records is not None and len(result.events) + len(result.rejected) > max_records:
+            raise too_many_records(max_records)
         # A parser that names another dataset would publish elsewhere: never.
         stray = [event for event in result.events if event.dataset != dataset or event.tenant != caller.tenant]
         if stray:
@@ -371,15 +462,21 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             result.events = [event for event in result.events if id(event) not in strays]
             result.rejected += [Rejection(f"event {event.sensor_id}", f"belongs to dataset {event.dataset!r}, "
                                           f"not {dataset!r}", event.to_dict()) for event in stray]
-        report = deliver(caller, municipality, tool, dataset, len(result.events),
+        report = deliver(caller, municipality, tool, dataset, len(result.events) + len(result.rejected),
                          lambda: publishers.publish(result, tenant=caller.tenant, tool=tool))
         records.labels(connector, "accepted").inc(report.events)
         records.labels(connector, "rejected").inc(report.rejections)
+        warnings = result.warnings[:SHOWN_REJECTIONS]
+        if report.summarised:
+            warnings.append(f"{report.rejections} records were rejected: the first {DLQ_RECORDS_PER_CALL} are in "
+                            f"the dead-letter topic one by one, the other {report.summarised} in one summary "
+                            "message that counts their reasons (header 'omitted'); fix the source and send them "
+                            "again")
         body = IngestReport(
             tenant=caller.tenant, tool=tool, dataset=dataset, accepted=report.events, rejected=report.rejections,
             topic=naming.topic(caller.tenant, tool, dataset), dlq=naming.dlq_topic(caller.tenant),
             rejections=[RejectionInfo(where=r.where, reason=r.reason) for r in result.rejected[:SHOWN_REJECTIONS]],
-            warnings=result.warnings[:SHOWN_REJECTIONS])
+            warnings=warnings)
         return JSONResponse(body.model_dump(), status_code=202)
 
     def ingest_batch(caller: Caller, tool: str, dataset: str, data: dict) -> JSONResponse:
@@ -390,6 +487,9 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
             if data.setdefault(key, expected) != expected:
                 raise IngestError(422, "invalid", f"batch: {key} is {data[key]!r}, but this request writes "
                                                   f"{expected!r} (from the credential and the URL)")
+        rows = data.get("sensor_id")
+        if isinstance(rows, list) and len(rows) > MAX_RECORDS:
+            raise too_many_records(MAX_RECORDS)
         try:
             batch = ObservationBatch.from_dict(data)
         except EventError as exc:
@@ -408,7 +508,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         401: {"description": "No or invalid token or webhook key"},
         403: {"description": "The token's roles do not allow writing, or the municipality is suspended"},
         404: {"description": "Tool not enabled for the municipality, or no such dataset"},
-        413: {"description": "Body too large"},
+        413: {"description": "Body too large, or more records than one request may carry"},
         429: {"description": "Daily event quota exhausted (see Retry-After)"},
         503: {"description": "Kafka did not acknowledge; nothing was accepted (see Retry-After)"},
     }
@@ -418,7 +518,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         check_codec(codec)
         return await run_in_threadpool(ingest, caller, tool, dataset, connector,
                                        lambda: lorawan.parse_uplink(data, caller.tenant, dataset=dataset,
-                                                                    codec=codec))
+                                                                    codec=codec), MAX_RECORDS)
 
     @app.post(f"{prefix}/ttn-uplink", status_code=202, response_model=IngestReport, responses=responses,
               summary="The Things Stack v3 uplink webhook")
@@ -463,7 +563,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         data = await read_body(request, MAX_JSON_BYTES)
         return await run_in_threadpool(ingest, caller, tool, dataset, "sensorthings",
                                        lambda: sensorthings.parse_observations(data, caller.tenant, dataset,
-                                                                               field=field))
+                                                                               field=field), MAX_RECORDS)
 
     @app.post(f"{prefix}/observations", status_code=202, response_model=IngestReport, responses=responses,
               summary="Observation events (JSON or NDJSON)")

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Mapping, Protocol
 
-from confluent_kafka import KafkaException
-
 from urbanstack.operator import naming
 from urbanstack.operator.rbac import INGEST_SECRET
 from urbanstack.runtime.connectors import ParseResult
@@ -41,10 +39,13 @@ from urbanstack.runtime.producer import DeliveryError, PublishReport, Publisher
 log = logging.getLogger(__name__)
 
 WEBHOOK_KEY = "webhook-key"
-# Short enough that a push request does not hang: every message is acknowledged or
-# failed before flush gives up, so a 503 never leaves messages in flight.
-INGEST_PRODUCER_CONFIG = {"message.timeout.ms": 15_000, "socket.timeout.ms": 10_000}
-FLUSH_TIMEOUT = 20.0
+# A push request waits for Kafka at most METADATA_TIMEOUT (partition counts) plus
+# message.timeout.ms and the producer's REPORT_MARGIN (delivery reports): 5 + 12 + 3 =
+# 20 s. An unreachable broker fails the metadata lookup, so such a request gets its
+# 503 after about 5 s; every message has its final report by then, so a 503 never
+# leaves messages in flight.
+INGEST_PRODUCER_CONFIG = {"message.timeout.ms": 12_000, "socket.timeout.ms": 5_000}
+METADATA_TIMEOUT = 5.0
 
 
 class CredentialsUnavailable(RuntimeError):
@@ -148,39 +149,39 @@ class KubernetesCredentials:
 class TenantPublishers:
     """One long-lived producer per tenant, logged in as the tenant's own Kafka user.
 
-    Publishing for one tenant is serialised: :meth:`Publisher.flush` waits for every
-    outstanding message of its producer, and its failure count must belong to the
-    request that caused it. A producer that failed is dropped and made anew.
+    Requests of one tenant share it and run concurrently: each publish call waits for
+    its own messages only (:class:`Publisher`). A producer that failed is dropped and
+    made anew; calls still running on it finish on it.
     """
 
     def __init__(self, settings, credentials: CredentialSource, *,
-                 extra_config: Mapping[str, Any] | None = None, flush_timeout: float = FLUSH_TIMEOUT,
+                 extra_config: Mapping[str, Any] | None = None, metadata_timeout: float = METADATA_TIMEOUT,
                  config_for: Callable[[str, IngestCredentials], Mapping[str, Any]] | None = None):
         self._settings = settings
         self._credentials = credentials
         self._extra = {**INGEST_PRODUCER_CONFIG, **(extra_config or {})}
-        self._flush_timeout = flush_timeout
+        self._metadata_timeout = metadata_timeout
         self._config_for = config_for or self._default_config
         self._lock = threading.Lock()
-        self._publishers: dict[str, tuple[Publisher, threading.Lock]] = {}
+        self._publishers: dict[str, Publisher] = {}
 
     def _default_config(self, tenant: str, credentials: IngestCredentials) -> dict[str, Any]:
         if not credentials.kafka_username or not credentials.kafka_password:
             raise CredentialsUnavailable(f"Secret {INGEST_SECRET} of {tenant} holds no Kafka user yet")
         return self._settings.kafka_config(credentials.kafka_username, credentials.kafka_password)
 
-    def _publisher(self, tenant: str) -> tuple[Publisher, threading.Lock]:
+    def _publisher(self, tenant: str) -> Publisher:
         with self._lock:
-            entry = self._publishers.get(tenant)
-            if entry is not None:
-                return entry
+            publisher = self._publishers.get(tenant)
+            if publisher is not None:
+                return publisher
         credentials = self._credentials.get(tenant)
         if credentials is None:
             raise CredentialsUnavailable(f"{tenant} has no Secret {INGEST_SECRET} yet (not provisioned?)")
         config = {**self._config_for(tenant, credentials), **self._extra}
-        publisher = Publisher(config, flush_timeout=self._flush_timeout)
+        publisher = Publisher(config, metadata_timeout=self._metadata_timeout)
         with self._lock:
-            return self._publishers.setdefault(tenant, (publisher, threading.Lock()))
+            return self._publishers.setdefault(tenant, publisher)
 
     def publish(self, result: ParseResult, *, tenant: str, tool: str) -> PublishReport:
         """Publish and wait for Kafka; raises :class:`DeliveryError` (retry later) or
@@ -192,27 +193,22 @@ class TenantPublishers:
         return self._with_publisher(batch.tenant, lambda publisher: publisher.publish_batch(batch, tool=tool))
 
     def _with_publisher(self, tenant: str, send) -> PublishReport:
-        publisher, lock = self._publisher(tenant)
-        with lock:
-            try:
-                return send(publisher)
-            except DeliveryError:
-                self._drop(tenant, publisher)
-                raise
-            except KafkaException as exc:  # e.g. topic metadata could not be fetched
-                self._drop(tenant, publisher)
-                error = exc.args[0] if exc.args else None
-                raise DeliveryError(f"Kafka: {error.str() if hasattr(error, 'str') else exc}", 0) from None
+        publisher = self._publisher(tenant)
+        try:
+            return send(publisher)
+        except DeliveryError:
+            self._drop(tenant, publisher)
+            raise
 
     def _drop(self, tenant: str, publisher: Publisher) -> None:
         with self._lock:
-            if self._publishers.get(tenant, (None,))[0] is publisher:
+            if self._publishers.get(tenant) is publisher:
                 del self._publishers[tenant]
 
     def close(self) -> None:
         with self._lock:
             entries, self._publishers = list(self._publishers.values()), {}
-        for publisher, _ in entries:
+        for publisher in entries:
             try:
                 publisher.flush()
             except DeliveryError as exc:
@@ -226,7 +222,9 @@ class QuotaExceeded(Exception):
 
 
 class DailyQuota:
-    """Events accepted per tenant and UTC day, against the plan's ``eventsPerDay``.
+    """Records received per tenant and UTC day, against the plan's ``eventsPerDay``:
+    events and rejected records alike, since a rejected record costs parsing and a
+    dead-letter entry as much as an accepted one costs a row.
 
     Counted in this process (one ingest replica); it restarts at zero after a restart.
     Usage metering in the operator's status is the authoritative number for billing.
@@ -246,16 +244,16 @@ class DailyQuota:
         return now
 
     def reserve(self, tenant: str, events: int, limit: int) -> None:
-        """Count ``events`` for ``tenant`` or raise :class:`QuotaExceeded` (nothing counted)."""
+        """Count ``events`` records for ``tenant`` or raise :class:`QuotaExceeded` (nothing counted)."""
         with self._lock:
             now = self._roll()
             used = self._used.get(tenant, 0)
             if used + events > limit:
                 midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
                 retry_after = max(1, int((midnight - now).total_seconds()) + 1)
-                raise QuotaExceeded(f"the plan allows {limit} events per day; {used} were accepted today (UTC) "
-                                    f"and this request has {events}. Raise spec.plan.eventsPerDay or retry "
-                                    f"after midnight UTC", retry_after)
+                raise QuotaExceeded(f"the plan allows {limit} events per day; {used} records were received "
+                                    f"today (UTC, rejected ones count too) and this request has {events}. Raise "
+                                    f"spec.plan.eventsPerDay or retry after midnight UTC", retry_after)
             self._used[tenant] = used + events
 
     def release(self, tenant: str, events: int) -> None:

@@ -7,8 +7,18 @@ from __future__ import annotations
 
 import base64
 import json
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
 
 import kubernetes
 from kubernetes.client.rest import ApiException
@@ -65,6 +75,7 @@ class Tenant:
     slug: str
     municipality: Municipality
     desired: DesiredState
+    manifest: dict
 
     def topic(self, tool_name: str, dataset: str) -> str:
         return naming.topic(self.slug, tool_name, dataset)
@@ -81,7 +92,7 @@ def provision(kube_api, admin_config: dict, body: dict, tools: list[CityTool]) -
     runtime = RuntimeProvisioner(kube_api)
     ensure(runtime, desired.runtime, fixed)
     ensure(StreamingProvisioner(admin_config), desired.streaming, runtime.read_credentials(desired.runtime))
-    return Tenant(slug=municipality.slug, municipality=municipality, desired=desired)
+    return Tenant(slug=municipality.slug, municipality=municipality, desired=desired, manifest=body)
 
 
 def deprovision(kube_api, admin_config: dict, tenant: Tenant) -> None:
@@ -122,3 +133,52 @@ def read_events(admin_config: dict, topic: str, expected: int, timeout: float = 
     """Every reading on ``topic`` from the start; waits until ``expected`` are there, then
     reads a little longer (more than expected would be a bug worth seeing)."""
     return events_of(read_topic(admin_config, topic, expected, timeout, count=lambda found: len(events_of(found))))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound, then closed)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def push_service(tenants: list[Tenant], tools: list[dict], **options) -> Iterator[tuple[str, int]]:
+    """The push endpoints in a uvicorn process of their own (``push_server.py``); yields
+    its base URL and pid. ``options``: ``kafka`` (producer settings over the tenant's
+    own) and ``metadata_timeout``, as :class:`TenantPublishers` takes them."""
+    port = free_port()
+    spec = {"port": port, "municipalities": [tenant.manifest for tenant in tenants], "tools": tools, **options}
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen([sys.executable, str(Path(__file__).with_name("push_server.py")), json.dumps(spec)],
+                                   stdout=log, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"the push service did not start: {log.read().decode()[-3000:]}")
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    try:   # not listening yet: wait a moment, or see it exit
+                        process.wait(0.2)
+                    except subprocess.TimeoutExpired:
+                        pass
+            yield url, process.pid
+        finally:
+            process.terminate()
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """Resident (``VmRSS``) and peak resident (``VmHWM``) memory of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {line.split(":")[0]: int(line.split()[1]) for line in status.splitlines()
+            if line.startswith(("VmRSS:", "VmHWM:"))}

@@ -6,6 +6,7 @@ user. Two tenants, A and B, both with the ``raumklima`` LoRaWAN tool."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -15,15 +16,16 @@ import httpx
 import jwt
 import pytest
 from fastapi.testclient import TestClient
-from ingest_harness import (LORAWAN_TOOL, deprovision, ingest_secret, manifest, provision, read_events,
-                            runtime_credentials, tool)
+from ingest_harness import (LORAWAN_TOOL, deprovision, free_port, ingest_secret, manifest, memory_kib, provision,
+                            push_service, read_events, runtime_credentials, tool)
 from sink_harness import end_offsets, headers, read_topic
 
 from urbanstack.devplatform import kafka as dev_kafka
 from urbanstack.runtime.events import ObservationBatch
 from urbanstack.runtime.api import Catalogue, TokenVerifier
-from urbanstack.runtime.ingest.push import create_push_app
+from urbanstack.runtime.ingest.push import MAX_RECORDS, create_push_app
 from urbanstack.runtime.ingest.tenants import DailyQuota, TenantPublishers
+from urbanstack.runtime.producer import DLQ_RECORDS_PER_CALL, REPORT_MARGIN
 
 pytestmark = pytest.mark.platform
 
@@ -207,7 +209,7 @@ def test_forged_expired_and_wrong_credentials_are_refused_without_publishing(ser
     own_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     self_signed = jwt.encode({**claims, "exp": int(time.time()) + 600}, own_key, algorithm="RS256",
                              headers={"kid": jwt.get_unverified_header(token("hub-a"))["kid"]})
-    time.sleep(2.5)
+    wait_until_expired(short)
     for headers_, why in ((bearer(tampered), "signature"), (bearer(self_signed), "signature"),
                           (bearer(short), "expired"), ({"X-Ingest-Key": f"{a.slug}.{'x' * 43}"}, "webhook key"),
                           ({"X-Ingest-Key": "not-a-key"}, "webhook key"), ({}, "Bearer")):
@@ -215,6 +217,15 @@ def test_forged_expired_and_wrong_credentials_are_refused_without_publishing(ser
         assert response.status_code == 401, (why, response.text)
         assert why in response.json()["error"]["message"]
     assert offsets(admin_config, a, b) == before
+
+
+def wait_until_expired(token: str) -> None:
+    """Until the clock has passed the token's ``exp`` (the verifier runs with no leeway):
+    the condition itself, read from the token, instead of a guessed pause."""
+    expires = jwt.decode(token, options={"verify_signature": False})["exp"]
+    assert expires - time.time() < 30, "the short-lived client's tokens should live about a second"
+    while time.time() <= expires:
+        time.sleep(0.05)
 
 
 def test_a_viewer_may_not_write(service, realm):
@@ -282,14 +293,15 @@ def test_the_daily_quota_answers_429_and_publishes_nothing(service, tenants, rea
 
 
 def test_kafka_unreachable_is_503_and_nothing_is_counted(platform, tenants, realm):
-    """A producer whose broker does not answer (nothing listens on 127.0.0.1:9): 503 with
+    """A producer whose broker does not answer (nothing listens on the port): 503 with
     Retry-After, and the quota reservation is given back."""
     a, b, tools = tenants
     name, token = realm
     credentials = runtime_credentials(platform)
     quota = DailyQuota()
-    publishers = TenantPublishers(platform, credentials, flush_timeout=8,
-                                  extra_config={"bootstrap.servers": "127.0.0.1:9", "message.timeout.ms": 3000})
+    publishers = TenantPublishers(platform, credentials, metadata_timeout=2,
+                                  extra_config={"bootstrap.servers": f"127.0.0.1:{free_port()}",
+                                                "message.timeout.ms": 3000})
     app = create_push_app(Catalogue([a.municipality, b.municipality], tools), publishers, credentials,
                           verifier=TokenVerifier(platform.keycloak_url, "{tenant}-api", shared_realms=(name,)),
                           quota=quota)
@@ -493,3 +505,108 @@ def test_the_shifted_moers_july_export_is_realigned_in_preview_and_import(servic
     events = [e for e in read_events(admin_config, a.topic(TOOL, "lorawan"), 744) if e["sensor_id"] == sensor]
     nine = next(e for e in events if e["observed_at"].startswith("2022-07-09T09:00"))
     assert (nine["fields"]["humidity"], nine["fields"]["temperature"]) == (818, 1480)
+
+
+def record(sensor: str, value: float) -> dict:
+    return {"source": "test", "sensor_id": sensor, "observed_at": "2024-10-27T01:00:00Z",
+            "fields": {"temperature": value}}
+
+
+def ndjson(records: list[dict]) -> bytes:
+    return "\n".join(json.dumps(r) for r in records).encode()
+
+
+def test_kafka_not_answering_is_503_and_a_tenants_requests_do_not_queue(tenants, kube_api):
+    """The real service (uvicorn, own process) with nothing listening on the broker port.
+    An uplink whose record is rejected waits for its DLQ message's delivery timeout; an
+    uplink with data sent right after it fails at the topic's metadata lookup and is
+    answered first. Before, the tenant's lock made the second wait for the whole of the
+    first's wait, then its own; and the lookup took a fixed 30 s. Both answers are 503
+    with Retry-After, within the configured bound: metadata 2 s + delivery 6 s + the
+    producer's report margin (3 s); the assertion allows 10 s more for a loaded machine."""
+    a, _, _ = tenants
+    key = ingest_secret(kube_api, a.slug)["webhook-key"]
+    bound = 2 + 6 + REPORT_MARGIN + 10
+    undecodable = json.loads(uplink("outage-dlq"))
+    undecodable["uplink_message"].pop("decoded_payload")
+    finished: list[tuple[str, httpx.Response, float]] = []
+
+    with push_service([a], [LORAWAN_TOOL], metadata_timeout=2,
+                      kafka={"bootstrap.servers": f"127.0.0.1:{free_port()}", "message.timeout.ms": 6000}) as (url, _):
+        def send(name: str, body: bytes) -> None:
+            started = time.monotonic()
+            response = httpx.post(f"{url}{ROUTE}/ttn-uplink", content=body, headers={"X-Ingest-Key": key},
+                                  timeout=120)
+            finished.append((name, response, time.monotonic() - started))
+
+        requests = [threading.Thread(target=send, args=("rejected-only", json.dumps(undecodable).encode())),
+                    threading.Thread(target=send, args=("with-data", uplink("outage-data")))]
+        for request in requests:
+            request.start()
+        for request in requests:
+            request.join()
+
+    assert [name for name, _, _ in finished] == ["with-data", "rejected-only"]
+    for name, response, took in finished:
+        assert response.status_code == 503, (name, response.text)
+        assert int(response.headers["Retry-After"]) > 0
+        assert response.json()["error"]["code"] == "unavailable"
+        assert "send the same request again" in response.json()["error"]["message"]
+        assert took < bound, (name, took)
+    messages = {name: response.json()["error"]["message"] for name, response, _ in finished}
+    assert "none were stored" in messages["with-data"]            # the lookup failed: nothing was sent
+    assert "may have been stored" in messages["rejected-only"]    # a timed-out message may have been written
+
+
+RSS_BOUND_MIB = 100   # measured +39 MiB for these requests; before: +495 MiB for the million lines
+
+
+def test_a_million_rejected_lines_are_refused_and_a_full_request_is_capped_and_counted(platform, kube_api,
+                                                                                        admin_config):
+    """Issue #17 §4: a million lines of `{}` (2.9 MB) became a million DLQ messages and
+    +430 MB in the serving process, and rejected records were not counted. Against the
+    real service in its own process: the million-line body is refused at record
+    MAX_RECORDS + 1 (413 naming the limit; nothing published, nothing counted); a body
+    of exactly MAX_RECORDS rejected records is accepted with DLQ_RECORDS_PER_CALL DLQ
+    messages plus one summary and counts MAX_RECORDS against eventsPerDay; the process's
+    peak RSS stays within RSS_BOUND_MIB of what it held before."""
+    tenant = provision(kube_api, admin_config, manifest("ic", [TOOL], plan={"eventsPerDay": MAX_RECORDS + 3}),
+                       [tool(LORAWAN_TOOL)])
+    try:
+        key = ingest_secret(kube_api, tenant.slug)["webhook-key"]
+        route = f"{ROUTE}/observations"
+        with push_service([tenant], [LORAWAN_TOOL]) as (url, pid), \
+                httpx.Client(base_url=url, headers={"X-Ingest-Key": key}, timeout=300) as client:
+            warm = client.post(route, content=ndjson([record("warm", 1.0)]))   # the producer is made and connected
+            assert warm.status_code == 202, warm.text
+            before = memory_kib(pid)
+
+            million = client.post(route, content=b"{}\n" * 1_000_000)
+            assert million.status_code == 413, million.text[:500]
+            assert f"at most {MAX_RECORDS} are accepted per request" in million.json()["error"]["message"]
+            assert sum(end_offsets(admin_config, tenant.dlq).values()) == 0
+
+            full = client.post(route, content=b"{}\n" * MAX_RECORDS)
+            assert full.status_code == 202, full.text[:500]
+            assert (full.json()["accepted"], full.json()["rejected"]) == (0, MAX_RECORDS)
+            assert any("one summary message" in warning for warning in full.json()["warnings"])
+            peak_growth_mib = (memory_kib(pid)["VmHWM"] - before["VmRSS"]) / 1024
+
+            # Counted: 1 + MAX_RECORDS of MAX_RECORDS + 3 are used, so 3 more are too many, 2 fit.
+            over = client.post(route, content=ndjson([record(f"q{i}", 1.0) for i in range(3)]))
+            assert over.status_code == 429, over.text
+            assert f"{MAX_RECORDS + 1} records were received today" in over.json()["error"]["message"]
+            assert client.post(route, content=ndjson([record(f"q{i}", 1.0) for i in range(2)])).status_code == 202
+
+        assert sum(end_offsets(admin_config, tenant.dlq).values()) == DLQ_RECORDS_PER_CALL + 1
+        dead = read_topic(admin_config, tenant.dlq, DLQ_RECORDS_PER_CALL + 1)
+        assert [headers(m)["where"] for m in dead[:2]] == ["line 1", "line 2"] and dead[0].value() == b"{}"
+        summary = dead[-1]
+        omitted = MAX_RECORDS - DLQ_RECORDS_PER_CALL
+        assert headers(summary)["omitted"] == str(omitted)
+        assert headers(summary)["where"] == f"line {DLQ_RECORDS_PER_CALL + 1} … line {MAX_RECORDS}"
+        counted = json.loads(summary.value())
+        assert counted["omitted"] == omitted and sum(r["count"] for r in counted["reasons"]) == omitted
+        assert peak_growth_mib < RSS_BOUND_MIB, peak_growth_mib
+    finally:
+        deprovision(kube_api, admin_config, tenant)

@@ -1,4 +1,8 @@
-"""Kafka with SASL/SCRAM and ACLs: a tenant's user reaches its own topics only."""
+"""Kafka with SASL/SCRAM and ACLs: a tenant's user reaches its own topics only.
+
+The user, its ACLs and the topics come from the operator's own plan
+(``operator/plan.py``) applied by its StreamingProvisioner, so this tests the
+access every municipality really gets, not a copy of it."""
 
 from __future__ import annotations
 
@@ -7,94 +11,86 @@ import uuid
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, NewTopic, ResourcePatternType,
-                                   ResourceType, ScramCredentialInfo, ScramMechanism,
-                                   UserScramCredentialDeletion, UserScramCredentialUpsertion)
+from ingest_harness import LORAWAN_TOOL, manifest, tool
 
 from urbanstack.devplatform import kafka
+from urbanstack.operator.models import parse_municipality
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 
 pytestmark = pytest.mark.platform
 
 
-def _wait(futures: dict) -> None:
-    for future in futures.values():
-        future.result(timeout=30)
+def _streaming(body: dict):
+    return plan(parse_municipality(body), [tool(LORAWAN_TOOL)]).streaming
 
 
-def _tenant(admin, slug: str, password: str) -> None:
-    _wait(admin.alter_user_scram_credentials([UserScramCredentialUpsertion(
-        slug, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192), password.encode())]))
-    acls = [
-        AclBinding(ResourceType.TOPIC, f"{slug}.", ResourcePatternType.PREFIXED, f"User:{slug}", "*",
-                   op, AclPermissionType.ALLOW)
-        for op in (AclOperation.WRITE, AclOperation.READ, AclOperation.DESCRIBE)
-    ] + [AclBinding(ResourceType.GROUP, f"{slug}.", ResourcePatternType.PREFIXED, f"User:{slug}", "*",
-                    AclOperation.READ, AclPermissionType.ALLOW)]
-    _wait(admin.create_acls(acls))
-
-
-def test_tenant_user_is_confined_to_its_prefix(platform, kafka_admin):
-    run = uuid.uuid4().hex[:6]
-    own_slug, other_slug = f"guetersloh{run}", f"bielefeld{run}"
-    own_topic, other_topic = f"{own_slug}.probe.events", f"{other_slug}.probe.events"
-    _wait(kafka_admin.create_topics([NewTopic(own_topic, 1, 1), NewTopic(other_topic, 1, 1)]))
+def test_tenant_user_is_confined_to_its_prefix(platform):
+    admin_config = kafka.admin_config(platform)
+    provisioner = StreamingProvisioner(admin_config)
+    own_body = manifest("kown", ["raumklima"])
+    own, other = _streaming(own_body), _streaming(manifest("kother", ["raumklima"]))
     password = uuid.uuid4().hex
-    _tenant(kafka_admin, own_slug, password)
     try:
-        _check_confinement(platform, own_slug, password, own_topic, other_topic)
+        provisioner.apply(own, password)
+        provisioner.apply(other, uuid.uuid4().hex)
+        own_topic, other_topic = own.topics[0].name, other.topics[0].name
+        tenant = kafka.client_config(platform, own.user, password)
+        assert _write(tenant, own_topic) is None
+        assert "AUTHORIZATION" in (_write(tenant, other_topic) or ""), "writing another tenant's topic must fail"
+        assert _read(tenant, f"{own.topic_prefix}reader", own_topic) == [b"from its own user"]
+        assert "AUTHORIZATION" in _read_error(tenant, f"{own.topic_prefix}intruder", other_topic)
+        assert "AUTHORIZATION" in _read_error(tenant, f"{other.topic_prefix}intruder", own_topic), \
+            "a consumer group under another tenant's prefix must be refused"
+
+        # Suspended: the plan keeps reading and takes writing away; apply revokes it.
+        provisioner.apply(_streaming({**own_body, "spec": {**own_body["spec"], "suspended": True}}), password)
+        assert "AUTHORIZATION" in (_write(tenant, own_topic) or ""), "a suspended municipality must not write"
+        assert _read(tenant, f"{own.topic_prefix}reader2", own_topic) == [b"from its own user"]
     finally:
-        _wait(kafka_admin.delete_topics([own_topic, other_topic]))
-        _wait(kafka_admin.delete_acls([AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY,
-                                                        f"User:{own_slug}", None, AclOperation.ANY,
-                                                        AclPermissionType.ANY)]))
-        _wait(kafka_admin.alter_user_scram_credentials([UserScramCredentialDeletion(
-            own_slug, ScramMechanism.SCRAM_SHA_512)]))
+        for part in (own, other):
+            provisioner.delete(part, keep_data=False)
 
 
-def _check_confinement(platform, own_slug: str, password: str, own_topic: str, other_topic: str) -> None:
-
-    tenant = kafka.client_config(platform, own_slug, password)
-    delivered, failed = [], []
-
-    def report(err, msg):
-        (failed if err else delivered).append(err or msg)
-
-    producer = Producer(tenant | {"message.timeout.ms": 10000})
-    producer.produce(own_topic, b"hello from guetersloh", on_delivery=report)
+def _write(config: dict, topic: str) -> str | None:
+    """None when the broker acknowledged the message, else the error's name."""
+    outcome = []
+    producer = Producer(config | {"message.timeout.ms": 10000})
+    producer.produce(topic, b"from its own user", on_delivery=lambda error, _: outcome.append(error))
     producer.flush(20)
-    assert len(delivered) == 1 and not failed
+    assert outcome, "no delivery report within the message timeout"
+    return None if outcome[0] is None else outcome[0].name()
 
-    producer.produce(other_topic, b"should be refused", on_delivery=report)
-    producer.flush(20)
-    assert failed, "writing to another tenant's topic must fail"
-    assert "AUTHORIZATION" in failed[0].name()
 
-    consumer = Consumer(tenant | {"group.id": f"{own_slug}.reader", "auto.offset.reset": "earliest"})
-    consumer.subscribe([own_topic])
+def _read(config: dict, group: str, topic: str) -> list[bytes]:
+    consumer = Consumer(config | {"group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
     try:
-        message = None
-        for _ in range(40):
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
             message = consumer.poll(1.0)
-            if message is not None and not message.error():
-                break
-        assert message is not None and message.value() == b"hello from guetersloh"
+            if message is not None:
+                assert not message.error(), message.error()
+                return [message.value()]
+        return []
     finally:
         consumer.close()
 
-    intruder = Consumer(tenant | {"group.id": f"{own_slug}.intruder", "auto.offset.reset": "earliest"})
-    intruder.subscribe([other_topic])
+
+def _read_error(config: dict, group: str, topic: str) -> str:
+    consumer = Consumer(config | {"group.id": group, "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
     try:
-        error = None
-        for _ in range(20):
-            message = intruder.poll(1.0)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
             if message is not None and message.error():
-                error = message.error()
-                break
+                return message.error().name()
             if message is not None:
-                pytest.fail("read another tenant's topic")
-        assert error is not None and "AUTHORIZATION" in error.name()
+                pytest.fail(f"read {topic} with group {group}")
+        return ""
     finally:
-        intruder.close()
+        consumer.close()
 
 
 def _auth_errors(config: dict, seconds: float = 8.0) -> list[str]:

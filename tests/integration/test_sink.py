@@ -100,8 +100,9 @@ def test_publisher_surfaces_refused_deliveries(platform, admin_config, tenant):
     other = harness.provision(admin_config, None)
     try:
         config = kafka.client_config(platform, f"muni-{tenant.slug}", tenant.password)
-        with pytest.raises(DeliveryError, match="(?i:authori)"):
-            Publisher(config, flush_timeout=30).publish_events(counts(other.slug, 2), tenant=other.slug, tool=TOOL)
+        with pytest.raises(DeliveryError, match="(?i:authori)") as refused:
+            Publisher(config).publish_events(counts(other.slug, 2), tenant=other.slug, tool=TOOL)
+        assert refused.value.possibly_delivered is False   # refused by the broker: certainly not stored
         with pytest.raises(ValueError, match="cannot be published"):
             Publisher(config).publish_events(counts(other.slug, 1), tenant=tenant.slug, tool=TOOL)
     finally:

@@ -1,21 +1,27 @@
-"""The warehouse engine: database, MergeTree table, a million rows, hourly aggregates.
+"""The warehouse engine: database, MergeTree table by month, hourly aggregates.
 
 Runs against the embedded chDB by default and against a ClickHouse server when
-URBANSTACK_WAREHOUSE_URL points at one: the test code is the same."""
+URBANSTACK_WAREHOUSE_URL points at one: the test code is the same. The readings sit
+on the edges that matter (the last millisecond of an hour and of a month, the first
+of the next), so a wrong bucket, lost milliseconds or one partition for two months
+show. The same table with a million rows is a benchmark: bench/warehouse_million_rows.py."""
 
 from __future__ import annotations
 
 import datetime as dt
 import uuid
 
-import numpy as np
 import pytest
 
-ROWS = 1_000_000
-SENSORS = 100
+pytestmark = pytest.mark.platform
+
+UTC = dt.timezone.utc
+EDGES = [dt.datetime(2026, 1, 31, 23, 0, 0, 0, UTC), dt.datetime(2026, 1, 31, 23, 59, 59, 999_000, UTC),
+         dt.datetime(2026, 2, 1, 0, 0, 0, 0, UTC), dt.datetime(2026, 2, 1, 0, 30, 0, 500_000, UTC)]
+SENSORS = ["s1", "s2", "s3"]
 
 
-def test_million_rows_aggregate_by_hour(warehouse):
+def test_hourly_aggregates_respect_hour_and_month_edges(warehouse):
     db = f"probe_{uuid.uuid4().hex[:8]}"
     warehouse.command(f"CREATE DATABASE {db}")
     try:
@@ -27,29 +33,28 @@ def test_million_rows_aggregate_by_hour(warehouse):
             ) ENGINE = MergeTree
             PARTITION BY toYYYYMM(observed_at)
             ORDER BY (sensor_id, observed_at)""")
-        start = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
-        # One reading per sensor every 36 s: 100 sensors x 10,000 readings = 100 hours.
-        index = np.arange(ROWS)
-        sensor = index % SENSORS
-        seconds = (index // SENSORS) * 36
-        timestamps = [start + dt.timedelta(seconds=int(s)) for s in seconds]
-        values = (sensor * 1.0 + (index // SENSORS) % 100 / 100.0)
-        columns = [[f"s{int(s):03d}" for s in sensor], timestamps, values.tolist()]
-        warehouse.insert(f"{db}.observations", list(zip(*columns)), column_names=["sensor_id", "observed_at", "value"])
+        # Sensor n reads n*10 + the reading's index: 10, 11, 12, 13 for s1.
+        rows = [(sensor, instant, float(number * 10 + index))
+                for number, sensor in enumerate(SENSORS, start=1) for index, instant in enumerate(EDGES)]
+        warehouse.insert(f"{db}.observations", rows, column_names=["sensor_id", "observed_at", "value"])
 
-        assert warehouse.command(f"SELECT count() FROM {db}.observations") == ROWS
         hours = warehouse.query(f"""
-            SELECT toStartOfHour(observed_at) AS hour, count() AS n, round(avg(value), 6) AS mean
+            SELECT toStartOfHour(observed_at) AS hour, count() AS n, avg(value) AS mean
             FROM {db}.observations GROUP BY hour ORDER BY hour""").result_rows
-        assert len(hours) == 100
-        assert hours[0][0].replace(tzinfo=dt.timezone.utc) == start
-        assert all(n == 10_000 for _, n, _ in hours)  # 100 readings per sensor per hour
-        # Within each hour the per-sensor offset averages (0..99)/100 -> 0.495 plus the sensor mean 49.5.
-        assert hours[0][2] == pytest.approx(49.5 + 0.495, abs=1e-6)
+        assert [(hour.replace(tzinfo=UTC), n) for hour, n, _ in hours] == [
+            (dt.datetime(2026, 1, 31, 23, tzinfo=UTC), 6), (dt.datetime(2026, 2, 1, 0, tzinfo=UTC), 6)]
+        # Hour 23: readings 0 and 1 of each sensor, (10+11+20+21+30+31)/6; hour 0: readings 2 and 3.
+        assert [mean for _, _, mean in hours] == [pytest.approx(20.5), pytest.approx(22.5)]
 
-        one = warehouse.query(f"""
+        latest = warehouse.query(f"SELECT max(observed_at) FROM {db}.observations").result_rows[0][0]
+        assert latest.replace(tzinfo=UTC) == EDGES[-1]   # the milliseconds survive
+        before_february = warehouse.query(f"""
             SELECT max(value) FROM {db}.observations
-            WHERE sensor_id = 's007' AND observed_at < '2026-01-01 01:00:00'""").result_rows[0][0]
-        assert one == pytest.approx(7.99)
+            WHERE sensor_id = 's2' AND observed_at < '2026-02-01 00:00:00'""").result_rows[0][0]
+        assert before_february == 21.0   # 23:59:59.999 is still January
+        months = warehouse.query(f"""
+            SELECT DISTINCT partition FROM system.parts
+            WHERE database = '{db}' AND table = 'observations' AND active ORDER BY partition""").result_rows
+        assert [partition for (partition,) in months] == ["202601", "202602"]
     finally:
         warehouse.command(f"DROP DATABASE IF EXISTS {db}")

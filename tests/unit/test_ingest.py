@@ -16,8 +16,9 @@ from urbanstack.operator import rbac
 from urbanstack.operator.models import SpecError, parse_municipality
 from urbanstack.runtime.api import Catalogue
 from urbanstack.runtime.ingest.pull import FetchError, PullScheduler, check_public, source_from_dict
-from urbanstack.runtime.ingest.push import parse_events, table_mapping
+from urbanstack.runtime.ingest.push import IngestError, parse_events, table_mapping
 from urbanstack.runtime.ingest.tenants import DailyQuota, QuotaExceeded, key_matches, tenant_of_key
+from urbanstack.runtime.producer import DLQ_RECORDS_PER_CALL
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "connectors"
 
@@ -44,6 +45,42 @@ def test_event_json_array_and_ndjson_take_tenant_and_dataset_from_the_caller():
     assert "credential belongs to 'guetersloh'" in reasons["line 4"]
     assert "sent to dataset 'weather'" in reasons["line 5"]
     assert "at least one field" in reasons["line 6"]
+
+
+def test_more_records_than_one_request_may_carry_are_refused_naming_the_limit():
+    """Counted while decoding (NDJSON and arrays alike), rejected records included, so
+    a body of a million `{}` lines is refused at the first record over the limit."""
+    for body in (b"{}\n" * 11, b"[" + b",".join([b"{}"] * 11) + b"]"):
+        with pytest.raises(IngestError) as refused:
+            parse_events(body, "guetersloh", "weather", max_records=10)
+        assert refused.value.status == 413 and "at most 10 are accepted per request" in refused.value.message
+    exactly = parse_events(b"{}\r\n" * 10 + b"\n\n", "guetersloh", "weather", max_records=10)
+    assert len(exactly.rejected) == 10 and exactly.rejected[-1].where == "line 10"
+    assert len(parse_events(b"[" + b",".join([b"{}"] * 10) + b"]", "guetersloh", "weather",
+                            max_records=10).rejected) == 10
+
+
+def test_only_rejections_the_dlq_receives_one_by_one_keep_their_record():
+    many = DLQ_RECORDS_PER_CALL + 5
+    result = parse_events(b"{}\n" * many, "guetersloh", "weather")
+    assert len(result.rejected) == many
+    assert all(r.record == {} for r in result.rejected[:DLQ_RECORDS_PER_CALL])
+    assert all(r.record is None for r in result.rejected[DLQ_RECORDS_PER_CALL:])
+    assert result.rejected[-1].where == f"line {many}"
+
+
+def test_a_broken_array_is_one_rejection_and_deep_nesting_is_not_a_crash():
+    record = {"source": "app", "sensor_id": "s1", "observed_at": "2024-10-27T01:00:00Z", "fields": {"t": 1.0}}
+    broken = parse_events(f"[{json.dumps(record)}, {{broken]".encode(), "guetersloh", "weather")
+    assert not broken.events and [r.where for r in broken.rejected] == ["document"]
+    assert "not valid JSON" in broken.rejected[0].reason
+    trailing = parse_events(f"[{json.dumps(record)}] x".encode(), "guetersloh", "weather")
+    assert not trailing.events and "Extra data" in trailing.rejected[0].reason
+    assert parse_events(b"[]", "guetersloh", "weather").rejected == []
+    deep = parse_events(b"[" * 100_000 + b"]" * 100_000, "guetersloh", "weather")
+    assert [r.reason for r in deep.rejected] == ["not valid JSON: nested too deeply"]
+    deep_line = parse_events(json.dumps(record).encode() + b"\n" + b"[" * 100_000, "guetersloh", "weather")
+    assert len(deep_line.events) == 1 and "line 2" in [r.where for r in deep_line.rejected]
 
 
 def test_webhook_keys_name_their_tenant_and_compare_exactly():
