@@ -1,18 +1,31 @@
 """The GraphQL schema: the same engine and the same access rules as REST, typed results."""
 
 
+import asyncio
+import logging
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import strawberry
-from graphql import GraphQLError
-from strawberry.extensions import MaskErrors
+from fastapi import HTTPException
+from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLError,
+                     InlineFragmentNode, OperationDefinitionNode, SelectionSetNode)
+from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
+from strawberry.extensions.query_depth_limiter import IgnoreContext
+from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
+from strawberry.utils.logging import StrawberryLogger
 
 from .auth import Principal
 from .catalogue import DatasetInfo
-from .query import (Aggregate as EngineAggregate, Bucket as EngineBucket, DatasetRef, Filters, JoinQuery, JoinSide,
-                    Metric as EngineMetric, ObservationsQuery, QueryEngine, QueryError, SeriesQuery)
+from .query import (Aggregate as EngineAggregate, ApiLimits, Bucket as EngineBucket, DatasetRef, Filters, JoinQuery,
+                    JoinSide, Metric as EngineMetric, ObservationsQuery, QueryEngine, QueryError, SeriesQuery)
+
+log = logging.getLogger(__name__)
 
 Bucket = strawberry.enum(EngineBucket, description="Length of a time bucket.")
 Aggregate = strawberry.enum(EngineAggregate, description="Aggregate over the observations of a bucket.")
@@ -256,11 +269,133 @@ class Query:
             next_cursor=page.next_cursor)
 
 
+# Root fields that read the catalogue or the warehouse: each occurrence (alias) is one query against the quota.
+DATA_FIELDS = frozenset({"datasets", "dataset", "series", "join", "observations"})
+
+
+def data_fields(document: DocumentNode, operation_name: str | None) -> int:
+    """How many data fields the operation asks for: root fields, also those inside fragments, each
+    spread counted again (a fragment's count is computed once, so nested spreads cost no time)."""
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
+                  and (operation_name is None or (d.name is not None and d.name.value == operation_name))]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    known: dict[str, int] = {}
+
+    def count(selection_set: SelectionSetNode) -> int:
+        total = 0
+        for selection in selection_set.selections:
+            if isinstance(selection, FieldNode):
+                total += selection.name.value in DATA_FIELDS
+            elif isinstance(selection, InlineFragmentNode):
+                total += count(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode):
+                name = selection.name.value
+                if name not in known and name in fragments:
+                    known[name] = 0  # validation has refused cycles; this only guards the recursion
+                    known[name] = count(fragments[name].selection_set)
+                total += known.get(name, 0)
+        return total
+
+    return max((count(operation.selection_set) for operation in operations[:1]), default=0)
+
+
+class DataFieldBudget(SchemaExtension):
+    """Before anything runs: refuses an operation with more data fields than a request may have,
+    then charges the fields beyond the first one (counted on arrival) against the caller's quota."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+
+    def on_execute(self):
+        context = self.execution_context
+        fields = data_fields(context.graphql_document, context.operation_name)
+        if fields > self.limit:
+            raise GraphQLError(f"this query asks for {fields} data fields (series, join, observations, dataset, "
+                               f"datasets, aliases included); at most {self.limit} are allowed per request: split it "
+                               "into several requests", extensions={"code": "TOO_MANY_DATA_FIELDS"})
+        if fields > 1:
+            try:
+                context.context["charge"](fields - 1)
+            except HTTPException as refusal:
+                # The router answers it with its HTTP status (429) once execution has unwound.
+                context.context["refusal"] = refusal
+                raise GraphQLError(str(refusal.detail), extensions={"code": "QUOTA_EXCEEDED"}) from None
+        yield
+
+
+class RateLimitedLog:
+    """At most ``burst`` lines per ``period`` seconds; the next line says how many were left out."""
+
+    def __init__(self, logger: logging.Logger, burst: int = 20, period: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self._logger, self._burst, self._period, self._clock = logger, burst, period, clock
+        self._lock = threading.Lock()
+        self._started, self._lines, self._dropped = clock(), 0, 0
+
+    def info(self, message: str, *args: Any) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._started >= self._period:
+                self._started, self._lines = now, 0
+            if self._lines >= self._burst:
+                self._dropped += 1
+                return
+            self._lines += 1
+            dropped, self._dropped = self._dropped, 0
+        if dropped:
+            message += " (%d similar lines left out before)"
+            args = (*args, dropped)
+        self._logger.info(message, *args)
+
+
 def _expected(error: GraphQLError) -> bool:
     # Our own refusals and GraphQL validation errors are for the caller; anything else may carry internals.
     original = error.original_error
     return original is None or isinstance(original, GraphQLError)
 
 
-schema = strawberry.Schema(query=Query, extensions=[
-    lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])
+class BoundedSchema(strawberry.Schema):
+    """Parses, validates and executes each request in a worker of ``pool``, never on the event loop
+    (the resolvers are synchronous and a big document takes a while to parse), and logs a refused
+    query as one rate-limited line instead of a traceback."""
+
+    pool: ThreadPoolExecutor
+    refusals: RateLimitedLog
+
+    async def execute(self, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self.execute_sync, *args, **kwargs))
+
+    def process_errors(self, errors, execution_context=None) -> None:
+        for error in errors:
+            if _expected(error):
+                self.refusals.info("graphql query refused: %s", str(error.message)[:300])
+            else:
+                StrawberryLogger.error(error, execution_context)
+
+
+def _introspection(context: IgnoreContext) -> bool:
+    # GraphiQL's introspection query nests deeper than any data query; its size is bounded by the token limit.
+    return context.field_name.startswith("__")
+
+
+def build_schema(limits: ApiLimits) -> BoundedSchema:
+    schema = BoundedSchema(query=Query, extensions=[
+        lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
+        lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth, should_ignore=_introspection),
+        lambda: DataFieldBudget(limits.graphql_max_data_fields),
+        lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])
+    schema.pool = ThreadPoolExecutor(limits.graphql_workers, thread_name_prefix="graphql")
+    schema.refusals = RateLimitedLog(log)
+    return schema
+
+
+class BoundedGraphQLRouter(GraphQLRouter):
+    """Answers a request whose data fields the quota refused with that refusal (HTTP 429), as REST does."""
+
+    async def execute_single(self, request, request_adapter, sub_response, context, root_value, request_data):
+        result = await super().execute_single(request, request_adapter, sub_response, context, root_value,
+                                              request_data)
+        if "refusal" in context:
+            raise context["refusal"]
+        return result

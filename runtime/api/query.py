@@ -128,6 +128,17 @@ class ApiLimits:
     max_fields: int = 32
     max_sensors: int = 1_000
     query_timeout_seconds: float = 10.0
+    # Passed with every warehouse query, so a query that would outgrow them fails (422) instead
+    # of holding the shared warehouse, or this process's memory, for everybody.
+    max_result_bytes: int = 64 * 2**20
+    max_query_memory_bytes: int = 2**30
+    # Request bodies (GraphQL; REST routes have none) and GraphQL documents.
+    max_body_bytes: int = 2**20
+    graphql_max_tokens: int = 2_000
+    graphql_max_depth: int = 10
+    graphql_max_aliases: int = 30
+    graphql_max_data_fields: int = 20   # series/join/observations/dataset/datasets per request
+    graphql_workers: int = 4            # GraphQL requests parsed and executed at once (threads)
     max_raw_range: timedelta = timedelta(days=366)
     max_range: dict[Bucket, timedelta] = field(default_factory=lambda: {
         Bucket.minute: timedelta(days=7),
@@ -649,7 +660,11 @@ class QueryEngine:
                               "for single observations (use /series for longer ranges)")
 
     def _run(self, kind: str, sql: str, params: dict[str, Any]) -> list[tuple]:
-        settings = {"max_execution_time": self.limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+        limits = self.limits
+        settings = {"max_execution_time": limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+                    "max_result_rows": max(limits.max_rows, limits.max_export_rows) + 1,
+                    "max_result_bytes": limits.max_result_bytes, "result_overflow_mode": "throw",
+                    "max_memory_usage": limits.max_query_memory_bytes,
                     "output_format_json_quote_64bit_integers": 0,
                     "readonly": 2, "do_not_merge_across_partitions_select_final": 1}
         began = time.perf_counter()
