@@ -144,10 +144,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         caller = principal(request)
-        # GraphiQL's page (a GET without a query) is no query; everything else counts once on arrival,
-        # before its body is parsed, and once more per data field beyond the first before it runs.
-        if request.method != "GET" or "query" in request.query_params:
-            charge(request, caller)
+        # Charged by the schema (graphql.DataFieldBudget) once it knows the data fields; GraphiQL's page is free.
         return {"principal": caller, "engine": app.state.engine, "request": request,
                 "charge": lambda count: charge(request, caller, count)}
 

@@ -15,7 +15,6 @@ from fastapi import HTTPException
 from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLError,
                      InlineFragmentNode, OperationDefinitionNode, SelectionSetNode)
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
-from strawberry.extensions.query_depth_limiter import IgnoreContext
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
 from strawberry.utils.logging import StrawberryLogger
@@ -300,11 +299,18 @@ def data_fields(document: DocumentNode, operation_name: str | None) -> int:
 
 
 class DataFieldBudget(SchemaExtension):
-    """Before anything runs: refuses an operation with more data fields than a request may have,
-    then charges the fields beyond the first one (counted on arrival) against the caller's quota."""
+    """Before anything runs: refuses an operation with more data fields than a request may have, then
+    charges its data fields (at least one) against the caller's quota, all or none. A document refused
+    before it ran (syntax, validation, too many fields) still counts as one query."""
 
     def __init__(self, limit: int):
         self.limit = limit
+        self.charged = False
+
+    def on_operation(self):
+        yield
+        if not self.charged:
+            self._charge(1)
 
     def on_execute(self):
         context = self.execution_context
@@ -313,14 +319,18 @@ class DataFieldBudget(SchemaExtension):
             raise GraphQLError(f"this query asks for {fields} data fields (series, join, observations, dataset, "
                                f"datasets, aliases included); at most {self.limit} are allowed per request: split it "
                                "into several requests", extensions={"code": "TOO_MANY_DATA_FIELDS"})
-        if fields > 1:
-            try:
-                context.context["charge"](fields - 1)
-            except HTTPException as refusal:
-                # The router answers it with its HTTP status (429) once execution has unwound.
-                context.context["refusal"] = refusal
-                raise GraphQLError(str(refusal.detail), extensions={"code": "QUOTA_EXCEEDED"}) from None
+        self._charge(max(fields, 1))
         yield
+
+    def _charge(self, count: int) -> None:
+        self.charged = True
+        context = self.execution_context.context
+        try:
+            context["charge"](count)
+        except HTTPException as refusal:
+            # The router answers it with its HTTP status (429) once execution has unwound.
+            context["refusal"] = refusal
+            raise GraphQLError(str(refusal.detail), extensions={"code": "QUOTA_EXCEEDED"}) from None
 
 
 class RateLimitedLog:
@@ -373,16 +383,11 @@ class BoundedSchema(strawberry.Schema):
                 StrawberryLogger.error(error, execution_context)
 
 
-def _introspection(context: IgnoreContext) -> bool:
-    # GraphiQL's introspection query nests deeper than any data query; its size is bounded by the token limit.
-    return context.field_name.startswith("__")
-
-
 def build_schema(limits: ApiLimits) -> BoundedSchema:
     schema = BoundedSchema(query=Query, extensions=[
         lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
-        lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth, should_ignore=_introspection),
+        lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
         lambda: DataFieldBudget(limits.graphql_max_data_fields),
         lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])
     schema.pool = ThreadPoolExecutor(limits.graphql_workers, thread_name_prefix="graphql")

@@ -135,7 +135,7 @@ class ApiLimits:
     # Request bodies (GraphQL; REST routes have none) and GraphQL documents.
     max_body_bytes: int = 2**20
     graphql_max_tokens: int = 2_000
-    graphql_max_depth: int = 10
+    graphql_max_depth: int = 8          # of data fields (4 today); introspection nesting is bounded by the parser
     graphql_max_aliases: int = 30
     graphql_max_data_fields: int = 20   # series/join/observations/dataset/datasets per request
     graphql_workers: int = 4            # GraphQL requests parsed and executed at once (threads)
@@ -682,7 +682,7 @@ class QueryEngine:
 def _translate(exc: Exception) -> QueryError:
     text = str(exc)
     if re.search(r"Code: (159|158|396|241)\b", text):
-        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time or memory limit; "
+        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time, memory or result-size limit; "
                                                       "narrow the time range, pick fewer sensors or a larger bucket")
     if re.search(r"Code: (60|81)\b", text):
         return QueryError(404, "not_provisioned", "the dataset has no table in the warehouse yet; "
