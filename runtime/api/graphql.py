@@ -12,8 +12,8 @@ from typing import Any, Callable
 
 import strawberry
 from fastapi import HTTPException
-from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, FragmentSpreadNode, GraphQLError,
-                     InlineFragmentNode, OperationDefinitionNode, SelectionSetNode)
+from graphql import (DocumentNode, FieldNode, FragmentDefinitionNode, GraphQLError,
+                     InlineFragmentNode, OperationDefinitionNode, SelectionSetNode, value_from_ast_untyped)
 from strawberry.extensions import MaskErrors, MaxAliasesLimiter, MaxTokensLimiter, QueryDepthLimiter, SchemaExtension
 from strawberry.fastapi import GraphQLRouter
 from strawberry.types import Info
@@ -270,41 +270,70 @@ class Query:
 
 # Root fields that read the catalogue or the warehouse: each occurrence (alias) is one query against the quota.
 DATA_FIELDS = frozenset({"datasets", "dataset", "series", "join", "observations"})
+COST_UNIT = 10_000  # values (rows × values per row) a data field may return per unit of cost
 
 
-def data_fields(document: DocumentNode, operation_name: str | None) -> int:
-    """How many data fields the operation asks for: root fields, also those inside fragments, each
-    spread counted again (a fragment's count is computed once, so nested spreads cost no time)."""
+def _count(value: Any, default: int) -> int:
+    # A list argument given as one value is a list of one (GraphQL input coercion).
+    return default if value is None else len(value) if isinstance(value, list) else 1
+
+
+def field_cost(name: str, arguments: dict[str, Any], limits: ApiLimits) -> int:
+    """1 per started COST_UNIT values the field may return: its rows (``limit``) × values per row."""
+    if name in ("datasets", "dataset"):
+        return 1
+    limit = arguments.get("limit")
+    rows = (limits.default_rows if limit is None
+            else limit if isinstance(limit, int) and 1 <= limit <= limits.max_rows else limits.max_rows)
+    if name == "series":
+        values = _count(arguments.get("fields"), 1) * _count(arguments.get("aggregates"), 1)
+    elif name == "join":
+        values = sum(_count(side.get("fields"), 1) * _count(side.get("aggregates"), 1)
+                     for side in (arguments.get("left"), arguments.get("right")) if isinstance(side, dict))
+    else:  # observations: every field of the dataset unless some are named
+        values = _count(arguments.get("fields"), limits.max_fields)
+    return max(1, -(-rows * values // COST_UNIT))
+
+
+def data_fields(document: DocumentNode, operation_name: str | None, variables: dict[str, Any] | None,
+                limits: ApiLimits) -> tuple[int, int]:
+    """How many data fields the operation asks for and what they cost: root fields, also those inside
+    fragments, each spread counted again (a fragment is measured once, so nested spreads take no time)."""
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)
                   and (operation_name is None or (d.name is not None and d.name.value == operation_name))]
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    known: dict[str, int] = {}
+    known: dict[str, tuple[int, int]] = {}
 
-    def count(selection_set: SelectionSetNode) -> int:
-        total = 0
+    def measure(selection_set: SelectionSetNode) -> tuple[int, int]:
+        fields = cost = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                total += selection.name.value in DATA_FIELDS
-            elif isinstance(selection, InlineFragmentNode):
-                total += count(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode):
+                if selection.name.value in DATA_FIELDS:
+                    arguments = {argument.name.value: value_from_ast_untyped(argument.value, variables)
+                                 for argument in selection.arguments or ()}
+                    fields, cost = fields + 1, cost + field_cost(selection.name.value, arguments, limits)
+                continue
+            if isinstance(selection, InlineFragmentNode):
+                inner = measure(selection.selection_set)
+            else:
                 name = selection.name.value
                 if name not in known and name in fragments:
-                    known[name] = 0  # validation has refused cycles; this only guards the recursion
-                    known[name] = count(fragments[name].selection_set)
-                total += known.get(name, 0)
-        return total
+                    known[name] = (0, 0)  # validation has refused cycles; this only guards the recursion
+                    known[name] = measure(fragments[name].selection_set)
+                inner = known.get(name, (0, 0))
+            fields, cost = fields + inner[0], cost + inner[1]
+        return fields, cost
 
-    return max((count(operation.selection_set) for operation in operations[:1]), default=0)
+    return measure(operations[0].selection_set) if operations else (0, 0)
 
 
 class DataFieldBudget(SchemaExtension):
-    """Before anything runs: refuses an operation with more data fields than a request may have, then
-    charges its data fields (at least one) against the caller's quota, all or none. A document refused
-    before it ran (syntax, validation, too many fields) still counts as one query."""
+    """Before anything runs: refuses an operation that costs more than a request may (see field_cost),
+    then charges its data fields (at least one) against the caller's quota, all or none. A document
+    refused before it ran (syntax, validation, cost) still counts as one query."""
 
-    def __init__(self, limit: int):
-        self.limit = limit
+    def __init__(self, limits: ApiLimits):
+        self.limits = limits
         self.charged = False
 
     def on_operation(self):
@@ -314,11 +343,14 @@ class DataFieldBudget(SchemaExtension):
 
     def on_execute(self):
         context = self.execution_context
-        fields = data_fields(context.graphql_document, context.operation_name)
-        if fields > self.limit:
-            raise GraphQLError(f"this query asks for {fields} data fields (series, join, observations, dataset, "
-                               f"datasets, aliases included); at most {self.limit} are allowed per request: split it "
-                               "into several requests", extensions={"code": "TOO_MANY_DATA_FIELDS"})
+        fields, cost = data_fields(context.graphql_document, context.operation_name, context.variables, self.limits)
+        if cost > self.limits.graphql_max_cost:
+            raise GraphQLError(
+                f"this query costs {cost}, more than the {self.limits.graphql_max_cost} a request may cost: each "
+                f"data field (series, join, observations, dataset, datasets; every alias) costs 1 per started "
+                f"{COST_UNIT:,} values it may return, i.e. rows (limit, default {self.limits.default_rows:,}) × "
+                "fields × aggregates; ask for fewer rows, fields or aggregates, or split the query into several "
+                "requests", extensions={"code": "QUERY_TOO_COSTLY"})
         self._charge(max(fields, 1))
         yield
 
@@ -388,7 +420,7 @@ def build_schema(limits: ApiLimits) -> BoundedSchema:
         lambda: MaxTokensLimiter(max_token_count=limits.graphql_max_tokens),
         lambda: MaxAliasesLimiter(max_alias_count=limits.graphql_max_aliases),
         lambda: QueryDepthLimiter(max_depth=limits.graphql_max_depth),
-        lambda: DataFieldBudget(limits.graphql_max_data_fields),
+        lambda: DataFieldBudget(limits),
         lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])
     schema.pool = ThreadPoolExecutor(limits.graphql_workers, thread_name_prefix="graphql")
     schema.refusals = RateLimitedLog(log)

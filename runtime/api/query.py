@@ -137,7 +137,7 @@ class ApiLimits:
     graphql_max_tokens: int = 2_000
     graphql_max_depth: int = 8          # of data fields (4 today); introspection nesting is bounded by the parser
     graphql_max_aliases: int = 30
-    graphql_max_data_fields: int = 20   # series/join/observations/dataset/datasets per request
+    graphql_max_cost: int = 20          # per request; see graphql.field_cost (a default series costs 1)
     graphql_workers: int = 4            # GraphQL requests parsed and executed at once (threads)
     max_raw_range: timedelta = timedelta(days=366)
     max_range: dict[Bucket, timedelta] = field(default_factory=lambda: {

@@ -101,7 +101,7 @@ def _warehouse_queries(client) -> float:
 # The quota counts data fields -----------------------------------------------------
 
 def test_700_aliased_series_count_700_queries_and_are_refused_before_any_runs(new_client, world):
-    generous = ApiLimits(graphql_max_aliases=1_000, graphql_max_data_fields=1_000, graphql_max_tokens=100_000)
+    generous = ApiLimits(graphql_max_aliases=1_000, graphql_max_cost=1_000, graphql_max_tokens=100_000)
     client = new_client(generous, api_anonymous_queries_per_hour=600)
     refused = client.post("/graphql", json={"query": "{" + _series_fields(world.gue, 700) + "}"})
     assert refused.status_code == 429, refused.text
@@ -128,14 +128,18 @@ def test_700_aliased_series_count_700_queries_and_are_refused_before_any_runs(ne
 @pytest.mark.parametrize("document, message", [
     ("{" + " ".join(f"a{i}: __typename" for i in range(100)) + "}", "100 aliases found. Allowed: 30"),
     ("{" + "__typename " * 3_000 + "}", "Document contains more than 2000 tokens"),
-    ("series-21", "asks for 21 data fields"),
+    ("21 series", "this query costs 21, more than the 20 a request may cost"),
+    ("3 big series", "this query costs 27, more than the 20 a request may cost"),
 ])
 def test_documents_over_the_limits_are_refused_with_the_limit_named_and_run_nothing(new_client, world, document,
                                                                                     message):
     client = new_client()
-    if document == "series-21":
+    if document == "21 series":
         document = "{" + _series_fields(world.gue, 21) + "}"
-        message += " (series, join, observations, dataset, datasets, aliases included); at most 20"
+    elif document == "3 big series":  # 10,000 rows × 9 aggregates each: 9 per field
+        document = "{" + _series_fields(world.gue, 3).replace(
+            '["pedestrians"],', '["pedestrians"], limit: 10000, aggregates: [count, sum, avg, min, max, p50, p90, '
+                                'p95, p99],') + "}"
     response = client.post("/graphql", json={"query": document})
     assert response.status_code in (200, 400), response.text
     errors = response.json()["errors"]
