@@ -408,10 +408,12 @@ class BoundedSchema(strawberry.Schema):
         return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self.execute_sync, *args, **kwargs))
 
     def process_errors(self, errors, execution_context=None) -> None:
+        refusals = [error for error in errors if _expected(error)]
+        if refusals:
+            more = f" (and {len(refusals) - 1} more)" if len(refusals) > 1 else ""
+            self.refusals.info("graphql query refused: %s%s", " ".join(refusals[0].message.split())[:300], more)
         for error in errors:
-            if _expected(error):
-                self.refusals.info("graphql query refused: %s", str(error.message)[:300])
-            else:
+            if not _expected(error):
                 StrawberryLogger.error(error, execution_context)
 
 

@@ -173,9 +173,10 @@ def test_a_refused_graphql_query_logs_one_line_and_refusals_are_rate_limited(new
     fresh = new_client()
     caplog.clear()
     for _ in range(50):
-        fresh.post("/graphql", json={"query": "{ nonsense }"})
+        fresh.post("/graphql", json={"query": "{ nonsense other }"})  # two errors, one line
     lines = [r for r in caplog.records if not r.name.startswith("httpx")]
     assert len(lines) == 20 and all(r.exc_info is None for r in lines)
+    assert "Cannot query field 'nonsense'" in lines[0].getMessage() and "(and 1 more)" in lines[0].getMessage()
 
 
 # Bodies and the event loop, under the real server --------------------------------

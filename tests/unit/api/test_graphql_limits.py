@@ -1,8 +1,11 @@
-"""What a GraphQL document costs before it runs: data fields through aliases, fragments and variables."""
+"""What a GraphQL document costs before it runs (data fields through aliases, fragments and variables),
+and how refusals are logged."""
+
+import logging
 
 from graphql import parse
 
-from urbanstack.runtime.api.graphql import data_fields
+from urbanstack.runtime.api.graphql import RateLimitedLog, data_fields
 from urbanstack.runtime.api.query import ApiLimits
 
 LIMITS = ApiLimits()
@@ -44,3 +47,15 @@ def test_fragments_count_every_spread_without_expanding_them():
 def test_only_the_named_operation_counts():
     document = "query A { datasets { id } } query B { a: datasets { id } b: datasets { id } }"
     assert _measure(document, operation="B") == (2, 2)
+
+
+def test_refusal_lines_are_rate_limited_and_say_how_many_were_left_out(caplog):
+    now = [0.0]
+    limited = RateLimitedLog(logging.getLogger("test.refusals"), burst=3, period=60.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="test.refusals")
+    for number in range(10):
+        limited.info("refused %d", number)
+    assert [r.getMessage() for r in caplog.records] == ["refused 0", "refused 1", "refused 2"]
+    now[0] = 60.0
+    limited.info("refused %d", 10)
+    assert caplog.records[-1].getMessage() == "refused 10 (7 similar lines left out before)"
