@@ -682,8 +682,9 @@ class QueryEngine:
 def _translate(exc: Exception) -> QueryError:
     text = str(exc)
     if re.search(r"Code: (159|158|396|241)\b", text):
-        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time, memory or result-size limit; "
-                                                      "narrow the time range, pick fewer sensors or a larger bucket")
+        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time, memory or result-size "
+                                                      "limit; narrow the time range, pick fewer sensors or fields, or "
+                                                      "a larger bucket")
     if re.search(r"Code: (60|81)\b", text):
         return QueryError(404, "not_provisioned", "the dataset has no table in the warehouse yet; "
                                                   "the operator creates it when the municipality is reconciled")
