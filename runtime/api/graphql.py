@@ -22,7 +22,8 @@ from strawberry.utils.logging import StrawberryLogger
 from .auth import Principal
 from .catalogue import DatasetInfo
 from .query import (Aggregate as EngineAggregate, ApiLimits, Bucket as EngineBucket, DatasetRef, Filters, JoinQuery,
-                    JoinSide, Metric as EngineMetric, ObservationsQuery, QueryEngine, QueryError, SeriesQuery)
+                    JoinSide, Metric as EngineMetric, ObservationsQuery, QueryEngine, QueryError, SeriesQuery,
+                    request_deadline)
 
 log = logging.getLogger(__name__)
 
@@ -404,8 +405,18 @@ class BoundedSchema(strawberry.Schema):
     pool: ThreadPoolExecutor
     refusals: RateLimitedLog
 
+    warehouse_seconds: float
+
     async def execute(self, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self.execute_sync, *args, **kwargs))
+        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self._execute, *args, **kwargs))
+
+    def _execute(self, *args, **kwargs):
+        # All fields of the request share one query_timeout_seconds of warehouse time.
+        deadline = request_deadline.set(time.monotonic() + self.warehouse_seconds)
+        try:
+            return self.execute_sync(*args, **kwargs)
+        finally:
+            request_deadline.reset(deadline)
 
     def process_errors(self, errors, execution_context=None) -> None:
         refusals = [error for error in errors if _expected(error)]
@@ -426,6 +437,7 @@ def build_schema(limits: ApiLimits) -> BoundedSchema:
         lambda: MaskErrors(should_mask_error=lambda error: not _expected(error), error_message="internal error")])
     schema.pool = ThreadPoolExecutor(limits.graphql_workers, thread_name_prefix="graphql")
     schema.refusals = RateLimitedLog(log)
+    schema.warehouse_seconds = limits.query_timeout_seconds
     return schema
 
 

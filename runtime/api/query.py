@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -53,6 +54,9 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TIMEZONES = frozenset(available_timezones())
+# When (time.monotonic()) the warehouse queries of the current request must be done. Unset, each
+# query gets query_timeout_seconds; GraphQL sets it, so that all fields of a request share them.
+request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
 
 class Bucket(str, enum.Enum):
@@ -661,7 +665,15 @@ class QueryEngine:
 
     def _run(self, kind: str, sql: str, params: dict[str, Any]) -> list[tuple]:
         limits = self.limits
-        settings = {"max_execution_time": limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+        timeout = limits.query_timeout_seconds
+        deadline = request_deadline.get()
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise QueryError(422, "query_too_expensive", f"this request has used up its "
+                                 f"{limits.query_timeout_seconds:g} s of warehouse time (shared by all its fields); "
+                                 "ask for fewer fields per request")
+        settings = {"max_execution_time": timeout, "timeout_overflow_mode": "throw",
                     "max_result_rows": max(limits.max_rows, limits.max_export_rows) + 1,
                     "max_result_bytes": limits.max_result_bytes, "result_overflow_mode": "throw",
                     "max_memory_usage": limits.max_query_memory_bytes,

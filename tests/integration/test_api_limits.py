@@ -157,6 +157,17 @@ def test_a_result_over_the_size_limit_is_refused_not_held(new_client, world):
                       params={**RANGE, "sensor_id": "nobody"}).status_code == 200
 
 
+def test_the_fields_of_a_graphql_request_share_one_warehouse_time_budget(new_client, world):
+    # A budget that is over before the first query starts: the field is refused and nothing runs
+    # (a refused non-null root field ends the request).
+    client = new_client(ApiLimits(query_timeout_seconds=1e-9))
+    response = client.post("/graphql", json={"query": "{" + _series_fields(world.gue, 2) + "}"})
+    errors = response.json()["errors"]
+    assert errors and all(e["extensions"]["code"] == "QUERY_TOO_EXPENSIVE" for e in errors), errors
+    assert "used up its 1e-09 s of warehouse time (shared by all its fields)" in errors[0]["message"]
+    assert _warehouse_queries(client) == 0
+
+
 # Refusals log one line ------------------------------------------------------------
 
 def test_a_refused_graphql_query_logs_one_line_and_refusals_are_rate_limited(new_client, world, caplog):
