@@ -10,13 +10,12 @@ from fastapi.exceptions import HTTPException, RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from strawberry.fastapi import GraphQLRouter
 
 from urbanstack.operator import naming
 
 from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
-from .graphql import schema
+from .graphql import BoundedGraphQLRouter, build_schema
 from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
 from .rest import build_router
@@ -33,8 +32,42 @@ a token. Errors are JSON: `{"error": {"code": ..., "message": ...}}`.
 
 Data queries are limited per hour: with a token by the plan of the caller's municipality,
 without one per client address. Beyond the limit the answer is 429 with `Retry-After`.
+A GraphQL request counts once per data field (alias) it asks for.
 """
 DEFAULT_ANONYMOUS_QUERIES_PER_HOUR = 600
+# Routes of this API whose request bodies are bounded; the ingest service mounted beside it
+# under /ingest bounds its uploads itself.
+BODY_LIMITED = ("/graphql", "/api/")
+
+
+class BodyLimit:
+    """Passes at most ``max_bytes`` of a request body to the routes: a body that says (Content-Length)
+    or turns out (while it streams in) to be longer is refused with 413 before the route sees more,
+    so no route ever holds a big body in memory."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(BODY_LIMITED):
+            return await self.app(scope, receive, send)
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        received = int(declared) if declared.isdigit() else 0
+
+        async def bounded_receive():
+            nonlocal received
+            # Raised inside the route that reads the body, so the API's error handler answers it.
+            if received > self.max_bytes:
+                raise HTTPException(413, f"the request body is larger than {self.max_bytes} bytes, the API's "
+                                         "limit; send a shorter query (fewer aliases, smaller variables)")
+            message = await receive()
+            if message["type"] == "http.request" and not declared:
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    return await bounded_receive()
+            return message
+
+        await self.app(scope, bounded_receive, send)
 
 
 def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloak_url: str, audience: str,
@@ -62,6 +95,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
                              registry=registry)
 
     app.state.settings = settings
+    limits = limits or ApiLimits()
     app.state.engine = QueryEngine(warehouse_client, catalogue, limits,
                                    observe=lambda kind, seconds: query_latency.labels(kind).observe(seconds))
     app.state.verifier = verifier or TokenVerifier(keycloak_url, audience, shared_realms=shared_realms,
@@ -90,10 +124,10 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
             auth_failures.inc()
             raise HTTPException(401, str(error), headers={"WWW-Authenticate": 'Bearer error="invalid_token"'}) from None
 
-    def charge(request: Request, caller: Principal | None) -> None:
-        """One data query of ``caller``: counted, or refused with 429 when its quota is used up."""
+    def charge(request: Request, caller: Principal | None, count: int = 1) -> None:
+        """``count`` data queries of ``caller``: counted, or refused with 429 when its quota has no room."""
         try:
-            app.state.quota.charge(caller, request.client.host if request.client else None)
+            app.state.quota.charge(caller, request.client.host if request.client else None, count)
         except QuotaExceeded as exceeded:
             quota_refusals.labels(exceeded.label).inc()
             raise HTTPException(429, exceeded.message, headers={"Retry-After": str(exceeded.retry_after)}) from None
@@ -106,16 +140,16 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         return caller
 
     app.include_router(build_router(principal_dependency))
+    app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         caller = principal(request)
-        # GraphiQL's page (a GET without a query) is no query; everything else is one per request.
-        if request.method != "GET" or "query" in request.query_params:
-            charge(request, caller)
-        return {"principal": caller, "engine": app.state.engine, "request": request}
+        # Charged by the schema (graphql.DataFieldBudget) once it knows the data fields; GraphiQL's page is free.
+        return {"principal": caller, "engine": app.state.engine, "request": request,
+                "charge": lambda count: charge(request, caller, count)}
 
-    app.include_router(GraphQLRouter(schema, context_getter=context, graphql_ide="graphiql"), prefix="/graphql",
-                       include_in_schema=False)
+    app.include_router(BoundedGraphQLRouter(build_schema(limits), context_getter=context, graphql_ide="graphiql"),
+                       prefix="/graphql", include_in_schema=False)
 
     @app.get("/healthz", include_in_schema=False)
     def healthz() -> dict[str, str]:
@@ -155,7 +189,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         code = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-                429: "quota_exceeded"}.get(
+                413: "payload_too_large", 429: "quota_exceeded"}.get(
             error.status_code, "error")
         return JSONResponse({"error": {"code": code, "message": str(error.detail)}}, status_code=error.status_code,
                             headers=error.headers)

@@ -35,6 +35,7 @@ import threading
 import time
 from collections import Counter
 from contextlib import nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
@@ -53,6 +54,9 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]*$")
 _TIMEZONES = frozenset(available_timezones())
+# When (time.monotonic()) the warehouse queries of the current request must be done. Unset, each
+# query gets query_timeout_seconds; GraphQL sets it, so that all fields of a request share them.
+request_deadline: ContextVar[float | None] = ContextVar("request_deadline", default=None)
 
 
 class Bucket(str, enum.Enum):
@@ -122,6 +126,17 @@ class ApiLimits:
     max_fields: int = 32
     max_sensors: int = 1_000
     query_timeout_seconds: float = 10.0
+    # Passed with every warehouse query, so a query that would outgrow them fails (422) instead
+    # of holding the shared warehouse, or this process's memory, for everybody.
+    max_result_bytes: int = 64 * 2**20
+    max_query_memory_bytes: int = 2**30
+    # Request bodies (GraphQL; REST routes have none) and GraphQL documents.
+    max_body_bytes: int = 2**20
+    graphql_max_tokens: int = 2_000
+    graphql_max_depth: int = 8          # of data fields (4 today); introspection nesting is bounded by the parser
+    graphql_max_aliases: int = 30
+    graphql_max_cost: int = 20          # per request; see graphql.field_cost (a default series costs 1)
+    graphql_workers: int = 4            # GraphQL requests parsed and executed at once (threads)
     max_raw_range: timedelta = timedelta(days=366)
     max_range: dict[Bucket, timedelta] = field(default_factory=lambda: {
         Bucket.minute: timedelta(days=7),
@@ -643,7 +658,19 @@ class QueryEngine:
                               "for single observations (use /series for longer ranges)")
 
     def _run(self, kind: str, sql: str, params: dict[str, Any]) -> list[tuple]:
-        settings = {"max_execution_time": self.limits.query_timeout_seconds, "timeout_overflow_mode": "throw",
+        limits = self.limits
+        timeout = limits.query_timeout_seconds
+        deadline = request_deadline.get()
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                raise QueryError(422, "query_too_expensive", f"this request has used up its "
+                                 f"{limits.query_timeout_seconds:g} s of warehouse time (shared by all its fields); "
+                                 "ask for fewer fields per request")
+        settings = {"max_execution_time": timeout, "timeout_overflow_mode": "throw",
+                    "max_result_rows": max(limits.max_rows, limits.max_export_rows) + 1,
+                    "max_result_bytes": limits.max_result_bytes, "result_overflow_mode": "throw",
+                    "max_memory_usage": limits.max_query_memory_bytes,
                     "output_format_json_quote_64bit_integers": 0,
                     "readonly": 2, "do_not_merge_across_partitions_select_final": 1}
         began = time.perf_counter()
@@ -661,8 +688,9 @@ class QueryEngine:
 def _translate(exc: Exception) -> QueryError:
     text = str(exc)
     if re.search(r"Code: (159|158|396|241)\b", text):
-        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time or memory limit; "
-                                                      "narrow the time range, pick fewer sensors or a larger bucket")
+        return QueryError(422, "query_too_expensive", "the query exceeded the warehouse's time, memory or result-size "
+                                                      "limit; narrow the time range, pick fewer sensors or fields, or "
+                                                      "a larger bucket")
     if re.search(r"Code: (60|81)\b", text):
         return QueryError(404, "not_provisioned", "the dataset has no table in the warehouse yet; "
                                                   "the operator creates it when the municipality is reconciled")

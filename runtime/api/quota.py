@@ -12,10 +12,13 @@ Who is counted:
   is the proxy's unless the server is told to trust its ``X-Forwarded-For``
   (uvicorn's ``--forwarded-allow-ips``).
 
-What counts: every REST request under ``/api/v1`` and every GraphQL request that
-carries a query, once per HTTP request, whether it then succeeds or not. Health,
-readiness, metrics and the OpenAPI document are not counted; neither are refused
-requests (401 and 429), so a client that backs off for ``Retry-After`` seconds gets in.
+What counts: every REST request under ``/api/v1`` once, and every GraphQL request that
+carries a query once per data field it asks for (each alias of ``series``, ``join``,
+``observations``, ``dataset`` or ``datasets`` is a query of its own; at least one per
+request), whether it then succeeds or not. Health, readiness, metrics and the OpenAPI
+document are not counted; neither are requests refused with 401 or 429, so a client that
+backs off for ``Retry-After`` seconds gets in. A GraphQL request whose fields do not all
+fit into what is left of the quota is refused as a whole, before any of them runs.
 
 The window slides over the last hour in one-minute steps: a query counts for 59 to
 60 minutes. The counts live in this process's memory: each API replica counts on its
@@ -66,8 +69,8 @@ class _Window:
 class SlidingWindow:
     """Counts events per key over the last ``window`` seconds in ``slots`` steps.
 
-    ``acquire(key, limit)`` admits and counts one event, or returns how many seconds
-    until one would fit. At most ``max_keys`` keys are kept (least recently used go
+    ``acquire(key, limit, count)`` admits and counts ``count`` events at once, or none and
+    returns how many seconds until all of them would fit. At most ``max_keys`` keys are kept (least recently used go
     first), so a flood of anonymous addresses cannot grow memory without bound.
     """
 
@@ -82,8 +85,8 @@ class SlidingWindow:
         self._lock = threading.Lock()
         self._windows: OrderedDict[object, _Window] = OrderedDict()
 
-    def acquire(self, key: object, limit: int) -> float | None:
-        """None if admitted (and counted); else the seconds until the window has room."""
+    def acquire(self, key: object, limit: int, count: int = 1) -> float | None:
+        """None if admitted (and counted); else the seconds until the window has room for ``count``."""
         now = self._clock()
         current = math.floor(now / self._slot)
         with self._lock:
@@ -96,18 +99,18 @@ class SlidingWindow:
                 self._windows.move_to_end(key)
             while window.slots and window.slots[0][0] <= current - self._slots:
                 window.total -= window.slots.popleft()[1]
-            if window.total >= limit:
+            if window.total + count > limit:
                 freed = 0
-                for number, count in window.slots:
-                    freed += count
-                    if window.total - freed < limit:
+                for number, used in window.slots:
+                    freed += used
+                    if window.total - freed + count <= limit:
                         return max((number + self._slots) * self._slot - now, 0.0)
-                return self._slot  # limit below 1: nothing ever fits; ask again later
+                return self._slot  # more than the limit: never fits; ask again later
             if window.slots and window.slots[-1][0] == current:
-                window.slots[-1][1] += 1
+                window.slots[-1][1] += count
             else:
-                window.slots.append([current, 1])
-            window.total += 1
+                window.slots.append([current, count])
+            window.total += count
             return None
 
     def used(self, key: object) -> int:
@@ -148,28 +151,34 @@ class QueryQuota:
         self._window = window or SlidingWindow()
         self._default = Plan().quotas().queries_per_hour
 
-    def charge(self, principal: Principal | None, client_host: str | None) -> None:
-        """Count one query, or raise :class:`QuotaExceeded`."""
+    def charge(self, principal: Principal | None, client_host: str | None, count: int = 1) -> None:
+        """Count ``count`` queries at once, or none and raise :class:`QuotaExceeded`."""
         if principal is None:
             if self._anonymous == 0:
                 return
-            network = client_network(client_host)
-            wait = self._window.acquire(("address", network), self._anonymous)
-            if wait is not None:
-                seconds = _whole(wait)
-                raise QuotaExceeded(
-                    f"too many queries without a token from this address: at most {self._anonymous} per hour; "
-                    f"try again in {seconds} s, or sign in to use your municipality's quota", seconds,
-                    ANONYMOUS_LABEL)
+            key, limit, label = ("address", client_network(client_host)), self._anonymous, ANONYMOUS_LABEL
+        else:
+            key, label = ("tenant", principal.tenant), principal.tenant
+            limit = self._tenant_limit(principal.tenant) or self._default
+        wait = self._window.acquire(key, limit, count) if count <= limit else WINDOW_SECONDS
+        if wait is None:
             return
-        tenant = principal.tenant
-        limit = self._tenant_limit(tenant) or self._default
-        wait = self._window.acquire(("tenant", tenant), limit)
-        if wait is not None:
-            seconds = _whole(wait)
-            raise QuotaExceeded(
-                f"municipality {tenant!r} has used its quota of {limit} queries per hour (spec.plan of its "
-                f"Municipality); try again in {seconds} s", seconds, tenant)
+        seconds = _whole(wait)
+        if count > limit:
+            message = (f"this request asks for {count} data queries at once, more than the {limit} queries per "
+                       f"hour {'without a token' if principal is None else f'of municipality {label!r}'} allow; "
+                       "ask for fewer fields per request")
+        elif principal is None:
+            message = (f"too many queries without a token from this address: at most {limit} per hour"
+                       f"{_needs(count)}; try again in {seconds} s, or sign in to use your municipality's quota")
+        else:
+            message = (f"municipality {label!r} has used its quota of {limit} queries per hour (spec.plan of its "
+                       f"Municipality){_needs(count)}; try again in {seconds} s")
+        raise QuotaExceeded(message, seconds, label)
+
+
+def _needs(count: int) -> str:
+    return "" if count == 1 else f" and this request needs {count}"
 
 
 def _whole(seconds: float) -> int:

@@ -3,10 +3,10 @@
 
 import enum
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Iterator, Literal
 
 from fastapi import APIRouter, Depends, Path, Query, Request
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, Field
 
 from urbanstack.operator import naming
@@ -215,8 +215,9 @@ def observations_out(page: ObservationPage) -> dict[str, Any]:
             "rows": [export.observation_dict(page, row) for row in page.rows], "next_cursor": page.next_cursor}
 
 
-def _file(body: str, media_type: str, name: str) -> Response:
-    return Response(body, media_type=media_type, headers={"Content-Disposition": f'attachment; filename="{name}"'})
+def _file(chunks: Iterator[str], media_type: str, name: str) -> StreamingResponse:
+    return StreamingResponse(chunks, media_type=media_type,
+                             headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
 def build_router(principal_dependency) -> APIRouter:
@@ -301,7 +302,7 @@ def build_router(principal_dependency) -> APIRouter:
     def export_observations(owner: Owner, tool: Tool, dataset: DatasetName, principal: Caller, engine: Engine,
                             format: ExportFormat = ExportFormat.csv, from_: From = None, to: To = None,
                             sensor_id: SensorIds = [], bbox: BBox = None,
-                            field: Annotated[list[str], Query()] = []) -> Response:
+                            field: Annotated[list[str], Query()] = []) -> StreamingResponse:
         page = engine.observations(principal, ObservationsQuery(
             dataset=DatasetRef(owner, tool, dataset), fields=tuple(field),
             filters=Filters(start=parse_time(from_, "from"), end=parse_time(to, "to"), sensor_ids=tuple(sensor_id),

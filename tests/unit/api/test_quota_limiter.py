@@ -105,3 +105,22 @@ def test_ipv6_callers_are_counted_per_64():
     assert client_network("::ffff:192.0.2.7") == "192.0.2.7"
     assert client_network("192.0.2.7") == "192.0.2.7"
     assert client_network(None) == "unknown"
+
+
+def test_several_queries_are_admitted_all_or_none():
+    clock = Clock(3600.0 * 100)
+    window = SlidingWindow(clock=clock)
+    assert window.acquire("k", 10, 7) is None
+    assert window.acquire("k", 10, 4) == pytest.approx(3600)  # would make 11: none counted
+    assert window.used("k") == 7
+    assert window.acquire("k", 10, 3) is None and window.used("k") == 10
+
+
+def test_a_request_larger_than_the_whole_quota_is_told_so():
+    quota = QueryQuota(lambda slug: 5, 600)
+    with pytest.raises(QuotaExceeded, match="asks for 700 data queries at once, more than the 600 queries per hour "
+                                            "without a token allow"):
+        quota.charge(None, "192.0.2.1", 700)
+    with pytest.raises(QuotaExceeded, match="more than the 5 queries per hour of municipality 'gue' allow"):
+        quota.charge(_caller("gue"), None, 6)
+    quota.charge(_caller("gue"), None, 5)  # nothing was counted by the refusals
