@@ -27,6 +27,7 @@ from query_latency import verifier
 from urbanstack import warehouse as wh
 from urbanstack.operator.models import CityTool, Municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.runtime.api import Catalogue, create_app
 from urbanstack.serve import http_server
@@ -53,7 +54,7 @@ WEEK = {"from": "2025-01-01T00:00:00Z", "to": "2025-01-08T00:00:00Z"}
 
 def prepare(client) -> None:
     desired = plan(TOWN, [TOOL]).warehouse
-    WarehouseProvisioner(lambda: client, embedded=True).apply(desired, "unused")
+    ensure(WarehouseProvisioner(lambda: client, embedded=True), desired, {})
     table = f"`{desired.database}`.`{desired.tables[0].name}`"
     if client.command(f"SELECT count() FROM {table}") == ROWS:
         return

@@ -112,6 +112,7 @@ def main() -> None:
     from urbanstack.devplatform import kafka
     from urbanstack.operator.models import parse_citytool, parse_municipality
     from urbanstack.operator.plan import plan
+    from urbanstack.operator.provisioners.base import ensure
     from urbanstack.operator.provisioners.streaming import StreamingProvisioner
     from urbanstack.settings import Settings
 
@@ -123,7 +124,7 @@ def main() -> None:
     desired = plan(parse_municipality(manifest), [parse_citytool(t) for t in tools])
     password = secrets.token_urlsafe(18)
     streaming = StreamingProvisioner(admin_config)
-    streaming.apply(desired.streaming, password)
+    ensure(streaming, desired.streaming, {desired.streaming.password_key: password})
     tenant = {"slug": desired.slug, "manifest": manifest, "tools": tools, "credentials": {
         "webhook-key": f"{desired.slug}.{secrets.token_urlsafe(32)}", "kafka-username": desired.streaming.user,
         "kafka-password": password}}

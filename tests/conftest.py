@@ -81,3 +81,13 @@ def shared_fixtures() -> Path:
     if not fixtures.is_dir():
         pytest.skip(f"real sample data lives in {fixtures}, which is absent in this checkout")
     return fixtures
+
+
+@pytest.fixture(scope="module")
+def issuer():
+    """A local OpenID issuer (JWKS on 127.0.0.1) that signs test tokens; one per test module."""
+    from api_tokens import LocalIssuer
+
+    server = LocalIssuer()
+    yield server
+    server.close()

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import DesiredState, plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 
@@ -78,9 +79,9 @@ def provision(admin_config: dict, warehouse_client, prefix: str = "gt", retentio
     manifest, catalogue = new_tenant(prefix, retention_days)
     desired = plan(parse_municipality(manifest), catalogue)
     password = secrets.token_urlsafe(18)
-    StreamingProvisioner(admin_config).apply(desired.streaming, password)
+    ensure(StreamingProvisioner(admin_config), desired.streaming, {desired.streaming.password_key: password})
     if warehouse_client is not None:
-        WarehouseProvisioner(lambda: warehouse_client, embedded=True).apply(desired.warehouse, "unused")
+        ensure(WarehouseProvisioner(lambda: warehouse_client, embedded=True), desired.warehouse, {})
     return Tenant(slug=desired.slug, password=password, desired=desired, manifest=manifest)
 
 
@@ -158,10 +159,11 @@ import sink_harness
 from urbanstack import warehouse
 from urbanstack.operator.models import parse_municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 desired = plan(parse_municipality(json.loads(sys.argv[3])), sink_harness.tools())
 client = warehouse.connect(sys.argv[2])
-WarehouseProvisioner(lambda: client, embedded=True).apply(desired.warehouse, "unused")
+ensure(WarehouseProvisioner(lambda: client, embedded=True), desired.warehouse, {})
 """
 
 _QUERY = """

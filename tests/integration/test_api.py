@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from api_tokens import LocalIssuer, new_key
+from api_tokens import new_key
 from fastapi.testclient import TestClient
 
 from urbanstack.operator import naming
@@ -114,13 +114,6 @@ class World:
 @pytest.fixture(scope="module")
 def world(warehouse):
     return World(warehouse)
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    server = LocalIssuer()
-    yield server
-    server.close()
 
 
 @pytest.fixture(scope="module")

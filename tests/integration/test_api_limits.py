@@ -18,7 +18,6 @@ import time
 
 import httpx
 import pytest
-from api_tokens import LocalIssuer
 from fastapi.testclient import TestClient
 from test_api import PEDESTRIANS, RANGE, World, path
 
@@ -39,13 +38,6 @@ def _series_fields(owner: str, count: int) -> str:
 @pytest.fixture(scope="module")
 def world(warehouse):
     return World(warehouse)
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    server = LocalIssuer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

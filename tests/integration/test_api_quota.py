@@ -13,7 +13,6 @@ import threading
 
 import httpx
 import pytest
-from api_tokens import LocalIssuer
 from fastapi.testclient import TestClient
 from test_api import PEDESTRIANS, PEGEL, RANGE, World, _tool, bearer, path
 
@@ -40,13 +39,6 @@ def catalogue(world):
     municipalities = [m.model_copy(update={"spec": m.spec.model_copy(update={"plan": Plan(queries_per_hour=3)})})
                       if m.slug == world.gue else m for m in world.municipalities]
     return Catalogue(municipalities, [_tool(PEDESTRIANS), _tool(PEGEL)])
-
-
-@pytest.fixture(scope="module")
-def issuer():
-    server = LocalIssuer()
-    yield server
-    server.close()
 
 
 @pytest.fixture

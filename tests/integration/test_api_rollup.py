@@ -14,6 +14,7 @@ import pytest
 
 from urbanstack.operator.models import CityTool, Municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.runtime.api import Catalogue
 from urbanstack.runtime.api.auth import Permission, Principal
@@ -65,10 +66,10 @@ def engines(warehouse):
     part = plan(town, [TOOL]).warehouse
     provisioner = WarehouseProvisioner(lambda: warehouse, embedded=True, backfill_delay=0.3)
     before = dataclasses.replace(part, tables=tuple(dataclasses.replace(t, rollup=None) for t in part.tables))
-    provisioner.apply(before, "unused")
+    ensure(provisioner, before, {})
     table = part.tables[0]
     warehouse.insert(table.name, _rows(0), database=part.database, column_names=COLUMNS)
-    provisioner.apply(part, "unused")                  # backfills the first half
+    ensure(provisioner, part, {})                  # backfills the first half
     warehouse.insert(table.name, _rows(1), database=part.database, column_names=COLUMNS)  # through the view
     catalogue = Catalogue([town], [TOOL])
     principal = Principal(tenant=slug, roles=frozenset({"gov-viewer"}), subject="test",

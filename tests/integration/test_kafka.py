@@ -16,6 +16,7 @@ from ingest_harness import LORAWAN_TOOL, manifest, tool
 from urbanstack.devplatform import kafka
 from urbanstack.operator.models import parse_municipality
 from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 
 pytestmark = pytest.mark.platform
@@ -32,8 +33,8 @@ def test_tenant_user_is_confined_to_its_prefix(platform):
     own, other = _streaming(own_body), _streaming(manifest("kother", ["raumklima"]))
     password = uuid.uuid4().hex
     try:
-        provisioner.apply(own, password)
-        provisioner.apply(other, uuid.uuid4().hex)
+        ensure(provisioner, own, {own.password_key: password})
+        ensure(provisioner, other, {other.password_key: uuid.uuid4().hex})
         own_topic, other_topic = own.topics[0].name, other.topics[0].name
         tenant = kafka.client_config(platform, own.user, password)
         assert _write(tenant, own_topic) is None
@@ -44,7 +45,8 @@ def test_tenant_user_is_confined_to_its_prefix(platform):
             "a consumer group under another tenant's prefix must be refused"
 
         # Suspended: the plan keeps reading and takes writing away; apply revokes it.
-        provisioner.apply(_streaming({**own_body, "spec": {**own_body["spec"], "suspended": True}}), password)
+        suspended = _streaming({**own_body, "spec": {**own_body["spec"], "suspended": True}})
+        ensure(provisioner, suspended, {suspended.password_key: password})
         assert "AUTHORIZATION" in (_write(tenant, own_topic) or ""), "a suspended municipality must not write"
         assert _read(tenant, f"{own.topic_prefix}reader2", own_topic) == [b"from its own user"]
     finally:

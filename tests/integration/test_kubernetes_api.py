@@ -173,6 +173,7 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
     from urbanstack.operator import rbac
     from urbanstack.operator.models import parse_municipality
     from urbanstack.operator.plan import plan
+    from urbanstack.operator.provisioners.base import ensure
     from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
     from ingest_harness import manifest
 
@@ -196,9 +197,11 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
     desired = plan(parse_municipality(manifest("rbac", [])), [])
     try:
         provisioner = RuntimeProvisioner(operator)
-        actions, credentials = provisioner.apply(desired.runtime, {"kafka-username": desired.streaming.user})
+        fixed = {"kafka-username": desired.streaming.user}
+        actions = ensure(provisioner, desired.runtime, fixed)
+        credentials = provisioner.read_credentials(desired.runtime)
         assert f"created RoleBinding {rbac.TENANT_ROLE_BINDING}" in actions
-        assert provisioner.observe(desired.runtime).in_sync
+        assert provisioner.observe(desired.runtime, fixed).in_sync
         stored = admin_core.read_namespaced_secret(desired.runtime.secret.name, desired.runtime.namespace)
         assert set(stored.data) == set(credentials)
 
@@ -230,7 +233,7 @@ def test_operator_reads_secrets_only_in_the_namespaces_it_provisions(platform, k
             with pytest.raises(ApiException) as denied:
                 forbidden()
             assert denied.value.status == 403
-        assert provisioner.delete(desired.runtime) == [f"deleted namespace {desired.runtime.namespace}"]
+        assert provisioner.delete(desired.runtime, keep_data=True) == [f"deleted namespace {desired.runtime.namespace}"]
     finally:
         for cleanup in (lambda: admin_core.delete_namespace(desired.runtime.namespace),
                         lambda: admin_core.delete_namespaced_secret(foreign.metadata.name, "kube-system"),

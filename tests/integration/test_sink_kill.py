@@ -38,7 +38,9 @@ def test_kill_minus_nine_mid_stream_loses_and_duplicates_nothing(platform, tmp_p
     topic = tenant.topic(TOOL, DATASET)
     env = {**os.environ, "URBANSTACK_WAREHOUSE_URL": url, "URBANSTACK_SINK_GROUP": group,
            "URBANSTACK_SINK_TOPIC_PATTERN": rf"^{tenant.slug}\.[^.]+\.[^.]+$",
-           "URBANSTACK_SINK_BATCH_ROWS": "500", "URBANSTACK_SINK_BATCH_SECONDS": "0.3"}
+           "URBANSTACK_SINK_BATCH_ROWS": "500", "URBANSTACK_SINK_BATCH_SECONDS": "0.3",
+           # the identity `urbanstack serve` gives the sink on the local platform
+           "URBANSTACK_SINK_KAFKA_USER": kafka.ADMIN_USER, "URBANSTACK_SINK_KAFKA_PASSWORD": kafka.admin_password(platform)}
     try:
         harness.provision_tables_in_subprocess(url, tenant)
         events = counts(tenant.slug, EVENTS, sensors=50)

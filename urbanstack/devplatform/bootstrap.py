@@ -12,6 +12,9 @@ from urbanstack.settings import Settings
 
 FIELD_MANAGER = "urbanstack-dev"
 RUNTIME_USER = "urbanstack-runtime"
+# The operator's earlier ClusterRole (and binding) of this name held Secrets in every
+# namespace; local platforms set up before the narrowing still have it, so it is removed.
+LEGACY_OPERATOR_ROLE = "urbanstack-operator"
 
 
 def _binding(role: str, user: str) -> dict:
@@ -42,6 +45,13 @@ def apply(settings: Settings, timeout: float = 60.0) -> list[str]:
         resource.server_side_apply(body=manifest, name=manifest["metadata"]["name"],
                                    field_manager=FIELD_MANAGER, force_conflicts=True)
         applied.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    rbac_api = kubernetes.client.RbacAuthorizationV1Api(api)
+    for remove in (rbac_api.delete_cluster_role_binding, rbac_api.delete_cluster_role):
+        try:
+            remove(LEGACY_OPERATOR_ROLE)
+        except kubernetes.client.ApiException as exc:
+            if exc.status != 404:
+                raise
     extensions = kubernetes.client.ApiextensionsV1Api(api)
     deadline = time.monotonic() + timeout
     for manifest in manifests():

@@ -13,13 +13,6 @@ from urbanstack.runtime.api.auth import AuthError, Permission, TokenVerifier, pr
 SHARED = "http://kc/realms/urbanstack"
 
 
-@pytest.fixture(scope="module")
-def issuer():
-    server = LocalIssuer()
-    yield server
-    server.close()
-
-
 @pytest.fixture
 def verifier(issuer):
     return TokenVerifier(issuer.url, "{tenant}-api", leeway=5)
