@@ -20,6 +20,7 @@ from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, A
                                    ResourceType, ScramCredentialInfo, ScramMechanism, UserScramCredentialDeletion,
                                    UserScramCredentialUpsertion)
 
+from test_identity_provisioner import Realm
 from urbanstack.devplatform import kafka as dev_kafka
 from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import parse_citytool, parse_municipality
@@ -188,18 +189,6 @@ def test_kubernetes_drift_of_every_attribute_is_observed_and_repaired(kube_api):
 
 # Keycloak ------------------------------------------------------------------------------------
 
-class _Realm:
-    def __init__(self, admin, realm: str):
-        self.admin, self.realm = admin, realm
-
-    def __enter__(self):
-        self.admin.change_current_realm(self.realm)
-        return self.admin
-
-    def __exit__(self, *exc):
-        self.admin.change_current_realm("master")
-
-
 def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, keycloak_admin):
     desired = _desired("kc")
     part = desired.identity
@@ -212,10 +201,10 @@ def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, ke
     admin_user = part.users[0].username
     try:
         assert provisioner.observe(part, credentials).in_sync
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             kc.generate_client_secrets(kc.get_client_id(tool))  # someone rotated the tool's secret in Keycloak
         _repaired(provisioner, part, credentials, f"client {tool}", "secret")
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             assert kc.get_client_secrets(kc.get_client_id(tool))["value"] == credentials[
                 "tool-pegel-warnung-client-secret"]
 
@@ -228,27 +217,27 @@ def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, ke
             assert response.status_code == 204, response.text
         _repaired(provisioner, part, credentials, f"client {hub}", f"scope of {api} roles")
 
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             kc.remove_composite_client_roles_from_role(api_uuid, "gov-viewer",
                                                        [kc.get_realm_role(MFA_MARKER_ROLE)])
         _repaired(provisioner, part, credentials, f"role {api}/gov-viewer", "composites")
 
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             user_id = kc.get_user_id(admin_user)
             kc.update_user(user_id, {"enabled": False})
         _repaired(provisioner, part, credentials, f"user {admin_user}", "enabled")
 
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             kc.delete_client_roles_of_user(user_id, api_uuid, [kc.get_client_role(api_uuid, "gov-admin")])
         _repaired(provisioner, part, credentials, f"user {admin_user}", "roles")
 
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             org = next(o for o in kc.get_organizations({"q": f"slug:{part.organization.alias}"})
                        if o["alias"] == part.organization.alias)
             kc.organization_user_remove(user_id, org["id"])
         _repaired(provisioner, part, credentials, f"user {admin_user}", f"member of {part.organization.alias}")
 
-        with _Realm(keycloak_admin, part.realm) as kc:
+        with Realm(keycloak_admin, part.realm) as kc:
             client = kc.get_client(hub_uuid)
             mapper = next(m for m in client["protocolMappers"] if m["name"].startswith("audience"))
             kc.remove_client_mapper(hub_uuid, mapper["id"])
