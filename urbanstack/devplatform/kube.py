@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import yaml
 
 from urbanstack import versions
-from urbanstack.devplatform import kubernetes_build, pki, secrets
-from urbanstack.devplatform.progress import Step
+from urbanstack.devplatform import debian, kubernetes_build, pki, secrets
 from urbanstack.devplatform.service import Service, http_ok
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
@@ -58,16 +56,7 @@ class Etcd(Service):
     name = "etcd"
 
     def install(self) -> None:
-        if shutil.which("etcd"):
-            return
-        with Step("etcd: installing Debian's etcd-server"):
-            env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-            cmd = ["apt-get", "install", "-y", "-q", versions.ETCD_DEBIAN_PACKAGE]
-            if subprocess.run(cmd, env=env, capture_output=True).returncode != 0:
-                subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-                result = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                if result.returncode != 0:
-                    raise RuntimeError(f"could not install etcd-server with apt-get: {result.stderr[-500:]}")
+        debian.ensure_installed(versions.ETCD_DEBIAN_PACKAGE, provides="etcd", what="etcd")
 
     def command(self):
         s = self.settings
