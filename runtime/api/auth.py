@@ -277,6 +277,12 @@ class TokenVerifier:
             raise AuthError(f"token was not issued for this API (its audience must include {expected!r})")
         return principal
 
+    def signing_key(self, issuer: str, kid: Any) -> Any:
+        """The public key ``kid`` of a realm of this platform (for ID tokens the hubs check)."""
+        if not self._issuer_pattern.fullmatch(issuer):
+            raise AuthError("token issuer is not a realm of this platform's Keycloak")
+        return self._key(issuer, kid)
+
     def _key(self, issuer: str, kid: Any) -> Any:
         if not isinstance(kid, str):
             raise AuthError("token header has no key id ('kid')")

@@ -69,6 +69,7 @@ class Catalogue:
         self._lock = threading.Lock()
         self._datasets: dict[tuple[str, str, str], DatasetInfo] = {}
         self._municipalities: dict[str, Municipality] = {}
+        self._tools: dict[str, CityTool] = {}
         self.replace(municipalities, tools)
 
     def replace(self, municipalities: Iterable[Municipality], tools: Iterable[CityTool]) -> None:
@@ -79,7 +80,7 @@ class Catalogue:
             for info in _datasets_of(municipality, tools):
                 datasets[(info.owner, info.tool, info.name)] = info
         with self._lock:
-            self._municipalities, self._datasets = municipalities, datasets
+            self._municipalities, self._datasets, self._tools = municipalities, datasets, tools
 
     def get(self, owner: str, tool: str, dataset: str) -> DatasetInfo | None:
         return self._datasets.get((owner, tool, dataset))
@@ -89,6 +90,15 @@ class Catalogue:
 
     def municipality(self, slug: str) -> Municipality | None:
         return self._municipalities.get(slug)
+
+    def municipalities(self) -> list[Municipality]:
+        return sorted(self._municipalities.values(), key=lambda municipality: municipality.slug)
+
+    def tool(self, name: str) -> CityTool | None:
+        return self._tools.get(name)
+
+    def tools(self) -> list[CityTool]:
+        return sorted(self._tools.values(), key=lambda tool: tool.name)
 
 
 def _datasets_of(municipality: Municipality, tools: dict[str, CityTool]) -> list[DatasetInfo]:

@@ -1,0 +1,57 @@
+"""The start page: the municipality's datasets, dashboards, tools and the operator's status in plain words."""
+
+from __future__ import annotations
+
+from fastapi import Request
+
+from urbanstack.runtime.web import i18n
+
+# What each backend condition means for staff, in the hub's message-id language (English; German in the catalogue).
+CONDITION_TEXT = {
+    "IdentityReady": "Sign-in and user accounts",
+    "StreamingReady": "Data streams",
+    "WarehouseReady": "Database",
+    "RuntimeReady": "City Tools runtime",
+}
+PHASE_TEXT = {
+    "Ready": "Everything is set up and working.",
+    "Pending": "The municipality is waiting to be set up.",
+    "Provisioning": "The municipality is being set up. This usually takes a minute.",
+    "Degraded": "Something does not work right now. The platform keeps trying to repair it.",
+    "Suspended": "The municipality is suspended. Data is kept; sign-in and data flow are paused.",
+    "Failed": "The setup failed. The platform team has been told in the status below.",
+    "Deleting": "The municipality is being removed.",
+}
+
+
+def status_summary(municipality) -> dict:
+    """The operator's status as the start page shows it: phase sentence and one line per backend."""
+    status = municipality.status
+    phase = status.phase.value if status is not None and status.phase is not None else "Pending"
+    stale = (status is not None and status.observed_generation is not None
+             and municipality.metadata.generation is not None
+             and status.observed_generation < municipality.metadata.generation)
+    lines = []
+    for condition in (status.conditions if status is not None else []):
+        if condition.type in CONDITION_TEXT:
+            lines.append({"type": condition.type, "label": CONDITION_TEXT[condition.type],
+                          "ok": condition.status.value == "True", "reason": condition.reason,
+                          "message": condition.message})
+    return {"phase": phase, "text": PHASE_TEXT.get(phase, phase), "stale": stale, "backends": lines}
+
+
+def start_page(hub, request: Request, slug: str, session):
+    municipality = hub.municipality(slug)
+    principal = session.principal
+    datasets = hub.engine.datasets(principal)
+    own = [d for d in datasets if d.owner == slug]
+    shared = [d for d in datasets if d.owner != slug]
+    tools = []
+    for enabled in municipality.spec.tools:
+        tool = hub.catalogue.tool(enabled.name)
+        tools.append({"name": enabled.name, "display_name": tool.spec.display_name if tool else enabled.name,
+                      "known": tool is not None})
+    dashboards = hub.extras["dashboards_overview"](hub, session) if "dashboards_overview" in hub.extras else None
+    return hub.page(request, "gov/start.html", municipality=municipality, own=own, shared=shared, tools=tools,
+                    dashboards=dashboards, status=status_summary(municipality), slug=slug,
+                    language_name=i18n.locale_name(request.state.lang))

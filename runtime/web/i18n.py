@@ -1,0 +1,79 @@
+"""German first, English second.
+
+Message ids in templates and code are English; ``locale/de/LC_MESSAGES/messages.po``
+holds the German text. The catalogues are compiled in memory at start-up (no build step
+for ``.mo`` files). A page's language comes from an explicit choice (``?lang=en``, kept in
+the session where there is one) and is German otherwise; dates and numbers follow it
+(de-DE: ``05.12.2026 17:03``, ``1.234,5``), always in Europe/Berlin time.
+"""
+
+from __future__ import annotations
+
+import io
+from datetime import datetime, timezone
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from babel import Locale, dates, numbers
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+
+LANGUAGES = ("de", "en")
+DEFAULT_LANGUAGE = "de"
+BABEL_LOCALES = {"de": "de_DE", "en": "en_GB"}
+TIME_ZONE = ZoneInfo("Europe/Berlin")
+LOCALE_DIR = Path(__file__).parent / "locale"
+
+
+def language(requested: str | None, remembered: str | None = None) -> str:
+    """The page language: an explicit, known request wins, then what the session remembers, then German."""
+    for candidate in (requested, remembered):
+        if candidate in LANGUAGES:
+            return candidate
+    return DEFAULT_LANGUAGE
+
+
+@lru_cache(maxsize=None)
+def translations(lang: str) -> NullTranslations:
+    po = LOCALE_DIR / lang / "LC_MESSAGES" / "messages.po"
+    if not po.exists():
+        return NullTranslations()  # English: the message ids are the English text
+    with po.open("rb") as handle:
+        catalog = read_po(handle, locale=lang)
+    buffer = io.BytesIO()
+    write_mo(buffer, catalog)
+    buffer.seek(0)
+    return Translations(buffer)
+
+
+def format_number(value: float | int | None, lang: str, digits: int = 2) -> str:
+    if value is None:
+        return "–"
+    return numbers.format_decimal(round(float(value), digits), locale=BABEL_LOCALES[lang],
+                                  decimal_quantization=False)
+
+
+def local_time(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=timezone.utc)
+    return value.astimezone(TIME_ZONE)
+
+
+def format_datetime(value: datetime | None, lang: str, style: str = "short") -> str:
+    if value is None:
+        return "–"
+    pattern = {"short": "dd.MM.yyyy HH:mm", "long": "dd.MM.yyyy HH:mm:ss"}[style] if lang == "de" else style
+    return dates.format_datetime(local_time(value), pattern, tzinfo=TIME_ZONE, locale=BABEL_LOCALES[lang])
+
+
+def format_date(value: datetime | None, lang: str) -> str:
+    if value is None:
+        return "–"
+    return dates.format_date(local_time(value), "dd.MM.yyyy" if lang == "de" else "medium",
+                             locale=BABEL_LOCALES[lang])
+
+
+def locale_name(lang: str) -> str:
+    return Locale.parse(BABEL_LOCALES[lang]).get_language_name(BABEL_LOCALES[lang])

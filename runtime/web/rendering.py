@@ -1,0 +1,81 @@
+"""Pages: Jinja2 templates shipped in the package, rendered in the page's language.
+
+One ``Renderer`` serves every hub: its template folders are searched in order (the hub's
+own first, then the shared layout in ``runtime/web/templates``). Each language has its own
+Jinja environment with that language's catalogue installed, so a template writes
+``{{ _("Dashboards") }}`` and gets German or English; ``number``, ``datetime`` and ``date``
+filters format for the page's language. ``asset('hub.js')`` names a bundle through the
+build's manifest (cache-busting file names).
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Iterable
+
+import jinja2
+from fastapi import Request
+from fastapi.responses import HTMLResponse
+
+from . import i18n
+
+WEB_DIR = Path(__file__).parent
+SHARED_TEMPLATES = WEB_DIR / "templates"
+STATIC_DIR = WEB_DIR / "static"
+STATIC_PREFIX = "/static"
+
+
+class Assets:
+    """The front-end bundle's file names, from ``static/dist/manifest.json`` (written by the build)."""
+
+    def __init__(self, static_dir: Path = STATIC_DIR, prefix: str = STATIC_PREFIX):
+        self.static_dir, self.prefix = static_dir, prefix
+
+    @cached_property
+    def manifest(self) -> dict[str, str]:
+        path = self.static_dir / "dist" / "manifest.json"
+        if not path.exists():
+            raise RuntimeError(f"the front-end bundle is missing ({path}); build it with "
+                               "'python -m urbanstack.runtime.web.assets build' (make install does)")
+        data = json.loads(path.read_text())
+        return data.get("files", data)
+
+    def url(self, name: str) -> str:
+        try:
+            return f"{self.prefix}/dist/{self.manifest[name]}"
+        except KeyError:
+            raise KeyError(f"the front-end bundle has no {name!r}; known: {', '.join(sorted(self.manifest))}") from None
+
+
+class Renderer:
+    def __init__(self, template_dirs: Iterable[Path], assets: Assets | None = None):
+        self.template_dirs = [*template_dirs, SHARED_TEMPLATES]
+        self.assets = assets or Assets()
+        self._environments = {lang: self._environment(lang) for lang in i18n.LANGUAGES}
+
+    def _environment(self, lang: str) -> jinja2.Environment:
+        env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.template_dirs]),
+                                 autoescape=True, undefined=jinja2.StrictUndefined,
+                                 extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
+        env.install_gettext_translations(i18n.translations(lang), newstyle=True)
+        env.filters["number"] = lambda value, digits=2: i18n.format_number(value, lang, digits)
+        env.filters["datetime"] = lambda value, style="short": i18n.format_datetime(value, lang, style)
+        env.filters["date"] = lambda value: i18n.format_date(value, lang)
+        env.globals["asset"] = self.assets.url
+        env.globals["lang"] = lang
+        return env
+
+    def render(self, template: str, lang: str, **context: Any) -> str:
+        return self._environments[lang].get_template(template).render(**context)
+
+    def page(self, request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None,
+             **context: Any) -> HTMLResponse:
+        """A whole page (or an htmx fragment) for ``request``; the request state carries language,
+        session and CSRF token (see :mod:`.security`)."""
+        lang = getattr(request.state, "lang", i18n.DEFAULT_LANGUAGE)
+        session = getattr(request.state, "session", None)
+        html = self.render(template, lang, request=request, session=session,
+                           csrf_token=getattr(session, "csrf_token", ""), **context)
+        return HTMLResponse(html, status_code=status, headers=headers)
