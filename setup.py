@@ -31,4 +31,5 @@ def _packages():
 
 PACKAGES, PACKAGE_DIR = _packages()
 setup(packages=PACKAGES, package_dir=PACKAGE_DIR,
-      package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"]})
+      package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"],
+                    "urbanstack.runtime.store.migrations": ["script.py.mako"]})
