@@ -110,11 +110,13 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
-    server = http_server(app, settings, host, port)
+    store = open_metadata_store(settings)
+    server = http_server(PathDispatch(app, web_app(settings, catalogue, app, store)), settings, host, port)
     try:
         server.run()
     finally:
         stop.set()
+        store.close()
         deadline = time.monotonic() + 30
         for thread in threads:
             thread.join(max(0.1, deadline - time.monotonic()))
@@ -157,6 +159,14 @@ class PathDispatch:
         path = scope.get("path", "")
         target = self.api if any(path == p.rstrip("/") or path.startswith(p) for p in self.api_prefixes) else self.web
         await target(scope, receive, send)
+
+
+def open_metadata_store(settings: Settings):
+    """The hubs' metadata store, migrated to the newest schema (by its owner role where one is set)."""
+    from urbanstack.runtime.store import open_store, upgrade
+
+    upgrade(settings.metadata_migration_url or settings.metadata_url)
+    return open_store(settings.metadata_url)
 
 
 def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None):

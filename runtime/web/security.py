@@ -5,7 +5,7 @@
   Secure when the page was reached over TLS (directly or through a trusted proxy),
   and then named with the ``__Host-`` prefix. No other cookie is ever set.
 - The token is rotated when the user signs in (no session fixation); a session ends
-  after ``idle`` without requests or ``lifetime`` in all.
+  after 30 minutes without requests or 8 hours in all (the store's session policy).
 - Every state-changing request (POST, PUT, PATCH, DELETE) must carry the session's CSRF
   token, as the form field ``csrf_token`` or the ``X-CSRF-Token`` header (htmx sends it
   from ``hx-headers`` on ``<body>``), and, when the browser sends ``Origin``, come from
@@ -17,11 +17,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -32,24 +28,6 @@ SECURE_COOKIE = "__Host-urbanstack_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True)
-class SessionPolicy:
-    idle: timedelta = timedelta(minutes=30)
-    lifetime: timedelta = timedelta(hours=8)
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def is_secure(request: Request) -> bool:

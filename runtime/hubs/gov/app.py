@@ -131,6 +131,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
             return _sign_in_failed(request, slug, N_("Your account has no staff role in this municipality's Gov Hub. "
                                                      "Ask its administrator for access."), status=403)
         token = hub.sessions.complete(session, signed_in)
+        if token is None:
+            return _sign_in_failed(request, slug, N_("The sign-in was cancelled or has expired. Please sign in again."))
         response = RedirectResponse(pending.return_to, 303)
         security.set_session_cookie(response, request, token)
         return response
