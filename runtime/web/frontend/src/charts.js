@@ -59,7 +59,7 @@ function readTable(figure) {
 }
 
 function size(target) {
-  const width = Math.max(200, Math.floor(target.clientWidth));
+  const width = Math.max(160, Math.floor(target.clientWidth));
   return { width, height: Math.round(Math.min(320, Math.max(200, width * 0.5))) };
 }
 
@@ -285,18 +285,20 @@ function draw(figure) {
   }
   target.replaceChildren();
   target.setAttribute('aria-hidden', 'true');
+  figure.classList.add('chart-drawn'); // shows .chart-canvas, so it has a width to measure
   const { legend, values } = buildLegend(kind, table.names);
-  const plot = new uPlot(options(figure, kind, table, target, values), [x, ...table.columns], target);
+  const settings = options(figure, kind, table, target, values);
+  const plot = new uPlot(settings, [x, ...table.columns], target);
   target.append(legend);
-  let lastWidth = target.clientWidth;
+  let lastWidth = settings.width;
   const observer = new ResizeObserver(() => {
-    if (target.clientWidth === lastWidth) return;
-    lastWidth = target.clientWidth;
-    plot.setSize(size(target));
+    const next = size(target);
+    if (next.width === lastWidth) return;
+    lastWidth = next.width;
+    plot.setSize(next);
   });
   observer.observe(target);
   charts.set(figure, { plot, observer });
-  figure.classList.add('chart-drawn');
 }
 
 function destroy(figure) {

@@ -100,7 +100,8 @@ function frame(map, points) {
     const lons = points.map((p) => p.lon);
     const lats = points.map((p) => p.lat);
     map.fitBounds([[Math.min(...lons), Math.min(...lats)], [Math.max(...lons), Math.max(...lats)]],
-      { padding: 48, maxZoom: 13, animate: false });
+      // labels sit right of their point, and the zoom buttons at the top right
+      { padding: { top: 48, bottom: 48, left: 48, right: 120 }, maxZoom: 13, animate: false });
   }
 }
 
