@@ -37,4 +37,5 @@ PACKAGES, PACKAGE_DIR = _packages()
 setup(packages=PACKAGES, package_dir=PACKAGE_DIR,
       package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"],
                     "urbanstack.runtime.store.migrations": ["script.py.mako"],
-                    "urbanstack.runtime.web.static": ["**/*"]})
+                    "urbanstack.runtime.web.static": ["**/*"], "urbanstack.runtime.web.templates": ["**/*"],
+                    "urbanstack.runtime.web.locale": ["**/*"], "urbanstack.runtime.hubs.gov.templates": ["**/*"]})
