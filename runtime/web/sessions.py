@@ -47,6 +47,11 @@ class Session:
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    @property
+    def role(self) -> str:
+        """The highest staff role (roles are composites: an admin is also editor and viewer)."""
+        return next((role for role in ("gov-admin", "gov-editor", "gov-viewer") if role in self.roles), "")
+
 
 def _copy(token: str, row: WebSession) -> Session:
     return Session(token=token, tenant=row.tenant, subject=row.subject, username=row.username or "",
