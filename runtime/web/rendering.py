@@ -65,6 +65,8 @@ class Renderer:
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
         env.globals["asset"] = self.assets.url
         env.globals["lang"] = lang
+        from .sessions import ROLE_NAMES
+        env.globals["role_names"] = ROLE_NAMES
         return env
 
     def render(self, template: str, lang: str, **context: Any) -> str:

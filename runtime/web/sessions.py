@@ -18,6 +18,9 @@ from urbanstack.runtime.api.auth import ROLE_PERMISSIONS, Principal
 from urbanstack.runtime.store.models import WebSession, utcnow
 
 from . import security
+from .i18n import N_
+
+ROLE_NAMES = {"gov-admin": N_("Administrator"), "gov-editor": N_("Editor"), "gov-viewer": N_("Viewer")}
 from .oidc import HubClient, Keycloak, PendingLogin, SignedIn, SignInError
 
 
