@@ -70,6 +70,7 @@ class GovHub:
         return self.keycloak.client(self.municipality(slug), APP, redirect)
 
     def page(self, request: Request, template: str, **context: Any) -> HTMLResponse:
+        context.setdefault("messages", [])   # base.html's notices (error pages pass none)
         return self.renderer.page(request, template, hub=self, **context)
 
 

@@ -52,7 +52,7 @@ def router(hub: GovHub) -> APIRouter:
         return hub.page(request, "gov/people.html", status=status, municipality=municipality, slug=slug,
                         members=members, roles=STAFF_ROLES, role_text=ROLE_TEXT, notice=notice, problem=problem,
                         unavailable=unavailable, field_errors=field_errors or {},
-                        form=form or {"email": "", "role": "gov-viewer"}, me=session.subject)
+                        form=form or {"email": "", "role": "gov-viewer"}, me=session.subject, messages=[])
 
     def translate(request: Request, text: str, **values) -> str:
         return i18n.translations(request.state.lang).gettext(text) % values if values else \

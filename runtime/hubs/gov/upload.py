@@ -151,7 +151,7 @@ def router(hub: GovHub) -> APIRouter:
 
     def render(request: Request, slug: str, session: Session, *, status: int = 200, **context):
         base = {"datasets": datasets(session), "preview": None, "upload_id": "", "meta": {}, "options": {},
-                "result": None, "problem": "", "field_errors": {}, "choice": "", "mapping": {}}
+                "result": None, "problem": "", "field_errors": {}, "choice": "", "mapping": {}, "messages": []}
         return hub.page(request, "gov/upload.html", status=status, municipality=hub.municipality(slug), slug=slug,
                         **(base | context))
 
