@@ -175,4 +175,4 @@ def test_the_hubs_keycloak_identity_cannot_administer_the_realm(platform, world)
     assert httpx.get(f"{base}/master/users", headers=headers).status_code == 403
     assert httpx.get(f"{base}/master/clients", headers=headers).status_code == 403
     # Known limit: Keycloak 26 guards organization members with manage-realm, so in the shared
-    # realm the hub's identity can also edit realm settings and roles (docs/gov-hub-people.md).
+    # realm the hub's identity can also edit realm settings and roles (see operator/provisioners/identity.py).
