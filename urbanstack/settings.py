@@ -99,6 +99,12 @@ FIELDS: dict[str, Field] = {
                                  "The operator's Keycloak admin (realms, clients, users)."),
     "keycloak_admin_password": Field("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", "",
                                      "Password of URBANSTACK_KEYCLOAK_ADMIN_USER.", secret=True),
+    "gov_hub_keycloak_user": Field("URBANSTACK_GOV_HUB_KEYCLOAK_USER", "",
+                                   "The Gov Hub's own Keycloak identity: a confidential service-account client in "
+                                   "the master realm (people management: users, role mappings, organization "
+                                   "members of the tenants' realms it was granted)."),
+    "gov_hub_keycloak_password": Field("URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD", "",
+                                       "Client secret of URBANSTACK_GOV_HUB_KEYCLOAK_USER.", secret=True),
     "operator_kubeconfig": Field("URBANSTACK_OPERATOR_KUBECONFIG", "",
                                  "Outside a cluster: the operator's kubeconfig; empty means "
                                  "<state_dir>/kube/operator.kubeconfig. In a pod: its service account."),
@@ -157,6 +163,8 @@ class Settings:
     sink_kafka_password: str = ""
     keycloak_admin_user: str = ""
     keycloak_admin_password: str = ""
+    gov_hub_keycloak_user: str = ""
+    gov_hub_keycloak_password: str = ""
     operator_kubeconfig: str = ""
     runtime_kubeconfig: str = ""
     http_host: str = "127.0.0.1"
@@ -274,6 +282,10 @@ class Settings:
     def keycloak_admin(self) -> tuple[str, str]:
         """The operator's Keycloak admin (user, password)."""
         return self._identity("keycloak_admin", "the operator manages realms, clients and users as it")
+
+    def gov_hub_keycloak(self) -> tuple[str, str]:
+        """The Gov Hub's Keycloak service-account client (client id, secret)."""
+        return self._identity("gov_hub_keycloak", "the Gov Hub manages a municipality's people as it")
 
     def _identity(self, prefix: str, purpose: str) -> tuple[str, str]:
         user, password = getattr(self, f"{prefix}_user"), getattr(self, f"{prefix}_password")

@@ -72,6 +72,7 @@ class GovHub:
         return self.keycloak.client(self.municipality(slug), APP, redirect)
 
     def page(self, request: Request, template: str, **context: Any) -> HTMLResponse:
+        context.setdefault("messages", [])   # base.html's notices (error pages pass none)
         return self.renderer.page(request, template, hub=self, **context)
 
 
@@ -171,7 +172,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    return ()
+    from . import people, upload
+    return (people.router, upload.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):
