@@ -111,7 +111,9 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
     store = open_metadata_store(settings)
-    server = http_server(PathDispatch(app, web_app(settings, catalogue, app, store)), settings, host, port)
+    extras = {"ingest": ingest.uploads} if settings.ingest else {}
+    server = http_server(PathDispatch(app, web_app(settings, catalogue, app, store, extras=extras)), settings,
+                         host, port)
     try:
         server.run()
     finally:
