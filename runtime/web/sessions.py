@@ -16,6 +16,7 @@ from sqlalchemy import delete
 
 from urbanstack.runtime.api.auth import ROLE_PERMISSIONS, Principal
 from urbanstack.runtime.store.models import WebSession, utcnow
+from urbanstack.runtime.store.sessions import token_id
 
 from . import security
 from .i18n import N_
@@ -36,6 +37,11 @@ class Session:
     roles: tuple[str, ...]
     csrf_token: str
     language: str | None
+
+    @property
+    def key(self) -> str:
+        """A stable id of the session that is not its token (the store's id: the token's SHA-256)."""
+        return token_id(self.token)
 
     @property
     def signed_in(self) -> bool:

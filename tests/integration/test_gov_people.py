@@ -12,7 +12,7 @@ import httpx
 import pytest
 import yaml
 from fastapi.testclient import TestClient
-from hub_sessions import signed_in_cookie, without_bundle
+from hub_sessions import signed_in_cookie
 
 from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import parse_municipality
@@ -58,7 +58,6 @@ def world(platform, keycloak_admin, tmp_path_factory):
         verifier = TokenVerifier(platform.keycloak_url, "{tenant}-api", shared_realms=("urbanstack",))
         app = create_gov_hub(platform, Catalogue(municipalities, []), None, store,
                              Keycloak(platform.keycloak_url, verifier))
-        without_bundle(app)
         with TestClient(app, raise_server_exceptions=True) as client:
             yield client, store, municipalities, tag
     finally:
@@ -105,7 +104,7 @@ def test_invite_change_role_and_remove_keeps_other_memberships(platform, keycloa
                                                                  "csrf_token": csrf})
     assert response.status_code == 200, response.text
     # The dev platform has no mail server: the admin is told clearly what that means.
-    assert "could not be sent" in response.text and "mail server" in response.text
+    assert "konnte nicht gesendet werden" in response.text and "Mailserver" in response.text
     user = _user(keycloak_admin, email)
     assert user is not None and set(user["requiredActions"]) == {"UPDATE_PASSWORD", "CONFIGURE_TOTP"}
 
@@ -129,7 +128,7 @@ def test_invite_change_role_and_remove_keeps_other_memberships(platform, keycloa
     client.cookies.clear()
     csrf = _browser(client, store, a.slug, ["gov-admin", "gov-editor", "gov-viewer"])
     removed = client.post(f"/gov/{a.slug}/people/{user['id']}/remove", data={"csrf_token": csrf})
-    assert removed.status_code == 200 and "no longer has access" in removed.text
+    assert removed.status_code == 200 and "hat keinen Zugang mehr" in removed.text
     assert _orgs_of(platform, user["id"]) == {b.slug}
     assert _api_roles(keycloak_admin, a.slug, user["id"]) == set()
     assert _api_roles(keycloak_admin, b.slug, user["id"]) == {"gov-viewer"}

@@ -8,7 +8,7 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from hub_sessions import signed_in_cookie, without_bundle
+from hub_sessions import signed_in_cookie
 from ingest_harness import LORAWAN_TOOL, deprovision, manifest, provision, read_events, runtime_credentials, tool
 
 from urbanstack.devplatform import kafka as dev_kafka
@@ -45,7 +45,6 @@ def world(platform, kube_api, warehouse, tmp_path_factory):
         store.upgrade()
         app = create_gov_hub(platform, catalogue, QueryEngine(warehouse, catalogue), store,
                              Keycloak(platform.keycloak_url, verifier), extras={"ingest": push.state.uploads})
-        without_bundle(app)
         with TestClient(app) as client:
             yield client, store, tenant, admin_config
     finally:
