@@ -166,7 +166,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    return ()
+    from . import data, tools
+    return (tools.router, data.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):
