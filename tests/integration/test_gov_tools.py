@@ -131,7 +131,7 @@ def world(platform, warehouse, kube_api, tmp_path_factory):
     (assets / "dist").mkdir()
     (assets / "dist" / "manifest.json").write_text(json.dumps({"hub.js": "hub.js", "hub.css": "hub.css"}))
     if not (Path(Assets().static_dir) / "dist" / "manifest.json").exists():  # the front-end bundle is built apart
-        app.state.hub.renderer.assets = Assets(static_dir=assets)
+        app.state.hub.renderer.assets.static_dir = assets
     try:
         yield World(cluster, hub_api, app, store, catalogue, refresh, gue["metadata"]["name"],
                     other["metadata"]["name"])
@@ -283,8 +283,11 @@ def test_shares_are_written_and_what_the_operator_would_refuse_is_refused_with_i
     shared = admin.post(f"/gov/{world.gue}/data/shares",
                         data={"csrf_token": csrf, "dataset": dataset, "municipalities": [world.other]})
     assert shared.status_code == 303
-    assert _spec(world, world.gue)["shares"] == [{"tool": TOOL, "dataset": "water_levels",
+    assert _spec(world, world.gue)["shares"] == [{"tool": TOOL, "dataset": "water_levels", "public": False,
                                                   "municipalities": [world.other]}]
+    again = admin.post(f"/gov/{world.gue}/data/shares",
+                       data={"csrf_token": csrf, "dataset": dataset, "municipalities": [world.other]})
+    assert again.headers["location"].endswith("data?done=unchanged")
     public = admin.post(f"/gov/{world.gue}/data/shares", data={
         "csrf_token": csrf, "dataset": dataset, "municipalities": [world.other], "public": "on",
         "licence": "dl-de/zero-2-0"})

@@ -78,7 +78,8 @@ def router(hub: GovHub) -> APIRouter:
                         partners=partners, admin=admin, audit=audit, licence_name=LICENCE_NAME,
                         licence_url=LICENCE_URL, licence=PUBLIC_LICENCE,
                         error=translate(request, error.message, error.values) if error else None,
-                        error_field=error.field if error else None, form=form or {},
+                        error_field=error.field if error else None,
+                        form={"dataset": "", "municipalities": [], "public": False, "licence": None, **(form or {})},
                         done_text=DONE_TEXT.get(done or ""), owner_name=lambda s: _name(hub, s))
 
     @routes.get("/{slug}/data", response_class=HTMLResponse)
@@ -137,6 +138,14 @@ def _dataset_of(hub: GovHub, live: dict, key: str) -> tuple[str, str]:
     return tool, dataset
 
 
+def _same(current: dict, wanted: dict) -> bool:
+    """Equal as the operator reads them (the CRD fills in defaults such as public: false)."""
+    try:
+        return Share.model_validate(current) == Share.model_validate(wanted)
+    except ValidationError:
+        return False
+
+
 def _save(hub: GovHub, session: Session, slug: str, live: dict, key: str, chosen: list[str], public: bool,
           licence: str | None) -> str:
     tool, dataset = _dataset_of(hub, live, key)
@@ -163,7 +172,7 @@ def _save(hub: GovHub, session: Session, slug: str, live: dict, key: str, chosen
     shares = list((live.get("spec") or {}).get("shares") or [])
     others = [s for s in shares if not (s.get("tool") == tool and s.get("dataset") == dataset)]
     before = [s for s in shares if s not in others]
-    if before == [share]:
+    if len(before) == 1 and _same(before[0], share):
         return "unchanged"
     change_spec(hub, session, live, shares=others + [share], action="share.set", target=key,
                 detail={"before": before, "after": share})

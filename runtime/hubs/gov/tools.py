@@ -132,7 +132,7 @@ def catalogue_rows(hub: GovHub, live: dict, ready: bool) -> list[dict]:
                      "version": tool.spec.version, "audience": tool.spec.audience.value, "datasets": tool.spec.datasets,
                      "on": on, "settings": settings,
                      "settings_text": json.dumps(settings, indent=2, ensure_ascii=False) if settings else "",
-                     "available": on and ready})
+                     "available": on and ready, "missing": False})
     unknown = sorted(set(enabled) - {tool.name for tool in hub.catalogue.tools()})
     for name in unknown:  # switched on, but no CityTool of that name (the operator reports it too)
         rows.append({"name": name, "display_name": name, "description": "", "owner": "", "owner_name": "",
