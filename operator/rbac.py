@@ -200,3 +200,29 @@ def runtime_cluster_role() -> dict:
         "metadata": {"name": RUNTIME_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in RUNTIME_RULES],
     }
+
+
+# The Gov Hub changes exactly two fields of a Municipality (spec.tools and spec.shares) by
+# server-side apply as its own field manager, and reads the CityTool catalogue. It never
+# creates or deletes a Municipality, never writes status and reads no Secret.
+GOV_HUB_RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities",), ("get", "list", "watch", "patch"),
+         "a gov-admin switches City Tools and shares on and off: server-side apply of spec.tools and spec.shares"),
+    Rule(("urbanstack.io",), ("citytools",), READ, "the catalogue of City Tools the hub offers"),
+)
+
+GOV_HUB_CLUSTER_ROLE_NAME = "urbanstack-gov-hub"
+# On the local platform the user of state/kube/govhub.kubeconfig; in a cluster the stack's service account.
+GOV_HUB_USER = "urbanstack-gov-hub"
+GOV_HUB_SERVICE_ACCOUNT = "urbanstack-gov-hub"
+# The field manager of the hub's server-side applies (managedFields shows who changed what).
+GOV_HUB_FIELD_MANAGER = "urbanstack-gov-hub"
+
+
+def gov_hub_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GOV_HUB_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in GOV_HUB_RULES],
+    }

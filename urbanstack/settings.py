@@ -111,6 +111,9 @@ FIELDS: dict[str, Field] = {
     "runtime_kubeconfig": Field("URBANSTACK_RUNTIME_KUBECONFIG", "",
                                 "Outside a cluster: the data plane's kubeconfig; empty means "
                                 "<state_dir>/kube/runtime.kubeconfig. In a pod: its service account."),
+    "govhub_kubeconfig": Field("URBANSTACK_GOVHUB_KUBECONFIG", "",
+                               "Outside a cluster: the Gov Hub's kubeconfig (patches spec.tools and spec.shares); "
+                               "empty means <state_dir>/kube/govhub.kubeconfig. In a pod: its service account."),
     "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
     "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
     "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
@@ -167,6 +170,7 @@ class Settings:
     gov_hub_keycloak_password: str = ""
     operator_kubeconfig: str = ""
     runtime_kubeconfig: str = ""
+    govhub_kubeconfig: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     ingest_port: int = 8081

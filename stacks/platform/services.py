@@ -190,7 +190,31 @@ def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pu
         subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
         opts=common.options(depends_on=[role, account]),
     )
-    return {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding}
+    declared = {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding}
+    return declared | _gov_hub_identity(cfg, after)
+
+
+def _gov_hub_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    """The Gov Hub's own identity: it server-side applies spec.tools and spec.shares of
+    Municipalities and reads CityTools (rbac.GOV_HUB_RULES), nothing else. The Deployment
+    that serves the Gov Hub runs as this account, with its token mounted."""
+    account = ServiceAccount(rbac.GOV_HUB_SERVICE_ACCOUNT,
+                             metadata=common.metadata(cfg, rbac.GOV_HUB_SERVICE_ACCOUNT, "gov-hub"),
+                             automount_service_account_token=False, opts=common.options(depends_on=after))
+    role = ClusterRole(
+        rbac.GOV_HUB_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.GOV_HUB_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
+        rules=rbac.gov_hub_cluster_role()["rules"],
+    )
+    binding = ClusterRoleBinding(
+        rbac.GOV_HUB_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.GOV_HUB_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                  "name": rbac.GOV_HUB_CLUSTER_ROLE_NAME},
+        subjects=[{"kind": "ServiceAccount", "name": rbac.GOV_HUB_SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        opts=common.options(depends_on=[role, account]),
+    )
+    return {"govHubServiceAccount": account, "govHubClusterRole": role, "govHubClusterRoleBinding": binding}
 
 
 def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:

@@ -102,7 +102,9 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
             == rbac.runtime_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.TENANT_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.tenant_cluster_role()["rules"])
-    assert len(stack.of_kind("ClusterRole")) == 3
+    assert (stack.one("ClusterRole", rbac.GOV_HUB_CLUSTER_ROLE_NAME).inputs["rules"]
+            == rbac.gov_hub_cluster_role()["rules"])
+    assert len(stack.of_kind("ClusterRole")) == 4
     assert not stack.of_kind("Role")
     # The comparison notices a right added on the way (the runtime reading every Secret).
     widened = copy.deepcopy(rbac.runtime_cluster_role()["rules"])
@@ -111,7 +113,8 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
 
 
 def test_cluster_roles_are_least_privilege(stack):
-    for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME, rbac.TENANT_CLUSTER_ROLE_NAME):
+    for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME, rbac.TENANT_CLUSTER_ROLE_NAME,
+                 rbac.GOV_HUB_CLUSTER_ROLE_NAME):
         assert rbac_problems(stack.one("ClusterRole", name).inputs["rules"]) == [], name
 
 
@@ -166,7 +169,8 @@ def test_rbac_checker_catches_wildcards_and_takeover_rights():
 
 def test_each_role_is_bound_to_its_own_service_account_only(stack):
     bindings = stack.of_kind("ClusterRoleBinding") + stack.of_kind("RoleBinding")
-    holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT}
+    holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT,
+               rbac.GOV_HUB_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT}
     assert sorted(b.inputs["roleRef"]["name"] for b in bindings) == sorted(holders)
     for binding in bindings:
         holder = holders[binding.inputs["roleRef"]["name"]]
