@@ -69,10 +69,12 @@ def csrf_ok(request: Request, form_token: str | None, session_csrf: str | None) 
 
 
 def content_security_policy(form_targets: tuple[str, ...] = ()) -> str:
+    """Only the own origin, for everything (MapLibre's control icons are data: images; its worker is a
+    file of the bundle). ``form_targets``: origins a form may lead to (Keycloak, for sign-out)."""
     targets = " ".join(("'self'", *form_targets))
-    return ("default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; child-src 'self' blob:; "
-            "style-src 'self'; script-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; "
-            f"base-uri 'self'; frame-ancestors 'none'; form-action {targets}")
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "worker-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+            f"frame-ancestors 'none'; form-action {targets}")
 
 
 def origin_of(url: str) -> str:
@@ -99,9 +101,12 @@ class SecurityHeaders:
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *(h for h in self.headers if h[0] not in present)]
+                headers = list(message.get("headers", []))
+                present = {name.lower(): value for name, value in headers}
+                headers += [h for h in self.headers if h[0] not in present]
+                if present.get(b"content-type", b"").startswith(b"text/html") and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))  # pages carry personal data and CSRF tokens
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, with_headers)

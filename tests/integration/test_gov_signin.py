@@ -85,6 +85,11 @@ def test_staff_sign_in_with_password_and_otp_lands_on_the_start_page(server, ten
         assert str(page.url) == f"{server.url}/gov/{municipality.slug}/"
         assert f"Stadt {municipality.slug}" in page.text and "Erika Mustermann" in page.text
         assert 'lang="de"' in page.text and "Abmelden" in page.text
+        # Only the own origin for every kind of content; no framing; pages are not cached.
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp and page.headers["cache-control"] == "no-store"
+        assert page.headers["x-content-type-options"] == "nosniff"
         # The hub's only cookie: the session, HttpOnly and SameSite=Lax (no Secure over plain HTTP).
         hub_cookies = [c for c in client.cookies.jar if c.port in (None, str(server.port)) and c.name == COOKIE]
         assert len(hub_cookies) == 1

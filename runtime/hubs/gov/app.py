@@ -167,6 +167,7 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
     for build in feature_routers if feature_routers is not None else default_features():
         app.include_router(build(hub))
     _error_pages(app, hub)
+    app.add_middleware(security.SecurityHeaders, form_targets=(security.origin_of(keycloak.server_url),))
     return app
 
 
