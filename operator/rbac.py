@@ -226,3 +226,26 @@ def gov_hub_cluster_role() -> dict:
         "metadata": {"name": GOV_HUB_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in GOV_HUB_RULES],
     }
+
+
+# The upload page (``urbanstack hub`` with URBANSTACK_INGEST on) imports through the ingest
+# service's own code in the hub's process: it produces as the municipality's Kafka user, read
+# from the same one Secret the ingest service reads, by name, never list/watch. A role of its
+# own, so an installation without the upload page binds nothing and the hub reads no Secret.
+GOV_HUB_UPLOAD_RULES: tuple[Rule, ...] = (
+    Rule(("",), ("secrets",), ("get",),
+         "the Gov Hub's upload page produces with the municipality's own Kafka user, as the ingest service does",
+         resource_names=(INGEST_SECRET,)),
+)
+
+GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME = "urbanstack-gov-hub-uploads"
+
+
+def gov_hub_upload_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
+                     "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in GOV_HUB_UPLOAD_RULES],
+    }

@@ -114,11 +114,13 @@ FIELDS: dict[str, Field] = {
     "govhub_kubeconfig": Field("URBANSTACK_GOVHUB_KUBECONFIG", "",
                                "Outside a cluster: the Gov Hub's kubeconfig (patches spec.tools and spec.shares); "
                                "empty means <state_dir>/kube/govhub.kubeconfig. In a pod: its service account."),
-    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
+    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api`, `ingest` and `hub` listen on."),
     "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
     "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
+    "hub_port": Field("URBANSTACK_HUB_PORT", "8082", "Port of `hub` (the web pages: Gov Hub, published dashboards)."),
     "ingest": Field("URBANSTACK_INGEST", "1", "1: `serve` also mounts the push endpoints under /ingest and runs "
-                    "the pull scheduler; 0: it does not."),
+                    "the pull scheduler, and `serve` and `hub` offer the Gov Hub's upload page (it produces as the "
+                    "municipality's own Kafka user); 0: none of these."),
     "ingest_pull": Field("URBANSTACK_INGEST_PULL", "1", "0: `ingest` serves push only, no pull scheduler."),
     "ingest_allow_private_sources": Field("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0",
                                           "1: pull sources may be on loopback or private addresses (a trusted "
@@ -174,6 +176,7 @@ class Settings:
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     ingest_port: int = 8081
+    hub_port: int = 8082
     ingest: bool = True
     ingest_pull: bool = True
     ingest_allow_private_sources: bool = False
