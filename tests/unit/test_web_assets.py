@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from urbanstack.runtime.web import assets
+from urbanstack import webassets as assets
 
 FORBIDDEN = ["fonts.googleapis", "fonts.gstatic", "unpkg", "jsdelivr", "cdnjs", "cdn.", "demotiles",
              "api.maptiler", "tile.openstreetmap", "tiles.", "{z}/{x}/{y}", "api.mapbox"]

@@ -1,6 +1,6 @@
 // Builds the hubs' front end into ../static/dist with cache-busting file names.
 //
-//   node build.mjs            (python -m urbanstack.runtime.web.assets build runs it,
+//   node build.mjs            (python -m urbanstack.webassets build runs it,
 //                              after `npm ci`, and skips it when nothing changed)
 //
 // Outputs (logical name -> hashed file, listed in dist/manifest.json):
