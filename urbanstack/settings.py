@@ -61,6 +61,18 @@ FIELDS: dict[str, Field] = {
                                       "Keycloak management port (health endpoints)."),
     "postgres_port": Field("URBANSTACK_POSTGRES_PORT", "15432",
                            "Port of the local platform's PostgreSQL (its own cluster, not Debian's on 5432)."),
+    "smtp_host": Field("URBANSTACK_SMTP_HOST", "",
+                       "Mail relay for every e-mail the platform sends (Keycloak's invitations, signup "
+                       "confirmations); empty means the local platform's SMTP server on 127.0.0.1."),
+    "smtp_port": Field("URBANSTACK_SMTP_PORT", "11025",
+                       "Port of the mail relay; on the local platform the port its SMTP server listens on."),
+    "smtp_user": Field("URBANSTACK_SMTP_USER", "", "User of the mail relay (empty: no authentication)."),
+    "smtp_password": Field("URBANSTACK_SMTP_PASSWORD", "", "Password of URBANSTACK_SMTP_USER.", secret=True),
+    "smtp_from": Field("URBANSTACK_SMTP_FROM", "no-reply@urbanstack.localhost",
+                       "Sender address of the platform's e-mail."),
+    "smtp_starttls": Field("URBANSTACK_SMTP_STARTTLS", "0",
+                           "1: upgrade the relay connection with STARTTLS (required before a password is sent to "
+                           "a relay that is not on loopback)."),
     "municipality_directory": Field("URBANSTACK_MUNICIPALITY_DIRECTORY", "",
                                     "Destatis municipality directory (derived CSV: ags,ars,name,...,population); "
                                     "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
@@ -179,6 +191,12 @@ class Settings:
     ingest_allow_private_sources: bool = False
     ingest_audience: str = "{tenant}-api"
     postgres_port: int = 15432
+    smtp_host: str = ""
+    smtp_port: int = 11025
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "no-reply@urbanstack.localhost"
+    smtp_starttls: bool = False
     metadata_url: str = ""
     metadata_migration_url: str = ""
 
@@ -250,6 +268,16 @@ class Settings:
     @property
     def keycloak_url(self) -> str:
         return (self.keycloak_server_url or f"http://127.0.0.1:{self.keycloak_port}").rstrip("/")
+
+    @property
+    def smtp_server(self) -> str:
+        """Host of the mail relay: the configured one, or the local platform's on loopback."""
+        return self.smtp_host or "127.0.0.1"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the local platform's SMTP server keeps every message (one .eml file each)."""
+        return self.state_dir / "mail"
 
     @property
     def etcd_url(self) -> str:

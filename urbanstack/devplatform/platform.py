@@ -18,9 +18,10 @@ from urbanstack.devplatform.kube import ApiServer, ControllerManager, Etcd
 from urbanstack.devplatform.postgres import Postgres
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service
+from urbanstack.devplatform.smtp import Smtp
 from urbanstack.settings import Settings
 
-SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres)
+SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres, Smtp)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
 
 
