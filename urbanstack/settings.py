@@ -76,6 +76,17 @@ FIELDS: dict[str, Field] = {
     "municipality_directory": Field("URBANSTACK_MUNICIPALITY_DIRECTORY", "",
                                     "Destatis municipality directory (derived CSV: ags,ars,name,...,population); "
                                     "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
+    "district_directory": Field("URBANSTACK_DISTRICT_DIRECTORY", "",
+                                "Names of the Kreise for the signup search: Destatis' GV-ISys workbook (the "
+                                "AuszugGV…xlsx the municipality directory is derived from) or a CSV kreis,name; "
+                                "empty: a Kreis is shown by its key."),
+    "signup_retention_days": Field("URBANSTACK_SIGNUP_RETENTION_DAYS", "30",
+                                   "Days after which the personal data of rejected or abandoned signup requests "
+                                   "(never confirmed) is deleted."),
+    "signup_secret": Field("URBANSTACK_SIGNUP_SECRET", "",
+                           "Key that signs the signup form's proof-of-work challenges; empty: a random key per "
+                           "process (challenges then do not survive a restart, and replicas must share one).",
+                           secret=True),
     "ready_timeout": Field("URBANSTACK_READY_TIMEOUT", "240",
                            "Seconds to wait for one service to become ready before giving up."),
     "drift_interval": Field("URBANSTACK_DRIFT_INTERVAL", "60",
@@ -126,6 +137,9 @@ FIELDS: dict[str, Field] = {
     "govhub_kubeconfig": Field("URBANSTACK_GOVHUB_KUBECONFIG", "",
                                "Outside a cluster: the Gov Hub's kubeconfig (patches spec.tools and spec.shares); "
                                "empty means <state_dir>/kube/govhub.kubeconfig. In a pod: its service account."),
+    "signup_kubeconfig": Field("URBANSTACK_SIGNUP_KUBECONFIG", "",
+                               "Outside a cluster: the signup's kubeconfig (creates Municipalities on approval); "
+                               "empty means <state_dir>/kube/signup.kubeconfig. In a pod: its service account."),
     "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
     "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
     "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
@@ -183,6 +197,7 @@ class Settings:
     operator_kubeconfig: str = ""
     runtime_kubeconfig: str = ""
     govhub_kubeconfig: str = ""
+    signup_kubeconfig: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     ingest_port: int = 8081
@@ -191,6 +206,9 @@ class Settings:
     ingest_allow_private_sources: bool = False
     ingest_audience: str = "{tenant}-api"
     postgres_port: int = 15432
+    district_directory: str = ""
+    signup_retention_days: int = 30
+    signup_secret: str = ""
     smtp_host: str = ""
     smtp_port: int = 11025
     smtp_user: str = ""
