@@ -83,6 +83,8 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
 
         with Step("Keycloak: the Gov Hub's own service-account client"):
             keycloak.ensure_gov_hub_client(credentials.fill(settings))
+        with Step("Keycloak: the platform realm with the ops console's client"):
+            keycloak.ensure_platform_realm(credentials.fill(settings))
     if "kube-apiserver" in wanted:
         from urbanstack.devplatform import bootstrap
 
