@@ -213,7 +213,7 @@ def _applicant_router(hub: SignupApp, sender) -> APIRouter:
     async def apply(request: Request):
         t = hub.t(request)
         form = await request.form()
-        values = {name: str(form.get(name, "")).strip()[:400] for name in FIELDS}
+        values = {name: str(form.get(name, "")).strip()[:10_000 if name == "altcha" else 400] for name in FIELDS}
         values["tools"] = [str(v) for v in form.getlist("tools")][:20]
         if not _same_origin(request):
             raise HTTPException(403, "csrf")
