@@ -249,3 +249,29 @@ def gov_hub_upload_cluster_role() -> dict:
                      "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in GOV_HUB_UPLOAD_RULES],
     }
+
+
+# Self-service signup: approving a request creates the Municipality (create-only, so a second
+# approval for the same slug fails instead of overwriting) and follows its status. It may read
+# the catalogue of City Tools the form offers. It never deletes, never writes status, reads no Secret.
+SIGNUP_RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities",), ("create", "get", "list", "watch", "patch"),
+         "platform ops approve a request: the Municipality is created as the signup's field manager, its "
+         "conditions are followed"),
+    Rule(("urbanstack.io",), ("citytools",), READ, "the City Tools an applicant may choose"),
+)
+
+SIGNUP_CLUSTER_ROLE_NAME = "urbanstack-signup"
+# On the local platform the user of state/kube/signup.kubeconfig; in a cluster the stack's service account.
+SIGNUP_USER = "urbanstack-signup"
+SIGNUP_SERVICE_ACCOUNT = "urbanstack-signup"
+SIGNUP_FIELD_MANAGER = "urbanstack-signup"
+
+
+def signup_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": SIGNUP_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in SIGNUP_RULES],
+    }

@@ -27,7 +27,8 @@ def platform(settings):
 
     if os.environ.get("URBANSTACK_TEST_NO_PLATFORM"):
         pytest.skip("URBANSTACK_TEST_NO_PLATFORM is set: integration tests need the local platform")
-    dev_platform.up(settings)
+    # SMTP is the ``mailbox`` fixture's (the platform's server when it runs, else a private one).
+    dev_platform.up(settings, [name for name in dev_platform.SERVICE_NAMES if name != "smtp"])
     return credentials.fill(settings)
 
 
@@ -94,3 +95,4 @@ def issuer():
 
 
 from store_fixtures import metadata_postgres, metadata_store, store, store_urls  # noqa: E402,F401 - the metadata store on both backends
+from mail_fixtures import mailbox  # noqa: E402,F401 - real SMTP (the platform's or a private server)

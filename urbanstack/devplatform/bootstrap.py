@@ -38,6 +38,7 @@ def manifests() -> list[dict]:
             # `urbanstack hub` offers the upload page (URBANSTACK_INGEST defaults to on).
             rbac.gov_hub_upload_cluster_role(),
             _binding(rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
+            rbac.signup_cluster_role(), _binding(rbac.SIGNUP_CLUSTER_ROLE_NAME, rbac.SIGNUP_USER),
             *rbac.admission_policy()]
 
 
