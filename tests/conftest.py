@@ -27,8 +27,7 @@ def platform(settings):
 
     if os.environ.get("URBANSTACK_TEST_NO_PLATFORM"):
         pytest.skip("URBANSTACK_TEST_NO_PLATFORM is set: integration tests need the local platform")
-    # SMTP is the ``mailbox`` fixture's (the platform's server when it runs, else a private one).
-    dev_platform.up(settings, [name for name in dev_platform.SERVICE_NAMES if name != "smtp"])
+    dev_platform.up(settings)
     return credentials.fill(settings)
 
 

@@ -8,20 +8,17 @@ The applicant's request is reached only through unguessable links: the status li
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import logging
 import secrets
 import threading
-from dataclasses import dataclass, field
+from dataclasses import field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote, urlsplit
 
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
-from fastapi import APIRouter, Depends, FastAPI, Form, Request
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -36,7 +33,7 @@ from urbanstack.runtime.hubs.signup.proof import ProofError, Proofs, ProofSettin
 from urbanstack.runtime.hubs.signup.service import (AUDIT_TENANT, Follow, Invitations, Kube, SignupLimits, actor,
                                                     conditions, existing_tenant, municipality_manifest)
 from urbanstack.runtime.store.models import utcnow
-from urbanstack.runtime.store.signup import (APPROVED, CONFIRMED, READY, RECEIVED, REJECTED, DuplicateRequest,
+from urbanstack.runtime.store.signup import (APPROVED, CONFIRMED, READY, RECEIVED, DuplicateRequest,
                                              SignupRequests, WrongState)
 from urbanstack.runtime.web import i18n, security
 from urbanstack.runtime.web.i18n import N_
@@ -45,7 +42,6 @@ from urbanstack.runtime.web.rendering import STATIC_DIR, STATIC_PREFIX, Renderer
 
 log = logging.getLogger("urbanstack.signup")
 TEMPLATES = Path(__file__).parent / "templates"
-FRAGMENT_PO = Path(__file__).parent / "locale_signup.po"
 PLANS = ("small", "medium", "large")
 TERMS_VERSION = "2026-12"
 HONEYPOT = "website"
@@ -54,38 +50,10 @@ __all__ = ["SignupLimits", "create_signup_app"]
 
 
 class SignupRenderer(Renderer):
-    """The shared renderer, with this feature's German texts from its PO fragment as long as the lead
-    has not merged them into messages.po (the merged catalogue wins)."""
-
-    def _environment(self, lang: str):
-        env = super()._environment(lang)
-        if lang == "de" and FRAGMENT_PO.exists():
-            with FRAGMENT_PO.open("rb") as handle:
-                catalog = read_po(handle, locale="de")
-            import io
-
-            from babel.support import Translations
-
-            buffer = io.BytesIO()
-            write_mo(buffer, catalog)
-            buffer.seek(0)
-            fragment = Translations(buffer)
-            merged = i18n.translations("de")
-            combined = Translations()
-            combined._catalog = dict(fragment._catalog)
-            combined._catalog.update({k: v for k, v in getattr(merged, "_catalog", {}).items() if k})
-            combined.plural = getattr(merged, "plural", fragment.plural)
-            env.install_gettext_translations(combined, newstyle=True)
-            self._gettext = combined.gettext
-        return env
-
     def gettext(self, lang: str):
-        if lang == "de" and hasattr(self, "_gettext"):
-            return self._gettext
         return i18n.translations(lang).gettext
 
 
-@dataclass
 class SignupApp:
     settings: Any
     store: Any
