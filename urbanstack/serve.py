@@ -140,6 +140,34 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
     return 0
 
 
+# Paths the Data Hub API answers; every other path belongs to the web pages (hubs).
+API_PREFIXES = ("/api/", "/graphql", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/ingest")
+
+
+class PathDispatch:
+    """One origin for API and pages: API paths go to the API app (JSON errors), all others to
+    the web app (HTML pages, static files). Both keep their full paths."""
+
+    def __init__(self, api, web, api_prefixes: tuple[str, ...] = API_PREFIXES):
+        self.api, self.web, self.api_prefixes = api, web, api_prefixes
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.api(scope, receive, send)
+        path = scope.get("path", "")
+        target = self.api if any(path == p.rstrip("/") or path.startswith(p) for p in self.api_prefixes) else self.web
+        await target(scope, receive, send)
+
+
+def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None):
+    """The Gov Hub (and the published dashboards) over the API app's engine and token verifier."""
+    from urbanstack.runtime.hubs.gov import create_gov_hub
+    from urbanstack.runtime.web.oidc import Keycloak
+
+    keycloak = Keycloak(settings.keycloak_url, api_app.state.verifier)
+    return create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
+
+
 def http_server(app, settings: Settings, host: str, port: int):
     """The uvicorn server of every HTTP service. The client address is the peer's, or,
     when the peer is one of ``URBANSTACK_TRUSTED_PROXIES``, the one its X-Forwarded-For

@@ -120,6 +120,8 @@ def client_representation(part: IdentityPart, client: KeycloakClient, hub_url: s
     if client.standard_flow:
         representation["redirectUris"] = [f"{hub_url.rstrip('/')}/*"]
         representation["webOrigins"] = ["+"]
+        # Sign-out from a hub returns to the hub: the same URIs as sign-in ("+").
+        representation["attributes"]["post.logout.redirect.uris"] = "+"
     return representation
 
 

@@ -27,6 +27,11 @@ TIME_ZONE = ZoneInfo("Europe/Berlin")
 LOCALE_DIR = Path(__file__).parent / "locale"
 
 
+def N_(message: str) -> str:
+    """Marks a message id for the catalogue where it is defined; it is translated where it is shown."""
+    return message
+
+
 def language(requested: str | None, remembered: str | None = None) -> str:
     """The page language: an explicit, known request wins, then what the session remembers, then German."""
     for candidate in (requested, remembered):

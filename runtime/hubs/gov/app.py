@@ -21,13 +21,15 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbanstack.runtime.api.catalogue import Catalogue
 from urbanstack.runtime.api.query import QueryEngine
 from urbanstack.runtime.web import i18n, security
+from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.oidc import HubClient, Keycloak, SignInError
-from urbanstack.runtime.web.rendering import Renderer
+from urbanstack.runtime.web.rendering import STATIC_DIR, STATIC_PREFIX, Renderer
 from urbanstack.runtime.web.sessions import Session, Sessions
 
 from pathlib import Path
@@ -118,7 +120,7 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
         pending = hub.sessions.pending(session) if session is not None and session.tenant == slug else None
         request.state.lang = i18n.language(None, session.language if session else None)
         if error or pending is None or not code:
-            return _sign_in_failed(request, slug, "The sign-in was cancelled or has expired. Please sign in again.")
+            return _sign_in_failed(request, slug, N_("The sign-in was cancelled or has expired. Please sign in again."))
         try:
             signed_in = hub.keycloak.finish(hub.client(request, slug), pending, code=code, state=state)
         except SignInError as failure:
@@ -126,8 +128,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
             return _sign_in_failed(request, slug, str(failure))
         if signed_in.principal.tenant != slug or not set(ROLES) & signed_in.principal.roles:
             hub.keycloak.revoke(hub.client(request, slug), signed_in.refresh_token)
-            return _sign_in_failed(request, slug, "Your account has no staff role in this municipality's Gov Hub. "
-                                                  "Ask its administrator for access.", status=403)
+            return _sign_in_failed(request, slug, N_("Your account has no staff role in this municipality's Gov Hub. "
+                                                     "Ask its administrator for access."), status=403)
         token = hub.sessions.complete(session, signed_in)
         response = RedirectResponse(pending.return_to, 303)
         security.set_session_cookie(response, request, token)
@@ -158,6 +160,7 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
         return start_page(hub, request, slug, session)
 
     app.include_router(router)
+    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     for build in feature_routers if feature_routers is not None else default_features():
         app.include_router(build(hub))
     _error_pages(app, hub)
@@ -205,13 +208,13 @@ def staff_session(hub: GovHub, role: str = "gov-viewer"):
 
 def _error_pages(app: FastAPI, hub: GovHub) -> None:
     texts = {
-        401: ("Please sign in", "Your session has ended. Sign in again to continue."),
-        403: ("Not allowed", "Your role does not allow this. Ask your municipality's administrator."),
-        404: ("Not found", "This page does not exist, or you may not see it."),
-        405: ("Not allowed", "This page does not accept that kind of request."),
-        409: ("Conflict", "Someone else changed this in the meantime. Reload and try again."),
-        413: ("Too large", "The request is too large."),
-        422: ("Invalid input", "Some input was not valid. Go back and check the form."),
+        401: (N_("Please sign in"), N_("Your session has ended. Sign in again to continue.")),
+        403: (N_("Not allowed"), N_("Your role does not allow this. Ask your municipality's administrator.")),
+        404: (N_("Not found"), N_("This page does not exist, or you may not see it.")),
+        405: (N_("Not allowed"), N_("This page does not accept that kind of request.")),
+        409: (N_("Conflict"), N_("Someone else changed this in the meantime. Reload and try again.")),
+        413: (N_("Too large"), N_("The request is too large.")),
+        422: (N_("Invalid input"), N_("Some input was not valid. Go back and check the form.")),
     }
 
     @app.exception_handler(NeedsSignIn)
@@ -225,7 +228,7 @@ def _error_pages(app: FastAPI, hub: GovHub) -> None:
         if not hasattr(request.state, "lang"):
             request.state.lang = i18n.language(request.query_params.get("lang"))
         translate = i18n.translations(request.state.lang).gettext
-        title, message = texts.get(error.status_code, ("Error", "The request could not be completed."))
+        title, message = texts.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
         detail = error.detail if isinstance(error.detail, str) and error.status_code in (409, 413, 422) else None
         return hub.page(request, "error.html", status=error.status_code, title=translate(title),
                         message=translate(detail) if detail else translate(message), back=None,

@@ -5,22 +5,23 @@ from __future__ import annotations
 from fastapi import Request
 
 from urbanstack.runtime.web import i18n
+from urbanstack.runtime.web.i18n import N_
 
 # What each backend condition means for staff, in the hub's message-id language (English; German in the catalogue).
 CONDITION_TEXT = {
-    "IdentityReady": "Sign-in and user accounts",
-    "StreamingReady": "Data streams",
-    "WarehouseReady": "Database",
-    "RuntimeReady": "City Tools runtime",
+    "IdentityReady": N_("Sign-in and user accounts"),
+    "StreamingReady": N_("Data streams"),
+    "WarehouseReady": N_("Database"),
+    "RuntimeReady": N_("City Tools runtime"),
 }
 PHASE_TEXT = {
-    "Ready": "Everything is set up and working.",
-    "Pending": "The municipality is waiting to be set up.",
-    "Provisioning": "The municipality is being set up. This usually takes a minute.",
-    "Degraded": "Something does not work right now. The platform keeps trying to repair it.",
-    "Suspended": "The municipality is suspended. Data is kept; sign-in and data flow are paused.",
-    "Failed": "The setup failed. The platform team has been told in the status below.",
-    "Deleting": "The municipality is being removed.",
+    "Ready": N_("Everything is set up and working."),
+    "Pending": N_("The municipality is waiting to be set up."),
+    "Provisioning": N_("The municipality is being set up. This usually takes a minute."),
+    "Degraded": N_("Something does not work right now. The platform keeps trying to repair it."),
+    "Suspended": N_("The municipality is suspended. Data is kept; sign-in and data flow are paused."),
+    "Failed": N_("The setup failed. The platform team has been told in the status below."),
+    "Deleting": N_("The municipality is being removed."),
 }
 
 

@@ -1,0 +1,44 @@
+"""German first: every text the web pages show has a German translation, and numbers and
+dates are formatted as German offices write them."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+from babel.messages.extract import extract_from_dir
+
+from urbanstack.runtime.web import i18n
+
+ROOT = Path(i18n.__file__).resolve().parents[1]  # runtime/
+METHODS = [("**/templates/**.html", "jinja2.ext:babel_extract"), ("web/**.py", "python"), ("hubs/**.py", "python")]
+OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "false"}}
+
+
+def _message_ids() -> dict[str, str]:
+    found = {}
+    for filename, _lineno, message, _comments, _context in extract_from_dir(
+            str(ROOT), METHODS, options_map=OPTIONS, keywords={"_": None, "gettext": None, "N_": None}):
+        for text in (message if isinstance(message, tuple) else (message,)):
+            if text:
+                found.setdefault(text, filename)
+    return found
+
+
+def test_every_text_of_the_pages_has_a_german_translation():
+    german = i18n.translations("de")
+    ids = _message_ids()
+    assert len(ids) > 50, "the extraction found too few texts; is the template method map right?"
+    missing = {text: where for text, where in ids.items() if german.gettext(text) == text and text not in
+               {"Dashboards", "City Tools", "Tool"}}
+    assert not missing, "texts without German translation (add them to locale/de/LC_MESSAGES/messages.po):\n" + \
+        "\n".join(f"  {where}: {text!r}" for text, where in sorted(missing.items(), key=lambda i: i[1]))
+
+
+def test_numbers_and_times_are_german_by_default_and_english_on_request():
+    at = datetime(2026, 3, 29, 1, 30, tzinfo=timezone.utc)  # 03:30 summer time in Berlin
+    assert i18n.format_number(1234.5, "de") == "1.234,5"
+    assert i18n.format_number(1234.5, "en") == "1,234.5"
+    assert i18n.format_datetime(at, "de") == "29.03.2026 03:30"
+    assert i18n.language(None) == "de"
+    assert i18n.language("en") == "en" and i18n.language("fr", "en") == "en" and i18n.language("xx") == "de"
