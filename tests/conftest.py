@@ -91,3 +91,6 @@ def issuer():
     server = LocalIssuer()
     yield server
     server.close()
+
+
+from store_fixtures import metadata_postgres, store, store_urls  # noqa: E402,F401 - the metadata store on both backends

@@ -59,6 +59,8 @@ FIELDS: dict[str, Field] = {
     "keycloak_port": Field("URBANSTACK_KEYCLOAK_PORT", "18080", "Keycloak HTTP port."),
     "keycloak_management_port": Field("URBANSTACK_KEYCLOAK_MANAGEMENT_PORT", "19000",
                                       "Keycloak management port (health endpoints)."),
+    "postgres_port": Field("URBANSTACK_POSTGRES_PORT", "15432",
+                           "Port of the local platform's PostgreSQL (its own cluster, not Debian's on 5432)."),
     "municipality_directory": Field("URBANSTACK_MUNICIPALITY_DIRECTORY", "",
                                     "Destatis municipality directory (derived CSV: ags,ars,name,...,population); "
                                     "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
@@ -112,6 +114,14 @@ FIELDS: dict[str, Field] = {
     "ingest_allow_private_sources": Field("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0",
                                           "1: pull sources may be on loopback or private addresses (a trusted "
                                           "municipal network, local tests)."),
+    "metadata_url": Field("URBANSTACK_METADATA_URL", "",
+                          "The hubs' metadata store (dashboards, sessions, audit): sqlite:///<path> or "
+                          "postgresql+psycopg://user:pass@host:port/db; empty means "
+                          "sqlite:///<state_dir>/metadata.sqlite3."),
+    "metadata_migration_url": Field("URBANSTACK_METADATA_MIGRATION_URL", "",
+                                    "Who runs the metadata store's migrations (on PostgreSQL the schema owner, "
+                                    "while URBANSTACK_METADATA_URL is the application role); empty: the same "
+                                    "as URBANSTACK_METADATA_URL."),
     "ingest_audience": Field("URBANSTACK_INGEST_AUDIENCE", "{tenant}-api",
                              "Client that tokens for the push endpoints must be issued for ({tenant}: the "
                              "municipality)."),
@@ -156,6 +166,9 @@ class Settings:
     ingest_pull: bool = True
     ingest_allow_private_sources: bool = False
     ingest_audience: str = "{tenant}-api"
+    postgres_port: int = 15432
+    metadata_url: str = ""
+    metadata_migration_url: str = ""
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -189,6 +202,9 @@ class Settings:
         settings.trusted_networks  # noqa: B018 - refuse a bad proxy list at start, not at the first request
         if not settings.warehouse_url:
             settings = dataclasses.replace(settings, warehouse_url=f"chdb://{settings.state_dir / 'warehouse'}")
+        if not settings.metadata_url:
+            settings = dataclasses.replace(settings,
+                                           metadata_url=f"sqlite:///{settings.state_dir / 'metadata.sqlite3'}")
         return settings
 
     def __repr__(self) -> str:  # passwords never reach a log line, not even by accident
@@ -289,6 +305,9 @@ def _flag(variable: str, raw: str) -> bool:
     raise ValueError(f"{variable} must be 1 or 0, got {raw!r}")
 
 
+_URLS_WITH_PASSWORDS = ("warehouse_url", "metadata_url", "metadata_migration_url")
+
+
 def shown(settings: Settings, name: str) -> str:
     """A setting's value as logs and ``urbanstack settings`` may show it: passwords masked,
     also inside a warehouse URL."""
@@ -297,7 +316,7 @@ def shown(settings: Settings, name: str) -> str:
     value = getattr(settings, name)
     if FIELDS[name].secret:
         return MASK if value else ""
-    return warehouse.redact(value) if name == "warehouse_url" else str(value)
+    return warehouse.redact(value) if name in _URLS_WITH_PASSWORDS else str(value)
 
 
 def describe(settings: Settings) -> list[tuple[str, str, str]]:

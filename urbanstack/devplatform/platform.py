@@ -15,11 +15,12 @@ from urbanstack.devplatform import processes
 from urbanstack.devplatform.kafka import Kafka
 from urbanstack.devplatform.keycloak import Keycloak
 from urbanstack.devplatform.kube import ApiServer, ControllerManager, Etcd
+from urbanstack.devplatform.postgres import Postgres
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service
 from urbanstack.settings import Settings
 
-SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak)
+SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
 
 
@@ -124,6 +125,9 @@ def down(settings: Settings, *, purge: bool = False) -> list[str]:
     for name in reversed(SERVICE_NAMES):
         if processes.stop(name, settings.run_dir):
             stopped.append(name)
+    if purge:
+        for service in services(settings).values():
+            service.purge()
     if purge and settings.state_dir.exists():
         shutil.rmtree(settings.state_dir)
     return stopped

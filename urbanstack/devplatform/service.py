@@ -44,6 +44,9 @@ class Service:
     def endpoint(self) -> str:
         raise NotImplementedError
 
+    def purge(self) -> None:
+        """Delete data kept outside the state folder (``dev down --purge``); most services keep none."""
+
 
 def http_ok(url: str, *, token: str | None = None, cafile: str | None = None,
             insecure: bool = False, timeout: float = 2.0) -> bool:
