@@ -169,7 +169,9 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    return ()
+    from . import dashboards
+
+    return (dashboards.router, dashboards.published_router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):
