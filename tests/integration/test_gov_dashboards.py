@@ -384,3 +384,32 @@ def test_template_and_delete(hub, world):
     assert editor.post(f"/{board}/delete", {"confirm": "yes"}).status_code == 303
     assert editor.get(f"/{board}").status_code == 404
     assert any(e.action == "dashboard.delete" for e in hub.store.audit.list(world.gue))
+
+
+def test_builder_buttons_add_move_remove_without_saving_and_editors(hub, world):
+    owner = Staff(hub, world.gue, "gov-editor", "erika", "Erika Mustermann")
+    board = owner.create("Baukasten")
+    levels = ref(world.gue, PEGEL, "water_levels")
+    rows = [{"type": "text", "title": "Erstes", "text": "eins"},
+            {"type": "table", "title": "Zweites", "dataset": levels, "fields": "water_level"}]
+    base = {"title": "Baukasten", "version": "1", "range": "7d", "refresh_seconds": "0"}
+    added = owner.post(f"/{board}/edit", {**form(rows), **base, "action": "add", "new_type": "kpi"})
+    assert added.status_code == 200 and 'name="panel_count" value="3"' in added.text
+    assert 'id="p2_type" name="p2_type"><option value="timeseries">' in added.text
+    assert '<option value="kpi" selected>' in added.text.split('id="p2_type"')[1].split("</select>")[0]
+    moved = owner.post(f"/{board}/edit", {**form(rows), **base, "action": "down-0"})
+    assert moved.text.index('value="Zweites"') < moved.text.index('value="Erstes"')
+    removed = owner.post(f"/{board}/edit", {**form(rows), **base, "action": "remove-0"})
+    assert 'name="panel_count" value="1"' in removed.text and 'value="Erstes"' not in removed.text
+    assert hub.store.dashboards.get(board).version == 1  # nothing saved yet
+    # A colleague becomes editor and may then edit; a viewer stays a viewer.
+    colleague = Staff(hub, world.gue, "gov-editor", "paul", "Paul Kollege")
+    assert colleague.get(f"/{board}/edit").status_code == 403
+    assert colleague.post(f"/{board}/editors", {"subject": "paul"}).status_code == 403
+    assert owner.post(f"/{board}/editors", {"subject": "paul", "name": "Paul Kollege"}).status_code == 303
+    assert colleague.get(f"/{board}/edit").status_code == 200
+    assert colleague.save(board, 1, rows, title="Baukasten").status_code == 303
+    assert owner.post(f"/{board}/editors", {"remove": "paul"}).status_code == 303
+    assert colleague.get(f"/{board}/edit").status_code == 403
+    hint = owner.get(f"/{board}/fields", params={"dataset": levels, "target": "p0_fields_hint"})
+    assert hint.status_code == 200 and 'id="p0_fields_hint"' in hint.text and "water_level" in hint.text
