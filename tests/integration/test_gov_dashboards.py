@@ -13,7 +13,6 @@ import html
 import io
 import json
 import re
-from datetime import datetime, timezone
 
 import pytest
 from fastapi.testclient import TestClient

@@ -64,11 +64,11 @@ REFRESH_CHOICES = (0, 60, 300, 900)
 _REF = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?/[a-z0-9][a-z0-9-]{0,62}/[a-z][a-z0-9_]{0,62}$"
 
 PANEL_TYPE_TEXT = {"timeseries": N_("Time series"), "bar": N_("Bar chart"), "kpi": N_("Key figure"),
-                   "table": N_("Table"), "map": N_("Map of sensor positions"), "text": N_("Text")}
+                   "table": N_("Table"), "map": N_("Map of sensor positions"), "text": N_("Text block")}
 PRESET_TEXT = {"24h": N_("Last 24 hours"), "7d": N_("Last 7 days"), "30d": N_("Last 30 days"),
                "1y": N_("Last year")}
-BUCKET_TEXT = {"minute": N_("Minute"), "hour": N_("Hour"), "day": N_("Day"), "week": N_("Week"),
-               "month": N_("Month")}
+BUCKET_TEXT = {"minute": N_("per minute"), "hour": N_("per hour"), "day": N_("per day"), "week": N_("per week"),
+               "month": N_("per month")}
 
 
 # The spec ---------------------------------------------------------------------------------
@@ -178,8 +178,9 @@ def check_datasets(hub: GovHub, principal, spec: DashboardSpec) -> list[str]:
     problems = []
     for number, panel in enumerate(spec.panels, 1):
         where = f"panel {number}" + (f" ({panel.title[:60]})" if panel.title else "")
-        sides = ([(panel.join.left.dataset, panel.join.left.fields), (panel.join.right.dataset, panel.join.right.fields)]
-                 if panel.join else [(panel.dataset, panel.fields)] if panel.dataset else [])
+        join = panel.join
+        sides = ([(join.left.dataset, join.left.fields), (join.right.dataset, join.right.fields)] if join
+                 else [(panel.dataset, panel.fields)] if panel.dataset else [])
         for ref, names in sides:
             try:
                 info = hub.engine.dataset(principal, DatasetRef(*ref.split("/")))
@@ -515,7 +516,8 @@ EXAMPLE_TOOL = "passantenfrequenz-wetter"
 
 def example_available(hub: GovHub, session: Session) -> bool:
     readable = {d.ref for d in hub.engine.datasets(session.principal)}
-    return {f"{session.tenant}/{EXAMPLE_TOOL}/pedestrian_counts", f"{session.tenant}/{EXAMPLE_TOOL}/weather"} <= readable
+    prefix = f"{session.tenant}/{EXAMPLE_TOOL}"
+    return {f"{prefix}/pedestrian_counts", f"{prefix}/weather"} <= readable
 
 
 def example_spec(slug: str, lang: str) -> tuple[str, dict]:
@@ -550,7 +552,8 @@ def _lang(request: Request) -> str:
     return getattr(request.state, "lang", i18n.DEFAULT_LANGUAGE)
 
 
-def _panels(hub: GovHub, principal, dashboard, view: View, lang: str, csv_base: str) -> tuple[list[PanelOut], list[str]]:
+def _panels(hub: GovHub, principal, dashboard, view: View, lang: str,
+            csv_base: str) -> tuple[list[PanelOut], list[str]]:
     try:
         spec = parse_spec(dashboard.spec)
     except SpecError as error:
@@ -859,7 +862,8 @@ def publish_refusals(hub: GovHub, dashboard, lang: str) -> list[str]:
         return error.messages
     refused = []
     for index, panel in enumerate(spec.panels):
-        closed = [ref for ref in panel.datasets() if not (info := hub.catalogue.get(*ref.split("/"))) or not info.public]
+        closed = [ref for ref in panel.datasets()
+                  if not (info := hub.catalogue.get(*ref.split("/"))) or not info.public]
         if closed:
             refused.append(f"{index + 1} ({panel_title(panel, index, lang)}: {', '.join(closed)})")
     return refused
