@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test]'
 	@rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+## install: the virtualenv, and the web front end (npm ci + esbuild into
+## runtime/web/static/dist; skipped when its inputs did not change)
 install: $(STAMP)
+	$(BIN)/python -m urbanstack.webassets build
 
 ## demo: bring the local platform up, let the operator provision the example
 ## municipalities, and show what runs where
@@ -26,6 +29,7 @@ demo: install
 ## test: bring up what the tests need and run the whole suite
 test: install
 	$(BIN)/urbanstack dev up
+	$(BIN)/python -c 'from urbanstack.devplatform.debian import ensure_installed; ensure_installed("chromium", provides="/usr/bin/chromium", what="browser tests")'
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 ## unit: the tests that need no running service

@@ -14,6 +14,10 @@ ROOMS = {
     "urbanstack.templates": "templates",
 }
 
+# Folders that are never Python packages: caches, and the front end's npm tree
+# (runtime/web/frontend/node_modules; only its build output in static/dist ships).
+SKIP = {"__pycache__", "node_modules"}
+
 
 def _packages():
     packages, package_dir = [], {}
@@ -23,7 +27,7 @@ def _packages():
             continue
         package_dir[name] = folder
         for path in sorted([root, *[p for p in root.rglob("*") if p.is_dir()]]):
-            if "__pycache__" in path.parts or not any(path.iterdir()):
+            if SKIP.intersection(path.parts) or not any(path.iterdir()):
                 continue
             packages.append(".".join([name, *path.relative_to(root).parts]))
     return packages, package_dir
@@ -31,4 +35,7 @@ def _packages():
 
 PACKAGES, PACKAGE_DIR = _packages()
 setup(packages=PACKAGES, package_dir=PACKAGE_DIR,
-      package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"]})
+      package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"],
+                    "urbanstack.runtime.store.migrations": ["script.py.mako"],
+                    "urbanstack.runtime.web.static": ["**/*"], "urbanstack.runtime.web.templates": ["**/*"],
+                    "urbanstack.runtime.web.locale": ["**/*"], "urbanstack.runtime.hubs.gov.templates": ["**/*"]})

@@ -200,3 +200,52 @@ def runtime_cluster_role() -> dict:
         "metadata": {"name": RUNTIME_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in RUNTIME_RULES],
     }
+
+
+# The Gov Hub changes exactly two fields of a Municipality (spec.tools and spec.shares) by
+# server-side apply as its own field manager, and reads the CityTool catalogue. It never
+# creates or deletes a Municipality, never writes status and reads no Secret.
+GOV_HUB_RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities",), ("get", "list", "watch", "patch"),
+         "a gov-admin switches City Tools and shares on and off: server-side apply of spec.tools and spec.shares"),
+    Rule(("urbanstack.io",), ("citytools",), READ, "the catalogue of City Tools the hub offers"),
+)
+
+GOV_HUB_CLUSTER_ROLE_NAME = "urbanstack-gov-hub"
+# On the local platform the user of state/kube/govhub.kubeconfig; in a cluster the stack's service account.
+GOV_HUB_USER = "urbanstack-gov-hub"
+GOV_HUB_SERVICE_ACCOUNT = "urbanstack-gov-hub"
+# The field manager of the hub's server-side applies (managedFields shows who changed what).
+GOV_HUB_FIELD_MANAGER = "urbanstack-gov-hub"
+
+
+def gov_hub_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GOV_HUB_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in GOV_HUB_RULES],
+    }
+
+
+# The upload page (``urbanstack hub`` with URBANSTACK_INGEST on) imports through the ingest
+# service's own code in the hub's process: it produces as the municipality's Kafka user, read
+# from the same one Secret the ingest service reads, by name, never list/watch. A role of its
+# own, so an installation without the upload page binds nothing and the hub reads no Secret.
+GOV_HUB_UPLOAD_RULES: tuple[Rule, ...] = (
+    Rule(("",), ("secrets",), ("get",),
+         "the Gov Hub's upload page produces with the municipality's own Kafka user, as the ingest service does",
+         resource_names=(INGEST_SECRET,)),
+)
+
+GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME = "urbanstack-gov-hub-uploads"
+
+
+def gov_hub_upload_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
+                     "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in GOV_HUB_UPLOAD_RULES],
+    }

@@ -93,4 +93,4 @@ def issuer():
     server.close()
 
 
-from store_fixtures import metadata_postgres, store, store_urls  # noqa: E402,F401 - the metadata store on both backends
+from store_fixtures import metadata_postgres, metadata_store, store, store_urls  # noqa: E402,F401 - the metadata store on both backends

@@ -24,7 +24,7 @@ from urbanstack.operator.plan import IdentityPart
 class Staff:
     username: str
     password: str
-    otp_secret: str  # base32
+    otp_secret: str  # Keycloak's stored secret: the HMAC key is its UTF-8 bytes (apps get it base32-encoded)
     role: str
 
     def totp(self, at: float | None = None) -> str:
@@ -32,8 +32,9 @@ class Staff:
 
 
 def totp(secret: str, at: float | None = None, *, digits: int = 6, period: int = 30) -> str:
-    """RFC 6238 time-based one-time password (HMAC-SHA1), as Keycloak's default OTP policy computes it."""
-    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    """RFC 6238 time-based one-time password (HMAC-SHA1), as Keycloak's default OTP policy computes it
+    from a stored secret."""
+    key = secret.encode()
     counter = int((time.time() if at is None else at) // period)
     digest = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
     offset = digest[-1] & 0x0F
@@ -57,10 +58,11 @@ class KeycloakAdmin:
         response.raise_for_status()
         self._token = response.json()["access_token"]
 
-    def call(self, method: str, path: str, **kwargs) -> httpx.Response:
+    def call(self, method: str, path: str, *, headers: dict | None = None, **kwargs) -> httpx.Response:
         for attempt in (1, 2):
             response = self._http.request(method, f"{self.url}/admin/realms{path}",
-                                          headers={"Authorization": f"Bearer {self._token}"}, **kwargs)
+                                          headers={**(headers or {}), "Authorization": f"Bearer {self._token}"},
+                                          **kwargs)
             if response.status_code != 401 or attempt == 2:
                 return response
             self._login()

@@ -100,3 +100,28 @@ def store(store_urls):
     opened = open_store(app_url)
     yield opened
     opened.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def metadata_store(request, tmp_path_factory):
+    """A migrated metadata store for a whole module of hub tests, once on each backend (the hubs'
+    tests pass on SQLite and on PostgreSQL). On PostgreSQL the module gets the session's test
+    database, emptied (downgraded) when the module is done."""
+    from urbanstack.runtime.store import open_store, upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('metadata') / 'metadata.sqlite3'}"
+        migration_url = app_url = url
+    else:
+        database = request.getfixturevalue("metadata_postgres")
+        migration_url, app_url = database.owner_url, database.app_url
+    upgrade(migration_url)
+    opened = open_store(app_url)
+    yield opened
+    opened.close()
+    if request.param == "postgresql":
+        owner = open_store(migration_url)
+        try:
+            owner.downgrade("base")
+        finally:
+            owner.close()

@@ -4,7 +4,8 @@ warehouse mode the operator too, in one process.
 chDB lets exactly one process own a data path, so with ``chdb://`` everything
 that touches the warehouse — operator (DDL), sink (inserts) and API (queries) —
 shares one client in this process. Against a ClickHouse server the same pieces
-can run as separate processes (``urbanstack operator run``, ``sink``, ``api``).
+can run as separate processes (``urbanstack operator run``, ``sink``, ``api``,
+``ingest``, ``hub``).
 """
 
 from __future__ import annotations
@@ -53,8 +54,10 @@ def refresh_catalogue(catalogue, custom: kubernetes.client.CustomObjectsApi) -> 
     return len(catalogue.datasets())
 
 
-def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interval: float) -> None:
-    custom = kubernetes.client.CustomObjectsApi(_kube(settings))
+def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interval: float,
+                    api_client: kubernetes.client.ApiClient | None = None) -> None:
+    """``api_client``: whose identity reads the catalogue (default: the data plane's)."""
+    custom = kubernetes.client.CustomObjectsApi(api_client or _kube(settings))
     while not stop.is_set():
         try:
             refresh_catalogue(catalogue, custom)
@@ -110,11 +113,15 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
-    server = http_server(app, settings, host, port)
+    store = open_metadata_store(settings)
+    extras = {"ingest": ingest.uploads} if settings.ingest else {}
+    server = http_server(PathDispatch(app, web_app(settings, catalogue, app, store, extras=extras)), settings,
+                         host, port)
     try:
         server.run()
     finally:
         stop.set()
+        store.close()
         deadline = time.monotonic() + 30
         for thread in threads:
             thread.join(max(0.1, deadline - time.monotonic()))
@@ -140,6 +147,72 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
     return 0
 
 
+def hub_kubeconfig(settings: Settings) -> str | None:
+    """The Gov Hub's own identity (None inside a cluster: the pod's service account)."""
+    from urbanstack.runtime.hubs.gov.kube import kubeconfig_path
+
+    return kubeconfig_path(settings)
+
+
+def run_hub(settings: Settings, *, host: str = "127.0.0.1", port: int = 8082, catalogue_interval: float = 10.0) -> int:
+    """The web pages (Gov Hub; later the Citizen Hub) alone, for a ClickHouse server.
+
+    The process has its own catalogue refresh, query engine and token verifier (an API app
+    built here, which answers only ``/healthz``, ``/readyz`` and ``/metrics``: the API itself
+    is ``urbanstack api``'s). It reads the Kubernetes API as the Gov Hub's own identity
+    (``URBANSTACK_GOVHUB_KUBECONFIG``; in a pod its service account). With ``URBANSTACK_INGEST``
+    on, the upload page imports through the ingest service's ``Uploads`` in this process (no
+    push endpoints, no pull scheduler): it reads the municipality's ``urbanstack-ingest``
+    Secret with the same identity and produces to Kafka as the municipality's own user."""
+    from urbanstack.runtime.api import Catalogue
+
+    if warehouse.is_embedded(settings.warehouse_url):
+        raise SystemExit("error: 'urbanstack hub' needs a ClickHouse server URL in URBANSTACK_WAREHOUSE_URL; "
+                         "with the embedded warehouse run 'urbanstack serve', which owns it and serves the "
+                         "hubs too")
+    client = warehouse.shared(settings.warehouse_url)
+    identity = kubeclient.api_client(hub_kubeconfig(settings))
+    stop = threading.Event()
+    catalogue = Catalogue()
+    threads = [threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, catalogue_interval),
+                                kwargs={"api_client": identity}, name="catalogue", daemon=True)]
+    threads[0].start()
+    extras: dict = {}
+    ingest = None
+    if settings.ingest:
+        from urbanstack.runtime.ingest import service as ingest_service
+        from urbanstack.runtime.ingest.tenants import KubernetesCredentials
+
+        ingest = ingest_service.build(settings, catalogue, credentials=KubernetesCredentials(identity), pull=False,
+                                      route_prefix="/v1")
+        extras["ingest"] = ingest.uploads
+    store = open_metadata_store(settings)
+    try:
+        http_server(hub_app(settings, catalogue, client, store, extras=extras), settings, host, port).run()
+    finally:
+        stop.set()
+        if ingest is not None:
+            ingest.publishers.close()
+        store.close()
+        for thread in threads:
+            thread.join(5)
+    return 0
+
+
+# What the hub process answers from its own API app; everything else is the web app's.
+HUB_API_PREFIXES = ("/healthz", "/readyz", "/metrics")
+
+
+def hub_app(settings: Settings, catalogue, warehouse_client, store, *, extras: dict | None = None):
+    """The ASGI app of ``urbanstack hub``: the web pages over an API app of its own (query
+    engine, token verifier, health), of which only ``HUB_API_PREFIXES`` are served."""
+    from urbanstack.runtime.api import create_app
+
+    api = create_app(settings, catalogue, warehouse_client, keycloak_url=settings.keycloak_url,
+                     audience="{tenant}-api")
+    return PathDispatch(api, web_app(settings, catalogue, api, store, extras=extras), HUB_API_PREFIXES)
+
+
 # Paths the Data Hub API answers; every other path belongs to the web pages (hubs).
 API_PREFIXES = ("/api/", "/graphql", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/ingest")
 
@@ -157,6 +230,14 @@ class PathDispatch:
         path = scope.get("path", "")
         target = self.api if any(path == p.rstrip("/") or path.startswith(p) for p in self.api_prefixes) else self.web
         await target(scope, receive, send)
+
+
+def open_metadata_store(settings: Settings):
+    """The hubs' metadata store, migrated to the newest schema (by its owner role where one is set)."""
+    from urbanstack.runtime.store import open_store, upgrade
+
+    upgrade(settings.metadata_migration_url or settings.metadata_url)
+    return open_store(settings.metadata_url)
 
 
 def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None):

@@ -99,17 +99,28 @@ FIELDS: dict[str, Field] = {
                                  "The operator's Keycloak admin (realms, clients, users)."),
     "keycloak_admin_password": Field("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", "",
                                      "Password of URBANSTACK_KEYCLOAK_ADMIN_USER.", secret=True),
+    "gov_hub_keycloak_user": Field("URBANSTACK_GOV_HUB_KEYCLOAK_USER", "",
+                                   "The Gov Hub's own Keycloak identity: a confidential service-account client in "
+                                   "the master realm (people management: users, role mappings, organization "
+                                   "members of the tenants' realms it was granted)."),
+    "gov_hub_keycloak_password": Field("URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD", "",
+                                       "Client secret of URBANSTACK_GOV_HUB_KEYCLOAK_USER.", secret=True),
     "operator_kubeconfig": Field("URBANSTACK_OPERATOR_KUBECONFIG", "",
                                  "Outside a cluster: the operator's kubeconfig; empty means "
                                  "<state_dir>/kube/operator.kubeconfig. In a pod: its service account."),
     "runtime_kubeconfig": Field("URBANSTACK_RUNTIME_KUBECONFIG", "",
                                 "Outside a cluster: the data plane's kubeconfig; empty means "
                                 "<state_dir>/kube/runtime.kubeconfig. In a pod: its service account."),
-    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
+    "govhub_kubeconfig": Field("URBANSTACK_GOVHUB_KUBECONFIG", "",
+                               "Outside a cluster: the Gov Hub's kubeconfig (patches spec.tools and spec.shares); "
+                               "empty means <state_dir>/kube/govhub.kubeconfig. In a pod: its service account."),
+    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api`, `ingest` and `hub` listen on."),
     "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
     "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
+    "hub_port": Field("URBANSTACK_HUB_PORT", "8082", "Port of `hub` (the web pages: Gov Hub, published dashboards)."),
     "ingest": Field("URBANSTACK_INGEST", "1", "1: `serve` also mounts the push endpoints under /ingest and runs "
-                    "the pull scheduler; 0: it does not."),
+                    "the pull scheduler, and `serve` and `hub` offer the Gov Hub's upload page (it produces as the "
+                    "municipality's own Kafka user); 0: none of these."),
     "ingest_pull": Field("URBANSTACK_INGEST_PULL", "1", "0: `ingest` serves push only, no pull scheduler."),
     "ingest_allow_private_sources": Field("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0",
                                           "1: pull sources may be on loopback or private addresses (a trusted "
@@ -157,11 +168,15 @@ class Settings:
     sink_kafka_password: str = ""
     keycloak_admin_user: str = ""
     keycloak_admin_password: str = ""
+    gov_hub_keycloak_user: str = ""
+    gov_hub_keycloak_password: str = ""
     operator_kubeconfig: str = ""
     runtime_kubeconfig: str = ""
+    govhub_kubeconfig: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     ingest_port: int = 8081
+    hub_port: int = 8082
     ingest: bool = True
     ingest_pull: bool = True
     ingest_allow_private_sources: bool = False
@@ -274,6 +289,10 @@ class Settings:
     def keycloak_admin(self) -> tuple[str, str]:
         """The operator's Keycloak admin (user, password)."""
         return self._identity("keycloak_admin", "the operator manages realms, clients and users as it")
+
+    def gov_hub_keycloak(self) -> tuple[str, str]:
+        """The Gov Hub's Keycloak service-account client (client id, secret)."""
+        return self._identity("gov_hub_keycloak", "the Gov Hub manages a municipality's people as it")
 
     def _identity(self, prefix: str, purpose: str) -> tuple[str, str]:
         user, password = getattr(self, f"{prefix}_user"), getattr(self, f"{prefix}_password")

@@ -61,6 +61,14 @@ and re-enables them. ``keep_data=False`` deletes the tenant's clients (and with 
 API client its roles), the organization, and the users who belong to no other
 organization; a dedicated realm is deleted entirely.
 
+The Gov Hub's own identity: a confidential service-account client ``urbanstack-gov-hub``
+in the master realm (created by the platform's installation; locally by ``dev up``). When
+it exists, every tenant realm grants it exactly :func:`gov_hub_roles` of that realm's
+``<realm>-realm`` management client: users and role mappings, reading clients; in the
+shared realm also ``manage-realm``, which Keycloak 26 requires for organization
+memberships (no narrower role covers them). It can create no client and no realm and
+reaches no realm it was not granted.
+
 Plain httpx rather than python-keycloak: every answer is classified in one place
 (outage, already there, already gone, our mistake), and the admin token is renewed
 before it expires and re-obtained after a 401 (Keycloak restarted).
@@ -88,6 +96,8 @@ MFA_MARKER_ROLE = "urbanstack-mfa-required"
 BROWSER_FLOW = "urbanstack browser"
 GOV_MFA_FLOW = "urbanstack gov MFA"
 TENANT_CLAIM = "organization"
+GOV_HUB_CLIENT = "urbanstack-gov-hub"
+GOV_HUB_USER_ROLES = ("manage-users", "view-users", "query-users", "view-clients")
 
 # Client settings the plan decides or that must hold for every tenant client; others are left alone.
 _CLIENT_FIELDS = ("name", "enabled", "publicClient", "standardFlowEnabled", "implicitFlowEnabled",
@@ -162,6 +172,11 @@ def settings_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
     return drifted
 
 
+def gov_hub_roles(part: IdentityPart) -> tuple[str, ...]:
+    """What the Gov Hub's service account holds in the tenant's realm (roles of ``<realm>-realm``)."""
+    return GOV_HUB_USER_ROLES + (("manage-realm",) if part.organization is not None else ())
+
+
 def _client_secret(client: KeycloakClient, credentials: Mapping[str, str]) -> str | None:
     """The confidential client's secret from the tenant Secret (None for a public client)."""
     if not client.secret_key or client.public:
@@ -216,12 +231,18 @@ class _AdminApi:
             raise BackendUnavailable(BACKEND, f"{method} {url.split('?')[0]}: HTTP {response.status_code}")
         return response
 
+    def _login_form(self) -> dict[str, str]:
+        return {"grant_type": "password", "client_id": ADMIN_CLIENT, "username": self._user, "password": self._password}
+
+    def _login_refused(self, status: int) -> str:
+        return (f"Keycloak refused the admin login of user {self._user!r} in realm {ADMIN_REALM!r} "
+                f"(HTTP {status}); check the admin user and password given to the operator")
+
     def _login(self) -> None:
-        response = self._send("POST", f"/realms/{ADMIN_REALM}/protocol/openid-connect/token", data={
-            "grant_type": "password", "client_id": ADMIN_CLIENT, "username": self._user, "password": self._password})
+        response = self._send("POST", f"/realms/{ADMIN_REALM}/protocol/openid-connect/token",
+                              data=self._login_form())
         if response.status_code != 200:
-            raise RuntimeError(f"Keycloak refused the admin login of user {self._user!r} in realm {ADMIN_REALM!r} "
-                               f"(HTTP {response.status_code}); check the admin user and password given to the operator")
+            raise RuntimeError(self._login_refused(response.status_code))
         body = response.json()
         self._token = body["access_token"]
         self._expires_at = time.monotonic() + float(body.get("expires_in", 60)) - _TOKEN_MARGIN_SECONDS
@@ -358,6 +379,7 @@ class IdentityProvisioner:
                 found.add(f"organization {part.organization.alias}", "exists", True, False, "set_organization")
             for user in part.users:
                 found.add(f"user {user.username}", "exists", True, False, "set_users", user)
+            self._observe_gov_hub(part, found)
             return found.diff()
         for key in settings_drift(part.realm_settings, realm):
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
@@ -385,7 +407,30 @@ class IdentityProvisioner:
             else:
                 self._observe_organization(part, org, found)
         self._observe_users(part, planned, org, found)
+        self._observe_gov_hub(part, found)
         return found.diff()
+
+    def _gov_hub_account(self) -> dict[str, Any] | None:
+        """The Gov Hub's service-account user in the master realm (None: no Gov Hub installed)."""
+        found = self._get(f"/{ADMIN_REALM}/clients", "looking up the Gov Hub's client", clientId=GOV_HUB_CLIENT)
+        client = next((c for c in found or [] if c["clientId"] == GOV_HUB_CLIENT), None)
+        if client is None or not client.get("serviceAccountsEnabled"):
+            return None
+        return self._get(f"/{ADMIN_REALM}/clients/{client['id']}/service-account-user",
+                         "reading the Gov Hub's service account")
+
+    def _observe_gov_hub(self, part: IdentityPart, found: DiffBuilder) -> None:
+        account = self._gov_hub_account()
+        if account is None:
+            return
+        management = self._client(ADMIN_REALM, f"{part.realm}-realm")
+        have: set[str] = set()
+        if management is not None:
+            have = self._user_client_roles(ADMIN_REALM, account["id"], management["id"])
+        want = set(gov_hub_roles(part))
+        if not want <= have:
+            found.add(f"gov hub access to realm {part.realm}", "roles", sorted(want), sorted(have & want),
+                      "set_gov_hub_access", account["id"])
 
     def _observe_missing_client(self, part: IdentityPart, client: KeycloakClient, found: DiffBuilder) -> None:
         """A new client also needs what hangs on it: its roles, its scope mappings, the users' roles."""
@@ -552,6 +597,7 @@ class IdentityProvisioner:
             "set_users": once(lambda d, same, actions: self._apply_users(part, same, actions)),
             "set_member_suspension": once(lambda d, same, actions: self._apply_member_suspension(
                 part, self._org(part), actions)),
+            "set_gov_hub_access": once(lambda d, same, actions: self._apply_gov_hub(part, d.payload, actions)),
         }
         # Areas depend on each other (roles on their client, memberships on the organization): phase order.
         phases = list(handlers)
@@ -868,6 +914,20 @@ class IdentityProvisioner:
                            f"granting roles to {user.username}",
                            json=[{"id": api_roles[n]["id"], "name": n} for n in missing])
                 actions.append(f"granted {', '.join(missing)} to {user.username}")
+
+    def _apply_gov_hub(self, part: IdentityPart, account_id: str, actions: list[str]) -> None:
+        management = self._client(ADMIN_REALM, f"{part.realm}-realm")
+        if management is None:
+            raise RuntimeError(f"realm {part.realm} has no management client {part.realm}-realm in "
+                               f"{ADMIN_REALM!r} yet; the next reconcile grants the Gov Hub access")
+        have = self._user_client_roles(ADMIN_REALM, account_id, management["id"])
+        roles = self._client_roles(ADMIN_REALM, management["id"])
+        missing = [name for name in gov_hub_roles(part) if name not in have]
+        if missing:
+            self._call("POST", f"/{ADMIN_REALM}/users/{account_id}/role-mappings/clients/{management['id']}",
+                       f"granting the Gov Hub access to realm {part.realm}",
+                       json=[{"id": roles[n]["id"], "name": n} for n in missing])
+            actions.append(f"granted the Gov Hub {', '.join(missing)} in realm {part.realm}")
 
     def _apply_member_suspension(self, part: IdentityPart, org: dict[str, Any], actions: list[str]) -> None:
         """Members other than the plan's users: disabled while the tenant is suspended, enabled again after."""

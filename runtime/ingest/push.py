@@ -324,6 +324,73 @@ def table_mapping(dataset: str, fields: list[str], sensor_column: str | None, se
                                 timezone=timezone, units=unit_map, sensor_names=sensor_names)
 
 
+class Uploads:
+    """CSV/XLSX preview and import for a caller whose municipality is already established:
+    the push endpoints and the Gov Hub's upload page run the same code, limits and checks
+    (tool enabled, dataset of the tenant, not suspended, daily quota, Kafka acknowledged).
+    ``upload`` is a readable binary file; the caller closes it. Both methods block (run them
+    in a worker thread) and raise :class:`IngestError` with a code and a message for people."""
+
+    max_bytes = MAX_UPLOAD_BYTES
+
+    def __init__(self, target: Callable, deliver: Callable, publishers: TenantPublishers, records: Counter):
+        self._target, self._deliver, self._records = target, deliver, records
+        self._publishers = publishers
+
+    def dataset_fields(self, caller: Caller, tool: str, dataset: str) -> list[str]:
+        _, info = self._target(caller, tool, dataset)
+        return [f.name for f in info.fields]
+
+    def preview(self, caller: Caller, tool: str, dataset: str, upload, *, filename: str | None = None,
+                sheet: str | None = None, rows: int = 20,
+                options: tabular.TableOptions | None = None) -> PreviewReport:
+        _, info = self._target(caller, tool, dataset)
+        with _table_errors():
+            shown = tabular.preview(upload, rows, filename=filename, sheet=sheet, options=options)
+        return PreviewReport(
+            tenant=caller.tenant, tool=tool, dataset=dataset, dataset_fields=[f.name for f in info.fields],
+            sheet=shown.sheet, sheets=shown.sheets, encoding=shown.encoding, delimiter=shown.delimiter,
+            header_row=shown.header_row, header_rows=shown.header_rows, data_start_row=shown.data_start_row,
+            columns=[ColumnInfo(index=c.index, name=c.name, field=c.field, type=c.type, unit=c.unit,
+                                group=c.group, missing=c.missing, decimal=c.decimal,
+                                decimal_source=c.decimal_source) for c in shown.columns],
+            rows=shown.rows, warnings=shown.warnings, rows_read=shown.rows_read, complete=shown.complete)
+
+    def import_file(self, caller: Caller, tool: str, dataset: str, upload, mapping: tabular.TableMapping, *,
+                    filename: str | None = None, sheet: str | None = None,
+                    options: tabular.TableOptions | None = None) -> IngestReport:
+        """Reads and publishes the file in chunks; if a later chunk fails (Kafka, quota, a broken
+        file structure), the error says how much was published before."""
+        municipality, _ = self._target(caller, tool, dataset)
+        accepted = rejected = 0
+        shown: list[RejectionInfo] = []
+        warnings: list[str] = []
+        try:
+            with _table_errors():
+                for chunk in _chunks(upload, caller.tenant, mapping, filename, sheet, options):
+                    report = self._deliver(caller, municipality, tool, dataset, len(chunk.events),
+                                           lambda: self._publish(caller, tool, chunk))
+                    accepted, rejected = accepted + report.events, rejected + report.rejections
+                    self._records.labels("upload", "accepted").inc(report.events)
+                    self._records.labels("upload", "rejected").inc(report.rejections)
+                    shown += [RejectionInfo(where=r.where, reason=r.reason)
+                              for r in chunk.rejected[:SHOWN_REJECTIONS - len(shown)]]
+                    warnings += chunk.warnings
+        except IngestError as error:
+            if accepted or rejected:
+                error.message += (f". Before this, {accepted} events and {rejected} rejected rows of the "
+                                  f"file were published; send the whole file again once this is fixed: "
+                                  f"the rows already stored are not doubled")
+            raise
+        return IngestReport(tenant=caller.tenant, tool=tool, dataset=dataset, accepted=accepted,
+                            rejected=rejected, topic=naming.topic(caller.tenant, tool, dataset),
+                            dlq=naming.dlq_topic(caller.tenant), rejections=shown,
+                            warnings=warnings[:SHOWN_REJECTIONS])
+
+    def _publish(self, caller: Caller, tool: str, chunk: ParseResult) -> PublishReport:
+        return self._publishers.publish(chunk, tenant=caller.tenant, tool=tool)
+
+
 # The application ---------------------------------------------------------------
 
 def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credentials: CredentialSource, *,
@@ -503,6 +570,9 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
                             rejections=[], warnings=[])
         return JSONResponse(body.model_dump(), status_code=202)
 
+    uploads = Uploads(target, deliver, publishers, records)
+    app.state.uploads = uploads
+
     responses = {
         400: {"description": "Bad request (empty body, both credentials)"},
         401: {"description": "No or invalid token or webhook key"},
@@ -593,21 +663,14 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         """Send the file as the body. Nothing is stored: the answer shows the header rows,
         each column's type, unit, decimal mark and suggested field name, sample rows, and
         warnings. Only the head of the file is read (`rows_read`); the import checks every row."""
-        _, info = target(caller, tool, dataset)
+        target(caller, tool, dataset)
         options = _options(header_row, header_rows, data_start_row, sheet, decimal)
         upload = await read_upload(request)
 
         def run() -> PreviewReport:
-            with upload, _table_errors():
-                shown = tabular.preview(upload, rows, filename=filename, sheet=sheet, options=options)
-            return PreviewReport(
-                tenant=caller.tenant, tool=tool, dataset=dataset, dataset_fields=[f.name for f in info.fields],
-                sheet=shown.sheet, sheets=shown.sheets, encoding=shown.encoding, delimiter=shown.delimiter,
-                header_row=shown.header_row, header_rows=shown.header_rows, data_start_row=shown.data_start_row,
-                columns=[ColumnInfo(index=c.index, name=c.name, field=c.field, type=c.type, unit=c.unit,
-                                    group=c.group, missing=c.missing, decimal=c.decimal,
-                                    decimal_source=c.decimal_source) for c in shown.columns],
-                rows=shown.rows, warnings=shown.warnings, rows_read=shown.rows_read, complete=shown.complete)
+            with upload:
+                return uploads.preview(caller, tool, dataset, upload, filename=filename, sheet=sheet, rows=rows,
+                                       options=options)
 
         return await run_in_threadpool(run)
 
@@ -636,38 +699,16 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
         file is read and published in chunks; if a later chunk fails (Kafka, quota, a broken
         file structure), the answer says how much was published before: send the whole file
         again once fixed, the rows already stored are not doubled."""
-        municipality, _ = target(caller, tool, dataset)
+        target(caller, tool, dataset)
         mapping = table_mapping(dataset, field, sensor_column, sensor_id, timestamp_column, reference_date,
                                 timezone, unit, sensor_map)
         options = _options(header_row, header_rows, data_start_row, sheet, decimal)
         upload = await read_upload(request)
 
         def run() -> JSONResponse:
-            accepted = rejected = 0
-            shown: list[RejectionInfo] = []
-            warnings: list[str] = []
             with upload:
-                try:
-                    with _table_errors():
-                        for chunk in _chunks(upload, caller.tenant, mapping, filename, sheet, options):
-                            report = deliver(caller, municipality, tool, dataset, len(chunk.events),
-                                             lambda: publishers.publish(chunk, tenant=caller.tenant, tool=tool))
-                            accepted, rejected = accepted + report.events, rejected + report.rejections
-                            records.labels("upload", "accepted").inc(report.events)
-                            records.labels("upload", "rejected").inc(report.rejections)
-                            shown += [RejectionInfo(where=r.where, reason=r.reason)
-                                      for r in chunk.rejected[:SHOWN_REJECTIONS - len(shown)]]
-                            warnings += chunk.warnings
-                except IngestError as error:
-                    if accepted or rejected:
-                        error.message += (f". Before this, {accepted} events and {rejected} rejected rows of the "
-                                          f"file were published; send the whole file again once this is fixed: "
-                                          f"the rows already stored are not doubled")
-                    raise
-            body = IngestReport(tenant=caller.tenant, tool=tool, dataset=dataset, accepted=accepted,
-                                rejected=rejected, topic=naming.topic(caller.tenant, tool, dataset),
-                                dlq=naming.dlq_topic(caller.tenant), rejections=shown,
-                                warnings=warnings[:SHOWN_REJECTIONS])
+                body = uploads.import_file(caller, tool, dataset, upload, mapping, filename=filename, sheet=sheet,
+                                           options=options)
             return JSONResponse(body.model_dump(), status_code=202)
 
         return await run_in_threadpool(run)

@@ -43,6 +43,12 @@ class Ingest:
     catalogue: Catalogue
     loaded: threading.Event
 
+    @property
+    def uploads(self):
+        """The CSV/XLSX preview and import the push endpoints use (the Gov Hub's upload page
+        gets it as ``extras["ingest"]``)."""
+        return self.app.state.uploads
+
 
 def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | None = None,
           verifier: TokenVerifier | None = None, pull: bool | None = None, route_prefix: str = "/ingest/v1",

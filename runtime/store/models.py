@@ -147,6 +147,8 @@ class WebSession(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     roles: Mapped[list[str]] = mapped_column(default=list)
     id_token: Mapped[str | None] = mapped_column(Text)
+    refresh_token: Mapped[str | None] = mapped_column(Text)  # keeps the roles current; never leaves the server
+    language: Mapped[str | None] = mapped_column(String(8))  # the language the user chose (de/en)
     csrf_token: Mapped[str] = mapped_column(String(64))
     pending_login: Mapped[dict[str, Any] | None]
     access_expires_at: Mapped[datetime | None]

@@ -18,8 +18,8 @@ from sqlalchemy import delete, or_
 from urbanstack.runtime.store.dashboards import InvalidInput, slug
 from urbanstack.runtime.store.models import WebSession, utcnow
 
-CHANGEABLE = frozenset({"subject", "username", "display_name", "email", "roles", "id_token", "pending_login",
-                        "access_expires_at"})
+CHANGEABLE = frozenset({"subject", "username", "display_name", "email", "roles", "id_token", "refresh_token",
+                        "pending_login", "access_expires_at", "language"})
 
 
 def token_id(token: str) -> str:

@@ -38,7 +38,7 @@ class Assets:
         path = self.static_dir / "dist" / "manifest.json"
         if not path.exists():
             raise RuntimeError(f"the front-end bundle is missing ({path}); build it with "
-                               "'python -m urbanstack.runtime.web.assets build' (make install does)")
+                               "'python -m urbanstack.webassets build' (make install does)")
         data = json.loads(path.read_text())
         return data.get("files", data)
 
@@ -65,6 +65,8 @@ class Renderer:
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
         env.globals["asset"] = self.assets.url
         env.globals["lang"] = lang
+        from .sessions import ROLE_NAMES
+        env.globals["role_names"] = ROLE_NAMES
         return env
 
     def render(self, template: str, lang: str, **context: Any) -> str:

@@ -5,7 +5,7 @@
   Secure when the page was reached over TLS (directly or through a trusted proxy),
   and then named with the ``__Host-`` prefix. No other cookie is ever set.
 - The token is rotated when the user signs in (no session fixation); a session ends
-  after ``idle`` without requests or ``lifetime`` in all.
+  after 30 minutes without requests or 8 hours in all (the store's session policy).
 - Every state-changing request (POST, PUT, PATCH, DELETE) must carry the session's CSRF
   token, as the form field ``csrf_token`` or the ``X-CSRF-Token`` header (htmx sends it
   from ``hx-headers`` on ``<body>``), and, when the browser sends ``Origin``, come from
@@ -17,11 +17,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import hmac
-import secrets
-from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from urllib.parse import urlsplit
 
 from fastapi import Request
@@ -32,24 +28,6 @@ SECURE_COOKIE = "__Host-urbanstack_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-@dataclass(frozen=True)
-class SessionPolicy:
-    idle: timedelta = timedelta(minutes=30)
-    lifetime: timedelta = timedelta(hours=8)
-
-
-def now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def new_token() -> str:
-    return secrets.token_urlsafe(32)
 
 
 def is_secure(request: Request) -> bool:
@@ -91,10 +69,12 @@ def csrf_ok(request: Request, form_token: str | None, session_csrf: str | None) 
 
 
 def content_security_policy(form_targets: tuple[str, ...] = ()) -> str:
+    """Only the own origin, for everything (MapLibre's control icons are data: images; its worker is a
+    file of the bundle). ``form_targets``: origins a form may lead to (Keycloak, for sign-out)."""
     targets = " ".join(("'self'", *form_targets))
-    return ("default-src 'self'; img-src 'self' data: blob:; worker-src 'self' blob:; child-src 'self' blob:; "
-            "style-src 'self'; script-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; "
-            f"base-uri 'self'; frame-ancestors 'none'; form-action {targets}")
+    return ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; "
+            "worker-src 'self'; connect-src 'self'; font-src 'self'; object-src 'none'; base-uri 'none'; "
+            f"frame-ancestors 'none'; form-action {targets}")
 
 
 def origin_of(url: str) -> str:
@@ -121,9 +101,12 @@ class SecurityHeaders:
 
         async def with_headers(message):
             if message["type"] == "http.response.start":
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                message["headers"] = [*message.get("headers", []),
-                                      *(h for h in self.headers if h[0] not in present)]
+                headers = list(message.get("headers", []))
+                present = {name.lower(): value for name, value in headers}
+                headers += [h for h in self.headers if h[0] not in present]
+                if present.get(b"content-type", b"").startswith(b"text/html") and b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))  # pages carry personal data and CSRF tokens
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, with_headers)

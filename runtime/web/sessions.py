@@ -1,31 +1,34 @@
-"""Server-side sessions of signed-in staff, kept in the metadata store.
+"""Signed-in staff sessions: the store's server-side sessions (:mod:`urbanstack.runtime.store.sessions`)
+joined with Keycloak sign-in.
 
-A request's session is found by the hash of its cookie token; it is dropped when idle
-or too old (:class:`security.SessionPolicy`). When its access token has expired the
-roles are refreshed from Keycloak (see :mod:`.oidc`), so removing a colleague's access
-or ending their Keycloak session ends the hub session within one access-token lifetime.
+A request's session is found by its cookie token; the store drops it when idle or too old.
+When its access token has expired, the roles are refreshed from Keycloak (see :mod:`.oidc`),
+so removing a colleague's access or ending their Keycloak session ends the hub session within
+one access-token lifetime (Keycloak's default: 5 minutes).
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
-from datetime import datetime, timezone
 
 from fastapi import Request
 from sqlalchemy import delete
 
 from urbanstack.runtime.api.auth import ROLE_PERMISSIONS, Principal
-from urbanstack.runtime.store.models import WebSession
+from urbanstack.runtime.store.models import WebSession, utcnow
+from urbanstack.runtime.store.sessions import token_id
 
 from . import security
+from .i18n import N_
+
+ROLE_NAMES = {"gov-admin": N_("Administrator"), "gov-editor": N_("Editor"), "gov-viewer": N_("Viewer")}
 from .oidc import HubClient, Keycloak, PendingLogin, SignedIn, SignInError
 
 
 @dataclass(frozen=True)
 class Session:
-    """What a page needs of the session (a detached copy of the row)."""
-    key: str
+    """What a page needs of the session (a copy; the row stays in the store)."""
+    token: str
     tenant: str
     subject: str | None
     username: str
@@ -34,6 +37,11 @@ class Session:
     roles: tuple[str, ...]
     csrf_token: str
     language: str | None
+
+    @property
+    def key(self) -> str:
+        """A stable id of the session that is not its token (the store's id: the token's SHA-256)."""
+        return token_id(self.token)
 
     @property
     def signed_in(self) -> bool:
@@ -48,137 +56,89 @@ class Session:
     def has(self, role: str) -> bool:
         return role in self.roles
 
+    @property
+    def role(self) -> str:
+        """The highest staff role (roles are composites: an admin is also editor and viewer)."""
+        return next((role for role in ("gov-admin", "gov-editor", "gov-viewer") if role in self.roles), "")
 
-def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and value.tzinfo is None:
-        return value.replace(tzinfo=timezone.utc)
-    return value
 
-
-def _copy(row: WebSession) -> Session:
-    return Session(key=row.id, tenant=row.tenant, subject=row.subject, username=row.username or "",
+def _copy(token: str, row: WebSession) -> Session:
+    return Session(token=token, tenant=row.tenant, subject=row.subject, username=row.username or "",
                    display_name=row.display_name or "", email=row.email or "", roles=tuple(row.roles or ()),
-                   csrf_token=row.csrf_token, language=getattr(row, "language", None))
+                   csrf_token=row.csrf_token, language=row.language)
+
+
+def _identity(signed_in: SignedIn) -> dict:
+    principal = signed_in.principal
+    fields = {"subject": principal.subject, "roles": sorted(principal.roles), "username": signed_in.username,
+              "display_name": signed_in.display_name, "email": signed_in.email,
+              "access_expires_at": signed_in.access_expires_at}
+    if signed_in.id_token:
+        fields["id_token"] = signed_in.id_token
+    if signed_in.refresh_token:
+        fields["refresh_token"] = signed_in.refresh_token
+    return fields
 
 
 class Sessions:
-    def __init__(self, store, keycloak: Keycloak, policy: security.SessionPolicy | None = None):
+    def __init__(self, store, keycloak: Keycloak):
         self.store, self.keycloak = store, keycloak
-        self.policy = policy or security.SessionPolicy()
 
     def load(self, request: Request, client_for) -> Session | None:
-        """The request's live session, refreshed if its access token expired; None if there is none.
+        """The request's live session, its roles refreshed if the access token expired; None if there is none.
 
         ``client_for(tenant)`` gives the hub's OIDC client of a tenant (for the refresh)."""
         token = security.session_token(request)
-        if not token:
+        row = self.store.sessions.touch(token) if token else None
+        if row is None:
             return None
-        key = security.token_hash(token)
-        now = security.now()
-        with self.store.session() as db:
-            row = db.get(WebSession, key)
+        if row.subject is not None and row.access_expires_at is not None and utcnow() >= row.access_expires_at:
+            try:
+                signed_in = self.keycloak.refresh(client_for(row.tenant), row.refresh_token or "")
+            except SignInError:
+                self.store.sessions.delete(token)
+                return None
+            if signed_in.principal.tenant != row.tenant or signed_in.principal.subject != row.subject:
+                self.store.sessions.delete(token)
+                return None
+            row = self.store.sessions.update(token, **_identity(signed_in))
             if row is None:
                 return None
-            if (now - _aware(row.last_seen_at) > self.policy.idle or now - _aware(row.created_at) > self.policy.lifetime
-                    or (row.expires_at is not None and now > _aware(row.expires_at))):
-                db.delete(row)
-                db.commit()
-                return None
-            if row.subject is not None and row.access_expires_at is not None and now >= _aware(row.access_expires_at):
-                try:
-                    self._apply(row, self.keycloak.refresh(client_for(row.tenant), row.refresh_token or ""))
-                except SignInError:
-                    db.delete(row)
-                    db.commit()
-                    return None
-            row.last_seen_at = now
-            db.commit()
-            return _copy(row)
+        return _copy(token, row)
 
     def begin(self, tenant: str, return_to: str, existing: Session | None) -> tuple[str, PendingLogin]:
-        """A pre-login session holding the login's state, nonce and PKCE verifier; returns its new token."""
+        """A pre-login session holding the login's state, nonce and PKCE verifier; returns its token."""
         pending = PendingLogin.new(return_to)
-        token = security.new_token()
-        now = security.now()
-        with self.store.session() as db:
-            if existing is not None:
-                db.execute(delete(WebSession).where(WebSession.id == existing.key))
-            db.add(WebSession(id=security.token_hash(token), tenant=tenant, subject=None, roles=[],
-                              csrf_token=secrets.token_urlsafe(32), pending_login=pending.as_dict(),
-                              created_at=now, last_seen_at=now, expires_at=now + self.policy.lifetime))
-            db.commit()
+        if existing is not None:
+            self.store.sessions.delete(existing.token)
+        token, _ = self.store.sessions.create(tenant, pending_login=pending.as_dict(),
+                                              language=existing.language if existing else None)
         return token, pending
 
     def pending(self, session: Session) -> PendingLogin | None:
-        with self.store.session() as db:
-            row = db.get(WebSession, session.key)
-            data = row.pending_login if row is not None else None
-        return PendingLogin(**data) if data else None
+        row = self.store.sessions.get(session.token)
+        return PendingLogin(**row.pending_login) if row is not None and row.pending_login else None
 
-    def complete(self, session: Session, signed_in: SignedIn) -> str:
-        """Signs the session in under a new token (the pre-login token stops working)."""
-        token = security.new_token()
-        now = security.now()
-        with self.store.session() as db:
-            old = db.get(WebSession, session.key)
-            language = getattr(old, "language", None) if old is not None else None
-            if old is not None:
-                db.delete(old)
-            row = WebSession(id=security.token_hash(token), tenant=signed_in.principal.tenant,
-                             csrf_token=secrets.token_urlsafe(32), pending_login=None, created_at=now,
-                             last_seen_at=now, expires_at=now + self.policy.lifetime)
-            if language and hasattr(row, "language"):
-                row.language = language
-            self._apply(row, signed_in)
-            db.add(row)
-            db.commit()
-        return token
+    def complete(self, session: Session, signed_in: SignedIn) -> str | None:
+        """Signs the session in under a new token and CSRF token (the pre-login token stops working)."""
+        rotated = self.store.sessions.rotate(session.token, pending_login=None, **_identity(signed_in))
+        return rotated[0] if rotated else None
 
     def remember_language(self, session: Session, lang: str) -> None:
-        with self.store.session() as db:
-            row = db.get(WebSession, session.key)
-            if row is not None and hasattr(row, "language"):
-                row.language = lang
-                db.commit()
+        if session.language != lang:
+            self.store.sessions.update(session.token, language=lang)
 
     def end(self, session: Session) -> tuple[str | None, str | None]:
         """Deletes the session; returns its ID token and refresh token for ending the Keycloak session."""
-        with self.store.session() as db:
-            row = db.get(WebSession, session.key)
-            if row is None:
-                return None, None
-            hint, refresh = row.id_token, row.refresh_token
-            db.delete(row)
-            db.commit()
-        return hint, refresh
+        row = self.store.sessions.get(session.token)
+        self.store.sessions.delete(session.token)
+        return (row.id_token, row.refresh_token) if row is not None else (None, None)
 
     def end_all_of(self, tenant: str, subject: str) -> int:
-        """Ends every hub session of a user (access removed by an admin)."""
+        """Ends every hub session of a user (their access was removed)."""
         with self.store.session() as db:
-            result = db.execute(delete(WebSession).where(WebSession.tenant == tenant, WebSession.subject == subject))
-            db.commit()
-            return result.rowcount or 0
-
-    def purge(self) -> int:
-        now = security.now()
-        with self.store.session() as db:
-            result = db.execute(delete(WebSession).where(
-                (WebSession.last_seen_at < now - self.policy.idle) | (WebSession.created_at < now - self.policy.lifetime)))
-            db.commit()
-            return result.rowcount or 0
-
-    @staticmethod
-    def _apply(row: WebSession, signed_in: SignedIn) -> None:
-        principal = signed_in.principal
-        row.subject = principal.subject
-        row.roles = sorted(principal.roles)
-        row.username = signed_in.username or row.username
-        row.display_name = signed_in.display_name or row.display_name
-        row.email = signed_in.email or row.email
-        row.id_token = signed_in.id_token or row.id_token
-        if signed_in.refresh_token:
-            row.refresh_token = signed_in.refresh_token
-        row.access_expires_at = signed_in.access_expires_at
+            return db.execute(delete(WebSession).where(WebSession.tenant == tenant,
+                                                       WebSession.subject == subject)).rowcount or 0
 
 
 __all__ = ["HubClient", "Session", "Sessions"]

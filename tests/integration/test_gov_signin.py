@@ -9,9 +9,10 @@ import uuid
 
 import httpx
 import pytest
-from hub_harness import WebServer, sign_in
+from hub_harness import WebServer, browser_like_client, page_text, sign_in
 from keycloak_staff import KeycloakAdmin, add_staff, keycloak_sessions
 from test_api import PEDESTRIANS, _tool
+from test_identity_provisioner import _credentials
 
 from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import Municipality
@@ -48,7 +49,7 @@ def tenants(platform):
     world = Tenants()
     try:
         for part in world.parts.values():
-            ensure(provisioner, part, {})
+            ensure(provisioner, part, _credentials(part))
         yield world
     finally:
         for part in world.parts.values():
@@ -71,7 +72,7 @@ def server(platform, tenants, warehouse, metadata_store):
 
 
 def _client() -> httpx.Client:
-    return httpx.Client(timeout=30, follow_redirects=False)
+    return browser_like_client()
 
 
 @pytest.mark.parametrize("strategy", ["organization", "realm"])
@@ -80,10 +81,15 @@ def test_staff_sign_in_with_password_and_otp_lands_on_the_start_page(server, ten
     staff = add_staff(admin, tenants.parts[municipality.slug], "gov-editor", name="Erika Mustermann")
     with _client() as client:
         page = sign_in(client, server, municipality.slug, staff)
-        assert page.status_code == 200, page.text[:500]
+        assert page.status_code == 200, page_text(page.text)
         assert str(page.url) == f"{server.url}/gov/{municipality.slug}/"
         assert f"Stadt {municipality.slug}" in page.text and "Erika Mustermann" in page.text
         assert 'lang="de"' in page.text and "Abmelden" in page.text
+        # Only the own origin for every kind of content; no framing; pages are not cached.
+        csp = page.headers["content-security-policy"]
+        assert "default-src 'self'" in csp and "script-src 'self'" in csp and "frame-ancestors 'none'" in csp
+        assert "unsafe-inline" not in csp and page.headers["cache-control"] == "no-store"
+        assert page.headers["x-content-type-options"] == "nosniff"
         # The hub's only cookie: the session, HttpOnly and SameSite=Lax (no Secure over plain HTTP).
         hub_cookies = [c for c in client.cookies.jar if c.port in (None, str(server.port)) and c.name == COOKIE]
         assert len(hub_cookies) == 1
@@ -97,7 +103,7 @@ def test_sign_in_sets_only_the_session_cookie_with_its_flags(server, tenants, ad
         if str(response.url).startswith(server.url):
             set_cookies.extend(response.headers.get_list("set-cookie"))
 
-    with httpx.Client(timeout=30, event_hooks={"response": [record]}) as client:
+    with browser_like_client(event_hooks={"response": [record]}) as client:
         page = sign_in(client, server, tenants.org.slug, staff)
         assert page.status_code == 200
     assert set_cookies, "the hub set no session cookie"
@@ -159,11 +165,16 @@ def test_session_of_one_municipality_does_not_open_another(server, tenants, admi
 
 
 def test_return_address_after_sign_in_stays_inside_the_hub(server, tenants, admin):
-    staff = add_staff(admin, tenants.parts[tenants.org.slug], "gov-viewer")
+    # One user per sign-in: Keycloak refuses a one-time code that was already used.
+    def staff():
+        return add_staff(admin, tenants.parts[tenants.org.slug], "gov-viewer")
+
     slug = tenants.org.slug
-    with _client() as client:
-        for target in ("https://evil.example/phish", "//evil.example/x", f"/gov/{tenants.other.slug}/"):
-            page = sign_in(client, server, slug, staff, start=f"/gov/{slug}/login?next={target}")
+    for target in ("https://evil.example/phish", "//evil.example/x", f"/gov/{tenants.other.slug}/"):
+        with _client() as client:  # a new browser each time (Keycloak's SSO session would skip the form)
+            page = sign_in(client, server, slug, staff(), start=f"/gov/{slug}/login?next={target}")
             assert str(page.url) == f"{server.url}/gov/{slug}/", target
-        page = sign_in(client, server, slug, staff, start=f"/gov/{slug}/?lang=en")
-        assert str(page.url) == f"{server.url}/gov/{slug}/?lang=en" and "Sign out" in page.text
+    with _client() as client:
+        page = sign_in(client, server, slug, staff(), start=f"/gov/{slug}/?lang=en")
+        assert str(page.url) == f"{server.url}/gov/{slug}/?lang=en"
+        assert 'lang="en"' in page.text and "Sign out" in page.text and "Platform status" in page.text

@@ -250,6 +250,9 @@ def test_postgres_app_role_may_only_touch_rows(store, store_urls):
     with pytest.raises(ProgrammingError, match="must be owner"):
         with store.session() as session:
             session.execute(text("DROP TABLE comments"))
+    with pytest.raises(ProgrammingError, match="permission denied"):
+        with store.session() as session:
+            session.execute(text("UPDATE alembic_version SET version_num = 'x'"))
     store.audit.append("musterstadt", ERIKA, "rows.ok")  # rows: yes
 
 

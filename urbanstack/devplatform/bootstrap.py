@@ -1,5 +1,6 @@
 """Install what the operator needs into the local cluster: the CRDs and the
-operator's least-privilege ClusterRole, bound to its own identity."""
+least-privilege ClusterRoles of the operator, the data plane and the Gov Hub, each
+bound to its own identity."""
 
 from __future__ import annotations
 
@@ -33,6 +34,10 @@ def manifests() -> list[dict]:
     return [*crdgen.crds().values(),
             rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, rbac.OPERATOR_USER), rbac.tenant_cluster_role(),
             rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER),
+            rbac.gov_hub_cluster_role(), _binding(rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
+            # `urbanstack hub` offers the upload page (URBANSTACK_INGEST defaults to on).
+            rbac.gov_hub_upload_cluster_role(),
+            _binding(rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
             *rbac.admission_policy()]
 
 

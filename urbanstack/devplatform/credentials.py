@@ -29,7 +29,8 @@ def fill(settings: Settings) -> Settings:
     values: dict[str, str] = {}
     local = {"kafka_admin": (kafka.ADMIN_USER, lambda: kafka.admin_password(settings)),
              "sink_kafka": (kafka.ADMIN_USER, lambda: kafka.admin_password(settings)),
-             "keycloak_admin": (keycloak.ADMIN_USER, lambda: keycloak.admin_password(settings))}
+             "keycloak_admin": (keycloak.ADMIN_USER, lambda: keycloak.admin_password(settings)),
+             "gov_hub_keycloak": (keycloak.GOV_HUB_CLIENT, lambda: keycloak.gov_hub_secret(settings))}
     for prefix, (user, password) in local.items():
         if not getattr(settings, f"{prefix}_user") and not getattr(settings, f"{prefix}_password"):
             values |= {f"{prefix}_user": user, f"{prefix}_password": password()}

@@ -20,12 +20,46 @@ from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service, http_ok
 
 ADMIN_USER = "admin"
+GOV_HUB_CLIENT = "urbanstack-gov-hub"   # = operator.provisioners.identity.GOV_HUB_CLIENT
 # Options fixed at build time; changing them changes the cache key.
 BUILD_OPTIONS = ("--db=dev-file", "--health-enabled=true", "--metrics-enabled=true")
 
 
 def admin_password(settings) -> str:
     return secrets.get_or_create(settings.secrets_dir, "keycloak-admin-password")
+
+
+def gov_hub_secret(settings) -> str:
+    return secrets.get_or_create(settings.secrets_dir, "gov-hub-keycloak-secret")
+
+
+def ensure_gov_hub_client(settings) -> str:
+    """The Gov Hub's own Keycloak identity in the master realm: a confidential client with a
+    service account and no sign-in flows, its secret the generated one. It holds no role
+    here; the operator grants it access to each tenant realm it reconciles. Idempotent."""
+    import httpx
+
+    base = settings.keycloak_url
+    user, password = settings.keycloak_admin()
+    with httpx.Client(base_url=base, timeout=30) as http:
+        token = http.post("/realms/master/protocol/openid-connect/token", data={
+            "grant_type": "password", "client_id": "admin-cli", "username": user, "password": password})
+        token.raise_for_status()
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        body = {"clientId": GOV_HUB_CLIENT, "name": "Urban Gov Hub (people management)", "enabled": True,
+                "protocol": "openid-connect", "publicClient": False, "serviceAccountsEnabled": True,
+                "standardFlowEnabled": False, "implicitFlowEnabled": False, "directAccessGrantsEnabled": False,
+                "fullScopeAllowed": True, "clientAuthenticatorType": "client-secret",
+                "secret": settings.gov_hub_keycloak()[1]}
+        found = http.get("/admin/realms/master/clients", params={"clientId": GOV_HUB_CLIENT}, headers=headers)
+        found.raise_for_status()
+        existing = next((c for c in found.json() if c["clientId"] == GOV_HUB_CLIENT), None)
+        if existing is None:
+            http.post("/admin/realms/master/clients", json=body, headers=headers).raise_for_status()
+            return f"created Keycloak client {GOV_HUB_CLIENT}"
+        http.put(f"/admin/realms/master/clients/{existing['id']}", json=existing | body,
+                 headers=headers).raise_for_status()
+        return f"Keycloak client {GOV_HUB_CLIENT} is current"
 
 
 def _java_major(java: Path) -> int:

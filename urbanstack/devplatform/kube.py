@@ -18,13 +18,14 @@ from urbanstack.devplatform.service import Service, http_ok
 
 SERVICE_CLUSTER_IP_RANGE = "10.96.0.0/16"
 
-# Static tokens: the platform admin, the controller manager and the operator.
+# Static tokens: the platform admin, the controller manager, the operator, the data plane and the Gov Hub.
 # The operator gets no group: its rights come only from its ClusterRole (least privilege).
 TOKEN_USERS = {
     "admin": ("admin", "system:masters"),
     "controller-manager": ("system:kube-controller-manager", ""),
     "operator": ("urbanstack-operator", ""),
     "runtime": ("urbanstack-runtime", ""),
+    "govhub": ("urbanstack-gov-hub", ""),
 }
 
 
@@ -111,6 +112,8 @@ class ApiServer(Service):
                          "urbanstack-operator", token(s, "operator"))
         write_kubeconfig(kube / "runtime.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
                          "urbanstack-runtime", token(s, "runtime"))
+        write_kubeconfig(kube / "govhub.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
+                         "urbanstack-gov-hub", token(s, "govhub"))
 
     def command(self):
         s = self.settings

@@ -77,6 +77,11 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
     pending = [name for name in wanted if name not in ready]
     if pending:
         _start(all_services, wanted, pending, ready, settings)
+    if "keycloak" in wanted:
+        from urbanstack.devplatform import credentials, keycloak
+
+        with Step("Keycloak: the Gov Hub's own service-account client"):
+            keycloak.ensure_gov_hub_client(credentials.fill(settings))
     if "kube-apiserver" in wanted:
         from urbanstack.devplatform import bootstrap
 

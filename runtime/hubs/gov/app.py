@@ -72,6 +72,7 @@ class GovHub:
         return self.keycloak.client(self.municipality(slug), APP, redirect)
 
     def page(self, request: Request, template: str, **context: Any) -> HTMLResponse:
+        context.setdefault("messages", [])   # base.html's notices (error pages pass none)
         return self.renderer.page(request, template, hub=self, **context)
 
 
@@ -131,6 +132,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
             return _sign_in_failed(request, slug, N_("Your account has no staff role in this municipality's Gov Hub. "
                                                      "Ask its administrator for access."), status=403)
         token = hub.sessions.complete(session, signed_in)
+        if token is None:
+            return _sign_in_failed(request, slug, N_("The sign-in was cancelled or has expired. Please sign in again."))
         response = RedirectResponse(pending.return_to, 303)
         security.set_session_cookie(response, request, token)
         return response
@@ -164,14 +167,15 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
     for build in feature_routers if feature_routers is not None else default_features():
         app.include_router(build(hub))
     _error_pages(app, hub)
+    app.add_middleware(security.SecurityHeaders, form_targets=(security.origin_of(keycloak.server_url),))
     return app
 
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    from . import dashboards
+    from . import dashboards, data, people, tools, upload
 
-    return (dashboards.router, dashboards.published_router)
+    return (dashboards.router, dashboards.published_router, tools.router, data.router, people.router, upload.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):

@@ -54,5 +54,5 @@ def start_page(hub, request: Request, slug: str, session):
                       "known": tool is not None})
     dashboards = hub.extras["dashboards_overview"](hub, session) if "dashboards_overview" in hub.extras else None
     return hub.page(request, "gov/start.html", municipality=municipality, own=own, shared=shared, tools=tools,
-                    dashboards=dashboards, status=status_summary(municipality), slug=slug,
+                    dashboards=dashboards, platform_status=status_summary(municipality), slug=slug,
                     language_name=i18n.locale_name(request.state.lang))
