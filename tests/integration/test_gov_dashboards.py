@@ -123,13 +123,13 @@ def _panel(page: str, number: int) -> str:
 
 
 def editor_session(hub, staff):
-    from urbanstack.runtime.web.sessions import _copy
     from urbanstack.runtime.store.models import WebSession
-    from urbanstack.runtime.web import security
+    from urbanstack.runtime.store.sessions import token_id
+    from urbanstack.runtime.web.sessions import _copy
 
     token = staff.headers["Cookie"].split("=", 1)[1]
     with hub.store.session() as db:
-        return _copy(db.get(WebSession, security.token_hash(token)))
+        return _copy(token, db.get(WebSession, token_id(token)))
 
 
 def bearer(issuer, tenant):
@@ -377,6 +377,8 @@ def test_template_and_delete(hub, world):
     assert len(_figure_rows(page.text, "panel-1")) == 24 and 'class="map"' in page.text
     overview = hub.app.state.hub.extras["dashboards_overview"](hub.app.state.hub, editor_session(hub, editor))
     assert [d.id for d in overview.mine] == [board]
+    start = hub.get(f"/gov/{world.gue}/", headers=editor.headers)
+    assert start.status_code == 200 and "Passanten × Temperatur" in start.text
     viewer = Staff(hub, world.gue, "gov-viewer", "vera", "Vera Viewer")
     assert viewer.post(f"/{board}/delete", {"confirm": "yes"}).status_code == 403
     assert editor.post(f"/{board}/delete", {}).status_code == 422
