@@ -317,6 +317,9 @@ def test_publish_only_open_data_and_the_published_page_needs_no_cookie(hub, worl
         koenig = sum(r["pedestrians"] for r in world.pedestrians if r["sensor_id"] == "g-koenig")
         assert sum(int(r[1]) for r in rows) == koenig  # the sensor filter works on the published page
         assert "<strong>Stadt</strong>" in page.text and "csrf_token" not in page.text
+        region = anonymous.get(f"/{world.gue}/dashboards/{public}/panels", params=RANGE)
+        assert region.status_code == 200 and "set-cookie" not in region.headers
+        assert len(_figure_rows(region.text, "panel-1")) == 48
         download = anonymous.get(f"/{world.gue}/dashboards/{public}/panels/1.csv", params=RANGE)
         assert download.status_code == 200 and "set-cookie" not in download.headers
         assert anonymous.get(f"/{world.gue}/dashboards/{private}").status_code == 404
@@ -354,8 +357,15 @@ def test_summary_tells_trend_extremes_and_last_value(hub, world):
     board = editor.create()
     assert editor.save(board, 1, [{"type": "timeseries", "title": "Pegel Dalke",
                                    "dataset": ref(world.gue, PEGEL, "water_levels"),
-                                   "fields": "water_level", "aggregate": "avg"}]).status_code == 303
+                                   "fields": "water_level", "aggregate": "avg"}],
+                       refresh_seconds="60").status_code == 303
     page = editor.get(f"/{board}", params=RANGE).text
+    # Auto-refresh reloads the panels region with the same view; its pause button is there.
+    assert 'data-refresh-seconds="60"' in page and 'class="refresh-toggle" aria-pressed="false"' in page
+    region = re.search(r'hx-get="([^"]+/panels\?[^"]+)"', page).group(1)
+    fragment = hub.get(html.unescape(region), headers=editor.headers)
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    assert _figure_rows(fragment.text, "panel-1") == _figure_rows(page, "panel-1")
     summary = html.unescape(re.search(r'<p class="chart-summary">(.*?)</p>', page, re.S).group(1))
     # Levels 100..105 cm hourly from 2026-03-02T00:00Z (01:00 in Berlin).
     assert summary == ("water_level (Mittelwert) stieg um 5 cm von 02.03.2026 01:00 bis 02.03.2026 06:00. "

@@ -563,6 +563,17 @@ def _panels(hub: GovHub, principal, dashboard, view: View, lang: str,
                          f"{csv_base}/panels/{i + 1}.csv?{query}") for i, panel in enumerate(spec.panels)], []
 
 
+def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: str):
+    try:
+        default = parse_spec(dashboard.spec).range
+    except SpecError:
+        default = "7d"
+    view = view_state(request.query_params, default)
+    panels, _problems = _panels(hub, principal, dashboard, view, _lang(request), action)
+    return hub.page(request, "gov/_dashboard_panels.html", panels=panels, view=view, action=action,
+                    refresh=dashboard.spec.get("refresh_seconds") or 0)
+
+
 def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Response:
     try:
         spec = parse_spec(dashboard.spec)
@@ -642,6 +653,12 @@ def router(hub: GovHub) -> APIRouter:
         return page(request, "gov/dashboard_view.html", slug, access=found, dashboard=dashboard, view=view,
                     panels=panels, problems=problems, action=base(slug, dashboard.id),
                     refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=False)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
+    def panels_fragment(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
+        """The panels alone: what auto-refresh reloads (htmx)."""
+        dashboard = access(hub, session, slug, dashboard_id).dashboard
+        return _panels_page(hub, request, session.principal, dashboard, base(slug, dashboard.id))
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}.csv")
     def panel_csv(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
@@ -895,6 +912,12 @@ def published_router(hub: GovHub) -> APIRouter:
         return hub.page(request, "gov/dashboard_published.html", municipality=municipality, dashboard=dashboard,
                         view=view, panels=panels, problems=problems, action=base,
                         refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=True)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
+    def public_panels(request: Request, slug: str, dashboard_id: str):
+        request.state.lang = i18n.language(request.query_params.get("lang"))
+        _municipality, dashboard = published(slug, dashboard_id)
+        return _panels_page(hub, request, None, dashboard, f"/{slug}/dashboards/{dashboard.id}")
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}.csv")
     def public_csv(request: Request, slug: str, dashboard_id: str, number: int):
