@@ -422,5 +422,5 @@ def test_builder_buttons_add_move_remove_without_saving_and_editors(hub, world):
     assert colleague.save(board, 1, rows, title="Baukasten").status_code == 303
     assert owner.post(f"/{board}/editors", {"remove": "paul"}).status_code == 303
     assert colleague.get(f"/{board}/edit").status_code == 403
-    hint = owner.get(f"/{board}/fields", params={"dataset": levels, "target": "p0_fields_hint"})
-    assert hint.status_code == 200 and 'id="p0_fields_hint"' in hint.text and "water_level" in hint.text
+    hint = owner.get(f"/{board}/fields", params={"p0_right_dataset": levels, "target": "p0_right_fields_hint"})
+    assert hint.status_code == 200 and 'id="p0_right_fields_hint"' in hint.text and "water_level" in hint.text

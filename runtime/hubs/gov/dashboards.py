@@ -748,12 +748,14 @@ def router(hub: GovHub) -> APIRouter:
                         session: Session = Depends(viewer)):
         """htmx: the field names of a dataset, for the builder's hint under the fields input."""
         access(hub, session, slug, dashboard_id, shared_ok=False)
+        target = re.sub(r"[^a-z0-9_-]", "", target)[:40]
+        # htmx sends the select's own name (p3_dataset, p3_right_dataset) and the hint's id as target.
+        dataset = dataset or request.query_params.get(target.removesuffix("_fields_hint") + "_dataset", "")
         names = []
         for info in datasets_for(session):
             if info.ref == dataset:
                 names = [f.name for f in info.fields if f.numeric]
-        return hub.page(request, "gov/_dashboard_fields.html", names=names,
-                        target=re.sub(r"[^a-z0-9_-]", "", target)[:40])
+        return hub.page(request, "gov/_dashboard_fields.html", names=names, target=target)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/versions")
     def versions_page(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
