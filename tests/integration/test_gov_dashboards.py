@@ -422,5 +422,10 @@ def test_builder_buttons_add_move_remove_without_saving_and_editors(hub, world):
     assert colleague.save(board, 1, rows, title="Baukasten").status_code == 303
     assert owner.post(f"/{board}/editors", {"remove": "paul"}).status_code == 303
     assert colleague.get(f"/{board}/edit").status_code == 403
+    # Added by e-mail address (what a clerk knows): the colleague signed in with it may edit.
+    mail = Staff(hub, world.gue, "gov-editor", "uuid-of-clara", "Clara")
+    assert mail.get(f"/{board}/edit").status_code == 403
+    assert owner.post(f"/{board}/editors", {"subject": "Uuid-Of-Clara@example.org"}).status_code == 303
+    assert mail.get(f"/{board}/edit").status_code == 200
     hint = owner.get(f"/{board}/fields", params={"p0_right_dataset": levels, "target": "p0_right_fields_hint"})
     assert hint.status_code == 200 and 'id="p0_right_fields_hint"' in hint.text and "water_level" in hint.text

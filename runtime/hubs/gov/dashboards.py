@@ -421,12 +421,20 @@ def access(hub: GovHub, session: Session, slug: str, dashboard_id: str, *, share
     if dashboard.tenant == slug == session.tenant:
         admin = session.has("gov-admin")
         owner = dashboard.owner_subject == session.subject
-        editor = _is(session, "gov-editor", "gov-admin") and (owner or dashboards.is_editor(dashboard.id,
-                                                                                            session.subject))
+        editor = _is(session, "gov-editor", "gov-admin") and (owner or _listed_editor(dashboards, dashboard.id, session))
         return Access(dashboard, True, admin or editor, admin or (owner and _is(session, "gov-editor")))
     if shared_ok and (slug in dashboards.shares(dashboard.id) or dashboard.published):
         return Access(dashboard, False, False, False)
     raise HTTPException(404)
+
+
+def _listed_editor(dashboards, dashboard_id: str, session: Session) -> bool:
+    """Named as editor by subject, or by the e-mail address the session signed in with."""
+    if session.subject and dashboards.is_editor(dashboard_id, session.subject):
+        return True
+    email = (session.email or "").strip().lower()
+    return bool(email) and any((e.email or e.subject).strip().lower() == email
+                               for e in dashboards.editors(dashboard_id))
 
 
 def _actor(session: Session) -> Actor:
