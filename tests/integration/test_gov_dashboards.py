@@ -16,7 +16,6 @@ import re
 
 import pytest
 from fastapi.testclient import TestClient
-from german_fragments import with_german_fragments
 from hub_sessions import signed_in_cookie
 from test_api import PEDESTRIANS, PEGEL, World, _municipality, _tool
 
@@ -35,7 +34,6 @@ API_RANGE = {"from": "2026-03-01T23:00:00Z", "to": "2026-03-04T23:00:00Z", "time
 
 @pytest.fixture(scope="module")
 def world(warehouse):
-    with_german_fragments()
     return World(warehouse)
 
 

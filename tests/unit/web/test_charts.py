@@ -7,17 +7,10 @@ import csv
 import io
 from datetime import datetime, timedelta, timezone
 
-import pytest
-from german_fragments import with_german_fragments
 
 from urbanstack.runtime.web import charts
 
 T0 = datetime(2026, 3, 2, 0, 0, tzinfo=timezone.utc)  # 01:00 in Berlin
-
-
-@pytest.fixture(autouse=True, scope="module")
-def german():
-    with_german_fragments()
 
 
 def _figure(values, lang="de", unit="°C"):
