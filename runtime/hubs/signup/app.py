@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import secrets
 import threading
-from dataclasses import field
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +54,7 @@ class SignupRenderer(Renderer):
         return i18n.translations(lang).gettext
 
 
+@dataclass
 class SignupApp:
     settings: Any
     store: Any
