@@ -268,7 +268,7 @@ def test_a_rejected_request_shows_its_reason_and_creates_nothing(world, mailbox)
     ops = _ops_client(world)
     csrf = csrf_of(ops.get(f"{url}/ops/requests/{request_id}").text)
     empty = ops.post(f"{url}/ops/requests/{request_id}/reject", data={"csrf_token": csrf, "reason": " "})
-    assert empty.status_code == 422 and "Antragsteller" in html.unescape(empty.text), page_text(empty.text)
+    assert empty.status_code == 422 and "Begründung" in html.unescape(empty.text), page_text(empty.text)
     rejected = ops.post(f"{url}/ops/requests/{request_id}/reject",
                         data={"csrf_token": csrf, "reason": "Die Adresse gehört nicht zur Stadtverwaltung."})
     assert rejected.status_code == 303
