@@ -53,6 +53,13 @@ def test_the_hub_app_answers_health_readiness_and_the_gov_hub(warehouse, tmp_pat
             # Without a session a municipality's pages lead to the sign-in, not to data.
             start = client.get("/gov/guetersloh/", follow_redirects=False)
             assert start.status_code in (302, 303) and "/gov/guetersloh/login" in start.headers["location"]
+            # The signup and the ops console share the origin; the console wants a platform sign-in.
+            form = client.get("/signup/")
+            assert form.status_code == 200 and 'action="/signup/"' in form.text
+            assert "default-src 'self'" in form.headers["content-security-policy"]
+            ops = client.get("/ops/", follow_redirects=False)
+            assert ops.status_code == 303 and ops.headers["location"].startswith("/ops/login")
+            assert client.get("/signupx").status_code == 404  # only the prefixes themselves
             # The API itself is `urbanstack api`'s: the hub process does not serve it.
             assert client.get("/api/v1/datasets").status_code == 404
             assert client.get("/graphql").status_code == 404
