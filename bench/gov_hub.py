@@ -150,7 +150,7 @@ class ManifestKube:
         return json.loads(json.dumps(TOWN_MANIFEST)) if slug == SLUG else None
 
 
-def server_main(state: str, port: int, ready, profile: bool) -> None:
+def server_main(state: str, port: int, ready, profile: str) -> None:
     log = open(Path(state) / "server.log", "a", encoding="utf-8")
     os.dup2(log.fileno(), 1)
     os.dup2(log.fileno(), 2)
@@ -170,27 +170,33 @@ def server_main(state: str, port: int, ready, profile: bool) -> None:
     web = serve.web_app(settings, catalogue, api, store, extras={"kube": ManifestKube()})
     app = serve.PathDispatch(api, web)
     if profile:
-        app = _profiled(app, Path(state))
+        profile_panels(web.state.hub, profile, Path(state))
     ready.put(token)
     serve.http_server(app, settings, "127.0.0.1", port).run()
 
 
-def _profiled(app, state: Path):
-    """Requests with ``?profile=1`` are profiled with pyinstrument (text written next to the log)."""
+def profile_panels(hub, dashboard_id: str, state: Path) -> None:
+    """pyinstrument profiles of the six panels' query and render (what one view of the dashboard does),
+    one year and seven days, on this thread before the server starts."""
     from pyinstrument import Profiler
 
-    async def wrapper(scope, receive, send):
-        if scope["type"] != "http" or b"profile=1" not in scope.get("query_string", b""):
-            return await app(scope, receive, send)
-        profiler = Profiler(async_mode="enabled", interval=0.0005)
-        profiler.start()
-        try:
-            await app(scope, receive, send)
-        finally:
+    from urbanstack.runtime.api.auth import ROLE_PERMISSIONS, Principal
+    from urbanstack.runtime.hubs.gov import dashboards
+
+    principal = Principal(tenant=SLUG, roles=frozenset(ROLES), subject="bench-profile",
+                          permissions=frozenset(p for role in ROLES for p in ROLE_PERMISSIONS.get(role, ())))
+    dashboard = hub.store.dashboards.get(dashboard_id)
+    action = hub.url(SLUG, f"dashboards/{dashboard_id}")
+    for label, dates in (("year", YEAR), ("week", WEEK)):
+        view = dashboards.view_state(dates, "1y")
+        for attempt in range(3):  # the last of three
+            profiler = Profiler(interval=0.0005)
+            profiler.start()
+            panels, _problems = dashboards._panels(hub, principal, dashboard, view, "de", action)
+            hub.renderer.render("gov/_dashboard_panels.html", "de", panels=panels, view=view, action=action,
+                                refresh=0, request=None, session=None, csrf_token="")
             profiler.stop()
-            name = scope["path"].strip("/").replace("/", "_")
-            (state / f"profile-{name}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
-    return wrapper
+        (state / f"profile-panels-{label}.txt").write_text(profiler.output_text(unicode=True, show_all=False))
 
 
 # Measuring -----------------------------------------------------------------------------------
@@ -489,7 +495,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=15)
     parser.add_argument("--skip", default="", help="comma-separated: browser, load")
-    parser.add_argument("--profile", action="store_true", help="profile one request of each kind (pyinstrument)")
+    parser.add_argument("--profile", action="store_true", help="profile the panels' query and render in the server process first (pyinstrument)")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--path", default=str(Settings.from_env().state_dir / "bench-gov-hub"))
     args = parser.parse_args()
@@ -504,7 +510,8 @@ def main() -> None:
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     began = time.perf_counter()
-    server = context.Process(target=server_main, args=(str(state), port, ready, args.profile), daemon=True)
+    server = context.Process(target=server_main, args=(str(state), port, ready, whole if args.profile else ""),
+                             daemon=True)
     server.start()
     try:
         api_token = ready.get(timeout=1800)
@@ -522,11 +529,7 @@ def main() -> None:
         cookie = {security.COOKIE: tokens[0]}
         results: dict = {"machine": machine(), "rows": ROWS}
         if args.profile:
-            with httpx.Client(base_url=base, cookies=cookie, timeout=120) as client:
-                for path in (f"/gov/{SLUG}/dashboards/{whole}", f"/gov/{SLUG}/dashboards/{whole}/panels"):
-                    for _ in range(2):
-                        client.get(f"{path}?{urlencode(YEAR)}&profile=1")
-            print(f"profiles written to {state}/profile-*.txt")
+            print(f"profiles of the panels' query and render written to {state}/profile-panels-*.txt")
         results["server"] = server_time(base, cookie, api_token, single, whole, args.runs)
         if "browser" not in skip:
             results["browser"] = browser_time(base, tokens[0], whole, args.loads, STATIC_DIR)
