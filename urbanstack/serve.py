@@ -172,12 +172,17 @@ def open_metadata_store(settings: Settings):
 
 
 def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None):
-    """The Gov Hub (and the published dashboards) over the API app's engine and token verifier."""
+    """The web pages over the API app's engine and token verifier: the Gov Hub under ``/gov/``
+    (and the published dashboards), the Citizen Hub everywhere else (``/``, ``/<slug>/…``,
+    ``/catalog.ttl``). One app, so both share ``/static``, the error pages and the headers."""
+    from urbanstack.runtime.hubs.citizen import add_citizen_hub
     from urbanstack.runtime.hubs.gov import create_gov_hub
     from urbanstack.runtime.web.oidc import Keycloak
 
     keycloak = Keycloak(settings.keycloak_url, api_app.state.verifier)
-    return create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
+    app = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
+    add_citizen_hub(app, settings, catalogue, api_app.state.engine, store)
+    return app
 
 
 def http_server(app, settings: Settings, host: str, port: int):
