@@ -12,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from urbanstack.runtime.store.dashboards import InvalidInput
 from urbanstack.runtime.web import i18n
+from urbanstack.runtime.web.i18n import N_
 
 from . import metadata
 from urbanstack.operator.ags import LAENDER
@@ -20,6 +21,11 @@ from .app import CONCILIATION_BODY_URL, CitizenHub, set_language
 
 log = logging.getLogger("urbanstack.citizenhub.pages")
 PER_PAGE = 20
+FIELD_ERRORS = {
+    "message": N_("Please describe the barrier you met."),
+    "name": N_("The name may have at most 200 characters."),
+    "email": N_("Enter an email address like name@example.org, or leave it empty."),
+}
 MAX_FORM_BYTES = 20_000
 
 
@@ -148,11 +154,8 @@ def router(hub: CitizenHub) -> APIRouter:
                                    page=values["page"])
         except InvalidInput as problem:
             field, _, _ = str(problem).partition(":")
-            errors[field if field in ("message", "name", "email") else "message"] = {
-                "message": link("Please describe the barrier you met."),
-                "name": link("The name may have at most 200 characters."),
-                "email": link("Enter an email address like name@example.org, or leave it empty."),
-            }.get(field, link("Please describe the barrier you met."))
+            field = field if field in FIELD_ERRORS else "message"
+            errors[field] = link(FIELD_ERRORS[field])
         if errors:
             return hub.page(request, "citizen/accessibility.html", status=422, municipality=municipality, slug=slug,
                             sent=False, errors=errors, values=values, conciliation=CONCILIATION_BODY_URL)

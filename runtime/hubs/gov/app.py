@@ -173,8 +173,8 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    from . import data, people, tools, upload
-    return (tools.router, data.router, people.router, upload.router)
+    from . import data, feedback, people, tools, upload
+    return (tools.router, data.router, people.router, upload.router, feedback.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):
