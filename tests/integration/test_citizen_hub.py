@@ -364,3 +364,63 @@ def test_no_page_sets_a_cookie_even_when_a_route_tries(world):
     with TestClient(NoCookies(app)) as client:
         assert "set-cookie" not in client.get("/town/x").headers
         assert "set-cookie" in client.get("/gov/x").headers      # the Gov Hub's session cookie stays possible
+
+
+# DCAT-AP.de SHACL ------------------------------------------------------------------
+
+SHAPES = ROOT / "tests" / "fixtures" / "dcat-ap-de"
+
+
+@pytest.fixture(scope="module")
+def shapes():
+    """The validator's v2.0 profile with conventions (see tests/fixtures/dcat-ap-de/README.md)."""
+    graph = Graph()
+    for name in ("dcat-ap_2.1.1_shacl_shapes.ttl", "dcat-ap-spec-german-messages.ttl",
+                 "dcat-ap-spec-german-additions.ttl", "dcat-ap-de-deprecated.ttl", "dcat-ap-konventionen.ttl"):
+        graph.parse(SHAPES / name, format="turtle")
+    # K12/13: a GovData contributor ID exists only once an installation registers with GovData.
+    graph.parse(data="@prefix sh: <http://www.w3.org/ns/shacl#> . "
+                     "<http://dcat-ap.de/def/dcatde/Konv12_13_contributorID_v_List> sh:deactivated true .",
+                format="turtle")
+    return graph
+
+
+@pytest.fixture(scope="module")
+def vocabularies():
+    graph = Graph()
+    graph.parse(SHAPES / "dcat-ap-de-licenses-open.rdf", format="xml")
+    graph.parse(SHAPES / "vocabulary-excerpt.ttl", format="turtle")
+    return graph
+
+
+def _violations(data: Graph, shapes: Graph, vocabularies: Graph) -> tuple[bool, list[str]]:
+    from pyshacl import validate
+
+    # As the official validator does with the vocabularies it imports: they join the data graph.
+    conforms, report, _text_report = validate(data + vocabularies, shacl_graph=shapes, inference="none",
+                                              abort_on_first=False, allow_warnings=True)
+    SH = Namespace("http://www.w3.org/ns/shacl#")
+    found = []
+    for result in report.subjects(RDF.type, SH.ValidationResult):
+        if report.value(result, SH.resultSeverity) == SH.Violation:
+            messages = [str(m) for m in report.objects(result, SH.resultMessage)]
+            found.append(f"{report.value(result, SH.focusNode)} {report.value(result, SH.resultPath)}: "
+                         f"{' / '.join(messages)[:300]}")
+    return conforms, found
+
+
+@pytest.mark.parametrize("path", ["/catalog.{}", "/{gue}/catalog.{}"])
+@pytest.mark.parametrize("extension,fmt", [("ttl", "turtle"), ("rdf", "xml"), ("jsonld", "json-ld")])
+def test_dcat_passes_the_official_dcat_ap_de_shapes(web, world, shapes, vocabularies, path, extension, fmt):
+    data = _graph(web, path.format(extension, gue=world.gue), fmt)
+    assert len(list(data.subjects(RDF.type, DCAT.Dataset))) >= 2
+    conforms, violations = _violations(data, shapes, vocabularies)
+    assert violations == [] and conforms, "\n".join(violations)
+
+
+def test_a_catalogue_without_licence_fails_the_shapes(web, world, shapes, vocabularies):
+    data = _graph(web, f"/{world.gue}/catalog.ttl", "turtle")
+    data.remove((None, DCTERMS.license, None))
+    conforms, violations = _violations(data, shapes, vocabularies)
+    assert not conforms
+    assert any("K31" in v and "license" in v for v in violations), violations
