@@ -32,6 +32,7 @@ from fastapi.responses import HTMLResponse
 from urbanstack.runtime.api.catalogue import Catalogue, DatasetInfo
 from urbanstack.runtime.api.query import Aggregate, Bucket, DatasetRef, Filters, QueryEngine, QueryError, SeriesQuery
 from urbanstack.runtime.web import i18n
+from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.rendering import Renderer
 
 from .metadata import THEMES
@@ -273,5 +274,36 @@ def add_citizen_hub(app: FastAPI, settings: Any, catalogue: Catalogue, engine: Q
     app.state.citizen = hub
     for build in routers if routers is not None else default_routers():
         app.include_router(build(hub))
+    _error_pages(app, hub)
     app.add_middleware(NoCookies)
     return hub
+
+
+ERROR_TEXTS = {
+    404: (N_("Not found"), N_("This page does not exist.")),
+    405: (N_("Not allowed"), N_("This page does not accept that kind of request.")),
+    413: (N_("Too large"), N_("The request is too large.")),
+    422: (N_("Invalid input"), N_("Some input was not valid. Go back and check the form.")),
+}
+
+
+def _error_pages(app: FastAPI, hub: CitizenHub) -> None:
+    """Errors outside ``/gov/`` get the portal's own page (no script, no cookie); the Gov Hub's
+    handler keeps answering its own paths."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    previous = app.exception_handlers.get(StarletteHTTPException)
+
+    async def http_error(request: Request, error: StarletteHTTPException):
+        if previous is not None and request.url.path.startswith("/gov/"):
+            return await previous(request, error)
+        if not hasattr(request.state, "lang"):
+            set_language(request)
+        translate = i18n.translations(request.state.lang).gettext
+        title, message = ERROR_TEXTS.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
+        detail = error.detail if isinstance(error.detail, str) and error.status_code in (413, 422) else None
+        response = hub.page(request, "citizen/error.html", status=error.status_code, title=translate(title),
+                            message=translate(detail) if detail else translate(message))
+        return response
+
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -28,6 +28,8 @@ from fastapi.responses import Response
 from rdflib import BNode, Graph, Literal, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, FOAF, RDF, XSD
 
+from urbanstack.runtime.web.i18n import N_
+
 from .app import LICENCE_URI, CitizenHub, set_language
 from . import metadata
 
@@ -50,8 +52,8 @@ def parse_modified_since(text: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
     except ValueError:
-        raise HTTPException(422, "modified_since: use an ISO 8601 date or time, e.g. 2026-03-01 or "
-                                 "2026-03-01T12:00:00Z") from None
+        raise HTTPException(422, N_("modified_since: use an ISO 8601 date or time, e.g. 2026-03-01 or "
+                                    "2026-03-01T12:00:00Z.")) from None
     return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
@@ -209,7 +211,7 @@ def router(hub: CitizenHub) -> APIRouter:
             page = int(params.get("page") or 1)
             per_page = int(params.get("per_page") or MAX_PER_PAGE)
         except ValueError:
-            raise HTTPException(422, "page and per_page must be whole numbers") from None
+            raise HTTPException(422, N_("page and per_page must be whole numbers.")) from None
         since = parse_modified_since(params.get("modified_since"))
         base = str(request.base_url).rstrip("/")
         page_url = str(request.url)

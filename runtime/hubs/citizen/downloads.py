@@ -22,7 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from urbanstack.runtime.api import export
 from urbanstack.runtime.api.query import DatasetRef, Filters, ObservationPage, ObservationsQuery, QueryError
-from urbanstack.runtime.web.i18n import TIME_ZONE
+from urbanstack.runtime.web.i18n import TIME_ZONE, N_
 
 from .app import CitizenHub, set_language
 from .metadata import FORMAT_BY_KEY
@@ -38,7 +38,7 @@ def parse_day(text: str | None, name: str) -> date | None:
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
-        raise HTTPException(422, f"{name}: enter a date as YYYY-MM-DD, for example 2026-03-01") from None
+        raise HTTPException(422, N_("Enter the days as YYYY-MM-DD, for example 2026-03-01.")) from None
 
 
 def local_midnight(day: date) -> datetime:
@@ -85,7 +85,7 @@ def open_download(hub: CitizenHub, slug: str, tool: str, name: str, fmt: str, st
     dataset = hub.open_dataset(slug, tool, name)
     chosen = FORMAT_BY_KEY.get(fmt)
     if chosen is None:
-        raise HTTPException(422, "format: choose csv, json or geojson")
+        raise HTTPException(422, N_("Choose the format csv, json or geojson."))
     coverage = hub.coverage(dataset)
     if coverage.first is None:
         start = end = datetime.now(timezone.utc)
@@ -96,7 +96,7 @@ def open_download(hub: CitizenHub, slug: str, tool: str, name: str, fmt: str, st
     if end_day is not None:
         end = local_midnight(end_day + timedelta(days=1))   # the end day is included
     if start_day and end_day and start_day > end_day:
-        raise HTTPException(422, "from: the first day must not be after the last day")
+        raise HTTPException(422, N_("The first day must not be after the last day."))
     ref = DatasetRef(slug, tool, name)
     if end <= start:
         rows: Iterator = iter(())
