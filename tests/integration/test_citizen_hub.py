@@ -146,7 +146,7 @@ def test_private_weather_is_nowhere(web, world):
                 f"/{world.gue}/data/{TOOL}/weather/download?format=json", f"/{world.bi}/data/{TOOL}/pedestrian_counts",
                 f"/{world.gue}/data/{TOOL}/nothing"):
         response = _get(web, url, status=404)
-        _assert_no_secret(url, response.text)
+        _assert_no_secret(url, _without(response.text, url))   # its language link repeats the address asked for
     # The tool's own public description speaks of "the local weather"; that is the tool, not the dataset.
     tool_description = _tool(TOOL).spec.description
     for url in ("/catalog.ttl", "/catalog.rdf", "/catalog.jsonld", f"/{world.gue}/catalog.ttl",

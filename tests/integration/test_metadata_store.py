@@ -15,7 +15,7 @@ from urbanstack.runtime.store import migrate
 ERIKA = Actor("sub-erika", "Erika Mustermann")
 JOERG = Actor("sub-joerg", "Jörg Schäfer")
 TABLES = {"dashboards", "dashboard_versions", "dashboard_editors", "dashboard_shares", "comments", "web_sessions",
-          "audit_entries"}
+          "audit_entries", "accessibility_feedback"}
 
 
 def _tables(url: str) -> set[str]:
