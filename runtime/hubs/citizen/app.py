@@ -41,6 +41,7 @@ log = logging.getLogger("urbanstack.citizenhub")
 TEMPLATES = Path(__file__).parent / "templates"
 PAGE_MAX_AGE = 30          # seconds browsers and proxies may reuse an anonymous page
 DATA_TTL = 60.0            # seconds computed figures stay in the in-process cache
+PAGE_CACHE_TTL = 1.0       # seconds a rendered page is reused; with the 1 s dashboard list: unpublished within 2 s
 LICENCE_URI = "http://dcat-ap.de/def/licenses/dl-zero-de/2.0"
 LICENCE_NAME = "Datenlizenz Deutschland – Zero – Version 2.0"
 LICENCE_TEXT_URL = "https://www.govdata.de/dl-de/zero-2-0"
@@ -71,6 +72,18 @@ class TTLCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
         return value
+
+    def peek(self, key: Any) -> Any:
+        with self._lock:
+            hit = self._items.get(key)
+            return hit[1] if hit is not None and hit[0] > time.monotonic() else None
+
+    def put(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        with self._lock:
+            self._items[key] = (time.monotonic() + (self.ttl if ttl is None else ttl), value)
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
 
     def clear(self) -> None:
         with self._lock:
@@ -162,7 +175,7 @@ class CitizenHub:
                 log.warning("published dashboards of %s unavailable: %s", slug, str(error)[:200])
                 return []
             return [d for d in overview.published if d.tenant == slug and d.published]
-        return self.cache.get(("dashboards", slug), compute, ttl=2.0)
+        return self.cache.get(("dashboards", slug), compute, ttl=1.0)
 
     def services(self, municipality) -> list:
         """City Tools for residents (audience citizen or both) this municipality has switched on."""
@@ -175,6 +188,20 @@ class CitizenHub:
         if tool is None:
             raise HTTPException(404, "no such service")
         return tool
+
+    def cached_page(self, request: Request, render: Callable[[], HTMLResponse]) -> HTMLResponse:
+        """The page for this URL from the page cache (``PAGE_CACHE_TTL`` seconds), else ``render()``d
+        and kept. Only successful pages are kept; the key is the whole URL (language included)."""
+        key = ("page", request.url.path, request.url.query)
+        hit = self.cache.peek(key)
+        if hit is not None:
+            body, headers = hit
+            return HTMLResponse(body, headers=headers)
+        response = render()
+        if response.status_code == 200:
+            headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length",)}
+            self.cache.put(key, (response.body, headers), PAGE_CACHE_TTL)
+        return response
 
     def invalidate(self) -> None:
         """Forget computed figures (after new data or a change of what is published)."""
