@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml
 ## install: the virtualenv, and the web front end (npm ci + esbuild into
 ## runtime/web/static/dist; skipped when its inputs did not change)
 install: $(STAMP)
-	$(BIN)/python -m urbanstack.runtime.web.assets build
+	$(BIN)/python -m urbanstack.webassets build
 
 ## demo: bring the local platform up, let the operator provision the example
 ## municipalities, and show what runs where

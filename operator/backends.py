@@ -41,6 +41,7 @@ class Backends:
     streaming: StreamingProvisioner
     warehouse: WarehouseProvisioner
     identity: object
+    mail: object = None  # plan.RealmMail: the relay every realm sends its e-mail through
     locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def lock(self, slug: str) -> threading.Lock:
@@ -50,6 +51,7 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, warehouse_client=None, kube=None) -> "Backends":
+        from urbanstack.operator.plan import RealmMail
         from urbanstack.operator.provisioners.identity import IdentityProvisioner
 
         # Both identities first: a missing one stops the start with the variables to set.
@@ -67,5 +69,7 @@ class Backends:
             streaming=StreamingProvisioner(kafka_config),
             warehouse=WarehouseProvisioner(factory, embedded=warehouse.is_embedded(url),
                                            login=None if warehouse.is_embedded(url) else server_login(url)),
-            identity=IdentityProvisioner(settings.keycloak_url, user, password),
+            identity=IdentityProvisioner(settings.keycloak_url, user, password,
+                                         smtp_password=settings.smtp_password),
+            mail=RealmMail.from_settings(settings),
         )

@@ -98,6 +98,32 @@ class KeycloakOrganization:
 
 
 @dataclass(frozen=True)
+class RealmMail:
+    """How a realm sends e-mail (invitations, password resets): the platform's relay. No password:
+    the plan ends up in status and logs, so the provisioner adds it only when it writes the realm."""
+    host: str
+    port: int
+    from_address: str
+    user: str = ""
+    starttls: bool = False
+    from_name: str = "Urban Stack"
+
+    @classmethod
+    def from_settings(cls, settings) -> "RealmMail":
+        return cls(host=settings.smtp_server, port=settings.smtp_port, from_address=settings.smtp_from,
+                   user=settings.smtp_user, starttls=settings.smtp_starttls)
+
+    def realm_value(self) -> dict[str, str]:
+        """Keycloak's ``smtpServer`` map (every value a string, as Keycloak keeps it)."""
+        value = {"host": self.host, "port": str(self.port), "from": self.from_address,
+                 "fromDisplayName": self.from_name, "starttls": str(self.starttls).lower(), "ssl": "false",
+                 "auth": str(bool(self.user)).lower()}
+        if self.user:
+            value["user"] = self.user
+        return value
+
+
+@dataclass(frozen=True)
 class IdentityPart:
     strategy: IdentityStrategy
     realm: str
@@ -397,13 +423,15 @@ class DesiredState:
         }
 
 
-def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, CityTool]) -> DesiredState:
+def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, CityTool], *,
+         mail: RealmMail | None = None) -> DesiredState:
     """The desired state of every backend for ``municipality`` with the CityTools it enables.
 
     ``tools`` may hold more CityTools than the municipality enables; only the
     enabled ones count. Raises MissingToolError for an enabled tool that is not
     among them and PlanError for a spec that exceeds its plan or shares what it
-    does not have.
+    does not have. ``mail``: the relay the realm sends its e-mail through (None: the
+    realm's mail settings are left alone).
     """
     catalogue = dict(tools) if isinstance(tools, Mapping) else {tool.name: tool for tool in tools}
     enabled = _enabled_tools(municipality, catalogue)
@@ -415,7 +443,7 @@ def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, Ci
         generation=municipality.metadata.generation,
         suspended=municipality.spec.suspended,
         quotas=quotas,
-        identity=_identity(municipality, enabled),
+        identity=_identity(municipality, enabled, mail),
         streaming=_streaming(municipality, datasets, quotas),
         warehouse=_warehouse(municipality, datasets, quotas),
         runtime=_runtime(municipality, enabled, quotas),
@@ -461,7 +489,7 @@ _PLATFORM_ROLE_DEFINITIONS = (
 )
 
 
-def _identity(municipality: Municipality, enabled: tuple[CityTool, ...]) -> IdentityPart:
+def _identity(municipality: Municipality, enabled: tuple[CityTool, ...], mail: RealmMail | None = None) -> IdentityPart:
     slug, spec = municipality.slug, municipality.spec
     active = not spec.suspended
     dedicated = spec.identity.strategy is IdentityStrategy.realm
@@ -497,7 +525,8 @@ def _identity(municipality: Municipality, enabled: tuple[CityTool, ...]) -> Iden
         attributes={"ags": (spec.ags,), "slug": (slug,)})
     realm_settings = render_yaml("keycloak/realm.yaml.j2", realm=realm,
                                  display_name=spec.display_name if dedicated else "Urban Stack",
-                                 enabled=active or not dedicated, organizations=not dedicated)
+                                 enabled=active or not dedicated, organizations=not dedicated,
+                                 smtp=mail.realm_value() if mail is not None else None)
     return IdentityPart(strategy=spec.identity.strategy, realm=realm, owns_realm=dedicated,
                         realm_settings=realm_settings, organization=organization, roles=_PLATFORM_ROLE_DEFINITIONS,
                         clients=tuple(clients), users=users)

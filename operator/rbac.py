@@ -226,3 +226,52 @@ def gov_hub_cluster_role() -> dict:
         "metadata": {"name": GOV_HUB_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
         "rules": [rule.to_manifest() for rule in GOV_HUB_RULES],
     }
+
+
+# The upload page (``urbanstack hub`` with URBANSTACK_INGEST on) imports through the ingest
+# service's own code in the hub's process: it produces as the municipality's Kafka user, read
+# from the same one Secret the ingest service reads, by name, never list/watch. A role of its
+# own, so an installation without the upload page binds nothing and the hub reads no Secret.
+GOV_HUB_UPLOAD_RULES: tuple[Rule, ...] = (
+    Rule(("",), ("secrets",), ("get",),
+         "the Gov Hub's upload page produces with the municipality's own Kafka user, as the ingest service does",
+         resource_names=(INGEST_SECRET,)),
+)
+
+GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME = "urbanstack-gov-hub-uploads"
+
+
+def gov_hub_upload_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
+                     "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in GOV_HUB_UPLOAD_RULES],
+    }
+
+
+# Self-service signup: approving a request creates the Municipality (create-only, so a second
+# approval for the same slug fails instead of overwriting) and follows its status. It may read
+# the catalogue of City Tools the form offers. It never deletes, never writes status, reads no Secret.
+SIGNUP_RULES: tuple[Rule, ...] = (
+    Rule(("urbanstack.io",), ("municipalities",), ("create", "get", "list", "watch", "patch"),
+         "platform ops approve a request: the Municipality is created as the signup's field manager, its "
+         "conditions are followed"),
+    Rule(("urbanstack.io",), ("citytools",), READ, "the City Tools an applicant may choose"),
+)
+
+SIGNUP_CLUSTER_ROLE_NAME = "urbanstack-signup"
+# On the local platform the user of state/kube/signup.kubeconfig; in a cluster the stack's service account.
+SIGNUP_USER = "urbanstack-signup"
+SIGNUP_SERVICE_ACCOUNT = "urbanstack-signup"
+SIGNUP_FIELD_MANAGER = "urbanstack-signup"
+
+
+def signup_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": SIGNUP_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in SIGNUP_RULES],
+    }

@@ -94,3 +94,4 @@ def issuer():
 
 
 from store_fixtures import metadata_postgres, metadata_store, store, store_urls  # noqa: E402,F401 - the metadata store on both backends
+from mail_fixtures import mailbox  # noqa: E402,F401 - real SMTP (the platform's or a private server)

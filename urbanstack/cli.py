@@ -117,6 +117,15 @@ def _api(args, s: Settings) -> int:
     return serve.run_api(s, host=args.host or s.http_host, port=args.port or s.http_port)
 
 
+def _hub(args, s: Settings) -> int:
+    import logging
+
+    from urbanstack import serve
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return serve.run_hub(s, host=args.host or s.http_host, port=args.port or s.hub_port)
+
+
 def _sink(args, s: Settings) -> int:
     import logging
 
@@ -187,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--pull", action=argparse.BooleanOptionalAction, default=None,
                         help="also run the pull scheduler (default: on, unless URBANSTACK_INGEST_PULL=0)")
     ingest.set_defaults(func=_ingest)
+
+    hub = sub.add_parser("hub", help="the web pages (Gov Hub) only, with the upload page unless URBANSTACK_INGEST=0 "
+                                     "(needs a ClickHouse server URL and the metadata store)")
+    hub.add_argument("--host", help="default: URBANSTACK_HTTP_HOST")
+    hub.add_argument("--port", type=int, help="default: URBANSTACK_HUB_PORT")
+    hub.set_defaults(func=_hub)
 
     demo = sub.add_parser("demo", help="platform up, example municipalities provisioned, status printed")
     demo.set_defaults(func=_demo)

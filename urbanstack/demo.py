@@ -67,11 +67,22 @@ def run(settings: Settings, timeout: float = 300) -> int:
             from urbanstack import demo_data
 
             data_status = demo_data.run(settings, custom, kubernetes.client.CoreV1Api(admin))
+            _print_gov_hub(settings)
     finally:
         stop.set()
         thread.join(30)
     ok = all(_conditions(o).get("Ready", {}).get("status") == "True" for o in items.values())
     return 0 if ok and data_status == 0 else 1
+
+
+def _print_gov_hub(settings: Settings) -> None:
+    from urbanstack import demo_staff
+
+    password_file = demo_staff.ensure(settings)
+    print(f"\nGov Hub: run 'urbanstack serve' (or 'make serve'), then open "
+          f"http://{settings.http_host}:{settings.http_port}/gov/{demo_staff.SLUG}/\n"
+          f"  sign in as {demo_staff.USERNAME} with the password in {password_file};\n"
+          f"  Keycloak asks you to set up an authenticator app (one-time codes) at the first sign-in.")
 
 
 def _print_status(items: dict, settings: Settings) -> None:

@@ -4,7 +4,8 @@ warehouse mode the operator too, in one process.
 chDB lets exactly one process own a data path, so with ``chdb://`` everything
 that touches the warehouse — operator (DDL), sink (inserts) and API (queries) —
 shares one client in this process. Against a ClickHouse server the same pieces
-can run as separate processes (``urbanstack operator run``, ``sink``, ``api``).
+can run as separate processes (``urbanstack operator run``, ``sink``, ``api``,
+``ingest``, ``hub``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from urbanstack import kubeclient, warehouse
 from urbanstack.settings import Settings
 
 GROUP, VERSION = "urbanstack.io", "v1alpha1"
+# How often the signup's follower looks at approved requests (Ready? invitation sent?).
+SIGNUP_FOLLOW_SECONDS = 5.0
 log = logging.getLogger("urbanstack.serve")
 
 
@@ -53,8 +56,10 @@ def refresh_catalogue(catalogue, custom: kubernetes.client.CustomObjectsApi) -> 
     return len(catalogue.datasets())
 
 
-def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interval: float) -> None:
-    custom = kubernetes.client.CustomObjectsApi(_kube(settings))
+def _catalogue_loop(catalogue, settings: Settings, stop: threading.Event, interval: float,
+                    api_client: kubernetes.client.ApiClient | None = None) -> None:
+    """``api_client``: whose identity reads the catalogue (default: the data plane's)."""
+    custom = kubernetes.client.CustomObjectsApi(api_client or _kube(settings))
     while not stop.is_set():
         try:
             refresh_catalogue(catalogue, custom)
@@ -112,12 +117,13 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         app.mount("/ingest", ingest.app)
     store = open_metadata_store(settings)
     extras = {"ingest": ingest.uploads} if settings.ingest else {}
-    server = http_server(PathDispatch(app, web_app(settings, catalogue, app, store, extras=extras)), settings,
-                         host, port)
+    web = web_app(settings, catalogue, app, store, extras=extras, signup_follow_interval=SIGNUP_FOLLOW_SECONDS)
+    server = http_server(PathDispatch(app, web), settings, host, port)
     try:
         server.run()
     finally:
         stop.set()
+        stop_web_app(web)
         store.close()
         deadline = time.monotonic() + 30
         for thread in threads:
@@ -142,6 +148,76 @@ def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) ->
     finally:
         stop.set()
     return 0
+
+
+def hub_kubeconfig(settings: Settings) -> str | None:
+    """The Gov Hub's own identity (None inside a cluster: the pod's service account)."""
+    from urbanstack.runtime.hubs.gov.kube import kubeconfig_path
+
+    return kubeconfig_path(settings)
+
+
+def run_hub(settings: Settings, *, host: str = "127.0.0.1", port: int = 8082, catalogue_interval: float = 10.0) -> int:
+    """The web pages (Gov Hub; later the Citizen Hub) alone, for a ClickHouse server.
+
+    The process has its own catalogue refresh, query engine and token verifier (an API app
+    built here, which answers only ``/healthz``, ``/readyz`` and ``/metrics``: the API itself
+    is ``urbanstack api``'s). It reads the Kubernetes API as the Gov Hub's own identity
+    (``URBANSTACK_GOVHUB_KUBECONFIG``; in a pod its service account). With ``URBANSTACK_INGEST``
+    on, the upload page imports through the ingest service's ``Uploads`` in this process (no
+    push endpoints, no pull scheduler): it reads the municipality's ``urbanstack-ingest``
+    Secret with the same identity and produces to Kafka as the municipality's own user."""
+    from urbanstack.runtime.api import Catalogue
+
+    if warehouse.is_embedded(settings.warehouse_url):
+        raise SystemExit("error: 'urbanstack hub' needs a ClickHouse server URL in URBANSTACK_WAREHOUSE_URL; "
+                         "with the embedded warehouse run 'urbanstack serve', which owns it and serves the "
+                         "hubs too")
+    client = warehouse.shared(settings.warehouse_url)
+    identity = kubeclient.api_client(hub_kubeconfig(settings))
+    stop = threading.Event()
+    catalogue = Catalogue()
+    threads = [threading.Thread(target=_catalogue_loop, args=(catalogue, settings, stop, catalogue_interval),
+                                kwargs={"api_client": identity}, name="catalogue", daemon=True)]
+    threads[0].start()
+    extras: dict = {}
+    ingest = None
+    if settings.ingest:
+        from urbanstack.runtime.ingest import service as ingest_service
+        from urbanstack.runtime.ingest.tenants import KubernetesCredentials
+
+        ingest = ingest_service.build(settings, catalogue, credentials=KubernetesCredentials(identity), pull=False,
+                                      route_prefix="/v1")
+        extras["ingest"] = ingest.uploads
+    store = open_metadata_store(settings)
+    app = hub_app(settings, catalogue, client, store, extras=extras, signup_follow_interval=SIGNUP_FOLLOW_SECONDS)
+    try:
+        http_server(app, settings, host, port).run()
+    finally:
+        stop.set()
+        stop_web_app(app.web)
+        if ingest is not None:
+            ingest.publishers.close()
+        store.close()
+        for thread in threads:
+            thread.join(5)
+    return 0
+
+
+# What the hub process answers from its own API app; everything else is the web app's.
+HUB_API_PREFIXES = ("/healthz", "/readyz", "/metrics")
+
+
+def hub_app(settings: Settings, catalogue, warehouse_client, store, *, extras: dict | None = None,
+            signup_follow_interval: float = 0.0):
+    """The ASGI app of ``urbanstack hub``: the web pages over an API app of its own (query
+    engine, token verifier, health), of which only ``HUB_API_PREFIXES`` are served."""
+    from urbanstack.runtime.api import create_app
+
+    api = create_app(settings, catalogue, warehouse_client, keycloak_url=settings.keycloak_url,
+                     audience="{tenant}-api")
+    return PathDispatch(api, web_app(settings, catalogue, api, store, extras=extras,
+                                     signup_follow_interval=signup_follow_interval), HUB_API_PREFIXES)
 
 
 # Paths the Data Hub API answers; every other path belongs to the web pages (hubs).
@@ -171,18 +247,97 @@ def open_metadata_store(settings: Settings):
     return open_store(settings.metadata_url)
 
 
-def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None):
-    """The web pages over the API app's engine and token verifier: the Gov Hub under ``/gov/``
-    (and the published dashboards), the Citizen Hub everywhere else (``/``, ``/<slug>/…``,
-    ``/catalog.ttl``). One app, so both share ``/static``, the error pages and the headers."""
+def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | None = None,
+            signup_follow_interval: float = 0.0):
+    """The platform's web origin: the Gov Hub (and the published dashboards) over the API app's
+    engine and token verifier, with the self-service signup (``/signup``) and the ops console
+    (``/ops``) beside it, and the Citizen Hub everywhere else (``/``, ``/<slug>/…``, ``/catalog.ttl``).
+    ``signup_follow_interval`` > 0 starts the thread that follows approved requests to Ready and
+    sends the invitations (stop it with :func:`stop_web_app`)."""
     from urbanstack.runtime.hubs.citizen import add_citizen_hub
     from urbanstack.runtime.hubs.gov import create_gov_hub
     from urbanstack.runtime.web.oidc import Keycloak
 
     keycloak = Keycloak(settings.keycloak_url, api_app.state.verifier)
-    app = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
-    add_citizen_hub(app, settings, catalogue, api_app.state.engine, store)
-    return app
+    gov = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
+    add_citizen_hub(gov, settings, catalogue, api_app.state.engine, store)
+    return WebDispatch(gov, signup_app(settings, store, follow_interval=signup_follow_interval))
+
+
+def signup_kubeconfig(settings: Settings) -> str | None:
+    """The signup's own identity (None inside a cluster: the pod's service account)."""
+    if kubeclient.in_cluster():
+        return None
+    return settings.signup_kubeconfig or str(settings.state_dir / "kube" / "signup.kubeconfig")
+
+
+def signup_app(settings: Settings, store, *, follow_interval: float = 0.0):
+    """``/signup`` and ``/ops`` with their dependencies from ``settings``. What is not configured
+    is left out with a warning and the pages say so: no directory (the form says it is not
+    available), no signup kubeconfig (approval answers "cluster not available"), no Gov Hub
+    Keycloak identity (no invitations; the console shows why)."""
+    from pathlib import Path
+
+    from urbanstack.runtime.hubs.signup import create_signup_app
+    from urbanstack.runtime.hubs.signup import directory as signup_directory
+    from urbanstack.runtime.hubs.signup.ops_auth import OpsKeycloak
+    from urbanstack.runtime.hubs.signup.service import Invitations, Kube
+    from urbanstack.settings import MissingSetting
+
+    try:
+        directory = signup_directory.load(settings)
+    except (OSError, ValueError) as error:
+        log.warning("signup: the municipality directory cannot be read (%s); the form says it is unavailable",
+                    str(error)[:200])
+        directory = None
+    if directory is None:
+        log.warning("signup: URBANSTACK_MUNICIPALITY_DIRECTORY is not set; applicants cannot choose a municipality")
+    kube = None
+    kubeconfig = signup_kubeconfig(settings)
+    if kubeconfig is None or Path(kubeconfig).exists():
+        kube = Kube(kubeclient.api_client(kubeconfig))
+    else:
+        log.warning("signup: no kubeconfig at %s (URBANSTACK_SIGNUP_KUBECONFIG); requests cannot be approved",
+                    kubeconfig)
+    try:
+        invitations = Invitations(settings.keycloak_url, *settings.gov_hub_keycloak())
+    except MissingSetting as error:
+        log.warning("signup: no invitations are sent: %s", error)
+        invitations = None
+    return create_signup_app(settings, store, directory=directory, kube=kube,
+                             ops_keycloak=OpsKeycloak(settings.keycloak_url), invitations=invitations,
+                             follow_interval=follow_interval)
+
+
+def stop_web_app(app) -> None:
+    """Stops the signup's follower thread of a :func:`web_app`, if it runs."""
+    signup = getattr(app, "signup", None)
+    stop = getattr(getattr(signup, "state", None), "signup_stop", None)
+    if stop is not None:
+        stop.set()
+
+
+# Paths of the signup app in the web origin; every other path is the Gov Hub's.
+SIGNUP_PREFIXES = ("/signup", "/ops")
+
+
+class WebDispatch:
+    """The web origin's pages: ``/signup…`` and ``/ops…`` to the signup app, the rest to the
+    Gov Hub (which also serves ``/static``). ``state`` is the Gov Hub's (``state.hub``)."""
+
+    def __init__(self, gov, signup):
+        self.gov, self.signup = gov, signup
+
+    @property
+    def state(self):
+        return self.gov.state
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "lifespan":
+            return await self.gov(scope, receive, send)
+        path = scope.get("path", "")
+        target = self.signup if any(path == p or path.startswith(p + "/") for p in SIGNUP_PREFIXES) else self.gov
+        await target(scope, receive, send)
 
 
 def http_server(app, settings: Settings, host: str, port: int):

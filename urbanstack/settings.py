@@ -61,9 +61,32 @@ FIELDS: dict[str, Field] = {
                                       "Keycloak management port (health endpoints)."),
     "postgres_port": Field("URBANSTACK_POSTGRES_PORT", "15432",
                            "Port of the local platform's PostgreSQL (its own cluster, not Debian's on 5432)."),
+    "smtp_host": Field("URBANSTACK_SMTP_HOST", "",
+                       "Mail relay for every e-mail the platform sends (Keycloak's invitations, signup "
+                       "confirmations); empty means the local platform's SMTP server on 127.0.0.1."),
+    "smtp_port": Field("URBANSTACK_SMTP_PORT", "11025",
+                       "Port of the mail relay; on the local platform the port its SMTP server listens on."),
+    "smtp_user": Field("URBANSTACK_SMTP_USER", "", "User of the mail relay (empty: no authentication)."),
+    "smtp_password": Field("URBANSTACK_SMTP_PASSWORD", "", "Password of URBANSTACK_SMTP_USER.", secret=True),
+    "smtp_from": Field("URBANSTACK_SMTP_FROM", "no-reply@urbanstack.localhost",
+                       "Sender address of the platform's e-mail."),
+    "smtp_starttls": Field("URBANSTACK_SMTP_STARTTLS", "0",
+                           "1: upgrade the relay connection with STARTTLS (required before a password is sent to "
+                           "a relay that is not on loopback)."),
     "municipality_directory": Field("URBANSTACK_MUNICIPALITY_DIRECTORY", "",
                                     "Destatis municipality directory (derived CSV: ags,ars,name,...,population); "
                                     "when set, an AGS must name a real Gemeinde. Empty: check the format only."),
+    "district_directory": Field("URBANSTACK_DISTRICT_DIRECTORY", "",
+                                "Names of the Kreise for the signup search: Destatis' GV-ISys workbook (the "
+                                "AuszugGV…xlsx the municipality directory is derived from) or a CSV kreis,name; "
+                                "empty: a Kreis is shown by its key."),
+    "signup_retention_days": Field("URBANSTACK_SIGNUP_RETENTION_DAYS", "30",
+                                   "Days after which the personal data of rejected or abandoned signup requests "
+                                   "(never confirmed) is deleted."),
+    "signup_secret": Field("URBANSTACK_SIGNUP_SECRET", "",
+                           "Key that signs the signup form's proof-of-work challenges; empty: a random key per "
+                           "process (challenges then do not survive a restart, and replicas must share one).",
+                           secret=True),
     "ready_timeout": Field("URBANSTACK_READY_TIMEOUT", "240",
                            "Seconds to wait for one service to become ready before giving up."),
     "drift_interval": Field("URBANSTACK_DRIFT_INTERVAL", "60",
@@ -114,11 +137,16 @@ FIELDS: dict[str, Field] = {
     "govhub_kubeconfig": Field("URBANSTACK_GOVHUB_KUBECONFIG", "",
                                "Outside a cluster: the Gov Hub's kubeconfig (patches spec.tools and spec.shares); "
                                "empty means <state_dir>/kube/govhub.kubeconfig. In a pod: its service account."),
-    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api` and `ingest` listen on."),
+    "signup_kubeconfig": Field("URBANSTACK_SIGNUP_KUBECONFIG", "",
+                               "Outside a cluster: the signup's kubeconfig (creates Municipalities on approval); "
+                               "empty means <state_dir>/kube/signup.kubeconfig. In a pod: its service account."),
+    "http_host": Field("URBANSTACK_HTTP_HOST", "127.0.0.1", "Address `serve`, `api`, `ingest` and `hub` listen on."),
     "http_port": Field("URBANSTACK_HTTP_PORT", "8080", "Port of `serve` and `api`."),
     "ingest_port": Field("URBANSTACK_INGEST_PORT", "8081", "Port of `ingest`."),
+    "hub_port": Field("URBANSTACK_HUB_PORT", "8082", "Port of `hub` (the web pages: Gov Hub, published dashboards)."),
     "ingest": Field("URBANSTACK_INGEST", "1", "1: `serve` also mounts the push endpoints under /ingest and runs "
-                    "the pull scheduler; 0: it does not."),
+                    "the pull scheduler, and `serve` and `hub` offer the Gov Hub's upload page (it produces as the "
+                    "municipality's own Kafka user); 0: none of these."),
     "ingest_pull": Field("URBANSTACK_INGEST_PULL", "1", "0: `ingest` serves push only, no pull scheduler."),
     "ingest_allow_private_sources": Field("URBANSTACK_INGEST_ALLOW_PRIVATE_SOURCES", "0",
                                           "1: pull sources may be on loopback or private addresses (a trusted "
@@ -171,14 +199,25 @@ class Settings:
     operator_kubeconfig: str = ""
     runtime_kubeconfig: str = ""
     govhub_kubeconfig: str = ""
+    signup_kubeconfig: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8080
     ingest_port: int = 8081
+    hub_port: int = 8082
     ingest: bool = True
     ingest_pull: bool = True
     ingest_allow_private_sources: bool = False
     ingest_audience: str = "{tenant}-api"
     postgres_port: int = 15432
+    district_directory: str = ""
+    signup_retention_days: int = 30
+    signup_secret: str = ""
+    smtp_host: str = ""
+    smtp_port: int = 11025
+    smtp_user: str = ""
+    smtp_password: str = ""
+    smtp_from: str = "no-reply@urbanstack.localhost"
+    smtp_starttls: bool = False
     metadata_url: str = ""
     metadata_migration_url: str = ""
 
@@ -250,6 +289,16 @@ class Settings:
     @property
     def keycloak_url(self) -> str:
         return (self.keycloak_server_url or f"http://127.0.0.1:{self.keycloak_port}").rstrip("/")
+
+    @property
+    def smtp_server(self) -> str:
+        """Host of the mail relay: the configured one, or the local platform's on loopback."""
+        return self.smtp_host or "127.0.0.1"
+
+    @property
+    def mail_dir(self) -> Path:
+        """Where the local platform's SMTP server keeps every message (one .eml file each)."""
+        return self.state_dir / "mail"
 
     @property
     def etcd_url(self) -> str:

@@ -157,11 +157,16 @@ def protocol_mappers(part: IdentityPart, client: KeycloakClient) -> dict[str, di
 
 
 def settings_drift(desired: dict[str, Any], live: dict[str, Any]) -> list[str]:
-    """Names of the desired realm settings that differ in ``live`` (lists compare as sets)."""
+    """Names of the desired realm settings that differ in ``live`` (lists compare as sets; maps
+    such as ``smtpServer`` by the keys we set, so the password Keycloak masks is never compared)."""
     drifted = []
     for key, value in desired.items():
         have = live.get(key)
-        if isinstance(value, list):
+        if isinstance(value, dict):
+            have = have if isinstance(have, dict) else {}
+            if any(str(item) != str(have.get(name)) for name, item in value.items()):
+                drifted.append(key)
+        elif isinstance(value, list):
             if sorted(map(str, value)) != sorted(map(str, have or [])):
                 drifted.append(key)
         elif isinstance(value, bool) or isinstance(have, bool):
@@ -278,13 +283,23 @@ class IdentityProvisioner:
     condition = "IdentityReady"
 
     def __init__(self, server_url: str, admin_user: str, admin_password: str, timeout: float = 10.0,
-                 *, hub_url: str = "http://127.0.0.1"):
+                 *, hub_url: str = "http://127.0.0.1", smtp_password: str = ""):
         """``hub_url``: where the hubs run; their clients accept redirects below it.
         Keycloak ignores the port of loopback redirect URIs (RFC 8252), so the
         default fits the local platform."""
         self._api = _AdminApi(server_url, admin_user, admin_password, timeout)
         self.server_url = self._api.server_url
         self.hub_url = hub_url
+        self._smtp_password = smtp_password  # only ever sent to Keycloak inside smtpServer
+
+    def _realm_body(self, part: IdentityPart, keys) -> dict[str, Any]:
+        """The realm settings to write; ``smtpServer`` gets the relay's password here, so it is
+        neither in the plan nor in a diff, a status or a log line."""
+        body = {key: part.realm_settings[key] for key in keys}
+        smtp = body.get("smtpServer")
+        if isinstance(smtp, dict) and smtp.get("auth") == "true" and self._smtp_password:
+            body["smtpServer"] = dict(smtp, password=self._smtp_password)
+        return body
 
     # HTTP helpers -------------------------------------------------------------
     def _call(self, method: str, path: str, what: str, *, ok: tuple[int, ...] = (), **kwargs) -> httpx.Response:
@@ -628,12 +643,13 @@ class IdentityProvisioner:
 
     def _apply_realm(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:
         if any(d.attribute == "exists" for d in differences):
-            self._call("POST", "", f"creating realm {part.realm}", ok=(409,), json=dict(part.realm_settings))
+            self._call("POST", "", f"creating realm {part.realm}", ok=(409,),
+                       json=self._realm_body(part, part.realm_settings))
             actions.append(f"created realm {part.realm}")
             return
         drifted = [d.attribute for d in differences]
         self._call("PUT", f"/{quote(part.realm)}", f"updating realm {part.realm}",
-                   json={key: part.realm_settings[key] for key in drifted} | {"realm": part.realm})
+                   json=self._realm_body(part, drifted) | {"realm": part.realm})
         actions.append(f"set realm {part.realm} {', '.join(drifted)}")
 
     def _apply_mfa(self, part: IdentityPart, differences: list[Difference], actions: list[str]) -> None:

@@ -186,3 +186,69 @@ class AccessibilityFeedback(Base):
     email: Mapped[str] = mapped_column(String(320), default="")
     message: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+# Self-service signup ---------------------------------------------------------
+
+class SignupRequest(Base):
+    """A municipality's request to join the platform. The applicant reaches it only through the
+    status link (``status_token_hash``: SHA-256 hex of the link's token) and confirms the address
+    with a single-use link (``confirm_token_hash``); neither token is stored. ``open_ags`` is the
+    AGS while the request is open or done (received … ready) and NULL once rejected or abandoned:
+    its unique constraint keeps two requests for one municipality from ever both going ahead.
+    Personal data (contact, address, Leitweg-ID) is emptied by the purge (``purged_at``)."""
+
+    __tablename__ = "signup_requests"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_dashboard_id)
+    status_token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    confirm_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    confirm_expires_at: Mapped[datetime | None]
+    confirmed_at: Mapped[datetime | None]
+    state: Mapped[str] = mapped_column(String(20), index=True)
+    ags: Mapped[str] = mapped_column(String(8), index=True)
+    open_ags: Mapped[str | None] = mapped_column(String(8), unique=True)
+    municipality_name: Mapped[str] = mapped_column(String(NAME))
+    kreis: Mapped[str] = mapped_column(String(NAME), default="")
+    land: Mapped[str] = mapped_column(String(NAME), default="")
+    slug: Mapped[str] = mapped_column(String(SLUG))
+    contact_name: Mapped[str | None] = mapped_column(String(NAME))
+    email: Mapped[str | None] = mapped_column(String(320))
+    email_domain: Mapped[str] = mapped_column(String(255), index=True)
+    plan: Mapped[str] = mapped_column(String(40))
+    tools: Mapped[list[str]] = mapped_column(default=list)
+    leitweg_id: Mapped[str | None] = mapped_column(String(50))
+    terms_version: Mapped[str] = mapped_column(String(20))
+    language: Mapped[str] = mapped_column(String(8), default="de")
+    checks: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    reject_reason: Mapped[str | None] = mapped_column(Text)
+    decided_by: Mapped[str | None] = mapped_column(String(NAME))
+    decided_at: Mapped[datetime | None]
+    ready_at: Mapped[datetime | None]
+    invited_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    purged_at: Mapped[datetime | None]
+
+
+class SignupRateEvent(Base):
+    """One counted attempt for the signup rate limits (per client address, e-mail domain, AGS);
+    in the store, so every replica counts the same."""
+
+    __tablename__ = "signup_rate_events"
+    __table_args__ = (Index("ix_signup_rate_events_scope_key_at", "scope", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    key: Mapped[str] = mapped_column(String(255))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SignupProofUse(Base):
+    """A proof-of-work solution that was spent (SHA-256 hex of the challenge's signature): each
+    solves one form submission only."""
+
+    __tablename__ = "signup_proof_uses"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    used_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

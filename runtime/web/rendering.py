@@ -38,7 +38,7 @@ class Assets:
         path = self.static_dir / "dist" / "manifest.json"
         if not path.exists():
             raise RuntimeError(f"the front-end bundle is missing ({path}); build it with "
-                               "'python -m urbanstack.runtime.web.assets build' (make install does)")
+                               "'python -m urbanstack.webassets build' (make install does)")
         data = json.loads(path.read_text())
         return data.get("files", data)
 

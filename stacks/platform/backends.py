@@ -22,10 +22,12 @@ ANYWHERE = ({"ipBlock": {"cidr": "0.0.0.0/0"}},)
 # Which component talks to which backend; NetworkPolicies open nothing else.
 # The API reads the warehouse, never Kafka; ingest (the connectors Deployment)
 # checks tokens against Keycloak and produces to Kafka, never touches the warehouse.
+# The hub queries the warehouse (through the API's engine), signs people in and manages
+# them in Keycloak, and its upload page produces to Kafka as the municipality's user.
 USERS = {
-    "kafka": ("operator", "sink", "connectors"),
-    "keycloak": ("operator", "api", "connectors"),
-    "warehouse": ("operator", "api", "sink"),
+    "kafka": ("operator", "sink", "connectors", "hub"),
+    "keycloak": ("operator", "api", "connectors", "hub"),
+    "warehouse": ("operator", "api", "sink", "hub"),
 }
 
 KEYCLOAK_NAME = "urbanstack-keycloak"

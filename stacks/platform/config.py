@@ -9,6 +9,7 @@ credential into plain config (a URL with ``user:password@``) is refused.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,23 +21,26 @@ from urbanstack.settings import KAFKA_SECURITY_PROTOCOLS, trusted_networks
 
 PROJECT = "urbanstack-platform"
 NAMESPACE = "urbanstack-system"
-# No hub yet: the Gov/Citizen Hub issue brings the `urbanstack hub` command and its
-# Deployment together (docs/deploy.md, "Known gaps").
-RUNTIME_SERVICES = ("api", "sink", "connectors")
-# The sink scales with Kafka partitions, the api with requests. Connectors
+# The hub serves the web pages (`urbanstack hub`: the Gov Hub, later the Citizen Hub).
+RUNTIME_SERVICES = ("api", "sink", "connectors", "hub")
+# The sink scales with Kafka partitions, the api and the hub with requests. Connectors
 # poll their sources on a schedule: more replicas would only fetch twice.
-AUTOSCALED = ("api", "sink")
+AUTOSCALED = ("api", "sink", "hub")
 BACKEND_MODES = ("external", "in-cluster")
 # The runtime services that read the Kubernetes API (the catalogue of
-# municipalities and tools; ingest also the tenant's urbanstack-ingest Secret).
-KUBERNETES_API_READERS = ("api", "connectors")
+# municipalities and tools; ingest and the hub's upload page also the tenant's
+# urbanstack-ingest Secret; the hub patches spec.tools and spec.shares).
+KUBERNETES_API_READERS = ("api", "connectors", "hub")
 
 DEFAULT_RESOURCES = {
     "operator": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
     "api": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}},
     "sink": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}},
     "connectors": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "500m", "memory": "512Mi"}},
+    "hub": {"requests": {"cpu": "250m", "memory": "384Mi"}, "limits": {"cpu": "1", "memory": "768Mi"}},
 }
+_SECRET_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]{1,253}$")
 
 _DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 _VERSION_TAG = re.compile(r":v?\d+(\.\d+){1,2}([-+.][0-9A-Za-z.-]+)?$")
@@ -75,6 +79,53 @@ class Ingress:
     # cert-manager issues the certificate into tls_secret_name when set;
     # otherwise the Secret must exist (docs/deploy.md shows both).
     cluster_issuer: str | None = None
+
+
+@dataclass(frozen=True)
+class Hub:
+    """What ``urbanstack hub`` needs that the platform's operator provides: Secrets that
+    exist in the namespace before the hub starts (their values never pass through Pulumi)."""
+    # The metadata store: a PostgreSQL database. URBANSTACK_METADATA_URL (the application
+    # role) and, optionally, URBANSTACK_METADATA_MIGRATION_URL (the schema owner, who runs
+    # the migrations at start), both postgresql+psycopg://user:password@host:port/db.
+    metadata_secret: str = "urbanstack-metadata"
+    metadata_url_key: str = "url"
+    metadata_migration_url_key: str | None = "migration-url"
+    # Where the hub may reach PostgreSQL (NetworkPolicy egress).
+    metadata_port: int = 5432
+    # The Gov Hub's confidential client in Keycloak's master realm (people management).
+    keycloak_client_id: str = "urbanstack-gov-hub"
+    keycloak_secret: str = "urbanstack-gov-hub-keycloak"
+    keycloak_secret_key: str = "client-secret"
+
+
+def _hub(raw: dict) -> Hub:
+    known = {"metadataSecret": "metadata_secret", "metadataUrlKey": "metadata_url_key",
+             "metadataMigrationUrlKey": "metadata_migration_url_key", "metadataPort": "metadata_port",
+             "keycloakClientId": "keycloak_client_id", "keycloakSecret": "keycloak_secret",
+             "keycloakSecretKey": "keycloak_secret_key"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"hub: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {known[key]: value for key, value in raw.items()}
+    if values.get("metadata_migration_url_key") == "":
+        values["metadata_migration_url_key"] = None  # migrations as the application role
+    hub = Hub(**values)
+    for key in ("metadataSecret", "keycloakSecret"):
+        if not _SECRET_NAME.match(str(getattr(hub, known[key]))):
+            raise ConfigError(f"hub.{key} must name a Secret in {NAMESPACE} (lower-case letters, digits, '-', '.'), "
+                              f"got {getattr(hub, known[key])!r}")
+    for key in ("metadataUrlKey", "metadataMigrationUrlKey", "keycloakSecretKey"):
+        value = getattr(hub, known[key])
+        if value is not None and not _SECRET_KEY.match(str(value)):
+            raise ConfigError(f"hub.{key} must be a key of the Secret (letters, digits, '-', '_', '.'), got {value!r}")
+    try:
+        port = int(hub.metadata_port)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"hub.metadataPort must be a TCP port, got {hub.metadata_port!r}")
+    return dataclasses.replace(hub, metadata_port=port)
 
 
 @dataclass(frozen=True)
@@ -150,6 +201,7 @@ class PlatformConfig:
     # URBANSTACK_TRUSTED_PROXIES: the ingress controller's pod addresses or CIDRs. Required:
     # the code trusts no proxy by default, and every client would count as the controller.
     trusted_proxies: str = ""
+    hub: Hub = Hub()
 
 
 def image_version(image: str) -> str:
@@ -274,4 +326,5 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
         crds_dir=Path(crds_dir).resolve() if crds_dir else _checkout_crds(),
         api_anonymous_queries_per_hour=quota,
         trusted_proxies=trusted_proxies,
+        hub=_hub(cfg.get_object("hub") or {}),
     )

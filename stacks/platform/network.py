@@ -5,11 +5,13 @@ reads as a table of who may talk to whom:
 
 | from | to | port |
 |---|---|---|
-| ingress controller | api (and in-cluster Keycloak) | http |
+| ingress controller | api, connectors (``/ingest``), hub (and in-cluster Keycloak) | http |
 | monitoring namespace (optional) | every component | http (/metrics) |
 | components (``backends.USERS``) | Keycloak, Kafka, ClickHouse | their client ports |
 | operator, ``KUBERNETES_API_READERS``, in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
 | connectors | public data sources | 443 |
+| hub | the metadata store's PostgreSQL | ``hub.metadataPort`` |
+| hub (in-cluster Keycloak) | Keycloak's public host, through the ingress | 443 |
 | every pod | cluster DNS | 53 |
 """
 
@@ -25,6 +27,8 @@ from urbanstack.stacks.platform.config import KUBERNETES_API_READERS, RUNTIME_SE
 COMPONENTS = ("operator", *RUNTIME_SERVICES)
 DNS_PORTS = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
 HTTP = [{"protocol": "TCP", "port": "http"}]
+# What the Ingress routes to (services.api_paths and the hub's Ingress).
+PUBLIC = ("api", "connectors", "hub")
 
 
 def _namespace(namespace: str) -> dict:
@@ -37,7 +41,7 @@ def _tcp(ports) -> list[dict]:
 
 def _ingress_rules(cfg: PlatformConfig, component: str) -> list[dict]:
     rules = []
-    if component == "api":
+    if component in PUBLIC:
         rules.append({"from": [_namespace(cfg.ingress.controller_namespace)], "ports": HTTP})
     if cfg.monitoring_namespace:
         rules.append({"from": [_namespace(cfg.monitoring_namespace)], "ports": HTTP})
@@ -52,6 +56,14 @@ def _egress_rules(cfg: PlatformConfig, backends: Backends, component: str) -> li
                       "ports": _tcp(cfg.api_server_ports)})
     if component == "connectors":
         rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp([443])})
+    if component == "hub":
+        # A PostgreSQL the platform's operator provides, anywhere; only its port.
+        rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}], "ports": _tcp([cfg.hub.metadata_port])})
+        if backends.by_name["keycloak"].public_host:
+            # In-cluster Keycloak by its public host (services._env): the load balancer's
+            # address, or the controller's pods once the address is translated.
+            rules.append({"to": [{"ipBlock": {"cidr": "0.0.0.0/0"}}, _namespace(cfg.ingress.controller_namespace)],
+                          "ports": _tcp([443])})
     return rules
 
 

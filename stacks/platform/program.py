@@ -29,6 +29,7 @@ def deploy(cfg: PlatformConfig) -> dict[str, object]:
         "operatorDeployment": operator["deployment"].metadata["name"],
         "runtimeDeployments": [runtime[f"{name}Deployment"].metadata["name"] for name in RUNTIME_SERVICES],
         "apiUrl": f"https://{cfg.ingress.api_host}",
+        "govHubUrl": f"https://{cfg.ingress.api_host}/gov/",
         "backends": cfg.backends,
         "networkPolicies": sorted(policies),
     }

@@ -1,4 +1,4 @@
-"""The data plane: api, sink and connectors from the one runtime image.
+"""The data plane: api, sink, connectors and hub from the one runtime image.
 
 Each Deployment runs one ``urbanstack`` command (``COMMANDS``) and sets exactly
 the environment variables that command reads (``FIELDS`` in ``urbanstack/settings.py``,
@@ -7,9 +7,16 @@ the environment variables that command reads (``FIELDS`` in ``urbanstack/setting
 The HTTP services answer ``/healthz`` on their ``http`` port; the sink serves no
 HTTP, only Prometheus metrics on loopback, which its probes ask from inside the pod.
 
-All run as the runtime ServiceAccount, bound to ``rbac.runtime_cluster_role()``
+All but the hub run as the runtime ServiceAccount, bound to ``rbac.runtime_cluster_role()``
 verbatim (read the custom resources; ``get`` only the ``urbanstack-ingest``
-Secrets). Only the pods that read the Kubernetes API get its token mounted.
+Secrets). Only the pods that read the Kubernetes API get its token mounted. The hub
+(``urbanstack hub``, the web pages) runs as the Gov Hub's own ServiceAccount with its
+token: ``rbac.gov_hub_cluster_role()`` and, for the upload page,
+``rbac.gov_hub_upload_cluster_role()``.
+
+One host serves API and pages, as ``urbanstack serve`` does on one origin: the API's
+paths (``serve.API_PREFIXES``) go to the api, ``/ingest`` to the connectors (push
+endpoints), everything else to the hub.
 
 Rolling updates start a new pod before stopping an old one
 (``maxUnavailable: 0``), and where an HPA owns the replica count the Deployment
@@ -26,6 +33,7 @@ from pulumi_kubernetes.networking.v1 import Ingress
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.rbac.v1 import ClusterRole, ClusterRoleBinding
 
+from urbanstack import serve
 from urbanstack.operator import rbac
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.backends import Backends
@@ -36,9 +44,19 @@ SERVICE_ACCOUNT = common.name("runtime")
 CPU_TARGET = 70
 # The `urbanstack` subcommand each Deployment runs. The connectors are the
 # ingest service: push endpoints and the pull scheduler that runs the connectors.
-COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest"}
+COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest", "hub": "hub"}
 # Components that serve HTTP on the ``http`` port (the sink does not).
-HTTP_SERVICES = ("api", "connectors")
+HTTP_SERVICES = ("api", "connectors", "hub")
+# Whose ServiceAccount each pod runs as.
+SERVICE_ACCOUNTS = {"api": SERVICE_ACCOUNT, "sink": SERVICE_ACCOUNT, "connectors": SERVICE_ACCOUNT,
+                    "hub": rbac.GOV_HUB_SERVICE_ACCOUNT}
+# Components with a writable state dir: ingest's pull cursors, the hub's uploads between
+# preview and import (<state dir>/hub-uploads).
+STATEFUL = ("connectors", "hub")
+# The hub's upload keeps a file between preview and import in its pod, so a browser's
+# requests should stay on one pod: ingress-nginx hashes on the Cookie header (the session
+# cookie is the only cookie the platform sets; requests without one are spread round-robin).
+HUB_AFFINITY = {"nginx.ingress.kubernetes.io/upstream-hash-by": "$http_cookie"}
 # Where ingest keeps its pull cursors (<state dir>/ingest/cursors.json): the only
 # writable place besides /tmp. An emptyDir: it survives container restarts, not
 # a new pod (docs/deploy.md).
@@ -60,14 +78,39 @@ def _env(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
         env += [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
                 common.env_value("URBANSTACK_INGEST_PORT", str(common.HTTP_PORT)),
                 common.env_value("URBANSTACK_STATE_DIR", STATE_DIR)]
+    if component == "hub":
+        env += _hub_env(cfg)
     if component == "sink":
         env.append(common.env_value("URBANSTACK_SINK_METRICS_PORT", str(SINK_METRICS_PORT)))
     if component == "api" and cfg.api_anonymous_queries_per_hour is not None:
         env.append(common.env_value("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR",
                                     str(cfg.api_anonymous_queries_per_hour)))
-    if component in ("api", "connectors"):
+    if component in ("api", "connectors", "hub"):
         env.append(common.env_value("URBANSTACK_TRUSTED_PROXIES", cfg.trusted_proxies))
-    return env + backends.env_for(component)
+    backend_env = backends.env_for(component)
+    keycloak = backends.by_name["keycloak"]
+    if component == "hub" and keycloak.public_host:
+        # The hub sends browsers to Keycloak's sign-in page at URBANSTACK_KEYCLOAK_URL, so
+        # an in-cluster Keycloak is addressed by its public host (through the Ingress).
+        backend_env = [common.env_value(e["name"], f"https://{keycloak.public_host}")
+                       if e["name"] == "URBANSTACK_KEYCLOAK_URL" else e for e in backend_env]
+    return env + backend_env
+
+
+def _hub_env(cfg: PlatformConfig) -> list[dict]:
+    """urbanstack/cli.py `hub` and serve.run_hub: port, uploads' state dir, the metadata store
+    and the Gov Hub's Keycloak client, credentials from the Secrets the operator provides."""
+    hub = cfg.hub
+    env = [common.env_value("URBANSTACK_HTTP_HOST", "0.0.0.0"),
+           common.env_value("URBANSTACK_HUB_PORT", str(common.HTTP_PORT)),
+           common.env_value("URBANSTACK_STATE_DIR", STATE_DIR),
+           common.env_secret("URBANSTACK_METADATA_URL", hub.metadata_secret, hub.metadata_url_key)]
+    if hub.metadata_migration_url_key:
+        env.append(common.env_secret("URBANSTACK_METADATA_MIGRATION_URL", hub.metadata_secret,
+                                     hub.metadata_migration_url_key))
+    return env + [common.env_value("URBANSTACK_GOV_HUB_KEYCLOAK_USER", hub.keycloak_client_id),
+                  common.env_secret("URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD", hub.keycloak_secret,
+                                    hub.keycloak_secret_key)]
 
 
 def _metrics_probe(*, period: int, failures: int) -> dict:
@@ -93,8 +136,9 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
     volumes = [common.TMP_VOLUME, *backends.volumes_for(component)]
     if component in HTTP_SERVICES:
         container["ports"] = [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}]
-        # runtime/api/app.py serves /readyz; the ingest app only /healthz.
-        ready = "/readyz" if component == "api" else "/healthz"
+        # runtime/api/app.py serves /readyz (the hub process too: serve.HUB_API_PREFIXES);
+        # the ingest app only /healthz.
+        ready = "/readyz" if component in ("api", "hub") else "/healthz"
         container |= {"startupProbe": common.http_probe("/healthz", period=5, failures=24),
                       "livenessProbe": common.http_probe("/healthz", period=20, failures=3),
                       "readinessProbe": common.http_probe(ready, period=5, failures=2)}
@@ -102,7 +146,7 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
         container |= {"startupProbe": _metrics_probe(period=5, failures=24),
                       "livenessProbe": _metrics_probe(period=20, failures=3),
                       "readinessProbe": _metrics_probe(period=10, failures=2)}
-    if component == "connectors":
+    if component in STATEFUL:
         container["volumeMounts"].append(STATE_MOUNT)
         volumes.append(STATE_VOLUME)
     spec = {
@@ -112,7 +156,7 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
         "template": {
             "metadata": {"labels": common.labels(component, cfg.runtime_image)},
             "spec": {
-                "serviceAccountName": SERVICE_ACCOUNT,
+                "serviceAccountName": SERVICE_ACCOUNTS[component],
                 # The API token only where the code reads the Kubernetes API.
                 "automountServiceAccountToken": component in KUBERNETES_API_READERS,
                 "securityContext": common.POD_SECURITY,
@@ -147,29 +191,47 @@ def _autoscaler(cfg: PlatformConfig, component: str, deployment: Deployment) -> 
     )
 
 
-def _ingress(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.Resource]) -> Ingress:
+def api_paths() -> list[tuple[str, str]]:
+    """(path prefix, component) on the platform's host: the API's paths as ``urbanstack serve``
+    dispatches them (``serve.API_PREFIXES``), ``/ingest`` to the push endpoints."""
+    return [(prefix.rstrip("/"), "connectors" if prefix.rstrip("/") == "/ingest" else "api")
+            for prefix in serve.API_PREFIXES]
+
+
+def _path(path: str, service: str, port: dict) -> dict:
+    return {"path": path, "pathType": "Prefix", "backend": {"service": {"name": service, "port": port}}}
+
+
+def _ingresses(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.Resource]) -> dict[str, Ingress]:
+    """Two Ingresses for the platform's host (controllers merge them; the longest prefix
+    wins): ``urbanstack`` routes the API's paths and the backends' public hosts,
+    ``urbanstack-hub`` everything else to the hub, with its own affinity annotation."""
     ing = cfg.ingress
     annotations = {"nginx.ingress.kubernetes.io/ssl-redirect": "true"}
     if ing.cluster_issuer:
         annotations["cert-manager.io/cluster-issuer"] = ing.cluster_issuer
+    http = {"name": "http"}
+    rules = [{"host": ing.api_host, "http": {"paths": [_path(path, common.name(component), http)
+                                                        for path, component in api_paths()]}}]
+    rules += [{"host": backend.public_host, "http": {"paths": [
+        _path("/", backend.public_service, {"number": backend.ports[0]})]}}
+        for backend in backends.by_name.values() if backend.public_host]
+    hub_rules = [{"host": ing.api_host, "http": {"paths": [_path("/", common.name("hub"), http)]}}]
 
-    def rule(host: str, service: str, port: dict) -> dict:
-        return {"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
-            "service": {"name": service, "port": port}}}]}}
+    def ingress(name: str, component: str, rules: list[dict], extra: dict[str, str]) -> Ingress:
+        return Ingress(
+            name,
+            metadata=common.metadata(cfg, name, component, annotations=annotations | extra),
+            spec={
+                "ingressClassName": ing.class_name,
+                "tls": [{"hosts": [r["host"] for r in rules], "secretName": ing.tls_secret_name}],
+                "rules": rules,
+            },
+            opts=common.options(depends_on=depends_on),
+        )
 
-    rules = [rule(ing.api_host, common.name("api"), {"name": "http"})]
-    rules += [rule(backend.public_host, backend.public_service, {"number": backend.ports[0]})
-              for backend in backends.by_name.values() if backend.public_host]
-    return Ingress(
-        "urbanstack",
-        metadata=common.metadata(cfg, "urbanstack", "ingress", annotations=annotations),
-        spec={
-            "ingressClassName": ing.class_name,
-            "tls": [{"hosts": [r["host"] for r in rules], "secretName": ing.tls_secret_name}],
-            "rules": rules,
-        },
-        opts=common.options(depends_on=depends_on),
-    )
+    return {"ingress": ingress("urbanstack", "ingress", rules, {}),
+            "hubIngress": ingress(common.name("hub"), "hub", hub_rules, HUB_AFFINITY)}
 
 
 def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
@@ -196,8 +258,9 @@ def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pu
 
 def _gov_hub_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
     """The Gov Hub's own identity: it server-side applies spec.tools and spec.shares of
-    Municipalities and reads CityTools (rbac.GOV_HUB_RULES), nothing else. The Deployment
-    that serves the Gov Hub runs as this account, with its token mounted."""
+    Municipalities and reads CityTools (rbac.GOV_HUB_RULES); for the upload page it reads
+    the tenants' ``urbanstack-ingest`` Secret by name (rbac.GOV_HUB_UPLOAD_RULES), nothing
+    else. The hub Deployment runs as this account, with its token mounted."""
     account = ServiceAccount(rbac.GOV_HUB_SERVICE_ACCOUNT,
                              metadata=common.metadata(cfg, rbac.GOV_HUB_SERVICE_ACCOUNT, "gov-hub"),
                              automount_service_account_token=False, opts=common.options(depends_on=after))
@@ -214,15 +277,30 @@ def _gov_hub_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict
         subjects=[{"kind": "ServiceAccount", "name": rbac.GOV_HUB_SERVICE_ACCOUNT, "namespace": NAMESPACE}],
         opts=common.options(depends_on=[role, account]),
     )
-    return {"govHubServiceAccount": account, "govHubClusterRole": role, "govHubClusterRoleBinding": binding}
+    upload_role = ClusterRole(
+        rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
+        rules=rbac.gov_hub_upload_cluster_role()["rules"],
+    )
+    upload_binding = ClusterRoleBinding(
+        rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                  "name": rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME},
+        subjects=[{"kind": "ServiceAccount", "name": rbac.GOV_HUB_SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        opts=common.options(depends_on=[upload_role, account]),
+    )
+    return {"govHubServiceAccount": account, "govHubClusterRole": role, "govHubClusterRoleBinding": binding,
+            "govHubUploadClusterRole": upload_role, "govHubUploadClusterRoleBinding": upload_binding}
 
 
 def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
     declared: dict[str, pulumi.Resource] = _identity(cfg, after)
     services = []
     for component in RUNTIME_SERVICES:
-        deployment = _deployment(cfg, backends, component,
-                                 [*after, declared["clusterRoleBinding"], *backends.resources])
+        bindings = ([declared["govHubClusterRoleBinding"], declared["govHubUploadClusterRoleBinding"]]
+                    if component == "hub" else [declared["clusterRoleBinding"]])
+        deployment = _deployment(cfg, backends, component, [*after, *bindings, *backends.resources])
         budget = PodDisruptionBudget(
             common.name(component),
             metadata=common.metadata(cfg, common.name(component), component),
@@ -243,5 +321,5 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         )
         declared[f"{component}Service"] = service
         services.append(service)
-    declared["ingress"] = _ingress(cfg, backends, [*after, *services])
+    declared |= _ingresses(cfg, backends, [*after, *services])
     return declared

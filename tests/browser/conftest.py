@@ -106,7 +106,7 @@ def serve_app():
 def check_accessible(page, context_label: str) -> None:
     """Fail listing every axe-core violation (WCAG 2.0/2.1 A + AA) on the page as it is now."""
     if not AXE.exists():
-        raise AssertionError(f"axe-core is missing at {AXE}; run 'python -m urbanstack.runtime.web.assets build'")
+        raise AssertionError(f"axe-core is missing at {AXE}; run 'python -m urbanstack.webassets build'")
     if not page.evaluate("() => typeof window.axe !== 'undefined'"):
         try:
             page.add_script_tag(path=str(AXE))

@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 
-from urbanstack.runtime.web import assets
+from urbanstack import webassets as assets
 
 CSP = ("default-src 'self'; img-src 'self' data: blob:; worker-src 'self'; style-src 'self'; "
        "script-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")

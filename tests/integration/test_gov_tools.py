@@ -168,7 +168,9 @@ def test_the_hub_identity_may_patch_municipalities_but_not_delete_them_or_read_s
     refused = [
         lambda: custom.delete_cluster_custom_object("urbanstack.io", "v1alpha1", M, world.gue),
         lambda: core.list_namespaced_secret("kube-system"),
-        lambda: core.read_namespaced_secret("urbanstack-ingest", f"muni-{world.gue}"),
+        # urbanstack-ingest is readable by name (the upload page's role); no other Secret is.
+        lambda: core.read_namespaced_secret("urbanstack-credentials", f"muni-{world.gue}"),
+        lambda: core.list_namespaced_secret(f"muni-{world.gue}"),
         lambda: core.list_secret_for_all_namespaces(),
         lambda: custom.create_cluster_custom_object("urbanstack.io", "v1alpha1", M, {
             "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": "gvt-never"},

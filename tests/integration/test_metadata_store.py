@@ -11,11 +11,12 @@ from sqlalchemy import inspect, text
 from urbanstack.runtime.store import (Actor, InvalidInput, NotFound, VersionConflict, mask_url, open_store,
                                       upgrade)
 from urbanstack.runtime.store import migrate
+from urbanstack.runtime.store.models import Base
 
 ERIKA = Actor("sub-erika", "Erika Mustermann")
 JOERG = Actor("sub-joerg", "Jörg Schäfer")
-TABLES = {"dashboards", "dashboard_versions", "dashboard_editors", "dashboard_shares", "comments", "web_sessions",
-          "audit_entries", "accessibility_feedback"}
+# Every table the models declare (the hubs' own, signup's, ...): the migrations must create exactly these.
+TABLES = set(Base.metadata.tables)
 
 
 def _tables(url: str) -> set[str]:

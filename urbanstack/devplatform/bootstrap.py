@@ -35,6 +35,10 @@ def manifests() -> list[dict]:
             rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, rbac.OPERATOR_USER), rbac.tenant_cluster_role(),
             rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER),
             rbac.gov_hub_cluster_role(), _binding(rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
+            # `urbanstack hub` offers the upload page (URBANSTACK_INGEST defaults to on).
+            rbac.gov_hub_upload_cluster_role(),
+            _binding(rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
+            rbac.signup_cluster_role(), _binding(rbac.SIGNUP_CLUSTER_ROLE_NAME, rbac.SIGNUP_USER),
             *rbac.admission_policy()]
 
 

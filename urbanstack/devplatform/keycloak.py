@@ -62,6 +62,67 @@ def ensure_gov_hub_client(settings) -> str:
         return f"Keycloak client {GOV_HUB_CLIENT} is current"
 
 
+PLATFORM_REALM = "urbanstack-platform"   # = runtime.hubs.signup.ops.PLATFORM_REALM
+OPS_CLIENT = "urbanstack-ops"
+PLATFORM_ADMIN_ROLE = "platform-admin"
+
+
+def ensure_platform_realm(settings) -> str:
+    """The platform's own realm for its operators: realm ``urbanstack-platform`` with the realm
+    role ``platform-admin`` and the ops console's public client ``urbanstack-ops`` (code flow with
+    PKCE S256 only, redirects below ``/ops/`` on loopback, its own id in the access token's
+    audience). Mail goes through the platform's relay. Idempotent; people are added by hand
+    (or by tests) and get the role."""
+    import httpx
+
+    from urbanstack.operator.plan import RealmMail
+
+    user, password = settings.keycloak_admin()
+    realm = {"realm": PLATFORM_REALM, "displayName": "Urban Stack – Plattformbetrieb", "enabled": True,
+             "sslRequired": "external", "registrationAllowed": False, "loginWithEmailAllowed": True,
+             "resetPasswordAllowed": True, "bruteForceProtected": True, "failureFactor": 5,
+             "passwordPolicy": "length(12) and maxLength(128) and notUsername and notEmail and passwordHistory(5)",
+             "accessTokenLifespan": 300, "ssoSessionIdleTimeout": 1800, "ssoSessionMaxLifespan": 36000,
+             "internationalizationEnabled": True, "supportedLocales": ["de", "en"], "defaultLocale": "de",
+             "smtpServer": RealmMail.from_settings(settings).realm_value()}
+    client = {"clientId": OPS_CLIENT, "name": "Urban Stack – Betriebskonsole", "enabled": True,
+              "protocol": "openid-connect", "publicClient": True, "standardFlowEnabled": True,
+              "implicitFlowEnabled": False, "directAccessGrantsEnabled": False, "serviceAccountsEnabled": False,
+              "redirectUris": ["http://127.0.0.1/ops/*", "http://localhost/ops/*"],
+              "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
+              "protocolMappers": [{"name": "audience urbanstack-ops", "protocol": "openid-connect",
+                                   "protocolMapper": "oidc-audience-mapper",
+                                   "config": {"included.client.audience": OPS_CLIENT, "access.token.claim": "true",
+                                              "id.token.claim": "false"}}]}
+    done = []
+    with httpx.Client(base_url=settings.keycloak_url, timeout=30) as http:
+        token = http.post("/realms/master/protocol/openid-connect/token", data={
+            "grant_type": "password", "client_id": "admin-cli", "username": user, "password": password})
+        token.raise_for_status()
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        admin = f"/admin/realms/{PLATFORM_REALM}"
+        if http.get(admin, headers=headers).status_code == 404:
+            http.post("/admin/realms", json=realm, headers=headers).raise_for_status()
+            done.append(f"created realm {PLATFORM_REALM}")
+        else:
+            http.put(admin, json=realm, headers=headers).raise_for_status()
+        if http.get(f"{admin}/roles/{PLATFORM_ADMIN_ROLE}", headers=headers).status_code == 404:
+            http.post(f"{admin}/roles", json={"name": PLATFORM_ADMIN_ROLE, "description":
+                      "Platform operations: decides on signup requests in the ops console."},
+                      headers=headers).raise_for_status()
+            done.append(f"created role {PLATFORM_ADMIN_ROLE}")
+        found = http.get(f"{admin}/clients", params={"clientId": OPS_CLIENT}, headers=headers)
+        found.raise_for_status()
+        existing = next((c for c in found.json() if c["clientId"] == OPS_CLIENT), None)
+        if existing is None:
+            http.post(f"{admin}/clients", json=client, headers=headers).raise_for_status()
+            done.append(f"created client {OPS_CLIENT}")
+        else:
+            update = existing | {k: v for k, v in client.items() if k != "protocolMappers"}
+            http.put(f"{admin}/clients/{existing['id']}", json=update, headers=headers).raise_for_status()
+    return "; ".join(done) or f"realm {PLATFORM_REALM} is current"
+
+
 def _java_major(java: Path) -> int:
     try:
         out = subprocess.run([str(java), "-version"], capture_output=True, text=True, timeout=30).stderr

@@ -26,6 +26,7 @@ TOKEN_USERS = {
     "operator": ("urbanstack-operator", ""),
     "runtime": ("urbanstack-runtime", ""),
     "govhub": ("urbanstack-gov-hub", ""),
+    "signup": ("urbanstack-signup", ""),
 }
 
 
@@ -114,6 +115,8 @@ class ApiServer(Service):
                          "urbanstack-runtime", token(s, "runtime"))
         write_kubeconfig(kube / "govhub.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
                          "urbanstack-gov-hub", token(s, "govhub"))
+        write_kubeconfig(kube / "signup.kubeconfig", s.apiserver_url, kube / "pki" / "ca.crt",
+                         "urbanstack-signup", token(s, "signup"))
 
     def command(self):
         s = self.settings

@@ -18,9 +18,10 @@ from urbanstack.devplatform.kube import ApiServer, ControllerManager, Etcd
 from urbanstack.devplatform.postgres import Postgres
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service
+from urbanstack.devplatform.smtp import Smtp
 from urbanstack.settings import Settings
 
-SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres)
+SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres, Smtp)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
 
 
@@ -82,6 +83,8 @@ def up(settings: Settings, names=None) -> list[ServiceStatus]:
 
         with Step("Keycloak: the Gov Hub's own service-account client"):
             keycloak.ensure_gov_hub_client(credentials.fill(settings))
+        with Step("Keycloak: the platform realm with the ops console's client"):
+            keycloak.ensure_platform_realm(credentials.fill(settings))
     if "kube-apiserver" in wanted:
         from urbanstack.devplatform import bootstrap
 

@@ -1,6 +1,6 @@
 // Builds the hubs' front end into ../static/dist with cache-busting file names.
 //
-//   node build.mjs            (python -m urbanstack.runtime.web.assets build runs it,
+//   node build.mjs            (python -m urbanstack.webassets build runs it,
 //                              after `npm ci`, and skips it when nothing changed)
 //
 // Outputs (logical name -> hashed file, listed in dist/manifest.json):
@@ -137,6 +137,13 @@ async function main() {
     },
   }));
   await emit('hub.css', await bundle('hub.css'));
+  // The signup form's proof of work (ALTCHA): widget, its PBKDF2 worker and its stylesheet.
+  const altchaWorker = await emit('altcha-worker.js',
+    await readFile(path.join(MODULES, 'altcha/dist/workers/pbkdf2.js')));
+  await emit('altcha.js', await bundle('altcha.js', {
+    define: { __ALTCHA_WORKER_FILE__: JSON.stringify(altchaWorker) },
+  }));
+  await emit('altcha.css', await readFile(path.join(MODULES, 'altcha/dist/external/altcha.css')));
 
   const manifest = {
     inputs_sha256: process.env.ASSETS_INPUT_HASH || null,

@@ -24,6 +24,8 @@ SECRET_SIGNATURE = "4dabf18193072939515e22adb298388d"  # how Pulumi marks a secr
 SECRET_MARK = "1b47061264138c4ac30d75fd1eb44270"
 RUNTIME_ACCOUNT = "urbanstack-runtime"
 RUNTIME_DEPLOYMENTS = ("urbanstack-api", "urbanstack-sink", "urbanstack-connectors")
+HUB = "urbanstack-hub"
+HUB_ACCOUNT = rbac.GOV_HUB_SERVICE_ACCOUNT
 # The pods whose code reads the Kubernetes API: the API's and ingest's catalogue
 # (urbanstack/serve.py, runtime/ingest/service.py) and ingest's urbanstack-ingest Secrets.
 API_READERS = ("urbanstack-api", "urbanstack-connectors")
@@ -35,6 +37,8 @@ CODE = {
     "urbanstack-sink": ("urbanstack/cli.py", "runtime/sink.py"),
     "urbanstack-connectors": ("urbanstack/cli.py", "urbanstack/serve.py", "runtime/ingest/*.py",
                               "runtime/connectors/*.py"),
+    "urbanstack-hub": ("urbanstack/cli.py", "urbanstack/serve.py", "runtime/api/*.py", "runtime/ingest/*.py",
+                       "runtime/hubs/**/*.py", "runtime/web/*.py", "runtime/store/*.py"),
 }
 
 
@@ -104,7 +108,9 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
             == rbac.tenant_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.GOV_HUB_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.gov_hub_cluster_role()["rules"])
-    assert len(stack.of_kind("ClusterRole")) == 4
+    assert (stack.one("ClusterRole", rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME).inputs["rules"]
+            == rbac.gov_hub_upload_cluster_role()["rules"])
+    assert len(stack.of_kind("ClusterRole")) == 5
     assert not stack.of_kind("Role")
     # The comparison notices a right added on the way (the runtime reading every Secret).
     widened = copy.deepcopy(rbac.runtime_cluster_role()["rules"])
@@ -114,7 +120,7 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
 
 def test_cluster_roles_are_least_privilege(stack):
     for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME, rbac.TENANT_CLUSTER_ROLE_NAME,
-                 rbac.GOV_HUB_CLUSTER_ROLE_NAME):
+                 rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME):
         assert rbac_problems(stack.one("ClusterRole", name).inputs["rules"]) == [], name
 
 
@@ -170,7 +176,8 @@ def test_rbac_checker_catches_wildcards_and_takeover_rights():
 def test_each_role_is_bound_to_its_own_service_account_only(stack):
     bindings = stack.of_kind("ClusterRoleBinding") + stack.of_kind("RoleBinding")
     holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT,
-               rbac.GOV_HUB_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT}
+               rbac.GOV_HUB_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT,
+               rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT}
     assert sorted(b.inputs["roleRef"]["name"] for b in bindings) == sorted(holders)
     for binding in bindings:
         holder = holders[binding.inputs["roleRef"]["name"]]
@@ -222,7 +229,7 @@ def test_every_container_is_bounded_probed_and_hardened(stack):
     problems = [problem for workload, pod in pod_specs(stack) for problem in container_problems(pod, workload)]
     assert problems == []
     assert {workload for workload, _ in pod_specs(stack)} == {
-        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors"}
+        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors", HUB}
 
 
 def test_container_checker_catches_a_careless_pod(dev):
@@ -241,7 +248,7 @@ def test_container_checker_catches_a_careless_pod(dev):
 
 
 @pytest.mark.parametrize("workload", [
-    "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors"])
+    "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors", HUB])
 def test_each_deployment_runs_a_command_the_cli_has(dev, workload):
     import argparse
 
@@ -284,7 +291,7 @@ def test_operator_runs_two_peered_replicas_with_a_disruption_budget(stack):
 
 def test_autoscaled_services_leave_replicas_to_their_autoscaler(stack):
     autoscalers = {hpa.inputs["spec"]["scaleTargetRef"]["name"]: hpa for hpa in stack.of_kind("HorizontalPodAutoscaler")}
-    assert sorted(autoscalers) == ["urbanstack-api", "urbanstack-sink"]
+    assert sorted(autoscalers) == ["urbanstack-api", HUB, "urbanstack-sink"]
     for name, hpa in autoscalers.items():
         assert hpa.api_version == "autoscaling/v2"
         assert 1 <= hpa.inputs["spec"]["minReplicas"] <= hpa.inputs["spec"]["maxReplicas"]
@@ -356,7 +363,7 @@ def test_warehouse_is_a_server_url_from_a_secret(stack):
     secrets = {s.inputs["metadata"]["name"]: s for s in stack.of_kind("Secret")}
     for workload, container in containers(stack):
         env = {variable["name"]: variable for variable in container.get("env", [])}
-        if workload in ("urbanstack-operator", "urbanstack-api", "urbanstack-sink"):
+        if workload in ("urbanstack-operator", "urbanstack-api", "urbanstack-sink", HUB):
             reference = env["URBANSTACK_WAREHOUSE_URL"]["valueFrom"]["secretKeyRef"]
             assert reference["name"] in secrets, workload
         else:
@@ -430,7 +437,7 @@ def test_kafka_over_tls_mounts_the_ca_where_kafka_clients_run():
     installation = synthesize(values)
     assert installation.one("ConfigMap", "urbanstack-kafka-ca").inputs["data"] == {"ca.crt": CA}
     pods = dict(pod_specs(installation))
-    for workload in ("urbanstack-operator", "urbanstack-sink", "urbanstack-connectors", "urbanstack-api"):
+    for workload in ("urbanstack-operator", "urbanstack-sink", "urbanstack-connectors", "urbanstack-api", HUB):
         [container] = pods[workload]["containers"]
         env = {e["name"]: e.get("value") for e in container["env"]}
         uses_kafka = workload != "urbanstack-api"
@@ -450,7 +457,7 @@ def test_api_limits_and_trusted_proxies_reach_the_processes_that_read_them(dev, 
         return {e["name"]: e.get("value") for e in dict(containers(installation))[workload]["env"]}
 
     assert env(prod, "urbanstack-api")["URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR"] == "600"
-    for workload in ("urbanstack-api", "urbanstack-connectors"):
+    for workload in ("urbanstack-api", "urbanstack-connectors", HUB):
         assert env(prod, workload)["URBANSTACK_TRUSTED_PROXIES"] == "10.244.0.0/16"
     assert "URBANSTACK_TRUSTED_PROXIES" not in env(prod, "urbanstack-sink")
     # The code trusts no proxy by default: behind the ingress every client would be the controller.
@@ -479,10 +486,11 @@ def test_network_is_default_deny_with_one_allow_list_per_component(stack):
     for component in ("operator", "api", "sink", "connectors"):
         assert f"urbanstack-{component}" in policies
     controller = stack.config.ingress.controller_namespace
-    for component in ("api",):
+    # What the Ingress routes to: the API, the push endpoints (/ingest), the hub's pages.
+    for component in ("api", "connectors", "hub"):
         sources = [peer for rule in policies[f"urbanstack-{component}"]["ingress"] for peer in rule["from"]]
         assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": controller}}} in sources
-    for component in ("operator", "sink", "connectors"):
+    for component in ("operator", "sink"):
         sources = [peer for rule in policies[f"urbanstack-{component}"]["ingress"] for peer in rule["from"]]
         assert controller not in json.dumps(sources), f"{component} is reachable from the ingress controller"
     operator_egress = policies["urbanstack-operator"]["egress"]
@@ -500,7 +508,8 @@ def test_components_reach_only_the_backends_they_use(prod):
     markers = {"kafka": "strimzi.io/cluster", "warehouse": "clickhouse.altinity.com/chi", "keycloak": "keycloak"}
     # What each command's code talks to: ingest checks tokens and produces, the API
     # queries and checks tokens, the sink consumes and inserts.
-    uses = {"connectors": {"kafka", "keycloak"}, "api": {"warehouse", "keycloak"}, "sink": {"kafka", "warehouse"}}
+    uses = {"connectors": {"kafka", "keycloak"}, "api": {"warehouse", "keycloak"}, "sink": {"kafka", "warehouse"},
+            "hub": {"kafka", "warehouse", "keycloak"}}
     for component, backends in uses.items():
         egress = json.dumps(policies[f"urbanstack-{component}"]["egress"])
         assert {name for name, marker in markers.items() if marker in egress} == backends, component
@@ -568,7 +577,7 @@ def test_prod_differs_from_dev_where_it_should(dev, prod):
     def minimum(installation, name):
         return installation.one("HorizontalPodAutoscaler", name).inputs["spec"]["minReplicas"]
 
-    for name in ("urbanstack-api", "urbanstack-sink"):
+    for name in ("urbanstack-api", "urbanstack-sink", HUB):
         assert minimum(prod, name) >= 2 and minimum(prod, name) > minimum(dev, name), name
     prod_ingress = prod.one("Ingress", "urbanstack").inputs
     assert "cert-manager.io/cluster-issuer" in prod_ingress["metadata"]["annotations"]
@@ -597,3 +606,151 @@ def test_the_sink_logs_in_to_kafka_as_its_own_user(dev, prod):
     for workload, container in containers(prod):
         if workload != "urbanstack-sink":
             assert not any(item["name"].startswith("URBANSTACK_SINK_KAFKA") for item in container.get("env", []))
+
+
+# --- the hub (`urbanstack hub`: the Gov Hub's pages) -------------------------
+
+def hub_env(installation) -> dict[str, dict]:
+    return {variable["name"]: variable for variable in dict(containers(installation))[HUB]["env"]}
+
+
+def test_the_hub_runs_as_the_gov_hub_account_with_its_token_and_nothing_else_does(stack):
+    account = stack.one("ServiceAccount", HUB_ACCOUNT).inputs
+    assert account["automountServiceAccountToken"] is False  # only the hub's pod opts in
+    hub = stack.one("Deployment", HUB).inputs
+    assert service_account_problems(hub, HUB_ACCOUNT, token_needed=True) == []
+    assert hub["spec"]["template"]["spec"]["containers"][0]["args"] == ["hub"]
+    for workload, pod in pod_specs(stack):
+        if workload != HUB:
+            assert pod.get("serviceAccountName") != HUB_ACCOUNT, workload
+    # Deliberately bad: the hub as the runtime account (which may not patch municipalities).
+    bad = copy.deepcopy(hub)
+    bad["spec"]["template"]["spec"]["serviceAccountName"] = RUNTIME_ACCOUNT
+    assert service_account_problems(bad, HUB_ACCOUNT, token_needed=True)
+
+
+def test_the_hubs_upload_role_reads_only_the_named_ingest_secret(stack):
+    rules = stack.one("ClusterRole", rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME).inputs["rules"]
+    assert secret_access_problems(rules) == []
+    assert rules == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"],
+                      "resourceNames": [rbac.INGEST_SECRET]}]
+    # The hub's main role still reads no Secret.
+    main = stack.one("ClusterRole", rbac.GOV_HUB_CLUSTER_ROLE_NAME).inputs["rules"]
+    assert not [rule for rule in main if "secrets" in rule["resources"]]
+
+
+def test_the_hub_gets_exactly_what_urbanstack_hub_reads(dev, prod):
+    expected = {"URBANSTACK_HTTP_HOST", "URBANSTACK_HUB_PORT", "URBANSTACK_STATE_DIR", "URBANSTACK_TRUSTED_PROXIES",
+                "URBANSTACK_METADATA_URL", "URBANSTACK_METADATA_MIGRATION_URL",
+                "URBANSTACK_GOV_HUB_KEYCLOAK_USER", "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD",
+                "URBANSTACK_KEYCLOAK_URL", "URBANSTACK_WAREHOUSE_URL", "URBANSTACK_KAFKA_BOOTSTRAP"}
+    for installation in (dev, prod):
+        env = hub_env(installation)
+        assert expected <= set(env), expected - set(env)
+        assert not {name for name in env if "ADMIN" in name or name.startswith("URBANSTACK_SINK_")}, sorted(env)
+        assert env["URBANSTACK_HTTP_HOST"]["value"] == "0.0.0.0"
+        [port] = dict(containers(installation))[HUB]["ports"]
+        assert env["URBANSTACK_HUB_PORT"]["value"] == str(int(port["containerPort"]))
+        assert env["URBANSTACK_GOV_HUB_KEYCLOAK_USER"]["value"] == "urbanstack-gov-hub"
+        # Credentials by reference to the Secrets the platform's operator provides, never inlined.
+        refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in (
+            "URBANSTACK_METADATA_URL", "URBANSTACK_METADATA_MIGRATION_URL", "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD")}
+        assert refs == {"URBANSTACK_METADATA_URL": {"name": "urbanstack-metadata", "key": "url"},
+                        "URBANSTACK_METADATA_MIGRATION_URL": {"name": "urbanstack-metadata", "key": "migration-url"},
+                        "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD": {"name": "urbanstack-gov-hub-keycloak",
+                                                                 "key": "client-secret"}}
+        assert all("value" not in env[name] for name in refs)
+        assert "secretKeyRef" in env["URBANSTACK_WAREHOUSE_URL"]["valueFrom"]
+        # The state dir (uploads between preview and import) is the pod's writable emptyDir.
+        [mount] = [m for m in dict(containers(installation))[HUB]["volumeMounts"] if m["name"] == "state"]
+        assert mount["mountPath"] == env["URBANSTACK_STATE_DIR"]["value"]
+    # Browsers are sent to URBANSTACK_KEYCLOAK_URL to sign in: in-cluster Keycloak by its public host.
+    assert hub_env(prod)["URBANSTACK_KEYCLOAK_URL"]["value"] == "https://auth.urbanstack.example.org"
+    assert hub_env(dev)["URBANSTACK_KEYCLOAK_URL"]["value"] == dev.config.external.keycloak_url
+
+
+def test_hub_secret_names_and_keys_are_configurable():
+    values = stack_values("dev") | {"hub": {"metadataSecret": "hub-db", "metadataUrlKey": "app",
+                                            "metadataMigrationUrlKey": "", "keycloakSecret": "kc-hub",
+                                            "keycloakSecretKey": "secret", "keycloakClientId": "our-hub",
+                                            "metadataPort": 6432}}
+    installation = synthesize(values)
+    env = hub_env(installation)
+    assert env["URBANSTACK_METADATA_URL"]["valueFrom"]["secretKeyRef"] == {"name": "hub-db", "key": "app"}
+    assert "URBANSTACK_METADATA_MIGRATION_URL" not in env  # migrations as the application role
+    assert env["URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": "kc-hub",
+                                                                                       "key": "secret"}
+    assert env["URBANSTACK_GOV_HUB_KEYCLOAK_USER"]["value"] == "our-hub"
+    policy = installation.one("NetworkPolicy", HUB).inputs["spec"]
+    assert any({"protocol": "TCP", "port": 6432} in rule["ports"] for rule in policy["egress"])
+    for bad, message in (({"metadataSecret": "Hub_DB"}, "hub.metadataSecret must name a Secret"),
+                         ({"metadataPort": "postgres"}, "hub.metadataPort must be a TCP port"),
+                         ({"metadataUrl": "postgresql://u:p@db/x"}, "hub: unknown key")):
+        with pytest.raises(Exception, match=message):
+            synthesize(stack_values("dev") | {"hub": bad})
+
+
+def test_the_hub_is_probed_where_its_process_answers(stack):
+    from urbanstack import serve
+
+    container = dict(containers(stack))[HUB]
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] in serve.HUB_API_PREFIXES
+
+
+def test_the_hub_has_a_service_a_budget_and_an_autoscaler(stack):
+    selector = stack.one("Deployment", HUB).inputs["spec"]["selector"]["matchLabels"]
+    service = stack.one("Service", HUB).inputs["spec"]
+    assert service["selector"] == selector and service["ports"][0]["targetPort"] == "http"
+    budget = stack.one("PodDisruptionBudget", HUB).inputs["spec"]
+    assert budget["selector"]["matchLabels"] == selector and budget["maxUnavailable"] == 1
+    assert stack.one("HorizontalPodAutoscaler", HUB).inputs["spec"]["scaleTargetRef"]["name"] == HUB
+
+
+def _route(installation, host: str, path: str) -> str | None:
+    """The Service an Ingress controller picks: the longest matching Prefix path over every
+    Ingress of the host, matched element by element as the Ingress API defines it."""
+    best = (-1, None)
+    for ingress in installation.of_kind("Ingress"):
+        for rule in ingress.inputs["spec"]["rules"]:
+            if rule["host"] != host:
+                continue
+            for entry in rule["http"]["paths"]:
+                prefix = entry["path"].rstrip("/")
+                if path == prefix or path.startswith(prefix + "/") or prefix == "":
+                    if len(prefix) > best[0]:
+                        best = (len(prefix), entry["backend"]["service"]["name"])
+    return best[1]
+
+
+def test_one_host_routes_the_api_the_push_endpoints_and_the_pages(stack):
+    from urbanstack import serve
+
+    host = stack.config.ingress.api_host
+    expected = {"/api/v1/datasets": "urbanstack-api", "/graphql": "urbanstack-api", "/readyz": "urbanstack-api",
+                "/openapi.json": "urbanstack-api", "/docs": "urbanstack-api",
+                "/ingest/v1/guetersloh/raumklima/luft": "urbanstack-connectors",
+                "/gov/guetersloh/": HUB, "/": HUB, "/static/hub.css": HUB, "/apiary": HUB}
+    assert {path: _route(stack, host, path) for path in expected} == expected
+    # The same split as `urbanstack serve` makes on one origin (serve.PathDispatch).
+    dispatch = serve.PathDispatch("api", "web")
+    for path, service in expected.items():
+        goes_to_api = any(path == p.rstrip("/") or path.startswith(p) for p in dispatch.api_prefixes)
+        assert goes_to_api == (service != HUB), path
+    hub_ingress = stack.one("Ingress", HUB).inputs
+    assert hub_ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/upstream-hash-by"] == "$http_cookie"
+    assert hub_ingress["spec"]["tls"][0]["hosts"] == [host]
+    assert "upstream-hash-by" not in json.dumps(stack.one("Ingress", "urbanstack").inputs["metadata"])
+
+
+def test_the_hub_reaches_its_backends_the_api_server_and_postgresql(stack):
+    policy = stack.one("NetworkPolicy", HUB).inputs["spec"]
+    egress = json.dumps(policy["egress"])
+    assert all(str(port) in egress for port in stack.config.api_server_ports)
+    assert any({"protocol": "TCP", "port": 5432} in rule["ports"] and
+               rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}] for rule in policy["egress"])
+    controller = stack.config.ingress.controller_namespace
+    assert controller in json.dumps(policy["ingress"])

@@ -43,3 +43,33 @@ def test_numbers_and_times_are_german_by_default_and_english_on_request():
     assert i18n.format_datetime(at, "de") == "29.03.2026 03:30"
     assert i18n.language(None) == "de"
     assert i18n.language("en") == "en" and i18n.language("fr", "en") == "en" and i18n.language("xx") == "de"
+
+
+def test_numbers_and_german_times_read_exactly_as_babel_writes_them():
+    """Tables of a year of hourly values are formatted without Babel (it was most of a
+    dashboard's server time); what people read must not change."""
+    import random
+    from datetime import datetime, timedelta, timezone
+
+    from babel import dates, numbers
+
+    from urbanstack.runtime.web import i18n
+
+    rng = random.Random(7)
+    values = [0, -0.0, 0.004, -0.004, 0.005, 1, -1, 12.5, 1234.5678, -1234.5, 999999.995, 0.1 + 0.2, 10**12,
+              1e14 + 0.25, 3e17, float("nan"), float("inf")]
+    values += [rng.uniform(-1e6, 1e6) for _ in range(3000)] + [rng.randint(-10**9, 10**9) for _ in range(500)]
+    for lang in ("de", "en"):
+        for digits in (0, 1, 2, 3):
+            for value in values:
+                assert i18n.format_number(value, lang, digits) == numbers.format_decimal(
+                    round(float(value), digits), locale=i18n.BABEL_LOCALES[lang], decimal_quantization=False), \
+                    (lang, digits, value)
+    assert i18n.format_number(1234.5, "de") == "1.234,5" and i18n.format_number(1234.5, "en") == "1,234.5"
+    start = datetime(2025, 3, 29, tzinfo=timezone.utc)  # over both changes of daylight saving time
+    for hour in range(0, 24 * 220, 5):
+        at = start + timedelta(hours=hour, minutes=hour % 60, seconds=hour % 11)
+        for style, pattern in (("short", "dd.MM.yyyy HH:mm"), ("long", "dd.MM.yyyy HH:mm:ss")):
+            assert i18n.format_datetime(at, "de", style) == dates.format_datetime(
+                i18n.local_time(at), pattern, tzinfo=i18n.TIME_ZONE, locale="de_DE")
+    assert i18n.format_datetime(datetime(2026, 12, 5, 16, 3, tzinfo=timezone.utc), "de") == "05.12.2026 17:03"

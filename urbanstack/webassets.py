@@ -1,6 +1,6 @@
 """Builds the front-end bundle (``frontend/`` → ``static/dist``) with npm and esbuild.
 
-    python -m urbanstack.runtime.web.assets build [--force]
+    python -m urbanstack.webassets build [--force]
 
 ``make install`` runs this, so ``make test``, ``make demo`` and CI always have the
 bundle. The build is skipped when ``static/dist/manifest.json`` records the hash of
@@ -23,8 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from urbanstack.devplatform.progress import Step
+from urbanstack.runtime.web.rendering import WEB_DIR
 
-WEB_DIR = Path(__file__).parent
 FRONTEND = WEB_DIR / "frontend"
 DIST = WEB_DIR / "static" / "dist"
 MANIFEST = DIST / "manifest.json"
@@ -71,7 +71,7 @@ def _tool(name: str) -> str:
         raise AssetBuildError(
             f"building the web front end needs '{name}' (Node.js {MIN_NODE_MAJOR} or newer with npm), "
             "and it is not on PATH; install it (Debian: 'apt-get install nodejs npm') and run "
-            "'python -m urbanstack.runtime.web.assets build' again")
+            "'python -m urbanstack.webassets build' again")
     return path
 
 
@@ -127,7 +127,7 @@ def build(force: bool = False) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m urbanstack.runtime.web.assets",
+    parser = argparse.ArgumentParser(prog="python -m urbanstack.webassets",
                                      description="Build the hubs' front-end bundle into runtime/web/static/dist.")
     commands = parser.add_subparsers(dest="command", required=True)
     build_command = commands.add_parser("build", help="npm ci (when the lock file changed) and esbuild "

@@ -1,7 +1,7 @@
 """Accessibility feedback from the Citizen Hub.
 
-Revision ID: 0002_citizen_feedback
-Revises: 0001
+Revision ID: 0003_citizen_feedback
+Revises: 0002_signup
 Create Date: 2026-12-05
 
 Self-contained (no import of the models), like 0001.
@@ -10,8 +10,8 @@ Self-contained (no import of the models), like 0001.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_citizen_feedback"
-down_revision = "0001"
+revision = "0003_citizen_feedback"
+down_revision = "0002_signup"
 branch_labels = None
 depends_on = None
 
