@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 from citizen_world import DIRECTORY, TOOL, CitizenWorld
 from conftest import check_accessible, check_own_origin
-from german_fragments import with_german_fragments
 
 from urbanstack import serve
 from urbanstack.runtime.api import create_app
@@ -19,7 +18,6 @@ from urbanstack.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
-with_german_fragments()   # until the lead merges runtime/hubs/*/locale_*.po into messages.po
 
 
 @pytest.fixture(scope="module")

@@ -23,7 +23,6 @@ from fastapi.testclient import TestClient
 from rdflib import Graph, Namespace, URIRef
 from rdflib.namespace import DCAT, DCTERMS, RDF
 
-from german_fragments import with_german_fragments
 
 from citizen_world import PEGEL, TOOL, CitizenWorld, _tool
 
@@ -32,7 +31,6 @@ from urbanstack.runtime.api import create_app
 from urbanstack.runtime.api.query import ApiLimits
 
 pytestmark = pytest.mark.platform
-with_german_fragments()   # until the lead merges runtime/hubs/*/locale_*.po into messages.po
 
 ROOT = Path(__file__).resolve().parents[2]
 UTC = dt.timezone.utc
