@@ -251,13 +251,16 @@ def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | Non
             signup_follow_interval: float = 0.0):
     """The platform's web origin: the Gov Hub (and the published dashboards) over the API app's
     engine and token verifier, with the self-service signup (``/signup``) and the ops console
-    (``/ops``) beside it. ``signup_follow_interval`` > 0 starts the thread that follows approved
-    requests to Ready and sends the invitations (stop it with :func:`stop_web_app`)."""
+    (``/ops``) beside it, and the Citizen Hub everywhere else (``/``, ``/<slug>/…``, ``/catalog.ttl``).
+    ``signup_follow_interval`` > 0 starts the thread that follows approved requests to Ready and
+    sends the invitations (stop it with :func:`stop_web_app`)."""
+    from urbanstack.runtime.hubs.citizen import add_citizen_hub
     from urbanstack.runtime.hubs.gov import create_gov_hub
     from urbanstack.runtime.web.oidc import Keycloak
 
     keycloak = Keycloak(settings.keycloak_url, api_app.state.verifier)
     gov = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
+    add_citizen_hub(gov, settings, catalogue, api_app.state.engine, store)
     return WebDispatch(gov, signup_app(settings, store, follow_interval=signup_follow_interval))
 
 

@@ -496,6 +496,19 @@ class QueryEngine:
         return ObservationPage(dataset=dataset, fields=tuple(fields), start=start, end=end, rows=result,
                                next_cursor=cursor)
 
+    def coverage(self, principal: Principal | None, ref: DatasetRef) -> tuple[datetime | None, datetime | None,
+                                                                             datetime | None]:
+        """(first observation, last observation, last ingest) of a dataset the caller may read;
+        Nones for an empty table. Minimum and maximum need no FINAL: copies of an event share
+        its time."""
+        dataset = authorize(principal, self.catalogue, ref)
+        rows = self._run("coverage", f"SELECT min(observed_at), max(observed_at), max(ingested_at), count() "
+                                     f"FROM {_table(dataset)}", {})
+        if not rows or not rows[0][3]:
+            return None, None, None
+        first, last, ingested, _ = rows[0]
+        return _utc(first), _utc(last), _utc(ingested) if ingested is not None else None
+
     def ping(self) -> bool:
         try:
             with self._lock:

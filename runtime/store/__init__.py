@@ -12,10 +12,10 @@ from urbanstack.runtime.store.audit import Audit
 from urbanstack.runtime.store.dashboards import (Actor, Dashboards, DashboardSummary, InvalidInput, NotFound,
                                                  Overview, VersionConflict)
 from urbanstack.runtime.store.db import Store, StoreError, mask_url, open_store, upgrade
-from urbanstack.runtime.store.models import (AuditEntry, Comment, Dashboard, DashboardEditor, DashboardShare,
+from urbanstack.runtime.store.models import (AccessibilityFeedback, AuditEntry, Comment, Dashboard, DashboardEditor, DashboardShare,
                                              DashboardVersion, WebSession)
 from urbanstack.runtime.store.sessions import Sessions
 
-__all__ = ["Actor", "Audit", "AuditEntry", "Comment", "Dashboard", "DashboardEditor", "DashboardShare",
+__all__ = ["AccessibilityFeedback", "Actor", "Audit", "AuditEntry", "Comment", "Dashboard", "DashboardEditor", "DashboardShare",
            "DashboardSummary", "DashboardVersion", "Dashboards", "InvalidInput", "NotFound", "Overview", "Sessions",
            "Store", "StoreError", "VersionConflict", "WebSession", "mask_url", "open_store", "upgrade"]

@@ -83,11 +83,13 @@ class Store:
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         from urbanstack.runtime.store.audit import Audit
         from urbanstack.runtime.store.dashboards import Dashboards
+        from urbanstack.runtime.store.feedback import Feedback
         from urbanstack.runtime.store.sessions import Sessions
 
         self.dashboards = Dashboards(self)
         self.sessions = Sessions(self, idle=session_idle, absolute=session_absolute)
         self.audit = Audit(self)
+        self.feedback = Feedback(self)
 
     def __repr__(self) -> str:
         return f"Store({mask_url(self.url)!r})"

@@ -171,6 +171,23 @@ class AuditEntry(Base):
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class AccessibilityFeedback(Base):
+    """A message sent through a municipality's accessibility statement (Citizen Hub): a barrier
+    someone met, shown to that municipality's administrators in the Gov Hub. Name and email are
+    optional (an answer needs an address); nothing else about the sender is kept."""
+
+    __tablename__ = "accessibility_feedback"
+    __table_args__ = (Index("ix_accessibility_feedback_tenant_id", "tenant", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    tenant: Mapped[str] = mapped_column(String(SLUG))
+    page: Mapped[str] = mapped_column(String(500), default="")
+    name: Mapped[str] = mapped_column(String(NAME), default="")
+    email: Mapped[str] = mapped_column(String(320), default="")
+    message: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 # Self-service signup ---------------------------------------------------------
 
 class SignupRequest(Base):
