@@ -596,3 +596,113 @@ def test_dashboard_view_reflows_at_320_px(page, server, tenants):
     assert canvas["x"] >= 0 and canvas["x"] + canvas["width"] <= 320
     checked(page, server, "dashboard view at 320 px with tables open")
     screenshot(page, "dashboard-view-320")
+
+
+# City Tools against the real kube-apiserver and the real operator -------------------------------
+
+@dataclasses.dataclass
+class KubeWorld:
+    cluster: object
+    hub_api: object
+    slug: str
+    part: object
+    wait_ready: object
+
+
+@pytest.fixture(scope="module")
+def kube_world(platform, warehouse, kube_api, tenants):
+    """A Municipality of its own in the cluster (no tools: the hub owns spec.tools), reconciled by the
+    operator in a thread as its least-privilege identity; Ready (its Keycloak space exists) before use."""
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    import kubernetes
+    from operator_harness import (Cluster, OperatorThread, example, is_ready, operator_kubeconfig,
+                                  unique_municipality, use_operator_identity)
+    from test_gov_tools import _without_hub_fields, gov_hub_api
+
+    from urbanstack.operator import handlers
+    from urbanstack.operator.ags import MunicipalityDirectory
+    from urbanstack.operator.backends import Backends
+    from urbanstack.operator.models import parse_municipality
+
+    cluster = Cluster(kube_api)
+    for tool in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml"):
+        cluster.apply("citytools", example(tool))
+    body = _without_hub_fields(unique_municipality("municipality-guetersloh.yaml", "gva"))
+    slug = body["metadata"]["name"]
+    use_operator_identity(platform)
+    settings = dataclasses.replace(platform, drift_interval=5.0)
+    backends = Backends.from_settings(settings, warehouse_client=warehouse, kube=kubernetes.config.new_client_from_config(
+        config_file=operator_kubeconfig(platform)))
+    handlers.configure(settings, backends,
+                       MunicipalityDirectory.load(ROOT / "tests" / "fixtures" / "municipalities.derived.csv"))
+    runner = OperatorThread().start()
+    cluster.apply("municipalities", body)
+
+    def wait_ready(what: str):
+        cluster.wait_for("municipalities", slug, is_ready, timeout=240, what=what)
+
+    try:
+        wait_ready("Ready after creation")
+        part = plan(parse_municipality(cluster.get("municipalities", slug)), TOOLS).identity
+        yield KubeWorld(cluster, gov_hub_api(platform), slug, part, wait_ready)
+    finally:
+        cluster.delete("municipalities", slug)
+        try:
+            cluster.wait_gone("municipalities", slug, timeout=180)
+        finally:
+            runner.stop()
+
+
+@pytest.fixture(scope="module")
+def kube_server(platform, warehouse, metadata_store, kube_world):
+    import kubernetes
+
+    from urbanstack import serve
+    from urbanstack.runtime.hubs.gov.kube import GovKube
+
+    catalogue = Catalogue()
+    runtime = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(
+        config_file=str(platform.state_dir / "kube" / "runtime.kubeconfig")))
+
+    def refresh():  # what serve's catalogue loop does every 10 s
+        serve.refresh_catalogue(catalogue, runtime)
+
+    refresh()
+    with WebServer(platform, catalogue, warehouse, metadata_store,
+                   extras={"kube": GovKube(kube_world.hub_api)}) as web:
+        web.refresh = refresh
+        yield web
+
+
+def test_switching_on_pegel_warnung_reaches_ready_and_lists_its_datasets(page, kube_server, kube_world, tenants):
+    server, slug = kube_server, kube_world.slug
+    staff = add_staff(tenants.admin, kube_world.part, "gov-admin", name="Tilda Tools")
+    sign_in(page, server, slug, staff, "tools")
+    checked(page, server, "City Tools")
+    form = page.locator(f"form[action='/gov/{slug}/tools/{PEGEL}/on']")
+    form.locator("textarea").fill('{"warnLevelCm": 180, "alarmLevelCm": 240}')
+    page.requests_seen.clear()
+    with page.expect_navigation():
+        form.locator("button[type=submit]").click()
+    spec = kube_world.cluster.get("municipalities", slug)["spec"]
+    assert spec["tools"] == [{"name": PEGEL, "settings": {"warnLevelCm": 180, "alarmLevelCm": 240}}]
+    checked(page, server, "City Tools while the operator works")
+    kube_world.wait_ready("Ready after switching on pegel-warnung")
+    # The status region refreshes itself (every 5 s) and shows the operator's word.
+    page.wait_for_selector("#tool-status:has-text('bereit, Datensätze: water_levels')", timeout=30000)
+    page.reload()
+    assert page.locator(f"code:has-text('{slug}/{PEGEL}/water_levels')").count() == 1
+    checked(page, server, "City Tools, tool ready")
+    screenshot(page, "tools")
+    server.refresh()  # the catalogue's next round: the start page and data access list the dataset
+    visit(page, server, f"/gov/{slug}/", "start page with the tool")
+    assert "water_levels" in page.locator("main").inner_text()
+    visit(page, server, f"/gov/{slug}/data", "data access")
+    assert "water_levels" in page.locator("main").inner_text()
+    screenshot(page, "data")
+    # Off again (the other backend's run switches it on anew).
+    visit(page, server, f"/gov/{slug}/tools", "City Tools")
+    with page.expect_navigation():
+        page.locator(f"form[action='/gov/{slug}/tools/{PEGEL}/off'] button").click()
+    assert kube_world.cluster.get("municipalities", slug)["spec"].get("tools") in ([], None)
+    checked(page, server, "City Tools after switching off")
