@@ -110,3 +110,17 @@ def sign_in(client: httpx.Client, server: WebServer, slug: str, staff, *, start:
         response = client.get(urljoin(str(response.url), response.headers["location"]))
         hops += 1
     return response
+
+
+def browser_sign_in(page, server, slug: str, staff, path: str = "") -> None:
+    """The sign-in in a real browser (Playwright page): hub page ``path`` → Keycloak's forms
+    (username, password, one-time code) → back on the hub."""
+    page.goto(f"{server.url}/gov/{slug}/{path}")
+    page.fill("#username", staff.username)
+    if page.locator("#password").count() == 0:  # the shared realm asks for the username first
+        page.click("#kc-login")
+    page.fill("#password", staff.password)
+    page.click("#kc-login")
+    page.fill("#otp", staff.totp())
+    page.click("#kc-login")
+    page.wait_for_url(f"{server.url}/gov/{slug}/**")

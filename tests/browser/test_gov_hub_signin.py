@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conftest import check_accessible, check_own_origin
-from hub_harness import WebServer
+from hub_harness import WebServer, browser_sign_in
 from keycloak_staff import KeycloakAdmin, add_staff
 
 from urbanstack.devplatform import keycloak
@@ -53,18 +53,6 @@ def hub(platform, warehouse, metadata_store):
         provisioner.delete(part, keep_data=False)
         provisioner.close()
         admin.close()
-
-
-def browser_sign_in(page, server, slug: str, staff, path: str = "") -> None:
-    page.goto(f"{server.url}/gov/{slug}/{path}")
-    page.fill("#username", staff.username)
-    if page.locator("#password").count() == 0:  # the shared realm asks for the username first
-        page.click("#kc-login")
-    page.fill("#password", staff.password)
-    page.click("#kc-login")
-    page.fill("#otp", staff.totp())
-    page.click("#kc-login")
-    page.wait_for_url(f"{server.url}/gov/{slug}/**")
 
 
 def test_staff_signs_in_in_the_browser_and_the_start_page_is_accessible(page, hub):
