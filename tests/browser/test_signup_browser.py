@@ -26,7 +26,7 @@ SCREENSHOTS = ROOT / "docs" / "screenshots"
 def _wait_for_proof(page) -> None:
     """Until the widget has put its solved payload into the form field ``altcha``."""
     try:
-        page.wait_for_function("() => { const f = document.querySelector('[name=altcha]');"
+        page.wait_for_function("() => { const f = document.querySelector('input[name=altcha]');"
                                " return f && f.value && f.value.length > 20; }", timeout=60_000)
     except Exception:
         raise AssertionError(f"the proof of work did not finish: console {page.console_errors}, requests "
