@@ -265,10 +265,14 @@ def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | Non
 
 
 def signup_kubeconfig(settings: Settings) -> str | None:
-    """The signup's own identity (None inside a cluster: the pod's service account)."""
+    """The signup's own identity: URBANSTACK_SIGNUP_KUBECONFIG when set (in a cluster the stack
+    mounts one for the hub's pod, which runs as the Gov Hub's account); else None inside a cluster
+    (the pod's service account) and the local platform's signup.kubeconfig outside."""
+    if settings.signup_kubeconfig:
+        return settings.signup_kubeconfig
     if kubeclient.in_cluster():
         return None
-    return settings.signup_kubeconfig or str(settings.state_dir / "kube" / "signup.kubeconfig")
+    return str(settings.state_dir / "kube" / "signup.kubeconfig")
 
 
 def signup_app(settings: Settings, store, *, follow_interval: float = 0.0):
