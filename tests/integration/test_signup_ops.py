@@ -119,7 +119,7 @@ def test_verl_applies_is_approved_becomes_ready_and_its_administrator_signs_in_a
     # A second request for Verl now: refused naming the tenant, nothing stored.
     before = _requests_for(world, VERL)
     again = applicant.post(f"{url}/signup/", data=application(applicant, url, VERL, f"bernd@{domain}"))
-    assert again.status_code == 409 and "verl" in again.text and "bereits" in html.unescape(again.text)
+    assert again.status_code == 409 and "Verl nutzt Urban Stack bereits (als „verl“)" in html.unescape(again.text)
     assert _requests_for(world, VERL) == before
 
     # The operator makes Verl Ready; the console's conditions fragment follows it and sends the invitation.
@@ -273,6 +273,8 @@ def test_two_requests_for_one_municipality_at_once_make_one_request(world):
     for thread in threads:
         thread.join(60)
     assert sorted(a.status_code for a in answers) == [303, 409]
+    [refused] = [a for a in answers if a.status_code == 409]
+    assert "Ein Antrag für Versmold wird bereits bearbeitet" in html.unescape(refused.text), page_text(refused.text)
     assert _requests_for(world, "05754048") == 1
 
 
