@@ -33,6 +33,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH_LABEL = "urbanstack.io/bench-signup"
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
@@ -45,6 +46,21 @@ PLACES = [("05754012", "harsewinkel"), ("05754020", "langenberg"), ("05754032", 
 def _ready(obj: dict | None) -> bool:
     status = (obj or {}).get("status") or {}
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+def _until_ready(cluster, name: str, timeout: float) -> set[str]:
+    """Wait until ``name`` is Ready; returns what held it up (conditions not True on the way)."""
+    held: set[str] = set()
+
+    def ready() -> bool:
+        obj = cluster.get("municipalities", name)
+        for c in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if c.get("status") != "True" and c.get("type") != "Ready":
+                held.add(f"{c.get('type')} {c.get('reason')}: {str(c.get('message'))[:160]}")
+        return _ready(obj)
+
+    _wait(ready, timeout, f"{name} Ready")
+    return held
 
 
 def _wait(predicate, timeout: float, what: str, step: float = 0.2):
@@ -89,8 +105,12 @@ def main() -> int:
     rows, baseline, created = [], [], []
     load_before = os.getloadavg()
 
+    # Municipalities of an earlier, interrupted run go first (the operator must run to delete them).
+    earlier = [item["metadata"]["name"] for item in kubernetes.client.CustomObjectsApi(kube_api)
+               .list_cluster_custom_object("urbanstack.io", "v1alpha1", "municipalities",
+                                           label_selector=BENCH_LABEL)["items"]]
     with signup_world(settings, client, kube_api, Path(tempfile.mkdtemp(prefix="bench-signup-")),
-                      leftovers=tuple(slug for _, slug in places)) as world:
+                      leftovers=(*earlier, *(slug for _, slug in places))) as world:
         _start_follower(world.signup, interval, world.server.web.signup)
         url, cluster = world.server.url, world.cluster
         ops = browser_like_client()
@@ -114,7 +134,7 @@ def main() -> int:
             assert approved.status_code == 303, page_text(approved.text)
             created_at = time.monotonic()
             created.append(slug)
-            _wait(lambda: _ready(cluster.get("municipalities", slug)), args.timeout, f"{slug} Ready")
+            held = _until_ready(cluster, slug, args.timeout)
             ready_at = time.monotonic()
             invitation = box.wait_for(email, timeout=args.timeout, after=seen)
             assert invitation.links(startswith=f"{settings.keycloak_url}/realms/"), invitation.text
@@ -122,26 +142,30 @@ def main() -> int:
             rows.append((created_at - started, ready_at - started, mailed_at - started))
             print(f"signup {i + 1}/{len(places)} {slug}: created {rows[-1][0]:.2f} s, Ready {rows[-1][1]:.1f} s, "
                   f"invitation delivered {rows[-1][2]:.1f} s", flush=True)
+            for reason in sorted(held):
+                print(f"    held up by {reason}", flush=True)
 
             # Baseline: the same manifest created directly, until Ready.
             name = f"b{run}-base{i}"
             body = municipality_manifest(request, "Delete")
-            body["metadata"] = {"name": name}
+            body["metadata"] = {"name": name, "labels": {BENCH_LABEL: "baseline"}}
+            body["spec"]["displayName"] += f" ({name})"  # Keycloak's organization names are unique
             body["spec"]["identity"]["domains"] = [f"{name}.bench.example.org"]
             body["spec"]["admins"] = [f"admin@{name}.bench.example.org"]
             started = time.monotonic()
             cluster.custom.create_cluster_custom_object("urbanstack.io", "v1alpha1", "municipalities", body)
             created.append(name)
-            _wait(lambda: _ready(cluster.get("municipalities", name)), args.timeout, f"{name} Ready")
+            held = _until_ready(cluster, name, args.timeout)
             baseline.append(time.monotonic() - started)
             print(f"baseline {i + 1}/{len(places)} {name}: Ready {baseline[-1]:.1f} s", flush=True)
+            for reason in sorted(held):
+                print(f"    held up by {reason}", flush=True)
         load_after = os.getloadavg()
         world.server.web.signup.state.signup_stop.set()
         cleanup = time.monotonic()
         for name in created:
-            if not name.startswith(f"b{run}-"):
-                continue  # signup_world removes the signup's own
-            remove_municipality(cluster, name)
+            if name.startswith(f"b{run}-"):  # signup_world removes the signup's own
+                remove_municipality(cluster, name)
     print(f"removed the baseline municipalities in {time.monotonic() - cleanup:.0f} s")
 
     print()
