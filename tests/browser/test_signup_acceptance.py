@@ -3,7 +3,9 @@ browser (the ALTCHA widget solves its proof of work under the CSP), the confirma
 from the SMTP mailbox, a platform-admin signs in to the ops console (Keycloak's platform realm,
 password + TOTP) and approves, the operator makes Verl Ready, Keycloak's invitation arrives, the
 new administrator sets a password and a TOTP device (pyotp) and is gov-admin in Verl's Gov Hub,
-seeing nothing of Gütersloh. axe-core checks every page of ours on the way (WCAG 2.1 A/AA).
+seeing nothing of Gütersloh. axe-core checks every page on the way (WCAG 2.1 A/AA): ours with no
+violation; Keycloak's (sign-ins, invitation steps) with no violation beyond the three known ones
+of its stock login theme (KNOWN_KEYCLOAK_FINDINGS, docs/signup.md "Known gaps").
 
 Real: Keycloak, kube-apiserver with the operator in a thread, SMTP, the metadata store (SQLite
 file), the web origin of ``urbanstack serve``. Screenshots: docs/screenshots/signup-*.png."""
@@ -16,8 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import check_accessible, check_own_origin
-from hub_harness import browser_sign_in
-from keycloak_staff import Staff, totp
+from keycloak_staff import totp
 from signup_harness import World, signup_world
 
 pytestmark = pytest.mark.platform
@@ -52,12 +53,34 @@ def _ours(page, url: str, label: str) -> None:
     check_own_origin(page, url)
 
 
+# What axe-core finds on Keycloak's own pages (its stock login theme, keycloak.v2, not ours):
+# (rule, element) pairs. Known and open (docs/signup.md, "Known gaps": a login theme of our own
+# would fix them); anything else found there fails the test.
+KNOWN_KEYCLOAK_FINDINGS = {
+    ("label", "#kc-attempted-username"),  # one-time-code page: the read-only user name has no label
+    ("label", "#totp"),  # authenticator set-up: the code field
+    ("label", "#userLabel"),  # authenticator set-up: the device name
+}
+
+
+def _keycloaks(page, label: str) -> None:
+    """Keycloak's pages of the flow: no axe-core finding beyond KNOWN_KEYCLOAK_FINDINGS."""
+    try:
+        check_accessible(page, label)
+    except AssertionError as found:
+        lines = [line for line in str(found).splitlines() if line.startswith("- ")]
+        findings = {(line[2:].split(" ", 1)[0], target.strip()) for line in lines
+                    for target in line.split(" -> ", 1)[1].split(",")}
+        assert findings and findings <= KNOWN_KEYCLOAK_FINDINGS, f"{page.url.split('?')[0]}: {found}"
+
+
 def _set_up_account(page, password: str) -> str:
     """Keycloak's required actions from the invitation link, in Keycloak's order: a TOTP device
     (the secret from the manual-entry form) and a password. Returns the TOTP secret."""
     secret, done = "", set()
     for _ in range(8):
         page.wait_for_load_state()
+        _keycloaks(page, "Keycloak: invitation step")
         if page.locator("input[name=totpSecret]").count() and "totp" not in done:
             secret = page.locator("input[name=totpSecret]").get_attribute("value")
             page.fill("#totp", totp(secret))
@@ -124,12 +147,14 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     ops = _page(browser)
     ops.goto(f"{url}/ops/")
     assert "/realms/urbanstack-platform/" in ops.url
+    _keycloaks(ops, "Keycloak: platform realm sign-in")
     ops.fill("#username", world.ops.username)
     ops.fill("#password", world.ops.password)
     ops.click("#kc-login")
+    _keycloaks(ops, "Keycloak: platform realm one-time code")
     ops.fill("#otp", world.ops.totp())
     ops.click("#kc-login")
-    ops.wait_for_url(f"{url}/ops/**")
+    ops.wait_for_url(f"{url}/ops/**")  # no further Keycloak page
     ops.requests_seen.clear()  # Keycloak's pages are on Keycloak's origin
     assert domain in ops.inner_text("main")
     _ours(ops, url, "ops queue")
@@ -156,6 +181,7 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     assert links, invitation.text
     admin = _page(browser)
     admin.goto(links[0])
+    _keycloaks(admin, "Keycloak: invitation link")
     password = f"Verl-{uuid.uuid4().hex}"
     secret = _set_up_account(admin, password)
     assert admin.locator("input[name=firstName]").count() == 0
@@ -163,9 +189,20 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     while totp(secret) == code:  # Keycloak refuses a one-time code used before
         time.sleep(1)
     world.refresh()
-    person = Staff(username=email, password=password, otp_secret=secret, role="gov-admin")
-    admin.requests_seen.clear()
-    browser_sign_in(admin, world.server, "verl", person)
+    # The first sign-in to Verl's Gov Hub: the shared realm asks for the address, then the password,
+    # then the one-time code — nothing else (no name, no profile).
+    admin.goto(f"{url}/gov/verl/")
+    _keycloaks(admin, "Keycloak: shared realm sign-in")
+    admin.fill("#username", email)
+    if admin.locator("#password").count() == 0:
+        admin.click("#kc-login")
+        _keycloaks(admin, "Keycloak: shared realm password")
+    admin.fill("#password", password)
+    admin.click("#kc-login")
+    _keycloaks(admin, "Keycloak: shared realm one-time code")
+    admin.fill("#otp", totp(secret))
+    admin.click("#kc-login")
+    admin.wait_for_url(f"{url}/gov/verl/**")
     admin.requests_seen.clear()
     admin.goto(f"{url}/gov/verl/")
     text = admin.inner_text("body")
