@@ -181,3 +181,43 @@ def test_the_honeypot_refuses_quietly(client, metadata_store):
     answer = client.post("/signup/", data=_form(client, ags="05754008", website="http://spam"))
     assert answer.status_code == 400 and "Das Formular konnte nicht gesendet werden" in _notice(answer)
     assert _count(metadata_store) == before
+
+
+def test_two_decisions_at_the_same_moment_one_wins(metadata_store):
+    """Approve and reject of one request at once (two operators): the state changes once; the
+    loser is told (WrongState) and changes nothing — on SQLite and PostgreSQL alike."""
+    import threading
+
+    from urbanstack.runtime.store.signup import APPROVED, REJECTED, SignupRequests, WrongState
+
+    requests = SignupRequests(metadata_store)
+    for _ in range(5):
+        created = requests.create(
+            ags=f"0599{uuid.uuid4().int % 10_000:04d}",  # a request of its own each round
+            municipality_name="Verl", kreis="Gütersloh", land="Nordrhein-Westfalen", slug="verl",
+            contact_name="Anna Schmidt", email=f"a-{uuid.uuid4().hex[:6]}@verl-race.de", email_domain="verl-race.de",
+            plan="small", tools=[], leitweg_id="04011000-1234512345-06", terms_version="2026-12", language="de",
+            checks={})
+        with metadata_store.session() as session:
+            session.get(SignupRequest, created.request.id).state = "confirmed"
+        outcomes: list[str] = []
+        barrier = threading.Barrier(2)
+
+        def decide(verb):
+            barrier.wait()
+            try:
+                (requests.approve(created.request.id, "ops-1", {"by": "ops-1"}) if verb == "approve"
+                 else requests.reject(created.request.id, "ops-2", "Doppelt."))
+                outcomes.append(verb)
+            except WrongState:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=decide, args=(verb,)) for verb in ("approve", "reject")]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) in (["approve", "refused"], ["refused", "reject"]), outcomes
+        final = requests.get(created.request.id)
+        assert final.state == (APPROVED if "approve" in outcomes else REJECTED)
+        assert (final.decided_by == "ops-1") == (final.state == APPROVED)
