@@ -12,7 +12,9 @@ verbatim (read the custom resources; ``get`` only the ``urbanstack-ingest``
 Secrets). Only the pods that read the Kubernetes API get its token mounted. The hub
 (``urbanstack hub``, the web pages) runs as the Gov Hub's own ServiceAccount with its
 token: ``rbac.gov_hub_cluster_role()`` and, for the upload page,
-``rbac.gov_hub_upload_cluster_role()``.
+``rbac.gov_hub_upload_cluster_role()``. The signup in the same process creates Municipalities
+as its own account ``urbanstack-signup`` (``rbac.signup_cluster_role()``), through a kubeconfig
+and that account's token mounted into the hub's pod; no pod runs as it.
 
 One host serves API and pages, as ``urbanstack serve`` does on one origin: the API's
 paths (``serve.API_PREFIXES``) go to the api, ``/ingest`` to the connectors (push
