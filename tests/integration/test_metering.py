@@ -1,0 +1,230 @@
+"""Usage metering end to end: meter events through the real Kafka meter topic into the
+ledger in the real warehouse engine (chDB), statements from it, and the API routes.
+
+Each test uses a meter topic, consumer group and ledger database of its own, so runs
+and other tests never see each other's events."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import date, datetime, timedelta, timezone
+from decimal import ROUND_HALF_UP, Decimal
+from zoneinfo import ZoneInfo
+
+import pytest
+from confluent_kafka.admin import AdminClient
+from fastapi.testclient import TestClient
+
+from urbanstack.devplatform import kafka
+from urbanstack.operator.models import Municipality
+from urbanstack.runtime.api import Catalogue, create_app
+from urbanstack.runtime.metering.api_meter import ApiMeter
+from urbanstack.runtime.metering.consumer import MeterConsumer, ensure_meter_topic
+from urbanstack.runtime.metering.emitter import MeterEmitter
+from urbanstack.runtime.metering.events import (API_BYTES_READ, API_QUERIES, DEAD_LETTERED, READINGS_INGESTED,
+                                                ROWS_STORED, TYPE_INGEST, MeterEvent, sink_batch_id)
+from urbanstack.runtime.metering.ledger import Ledger, month_range
+from urbanstack.runtime.metering.prices import parse_price_book
+from urbanstack.runtime.metering.statements import Statements
+
+pytestmark = pytest.mark.platform
+
+BERLIN = ZoneInfo("Europe/Berlin")
+UTC = timezone.utc
+NOVEMBER = date(2026, 11, 1)
+# The price list of these tests, and the same numbers written out for the expected amounts.
+PRICES = {"readings_ingested": ("1000", "0.40", 100), "rows_stored": ("1000", "0.20", 100),
+          "dead_lettered": ("10", "1.00", 1), "api_queries": ("5", "0.50", 1000),
+          "api_rows_read": ("0", "0.05", 1_000_000), "api_bytes_read": ("0", "0.08", 1024 ** 3)}
+BASE_FEE = "49.00"
+PRICE_BOOK = parse_price_book({"price_lists": [{"version": "test-1", "valid_from": "2026-01", "plans": {"small": {
+    "base_fee": BASE_FEE, "meters": {m: {"included": int(i), "unit_price": p, "per": per}
+                                     for m, (i, p, per) in PRICES.items()}}}}]})
+
+
+@pytest.fixture
+def meter_topic(platform):
+    admin = kafka.admin_config(platform)
+    topic = f"_urbanstack-meter-t{uuid.uuid4().hex[:8]}"
+    ensure_meter_topic(admin, topic)
+    yield topic
+    AdminClient(admin).delete_topics([topic])
+
+
+@pytest.fixture
+def ledger(warehouse):
+    ledger = Ledger(warehouse, database=f"_urbanstack_metering_t{uuid.uuid4().hex[:8]}")
+    yield ledger
+    warehouse.command(f"DROP DATABASE IF EXISTS `{ledger.database}`")
+
+
+def drain(platform, ledger, topic, group=None) -> MeterConsumer:
+    consumer = MeterConsumer(kafka.admin_config(platform), ledger, topic=topic,
+                             group_id=group or f"test-metering-{uuid.uuid4().hex[:8]}")
+    try:
+        consumer.run(until_idle=1.0)
+    finally:
+        consumer.close()
+    return consumer
+
+
+def expected_amount(meter: str, used: int) -> Decimal:
+    included, price, per = PRICES[meter]
+    billable = max(used - int(included), 0)
+    return (Decimal(billable) * Decimal(price) / per).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP)
+
+
+def ingest_event(subject: str, when: datetime, rows: int, dlq: int, offset: int) -> MeterEvent:
+    return MeterEvent(id=sink_batch_id(f"{subject}.tool.data", 0, offset, offset + rows + dlq - 1),
+                      source="/urbanstack/sink", type=TYPE_INGEST, subject=subject, time=when, dataset="tool/data",
+                      quantities={READINGS_INGESTED: rows + dlq, ROWS_STORED: rows, DEAD_LETTERED: dlq})
+
+
+def test_a_month_with_replays_duplicates_out_of_order_and_late_events_bills_exactly(platform, meter_topic, ledger):
+    rng = random.Random(13)
+    subjects = [f"guetersloh-m{uuid.uuid4().hex[:5]}", f"bielefeld-m{uuid.uuid4().hex[:5]}"]
+    start, end = month_range(NOVEMBER)
+    # Every hour of the Berlin month plus a day either side: the edges must fall into the right month.
+    events, hour, offset = [], start - timedelta(days=1), 0
+    while hour < end + timedelta(days=1):
+        for subject in subjects:
+            rows, dlq = rng.randint(0, 400), rng.choice([0, 0, 0, 1, 3])
+            events.append(ingest_event(subject, hour + timedelta(minutes=rng.randint(0, 59)), rows, dlq, offset))
+            offset += rows + dlq + 1
+        hour += timedelta(hours=1)
+    expected: dict[str, dict[str, int]] = {s: {} for s in subjects}
+    for event in events:  # computed here from the events, not by the ledger
+        local = event.time.astimezone(BERLIN)
+        if (local.year, local.month) == (2026, 11):
+            for meter, quantity in event.quantities.items():
+                expected[event.subject][meter] = expected[event.subject].get(meter, 0) + quantity
+
+    late = events[: len(events) // 10]                     # sent again at the very end
+    replayed = events[100:400]                             # a replayed stretch
+    duplicates = rng.sample(events, 500)                   # retried sends
+    stream = events[len(events) // 10:] + replayed + duplicates
+    rng.shuffle(stream)                                    # out of order
+    emitter = MeterEmitter(kafka.admin_config(platform), topic=meter_topic)
+    for event in stream:
+        assert emitter.emit(event)
+    assert emitter.settle(30)
+    first = drain(platform, ledger, meter_topic)
+    for event in late + duplicates[:50]:
+        emitter.emit(event)
+    assert emitter.settle(30)
+    second = drain(platform, ledger, meter_topic, group=None)   # a new group reads the whole topic again
+    emitter.close()
+
+    assert first.recorded + second.recorded == len(events)
+    assert second.recorded == len({e.id for e in late} - {e.id for e in stream})   # only those never sent before
+    assert first.invalid == second.invalid == 0 and first.conflicts == second.conflicts == 0
+    assert ledger.month_totals(NOVEMBER, subjects) == expected
+    assert ledger.verify(start - timedelta(days=2), end + timedelta(days=2)) == []
+
+    statements = Statements(ledger, prices=PRICE_BOOK)
+    for subject, statement in statements.statements(subjects, NOVEMBER, now=end + timedelta(days=1)).items():
+        lines = {line.meter: line for line in statement.lines if line.kind == "usage"}
+        for meter in PRICES:
+            used = expected[subject].get(meter, 0)
+            assert (lines[meter].used, lines[meter].amount) == (used, expected_amount(meter, used)), meter
+        total = Decimal(BASE_FEE) + sum(expected_amount(m, expected[subject].get(m, 0)) for m in PRICES)
+        assert statement.total == total
+        assert statement.status == "draft"
+        assert [line.kind for line in statement.lines].count("adjustment") == 0
+
+
+def test_usage_after_the_freeze_becomes_an_adjustment_next_month_and_the_frozen_statement_stays(ledger):
+    subject = "guetersloh"
+    statements = Statements(ledger, prices=PRICE_BOOK, grace=timedelta(days=5))
+    start, end = month_range(NOVEMBER)
+    ledger.record([ingest_event(subject, start + timedelta(hours=5), 1500, 12, 0),
+                   ingest_event(subject, start + timedelta(days=20), 700, 0, 10_000)])
+    with pytest.raises(ValueError, match="grace period"):
+        statements.freeze([subject], NOVEMBER, now=end + timedelta(days=4))
+    frozen = statements.freeze([subject], NOVEMBER, now=end + timedelta(days=5, minutes=1))[subject]
+    assert frozen.status == "frozen" and frozen.hash == frozen.content_hash()
+    assert frozen.used(ROWS_STORED) == 2200 and frozen.used(DEAD_LETTERED) == 12
+
+    # Late: a November batch that reaches the ledger after the freeze, and a retried copy of it.
+    late = ingest_event(subject, start + timedelta(days=29, hours=22), 300, 4, 20_000)
+    assert ledger.record([late, late]).new == 1
+    again = statements.statement(subject, NOVEMBER, now=end + timedelta(days=9))
+    assert again == frozen and again.hash == frozen.hash            # unchanged, same hash
+    assert statements.freeze([subject], NOVEMBER, now=end + timedelta(days=9))[subject].hash == frozen.hash
+
+    december = statements.statement(subject, date(2026, 12, 1), now=end + timedelta(days=9))
+    adjustments = {line.meter: line for line in december.lines if line.kind == "adjustment"}
+    assert set(adjustments) == {READINGS_INGESTED, ROWS_STORED, DEAD_LETTERED}
+    assert all(line.month == "2026-11" for line in adjustments.values())
+    assert adjustments[ROWS_STORED].used == 300 and adjustments[DEAD_LETTERED].used == 4
+    # Priced on top of what November already billed: 2200 → 2500 rows, 12 → 16 DLQ records.
+    assert adjustments[ROWS_STORED].amount == expected_amount(ROWS_STORED, 2500) - expected_amount(ROWS_STORED, 2200)
+    assert adjustments[DEAD_LETTERED].amount == Decimal("4.00")
+
+    # Once December is frozen with the adjustment, January does not bill it again.
+    statements.freeze([subject], date(2026, 12, 1), now=end + timedelta(days=40))
+    january = statements.statement(subject, date(2027, 1, 1), now=end + timedelta(days=40))
+    assert [line for line in january.lines if line.kind == "adjustment"] == []
+    assert statements.statement(subject, NOVEMBER).hash == frozen.hash
+
+
+def _municipality(slug: str, ags: str) -> Municipality:
+    return Municipality.model_validate({
+        "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
+        "spec": {"displayName": slug, "ags": ags, "admins": [f"admin@{slug}.example.org"]}})
+
+
+def test_the_api_meters_each_municipality_and_shows_it_only_its_own_usage_and_statements(
+        platform, meter_topic, ledger, issuer, settings, warehouse):
+    suffix = uuid.uuid4().hex[:6]
+    gue, bi = f"guetersloh-u{suffix}", f"bielefeld-u{suffix}"
+    catalogue = Catalogue([_municipality(gue, "05754008"), _municipality(bi, "05711000")], [])
+    meter = ApiMeter(MeterEmitter(kafka.admin_config(platform), topic=meter_topic), window_seconds=3600)
+    app = create_app(settings, catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     meter=meter, ledger=ledger)
+
+    def bearer(tenant, roles=("gov-admin",)):
+        return {"Authorization": f"Bearer {issuer.token(tenant=tenant, roles=roles)}"}
+
+    now = datetime.now(UTC)
+    this_month = now.astimezone(BERLIN).date().replace(day=1)
+    ledger.record([ingest_event(gue, now - timedelta(minutes=5), 777, 7, 0)])
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sizes = [len(client.get("/api/v1/datasets", headers=bearer(gue)).content) for _ in range(3)]
+        client.get("/api/v1/datasets")                         # anonymous: open data, not metered
+        client.get("/api/v1/datasets", headers={"Authorization": "Bearer forged"})   # 401, not metered
+        assert meter.flush() == 1
+        meter.emitter.settle(30)
+        drain(platform, ledger, meter_topic)
+
+        own = client.get("/api/v1/usage", headers=bearer(gue, ("gov-viewer",))).json()
+        assert own["municipality"] == gue
+        assert own["totals"][ROWS_STORED] == 777 and own["totals"][API_QUERIES] == 3
+        assert own["totals"][API_BYTES_READ] == sum(sizes)
+
+        # Bielefeld sees its own (empty) usage, whatever it puts into the request.
+        for params in ({}, {"municipality": gue}, {"subject": gue}, {"tenant": gue}):
+            other = client.get("/api/v1/usage", headers=bearer(bi), params=params)
+            assert other.status_code == 200 and other.json()["municipality"] == bi
+            assert other.json()["totals"] == {} and other.json()["rows"] == []
+        month = f"{this_month:%Y-%m}"
+        for url in ("/api/v1/statements", f"/api/v1/statements/{month}", f"/api/v1/statements/{month}?format=csv",
+                    f"/api/v1/statements/{month}?municipality={gue}"):
+            response = client.get(url, headers=bearer(bi))
+            assert response.status_code == 200, response.text
+            assert gue not in response.text and bi in response.text
+        mine = client.get(f"/api/v1/statements/{month}", headers=bearer(gue)).json()
+        rows = next(line for line in mine["lines"] if line["meter"] == ROWS_STORED)
+        assert mine["subject"] == gue and mine["status"] == "draft"
+        assert rows["used"] == 777
+        csv_text = client.get(f"/api/v1/statements/{month}?format=csv", headers=bearer(gue)).text
+        assert f"{gue},{month},usage,rows_stored,row,{month},777," in csv_text
+
+        # Without a token or without the role: refused.
+        assert client.get("/api/v1/usage").status_code == 401
+        assert client.get("/api/v1/statements").status_code == 401
+        assert client.get("/api/v1/statements", headers=bearer(gue, ("gov-viewer",))).status_code == 403
+        assert client.get("/api/v1/usage", headers=bearer(gue, ("citizen",))).status_code == 403
+        assert client.get("/api/v1/statements/2026-13", headers=bearer(gue)).status_code == 422
+    meter.close()
