@@ -228,3 +228,64 @@ def test_the_api_meters_each_municipality_and_shows_it_only_its_own_usage_and_st
         assert client.get("/api/v1/usage", headers=bearer(gue, ("citizen",))).status_code == 403
         assert client.get("/api/v1/statements/2026-13", headers=bearer(gue)).status_code == 422
     meter.close()
+
+
+def test_the_serve_process_records_meter_events_as_they_come(platform, meter_topic, warehouse):
+    """What `urbanstack serve` starts: the consumer thread fills the ledger, the API meter sends."""
+    import threading
+    import time
+
+    from urbanstack.runtime.metering import service
+
+    subject = f"guetersloh-s{uuid.uuid4().hex[:5]}"
+    stop = threading.Event()
+    metering = service.start(kafka.admin_config(platform), warehouse, Catalogue([_municipality(subject, "05754008")], []),
+                             stop, topic=meter_topic)
+    try:
+        now = datetime.now(UTC)
+        emitter = MeterEmitter(kafka.admin_config(platform), topic=meter_topic)
+        emitter.emit(ingest_event(subject, now, 42, 1, 0))
+        emitter.emit(ingest_event(subject, now, 42, 1, 0))     # a retried send
+        emitter.close()
+        metering.api_meter.add(subject, rows_read=10, bytes_sent=2048)
+        metering.api_meter.flush()
+        metering.api_meter.emitter.settle(30)
+        month = now.astimezone(BERLIN).date().replace(day=1)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            totals = metering.ledger.month_totals(month, [subject]).get(subject, {})
+            if totals.get(API_QUERIES) and totals.get(ROWS_STORED):
+                break
+            time.sleep(0.5)
+        assert totals == {READINGS_INGESTED: 43, ROWS_STORED: 42, DEAD_LETTERED: 1, API_QUERIES: 1,
+                          "api_rows_read": 10, API_BYTES_READ: 2048}
+    finally:
+        stop.set()
+        metering.api_meter.close()
+        for thread in metering.threads:
+            thread.join(10)
+        warehouse.command(f"DROP DATABASE IF EXISTS `{metering.ledger.database}`")
+
+
+def test_status_usage_shows_the_last_24_hours_from_the_ledger(warehouse):
+    """What the operator writes into status.usage on each reconcile (operator/reconcile.py)."""
+    from types import SimpleNamespace
+
+    from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
+    from urbanstack.operator.reconcile import _metered_usage
+
+    subject = f"guetersloh-o{uuid.uuid4().hex[:5]}"
+    ledger = Ledger(warehouse)
+    now = datetime.now(UTC)
+    try:
+        ledger.record([ingest_event(subject, now - timedelta(hours=2), 100, 5, 0),
+                       ingest_event(subject, now - timedelta(hours=30), 999, 0, 1000),   # older than 24 h
+                       MeterEvent(id=str(uuid.uuid4()), source="/urbanstack/api", type="io.urbanstack.meter.query.v1",
+                                  subject=subject, time=now, quantities={API_QUERIES: 17})])
+        backends = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: warehouse, embedded=True))
+        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17}
+        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0}
+        broken = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: 1 / 0, embedded=True))
+        assert _metered_usage(broken, subject) == {}
+    finally:
+        warehouse.command(f"DROP DATABASE IF EXISTS `{ledger.database}`")
