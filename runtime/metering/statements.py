@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import Callable, Iterable, Sequence
 
 from .events import METERS
-from .ledger import Ledger, month_range, next_month
+from .ledger import BILLING_ZONE, Ledger, month_range, next_month
 from .prices import CENT, DEFAULT_PRICE_BOOK, PriceBook
 
 DEFAULT_GRACE = timedelta(days=5)
@@ -254,7 +254,7 @@ class Statements:
     def freeze_due(self, subjects: Sequence[str], now: datetime | None = None, months_back: int = 3) -> list[str]:
         """Freeze every month of the last ``months_back`` whose grace period is over, oldest first."""
         now = now or datetime.now(timezone.utc)
-        month = now.astimezone(timezone.utc).date().replace(day=1)
+        month = now.astimezone(BILLING_ZONE).date().replace(day=1)
         months = []
         for _ in range(months_back):
             month = (month - timedelta(days=1)).replace(day=1)
@@ -267,7 +267,7 @@ class Statements:
     def history(self, subject: str, now: datetime | None = None) -> list[dict]:
         """Frozen months of a municipality, newest first, and the current month as a draft."""
         now = now or datetime.now(timezone.utc)
-        this = now.date().replace(day=1)
+        this = now.astimezone(BILLING_ZONE).date().replace(day=1)
         first = this
         for _ in range(HISTORY_MONTHS):
             first = (first - timedelta(days=1)).replace(day=1)

@@ -289,3 +289,46 @@ def test_status_usage_shows_the_last_24_hours_from_the_ledger(warehouse):
         assert _metered_usage(broken, subject) == {}
     finally:
         warehouse.command(f"DROP DATABASE IF EXISTS `{ledger.database}`")
+
+
+def test_the_xrechnung_of_a_statement_passes_the_validator_and_one_without_leitweg_id_fails(ledger, settings,
+                                                                                             tmp_path):
+    import xrechnung_validator
+
+    from urbanstack.runtime.metering.xrechnung import Address, Buyer, Seller, to_xrechnung
+
+    reason = xrechnung_validator.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    validator = xrechnung_validator.install(settings.cache_dir)
+    subject = "guetersloh"
+    statements = Statements(ledger, prices=PRICE_BOOK)
+    start, end = month_range(NOVEMBER)
+    ledger.record([ingest_event(subject, start + timedelta(hours=3), 123_456, 17, 0)])
+    statements.freeze([subject], NOVEMBER, now=end + timedelta(days=6))
+    ledger.record([ingest_event(subject, start + timedelta(hours=4), 50, 0, 200_000)])   # late: adjusts December
+    december = statements.statement(subject, date(2026, 12, 1), now=end + timedelta(days=7))
+    seller = Seller("Urban Stack Plattformbetrieb GmbH", Address("Musterweg 1", "33602", "Bielefeld"), "DE123456789",
+                    "Erika Mustermann", "+49 521 000000", "abrechnung@urbanstack.example",
+                    "rechnungen@urbanstack.example", "DE02120300000000202051", "Musterbank")
+    buyer = Buyer("Stadt Gütersloh", Address("Berliner Straße 70", "33330", "Gütersloh"), "05754008-0001-33",
+                  "e-rechnung@guetersloh.example")
+    november = statements.statement(subject, NOVEMBER)
+    assert november.status == "frozen" and [line.kind for line in december.lines].count("adjustment") == 2   # readings and rows
+    for statement in (november, december):
+        invoice = tmp_path / f"{statement.month}.xml"
+        invoice.write_bytes(to_xrechnung(statement, seller=seller, buyer=buyer, invoice_number=f"US-{statement.month}-1",
+                                         issue_date=date(2027, 1, 2)))
+        valid, report = xrechnung_validator.validate(validator, invoice)
+        assert valid, report
+        assert "xrechnung_3.0" in report and "05754008-0001-33" in invoice.read_text()
+
+    broken = tmp_path / "no-leitweg-id.xml"
+    text = (tmp_path / "2026-11.xml").read_text()
+    broken.write_text(text.replace("<cbc:BuyerReference>05754008-0001-33</cbc:BuyerReference>", ""))
+    assert "BuyerReference" not in broken.read_text()
+    valid, report = xrechnung_validator.validate(validator, broken)
+    assert not valid and "BR-DE-15" in report
+    with pytest.raises(ValueError, match="Leitweg-ID"):
+        to_xrechnung(november, seller=seller, buyer=Buyer(buyer.name, buyer.address, "", buyer.electronic_address),
+                     invoice_number="US-1", issue_date=date(2027, 1, 2))
