@@ -80,6 +80,7 @@ def main() -> None:
     # Expected rows_stored of a few municipalities, from the same formula evaluated here.
     expected = {subjects[i]: sum((i * 7 + h * 13) % 2001 for h in range(hours)) for i in range(0, n, max(n // 20, 1))}
 
+    print(f"peak RSS after generating (chDB engine included): {rss_mib():,.0f} MiB")
     statements = Statements(ledger)
     began = time.perf_counter()
     drafts = statements.statements(subjects, MONTH, now=end + timedelta(days=1))
@@ -92,7 +93,7 @@ def main() -> None:
         assert frozen[subject].used(ROWS_STORED) == rows and frozen[subject].hash == frozen[subject].content_hash()
     print(f"statements (drafts) for {len(drafts):,} municipalities: {drafted:.1f} s")
     print(f"freeze (drafts + content hash + store) for {len(frozen):,}: {froze:.1f} s")
-    print(f"peak RSS of this process (chDB engine included): {rss_mib():,.0f} MiB")
+    print(f"peak RSS after the statements: {rss_mib():,.0f} MiB")
     print(f"load average after the run: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
 
 

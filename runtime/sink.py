@@ -12,7 +12,7 @@ Delivery is effectively once:
 - a batch holds the records of one Kafka partition, offsets ``first..last``;
 - invalid records go to the tenant's DLQ, acknowledged before anything is committed;
 - before the insert, the sink commits the *unchanged* offset ``first`` with the
-  metadata ``pending:<last>`` (an intent). The insert carries the
+  metadata ``pending:<last>@<ms>`` (an intent). The insert carries the
   ``insert_deduplication_token`` ``<topic>:<partition>:<first>-<last>``;
 - after the insert, it commits ``last + 1``.
 
