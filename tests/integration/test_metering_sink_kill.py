@@ -159,3 +159,45 @@ def test_a_batch_stored_by_a_dead_sink_is_metered_by_its_replay(platform, wareho
         harness.deprovision(admin_config, warehouse, tenant)
         AdminClient(admin_config).delete_topics([meter_topic])
         warehouse.command(f"DROP DATABASE IF EXISTS `{ledger.database}`")
+
+
+def test_an_unreachable_meter_topic_neither_stops_nor_slows_the_sink_for_long(platform, warehouse):
+    """The meter's Kafka cannot be reached at all: every row is still stored and committed,
+    the sink waited for the meter once (bounded), and the lost events are counted."""
+    from prometheus_client import generate_latest
+
+    from urbanstack.runtime.metering.emitter import MeterMetrics
+    from urbanstack.runtime.sink import SinkMetrics
+
+    admin_config = kafka.admin_config(platform)
+    tenant = harness.provision(admin_config, warehouse)
+    try:
+        events = counts(tenant.slug, 600, sensors=3)
+        with Publisher(admin_config) as publisher:
+            for start in range(0, len(events), 50):
+                publisher.publish_events(events[start:start + 50], tenant=tenant.slug, tool=TOOL)
+        metrics = SinkMetrics()
+        # Nothing listens on port 1: the meter's broker is down for the whole run.
+        unreachable = {**admin_config, "bootstrap.servers": "127.0.0.1:1"}
+        meter = MeterEmitter(unreachable, topic="_urbanstack-meter", max_buffered=4, delivery_timeout_ms=2000,
+                             metrics=MeterMetrics(metrics.registry))
+        group = f"test-meter-down-{uuid.uuid4().hex[:8]}"
+        config = SinkConfig(group_id=group, topic_pattern=rf"^{tenant.slug}\.[^.]+\.[^.]+$", batch_rows=40,
+                            batch_seconds=0.2, meter_wait_seconds=1.0)
+        waited = []   # per commit: whether the sink still waited for the meter (topic not yet known down)
+        settle = meter.settle
+        meter.settle = lambda timeout: waited.append(meter.healthy) or settle(timeout)
+        sink = Sink(admin_config, warehouse, config, metrics, meter=meter)
+        sink.start()
+        try:
+            harness.drain(sink, admin_config, group, [tenant.topic(TOOL, DATASET)])
+        finally:
+            sink.close()
+        assert rows(warehouse, tenant) == len(events)
+        assert len(waited) >= 10
+        assert waited.count(True) == 1       # one bounded wait at the start of the outage, then none
+        assert meter.dropped > 0 and meter.delivered == 0
+        exposed = generate_latest(metrics.registry).decode()
+        assert f'urbanstack_meter_events_total{{outcome="dropped"}} {float(meter.dropped)}' in exposed
+    finally:
+        harness.deprovision(admin_config, warehouse, tenant)
