@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from urbanstack.operator import naming
 from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
+from urbanstack.runtime.metering.impact import Impact
 from urbanstack.runtime.metering.ledger import Ledger
 
 from .auth import AuthError, Principal, TokenVerifier
@@ -148,7 +149,9 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     app.include_router(build_router(principal_dependency))
     if ledger is not None:
-        app.include_router(build_usage_router(principal_dependency, ledger, catalogue))
+        impact = Impact(catalogue, ledger)
+        registry.register(impact)
+        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, impact=impact))
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if meter is not None:
         app.add_middleware(MeteringMiddleware, meter=meter)

@@ -11,6 +11,7 @@ from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
 
 from urbanstack.runtime.metering.ledger import BILLING_ZONE, Ledger, month_range, parse_month
+from urbanstack.runtime.metering.impact import Impact
 from urbanstack.runtime.metering.statements import Statements
 
 from .auth import Permission, Principal
@@ -39,7 +40,7 @@ def _month(text: str | None) -> date:
 
 
 def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogue,
-                       statements: Statements | None = None) -> APIRouter:
+                       statements: Statements | None = None, impact: Impact | None = None) -> APIRouter:
     router = APIRouter(prefix="/api/v1", tags=["usage"])
 
     def plan_of(slug: str) -> str:
@@ -77,5 +78,12 @@ def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogu
             return Response(found.to_csv(), media_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="statement-{subject}-{found.month}.csv"'})
         return JSONResponse(found.to_dict())
+
+    if impact is not None:
+        @router.get("/impact", summary="What the platform reaches: municipalities, residents, datasets, tools")
+        def impact_figures(_principal: Principal | None = Depends(principal_dependency)):
+            # Counts of the whole platform, open like open data. Readings per day stay on /metrics (ops):
+            # on a platform of two municipalities the total minus one's own would be the other's usage.
+            return {k: v for k, v in impact.figures().items() if k != "readings_last_24h"}
 
     return router

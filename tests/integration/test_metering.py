@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import random
 import uuid
+from pathlib import Path
 from datetime import date, datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
 from zoneinfo import ZoneInfo
 
 import pytest
+import yaml
 from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
 
@@ -332,3 +334,36 @@ def test_the_xrechnung_of_a_statement_passes_the_validator_and_one_without_leitw
     with pytest.raises(ValueError, match="Leitweg-ID"):
         to_xrechnung(november, seller=seller, buyer=Buyer(buyer.name, buyer.address, "", buyer.electronic_address),
                      invoice_number="US-1", issue_date=date(2027, 1, 2))
+
+
+def test_impact_figures_count_ready_municipalities_and_their_residents(ledger, issuer, settings, warehouse):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from urbanstack.operator.models import parse_citytool
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    tool = parse_citytool(yaml.safe_load((examples / "citytool-pegel-warnung.yaml").read_text()))
+
+    def municipality(slug, ags, phase, residents, tools=()):
+        return Municipality.model_validate({
+            "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
+            "spec": {"displayName": slug, "ags": ags, "admins": [f"admin@{slug}.example.org"],
+                     "tools": [{"name": t} for t in tools]},
+            "status": {"phase": phase, "usage": {"residents": residents}}})
+
+    catalogue = Catalogue([municipality("guetersloh", "05754008", "Ready", 102_930, ["pegel-warnung"]),
+                           municipality("bielefeld", "05711000", "Ready", 338_332, ["pegel-warnung"]),
+                           municipality("harsewinkel", "05754012", "Provisioning", 25_000)], [tool])
+    now = datetime.now(UTC)
+    ledger.record([ingest_event("guetersloh", now - timedelta(hours=3), 500, 0, 0)])
+    app = create_app(settings, catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api", ledger=ledger)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        figures = client.get("/api/v1/impact").json()
+        assert figures == {"municipalities": 3, "municipalities_ready": 2, "residents_reached": 441_262,
+                           "population_as_of": "2023-12-31", "datasets_in_use": 2,
+                           "municipalities_per_tool": {"pegel-warnung": 2}}
+        metrics = {sample.name: sample for family in text_string_to_metric_families(client.get("/metrics").text)
+                   for sample in family.samples}
+        assert metrics["urbanstack_residents_reached"].value == 441_262
+        assert metrics["urbanstack_tool_municipalities"].labels == {"tool": "pegel-warnung"}
+        assert metrics["urbanstack_readings_last_24h"].value == 500
