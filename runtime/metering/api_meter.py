@@ -115,9 +115,10 @@ class MeteringMiddleware:
             await self.app(scope, receive, counting_send)
         finally:
             current_usage.reset(token)
-            # GraphiQL's page (GET /graphql without a query) and refusals are no data queries.
+            # GraphiQL's page (GET /graphql without a query string) and refusals are no data queries.
             if usage.subject is not None and status not in (401, 429) and \
-                    not (scope["path"].startswith("/graphql") and scope["method"] == "GET"):
+                    not (scope["path"].startswith("/graphql") and scope["method"] == "GET"
+                         and not scope.get("query_string")):
                 self.meter.add(usage.subject, usage.rows_read, sent)
 
 

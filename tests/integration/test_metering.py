@@ -367,3 +367,40 @@ def test_impact_figures_count_ready_municipalities_and_their_residents(ledger, i
         assert metrics["urbanstack_residents_reached"].value == 441_262
         assert metrics["urbanstack_tool_municipalities"].labels == {"tool": "pegel-warnung"}
         assert metrics["urbanstack_readings_last_24h"].value == 500
+
+
+def test_rest_and_graphql_requests_are_metered_with_the_rows_the_warehouse_read(
+        platform, meter_topic, ledger, issuer, settings, warehouse):
+    from test_api import World
+
+    world = World(warehouse)
+    meter = ApiMeter(MeterEmitter(kafka.admin_config(platform), topic=meter_topic), window_seconds=3600)
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     meter=meter, ledger=ledger)
+    headers = {"Authorization": f"Bearer {issuer.token(tenant=world.gue, roles=('gov-viewer',))}"}
+    query = """query($owner: String!) { series(dataset: {owner: $owner, tool: "passantenfrequenz-wetter",
+               name: "weather"}, fields: ["temperature"], start: "2026-03-02T00:00:00Z", end: "2026-03-04T00:00:00Z")
+               { points { bucket values { name value } } } }"""
+    read = {}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for kind in ("rest", "graphql"):
+            if kind == "rest":
+                response = client.get(f"/api/v1/datasets/{world.gue}/passantenfrequenz-wetter/weather/observations",
+                                      headers=headers, params={"from": "2026-03-02T00:00:00Z",
+                                                               "to": "2026-03-04T00:00:00Z"})
+            else:
+                response = client.post("/graphql", headers=headers,
+                                       json={"query": query, "variables": {"owner": world.gue}})
+            assert response.status_code == 200, response.text
+            with meter._lock:
+                read[kind] = dict(meter._sums[world.gue])
+            meter.flush()
+    meter.emitter.settle(30)
+    drain(platform, ledger, meter_topic)
+    for kind, sums in read.items():
+        assert sums[API_QUERIES] == 1 and sums["api_rows_read"] > 0, (kind, sums)   # GraphQL runs in a thread pool
+    today = datetime.now(BERLIN).date().replace(day=1)
+    totals = ledger.month_totals(today, [world.gue])[world.gue]
+    assert totals[API_QUERIES] == 2
+    assert totals["api_rows_read"] == read["rest"]["api_rows_read"] + read["graphql"]["api_rows_read"]
+    meter.close()
