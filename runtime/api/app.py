@@ -15,6 +15,7 @@ from urbanstack.operator import naming
 from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
 from urbanstack.runtime.metering.impact import Impact
 from urbanstack.runtime.metering.ledger import Ledger
+from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
@@ -77,7 +78,8 @@ class BodyLimit:
 def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloak_url: str, audience: str,
                shared_realms: Iterable[str] = (naming.SHARED_REALM,), limits: ApiLimits | None = None,
                verifier: TokenVerifier | None = None, quota: QueryQuota | None = None,
-               meter: ApiMeter | None = None, ledger: Ledger | None = None) -> FastAPI:
+               meter: ApiMeter | None = None, ledger: Ledger | None = None,
+               statements: Statements | None = None) -> FastAPI:
     """The API application.
 
     ``audience`` is the client id tokens must be issued for; ``{tenant}`` in it stands for
@@ -86,7 +88,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     ``quota``: the query quotas (see :mod:`.quota`); by default the plans of the catalogue's
     municipalities and ``settings.api_anonymous_queries_per_hour`` for callers without a token.
     ``meter``: meters what each municipality reads (docs/metering.md); ``ledger``: serves its
-    usage and statements under ``/api/v1/usage`` and ``/api/v1/statements``.
+    usage and statements under ``/api/v1/usage`` and ``/api/v1/statements`` (``statements``: priced
+    and frozen as the caller configured them; by default the built-in price book).
     """
     app = FastAPI(title="Urban Stack Data Hub API", version="1", description=DESCRIPTION)
     registry = CollectorRegistry()
@@ -151,7 +154,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     if ledger is not None:
         impact = Impact(catalogue, ledger)
         registry.register(impact)
-        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, impact=impact))
+        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact))
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if meter is not None:
         app.add_middleware(MeteringMiddleware, meter=meter)

@@ -4,14 +4,17 @@ the API's meter and the monthly freeze, as threads of the process that owns the 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
+from datetime import timedelta
 
 from .api_meter import ApiMeter
 from .consumer import MeterConsumer, ensure_meter_topic
 from .emitter import MeterEmitter
 from .ledger import Ledger
-from .statements import Statements
+from .prices import DEFAULT_PRICE_BOOK, PriceBook, load_price_book
+from .statements import DEFAULT_GRACE, Statements
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +29,30 @@ class Metering:
     threads: list[threading.Thread]
 
 
+def statement_settings(environ=None) -> tuple[PriceBook, timedelta]:
+    """The price book (``URBANSTACK_PRICE_BOOK``: a JSON file, docs/metering.md; default the
+    built-in example) and the grace period before a month is frozen
+    (``URBANSTACK_STATEMENT_GRACE_DAYS``, default 5)."""
+    environ = os.environ if environ is None else environ
+    path = environ.get("URBANSTACK_PRICE_BOOK", "")
+    try:
+        prices = load_price_book(path) if path else DEFAULT_PRICE_BOOK
+    except (OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"URBANSTACK_PRICE_BOOK={path}: not a usable price book ({exc})") from None
+    raw = environ.get("URBANSTACK_STATEMENT_GRACE_DAYS", str(DEFAULT_GRACE.days))
+    try:
+        days = int(raw)
+        if days < 0:
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"URBANSTACK_STATEMENT_GRACE_DAYS must be a whole number of days ≥ 0, got {raw!r}") from None
+    return prices, timedelta(days=days)
+
+
 def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event, *, topic: str) -> Metering:
     """Start the consumer and the freeze loop; ``kafka_config`` must be allowed to create and
     read the meter topic (on the local platform: the platform admin the sink uses)."""
+    prices, grace = statement_settings()
     try:
         ensure_meter_topic(kafka_config, topic)
     except Exception as exc:  # noqa: BLE001 - metering must not keep the data plane from starting
@@ -39,7 +63,7 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
         municipality = catalogue.municipality(slug)
         return municipality.spec.plan.name.value if municipality is not None else "small"
 
-    statements = Statements(ledger, plan_of=plan_of)
+    statements = Statements(ledger, prices=prices, grace=grace, plan_of=plan_of)
 
     def consume():
         consumer = MeterConsumer(kafka_config, ledger, topic=topic)
