@@ -46,6 +46,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from urbanstack import tenancy
 from urbanstack.operator import naming
+from urbanstack.runtime.metering.consumer import ensure_meter_topic
 from urbanstack.runtime.metering.emitter import METER_TOPIC, MeterEmitter, MeterMetrics
 from urbanstack.runtime.metering.events import (DEAD_LETTERED, READINGS_INGESTED, ROWS_STORED, TYPE_INGEST, MeterEvent,
                                                 sink_batch_id)
@@ -1416,8 +1417,14 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
                 signal.signal(signum, lambda *_: stop_event.set())
     metrics = SinkMetrics()
     # The meter shares the sink's identity; its counters join the sink's endpoint.
-    meter = (MeterEmitter(kafka_config, topic=config.meter_topic, metrics=MeterMetrics(metrics.registry))
-             if config.meter_topic else None)
+    meter = None
+    if config.meter_topic:
+        try:
+            ensure_meter_topic(kafka_config, config.meter_topic)
+        except Exception as exc:  # noqa: BLE001 - in a cluster the platform creates it; the sink may not
+            log.info("meter topic %s not created by the sink (%s); it must exist for usage to be recorded",
+                     config.meter_topic, _first_line(exc))
+        meter = MeterEmitter(kafka_config, topic=config.meter_topic, metrics=MeterMetrics(metrics.registry))
     if config.metrics_port:
         from prometheus_client import start_http_server
 
