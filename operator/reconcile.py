@@ -178,6 +178,7 @@ def _metered_usage(backends, slug: str) -> dict[str, int]:
     hourly sums. Left out when the ledger cannot be read: usage never fails a reconcile."""
     from urbanstack.runtime.metering.events import API_QUERIES, READINGS_INGESTED
     from urbanstack.runtime.metering.ledger import Ledger
+    from urbanstack.runtime.metering.storage import database_bytes
 
     try:
         client = backends.warehouse._client()
@@ -186,9 +187,11 @@ def _metered_usage(backends, slug: str) -> dict[str, int]:
             ledger = _LEDGERS[id(client)] = Ledger(client)
         end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
         totals = ledger.totals(end - dt.timedelta(hours=24), end, [slug]).get(slug, {})
+        storage = database_bytes(client, [slug])[slug]
     except Exception:  # noqa: BLE001 - informative only
         return {}
-    return {"eventsLast24H": totals.get(READINGS_INGESTED, 0), "queriesLast24H": totals.get(API_QUERIES, 0)}
+    return {"eventsLast24H": totals.get(READINGS_INGESTED, 0), "queriesLast24H": totals.get(API_QUERIES, 0),
+            "storageBytes": storage}
 
 
 def _endpoints(backends, desired: DesiredState) -> dict[str, str]:

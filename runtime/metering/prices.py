@@ -122,6 +122,8 @@ def _plan(base: str, readings: int, queries: int) -> dict:
         "api_queries": {"included": queries, "unit_price": "0.50", "per": 1_000},
         "api_rows_read": {"included": 1_000 * queries, "unit_price": "0.05", "per": 1_000_000},
         "api_bytes_read": {"included": 10 * 1024 ** 3, "unit_price": "0.08", "per": 1024 ** 3},
+        # 0.10 EUR per GiB and month of 730 hours, 10 GiB included
+        "storage_byte_hours": {"included": 10 * 730 * 1024 ** 3, "unit_price": "0.10", "per": 730 * 1024 ** 3},
     }}
 
 

@@ -15,10 +15,12 @@ from .emitter import MeterEmitter
 from .ledger import Ledger
 from .prices import DEFAULT_PRICE_BOOK, PriceBook, load_price_book
 from .statements import DEFAULT_GRACE, Statements
+from .storage import storage_events
 
 log = logging.getLogger(__name__)
 
 FREEZE_INTERVAL_SECONDS = 3600
+STORAGE_SAMPLE_SECONDS = 900   # several tries per hour; only the first sample of an hour counts
 
 
 @dataclass
@@ -86,10 +88,23 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
             except Exception as exc:  # noqa: BLE001 - tried again next hour
                 log.warning("freezing statements failed: %s", str(exc).splitlines()[0][:300])
 
+    emitter = MeterEmitter(kafka_config, topic=topic)
+
+    def sample_storage():
+        while True:
+            try:
+                for event in storage_events(warehouse_client, [m.slug for m in catalogue.municipalities()]):
+                    emitter.emit(event)
+            except Exception as exc:  # noqa: BLE001 - tried again at the next sample
+                log.warning("sampling storage failed: %s", str(exc).splitlines()[0][:300])
+            if stop.wait(STORAGE_SAMPLE_SECONDS):
+                return
+
     threads = [threading.Thread(target=consume, name="metering", daemon=True),
-               threading.Thread(target=freeze, name="statements", daemon=True)]
+               threading.Thread(target=freeze, name="statements", daemon=True),
+               threading.Thread(target=sample_storage, name="storage-meter", daemon=True)]
     for thread in threads:
         thread.start()
-    api_meter = ApiMeter(MeterEmitter(kafka_config, topic=topic))
+    api_meter = ApiMeter(emitter)
     api_meter.start()
     return Metering(ledger, api_meter, statements, threads)

@@ -285,8 +285,8 @@ def test_status_usage_shows_the_last_24_hours_from_the_ledger(warehouse):
                        MeterEvent(id=str(uuid.uuid4()), source="/urbanstack/api", type="io.urbanstack.meter.query.v1",
                                   subject=subject, time=now, quantities={API_QUERIES: 17})])
         backends = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: warehouse, embedded=True))
-        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17}
-        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0}
+        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17, "storageBytes": 0}
+        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0, "storageBytes": 0}
         broken = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: 1 / 0, embedded=True))
         assert _metered_usage(broken, subject) == {}
     finally:
@@ -404,3 +404,30 @@ def test_rest_and_graphql_requests_are_metered_with_the_rows_the_warehouse_read(
     assert totals[API_QUERIES] == 2
     assert totals["api_rows_read"] == read["rest"]["api_rows_read"] + read["graphql"]["api_rows_read"]
     meter.close()
+
+
+def test_storage_is_sampled_once_an_hour_per_municipality_and_sums_to_byte_hours(ledger, warehouse):
+    from urbanstack.operator import naming
+    from urbanstack.runtime.metering.events import STORAGE_BYTE_HOURS
+    from urbanstack.runtime.metering.storage import storage_events
+
+    subject, empty = f"guetersloh-b{uuid.uuid4().hex[:5]}", f"bielefeld-b{uuid.uuid4().hex[:5]}"
+    database = naming.database(subject)
+    warehouse.command(f"CREATE DATABASE `{database}`")
+    try:
+        warehouse.command(f"CREATE TABLE `{database}`.`t` (x UInt64) ENGINE = MergeTree ORDER BY x")
+        warehouse.command(f"INSERT INTO `{database}`.`t` SELECT number FROM numbers(100000)")
+        [[on_disk]] = warehouse.query("SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = "
+                                      "{db:String}", parameters={"db": database}).result_rows
+        assert on_disk > 0
+        at = datetime(2026, 11, 10, 14, 5, tzinfo=UTC)
+        first = storage_events(warehouse, [subject, empty], at)
+        assert {e.subject: e.quantities[STORAGE_BYTE_HOURS] for e in first} == {subject: on_disk, empty: 0}
+        warehouse.command(f"INSERT INTO `{database}`.`t` SELECT number FROM numbers(100000)")
+        again = storage_events(warehouse, [subject], at.replace(minute=50))      # same hour, larger now
+        later = storage_events(warehouse, [subject], at.replace(hour=15))
+        assert ledger.record(first + again + later).new == 3                  # the hour's second sample adds nothing
+        totals = ledger.month_totals(NOVEMBER, [subject])[subject]
+        assert totals[STORAGE_BYTE_HOURS] == on_disk + later[0].quantities[STORAGE_BYTE_HOURS]
+    finally:
+        warehouse.command(f"DROP DATABASE IF EXISTS `{database}`")
