@@ -178,7 +178,7 @@ def _metered_usage(backends, slug: str) -> dict[str, int]:
     hourly sums. Left out when the ledger cannot be read: usage never fails a reconcile."""
     from urbanstack.runtime.metering.events import API_QUERIES, READINGS_INGESTED
     from urbanstack.runtime.metering.ledger import Ledger
-    from urbanstack.runtime.metering.storage import database_bytes
+    from urbanstack.runtime.metering.samples import database_bytes
 
     try:
         client = backends.warehouse._client()

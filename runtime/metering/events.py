@@ -21,7 +21,8 @@ SPEC_VERSION = "1.0"
 TYPE_INGEST = "io.urbanstack.meter.ingest.v1"
 TYPE_QUERY = "io.urbanstack.meter.query.v1"
 TYPE_STORAGE = "io.urbanstack.meter.storage.v1"
-TYPES = (TYPE_INGEST, TYPE_QUERY, TYPE_STORAGE)
+TYPE_TOOLS = "io.urbanstack.meter.tools.v1"
+TYPES = (TYPE_INGEST, TYPE_QUERY, TYPE_STORAGE, TYPE_TOOLS)
 
 # The meters, with the unit one of them counts in.
 READINGS_INGESTED = "readings_ingested"     # records read from tenant topics (stored, duplicate or dead-lettered)
@@ -31,8 +32,10 @@ API_QUERIES = "api_queries"                 # data requests answered by the API 
 API_ROWS_READ = "api_rows_read"             # rows the warehouse read for them
 API_BYTES_READ = "api_bytes_read"           # bytes of response bodies sent
 STORAGE_BYTE_HOURS = "storage_byte_hours"   # bytes of the municipality's database, sampled once an hour
+TOOL_DAYS = "tool_days"                     # days a CityTool was switched on (data.dataset names the tool)
 METERS = {READINGS_INGESTED: "reading", ROWS_STORED: "row", DEAD_LETTERED: "record",
-          API_QUERIES: "query", API_ROWS_READ: "row", API_BYTES_READ: "byte", STORAGE_BYTE_HOURS: "byte_hour"}
+          API_QUERIES: "query", API_ROWS_READ: "row", API_BYTES_READ: "byte", STORAGE_BYTE_HOURS: "byte_hour",
+          TOOL_DAYS: "tool_day"}
 
 MAX_EVENT_BYTES = 64 * 1024
 _ID_NAMESPACE = uuid.UUID("5b1f3a4e-8f0e-4b8e-9a57-2f6f0c1d9e11")

@@ -124,6 +124,7 @@ def _plan(base: str, readings: int, queries: int) -> dict:
         "api_bytes_read": {"included": 10 * 1024 ** 3, "unit_price": "0.08", "per": 1024 ** 3},
         # 0.10 EUR per GiB and month of 730 hours, 10 GiB included
         "storage_byte_hours": {"included": 10 * 730 * 1024 ** 3, "unit_price": "0.10", "per": 730 * 1024 ** 3},
+        "tool_days": {"included": 31, "unit_price": "1.00", "per": 1},
     }}
 
 

@@ -15,7 +15,7 @@ from .emitter import MeterEmitter
 from .ledger import Ledger
 from .prices import DEFAULT_PRICE_BOOK, PriceBook, load_price_book
 from .statements import DEFAULT_GRACE, Statements
-from .storage import storage_events
+from .samples import storage_events, tool_day_events
 
 log = logging.getLogger(__name__)
 
@@ -93,10 +93,12 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
     def sample_storage():
         while True:
             try:
-                for event in storage_events(warehouse_client, [m.slug for m in catalogue.municipalities()]):
+                municipalities = catalogue.municipalities()
+                for event in storage_events(warehouse_client, [m.slug for m in municipalities]) + \
+                        tool_day_events(municipalities):
                     emitter.emit(event)
             except Exception as exc:  # noqa: BLE001 - tried again at the next sample
-                log.warning("sampling storage failed: %s", str(exc).splitlines()[0][:300])
+                log.warning("sampling storage and tool-days failed: %s", str(exc).splitlines()[0][:300])
             if stop.wait(STORAGE_SAMPLE_SECONDS):
                 return
 

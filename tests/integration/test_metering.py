@@ -259,7 +259,7 @@ def test_the_serve_process_records_meter_events_as_they_come(platform, meter_top
             if totals.get(API_QUERIES) and totals.get(ROWS_STORED) and "storage_byte_hours" in totals:
                 break
             time.sleep(0.5)
-        # and the storage sampler's first sample (the municipality has no database here: 0 bytes)
+        # and the sampler's first sample (the municipality has no database and no tool here: 0 bytes, no tool-day)
         assert totals == {READINGS_INGESTED: 43, ROWS_STORED: 42, DEAD_LETTERED: 1, API_QUERIES: 1,
                           "api_rows_read": 10, API_BYTES_READ: 2048, "storage_byte_hours": 0}
     finally:
@@ -410,7 +410,7 @@ def test_rest_and_graphql_requests_are_metered_with_the_rows_the_warehouse_read(
 def test_storage_is_sampled_once_an_hour_per_municipality_and_sums_to_byte_hours(ledger, warehouse):
     from urbanstack.operator import naming
     from urbanstack.runtime.metering.events import STORAGE_BYTE_HOURS
-    from urbanstack.runtime.metering.storage import storage_events
+    from urbanstack.runtime.metering.samples import storage_events
 
     subject, empty = f"guetersloh-b{uuid.uuid4().hex[:5]}", f"bielefeld-b{uuid.uuid4().hex[:5]}"
     database = naming.database(subject)
@@ -432,3 +432,24 @@ def test_storage_is_sampled_once_an_hour_per_municipality_and_sums_to_byte_hours
         assert totals[STORAGE_BYTE_HOURS] == on_disk + later[0].quantities[STORAGE_BYTE_HOURS]
     finally:
         warehouse.command(f"DROP DATABASE IF EXISTS `{database}`")
+
+
+def test_each_switched_on_tool_is_one_tool_day_per_day(ledger):
+    from urbanstack.runtime.metering.events import TOOL_DAYS
+    from urbanstack.runtime.metering.samples import tool_day_events
+
+    def municipality(slug, tools, suspended=False):
+        return Municipality.model_validate({
+            "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
+            "spec": {"displayName": slug, "ags": "05754008", "admins": [f"admin@{slug}.example.org"],
+                     "tools": [{"name": t} for t in tools], "suspended": suspended}})
+
+    towns = [municipality("guetersloh", ["pegel-warnung", "passantenfrequenz-wetter"]),
+             municipality("bielefeld", ["pegel-warnung"]), municipality("harsewinkel", ["pegel-warnung"], True)]
+    start, _ = month_range(NOVEMBER)
+    events = []
+    for day in range(30):
+        for sample in range(3):   # sampled three times a day: still one tool-day
+            events += tool_day_events(towns, start + timedelta(days=day, hours=1 + 7 * sample))
+    assert ledger.record(events).new == 30 * 3
+    assert {s: t[TOOL_DAYS] for s, t in ledger.month_totals(NOVEMBER).items()} == {"guetersloh": 60, "bielefeld": 30}
