@@ -848,3 +848,22 @@ def test_the_signups_proof_key_secret_is_configurable():
     assert env["URBANSTACK_SIGNUP_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "signup-pow", "key": "k"}
     with pytest.raises(Exception, match="hub.signupSecret must name a Secret"):
         synthesize(stack_values("dev") | {"hub": {"signupSecret": "Signup_Key"}})
+
+
+def test_in_cluster_keycloak_mounts_our_login_theme_from_a_configmap(prod):
+    """Every file of the login theme is in a ConfigMap, mounted read-only into Keycloak's themes
+    folder under the theme's content-hashed name, which the platform realm (and the operator's
+    realms) name as their login theme."""
+    from urbanstack import keycloak_theme
+
+    theme = keycloak_theme.name()
+    keycloak = prod.one("Keycloak", "urbanstack-keycloak").inputs["spec"]
+    pod = keycloak["unsupported"]["podTemplate"]["spec"]
+    [volume] = pod["volumes"]
+    [mount] = pod["containers"][0]["volumeMounts"]
+    assert mount == {"name": volume["name"], "mountPath": f"/opt/keycloak/themes/{theme}", "readOnly": True}
+    config_map = prod.one("ConfigMap", volume["configMap"]["name"]).inputs["data"]
+    shipped = {item["path"]: config_map[item["key"]] for item in volume["configMap"]["items"]}
+    assert shipped == {path: content.decode() for path, content in keycloak_theme.files().items()}
+    [imported] = prod.of_kind("KeycloakRealmImport")
+    assert imported.inputs["spec"]["realm"]["loginTheme"] == theme
