@@ -101,6 +101,10 @@ class Hub:
     # one for all hub replicas, so a challenge from one pod verifies on another.
     signup_secret: str = "urbanstack-signup"
     signup_secret_key: str = "proof-key"
+    # A ConfigMap the platform's operator creates with Destatis' municipality directory
+    # (``gemeinden.csv.gz``, the derived CSV gzipped) and the Kreis names (``kreise.csv``),
+    # mounted into the hub for the signup's search. None: the signup says it is unavailable.
+    directory_config_map: str | None = None
 
 
 def _hub(raw: dict) -> Hub:
@@ -108,7 +112,7 @@ def _hub(raw: dict) -> Hub:
              "metadataMigrationUrlKey": "metadata_migration_url_key", "metadataPort": "metadata_port",
              "keycloakClientId": "keycloak_client_id", "keycloakSecret": "keycloak_secret",
              "keycloakSecretKey": "keycloak_secret_key", "signupSecret": "signup_secret",
-             "signupSecretKey": "signup_secret_key"}
+             "signupSecretKey": "signup_secret_key", "directoryConfigMap": "directory_config_map"}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"hub: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -116,7 +120,9 @@ def _hub(raw: dict) -> Hub:
     if values.get("metadata_migration_url_key") == "":
         values["metadata_migration_url_key"] = None  # migrations as the application role
     hub = Hub(**values)
-    for key in ("metadataSecret", "keycloakSecret", "signupSecret"):
+    for key in ("metadataSecret", "keycloakSecret", "signupSecret", "directoryConfigMap"):
+        if key == "directoryConfigMap" and hub.directory_config_map is None:
+            continue
         if not _SECRET_NAME.match(str(getattr(hub, known[key]))):
             raise ConfigError(f"hub.{key} must name a Secret in {NAMESPACE} (lower-case letters, digits, '-', '.'), "
                               f"got {getattr(hub, known[key])!r}")

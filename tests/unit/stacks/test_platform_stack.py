@@ -867,3 +867,22 @@ def test_in_cluster_keycloak_mounts_our_login_theme_from_a_configmap(prod):
     assert shipped == {path: content.decode() for path, content in keycloak_theme.files().items()}
     [imported] = prod.of_kind("KeycloakRealmImport")
     assert imported.inputs["spec"]["realm"]["loginTheme"] == theme
+
+
+def test_the_signup_directory_comes_from_the_configmap_the_platforms_operator_names(stack):
+    """Without ``hub.directoryConfigMap`` the hub has no directory (the signup says so); with it,
+    the ConfigMap's gzipped municipality directory and Kreis names are mounted read-only into the
+    hub and named by URBANSTACK_MUNICIPALITY_DIRECTORY / URBANSTACK_DISTRICT_DIRECTORY."""
+    assert "URBANSTACK_MUNICIPALITY_DIRECTORY" not in hub_env(stack)
+    installation = synthesize(stack_values("dev") | {"hub": {"directoryConfigMap": "destatis-directory"}})
+    env = hub_env(installation)
+    assert env["URBANSTACK_MUNICIPALITY_DIRECTORY"]["value"] == "/etc/urbanstack/directory/gemeinden.csv.gz"
+    assert env["URBANSTACK_DISTRICT_DIRECTORY"]["value"] == "/etc/urbanstack/directory/kreise.csv"
+    pod = installation.one("Deployment", HUB).inputs["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "directory"]
+    assert volume["configMap"]["name"] == "destatis-directory"
+    assert {item["path"] for item in volume["configMap"]["items"]} == {"gemeinden.csv.gz", "kreise.csv"}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "directory"]
+    assert mount == {"name": "directory", "mountPath": "/etc/urbanstack/directory", "readOnly": True}
+    with pytest.raises(Exception, match="hub.directoryConfigMap must name"):
+        synthesize(stack_values("dev") | {"hub": {"directoryConfigMap": "Destatis_Dir"}})
