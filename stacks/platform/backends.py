@@ -181,6 +181,20 @@ def _custom(cfg: PlatformConfig, api_version: str, kind: str, object_name: str, 
                           spec=spec, opts=common.options(depends_on=depends_on))
 
 
+def _realm_smtp(cfg: PlatformConfig) -> dict | None:
+    """The platform realm's smtpServer from the stack's mail relay (None: none configured)."""
+    from urbanstack.operator.plan import RealmMail
+
+    mail = cfg.mail
+    if mail is None:
+        return None
+    value = RealmMail(host=mail.host, port=mail.port, from_address=mail.from_address, user=mail.user,
+                      starttls=mail.starttls).realm_value()
+    if mail.password_secret:
+        value["password"] = "${URBANSTACK_SMTP_PASSWORD}"
+    return value
+
+
 def _theme_key(path: str) -> str:
     """A ConfigMap key for a theme file (keys may not contain ``/``)."""
     return path.replace("/", "__")
@@ -221,7 +235,11 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
     # operator; the tenants' realms are the Urban Stack operator's. People are added by hand.
     platform_realm = _custom(cfg, "k8s.keycloak.org/v2alpha1", "KeycloakRealmImport", PLATFORM_REALM_IMPORT, {
         "keycloakCRName": KEYCLOAK_NAME,
-        "realm": ops_auth.platform_realm_import([f"https://{cfg.ingress.api_host}/ops/*"]),
+        "realm": ops_auth.platform_realm_import([f"https://{cfg.ingress.api_host}/ops/*"], smtp=_realm_smtp(cfg)),
+        # The relay's password reaches the import only from its Secret (Keycloak's placeholders).
+        **({"placeholders": {"URBANSTACK_SMTP_PASSWORD": {"secret": {
+            "name": cfg.mail.password_secret, "key": cfg.mail.password_secret_key}}}}
+           if cfg.mail and cfg.mail.password_secret else {}),
     }, depends_on=[keycloak])
     # The Keycloak operator generates the bootstrap admin into <name>-initial-admin.
     admin_secret = f"{KEYCLOAK_NAME}-initial-admin"

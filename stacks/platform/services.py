@@ -130,7 +130,8 @@ def _hub_env(cfg: PlatformConfig) -> list[dict]:
                   common.env_secret("URBANSTACK_SIGNUP_SECRET", hub.signup_secret, hub.signup_secret_key),
                   *([common.env_value("URBANSTACK_MUNICIPALITY_DIRECTORY", f"{DIRECTORY_DIR}/gemeinden.csv.gz"),
                      common.env_value("URBANSTACK_DISTRICT_DIRECTORY", f"{DIRECTORY_DIR}/kreise.csv")]
-                    if hub.directory_config_map else [])]
+                    if hub.directory_config_map else []),
+                  *(cfg.mail.env() if cfg.mail else [])]
 
 
 def _metrics_probe(*, period: int, failures: int) -> dict:

@@ -886,3 +886,44 @@ def test_the_signup_directory_comes_from_the_configmap_the_platforms_operator_na
     assert mount == {"name": "directory", "mountPath": "/etc/urbanstack/directory", "readOnly": True}
     with pytest.raises(Exception, match="hub.directoryConfigMap must name"):
         synthesize(stack_values("dev") | {"hub": {"directoryConfigMap": "Destatis_Dir"}})
+
+
+MAIL = {"host": "relay.example.org", "port": 587, "from": "no-reply@example.org", "user": "urbanstack",
+        "passwordSecret": "urbanstack-smtp", "passwordSecretKey": "pw"}
+
+
+def test_the_mail_relay_reaches_hub_operator_and_platform_realm_with_the_password_by_reference():
+    """hub (signup confirmations) and operator (realm smtpServer) get URBANSTACK_SMTP_* with the
+    password from its Secret; the imported platform realm sends through the same relay, its
+    password a placeholder the Keycloak operator fills from that Secret. No password in any value."""
+    installation = synthesize(stack_values("prod") | {"mail": MAIL})
+    operator = dict(containers(installation))["urbanstack-operator"]
+    for env in (hub_env(installation), {v["name"]: v for v in operator["env"]}):
+        assert env["URBANSTACK_SMTP_HOST"]["value"] == "relay.example.org"
+        assert env["URBANSTACK_SMTP_PORT"]["value"] == "587"
+        assert env["URBANSTACK_SMTP_FROM"]["value"] == "no-reply@example.org"
+        assert env["URBANSTACK_SMTP_USER"]["value"] == "urbanstack"
+        assert env["URBANSTACK_SMTP_STARTTLS"]["value"] == "1"
+        assert env["URBANSTACK_SMTP_PASSWORD"] == {"name": "URBANSTACK_SMTP_PASSWORD", "valueFrom": {
+            "secretKeyRef": {"name": "urbanstack-smtp", "key": "pw"}}}
+    [imported] = installation.of_kind("KeycloakRealmImport")
+    smtp = imported.inputs["spec"]["realm"]["smtpServer"]
+    assert smtp | {"password": "-"} == {"host": "relay.example.org", "port": "587", "from": "no-reply@example.org",
+                                         "fromDisplayName": "Urban Stack", "starttls": "true", "ssl": "false",
+                                         "auth": "true", "user": "urbanstack", "password": "-"}
+    assert smtp["password"] == "${URBANSTACK_SMTP_PASSWORD}"
+    assert imported.inputs["spec"]["placeholders"] == {
+        "URBANSTACK_SMTP_PASSWORD": {"secret": {"name": "urbanstack-smtp", "key": "pw"}}}
+
+
+def test_without_a_relay_nothing_mails_and_a_bad_relay_is_refused(prod):
+    assert "URBANSTACK_SMTP_HOST" not in hub_env(prod)
+    [imported] = prod.of_kind("KeycloakRealmImport")
+    assert "smtpServer" not in imported.inputs["spec"]["realm"] and "placeholders" not in imported.inputs["spec"]
+    for bad, message in (({"host": "relay.example.org"}, "mail needs host and from"),
+                         (MAIL | {"starttls": False}, "starttls must be on"),
+                         (MAIL | {"port": "smtp"}, "mail.port must be a TCP port"),
+                         (MAIL | {"passwordSecret": "Bad_Name"}, "mail.passwordSecret must name a Secret"),
+                         (MAIL | {"tls": True}, "unknown key")):
+        with pytest.raises(Exception, match=message):
+            synthesize(stack_values("prod") | {"mail": bad})
