@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from urbanstack import tenancy
+from urbanstack import keycloak_theme, tenancy
 from urbanstack.operator import naming, rbac
 from urbanstack.tenancy import RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
@@ -526,7 +526,8 @@ def _identity(municipality: Municipality, enabled: tuple[CityTool, ...], mail: R
     realm_settings = render_yaml("keycloak/realm.yaml.j2", realm=realm,
                                  display_name=spec.display_name if dedicated else "Urban Stack",
                                  enabled=active or not dedicated, organizations=not dedicated,
-                                 smtp=mail.realm_value() if mail is not None else None)
+                                 smtp=mail.realm_value() if mail is not None else None,
+                                 login_theme=keycloak_theme.name())
     return IdentityPart(strategy=spec.identity.strategy, realm=realm, owns_realm=dedicated,
                         realm_settings=realm_settings, organization=organization, roles=_PLATFORM_ROLE_DEFINITIONS,
                         clients=tuple(clients), users=users)

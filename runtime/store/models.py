@@ -231,16 +231,18 @@ class SignupRequest(Base):
     purged_at: Mapped[datetime | None]
 
 
-class SignupRateEvent(Base):
-    """One counted attempt for the signup rate limits (per client address, e-mail domain, AGS);
-    in the store, so every replica counts the same."""
+class SignupRateSlot(Base):
+    """One of the ``count`` slots of a signup rate limit (per client address, e-mail domain, AGS),
+    holding the time of the attempt that took it. An attempt takes a slot that is missing or whose
+    time is older than the window, by an INSERT that does nothing on conflict or a conditional
+    UPDATE: the primary key makes two simultaneous attempts unable to take the same slot. In the
+    store, so every replica counts the same."""
 
-    __tablename__ = "signup_rate_events"
-    __table_args__ = (Index("ix_signup_rate_events_scope_key_at", "scope", "key", "at"),)
+    __tablename__ = "signup_rate_slots"
 
-    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
-    scope: Mapped[str] = mapped_column(String(16))
-    key: Mapped[str] = mapped_column(String(255))
+    scope: Mapped[str] = mapped_column(String(16), primary_key=True)
+    key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    slot: Mapped[int] = mapped_column(Integer, primary_key=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from urbanstack.runtime.store.models import SignupProofUse, SignupRateEvent, SignupRequest, utcnow
+from urbanstack.runtime.store.models import SignupProofUse, SignupRateSlot, SignupRequest, utcnow
 
 CONFIRM_VALIDITY = timedelta(hours=24)
 MAX_QUEUE = 200
@@ -45,6 +47,12 @@ class Created:
     confirm_token: str
 
 
+class _Full(Exception):
+    def __init__(self, scope: str):
+        super().__init__(scope)
+        self.scope = scope
+
+
 @dataclass(frozen=True)
 class Limit:
     scope: str      # address | domain | ags
@@ -59,22 +67,45 @@ class SignupRequests:
     # Abuse protection -------------------------------------------------------
     def over_limit(self, keys: dict[str, str], limits: tuple[Limit, ...], now: datetime | None = None) -> str | None:
         """The first scope whose limit this attempt would exceed (nothing is counted then), else
-        None after counting the attempt in every scope."""
+        None after counting the attempt in every scope.
+
+        Counting takes one of the limit's ``count`` slots of the key: a missing one (INSERT that
+        does nothing on conflict) or one whose attempt is older than the window (UPDATE ... WHERE
+        at <= the window's start). Each is one atomic statement on the slot's primary key, so of
+        two simultaneous attempts for the last free slot exactly one gets it; all scopes are taken
+        in one transaction, rolled back when one scope is full."""
         now = now or utcnow()
-        with self._store.session() as session:
-            for limit in limits:
-                key = keys.get(limit.scope)
-                if key is None:
-                    continue
-                seen = session.scalar(select(func.count()).select_from(SignupRateEvent).where(
-                    SignupRateEvent.scope == limit.scope, SignupRateEvent.key == key,
-                    SignupRateEvent.at > now - limit.window))
-                if seen >= limit.count:
-                    return limit.scope
-            for limit in limits:
-                if keys.get(limit.scope) is not None:
-                    session.add(SignupRateEvent(scope=limit.scope, key=keys[limit.scope][:255], at=now))
+        try:
+            with self._store.session() as session:
+                for limit in limits:
+                    key = keys.get(limit.scope)
+                    if key is not None and not self._take_slot(session, limit, key[:255], now):
+                        raise _Full(limit.scope)  # rolls back the slots taken in other scopes
+        except _Full as full:
+            return full.scope
         return None
+
+    @staticmethod
+    def _take_slot(session, limit: Limit, key: str, now: datetime) -> bool:
+        start = now - limit.window
+        connection = session.connection()  # Core statements; RETURNING tells whether the slot was taken
+        held = dict(connection.execute(select(SignupRateSlot.slot, SignupRateSlot.at).where(
+            SignupRateSlot.scope == limit.scope, SignupRateSlot.key == key)).all())
+        expired = [slot for slot, at in sorted(held.items()) if slot < limit.count and at <= start]
+        missing = [slot for slot in range(limit.count) if slot not in held]
+        for slot in expired:
+            taken = connection.execute(update(SignupRateSlot).where(
+                SignupRateSlot.scope == limit.scope, SignupRateSlot.key == key, SignupRateSlot.slot == slot,
+                SignupRateSlot.at <= start).values(at=now).returning(SignupRateSlot.slot))
+            if taken.first() is not None:
+                return True
+        insert = {"postgresql": postgresql_insert, "sqlite": sqlite_insert}[connection.dialect.name]
+        for slot in missing:
+            taken = connection.execute(insert(SignupRateSlot).values(scope=limit.scope, key=key, slot=slot, at=now)
+                                    .on_conflict_do_nothing().returning(SignupRateSlot.slot))
+            if taken.first() is not None:
+                return True
+        return False
 
     def spend_proof(self, key: str) -> bool:
         """Record a proof of work as spent; False if it was spent before."""
@@ -193,6 +224,6 @@ class SignupRequests:
                 session.execute(update(SignupRequest).where(SignupRequest.id.in_(ids),
                                                             SignupRequest.state == RECEIVED)
                                 .values(state=ABANDONED))
-            session.execute(delete(SignupRateEvent).where(SignupRateEvent.at < now - timedelta(days=2)))
+            session.execute(delete(SignupRateSlot).where(SignupRateSlot.at < now - timedelta(days=2)))
             session.execute(delete(SignupProofUse).where(SignupProofUse.used_at < now - timedelta(days=2)))
         return ids

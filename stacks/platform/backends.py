@@ -14,6 +14,7 @@ import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import ConfigMap, Secret
 
+from urbanstack import keycloak_theme
 from urbanstack.runtime.hubs.signup import ops_auth
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.config import NAMESPACE, ConfigError, PlatformConfig
@@ -180,6 +181,25 @@ def _custom(cfg: PlatformConfig, api_version: str, kind: str, object_name: str, 
                           spec=spec, opts=common.options(depends_on=depends_on))
 
 
+def _realm_smtp(cfg: PlatformConfig) -> dict | None:
+    """The platform realm's smtpServer from the stack's mail relay (None: none configured)."""
+    from urbanstack.operator.plan import RealmMail
+
+    mail = cfg.mail
+    if mail is None:
+        return None
+    value = RealmMail(host=mail.host, port=mail.port, from_address=mail.from_address, user=mail.user,
+                      starttls=mail.starttls).realm_value()
+    if mail.password_secret:
+        value["password"] = "${URBANSTACK_SMTP_PASSWORD}"
+    return value
+
+
+def _theme_key(path: str) -> str:
+    """A ConfigMap key for a theme file (keys may not contain ``/``)."""
+    return path.replace("/", "__")
+
+
 def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:
     ic = cfg.in_cluster
     assert ic is not None
@@ -187,6 +207,12 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
     db_secret = Secret(KEYCLOAK_DB_SECRET, metadata=common.metadata(cfg, KEYCLOAK_DB_SECRET, "backends"),
                        type="Opaque", string_data={"username": db.username, "password": db.password},
                        opts=common.options(depends_on=after))
+    theme, theme_map = keycloak_theme.name(), f"{KEYCLOAK_NAME}-login-theme"
+    # Our login theme (urbanstack.keycloak_theme) from a ConfigMap, mounted at its content-hashed
+    # name: a changed theme is a new folder (and a rolled pod), never a stale cache.
+    theme_files = ConfigMap(theme_map, metadata=common.metadata(cfg, theme_map, "backends"),
+                            data={_theme_key(path): content.decode() for path, content in keycloak_theme.files().items()},
+                            opts=common.options(depends_on=after))
     keycloak = _custom(cfg, "k8s.keycloak.org/v2alpha1", "Keycloak", KEYCLOAK_NAME, {
         "instances": ic.keycloak_instances,
         "db": {"vendor": "postgres", "host": db.host, "database": db.database,
@@ -198,12 +224,22 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
         "proxy": {"headers": "xforwarded"},
         # The platform's Ingress routes the hostname, with the platform's TLS settings.
         "ingress": {"enabled": False},
-    }, depends_on=[*after, db_secret])
+        "unsupported": {"podTemplate": {"spec": {
+            "volumes": [{"name": "login-theme", "configMap": {"name": theme_map, "items": [
+                {"key": _theme_key(path), "path": path} for path in keycloak_theme.files()]}}],
+            "containers": [{"volumeMounts": [{"name": "login-theme", "mountPath": f"/opt/keycloak/themes/{theme}",
+                                              "readOnly": True}]}],
+        }}},
+    }, depends_on=[*after, db_secret, theme_files])
     # The platform's own realm (ops console, role platform-admin), imported once by the Keycloak
     # operator; the tenants' realms are the Urban Stack operator's. People are added by hand.
     platform_realm = _custom(cfg, "k8s.keycloak.org/v2alpha1", "KeycloakRealmImport", PLATFORM_REALM_IMPORT, {
         "keycloakCRName": KEYCLOAK_NAME,
-        "realm": ops_auth.platform_realm_import([f"https://{cfg.ingress.api_host}/ops/*"]),
+        "realm": ops_auth.platform_realm_import([f"https://{cfg.ingress.api_host}/ops/*"], smtp=_realm_smtp(cfg)),
+        # The relay's password reaches the import only from its Secret (Keycloak's placeholders).
+        **({"placeholders": {"URBANSTACK_SMTP_PASSWORD": {"secret": {
+            "name": cfg.mail.password_secret, "key": cfg.mail.password_secret_key}}}}
+           if cfg.mail and cfg.mail.password_secret else {}),
     }, depends_on=[keycloak])
     # The Keycloak operator generates the bootstrap admin into <name>-initial-admin.
     admin_secret = f"{KEYCLOAK_NAME}-initial-admin"
@@ -221,7 +257,7 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
         public_host=ic.keycloak_hostname,
         public_service=f"{KEYCLOAK_NAME}-service",
     )
-    return backend, [db_secret, keycloak, platform_realm]
+    return backend, [db_secret, theme_files, keycloak, platform_realm]
 
 
 def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:

@@ -101,6 +101,70 @@ class Hub:
     # one for all hub replicas, so a challenge from one pod verifies on another.
     signup_secret: str = "urbanstack-signup"
     signup_secret_key: str = "proof-key"
+    # A ConfigMap the platform's operator creates with Destatis' municipality directory
+    # (``gemeinden.csv.gz``, the derived CSV gzipped) and the Kreis names (``kreise.csv``),
+    # mounted into the hub for the signup's search. None: the signup says it is unavailable.
+    directory_config_map: str | None = None
+
+
+@dataclass(frozen=True)
+class Mail:
+    """The mail relay every e-mail of the platform goes through: signup confirmations (hub),
+    Keycloak's invitations (realm ``smtpServer``, set by the operator and on the imported platform
+    realm). The password only by reference to a Secret."""
+    host: str
+    port: int = 587
+    from_address: str = ""
+    user: str = ""
+    password_secret: str | None = None
+    password_secret_key: str = "password"
+    starttls: bool = True
+
+    def env(self) -> list[dict]:
+        """URBANSTACK_SMTP_* (urbanstack/settings.py) for the hub and the operator."""
+        env = [common_env("URBANSTACK_SMTP_HOST", self.host), common_env("URBANSTACK_SMTP_PORT", str(self.port)),
+               common_env("URBANSTACK_SMTP_FROM", self.from_address),
+               common_env("URBANSTACK_SMTP_STARTTLS", "1" if self.starttls else "0")]
+        if self.user:
+            env.append(common_env("URBANSTACK_SMTP_USER", self.user))
+        if self.password_secret:
+            env.append({"name": "URBANSTACK_SMTP_PASSWORD", "valueFrom": {"secretKeyRef": {
+                "name": self.password_secret, "key": self.password_secret_key}}})
+        return env
+
+
+def common_env(name: str, value: str) -> dict:
+    return {"name": name, "value": value}
+
+
+def _mail(raw: dict | None) -> Mail | None:
+    if not raw:
+        return None
+    known = {"host": "host", "port": "port", "from": "from_address", "user": "user",
+             "passwordSecret": "password_secret", "passwordSecretKey": "password_secret_key", "starttls": "starttls"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"mail: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    mail = Mail(**{known[key]: value for key, value in raw.items()})
+    if not mail.host or not mail.from_address or "@" not in mail.from_address:
+        raise ConfigError("mail needs host and from (the sender address), e.g. "
+                          "{host: relay.example.org, port: 587, from: no-reply@example.org}")
+    try:
+        port = int(mail.port)
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"mail.port must be a TCP port, got {mail.port!r}")
+    if mail.password_secret is not None and not _SECRET_NAME.match(str(mail.password_secret)):
+        raise ConfigError(f"mail.passwordSecret must name a Secret in {NAMESPACE}, got {mail.password_secret!r}")
+    if not _SECRET_KEY.match(str(mail.password_secret_key)):
+        raise ConfigError(f"mail.passwordSecretKey must be a key of the Secret, got {mail.password_secret_key!r}")
+    if mail.password_secret and not mail.user:
+        raise ConfigError("mail.passwordSecret needs mail.user (the relay's user name)")
+    starttls = mail.starttls if isinstance(mail.starttls, bool) else str(mail.starttls).lower() in ("1", "true", "yes")
+    if mail.password_secret and not starttls:
+        raise ConfigError("mail.starttls must be on when the relay gets a password (never in clear text)")
+    return dataclasses.replace(mail, port=port, starttls=starttls)
 
 
 def _hub(raw: dict) -> Hub:
@@ -108,7 +172,7 @@ def _hub(raw: dict) -> Hub:
              "metadataMigrationUrlKey": "metadata_migration_url_key", "metadataPort": "metadata_port",
              "keycloakClientId": "keycloak_client_id", "keycloakSecret": "keycloak_secret",
              "keycloakSecretKey": "keycloak_secret_key", "signupSecret": "signup_secret",
-             "signupSecretKey": "signup_secret_key"}
+             "signupSecretKey": "signup_secret_key", "directoryConfigMap": "directory_config_map"}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"hub: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -116,7 +180,9 @@ def _hub(raw: dict) -> Hub:
     if values.get("metadata_migration_url_key") == "":
         values["metadata_migration_url_key"] = None  # migrations as the application role
     hub = Hub(**values)
-    for key in ("metadataSecret", "keycloakSecret", "signupSecret"):
+    for key in ("metadataSecret", "keycloakSecret", "signupSecret", "directoryConfigMap"):
+        if key == "directoryConfigMap" and hub.directory_config_map is None:
+            continue
         if not _SECRET_NAME.match(str(getattr(hub, known[key]))):
             raise ConfigError(f"hub.{key} must name a Secret in {NAMESPACE} (lower-case letters, digits, '-', '.'), "
                               f"got {getattr(hub, known[key])!r}")
@@ -207,6 +273,7 @@ class PlatformConfig:
     # the code trusts no proxy by default, and every client would count as the controller.
     trusted_proxies: str = ""
     hub: Hub = Hub()
+    mail: Mail | None = None  # None: no e-mail (the signup cannot confirm, invitations are not sent)
 
 
 def image_version(image: str) -> str:
@@ -332,4 +399,5 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
         api_anonymous_queries_per_hour=quota,
         trusted_proxies=trusted_proxies,
         hub=_hub(cfg.get_object("hub") or {}),
+        mail=_mail(cfg.get_object("mail")),
     )

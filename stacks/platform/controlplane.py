@@ -78,7 +78,8 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         # The default liveness address is loopback, which the kubelet cannot reach.
         "args": ["operator", "run", f"--liveness=http://0.0.0.0:{common.HTTP_PORT}/healthz"],
         "ports": [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}],
-        "env": backends.env_for(COMPONENT),
+        # The relay for the realms' smtpServer (invitations); the password only from its Secret.
+        "env": [*backends.env_for(COMPONENT), *(cfg.mail.env() if cfg.mail else [])],
         "resources": cfg.resources[COMPONENT],
         # Kopf has one health endpoint: it answers once the operator watches the API.
         "startupProbe": common.http_probe("/healthz", period=5, failures=24),

@@ -47,6 +47,7 @@ SERVICE_ACCOUNT = common.name("runtime")
 CPU_TARGET = 70
 # The `urbanstack` subcommand each Deployment runs. The connectors are the
 # ingest service: push endpoints and the pull scheduler that runs the connectors.
+DIRECTORY_DIR = "/etc/urbanstack/directory"
 COMMANDS = {"api": "api", "sink": "sink", "connectors": "ingest", "hub": "hub"}
 # Components that serve HTTP on the ``http`` port (the sink does not).
 HTTP_SERVICES = ("api", "connectors", "hub")
@@ -126,7 +127,11 @@ def _hub_env(cfg: PlatformConfig) -> list[dict]:
                   # The signup (/signup, /ops) in the same process: its own cluster identity, one
                   # proof-of-work key for every replica.
                   common.env_value("URBANSTACK_SIGNUP_KUBECONFIG", f"{SIGNUP_DIR}/kubeconfig"),
-                  common.env_secret("URBANSTACK_SIGNUP_SECRET", hub.signup_secret, hub.signup_secret_key)]
+                  common.env_secret("URBANSTACK_SIGNUP_SECRET", hub.signup_secret, hub.signup_secret_key),
+                  *([common.env_value("URBANSTACK_MUNICIPALITY_DIRECTORY", f"{DIRECTORY_DIR}/gemeinden.csv.gz"),
+                     common.env_value("URBANSTACK_DISTRICT_DIRECTORY", f"{DIRECTORY_DIR}/kreise.csv")]
+                    if hub.directory_config_map else []),
+                  *(cfg.mail.env() if cfg.mail else [])]
 
 
 def _metrics_probe(*, period: int, failures: int) -> dict:
@@ -150,6 +155,11 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
         "volumeMounts": [common.TMP_MOUNT, *backends.mounts_for(component)],
     }
     volumes = [common.TMP_VOLUME, *backends.volumes_for(component)]
+    if component == "hub" and cfg.hub.directory_config_map:
+        # Destatis' directory for the signup's search, from the ConfigMap the platform's operator made.
+        volumes.append({"name": "directory", "configMap": {"name": cfg.hub.directory_config_map, "items": [
+            {"key": "gemeinden.csv.gz", "path": "gemeinden.csv.gz"}, {"key": "kreise.csv", "path": "kreise.csv"}]}})
+        container["volumeMounts"].append({"name": "directory", "mountPath": DIRECTORY_DIR, "readOnly": True})
     if component in HTTP_SERVICES:
         container["ports"] = [{"name": "http", "containerPort": common.HTTP_PORT, "protocol": "TCP"}]
         # runtime/api/app.py serves /readyz (the hub process too: serve.HUB_API_PREFIXES);

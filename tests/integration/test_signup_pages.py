@@ -143,14 +143,15 @@ def test_an_expired_proof_of_work_is_refused(client, metadata_store):
 def test_each_rate_limit_refuses_the_next_attempt_with_its_message(client, metadata_store, scope, german):
     """One attempt more than allowed (from one network, for one domain, for one AGS) is refused
     before anything is stored; the first counts whether it is accepted or not."""
-    from urbanstack.runtime.store.models import SignupRateEvent
+    from urbanstack.runtime.store.models import SignupRateSlot, utcnow
 
     signup = client.app.state.signup
     address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"  # a network of its own for this test
     domain = f"kreis-{uuid.uuid4().hex[:6]}.de"
     with metadata_store.session() as session:  # attempts for Bielefeld by earlier tests
-        ags_seen = session.scalar(select(func.count()).select_from(SignupRateEvent).where(
-            SignupRateEvent.scope == "ags", SignupRateEvent.key == "05711000"))
+        ags_seen = session.scalar(select(func.count()).select_from(SignupRateSlot).where(
+            SignupRateSlot.scope == "ags", SignupRateSlot.key == "05711000",
+            SignupRateSlot.at > utcnow() - timedelta(days=1)))
     limits = {"address": dict(per_address=1), "domain": dict(per_domain=1), "ags": dict(per_ags=ags_seen + 1)}[scope]
     previous = signup.limits
     signup.limits = SignupLimits(**{"per_address": 100, "per_domain": 100, "per_ags": 100, **limits})
@@ -221,3 +222,41 @@ def test_two_decisions_at_the_same_moment_one_wins(metadata_store):
         final = requests.get(created.request.id)
         assert final.state == (APPROVED if "approve" in outcomes else REJECTED)
         assert (final.decided_by == "ops-1") == (final.state == APPROVED)
+
+
+def test_simultaneous_attempts_never_take_more_than_the_limit(metadata_store):
+    """Six attempts at the same moment against a limit of two: exactly two are counted, four are
+    refused — on SQLite and PostgreSQL (the former count-then-insert let all six through). A
+    refusal in one scope takes no slot in the other; a slot whose attempt left the window is
+    taken again."""
+    import threading
+
+    from urbanstack.runtime.store.models import utcnow
+    from urbanstack.runtime.store.signup import Limit, SignupRequests
+
+    requests = SignupRequests(metadata_store)
+    limits = (Limit("address", 2, timedelta(hours=1)),)
+    for _ in range(5):
+        keys = {"address": f"203.0.113.{uuid.uuid4().int % 250}/{uuid.uuid4().hex[:8]}"}  # fresh each round
+        outcomes: list[str | None] = []
+        barrier = threading.Barrier(6)
+
+        def attempt():
+            barrier.wait()
+            outcomes.append(requests.over_limit(keys, limits))
+
+        threads = [threading.Thread(target=attempt) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes, key=str) == [None, None] + ["address"] * 4, outcomes
+
+    both = (Limit("address", 5, timedelta(hours=1)), Limit("domain", 1, timedelta(days=1)))
+    domain = f"d-{uuid.uuid4().hex[:8]}.de"
+    assert requests.over_limit({"address": "a1", "domain": domain}, both) is None
+    for _ in range(3):  # refused for the domain: the address's slots stay free
+        assert requests.over_limit({"address": f"a2-{domain}", "domain": domain}, both) == "domain"
+    assert [requests.over_limit({"address": f"a2-{domain}"}, both) for _ in range(6)] == [None] * 5 + ["address"]
+    later = utcnow() + timedelta(hours=1, seconds=1)
+    assert requests.over_limit({"address": f"a2-{domain}"}, both, now=later) is None

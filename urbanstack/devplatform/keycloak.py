@@ -14,7 +14,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from urbanstack import versions
+from urbanstack import keycloak_theme, versions
 from urbanstack.devplatform import maven, secrets
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service, http_ok
@@ -160,6 +160,7 @@ class Keycloak(Service):
                     for child in inner[0].iterdir():
                         shutil.move(str(child), dist / child.name)
                     inner[0].rmdir()
+        keycloak_theme.install(dist / "themes")  # a new content-hashed folder: no restart needed
         marker = dist / ".urbanstack-build"
         wanted = " ".join(BUILD_OPTIONS)
         if marker.exists() and marker.read_text() == wanted:

@@ -16,6 +16,7 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 
+from urbanstack import keycloak_theme
 from urbanstack.runtime.web.oidc import PendingLogin, SignInError
 
 PLATFORM_REALM = "urbanstack-platform"
@@ -34,7 +35,8 @@ def platform_realm(smtp: dict | None = None) -> dict:
              "resetPasswordAllowed": True, "bruteForceProtected": True, "failureFactor": 5,
              "passwordPolicy": "length(12) and maxLength(128) and notUsername and notEmail and passwordHistory(5)",
              "accessTokenLifespan": 300, "ssoSessionIdleTimeout": 1800, "ssoSessionMaxLifespan": 36000,
-             "internationalizationEnabled": True, "supportedLocales": ["de", "en"], "defaultLocale": "de"}
+             "internationalizationEnabled": True, "supportedLocales": ["de", "en"], "defaultLocale": "de",
+             "loginTheme": keycloak_theme.name()}
     if smtp:
         realm["smtpServer"] = smtp
     return realm

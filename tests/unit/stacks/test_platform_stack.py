@@ -848,3 +848,82 @@ def test_the_signups_proof_key_secret_is_configurable():
     assert env["URBANSTACK_SIGNUP_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "signup-pow", "key": "k"}
     with pytest.raises(Exception, match="hub.signupSecret must name a Secret"):
         synthesize(stack_values("dev") | {"hub": {"signupSecret": "Signup_Key"}})
+
+
+def test_in_cluster_keycloak_mounts_our_login_theme_from_a_configmap(prod):
+    """Every file of the login theme is in a ConfigMap, mounted read-only into Keycloak's themes
+    folder under the theme's content-hashed name, which the platform realm (and the operator's
+    realms) name as their login theme."""
+    from urbanstack import keycloak_theme
+
+    theme = keycloak_theme.name()
+    keycloak = prod.one("Keycloak", "urbanstack-keycloak").inputs["spec"]
+    pod = keycloak["unsupported"]["podTemplate"]["spec"]
+    [volume] = pod["volumes"]
+    [mount] = pod["containers"][0]["volumeMounts"]
+    assert mount == {"name": volume["name"], "mountPath": f"/opt/keycloak/themes/{theme}", "readOnly": True}
+    config_map = prod.one("ConfigMap", volume["configMap"]["name"]).inputs["data"]
+    shipped = {item["path"]: config_map[item["key"]] for item in volume["configMap"]["items"]}
+    assert shipped == {path: content.decode() for path, content in keycloak_theme.files().items()}
+    [imported] = prod.of_kind("KeycloakRealmImport")
+    assert imported.inputs["spec"]["realm"]["loginTheme"] == theme
+
+
+def test_the_signup_directory_comes_from_the_configmap_the_platforms_operator_names(stack):
+    """Without ``hub.directoryConfigMap`` the hub has no directory (the signup says so); with it,
+    the ConfigMap's gzipped municipality directory and Kreis names are mounted read-only into the
+    hub and named by URBANSTACK_MUNICIPALITY_DIRECTORY / URBANSTACK_DISTRICT_DIRECTORY."""
+    assert "URBANSTACK_MUNICIPALITY_DIRECTORY" not in hub_env(stack)
+    installation = synthesize(stack_values("dev") | {"hub": {"directoryConfigMap": "destatis-directory"}})
+    env = hub_env(installation)
+    assert env["URBANSTACK_MUNICIPALITY_DIRECTORY"]["value"] == "/etc/urbanstack/directory/gemeinden.csv.gz"
+    assert env["URBANSTACK_DISTRICT_DIRECTORY"]["value"] == "/etc/urbanstack/directory/kreise.csv"
+    pod = installation.one("Deployment", HUB).inputs["spec"]["template"]["spec"]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "directory"]
+    assert volume["configMap"]["name"] == "destatis-directory"
+    assert {item["path"] for item in volume["configMap"]["items"]} == {"gemeinden.csv.gz", "kreise.csv"}
+    [mount] = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "directory"]
+    assert mount == {"name": "directory", "mountPath": "/etc/urbanstack/directory", "readOnly": True}
+    with pytest.raises(Exception, match="hub.directoryConfigMap must name"):
+        synthesize(stack_values("dev") | {"hub": {"directoryConfigMap": "Destatis_Dir"}})
+
+
+MAIL = {"host": "relay.example.org", "port": 587, "from": "no-reply@example.org", "user": "urbanstack",
+        "passwordSecret": "urbanstack-smtp", "passwordSecretKey": "pw"}
+
+
+def test_the_mail_relay_reaches_hub_operator_and_platform_realm_with_the_password_by_reference():
+    """hub (signup confirmations) and operator (realm smtpServer) get URBANSTACK_SMTP_* with the
+    password from its Secret; the imported platform realm sends through the same relay, its
+    password a placeholder the Keycloak operator fills from that Secret. No password in any value."""
+    installation = synthesize(stack_values("prod") | {"mail": MAIL})
+    operator = dict(containers(installation))["urbanstack-operator"]
+    for env in (hub_env(installation), {v["name"]: v for v in operator["env"]}):
+        assert env["URBANSTACK_SMTP_HOST"]["value"] == "relay.example.org"
+        assert env["URBANSTACK_SMTP_PORT"]["value"] == "587"
+        assert env["URBANSTACK_SMTP_FROM"]["value"] == "no-reply@example.org"
+        assert env["URBANSTACK_SMTP_USER"]["value"] == "urbanstack"
+        assert env["URBANSTACK_SMTP_STARTTLS"]["value"] == "1"
+        assert env["URBANSTACK_SMTP_PASSWORD"] == {"name": "URBANSTACK_SMTP_PASSWORD", "valueFrom": {
+            "secretKeyRef": {"name": "urbanstack-smtp", "key": "pw"}}}
+    [imported] = installation.of_kind("KeycloakRealmImport")
+    smtp = imported.inputs["spec"]["realm"]["smtpServer"]
+    assert smtp | {"password": "-"} == {"host": "relay.example.org", "port": "587", "from": "no-reply@example.org",
+                                         "fromDisplayName": "Urban Stack", "starttls": "true", "ssl": "false",
+                                         "auth": "true", "user": "urbanstack", "password": "-"}
+    assert smtp["password"] == "${URBANSTACK_SMTP_PASSWORD}"
+    assert imported.inputs["spec"]["placeholders"] == {
+        "URBANSTACK_SMTP_PASSWORD": {"secret": {"name": "urbanstack-smtp", "key": "pw"}}}
+
+
+def test_without_a_relay_nothing_mails_and_a_bad_relay_is_refused(prod):
+    assert "URBANSTACK_SMTP_HOST" not in hub_env(prod)
+    [imported] = prod.of_kind("KeycloakRealmImport")
+    assert "smtpServer" not in imported.inputs["spec"]["realm"] and "placeholders" not in imported.inputs["spec"]
+    for bad, message in (({"host": "relay.example.org"}, "mail needs host and from"),
+                         (MAIL | {"starttls": False}, "starttls must be on"),
+                         (MAIL | {"port": "smtp"}, "mail.port must be a TCP port"),
+                         (MAIL | {"passwordSecret": "Bad_Name"}, "mail.passwordSecret must name a Secret"),
+                         (MAIL | {"tls": True}, "unknown key")):
+        with pytest.raises(Exception, match=message):
+            synthesize(stack_values("prod") | {"mail": bad})
