@@ -14,7 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from urbanstack.operator import naming
 from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
 from urbanstack.runtime.metering.impact import Impact
+from urbanstack.runtime.metering.events import QUOTA_QUERIES
 from urbanstack.runtime.metering.ledger import Ledger
+from urbanstack.runtime.metering.quota import SharedCounts
 from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
@@ -115,7 +117,11 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         if not isinstance(anonymous, int) or anonymous < 0:
             raise ValueError(f"URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR must be 0 (no limit) or a positive "
                              f"number of queries per hour, got {anonymous!r}")
-        quota = QueryQuota(plan_limit(catalogue), anonymous)
+        shared = None
+        if ledger is not None and meter is not None:  # one count across replicas: read back from the ledger
+            shared = SharedCounts(ledger, QUOTA_QUERIES, span="hour", settle_seconds=meter.window_seconds + 30)
+        quota = QueryQuota(plan_limit(catalogue), anonymous, shared=shared,
+                           charged=meter.add_quota if shared is not None else None)
     app.state.quota = quota
     bearer = HTTPBearer(auto_error=False, description="Keycloak access token; optional for open data.")
 

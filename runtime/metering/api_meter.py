@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .emitter import MeterEmitter
-from .events import API_BYTES_READ, API_QUERIES, API_ROWS_READ, TYPE_QUERY, MeterEvent
+from .events import API_BYTES_READ, API_QUERIES, API_ROWS_READ, QUOTA_QUERIES, TYPE_QUERY, MeterEvent
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,12 @@ class ApiMeter:
             sums[API_QUERIES] += 1
             sums[API_ROWS_READ] += rows_read
             sums[API_BYTES_READ] += bytes_sent
+
+    def add_quota(self, subject: str, count: int) -> None:
+        """Queries the query quota charged to ``subject`` (what every replica's quota reads back)."""
+        with self._lock:
+            sums = self._sums.setdefault(subject, {API_QUERIES: 0, API_ROWS_READ: 0, API_BYTES_READ: 0})
+            sums[QUOTA_QUERIES] = sums.get(QUOTA_QUERIES, 0) + count
 
     def flush(self) -> int:
         """Send what was summed since the last flush; the number of events."""

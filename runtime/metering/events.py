@@ -33,9 +33,10 @@ API_ROWS_READ = "api_rows_read"             # rows the warehouse read for them
 API_BYTES_READ = "api_bytes_read"           # bytes of response bodies sent
 STORAGE_BYTE_HOURS = "storage_byte_hours"   # bytes of the municipality's database, sampled once an hour
 TOOL_DAYS = "tool_days"                     # days a CityTool was switched on (data.dataset names the tool)
+QUOTA_QUERIES = "quota_queries"             # queries charged against the query quota (not priced)
 METERS = {READINGS_INGESTED: "reading", ROWS_STORED: "row", DEAD_LETTERED: "record",
           API_QUERIES: "query", API_ROWS_READ: "row", API_BYTES_READ: "byte", STORAGE_BYTE_HOURS: "byte_hour",
-          TOOL_DAYS: "tool_day"}
+          TOOL_DAYS: "tool_day", QUOTA_QUERIES: "query"}
 
 MAX_EVENT_BYTES = 64 * 1024
 _ID_NAMESPACE = uuid.UUID("5b1f3a4e-8f0e-4b8e-9a57-2f6f0c1d9e11")

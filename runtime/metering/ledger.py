@@ -156,6 +156,19 @@ class Ledger:
         return [(b.astimezone(timezone.utc) if b.tzinfo else b.replace(tzinfo=timezone.utc), m, int(q))
                 for b, m, q in rows]
 
+    def hours_of(self, meter: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
+        """subject -> UTC hour -> quantity of one meter in ``[start, end)``: what quotas read."""
+        self.ensure()
+        where, params = self._where(start, end, None)
+        params["meter"] = meter
+        result: dict[str, dict[datetime, int]] = {}
+        for subject, hour, quantity in self.client.query(
+                f"SELECT subject, hour, sum(quantity) FROM `{self.database}`.`hourly` WHERE {where} "
+                f"AND meter = {{meter:String}} GROUP BY subject, hour", parameters=params).result_rows:
+            hour = hour.astimezone(timezone.utc) if hour.tzinfo else hour.replace(tzinfo=timezone.utc)
+            result.setdefault(subject, {})[hour] = int(quantity)
+        return result
+
     def verify(self, start: datetime, end: datetime) -> list[tuple]:
         """Differences between the hourly sums and the recorded events read with FINAL
         (subject, meter, hourly, events); empty when the aggregates are exact."""
