@@ -328,6 +328,8 @@ class Usage(_Status):
     storage_bytes: int | None = None
     users: int | None = None
     queries_last_24h: int | None = None
+    active_users_30d: int | None = Field(None, alias="activeUsers30d",
+                                         description="Distinct users with a verified token in the last 30 days.")
     residents: int | None = Field(None, description="Population per the municipality directory.")
     measured_at: str | None = None
 

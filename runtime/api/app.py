@@ -150,10 +150,15 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     # Declared through HTTPBearer so OpenAPI shows the scheme; the header itself is parsed above.
     # Every REST route takes the caller from here, so every REST request is one counted query.
+    def seen(request: Request, caller: Principal | None) -> None:
+        note_caller(request, caller)
+        if meter is not None and caller is not None:
+            meter.note_user(caller.tenant, caller.subject)   # active users per month (docs/metering.md)
+
     def principal_dependency(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)):
         caller = principal(request)
         charge(request, caller)
-        note_caller(request, caller)
+        seen(request, caller)
         return caller
 
     app.include_router(build_router(principal_dependency))
@@ -167,7 +172,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         caller = principal(request)
-        note_caller(request, caller)
+        seen(request, caller)
         # Charged by the schema (graphql.DataFieldBudget) once it knows the data fields; GraphiQL's page is free.
         return {"principal": caller, "engine": app.state.engine, "request": request,
                 "charge": lambda count: charge(request, caller, count)}

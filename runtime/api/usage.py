@@ -59,8 +59,9 @@ def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogu
         totals: dict[str, int] = {}
         for _bucket, meter, quantity in rows:
             totals[meter] = totals.get(meter, 0) + quantity
+        users = ledger.active_users(start, end, [subject]).get(subject, 0)
         return {"municipality": subject, "month": f"{chosen:%Y-%m}", "timezone": BILLING_ZONE.key, "grain": grain,
-                "totals": totals, "rows": [{"bucket": b.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "totals": totals, "activeUsers": users, "rows": [{"bucket": b.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                                             "meter": m, "quantity": q} for b, m, q in rows]}
 
     @router.get("/statements", summary="Monthly statements of the caller's municipality")

@@ -25,7 +25,8 @@ from urbanstack.runtime.metering.api_meter import ApiMeter
 from urbanstack.runtime.metering.consumer import MeterConsumer, ensure_meter_topic
 from urbanstack.runtime.metering.emitter import MeterEmitter
 from urbanstack.runtime.metering.events import (API_BYTES_READ, API_QUERIES, DEAD_LETTERED, READINGS_INGESTED,
-                                                ROWS_STORED, TYPE_INGEST, MeterEvent, sink_batch_id)
+                                                ROWS_STORED, TYPE_INGEST, TYPE_USER, USER_DAYS, MeterEvent,
+                                                sink_batch_id, user_day_id, user_pseudonym)
 from urbanstack.runtime.metering.ledger import Ledger, month_range
 from urbanstack.runtime.metering.prices import parse_price_book
 from urbanstack.runtime.metering.statements import Statements
@@ -171,6 +172,14 @@ def test_usage_after_the_freeze_becomes_an_adjustment_next_month_and_the_frozen_
     assert statements.statement(subject, NOVEMBER).hash == frozen.hash
 
 
+def user_day(subject: str, user: str, day: date) -> MeterEvent:
+    """The event the API meter sends for a user's first verified request of a UTC day."""
+    pseudonym = user_pseudonym(subject, user)
+    return MeterEvent(id=user_day_id(subject, pseudonym, day), source="/urbanstack/api", type=TYPE_USER,
+                      subject=subject, time=datetime(day.year, day.month, day.day, tzinfo=UTC), dataset=pseudonym,
+                      quantities={USER_DAYS: 1})
+
+
 def _municipality(slug: str, ags: str) -> Municipality:
     return Municipality.model_validate({
         "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
@@ -284,10 +293,14 @@ def test_status_usage_shows_the_last_24_hours_from_the_ledger(warehouse):
         ledger.record([ingest_event(subject, now - timedelta(hours=2), 100, 5, 0),
                        ingest_event(subject, now - timedelta(hours=30), 999, 0, 1000),   # older than 24 h
                        MeterEvent(id=str(uuid.uuid4()), source="/urbanstack/api", type="io.urbanstack.meter.query.v1",
-                                  subject=subject, time=now, quantities={API_QUERIES: 17})])
+                                  subject=subject, time=now, quantities={API_QUERIES: 17})]
+                      + [user_day(subject, user, (now - timedelta(days=ago)).date())
+                         for user, ago in (("anna", 1), ("anna", 2), ("ben", 29), ("carla", 40))])   # carla: too old
         backends = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: warehouse, embedded=True))
-        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17, "storageBytes": 0}
-        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0, "storageBytes": 0}
+        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17, "storageBytes": 0,
+                                                     "activeUsers30d": 2}
+        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0, "storageBytes": 0,
+                                                         "activeUsers30d": 0}
         broken = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: 1 / 0, embedded=True))
         assert _metered_usage(broken, subject) == {}
     finally:
