@@ -466,3 +466,56 @@ def test_each_switched_on_tool_is_one_tool_day_per_day(ledger):
             events += tool_day_events(towns, start + timedelta(days=day, hours=1 + 7 * sample))
     assert ledger.record(events).new == 30 * 3
     assert {s: t[TOOL_DAYS] for s, t in ledger.month_totals(NOVEMBER).items()} == {"guetersloh": 60, "bielefeld": 30}
+
+
+def test_the_xrechnung_route_exports_a_valid_invoice_and_refuses_without_leitweg_id(ledger, issuer, settings,
+                                                                                   warehouse, tmp_path):
+    """GET /api/v1/statements/{month}?format=xrechnung (manage:own): the Municipality's
+    spec.billing as buyer, checked by the Mustang validator; refused clearly without it."""
+    import xrechnung_validator
+
+    from urbanstack.runtime.metering.xrechnung import Address, Seller
+
+    reason = xrechnung_validator.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    validator = xrechnung_validator.install(settings.cache_dir)
+    suffix = uuid.uuid4().hex[:6]
+    gue, bi = f"guetersloh-x{suffix}", f"bielefeld-x{suffix}"
+    billed = Municipality.model_validate({
+        "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": gue},
+        "spec": {"displayName": "Stadt Gütersloh", "ags": "05754008", "admins": [f"admin@{gue}.example.org"],
+                 "billing": {"leitwegId": "05754008-0001-86", "street": "Berliner Straße 70", "postalCode": "33330",
+                             "city": "Gütersloh", "email": "e-rechnung@guetersloh.example"}}})
+    catalogue = Catalogue([billed, _municipality(bi, "05711000")], [])
+    seller = Seller("Urban Stack Plattformbetrieb GmbH", Address("Musterweg 1", "33602", "Bielefeld"), "DE123456789",
+                    "Erika Mustermann", "+49 521 000000", "abrechnung@urbanstack.example",
+                    "rechnungen@urbanstack.example", "DE02120300000000202051", "Musterbank")
+    statements = Statements(ledger, prices=PRICE_BOOK)
+    app = create_app(settings, catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     ledger=ledger, statements=statements, seller=seller)
+    start, end = month_range(NOVEMBER)
+    ledger.record([ingest_event(gue, start + timedelta(hours=3), 123_456, 17, 0)])
+    statements.freeze([gue], NOVEMBER, now=end + timedelta(days=6))
+
+    def bearer(tenant, roles=("gov-admin",)):
+        return {"Authorization": f"Bearer {issuer.token(tenant=tenant, roles=roles)}"}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/v1/statements/2026-11?format=xrechnung", headers=bearer(gue))
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/xml")
+        assert f'filename="xrechnung-{gue}-2026-11.xml"' in response.headers["content-disposition"]
+        invoice = tmp_path / "route.xml"
+        invoice.write_bytes(response.content)
+        valid, report = xrechnung_validator.validate(validator, invoice)
+        assert valid, report
+        text = invoice.read_text()
+        assert "<cbc:BuyerReference>05754008-0001-86</cbc:BuyerReference>" in text and "Berliner Straße 70" in text
+
+        refused = client.get("/api/v1/statements/2026-11?format=xrechnung", headers=bearer(bi))
+        assert refused.status_code == 409
+        assert "no Leitweg-ID" in refused.text and "spec.billing.leitwegId" in refused.text
+        assert client.get("/api/v1/statements/2026-11?format=xrechnung",
+                          headers=bearer(gue, ("gov-viewer",))).status_code == 403
+        assert client.get("/api/v1/statements/2026-11?format=xrechnung").status_code == 401
