@@ -81,7 +81,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
                shared_realms: Iterable[str] = (naming.SHARED_REALM,), limits: ApiLimits | None = None,
                verifier: TokenVerifier | None = None, quota: QueryQuota | None = None,
                meter: ApiMeter | None = None, ledger: Ledger | None = None,
-               statements: Statements | None = None, seller=None) -> FastAPI:
+               statements: Statements | None = None, seller=None, collectors: Iterable = ()) -> FastAPI:
     """The API application.
 
     ``audience`` is the client id tokens must be issued for; ``{tenant}`` in it stands for
@@ -166,7 +166,9 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         impact = Impact(catalogue, ledger)
         registry.register(impact)
         app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact,
-                                           seller=seller))
+                                              seller=seller))
+    for collector in collectors:   # e.g. the metering consumer's counts in urbanstack serve
+        registry.register(collector)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if meter is not None:
         app.add_middleware(MeteringMiddleware, meter=meter)

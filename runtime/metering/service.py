@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .api_meter import ApiMeter
-from .consumer import MeterConsumer, ensure_meter_topic
+from .consumer import ConsumerCollector, MeterConsumer, ensure_meter_topic
 from .emitter import MeterEmitter
 from .ledger import Ledger
 from .xrechnung import SELLER_SETTING, load_seller
@@ -31,6 +31,7 @@ class Metering:
     statements: Statements
     threads: list[threading.Thread]
     seller: object = None   # xrechnung.Seller from URBANSTACK_INVOICE_SELLER, or None
+    collector: object = None  # ConsumerCollector of the consumer thread, for /metrics
 
 
 def statement_settings(environ=None) -> tuple[PriceBook, timedelta]:
@@ -71,8 +72,10 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
 
     statements = Statements(ledger, prices=prices, grace=grace, plan_of=plan_of)
 
+    collector = ConsumerCollector()
+
     def consume():
-        consumer = MeterConsumer(kafka_config, ledger, topic=topic)
+        consumer = collector.track(MeterConsumer(kafka_config, ledger, topic=topic))
         try:
             while not stop.is_set():
                 try:
@@ -113,4 +116,4 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
         thread.start()
     api_meter = ApiMeter(emitter)
     api_meter.start()
-    return Metering(ledger, api_meter, statements, threads, seller)
+    return Metering(ledger, api_meter, statements, threads, seller, collector)

@@ -519,3 +519,32 @@ def test_the_xrechnung_route_exports_a_valid_invoice_and_refuses_without_leitweg
         assert client.get("/api/v1/statements/2026-11?format=xrechnung",
                           headers=bearer(gue, ("gov-viewer",))).status_code == 403
         assert client.get("/api/v1/statements/2026-11?format=xrechnung").status_code == 401
+
+
+def test_the_consumer_counts_are_prometheus_metrics(platform, meter_topic, ledger, issuer, settings, warehouse):
+    from confluent_kafka import Producer
+
+    from urbanstack.runtime.metering.consumer import ConsumerCollector
+
+    now = datetime.now(UTC)
+    good = [ingest_event("verl", now, 10, 0, n * 100) for n in range(3)]
+    producer = Producer(kafka.admin_config(platform))
+    for event in good + good[:1]:                      # one duplicate
+        producer.produce(meter_topic, key=event.id, value=event.to_json())
+    producer.produce(meter_topic, key="x", value=b'{"specversion": "1.0"}')   # invalid
+    producer.flush(30)
+    collector = ConsumerCollector()
+    consumer = collector.track(MeterConsumer(kafka.admin_config(platform), ledger, topic=meter_topic,
+                                             group_id=f"test-metering-{uuid.uuid4().hex[:8]}"))
+    try:
+        consumer.run(until_idle=1.0)
+    finally:
+        consumer.close()
+    app = create_app(settings, Catalogue([], []), warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     collectors=[collector])
+    with TestClient(app) as client:
+        metrics = client.get("/metrics").text
+    assert 'urbanstack_meter_consumer_events_total{outcome="recorded"} 3.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="duplicate"} 1.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="invalid"} 1.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="conflict"} 0.0' in metrics
