@@ -16,7 +16,7 @@ import re
 from enum import Enum
 from typing import Annotated, Any, Literal
 
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError,
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
@@ -257,6 +257,28 @@ class DeletionPolicy(str, Enum):
     delete = "Delete"
 
 
+class Billing(_Spec):
+    """Where the municipality's invoices go (XRechnung, docs/metering.md)."""
+    leitweg_id: str = Field(min_length=5, max_length=46, pattern=r"^[0-9]{2,12}(-[A-Za-z0-9]{1,30})?-[0-9]{2}$",
+                            description="Leitweg-ID of the invoice recipient, e.g. 04011000-1234512345-06 "
+                                        "(Mod 97-10 check digits are verified).")
+    name: str | None = Field(None, max_length=200, description="Invoice recipient; default spec.displayName.")
+    street: str | None = Field(None, max_length=200)
+    postal_code: str | None = Field(None, pattern=r"^[0-9]{5}$")
+    city: str | None = Field(None, max_length=100)
+    country: str = Field("DE", pattern=r"^[A-Z]{2}$")
+    email: Email | None = Field(None, description="Invoice inbox (the buyer's electronic address, BT-49).")
+
+    @field_validator("leitweg_id")
+    @classmethod
+    def _leitweg(cls, value: str) -> str:
+        from . import leitweg
+
+        if (problem := leitweg.problem(value)) is not None:
+            raise ValueError(f"billing.leitwegId {value!r}: {problem}")
+        return leitweg.normalise(value)
+
+
 class MunicipalitySpec(_Spec):
     display_name: str = Field(min_length=1, max_length=200)
     ags: Ags = Field(description="Amtlicher Gemeindeschlüssel: 8 digits, quoted in YAML.")
@@ -273,6 +295,7 @@ class MunicipalitySpec(_Spec):
     suspended: bool = Field(False, description="Disable logins and producer access without deleting anything.")
     sources: list[Source] = Field(default_factory=list,
                                   description="Pull sources the ingest service fetches on a schedule.")
+    billing: Billing | None = Field(None, description="Leitweg-ID and billing address for the monthly invoices.")
 
     @model_validator(mode="after")
     def _unique(self) -> "MunicipalitySpec":
@@ -328,6 +351,8 @@ class Usage(_Status):
     storage_bytes: int | None = None
     users: int | None = None
     queries_last_24h: int | None = None
+    active_users_30d: int | None = Field(None, alias="activeUsers30d",
+                                         description="Distinct users with a verified token in the last 30 days.")
     residents: int | None = Field(None, description="Population per the municipality directory.")
     measured_at: str | None = None
 

@@ -188,10 +188,11 @@ def _metered_usage(backends, slug: str) -> dict[str, int]:
         end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
         totals = ledger.totals(end - dt.timedelta(hours=24), end, [slug]).get(slug, {})
         storage = database_bytes(client, [slug])[slug]
+        users = ledger.active_users(end - dt.timedelta(days=30), end, [slug]).get(slug, 0)
     except Exception:  # noqa: BLE001 - informative only
         return {}
     return {"eventsLast24H": totals.get(READINGS_INGESTED, 0), "queriesLast24H": totals.get(API_QUERIES, 0),
-            "storageBytes": storage}
+            "storageBytes": storage, "activeUsers30d": users}
 
 
 def _endpoints(backends, desired: DesiredState) -> dict[str, str]:

@@ -110,12 +110,15 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
     metering = _start_metering(settings, client, catalogue, stop)
     app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api",
                      meter=metering.api_meter if metering else None, ledger=metering.ledger if metering else None,
-                     statements=metering.statements if metering else None)
+                     statements=metering.statements if metering else None,
+                     seller=metering.seller if metering else None,
+                     collectors=[metering.collector] if metering else [])
     if settings.ingest:
         # Push endpoints under /ingest and the pull scheduler (runtime/ingest); URBANSTACK_INGEST=0 turns them off.
         from urbanstack.runtime.ingest import service as ingest_service
 
-        ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1")
+        ingest = ingest_service.build(settings, Catalogue(), route_prefix="/v1",
+                                      ledger=metering.ledger if metering else None)
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
     store = open_metadata_store(settings)

@@ -14,7 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from urbanstack.operator import naming
 from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
 from urbanstack.runtime.metering.impact import Impact
+from urbanstack.runtime.metering.events import QUOTA_QUERIES
 from urbanstack.runtime.metering.ledger import Ledger
+from urbanstack.runtime.metering.quota import SharedCounts
 from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
@@ -79,7 +81,7 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
                shared_realms: Iterable[str] = (naming.SHARED_REALM,), limits: ApiLimits | None = None,
                verifier: TokenVerifier | None = None, quota: QueryQuota | None = None,
                meter: ApiMeter | None = None, ledger: Ledger | None = None,
-               statements: Statements | None = None) -> FastAPI:
+               statements: Statements | None = None, seller=None, collectors: Iterable = ()) -> FastAPI:
     """The API application.
 
     ``audience`` is the client id tokens must be issued for; ``{tenant}`` in it stands for
@@ -115,7 +117,11 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         if not isinstance(anonymous, int) or anonymous < 0:
             raise ValueError(f"URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR must be 0 (no limit) or a positive "
                              f"number of queries per hour, got {anonymous!r}")
-        quota = QueryQuota(plan_limit(catalogue), anonymous)
+        shared = None
+        if ledger is not None and meter is not None:  # one count across replicas: read back from the ledger
+            shared = SharedCounts(ledger, QUOTA_QUERIES, span="hour", settle_seconds=meter.window_seconds + 30)
+        quota = QueryQuota(plan_limit(catalogue), anonymous, shared=shared,
+                           charged=meter.add_quota if shared is not None else None)
     app.state.quota = quota
     bearer = HTTPBearer(auto_error=False, description="Keycloak access token; optional for open data.")
 
@@ -144,24 +150,32 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
 
     # Declared through HTTPBearer so OpenAPI shows the scheme; the header itself is parsed above.
     # Every REST route takes the caller from here, so every REST request is one counted query.
+    def seen(request: Request, caller: Principal | None) -> None:
+        note_caller(request, caller)
+        if meter is not None and caller is not None:
+            meter.note_user(caller.tenant, caller.subject)   # active users per month (docs/metering.md)
+
     def principal_dependency(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)):
         caller = principal(request)
         charge(request, caller)
-        note_caller(request, caller)
+        seen(request, caller)
         return caller
 
     app.include_router(build_router(principal_dependency))
     if ledger is not None:
         impact = Impact(catalogue, ledger)
         registry.register(impact)
-        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact))
+        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact,
+                                              seller=seller))
+    for collector in collectors:   # e.g. the metering consumer's counts in urbanstack serve
+        registry.register(collector)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
     if meter is not None:
         app.add_middleware(MeteringMiddleware, meter=meter)
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         caller = principal(request)
-        note_caller(request, caller)
+        seen(request, caller)
         # Charged by the schema (graphql.DataFieldBudget) once it knows the data fields; GraphiQL's page is free.
         return {"principal": caller, "engine": app.state.engine, "request": request,
                 "charge": lambda count: charge(request, caller, count)}

@@ -21,9 +21,13 @@ backs off for ``Retry-After`` seconds gets in. A GraphQL request whose fields do
 fit into what is left of the quota is refused as a whole, before any of them runs.
 
 The window slides over the last hour in one-minute steps: a query counts for 59 to
-60 minutes. The counts live in this process's memory: each API replica counts on its
-own (with N replicas a municipality gets up to N times its quota) and a restart starts
-from zero. With a ClickHouse server the operator also sets a per-tenant ClickHouse
+60 minutes. Without the usage ledger the counts live in this process's memory: each API
+replica counts on its own (with N replicas a municipality gets up to N times its quota)
+and a restart starts from zero. With the ledger (``urbanstack serve`` with metering) a
+municipality's count is what the ledger recorded as ``quota_queries`` of all replicas,
+read at a bounded rate, plus this process's own since that read
+(:class:`urbanstack.runtime.metering.quota.SharedCounts`; the sliding hour is then
+estimated from whole UTC hours). Anonymous callers are counted per process either way. With a ClickHouse server the operator also sets a per-tenant ClickHouse
 quota (``naming.warehouse_quota``) with the same ``queries_per_hour``; it is server-side
 and holds across replicas, but it is bound to the tenant's ClickHouse role, so it limits
 the tenant's own warehouse user (its tools), not the API, which queries under its own
@@ -143,13 +147,15 @@ class QueryQuota:
     """
 
     def __init__(self, tenant_limit: Callable[[str], int | None], anonymous_per_hour: int, *,
-                 window: SlidingWindow | None = None):
+                 window: SlidingWindow | None = None, shared=None, charged: Callable[[str, int], None] | None = None):
         if anonymous_per_hour < 0:
             raise ValueError("anonymous_per_hour: give a number of queries per hour, or 0 for no limit")
         self._tenant_limit = tenant_limit
         self._anonymous = anonymous_per_hour
         self._window = window or SlidingWindow()
         self._default = Plan().quotas().queries_per_hour
+        # Tenants' counts from the ledger (SharedCounts); ``charged`` tells the API meter what was charged.
+        self._shared, self._charged = shared, charged
 
     def charge(self, principal: Principal | None, client_host: str | None, count: int = 1) -> None:
         """Count ``count`` queries at once, or none and raise :class:`QuotaExceeded`."""
@@ -160,7 +166,13 @@ class QueryQuota:
         else:
             key, label = ("tenant", principal.tenant), principal.tenant
             limit = self._tenant_limit(principal.tenant) or self._default
-        wait = self._window.acquire(key, limit, count) if count <= limit else WINDOW_SECONDS
+        if principal is not None and self._shared is not None and count <= limit:
+            used = self._shared.take(principal.tenant, count, limit)
+            wait = None if used is None else 60.0  # whole hours in the ledger: ask again in a minute
+            if wait is None and self._charged is not None:
+                self._charged(principal.tenant, count)
+        else:
+            wait = self._window.acquire(key, limit, count) if count <= limit else WINDOW_SECONDS
         if wait is None:
             return
         seconds = _whole(wait)

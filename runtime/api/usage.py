@@ -40,7 +40,10 @@ def _month(text: str | None) -> date:
 
 
 def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogue,
-                       statements: Statements | None = None, impact: Impact | None = None) -> APIRouter:
+                       statements: Statements | None = None, impact: Impact | None = None,
+                       seller=None) -> APIRouter:
+    """``seller``: the platform's seller details (xrechnung.Seller) for the XRechnung export;
+    without them that format is refused with 503."""
     router = APIRouter(prefix="/api/v1", tags=["usage"])
 
     def plan_of(slug: str) -> str:
@@ -59,8 +62,9 @@ def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogu
         totals: dict[str, int] = {}
         for _bucket, meter, quantity in rows:
             totals[meter] = totals.get(meter, 0) + quantity
+        users = ledger.active_users(start, end, [subject]).get(subject, 0)
         return {"municipality": subject, "month": f"{chosen:%Y-%m}", "timezone": BILLING_ZONE.key, "grain": grain,
-                "totals": totals, "rows": [{"bucket": b.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "totals": totals, "activeUsers": users, "rows": [{"bucket": b.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
                                             "meter": m, "quantity": q} for b, m, q in rows]}
 
     @router.get("/statements", summary="Monthly statements of the caller's municipality")
@@ -68,16 +72,41 @@ def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogu
         subject = _caller(principal, Permission.manage_own, "statements")
         return {"municipality": subject, "statements": statements.history(subject)}
 
-    @router.get("/statements/{month}", summary="One monthly statement (JSON or CSV)")
-    def statement(month: str, format: Literal["json", "csv"] = "json",
+    @router.get("/statements/{month}", summary="One monthly statement (JSON, CSV or XRechnung)")
+    def statement(month: str, format: Literal["json", "csv", "xrechnung"] = "json",
                   principal: Principal | None = Depends(principal_dependency)):
         subject = _caller(principal, Permission.manage_own, "statements")
         chosen = _month(month)
         found = statements.statement(subject, chosen)
+        if format == "xrechnung":
+            return _xrechnung(subject, found)
         if format == "csv":
             return Response(found.to_csv(), media_type="text/csv; charset=utf-8", headers={
                 "Content-Disposition": f'attachment; filename="statement-{subject}-{found.month}.csv"'})
         return JSONResponse(found.to_dict())
+
+    def _xrechnung(subject: str, found) -> Response:
+        from urbanstack.runtime.metering.xrechnung import SELLER_SETTING, NoBillingData, buyer_of, to_xrechnung
+
+        municipality = catalogue.municipality(subject)
+        if municipality is None:
+            raise HTTPException(503, f"municipality {subject!r} is not in the API's catalogue yet; try again shortly")
+        try:
+            buyer = buyer_of(municipality)
+        except NoBillingData as exc:
+            raise HTTPException(409, str(exc)) from None
+        if seller is None:
+            raise HTTPException(503, f"the platform's seller details are not configured ({SELLER_SETTING}); "
+                                     "ask the platform's operators")
+        issued = (datetime.fromisoformat(found.frozen_at.replace("Z", "+00:00")).astimezone(BILLING_ZONE).date()
+                  if found.frozen_at else datetime.now(BILLING_ZONE).date())
+        try:
+            body = to_xrechnung(found, seller=seller, buyer=buyer, invoice_number=f"US-{subject}-{found.month}",
+                                issue_date=issued)
+        except ValueError as exc:   # e.g. a total below zero needs a credit note
+            raise HTTPException(409, str(exc)) from None
+        return Response(body, media_type="application/xml", headers={
+            "Content-Disposition": f'attachment; filename="xrechnung-{subject}-{found.month}.xml"'})
 
     if impact is not None:
         @router.get("/impact", summary="What the platform reaches: municipalities, residents, datasets, tools")

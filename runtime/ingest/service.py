@@ -52,9 +52,11 @@ class Ingest:
 
 def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | None = None,
           verifier: TokenVerifier | None = None, pull: bool | None = None, route_prefix: str = "/ingest/v1",
-          allow_private_sources: bool | None = None, loaded: threading.Event | None = None) -> Ingest:
+          allow_private_sources: bool | None = None, loaded: threading.Event | None = None,
+          ledger=None) -> Ingest:
     """Push app and scheduler sharing catalogue, producers and quota. With
-    ``route_prefix="/v1"`` the app is meant to be mounted at ``/ingest``."""
+    ``route_prefix="/v1"`` the app is meant to be mounted at ``/ingest``. With the usage
+    ``ledger`` the daily quota counts what the sinks metered for all replicas."""
     if credentials is None:
         from urbanstack import serve
 
@@ -68,7 +70,13 @@ def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | Non
                                          shared_realms=(naming.SHARED_REALM,), tenant_tools=tenant_tools)
     loaded = loaded or threading.Event()
     registry = CollectorRegistry()
-    quota = DailyQuota()
+    shared = None
+    if ledger is not None:
+        from urbanstack.runtime.metering.events import READINGS_INGESTED
+        from urbanstack.runtime.metering.quota import SharedCounts
+
+        shared = SharedCounts(ledger, READINGS_INGESTED, span="day")
+    quota = DailyQuota(shared=shared)
     publishers = TenantPublishers(settings, credentials)
     scheduler = None
     if pull if pull is not None else settings.ingest_pull:

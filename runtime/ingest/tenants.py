@@ -226,12 +226,17 @@ class DailyQuota:
     events and rejected records alike, since a rejected record costs parsing and a
     dead-letter entry as much as an accepted one costs a row.
 
-    Counted in this process (one ingest replica); it restarts at zero after a restart.
-    Usage metering in the operator's status is the authoritative number for billing.
+    Without ``shared`` counted in this process (one ingest replica); it restarts at zero
+    after a restart. With ``shared`` (a :class:`~urbanstack.runtime.metering.quota.SharedCounts`
+    of the ledger's ``readings_ingested``, span "day") the count is what the sinks metered
+    today for all replicas, plus this process's reservations since the ledger was last read;
+    records refused at push time go to the DLQ without passing the sink, so they count only
+    in the replica that refused them, for ``settle_seconds``.
     """
 
-    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)):
+    def __init__(self, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc), *, shared=None):
         self._clock = clock
+        self._shared = shared
         self._lock = threading.Lock()
         self._day: str | None = None
         self._used: dict[str, int] = {}
@@ -248,21 +253,29 @@ class DailyQuota:
         with self._lock:
             now = self._roll()
             used = self._used.get(tenant, 0)
-            if used + events > limit:
+            if self._shared is not None:
+                used = self._shared.take(tenant, events, limit)
+            if used is not None and used + events > limit:
                 midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
                 retry_after = max(1, int((midnight - now).total_seconds()) + 1)
                 raise QuotaExceeded(f"the plan allows {limit} events per day; {used} records were received "
                                     f"today (UTC, rejected ones count too) and this request has {events}. Raise "
                                     f"spec.plan.eventsPerDay or retry after midnight UTC", retry_after)
-            self._used[tenant] = used + events
+            if self._shared is None:
+                self._used[tenant] = used + events
 
     def release(self, tenant: str, events: int) -> None:
         """Give back a reservation whose publish failed."""
+        if self._shared is not None:
+            self._shared.give_back(tenant, events)
+            return
         with self._lock:
             self._roll()
             self._used[tenant] = max(0, self._used.get(tenant, 0) - events)
 
     def used(self, tenant: str) -> int:
+        if self._shared is not None:
+            return self._shared.used(tenant)
         with self._lock:
             self._roll()
             return self._used.get(tenant, 0)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from .emitter import MeterEmitter
-from .events import API_BYTES_READ, API_QUERIES, API_ROWS_READ, TYPE_QUERY, MeterEvent
+from .events import (API_BYTES_READ, API_QUERIES, API_ROWS_READ, QUOTA_QUERIES, TYPE_QUERY, TYPE_USER, USER_DAYS,
+                     MeterEvent, user_day_id, user_pseudonym)
 
 log = logging.getLogger(__name__)
 
+MAX_USERS_PER_DAY = 200_000
 METERED_PATHS = ("/api/v1/datasets", "/api/v1/join", "/graphql")
 
 
@@ -53,6 +55,29 @@ class ApiMeter:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._users_day = None
+        self._users_seen: set[tuple[str, str]] = set()
+
+    def note_user(self, subject: str, user: str) -> None:
+        """An active user of ``subject`` (a verified token's ``sub``): one event per user and
+        UTC day, sent right away with an id derived from both, so every process and every
+        repetition sends the same id. This process sends it once a day (at most
+        ``MAX_USERS_PER_DAY`` remembered; beyond that a repeat is sent again, and the ledger
+        drops it by id)."""
+        now = datetime.now(timezone.utc)
+        day = now.date()
+        pseudonym = user_pseudonym(subject, user)
+        with self._lock:
+            if self._users_day != day:
+                self._users_day, self._users_seen = day, set()
+            if (subject, pseudonym) in self._users_seen:
+                return
+            if len(self._users_seen) >= MAX_USERS_PER_DAY:
+                self._users_seen.clear()
+            self._users_seen.add((subject, pseudonym))
+        self.emitter.emit(MeterEvent(id=user_day_id(subject, pseudonym, day), source=self.source, type=TYPE_USER,
+                                     subject=subject, time=datetime(day.year, day.month, day.day, tzinfo=timezone.utc),
+                                     dataset=pseudonym, quantities={USER_DAYS: 1}))
 
     def add(self, subject: str, rows_read: int, bytes_sent: int) -> None:
         with self._lock:
@@ -60,6 +85,12 @@ class ApiMeter:
             sums[API_QUERIES] += 1
             sums[API_ROWS_READ] += rows_read
             sums[API_BYTES_READ] += bytes_sent
+
+    def add_quota(self, subject: str, count: int) -> None:
+        """Queries the query quota charged to ``subject`` (what every replica's quota reads back)."""
+        with self._lock:
+            sums = self._sums.setdefault(subject, {API_QUERIES: 0, API_ROWS_READ: 0, API_BYTES_READ: 0})
+            sums[QUOTA_QUERIES] = sums.get(QUOTA_QUERIES, 0) + count
 
     def flush(self) -> int:
         """Send what was summed since the last flush; the number of events."""

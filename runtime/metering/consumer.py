@@ -41,6 +41,32 @@ def ensure_meter_topic(admin_config: Mapping[str, Any], topic: str = METER_TOPIC
             raise
 
 
+class ConsumerCollector:
+    """Prometheus collector of what the meter consumers it tracks have read, by outcome."""
+
+    OUTCOMES = (("recorded", "recorded"), ("duplicate", "duplicates"), ("conflict", "conflicts"),
+                ("invalid", "invalid"))
+
+    def __init__(self):
+        self.consumers: list["MeterConsumer"] = []
+
+    def track(self, consumer: "MeterConsumer") -> "MeterConsumer":
+        self.consumers.append(consumer)
+        return consumer
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(
+            "urbanstack_meter_consumer_events",
+            "Meter events the metering consumer read, by outcome: recorded (new), duplicate (id recorded before, "
+            "same content), conflict (id recorded before with other content; the first stands), invalid (refused "
+            "by the schema, not recorded).", labels=["outcome"])
+        for outcome, attribute in self.OUTCOMES:
+            family.add_metric([outcome], sum(getattr(consumer, attribute) for consumer in self.consumers))
+        yield family
+
+
 class MeterConsumer:
     def __init__(self, kafka_config: Mapping[str, Any], ledger: Ledger, *, topic: str = METER_TOPIC,
                  group_id: str = "urbanstack-metering", max_messages: int = 5_000):

@@ -22,7 +22,8 @@ TYPE_INGEST = "io.urbanstack.meter.ingest.v1"
 TYPE_QUERY = "io.urbanstack.meter.query.v1"
 TYPE_STORAGE = "io.urbanstack.meter.storage.v1"
 TYPE_TOOLS = "io.urbanstack.meter.tools.v1"
-TYPES = (TYPE_INGEST, TYPE_QUERY, TYPE_STORAGE, TYPE_TOOLS)
+TYPE_USER = "io.urbanstack.meter.user.v1"
+TYPES = (TYPE_INGEST, TYPE_QUERY, TYPE_STORAGE, TYPE_TOOLS, TYPE_USER)
 
 # The meters, with the unit one of them counts in.
 READINGS_INGESTED = "readings_ingested"     # records read from tenant topics (stored, duplicate or dead-lettered)
@@ -33,9 +34,12 @@ API_ROWS_READ = "api_rows_read"             # rows the warehouse read for them
 API_BYTES_READ = "api_bytes_read"           # bytes of response bodies sent
 STORAGE_BYTE_HOURS = "storage_byte_hours"   # bytes of the municipality's database, sampled once an hour
 TOOL_DAYS = "tool_days"                     # days a CityTool was switched on (data.dataset names the tool)
+USER_DAYS = "user_days"                     # one per user and UTC day (data.dataset: the user's pseudonym)
+QUOTA_QUERIES = "quota_queries"             # queries charged against the query quota (not priced)
 METERS = {READINGS_INGESTED: "reading", ROWS_STORED: "row", DEAD_LETTERED: "record",
           API_QUERIES: "query", API_ROWS_READ: "row", API_BYTES_READ: "byte", STORAGE_BYTE_HOURS: "byte_hour",
-          TOOL_DAYS: "tool_day"}
+          TOOL_DAYS: "tool_day", QUOTA_QUERIES: "query",
+          USER_DAYS: "user_day"}
 
 MAX_EVENT_BYTES = 64 * 1024
 _ID_NAMESPACE = uuid.UUID("5b1f3a4e-8f0e-4b8e-9a57-2f6f0c1d9e11")
@@ -48,6 +52,17 @@ class InvalidEvent(ValueError):
 def derived_id(*parts: Any) -> str:
     """A stable id for a measurement of ``parts`` (UUID 5): the same parts, the same id."""
     return str(uuid.uuid5(_ID_NAMESPACE, "\x1f".join(str(p) for p in parts)))
+
+
+def user_pseudonym(subject: str, user: str) -> str:
+    """What the ledger keeps of a user: a hash of the municipality and the token's ``sub``,
+    the same for every process, so distinct users can be counted without their ids."""
+    return hashlib.sha256(f"user:{subject}:{user}".encode()).hexdigest()[:32]
+
+
+def user_day_id(subject: str, pseudonym: str, day) -> str:
+    """One id per user, municipality and UTC day: however many processes see the user, it counts once."""
+    return derived_id("user-day", subject, pseudonym, f"{day:%Y-%m-%d}")
 
 
 def sink_batch_id(topic: str, partition: int, first: int, last: int) -> str:

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta, timezone
 from typing import Iterable, Sequence
 from zoneinfo import ZoneInfo
 
-from .events import MeterEvent
+from .events import USER_DAYS, MeterEvent
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +155,33 @@ class Ledger:
             f"WHERE {where} GROUP BY b, meter ORDER BY b, meter", parameters=params).result_rows
         return [(b.astimezone(timezone.utc) if b.tzinfo else b.replace(tzinfo=timezone.utc), m, int(q))
                 for b, m, q in rows]
+
+    def hours_of(self, meter: str, start: datetime, end: datetime) -> dict[str, dict[datetime, int]]:
+        """subject -> UTC hour -> quantity of one meter in ``[start, end)``: what quotas read."""
+        self.ensure()
+        where, params = self._where(start, end, None)
+        params["meter"] = meter
+        result: dict[str, dict[datetime, int]] = {}
+        for subject, hour, quantity in self.client.query(
+                f"SELECT subject, hour, sum(quantity) FROM `{self.database}`.`hourly` WHERE {where} "
+                f"AND meter = {{meter:String}} GROUP BY subject, hour", parameters=params).result_rows:
+            hour = hour.astimezone(timezone.utc) if hour.tzinfo else hour.replace(tzinfo=timezone.utc)
+            result.setdefault(subject, {})[hour] = int(quantity)
+        return result
+
+    def active_users(self, start: datetime, end: datetime, subjects: Iterable[str] | None = None) -> dict[str, int]:
+        """subject -> distinct users with a ``user_days`` event in ``[start, end)``, exactly
+        (``uniqExact`` over the recorded events, each id once)."""
+        self.ensure()
+        params: dict = {"start": start.astimezone(timezone.utc), "end": end.astimezone(timezone.utc),
+                        "meter": USER_DAYS}
+        where = "time >= {start:DateTime64(3, 'UTC')} AND time < {end:DateTime64(3, 'UTC')} AND has(meters, {meter:String})"
+        if subjects is not None:
+            where += " AND subject IN {subjects:Array(String)}"
+            params["subjects"] = sorted(set(subjects))
+        return {subject: int(n) for subject, n in self.client.query(
+            f"SELECT subject, uniqExact(dataset) FROM `{self.database}`.`events` FINAL WHERE {where} GROUP BY subject",
+            parameters=params).result_rows}
 
     def verify(self, start: datetime, end: datetime) -> list[tuple]:
         """Differences between the hourly sums and the recorded events read with FINAL

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from .api_meter import ApiMeter
-from .consumer import MeterConsumer, ensure_meter_topic
+from .consumer import ConsumerCollector, MeterConsumer, ensure_meter_topic
 from .emitter import MeterEmitter
 from .ledger import Ledger
+from .xrechnung import SELLER_SETTING, load_seller
 from .prices import DEFAULT_PRICE_BOOK, PriceBook, load_price_book
 from .statements import DEFAULT_GRACE, Statements
 from .samples import storage_events, tool_day_events
@@ -29,6 +30,8 @@ class Metering:
     api_meter: ApiMeter
     statements: Statements
     threads: list[threading.Thread]
+    seller: object = None   # xrechnung.Seller from URBANSTACK_INVOICE_SELLER, or None
+    collector: object = None  # ConsumerCollector of the consumer thread, for /metrics
 
 
 def statement_settings(environ=None) -> tuple[PriceBook, timedelta]:
@@ -55,6 +58,8 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
     """Start the consumer and the freeze loop; ``kafka_config`` must be allowed to create and
     read the meter topic (on the local platform: the platform admin the sink uses)."""
     prices, grace = statement_settings()
+    seller_file = os.environ.get(SELLER_SETTING, "")
+    seller = load_seller(seller_file) if seller_file else None   # refused at start when unusable
     try:
         ensure_meter_topic(kafka_config, topic)
     except Exception as exc:  # noqa: BLE001 - metering must not keep the data plane from starting
@@ -67,8 +72,10 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
 
     statements = Statements(ledger, prices=prices, grace=grace, plan_of=plan_of)
 
+    collector = ConsumerCollector()
+
     def consume():
-        consumer = MeterConsumer(kafka_config, ledger, topic=topic)
+        consumer = collector.track(MeterConsumer(kafka_config, ledger, topic=topic))
         try:
             while not stop.is_set():
                 try:
@@ -109,4 +116,4 @@ def start(kafka_config: dict, warehouse_client, catalogue, stop: threading.Event
         thread.start()
     api_meter = ApiMeter(emitter)
     api_meter.start()
-    return Metering(ledger, api_meter, statements, threads)
+    return Metering(ledger, api_meter, statements, threads, seller, collector)

@@ -186,3 +186,47 @@ def to_xrechnung(statement: Statement, *, seller: Seller, buyer: Buyer, invoice_
         _tax_category(item, "ClassifiedTaxCategory", vat_percent)
         _money(_el(element, CAC, "Price"), "PriceAmount", abs(line.amount), currency)
     return b'<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="utf-8", xml_declaration=False)
+
+
+SELLER_SETTING = "URBANSTACK_INVOICE_SELLER"
+_SELLER_FIELDS = ("name", "street", "postal_code", "city", "vat_id", "contact_name", "contact_phone",
+                  "contact_email", "electronic_address", "iban")
+
+
+def load_seller(path: str) -> Seller:
+    """The platform's seller details from a JSON file (``URBANSTACK_INVOICE_SELLER``): the keys
+    of ``_SELLER_FIELDS``, optionally ``country`` and ``bank_name``. Refused with the key missing."""
+    import json
+
+    try:
+        with open(path, encoding="utf-8") as handle:
+            doc = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{SELLER_SETTING}={path}: cannot read the seller details ({exc})") from None
+    missing = [key for key in _SELLER_FIELDS if not isinstance(doc.get(key), str) or not doc[key].strip()]
+    if missing:
+        raise ValueError(f"{SELLER_SETTING}={path}: give {', '.join(missing)} as text")
+    return Seller(doc["name"], Address(doc["street"], doc["postal_code"], doc["city"], doc.get("country", "DE")),
+                  doc["vat_id"], doc["contact_name"], doc["contact_phone"], doc["contact_email"],
+                  doc["electronic_address"], doc["iban"], doc.get("bank_name", ""))
+
+
+class NoBillingData(ValueError):
+    """The Municipality lacks what an invoice to it needs; the message says what to set."""
+
+
+def buyer_of(municipality) -> Buyer:
+    """The invoice recipient from the Municipality's ``spec.billing``."""
+    slug = municipality.metadata.name
+    billing = municipality.spec.billing
+    if billing is None:
+        raise NoBillingData(f"municipality {slug!r} has no Leitweg-ID: set spec.billing.leitwegId (and the billing "
+                            "address) on its Municipality; an XRechnung cannot be made without it")
+    missing = [name for name, value in (("street", billing.street), ("postalCode", billing.postal_code),
+                                        ("city", billing.city), ("email", billing.email)) if not value]
+    if missing:
+        raise NoBillingData(f"municipality {slug!r}: spec.billing lacks {', '.join(missing)}, which an XRechnung "
+                            "needs (buyer address and invoice inbox)")
+    return Buyer(billing.name or municipality.spec.display_name,
+                 Address(billing.street, billing.postal_code, billing.city, billing.country),
+                 billing.leitweg_id, billing.email)

@@ -37,6 +37,12 @@ PLATFORM_REALM_IMPORT = "urbanstack-platform-realm"
 KAFKA_CLUSTER = "urbanstack"
 KAFKA_USER = "urbanstack-platform"
 KAFKA_RUNTIME_USER = "urbanstack-runtime"
+# Metering (docs/metering.md): the same names as runtime/metering (emitter.METER_TOPIC, identities.*).
+METER_TOPIC = "_urbanstack-meter"
+METER_GROUP = "urbanstack-metering"
+METER_WRITER = "urbanstack-meter-writer"
+METER_READER = "urbanstack-meter-reader"
+METER_RETENTION_MS = 90 * 24 * 3600 * 1000
 CLICKHOUSE_NAME = "urbanstack"
 CLICKHOUSE_USER = "urbanstack"
 EXTERNAL_SECRET = "urbanstack-backends"
@@ -313,7 +319,30 @@ def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, 
         extra_egress=({"to": [{"ipBlock": {"cidr": cidr}} for cidr in cfg.api_server_cidrs],
                        "ports": [{"protocol": "TCP", "port": port} for port in cfg.api_server_ports]},),
     )
-    return backend, [pool, kafka, admin, runtime]
+    meter = _meter_topic_and_users(cfg, cluster_label, replication, after=[*after, kafka])
+    return backend, [pool, kafka, admin, runtime, *meter]
+
+
+def _meter_topic_and_users(cfg: PlatformConfig, cluster_label: dict, replication: int, *,
+                           after: list[pulumi.Resource]) -> list[pulumi.Resource]:
+    """The meter topic (Kubernetes names cannot start with "_": topicName carries it) and two
+    identities: the writer may only write it, the reader only read it in the metering group."""
+    topic = _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaTopic", "urbanstack-meter", {
+        "topicName": METER_TOPIC, "partitions": 6, "replicas": replication,
+        "config": {"retention.ms": METER_RETENTION_MS, "cleanup.policy": "delete"},
+    }, labels=cluster_label, depends_on=after)
+
+    def user(name: str, acls: list[dict]) -> pulumi.Resource:
+        return _custom(cfg, "kafka.strimzi.io/v1beta2", "KafkaUser", name, {
+            "authentication": {"type": "scram-sha-512"}, "authorization": {"type": "simple", "acls": acls},
+        }, labels=cluster_label, depends_on=after)
+
+    literal_topic = {"type": "topic", "name": METER_TOPIC, "patternType": "literal"}
+    writer = user(METER_WRITER, [{"resource": literal_topic, "operations": ["Describe", "Write"]}])
+    reader = user(METER_READER, [{"resource": literal_topic, "operations": ["Describe", "Read"]},
+                                 {"resource": {"type": "group", "name": METER_GROUP, "patternType": "literal"},
+                                  "operations": ["Read"]}])
+    return [topic, writer, reader]
 
 
 def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:

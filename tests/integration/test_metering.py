@@ -25,7 +25,8 @@ from urbanstack.runtime.metering.api_meter import ApiMeter
 from urbanstack.runtime.metering.consumer import MeterConsumer, ensure_meter_topic
 from urbanstack.runtime.metering.emitter import MeterEmitter
 from urbanstack.runtime.metering.events import (API_BYTES_READ, API_QUERIES, DEAD_LETTERED, READINGS_INGESTED,
-                                                ROWS_STORED, TYPE_INGEST, MeterEvent, sink_batch_id)
+                                                ROWS_STORED, TYPE_INGEST, TYPE_USER, USER_DAYS, MeterEvent,
+                                                sink_batch_id, user_day_id, user_pseudonym)
 from urbanstack.runtime.metering.ledger import Ledger, month_range
 from urbanstack.runtime.metering.prices import parse_price_book
 from urbanstack.runtime.metering.statements import Statements
@@ -171,6 +172,14 @@ def test_usage_after_the_freeze_becomes_an_adjustment_next_month_and_the_frozen_
     assert statements.statement(subject, NOVEMBER).hash == frozen.hash
 
 
+def user_day(subject: str, user: str, day: date) -> MeterEvent:
+    """The event the API meter sends for a user's first verified request of a UTC day."""
+    pseudonym = user_pseudonym(subject, user)
+    return MeterEvent(id=user_day_id(subject, pseudonym, day), source="/urbanstack/api", type=TYPE_USER,
+                      subject=subject, time=datetime(day.year, day.month, day.day, tzinfo=UTC), dataset=pseudonym,
+                      quantities={USER_DAYS: 1})
+
+
 def _municipality(slug: str, ags: str) -> Municipality:
     return Municipality.model_validate({
         "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": slug},
@@ -284,10 +293,14 @@ def test_status_usage_shows_the_last_24_hours_from_the_ledger(warehouse):
         ledger.record([ingest_event(subject, now - timedelta(hours=2), 100, 5, 0),
                        ingest_event(subject, now - timedelta(hours=30), 999, 0, 1000),   # older than 24 h
                        MeterEvent(id=str(uuid.uuid4()), source="/urbanstack/api", type="io.urbanstack.meter.query.v1",
-                                  subject=subject, time=now, quantities={API_QUERIES: 17})])
+                                  subject=subject, time=now, quantities={API_QUERIES: 17})]
+                      + [user_day(subject, user, (now - timedelta(days=ago)).date())
+                         for user, ago in (("anna", 1), ("anna", 2), ("ben", 29), ("carla", 40))])   # carla: too old
         backends = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: warehouse, embedded=True))
-        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17, "storageBytes": 0}
-        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0, "storageBytes": 0}
+        assert _metered_usage(backends, subject) == {"eventsLast24H": 105, "queriesLast24H": 17, "storageBytes": 0,
+                                                     "activeUsers30d": 2}
+        assert _metered_usage(backends, "bielefeld") == {"eventsLast24H": 0, "queriesLast24H": 0, "storageBytes": 0,
+                                                         "activeUsers30d": 0}
         broken = SimpleNamespace(warehouse=WarehouseProvisioner(lambda: 1 / 0, embedded=True))
         assert _metered_usage(broken, subject) == {}
     finally:
@@ -453,3 +466,85 @@ def test_each_switched_on_tool_is_one_tool_day_per_day(ledger):
             events += tool_day_events(towns, start + timedelta(days=day, hours=1 + 7 * sample))
     assert ledger.record(events).new == 30 * 3
     assert {s: t[TOOL_DAYS] for s, t in ledger.month_totals(NOVEMBER).items()} == {"guetersloh": 60, "bielefeld": 30}
+
+
+def test_the_xrechnung_route_exports_a_valid_invoice_and_refuses_without_leitweg_id(ledger, issuer, settings,
+                                                                                   warehouse, tmp_path):
+    """GET /api/v1/statements/{month}?format=xrechnung (manage:own): the Municipality's
+    spec.billing as buyer, checked by the Mustang validator; refused clearly without it."""
+    import xrechnung_validator
+
+    from urbanstack.runtime.metering.xrechnung import Address, Seller
+
+    reason = xrechnung_validator.missing_tools()
+    if reason:
+        pytest.skip(reason)
+    validator = xrechnung_validator.install(settings.cache_dir)
+    suffix = uuid.uuid4().hex[:6]
+    gue, bi = f"guetersloh-x{suffix}", f"bielefeld-x{suffix}"
+    billed = Municipality.model_validate({
+        "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": gue},
+        "spec": {"displayName": "Stadt Gütersloh", "ags": "05754008", "admins": [f"admin@{gue}.example.org"],
+                 "billing": {"leitwegId": "05754008-0001-86", "street": "Berliner Straße 70", "postalCode": "33330",
+                             "city": "Gütersloh", "email": "e-rechnung@guetersloh.example"}}})
+    catalogue = Catalogue([billed, _municipality(bi, "05711000")], [])
+    seller = Seller("Urban Stack Plattformbetrieb GmbH", Address("Musterweg 1", "33602", "Bielefeld"), "DE123456789",
+                    "Erika Mustermann", "+49 521 000000", "abrechnung@urbanstack.example",
+                    "rechnungen@urbanstack.example", "DE02120300000000202051", "Musterbank")
+    statements = Statements(ledger, prices=PRICE_BOOK)
+    app = create_app(settings, catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     ledger=ledger, statements=statements, seller=seller)
+    start, end = month_range(NOVEMBER)
+    ledger.record([ingest_event(gue, start + timedelta(hours=3), 123_456, 17, 0)])
+    statements.freeze([gue], NOVEMBER, now=end + timedelta(days=6))
+
+    def bearer(tenant, roles=("gov-admin",)):
+        return {"Authorization": f"Bearer {issuer.token(tenant=tenant, roles=roles)}"}
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/api/v1/statements/2026-11?format=xrechnung", headers=bearer(gue))
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith("application/xml")
+        assert f'filename="xrechnung-{gue}-2026-11.xml"' in response.headers["content-disposition"]
+        invoice = tmp_path / "route.xml"
+        invoice.write_bytes(response.content)
+        valid, report = xrechnung_validator.validate(validator, invoice)
+        assert valid, report
+        text = invoice.read_text()
+        assert "<cbc:BuyerReference>05754008-0001-86</cbc:BuyerReference>" in text and "Berliner Straße 70" in text
+
+        refused = client.get("/api/v1/statements/2026-11?format=xrechnung", headers=bearer(bi))
+        assert refused.status_code == 409
+        assert "no Leitweg-ID" in refused.text and "spec.billing.leitwegId" in refused.text
+        assert client.get("/api/v1/statements/2026-11?format=xrechnung",
+                          headers=bearer(gue, ("gov-viewer",))).status_code == 403
+        assert client.get("/api/v1/statements/2026-11?format=xrechnung").status_code == 401
+
+
+def test_the_consumer_counts_are_prometheus_metrics(platform, meter_topic, ledger, issuer, settings, warehouse):
+    from confluent_kafka import Producer
+
+    from urbanstack.runtime.metering.consumer import ConsumerCollector
+
+    now = datetime.now(UTC)
+    good = [ingest_event("verl", now, 10, 0, n * 100) for n in range(3)]
+    producer = Producer(kafka.admin_config(platform))
+    for event in good + good[:1]:                      # one duplicate
+        producer.produce(meter_topic, key=event.id, value=event.to_json())
+    producer.produce(meter_topic, key="x", value=b'{"specversion": "1.0"}')   # invalid
+    producer.flush(30)
+    collector = ConsumerCollector()
+    consumer = collector.track(MeterConsumer(kafka.admin_config(platform), ledger, topic=meter_topic,
+                                             group_id=f"test-metering-{uuid.uuid4().hex[:8]}"))
+    try:
+        consumer.run(until_idle=1.0)
+    finally:
+        consumer.close()
+    app = create_app(settings, Catalogue([], []), warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     collectors=[collector])
+    with TestClient(app) as client:
+        metrics = client.get("/metrics").text
+    assert 'urbanstack_meter_consumer_events_total{outcome="recorded"} 3.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="duplicate"} 1.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="invalid"} 1.0' in metrics
+    assert 'urbanstack_meter_consumer_events_total{outcome="conflict"} 0.0' in metrics

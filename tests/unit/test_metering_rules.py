@@ -118,3 +118,31 @@ def test_the_content_hash_changes_with_any_amount_and_the_csv_adds_up():
     assert rows[0][-1] == "amount_EUR" and rows[-1][2] == "total" and rows[-1][-1] == "51.00"
     assert sum(Decimal(r[-1]) for r in rows[1:-1]) == Decimal("51.00")
     assert Statement.from_content(json.loads(json.dumps(statement().content()))) == statement()
+
+
+def test_the_municipality_billing_leitweg_id_is_checked_and_the_signup_sets_it():
+    from types import SimpleNamespace
+
+    import pydantic
+
+    from urbanstack.operator.models import Municipality
+    from urbanstack.runtime.hubs.signup import leitweg as signup_leitweg
+    from urbanstack.runtime.hubs.signup.service import municipality_manifest
+
+    def municipality(billing):
+        return Municipality.model_validate({
+            "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": "verl"},
+            "spec": {"displayName": "Verl", "ags": "05754028", "admins": ["a@verl.de"], "billing": billing}})
+
+    assert municipality({"leitwegId": "04011000-1234512345-06"}).spec.billing.leitweg_id == "04011000-1234512345-06"
+    assert municipality({"leitwegId": "05754008-abc-" + signup_leitweg.check_digits("05754008", "abc")}
+                        ).spec.billing.leitweg_id.endswith("ABC-" + signup_leitweg.check_digits("05754008", "abc"))
+    with pytest.raises(pydantic.ValidationError, match="check digits"):
+        municipality({"leitwegId": "04011000-1234512345-07"})
+    with pytest.raises(pydantic.ValidationError):
+        municipality({"leitwegId": "not an id"})
+    request = SimpleNamespace(slug="verl", id="r1", municipality_name="Verl", ags="05754028", plan="small",
+                              email="a@verl.de", email_domain="verl.de", tools=[],
+                              leitweg_id="04011000-1234512345-06")
+    approved = Municipality.model_validate(municipality_manifest(request))
+    assert approved.spec.billing.leitweg_id == "04011000-1234512345-06"

@@ -91,6 +91,7 @@ def municipality_manifest(request, deletion_policy: str = "Retain") -> dict:
             "identity": {"strategy": "organization", "domains": [request.email_domain]},
             "tools": [{"name": tool} for tool in request.tools],
             "deletionPolicy": deletion_policy,
+            **({"billing": {"leitwegId": request.leitweg_id}} if getattr(request, "leitweg_id", None) else {}),
         },
     }
 

@@ -927,3 +927,29 @@ def test_without_a_relay_nothing_mails_and_a_bad_relay_is_refused(prod):
                          (MAIL | {"tls": True}, "unknown key")):
         with pytest.raises(Exception, match=message):
             synthesize(stack_values("prod") | {"mail": bad})
+
+def test_the_meter_topic_and_its_least_privilege_users_are_declared_in_cluster(prod):
+    """The same topic, group and rights as runtime/metering (tested against the real Kafka in
+    tests/integration/test_metering_acls.py): the writer only writes, the reader only reads."""
+    from urbanstack.runtime.metering.emitter import METER_TOPIC
+    from urbanstack.runtime.metering.identities import METER_GROUP, METER_READER, METER_WRITER, meter_acls
+
+    topic = prod.one("KafkaTopic", "urbanstack-meter").inputs["spec"]
+    assert topic["topicName"] == METER_TOPIC
+    assert topic["config"]["retention.ms"] == 90 * 24 * 3600 * 1000
+
+    def rights(name):
+        spec = prod.one("KafkaUser", name).inputs["spec"]
+        assert spec["authentication"]["type"] == "scram-sha-512"
+        return {(acl["resource"]["type"], acl["resource"]["name"], acl["resource"]["patternType"], op.upper())
+                for acl in spec["authorization"]["acls"] for op in acl["operations"]}
+
+    expected = {}
+    for binding in meter_acls():
+        user = binding.principal.removeprefix("User:")
+        expected.setdefault(user, set()).add((binding.restype.name.lower(), binding.name,
+                                              binding.resource_pattern_type.name.lower(), binding.operation.name))
+    assert rights(METER_WRITER) == expected[METER_WRITER] == {("topic", METER_TOPIC, "literal", "DESCRIBE"),
+                                                               ("topic", METER_TOPIC, "literal", "WRITE")}
+    assert rights(METER_READER) == expected[METER_READER]
+    assert ("group", METER_GROUP, "literal", "READ") in rights(METER_READER)
