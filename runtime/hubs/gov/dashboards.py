@@ -601,6 +601,29 @@ def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Re
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
 
 
+def _table(hub: GovHub, principal, dashboard, number: int, request: Request, action: str, **context) -> Response:
+    """The data table of chart panel ``number``: as an htmx fragment (what "Show table" loads into a long
+    chart) or as its own page (the link without JavaScript). The same engine query as the panel."""
+    try:
+        spec = parse_spec(dashboard.spec)
+    except SpecError:
+        raise HTTPException(404)
+    if not 1 <= number <= len(spec.panels) or spec.panels[number - 1].type in ("text", "map"):
+        raise HTTPException(404)
+    view = view_state(request.query_params, spec.range)
+    lang = _lang(request)
+    try:
+        figure = panel_figure(hub.engine, principal, spec.panels[number - 1], number - 1, view, lang,
+                              f"{action}/panels/{number}.csv?{view.query()}")
+    except QueryError as error:
+        if error.status in (401, 403, 404):
+            raise HTTPException(404)
+        raise HTTPException(422, error.message)
+    fragment = request.headers.get("hx-request") == "true"
+    return hub.page(request, "gov/_panel_table.html" if fragment else "gov/panel_table.html", figure=figure,
+                    fragment=fragment, dashboard=dashboard, back=f"{action}?{view.query()}", **context)
+
+
 def router(hub: GovHub) -> APIRouter:
     routes = APIRouter(prefix=hub.prefix)
     hub.extras.setdefault("dashboards_overview", dashboards_overview)
@@ -672,6 +695,12 @@ def router(hub: GovHub) -> APIRouter:
     def panel_csv(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
         found = access(hub, session, slug, dashboard_id)
         return _csv(hub, session.principal, found.dashboard, number, request)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
+    def panel_table(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
+        found = access(hub, session, slug, dashboard_id)
+        return _table(hub, session.principal, found.dashboard, number, request, base(slug, found.dashboard.id),
+                      municipality=hub.municipality(slug), slug=slug, base=base(slug), published_view=False)
 
     def edit_context(session, dashboard, rows, title, description, range_preset, refresh, version):
         datasets = datasets_for(session)
@@ -933,5 +962,12 @@ def published_router(hub: GovHub) -> APIRouter:
     def public_csv(request: Request, slug: str, dashboard_id: str, number: int):
         _municipality, dashboard = published(slug, dashboard_id)
         return _csv(hub, None, dashboard, number, request)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
+    def public_table(request: Request, slug: str, dashboard_id: str, number: int):
+        request.state.lang = i18n.language(request.query_params.get("lang"))
+        municipality, dashboard = published(slug, dashboard_id)
+        return _table(hub, None, dashboard, number, request, f"/{slug}/dashboards/{dashboard.id}",
+                      municipality=municipality, published_view=True)
 
     return routes
