@@ -33,7 +33,8 @@ from urllib.parse import urlencode
 import nh3
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,6 +46,7 @@ from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
 from .app import GovHub, staff_session
+from .panelcache import PanelCache
 
 log = logging.getLogger("urbanstack.govhub.dashboards")
 
@@ -571,15 +573,46 @@ def _panels(hub: GovHub, principal, dashboard, view: View, lang: str,
                          f"{csv_base}/panels/{i + 1}.csv?{query}") for i, panel in enumerate(spec.panels)], []
 
 
+def panel_cache(hub: GovHub) -> PanelCache:
+    return hub.extras.setdefault("panel_cache", PanelCache())
+
+
+def _reader_key(principal) -> tuple:
+    """What the engine's answers depend on about the reader (nobody on the published page)."""
+    if principal is None:
+        return (None,)
+    return (principal.tenant, tuple(sorted(principal.roles)), tuple(sorted(str(p) for p in principal.permissions)))
+
+
+def panels_html(hub: GovHub, principal, dashboard, view: View, lang: str, action: str) -> tuple[str, list[str], list[str]]:
+    """The dashboard's panels rendered (``gov/_dashboard_panels.html``), their types and the spec's problems;
+    from the short-lived panel cache when the same view was rendered for the same kind of reader
+    (``panelcache``)."""
+    try:
+        spec = parse_spec(dashboard.spec)
+    except SpecError as error:
+        return "", [], error.messages
+    refresh = dashboard.spec.get("refresh_seconds") or 0
+    datasets = sorted({ref for panel in spec.panels for ref in panel.datasets()})
+    key = ("panels", dashboard.id, dashboard.version, lang, action, refresh, view.start, view.end, view.sensors,
+           view.bbox, _reader_key(principal), tuple(hub.catalogue.get(*ref.split("/")) for ref in datasets))
+
+    def render() -> str:
+        panels, _problems = _panels(hub, principal, dashboard, view, lang, action)
+        return hub.renderer.render("gov/_dashboard_panels.html", lang, panels=panels, view=view, action=action,
+                                   refresh=refresh)
+
+    return Markup(panel_cache(hub).get(key, render)), [panel.type for panel in spec.panels], []
+
+
 def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: str):
     try:
         default = parse_spec(dashboard.spec).range
     except SpecError:
         default = "7d"
     view = view_state(request.query_params, default)
-    panels, _problems = _panels(hub, principal, dashboard, view, _lang(request), action)
-    return hub.page(request, "gov/_dashboard_panels.html", panels=panels, view=view, action=action,
-                    refresh=dashboard.spec.get("refresh_seconds") or 0)
+    html, _types, _problems = panels_html(hub, principal, dashboard, view, _lang(request), action)
+    return HTMLResponse(html)
 
 
 def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Response:
@@ -680,9 +713,10 @@ def router(hub: GovHub) -> APIRouter:
         except SpecError:
             default = "7d"
         view = view_state(request.query_params, default)
-        panels, problems = _panels(hub, session.principal, dashboard, view, _lang(request), base(slug, dashboard.id))
+        html, types, problems = panels_html(hub, session.principal, dashboard, view, _lang(request),
+                                            base(slug, dashboard.id))
         return page(request, "gov/dashboard_view.html", slug, access=found, dashboard=dashboard, view=view,
-                    panels=panels, problems=problems, action=base(slug, dashboard.id),
+                    panels_html=html, panel_types=types, problems=problems, action=base(slug, dashboard.id),
                     refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=False)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
@@ -947,9 +981,9 @@ def published_router(hub: GovHub) -> APIRouter:
             default = "7d"
         view = view_state(request.query_params, default)
         base = f"/{slug}/dashboards/{dashboard.id}"
-        panels, problems = _panels(hub, None, dashboard, view, _lang(request), base)
+        html, types, problems = panels_html(hub, None, dashboard, view, _lang(request), base)
         return hub.page(request, "gov/dashboard_published.html", municipality=municipality, dashboard=dashboard,
-                        view=view, panels=panels, problems=problems, action=base,
+                        view=view, panels_html=html, panel_types=types, problems=problems, action=base,
                         refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=True)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
