@@ -94,13 +94,40 @@ def _overlaps(ring: Sequence[tuple[float, float]], box: tuple[float, float, floa
     return min(xs) <= east and max(xs) >= west and min(ys) <= north and max(ys) >= south
 
 
+CLIP_MARGIN = 20  # px outside the picture: clipped edges never show
+
+
+def _clip(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A ring clipped to the picture plus a margin (Sutherland–Hodgman against each side), so a
+    city-scale map does not carry the whole of Germany's border."""
+    low_x, low_y, high_x, high_y = -CLIP_MARGIN, -CLIP_MARGIN, WIDTH + CLIP_MARGIN, HEIGHT + CLIP_MARGIN
+    edges = ((0, low_x, True), (0, high_x, False), (1, low_y, True), (1, high_y, False))
+    for axis, limit, keep_above in edges:
+        if not points:
+            break
+        inside = (lambda q: q[axis] >= limit) if keep_above else (lambda q: q[axis] <= limit)
+        clipped = []
+        previous = points[-1]
+        for current in points:
+            if inside(current) != inside(previous):
+                share = (limit - previous[axis]) / (current[axis] - previous[axis])
+                crossing = [previous[0] + share * (current[0] - previous[0]),
+                            previous[1] + share * (current[1] - previous[1])]
+                crossing[axis] = limit
+                clipped.append((crossing[0], crossing[1]))
+            if inside(current):
+                clipped.append(current)
+            previous = current
+        points = clipped
+    return points
+
+
 def _path(rings: Iterable[Sequence[tuple[float, float]]], project: Projection) -> str:
     parts = []
     for ring in rings:
         last = None
         points = []
-        for lon, lat in ring:
-            x, y = project(lon, lat)
+        for x, y in _clip([project(lon, lat) for lon, lat in ring]):
             point = (round(x, 1), round(y, 1))
             if point != last:  # far out, many vertices fall on one pixel
                 points.append(f"{point[0]:g} {point[1]:g}")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -46,6 +47,7 @@ from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
 from .app import GovHub, staff_session
+from . import panelcache
 from .panelcache import PanelCache
 
 log = logging.getLogger("urbanstack.govhub.dashboards")
@@ -574,7 +576,16 @@ def _panels(hub: GovHub, principal, dashboard, view: View, lang: str,
 
 
 def panel_cache(hub: GovHub) -> PanelCache:
-    return hub.extras.setdefault("panel_cache", PanelCache())
+    """The hub's panel cache; ``URBANSTACK_GOV_PANEL_CACHE_SECONDS`` sets its lifetime (0: off)."""
+    cache = hub.extras.get("panel_cache")
+    if cache is None:
+        seconds = os.environ.get("URBANSTACK_GOV_PANEL_CACHE_SECONDS", "")
+        try:
+            lifetime = float(seconds) if seconds else panelcache.SECONDS
+        except ValueError:
+            raise ValueError(f"URBANSTACK_GOV_PANEL_CACHE_SECONDS must be a number of seconds, not {seconds!r}") from None
+        cache = hub.extras.setdefault("panel_cache", PanelCache(seconds=max(0.0, min(lifetime, 300.0))))
+    return cache
 
 
 def _reader_key(principal) -> tuple:

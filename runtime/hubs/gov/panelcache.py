@@ -58,6 +58,10 @@ class PanelCache:
                     self.misses += 1
                     break
             waiting.wait(60)  # another request renders this key; then read it (or render, if it failed)
+        if self.seconds <= 0:  # switched off: nobody else renders this key, so nobody waits
+            with self._lock:
+                self._pending.pop(key).set()
+            return render()
         try:
             html = render()
             self._put(key, html)

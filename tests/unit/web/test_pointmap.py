@@ -58,3 +58,12 @@ def test_scale_bar_is_a_round_distance():
     length, text = pointmap._scale_bar(pointmap.frame(GUETERSLOH), 51.9)
     assert re.fullmatch(r"(1|2|5)(0*) (m|km)", text), text
     assert 0 < length <= pointmap.WIDTH / 5 + 1
+
+
+def test_borders_far_outside_the_picture_are_clipped(basemap):
+    city = str(pointmap.svg(GUETERSLOH, "Zähler", "m", basemap))
+    numbers = [float(n) for d in re.findall(r'<path d="([^"]+)" fill', city) for n in re.findall(r"-?[\d.]+", d)]
+    assert numbers, "no basemap in the picture"
+    assert min(numbers) >= -pointmap.CLIP_MARGIN - 0.1
+    assert max(numbers) <= pointmap.WIDTH + pointmap.CLIP_MARGIN + 0.1
+    assert len(city) < 20_000  # Germany's 1:10m border alone would be ~100 KB
