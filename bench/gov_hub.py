@@ -378,8 +378,11 @@ def _shipped(requests: list, static: Path, kinds=("script",)) -> list[dict]:
             continue
         response = request.response()
         raw = static / path.removeprefix("/static/")
-        files.append({"path": path, "encoding": (response.headers.get("content-encoding") if response else None),
-                      "wire": request.sizes()["responseBodySize"], "raw": raw.stat().st_size,
+        encoding = response.headers.get("content-encoding") if response else None
+        # The body as sent: the pre-compressed file the server chose (Chromium reports no body size for
+        # requests of a module worker, so it is not read from the request log).
+        sent = Path(f"{raw}{ {'br': '.br', 'gzip': '.gz'}.get(encoding, '') }")
+        files.append({"path": path, "encoding": encoding, "wire": sent.stat().st_size, "raw": raw.stat().st_size,
                       "gzip": Path(f"{raw}.gz").stat().st_size if Path(f"{raw}.gz").exists() else None,
                       "br": Path(f"{raw}.br").stat().st_size if Path(f"{raw}.br").exists() else None})
     return files
