@@ -2,7 +2,10 @@
 in its cookie; the store keeps only its SHA-256, so a copy of the database signs nobody in.
 
 A session ends after ``idle`` without a request (default 30 min) and ``absolute`` after it
-began (default 8 h), whichever comes first. ``rotate`` issues a new token and CSRF token
+began (default 8 h), whichever comes first. A request restarts the idle clock by writing
+``last_seen_at`` only when the last write is ``TOUCH_INTERVAL`` (1 min) old or more: most
+requests then only read their session (a write per page view serialised the pages of all
+users on SQLite), and a session may end up to that minute before ``idle`` without requests. ``rotate`` issues a new token and CSRF token
 for the same session (at sign-in) and makes the old token worthless.
 """
 
@@ -18,6 +21,7 @@ from sqlalchemy import delete, or_
 from urbanstack.runtime.store.dashboards import InvalidInput, slug
 from urbanstack.runtime.store.models import WebSession, utcnow
 
+TOUCH_INTERVAL = timedelta(minutes=1)
 CHANGEABLE = frozenset({"subject", "username", "display_name", "email", "roles", "id_token", "refresh_token",
                         "pending_login", "access_expires_at", "language"})
 
@@ -76,7 +80,7 @@ class Sessions:
             if not self._alive(record, now):
                 session.delete(record)
                 return None
-            if touch:
+            if touch and now - record.last_seen_at >= TOUCH_INTERVAL:
                 record.last_seen_at = now
             return record
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -42,6 +43,28 @@ AGGREGATE_TEXT = {
     "avg": N_("average"), "sum": N_("sum"), "min": N_("minimum"), "max": N_("maximum"), "count": N_("count"),
     "p50": N_("median"), "p90": N_("90th percentile"), "p95": N_("95th percentile"), "p99": N_("99th percentile"),
 }
+
+# Units that are words, not symbols: a dataset's schema names them in English ("persons"); pages show
+# them in the page's language. Symbols (°C, m³/s, %, hPa) are the same in every language and pass as they are.
+UNIT_TEXT = {
+    "persons": N_("persons"), "people": N_("people"), "pedestrians": N_("pedestrians"),
+    "cyclists": N_("cyclists"), "vehicles": N_("vehicles"), "cars": N_("cars"), "bicycles": N_("bicycles"),
+    "visitors": N_("visitors"), "passengers": N_("passengers"), "count": N_("count"), "events": N_("events"),
+    "spaces": N_("spaces"), "items": N_("items"), "hours": N_("hours"), "days": N_("days"),
+    "minutes": N_("minutes"), "seconds": N_("seconds"),
+}
+# A chart's data table is inline up to this many rows; a longer one is loaded when it is opened
+# (its own page without JavaScript), so the page stays light. The chart reads its numbers from
+# the figure's compact JSON either way.
+INLINE_TABLE_ROWS = 500
+
+
+def unit_text(unit: str | None, lang: str) -> str:
+    """A unit as the page shows it: words translated, symbols unchanged, "" for none."""
+    if not unit:
+        return ""
+    known = UNIT_TEXT.get(unit.strip().lower())
+    return _gettext(lang)(known) if known else unit
 
 
 @dataclass(frozen=True)
@@ -87,11 +110,34 @@ class Figure:
 
     @property
     def unit(self) -> str:
-        units = {c.unit for c in self.columns if c.unit}
+        units = {self.unit_of(c) for c in self.columns if c.unit}
         return units.pop() if len(units) == 1 else ""
+
+    def unit_of(self, column: Column) -> str:
+        return unit_text(column.unit, self.lang)
 
     def header(self, column: Column) -> str:
         return column_label(column, self.lang)
+
+    @property
+    def long(self) -> bool:
+        """Too many rows for an inline table: the table is loaded when it is opened."""
+        return len(self.rows) > INLINE_TABLE_ROWS
+
+    def chart_json(self) -> str:
+        """What charts.js draws, compactly: bucket starts (Unix seconds), for bar charts the visible
+        labels, and per column its name, unit and values (rounded to 4 decimals: drawing needs no
+        more; table, CSV and API keep every digit). Safe inside ``<script type="application/json">``."""
+        data = {
+            "x": [int(at.timestamp()) for at, _values in self.rows],
+            "series": [{"name": self.header(c), "unit": self.unit_of(c),
+                        "values": [_drawn(values[i]) for _at, values in self.rows]}
+                       for i, c in enumerate(self.columns)],
+        }
+        if self.kind == "bar":
+            data["labels"] = [i18n.format_datetime(at, self.lang) for at, _values in self.rows]
+        text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
     # Helpers for the template (macros/figure.html).
     def iso(self, at: datetime) -> str:
@@ -116,7 +162,16 @@ def _gettext(lang: str) -> Callable[[str], str]:
 def column_label(column: Column, lang: str) -> str:
     _ = _gettext(lang)
     label = f"{column.field} ({_(AGGREGATE_TEXT.get(column.aggregate, column.aggregate))})"
-    return f"{label} [{column.unit}]" if column.unit else label
+    unit = unit_text(column.unit, lang)
+    return f"{label} [{unit}]" if unit else label
+
+
+def _drawn(value: Any) -> float | int | None:
+    if not _finite(value):
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    return value if isinstance(value, int) else round(float(value), 4)
 
 
 def _finite(value) -> bool:
@@ -143,6 +198,7 @@ def trend(points: Sequence[tuple[datetime, float | int | None]]) -> Trend:
 
 def _amount(value: float, unit: str | None, lang: str) -> str:
     text = i18n.format_number(value, lang)
+    unit = unit_text(unit, lang)
     return f"{text} {unit}" if unit else text
 
 

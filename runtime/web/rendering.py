@@ -42,6 +42,10 @@ class Assets:
         data = json.loads(path.read_text())
         return data.get("files", data)
 
+    def path(self, name: str) -> Path:
+        """The built file of ``name`` on disk."""
+        return self.static_dir / "dist" / self.manifest[name]
+
     def url(self, name: str) -> str:
         try:
             return f"{self.prefix}/dist/{self.manifest[name]}"
@@ -64,10 +68,21 @@ class Renderer:
         env.filters["datetime"] = lambda value, style="short": i18n.format_datetime(value, lang, style)
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
         env.globals["asset"] = self.assets.url
+        env.globals["point_map"] = self.point_map
         env.globals["lang"] = lang
         from .sessions import ROLE_NAMES
         env.globals["role_names"] = ROLE_NAMES
         return env
+
+    def point_map(self, points, title: str, id: str):
+        """The server-drawn SVG map of ``points`` over the build's basemap (:mod:`.pointmap`)."""
+        from . import pointmap
+
+        try:
+            basemap = self.assets.path("basemap.json")
+        except KeyError:
+            basemap = None
+        return pointmap.svg(points, title, id, basemap)
 
     def render(self, template: str, lang: str, **context: Any) -> str:
         return self._environments[lang].get_template(template).render(**context)

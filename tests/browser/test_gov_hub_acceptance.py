@@ -342,6 +342,13 @@ def test_editor_builds_pedestrians_by_temperature_with_the_keyboard_only(page, s
     # The view for a range (the URL carries it); the table behind "Tabelle anzeigen", opened with Enter.
     page.goto(f"{server.url}/gov/{gue}/dashboards/{board}?{VIEW}")
     drawn(page)
+    # Pedestrians and temperature each on their own scale: one y axis per unit (left, right), so the
+    # temperature is not a flat line under the pedestrian counts; the legend names the side.
+    assert page.get_attribute("#panel-1", "data-axes") == "2"
+    assert page.get_attribute("#panel-1", "data-axis-units") == "Personen|°C"
+    assert page.locator("#panel-1 .u-axis").count() == 3  # uPlot's axis elements: time, left, right
+    legend = page.locator("#panel-1 .chart-legend").inner_text()
+    assert "Achse links" in legend and "Achse rechts" in legend
     tab_to(page, "#panel-1 details.chart-table > summary")
     assert page.locator("#panel-1 summary").inner_text() == "Tabelle anzeigen"
     page.keyboard.press("Enter")
@@ -561,8 +568,16 @@ def test_every_gov_hub_page_is_accessible_and_local(page, server, tenants, tmp_p
     drawn(page)
     for summary in page.locator("main details > summary").all():
         summary.press("Enter")
-    page.wait_for_selector("figure.map canvas")
+    # The map: drawn on the server (SVG); MapLibre only when asked for, with the keyboard.
+    assert page.locator("figure.map svg.map-svg circle").count() >= 1
+    assert not any("/static/dist/map." in u for u in page.requests_seen)
     checked(page, server, "dashboard view with every table open")
+    page.locator("figure.map button.map-open").focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("figure.map.map-drawn .maplibregl-canvas", timeout=20000)
+    assert page.evaluate("document.activeElement.classList.contains('maplibregl-canvas')")
+    assert not page.locator("figure.map svg.map-svg").is_visible()
+    checked(page, server, "dashboard view with the interactive map open")
     # Upload: a file and its preview.
     sample = tmp_path / "zaehlung.csv"
     sample.write_bytes(UPLOAD_CSV)

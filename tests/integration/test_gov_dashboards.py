@@ -260,6 +260,9 @@ def test_shared_dashboard_shows_only_data_the_viewer_may_read(hub, world):
     assert owner.post(f"/{board}/shares", {"municipality": world.bi}).status_code == 303
     other = Staff(hub, world.bi, "gov-viewer", "bi-viewer", "Bielefeld Viewer")
     assert "Wetter und Pegel" in other.get().text
+    # Gütersloh's own view of the same dashboard and range comes first (and is in the panel cache):
+    # Bielefeld must not get it.
+    assert len(_figure_rows(owner.get(f"/{board}", params=RANGE).text, "panel-1")) == 24
     page = other.get(f"/{board}", params=RANGE)
     assert page.status_code == 200 and "nur lesen" in page.text
     weather_panel, levels_panel = _panel(page.text, 1), _panel(page.text, 2)
@@ -282,6 +285,9 @@ def test_shared_dashboard_shows_only_data_the_viewer_may_read(hub, world):
         assert other.get(f"/{board}/edit").status_code == 404
     finally:
         world.catalogue.replace(before, [_tool(PEDESTRIANS), _tool(PEGEL)])
+    # The share withdrawn: at once no data again (not after the cache's seconds).
+    page = other.get(f"/{board}", params=RANGE)
+    assert "Sie dürfen die Daten dieses Elements" in _panel(page.text, 1) and "data-value" not in _panel(page.text, 1)
     assert any(e.action == "dashboard.share" for e in hub.store.audit.list(world.gue))
 
 
@@ -427,3 +433,60 @@ def test_builder_buttons_add_move_remove_without_saving_and_editors(hub, world):
     assert mail.get(f"/{board}/edit").status_code == 200
     hint = owner.get(f"/{board}/fields", params={"p0_right_dataset": levels, "target": "p0_right_fields_hint"})
     assert hint.status_code == 200 and 'id="p0_right_fields_hint"' in hint.text and "water_level" in hint.text
+
+
+def test_panels_say_their_title_once_and_long_tables_load_when_opened(hub, world, api, issuer, monkeypatch):
+    """A panel's title is its heading only (the figure is labelled by it); a chart's numbers travel as
+    compact JSON with the unit of each series; a long table is a link (htmx loads it into the figure)
+    to a page that holds the same numbers as the REST API; the map is drawn on the server and MapLibre
+    is not loaded with the page."""
+    monkeypatch.setattr(charts, "INLINE_TABLE_ROWS", 10)  # the 24 hours of the view count as long here
+    editor = Staff(hub, world.gue, "gov-editor", "erika", "Erika Mustermann")
+    board = editor.create()
+    counts, weather = ref(world.gue, PEDESTRIANS, "pedestrian_counts"), ref(world.gue, PEDESTRIANS, "weather")
+    saved = editor.save(board, 1, [
+        {"type": "timeseries", "title": "Passanten × Temperatur", "dataset": counts, "fields": "pedestrians",
+         "aggregate": "sum", "bucket": "hour", "right_dataset": weather, "right_fields": "temperature",
+         "right_aggregate": "avg"},
+        {"type": "kpi", "title": "Passanten pro Tag", "dataset": counts, "fields": "pedestrians",
+         "aggregate": "sum", "bucket": "day"},
+        {"type": "map", "title": "Zähler", "dataset": counts, "fields": "pedestrians"}])
+    assert saved.status_code == 303, saved.text[:2000]
+    view = editor.get(f"/{board}", params=RANGE)
+    assert view.status_code == 200
+    page = view.text
+    for number, title in ((1, "Passanten × Temperatur"), (2, "Passanten pro Tag"), (3, "Zähler")):
+        panel = _panel(page, number)
+        assert html.unescape(re.sub(r"<[^>]+>", " ", panel)).count(title) == 1, panel[:1500]
+        assert f'aria-labelledby="panel-{number}-heading"' in panel and "<figcaption" not in panel
+    chart = _panel(page, 1)
+    data = json.loads(re.search(r'<script type="application/json" class="chart-data">(.*?)</script>', chart).group(1))
+    assert [(s["name"], s["unit"]) for s in data["series"]] == [("pedestrians (Summe) [Personen]", "Personen"),
+                                                                 ("temperature (Mittelwert) [°C]", "°C")]
+    assert "persons" not in html.unescape(chart)
+    # Long: no inline table, a link to the table's own page (and htmx attributes to load it in place).
+    assert "<table" not in chart and 'hx-trigger="toggle once"' in chart
+    link = html.unescape(re.search(r'<a href="([^"]+/panels/1/table\?[^"]+)">Tabelle mit 24 Zeilen', chart).group(1))
+    joined = api.get("/api/v1/join", headers=bearer(issuer, world.gue), params={
+        "left": counts, "right": weather, "left_field": "pedestrians", "right_field": "temperature",
+        "left_aggregate": "sum", "right_aggregate": "avg", "bucket": "hour", **API_RANGE}).json()
+    expected = [[p["bucket"], float(p["left"]["pedestrians_sum"]), float(p["right"]["temperature_avg"])]
+                for p in joined["rows"]]
+    assert len(expected) == 24
+    own_page = hub.get(link, headers=editor.headers)
+    assert own_page.status_code == 200 and "<html" in own_page.text and "Zurück zum Dashboard" in own_page.text
+    assert [[t, float(a), float(b)] for t, a, b in _figure_rows(own_page.text, "panel-1")] == expected
+    fragment = hub.get(link, headers={**editor.headers, "HX-Request": "true"})
+    assert fragment.status_code == 200 and "<html" not in fragment.text
+    rows = [re.findall(r'data-value="([^"]*)"', r) for r in re.findall(r"<tr>(.*?)</tr>", fragment.text, re.S)]
+    assert [[t, float(a), float(b)] for t, a, b in (r for r in rows if r)] == expected
+    # The same data as the chart JSON, rounded only for drawing.
+    assert [round(float(b), 4) for _t, _a, b in expected] == data["series"][1]["values"]
+    # Another municipality cannot read the table by URL.
+    other = Staff(hub, world.bi, "gov-admin", "bernd", "Bernd")
+    assert hub.get(link.replace(f"/gov/{world.gue}/", f"/gov/{world.bi}/"), headers=other.headers).status_code == 404
+    # The map: an SVG with both counters; the interactive map's script only on request.
+    mapped = _panel(page, 3)
+    assert '<svg class="map-svg"' in mapped and mapped.count("<circle ") == 2
+    assert 'data-map-on-demand' in mapped and 'class="secondary map-open"' in mapped
+    assert 'src="/static/dist/map.js"' not in page and 'data-map-script="/static/dist/map.js"' in mapped

@@ -198,6 +198,12 @@ def test_sessions_expire_when_idle_or_too_old_and_rotation_retires_the_old_token
         moment += timedelta(minutes=20)
         assert sessions.touch(token2, now=moment) is not None
     assert sessions.touch(token2, now=start + timedelta(hours=8, minutes=1)) is None
+    # the idle clock is written at most once a minute (most page views only read their session)
+    token5, _ = sessions.create("musterstadt", now=start)
+    assert sessions.touch(token5, now=start + timedelta(seconds=59)).last_seen_at == start
+    assert sessions.touch(token5, now=start + timedelta(seconds=60)).last_seen_at == start + timedelta(seconds=60)
+    assert sessions.get(token5, now=start + timedelta(seconds=60, minutes=29)) is not None
+    assert sessions.delete(token5)
 
     token3, _ = sessions.create("musterstadt", now=start)
     token4, _ = sessions.create("musterstadt", now=start + timedelta(hours=1))

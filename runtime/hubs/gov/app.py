@@ -21,12 +21,12 @@ from urllib.parse import quote, urlsplit
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbanstack.runtime.api.catalogue import Catalogue
 from urbanstack.runtime.api.query import QueryEngine
 from urbanstack.runtime.web import i18n, security
+from urbanstack.runtime.web.compression import PrecompressedStatic, compress_pages
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.oidc import HubClient, Keycloak, SignInError
 from urbanstack.runtime.web.rendering import STATIC_DIR, STATIC_PREFIX, Renderer
@@ -163,11 +163,12 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
         return start_page(hub, request, slug, session)
 
     app.include_router(router)
-    app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+    app.mount(STATIC_PREFIX, PrecompressedStatic(directory=STATIC_DIR, check_dir=False), name="static")
     for build in feature_routers if feature_routers is not None else default_features():
         app.include_router(build(hub))
     _error_pages(app, hub)
     app.add_middleware(security.SecurityHeaders, form_targets=(security.origin_of(keycloak.server_url),))
+    compress_pages(app)
     return app
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
@@ -33,7 +34,8 @@ from urllib.parse import urlencode
 import nh3
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from markupsafe import Markup
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -45,6 +47,8 @@ from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
 from .app import GovHub, staff_session
+from . import panelcache
+from .panelcache import PanelCache
 
 log = logging.getLogger("urbanstack.govhub.dashboards")
 
@@ -571,15 +575,55 @@ def _panels(hub: GovHub, principal, dashboard, view: View, lang: str,
                          f"{csv_base}/panels/{i + 1}.csv?{query}") for i, panel in enumerate(spec.panels)], []
 
 
+def panel_cache(hub: GovHub) -> PanelCache:
+    """The hub's panel cache; ``URBANSTACK_GOV_PANEL_CACHE_SECONDS`` sets its lifetime (0: off)."""
+    cache = hub.extras.get("panel_cache")
+    if cache is None:
+        seconds = os.environ.get("URBANSTACK_GOV_PANEL_CACHE_SECONDS", "")
+        try:
+            lifetime = float(seconds) if seconds else panelcache.SECONDS
+        except ValueError:
+            raise ValueError(f"URBANSTACK_GOV_PANEL_CACHE_SECONDS must be a number of seconds, not {seconds!r}") from None
+        cache = hub.extras.setdefault("panel_cache", PanelCache(seconds=max(0.0, min(lifetime, 300.0))))
+    return cache
+
+
+def _reader_key(principal) -> tuple:
+    """What the engine's answers depend on about the reader (nobody on the published page)."""
+    if principal is None:
+        return (None,)
+    return (principal.tenant, tuple(sorted(principal.roles)), tuple(sorted(str(p) for p in principal.permissions)))
+
+
+def panels_html(hub: GovHub, principal, dashboard, view: View, lang: str, action: str) -> tuple[str, list[str], list[str]]:
+    """The dashboard's panels rendered (``gov/_dashboard_panels.html``), their types and the spec's problems;
+    from the short-lived panel cache when the same view was rendered for the same kind of reader
+    (``panelcache``)."""
+    try:
+        spec = parse_spec(dashboard.spec)
+    except SpecError as error:
+        return "", [], error.messages
+    refresh = dashboard.spec.get("refresh_seconds") or 0
+    datasets = sorted({ref for panel in spec.panels for ref in panel.datasets()})
+    key = ("panels", dashboard.id, dashboard.version, lang, action, refresh, view.start, view.end, view.sensors,
+           view.bbox, _reader_key(principal), tuple(hub.catalogue.get(*ref.split("/")) for ref in datasets))
+
+    def render() -> str:
+        panels, _problems = _panels(hub, principal, dashboard, view, lang, action)
+        return hub.renderer.render("gov/_dashboard_panels.html", lang, panels=panels, view=view, action=action,
+                                   refresh=refresh)
+
+    return Markup(panel_cache(hub).get(key, render)), [panel.type for panel in spec.panels], []
+
+
 def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: str):
     try:
         default = parse_spec(dashboard.spec).range
     except SpecError:
         default = "7d"
     view = view_state(request.query_params, default)
-    panels, _problems = _panels(hub, principal, dashboard, view, _lang(request), action)
-    return hub.page(request, "gov/_dashboard_panels.html", panels=panels, view=view, action=action,
-                    refresh=dashboard.spec.get("refresh_seconds") or 0)
+    html, _types, _problems = panels_html(hub, principal, dashboard, view, _lang(request), action)
+    return HTMLResponse(html)
 
 
 def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Response:
@@ -599,6 +643,29 @@ def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Re
     name = re.sub(r"[^A-Za-z0-9_-]+", "-", figure.title).strip("-")[:60] or f"panel-{number}"
     return Response(charts.to_csv(figure), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}.csv"'})
+
+
+def _table(hub: GovHub, principal, dashboard, number: int, request: Request, action: str, **context) -> Response:
+    """The data table of chart panel ``number``: as an htmx fragment (what "Show table" loads into a long
+    chart) or as its own page (the link without JavaScript). The same engine query as the panel."""
+    try:
+        spec = parse_spec(dashboard.spec)
+    except SpecError:
+        raise HTTPException(404)
+    if not 1 <= number <= len(spec.panels) or spec.panels[number - 1].type in ("text", "map"):
+        raise HTTPException(404)
+    view = view_state(request.query_params, spec.range)
+    lang = _lang(request)
+    try:
+        figure = panel_figure(hub.engine, principal, spec.panels[number - 1], number - 1, view, lang,
+                              f"{action}/panels/{number}.csv?{view.query()}")
+    except QueryError as error:
+        if error.status in (401, 403, 404):
+            raise HTTPException(404)
+        raise HTTPException(422, error.message)
+    fragment = request.headers.get("hx-request") == "true"
+    return hub.page(request, "gov/_panel_table.html" if fragment else "gov/panel_table.html", figure=figure,
+                    fragment=fragment, dashboard=dashboard, back=f"{action}?{view.query()}", **context)
 
 
 def router(hub: GovHub) -> APIRouter:
@@ -657,9 +724,10 @@ def router(hub: GovHub) -> APIRouter:
         except SpecError:
             default = "7d"
         view = view_state(request.query_params, default)
-        panels, problems = _panels(hub, session.principal, dashboard, view, _lang(request), base(slug, dashboard.id))
+        html, types, problems = panels_html(hub, session.principal, dashboard, view, _lang(request),
+                                            base(slug, dashboard.id))
         return page(request, "gov/dashboard_view.html", slug, access=found, dashboard=dashboard, view=view,
-                    panels=panels, problems=problems, action=base(slug, dashboard.id),
+                    panels_html=html, panel_types=types, problems=problems, action=base(slug, dashboard.id),
                     refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=False)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
@@ -672,6 +740,12 @@ def router(hub: GovHub) -> APIRouter:
     def panel_csv(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
         found = access(hub, session, slug, dashboard_id)
         return _csv(hub, session.principal, found.dashboard, number, request)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
+    def panel_table(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
+        found = access(hub, session, slug, dashboard_id)
+        return _table(hub, session.principal, found.dashboard, number, request, base(slug, found.dashboard.id),
+                      municipality=hub.municipality(slug), slug=slug, base=base(slug), published_view=False)
 
     def edit_context(session, dashboard, rows, title, description, range_preset, refresh, version):
         datasets = datasets_for(session)
@@ -918,9 +992,9 @@ def published_router(hub: GovHub) -> APIRouter:
             default = "7d"
         view = view_state(request.query_params, default)
         base = f"/{slug}/dashboards/{dashboard.id}"
-        panels, problems = _panels(hub, None, dashboard, view, _lang(request), base)
+        html, types, problems = panels_html(hub, None, dashboard, view, _lang(request), base)
         return hub.page(request, "gov/dashboard_published.html", municipality=municipality, dashboard=dashboard,
-                        view=view, panels=panels, problems=problems, action=base,
+                        view=view, panels_html=html, panel_types=types, problems=problems, action=base,
                         refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=True)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
@@ -933,5 +1007,12 @@ def published_router(hub: GovHub) -> APIRouter:
     def public_csv(request: Request, slug: str, dashboard_id: str, number: int):
         _municipality, dashboard = published(slug, dashboard_id)
         return _csv(hub, None, dashboard, number, request)
+
+    @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
+    def public_table(request: Request, slug: str, dashboard_id: str, number: int):
+        request.state.lang = i18n.language(request.query_params.get("lang"))
+        municipality, dashboard = published(slug, dashboard_id)
+        return _table(hub, None, dashboard, number, request, f"/{slug}/dashboards/{dashboard.id}",
+                      municipality=municipality, published_view=True)
 
     return routes

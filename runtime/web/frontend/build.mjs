@@ -11,6 +11,10 @@
 //   basemap.json  Natural Earth country borders around Germany as GeoJSON
 //   hub.css       own stylesheet + uPlot's + MapLibre's CSS
 //
+// Every text file also gets pre-compressed siblings, <file>.gz (gzip -9) and <file>.br
+// (brotli, quality 11), which the server sends by Accept-Encoding (runtime/web/compression.py),
+// so no request pays for compression.
+//
 // ASSETS_INPUT_HASH (set by the Python entry) is recorded in the manifest so the
 // next run can tell that the sources did not change.
 
@@ -18,6 +22,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { brotliCompressSync, constants as zlibConstants, gzipSync } from 'node:zlib';
 
 import * as esbuild from 'esbuild';
 import { feature } from 'topojson-client';
@@ -118,6 +123,10 @@ async function main() {
   const emit = async (logical, content) => {
     const name = hashed(logical, content);
     await writeFile(path.join(OUT, name), content);
+    await writeFile(path.join(OUT, `${name}.gz`), gzipSync(content, { level: 9 }));
+    await writeFile(path.join(OUT, `${name}.br`), brotliCompressSync(content, {
+      params: { [zlibConstants.BROTLI_PARAM_QUALITY]: 11, [zlibConstants.BROTLI_PARAM_SIZE_HINT]: content.length },
+    }));
     files[logical] = name;
     return name;
   };

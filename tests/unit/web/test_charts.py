@@ -52,7 +52,7 @@ def test_csv_is_german_spreadsheet_csv_with_every_digit():
     text = charts.to_csv(figure)
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text.lstrip("\ufeff")), delimiter=";"))
-    assert rows[0] == ["time_utc", "time_local", "pedestrians (Summe) [persons]", "temperature (Mittelwert) [°C]"]
+    assert rows[0] == ["time_utc", "time_local", "pedestrians (Summe) [Personen]", "temperature (Mittelwert) [°C]"]
     assert rows[1] == ["2026-03-02T00:00:00Z", "02.03.2026 01:00", "1234", "5,123456789"]
     assert rows[2] == ["2026-03-02T01:00:00Z", "02.03.2026 02:00", "0", ""]
     assert text.endswith("\r\n")
@@ -63,3 +63,51 @@ def test_csv_numbers_never_use_exponents():
     assert charts.csv_number(1e-7) == "0,0000001"
     assert charts.csv_number(2.5e16) == "25000000000000000"
     assert charts.csv_number(float("inf")) == ""
+
+
+def test_unit_words_are_in_the_page_language_and_symbols_stay():
+    german = _figure([120, 80, 300], lang="de", unit="persons")
+    assert german.summary == (
+        "temperature (Mittelwert) stieg um 180 Personen von 02.03.2026 01:00 bis 02.03.2026 03:00. "
+        "Minimum 80 Personen am 02.03.2026 02:00, Maximum 300 Personen am 02.03.2026 03:00. "
+        "Letzter Wert 300 Personen am 02.03.2026 03:00.")
+    assert "persons" not in german.summary
+    assert german.header(german.columns[0]) == "temperature (Mittelwert) [Personen]"
+    assert german.unit == "Personen"
+    english = _figure([120, 80, 300], lang="en", unit="persons")
+    assert "rose by 180 persons" in english.summary and english.unit == "persons"
+    for unit in ("°C", "m³/s", "%", "hPa", "Persons per hour"):
+        assert charts.unit_text(unit, "de") == unit  # symbols and unknown words pass unchanged
+    assert charts.unit_text("Vehicles", "de") == "Fahrzeuge" and charts.unit_text(None, "de") == ""
+
+
+def test_every_unit_word_has_german():
+    from urbanstack.runtime.web import i18n
+
+    german = i18n.translations("de")
+    for word in charts.UNIT_TEXT.values():
+        assert german.gettext(word) != word, f"no German for the unit {word!r}"
+
+
+def test_chart_json_holds_each_series_with_its_unit_and_is_safe_in_a_script_element():
+    import json
+
+    figure = charts.build("j", "Passanten × Temperatur", "line",
+                          [charts.Column("pedestrians", "sum", "persons"), charts.Column("t</script>", "avg", "°C")],
+                          [(T0, (1234, 5.123456789)), (T0 + timedelta(hours=1), (0, None))], lang="de")
+    text = figure.chart_json()
+    assert "</" not in text and "<" not in text
+    data = json.loads(text)
+    assert data["x"] == [int(T0.timestamp()), int(T0.timestamp()) + 3600]
+    assert [(s["unit"], s["values"]) for s in data["series"]] == [("Personen", [1234, 0]), ("°C", [5.1235, None])]
+    assert data["series"][1]["name"] == "t</script> (Mittelwert) [°C]"
+    assert "labels" not in data
+    bars = charts.build("b", "Monate", "bar", [charts.Column("pedestrians", "sum", "persons")], [(T0, (1,))], lang="de")
+    assert json.loads(bars.chart_json())["labels"] == ["02.03.2026 01:00"]
+
+
+def test_long_tables_are_not_inline():
+    rows = [(T0 + timedelta(hours=h), (float(h),)) for h in range(charts.INLINE_TABLE_ROWS + 1)]
+    long = charts.build("l", "Lang", "line", [charts.Column("x", "avg", "°C")], rows)
+    short = charts.build("s", "Kurz", "line", [charts.Column("x", "avg", "°C")], rows[:-1])
+    assert long.long and not short.long

@@ -1,5 +1,7 @@
-// Draws every server-rendered <figure class="chart"> with uPlot, from the numbers in the
-// figure's own table (td[data-value]); no second request. The canvas is decoration for
+// Draws every server-rendered <figure class="chart"> with uPlot, from the figure's compact
+// JSON (<script type="application/json" class="chart-data">) or, without it, from the numbers
+// in its own table (td[data-value]); no second request. Each unit gets its own y axis
+// (the first on the left, the second on the right, labelled with the unit). The canvas is decoration for
 // sighted users: the summary and the table carry the content, so .chart-canvas stays
 // aria-hidden. Series differ by colour AND line dash / point shape (lines) or fill
 // pattern (bars), shown in a legend. See docs/web.md "Front end".
@@ -39,7 +41,23 @@ function language() {
   return (document.documentElement.lang || 'de').startsWith('en') ? 'en-GB' : 'de-DE';
 }
 
+// {x: [Unix seconds], labels?: [text], series: [{name, unit, values}]} as the server writes it.
+function readJson(figure, script) {
+  const data = JSON.parse(script.textContent);
+  const x = data.x || [];
+  const labels = x.map((t, i) => ({ value: new Date(t * 1000).toISOString(), text: data.labels?.[i] ?? '' }));
+  const series = data.series || [];
+  return {
+    names: series.map((s) => s.name),
+    units: series.map((s) => s.unit || ''),
+    labels,
+    columns: series.map((s) => s.values.map((v) => (Number.isFinite(v) ? v : null))),
+  };
+}
+
 function readTable(figure) {
+  const script = figure.querySelector('script.chart-data');
+  if (script) return readJson(figure, script);
   const table = figure.querySelector('.chart-table table');
   if (!table) throw new Error('figure.chart needs a <table> inside .chart-table');
   const head = [...table.querySelectorAll('thead th')].map((th) => th.textContent.trim());
@@ -55,7 +73,8 @@ function readTable(figure) {
       column.push(Number.isFinite(number) ? number : null);
     });
   }
-  return { names: head.slice(1), labels, columns };
+  const unit = figure.dataset.unit || '';
+  return { names: head.slice(1), units: head.slice(1).map(() => unit), labels, columns };
 }
 
 function size(target) {
@@ -73,7 +92,7 @@ function pointShape(shape) {
     for (let i = i0; i <= i1; i++) {
       if (ys[i] == null) continue;
       const x = u.valToPos(xs[i], 'x', true);
-      const y = u.valToPos(ys[i], 'y', true);
+      const y = u.valToPos(ys[i], u.series[seriesIndex].scale, true);
       drawShape(shape, fill, stroke, x, y, r);
     }
     return { fill, stroke };
@@ -142,11 +161,12 @@ function groupedBars(index, count) {
     const group = slot * (count > 1 ? 0.8 : 0.6);
     const bar = group / count;
     const gap = Math.min(2 * uPlot.pxRatio, bar * 0.1);
-    const zero = u.valToPos(0, 'y', true);
+    const scale = u.series[seriesIndex].scale;
+    const zero = u.valToPos(0, scale, true);
     for (let i = i0; i <= i1; i++) {
       if (ys[i] == null) continue;
       const left = u.valToPos(xs[i], 'x', true) - group / 2 + index * bar;
-      const top = u.valToPos(ys[i], 'y', true);
+      const top = u.valToPos(ys[i], scale, true);
       fill.rect(left + gap / 2, Math.min(top, zero), bar - gap, Math.abs(zero - top));
     }
     return { fill, stroke: fill };
@@ -187,14 +207,16 @@ function legendSwatch(kind, index, colour) {
   return canvas;
 }
 
-function buildLegend(kind, names) {
+function buildLegend(kind, names, sides) {
   const legend = document.createElement('ul');
   legend.className = 'chart-legend';
+  const de = language() === 'de-DE';
+  const sideText = { left: de ? 'Achse links' : 'left axis', right: de ? 'Achse rechts' : 'right axis' };
   const values = names.map((name, i) => {
     const item = document.createElement('li');
     item.append(legendSwatch(kind, i, PALETTE[i % PALETTE.length]));
     const label = document.createElement('span');
-    label.textContent = name;
+    label.textContent = sides ? `${name} (${sideText[sides[i]]})` : name;
     const value = document.createElement('span');
     value.className = 'chart-legend-value';
     item.append(label, value);
@@ -204,14 +226,22 @@ function buildLegend(kind, names) {
   return { legend, values };
 }
 
+// One scale per distinct unit, in order of first appearance: y0 (left axis), y1 (right), y2 (left), …
+function unitScales(units) {
+  const distinct = [...new Set(units)];
+  return { distinct, scaleOf: (i) => `y${distinct.indexOf(units[i])}` };
+}
+
 function options(figure, kind, table, target, legendValues) {
   const numbers = new Intl.NumberFormat(language(), { maximumFractionDigits: 2 });
-  const unit = figure.dataset.unit || '';
+  const { distinct, scaleOf } = unitScales(table.units);
   const categories = table.labels.map((label) => label.text);
   const series = table.names.map((name, i) => {
     const colour = PALETTE[i % PALETTE.length];
+    const scale = scaleOf(i);
     if (kind === 'bar') {
       return {
+        scale,
         label: name,
         stroke: colour,
         width: 1.5,
@@ -221,6 +251,7 @@ function options(figure, kind, table, target, legendValues) {
       };
     }
     return {
+      scale,
       label: name,
       stroke: colour,
       width: 2,
@@ -248,21 +279,26 @@ function options(figure, kind, table, target, legendValues) {
     cursor: { drag: { x: false, y: false }, points: { size: 8 } },
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), 'Europe/Berlin'),
     fmtDate: (template) => uPlot.fmtDate(template, language() === 'de-DE' ? GERMAN_NAMES : undefined),
-    scales: kind === 'bar'
-      ? { x: { time: false, range: () => [-0.5, categories.length - 0.5] },
-        y: { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } }
-      : { x: { time: true } },
-    axes: [x, {
-      stroke: AXIS_COLOUR, font: FONT, labelFont: FONT, grid: { stroke: GRID_COLOUR }, ticks: { stroke: GRID_COLOUR },
+    scales: {
+      x: kind === 'bar' ? { time: false, range: () => [-0.5, categories.length - 0.5] } : { time: true },
+      ...Object.fromEntries(distinct.map((_, k) => [`y${k}`, kind === 'bar'
+        ? { range: (_u, min, max) => [Math.min(0, min), max > 0 ? max * 1.1 : 1] } : {}])),
+    },
+    axes: [x, ...distinct.map((unit, k) => ({
+      scale: `y${k}`,
+      side: k % 2 === 0 ? 3 : 1, // left, right, left, …
+      stroke: AXIS_COLOUR, font: FONT, labelFont: FONT, ticks: { stroke: GRID_COLOUR },
+      grid: { show: k === 0, stroke: GRID_COLOUR }, // one grid: two would cross each other
       label: unit, labelSize: unit ? 22 : 0, size: 56,
       values: (_u, splits) => splits.map((v) => numbers.format(v)),
-    }],
+    }))],
     series: [{}, ...series],
     hooks: {
       setCursor: [(u) => {
         const index = u.cursor.idx;
         legendValues.forEach((span, i) => {
           const value = index == null ? null : u.data[i + 1][index];
+          const unit = table.units[i];
           span.textContent = value == null ? '' : `${numbers.format(value)}${unit ? ` ${unit}` : ''}`;
         });
       }],
@@ -286,8 +322,12 @@ function draw(figure) {
   target.replaceChildren();
   target.setAttribute('aria-hidden', 'true');
   figure.classList.add('chart-drawn'); // shows .chart-canvas, so it has a width to measure
-  const { legend, values } = buildLegend(kind, table.names);
+  const units = [...new Set(table.units)];
+  const sides = units.length > 1 ? table.units.map((u) => (units.indexOf(u) % 2 === 0 ? 'left' : 'right')) : null;
+  const { legend, values } = buildLegend(kind, table.names, sides);
   const settings = options(figure, kind, table, target, values);
+  figure.dataset.axes = String(units.length); // y axes drawn: one per unit
+  figure.dataset.axisUnits = units.join('|');
   const plot = new uPlot(settings, [x, ...table.columns], target);
   target.append(legend);
   let lastWidth = settings.width;

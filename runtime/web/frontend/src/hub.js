@@ -56,6 +56,46 @@ function setUpToggle(button) {
   });
 }
 
+// Maps: the page shows a server-drawn SVG; "Open interactive map" loads map.js (MapLibre, ~450 KB
+// compressed) from the figure's data-map-script once, then asks it to draw that figure. Opened
+// maps stay open across htmx swaps of their region (keyed by the figure's id).
+const openedMaps = new Set();
+let mapScript = null;
+
+function openMap(figure) {
+  openedMaps.add(figure.id);
+  figure.classList.add('map-requested');
+  const request = () => document.dispatchEvent(new CustomEvent('urbanstack:map-open', { detail: { figure } }));
+  if (mapScript) {
+    if (mapScript.dataset.loaded) request();
+    else mapScript.addEventListener('load', request, { once: true });
+    return;
+  }
+  mapScript = document.createElement('script');
+  mapScript.src = figure.dataset.mapScript;
+  mapScript.addEventListener('load', () => { mapScript.dataset.loaded = '1'; }, { once: true });
+  mapScript.addEventListener('error', () => {
+    mapScript.remove();
+    mapScript = null;
+    figure.classList.remove('map-requested');
+    const german = (document.documentElement.lang || 'de').startsWith('de');
+    figure.querySelector('.map-open')?.after(Object.assign(document.createElement('p'), {
+      className: 'notice notice-error request-error',
+      textContent: german ? 'Die interaktive Karte konnte nicht geladen werden.' : 'The interactive map could not be loaded.',
+    }));
+  }, { once: true });
+  document.head.append(mapScript); // map.js draws every requested figure when it starts
+}
+
+function setUpMap(figure) {
+  const button = figure.querySelector('button.map-open');
+  if (!button || button.dataset.mapReady || !figure.dataset.mapScript) return;
+  button.dataset.mapReady = '1';
+  button.hidden = false; // rendered hidden: without JavaScript it would do nothing
+  button.addEventListener('click', () => openMap(figure));
+  if (figure.id && openedMaps.has(figure.id)) openMap(figure);
+}
+
 function enhance(root) {
   const scope = root instanceof Element ? root : document.body;
   const regions = [...scope.querySelectorAll('[data-refresh-seconds]')];
@@ -63,6 +103,8 @@ function enhance(root) {
   regions.forEach(startRefresh);
   scope.querySelectorAll('button.refresh-toggle').forEach(setUpToggle);
   if (scope.matches('button.refresh-toggle')) setUpToggle(scope);
+  scope.querySelectorAll('figure.map[data-map-on-demand]').forEach(setUpMap);
+  if (scope.matches('figure.map[data-map-on-demand]')) setUpMap(scope);
 }
 
 function stopRefresh(element) {

@@ -111,10 +111,12 @@ function draw(figure) {
   if (!container) {
     container = document.createElement('div');
     container.className = 'map-canvas';
-    figure.querySelector('figcaption')?.after(container) ?? figure.prepend(container);
+    (figure.querySelector('figcaption') ?? figure.firstElementChild)?.after(container) ?? figure.prepend(container);
   }
   const points = readPoints(figure);
-  const caption = figure.querySelector('figcaption')?.textContent.trim() || (german() ? 'Karte' : 'Map');
+  const labelledBy = figure.getAttribute('aria-labelledby');
+  const caption = (figure.querySelector('figcaption') || (labelledBy && document.getElementById(labelledBy)))
+    ?.textContent.trim() || (german() ? 'Karte' : 'Map');
   const help = german()
     ? 'Pfeiltasten verschieben die Karte, Plus und Minus zoomen.'
     : 'Arrow keys pan the map, plus and minus zoom.';
@@ -138,6 +140,10 @@ function draw(figure) {
   points.forEach((point) => label(point).addTo(map));
   map.once('load', () => figure.classList.add('map-drawn'));
   maps.set(figure, map);
+  if (figure.hasAttribute('data-map-on-demand')) {
+    figure.classList.add('map-interactive'); // hides the server-drawn SVG and the button
+    map.getCanvas().focus(); // the user asked for it: keys work at once
+  }
 }
 
 function destroy(figure) {
@@ -148,11 +154,17 @@ function destroy(figure) {
   }
 }
 
+// A figure with data-map-on-demand is drawn only once the user asked (hub.js marks it map-requested
+// and sends urbanstack:map-open); others at once.
+function wanted(figure) {
+  return !figure.hasAttribute('data-map-on-demand') || figure.classList.contains('map-requested');
+}
+
 function drawAll(root) {
   const scope = root instanceof Element ? root : document.body;
   const figures = [...scope.querySelectorAll('figure.map')];
   if (scope.matches('figure.map')) figures.push(scope);
-  for (const figure of figures) {
+  for (const figure of figures.filter(wanted)) {
     try {
       draw(figure);
     } catch (error) {
@@ -162,6 +174,7 @@ function drawAll(root) {
 }
 
 document.addEventListener('htmx:load', (event) => drawAll(event.target));
+document.addEventListener('urbanstack:map-open', (event) => drawAll(event.detail.figure));
 document.addEventListener('htmx:beforeCleanupElement', (event) => {
   if (event.target instanceof Element && event.target.matches('figure.map')) destroy(event.target);
 });

@@ -1,0 +1,91 @@
+"""What the browser receives: the bundle pre-compressed by what it accepts, cacheable forever under
+its hashed name; pages gzipped; and the bytes always decode to the file itself."""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import subprocess
+
+import pytest
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse, PlainTextResponse
+from fastapi.testclient import TestClient
+
+from urbanstack import webassets as assets
+from urbanstack.runtime.web.compression import PrecompressedStatic, accepted, compress_pages
+from urbanstack.runtime.web.rendering import STATIC_DIR
+
+
+@pytest.fixture(scope="module")
+def client():
+    assets.build()
+    app = FastAPI()
+    app.mount("/static", PrecompressedStatic(directory=STATIC_DIR), name="static")
+
+    @app.get("/page", response_class=HTMLResponse)
+    def page():
+        return "<!doctype html><title>t</title>" + "<p>Passanten</p>" * 500
+
+    @app.get("/small", response_class=HTMLResponse)
+    def small():
+        return "<p>kurz</p>"
+
+    @app.get("/csv")
+    def csv():
+        return PlainTextResponse("a;b\r\n" * 1000, media_type="text/csv")
+
+    compress_pages(app)
+    return TestClient(app)
+
+
+def url(logical: str) -> str:
+    return "/static/dist/" + assets.manifest()["files"][logical]
+
+
+def raw(client, path, encoding):
+    # httpx would decode gzip itself; ask for the bytes as sent
+    with client.stream("GET", path, headers={"Accept-Encoding": encoding}) as response:
+        return response, b"".join(response.iter_raw())
+
+
+def test_brotli_first_then_gzip_then_plain(client):
+    plain = (assets.DIST / assets.manifest()["files"]["charts.js"]).read_bytes()
+    response, body = raw(client, url("charts.js"), "gzip, deflate, br")
+    assert response.headers["content-encoding"] == "br" and response.headers["vary"] == "Accept-Encoding"
+    assert response.headers["content-type"].split(";")[0] in ("text/javascript", "application/javascript")
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert len(body) < len(plain) / 2
+    if shutil.which("node"):
+        decoded = subprocess.run(["node", "-e", "process.stdout.write(require('zlib').brotliDecompressSync("
+                                 "require('fs').readFileSync(0)))"], input=body, capture_output=True, check=True)
+        assert decoded.stdout == plain
+    response, body = raw(client, url("charts.js"), "gzip")
+    assert response.headers["content-encoding"] == "gzip" and gzip.decompress(body) == plain
+    response, body = raw(client, url("charts.js"), "identity")
+    assert "content-encoding" not in response.headers and body == plain
+    assert response.headers["cache-control"] == "public, max-age=31536000, immutable"
+    response, body = raw(client, url("charts.js"), "br;q=0, gzip")
+    assert response.headers["content-encoding"] == "gzip"
+
+
+def test_the_manifest_and_unknown_files_are_not_cached_forever(client):
+    response = client.get("/static/dist/manifest.json")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-cache"
+    assert client.get("/static/dist/nothing.0123456789.js").status_code == 404
+
+
+def test_pages_are_gzipped_above_the_threshold(client):
+    response, body = raw(client, "/page", "gzip, br")
+    assert response.headers["content-encoding"] == "gzip" and "Accept-Encoding" in response.headers["vary"]
+    assert gzip.decompress(body).decode().count("Passanten") == 500
+    response, body = raw(client, "/small", "gzip")
+    assert "content-encoding" not in response.headers and body == b"<p>kurz</p>"
+    response, body = raw(client, "/page", "identity")
+    assert "content-encoding" not in response.headers and body.decode().count("Passanten") == 500
+
+
+def test_accept_encoding_parsing():
+    assert accepted("gzip, deflate, br") == {"gzip", "deflate", "br"}
+    assert accepted("br;q=0, gzip;q=0.5") == {"gzip"}
+    assert accepted("") == set()
