@@ -626,13 +626,19 @@ def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: st
     return HTMLResponse(html)
 
 
-def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Response:
+def _chart_panel_spec(dashboard, number: int):
+    """The dashboard's spec when panel ``number`` (1-based) exists and has data; 404 otherwise."""
     try:
         spec = parse_spec(dashboard.spec)
     except SpecError:
         raise HTTPException(404)
     if not 1 <= number <= len(spec.panels) or spec.panels[number - 1].type in ("text", "map"):
         raise HTTPException(404)
+    return spec
+
+
+def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Response:
+    spec = _chart_panel_spec(dashboard, number)
     view = view_state(request.query_params, spec.range)
     try:
         figure = panel_figure(hub.engine, principal, spec.panels[number - 1], number - 1, view, "de")
@@ -648,12 +654,7 @@ def _csv(hub: GovHub, principal, dashboard, number: int, request: Request) -> Re
 def _table(hub: GovHub, principal, dashboard, number: int, request: Request, action: str, **context) -> Response:
     """The data table of chart panel ``number``: as an htmx fragment (what "Show table" loads into a long
     chart) or as its own page (the link without JavaScript). The same engine query as the panel."""
-    try:
-        spec = parse_spec(dashboard.spec)
-    except SpecError:
-        raise HTTPException(404)
-    if not 1 <= number <= len(spec.panels) or spec.panels[number - 1].type in ("text", "map"):
-        raise HTTPException(404)
+    spec = _chart_panel_spec(dashboard, number)
     view = view_state(request.query_params, spec.range)
     lang = _lang(request)
     try:
