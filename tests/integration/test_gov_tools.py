@@ -327,3 +327,28 @@ def test_a_field_another_manager_owns_is_not_taken_over_silently(world):
     assert "spec.tools" in message and "also managed by" in message and "OpenAPI-Generator" in message
     assert _spec(world, world.other)["tools"] == []
     assert world.store.audit.list(world.other) == []
+
+
+def test_the_operators_status_writes_do_not_turn_a_change_into_a_conflict_but_a_spec_change_does(world):
+    """The operator bumps resourceVersion (status, annotations) every drift check; only someone
+    else's spec change between reading and writing is a conflict the staff member must see."""
+    from urbanstack.runtime.hubs.gov.kube import GovKube, StaleObject
+
+    kube = GovKube(world.hub_api)
+    live = kube.municipality(world.gue)
+    spec = live["spec"]
+    world.cluster.custom.patch_cluster_custom_object(
+        "urbanstack.io", "v1alpha1", M, world.gue,
+        {"metadata": {"annotations": {"test.urbanstack.io/touched": str(time.time())}}})
+    assert kube.municipality(world.gue)["metadata"]["resourceVersion"] != live["metadata"]["resourceVersion"]
+    applied = kube.apply(live, tools=spec.get("tools") or [], shares=spec.get("shares") or [])
+    assert applied["metadata"]["generation"] == live["metadata"]["generation"]
+
+    live = kube.municipality(world.gue)
+    world.cluster.patch_spec(M, world.gue, {"displayName": live["spec"]["displayName"] + " (geändert)"})
+    try:
+        with pytest.raises(StaleObject):
+            kube.apply(live, tools=[], shares=[])
+        assert _spec(world, world.gue).get("tools") == live["spec"].get("tools")  # nothing was switched off
+    finally:
+        world.cluster.patch_spec(M, world.gue, {"displayName": live["spec"]["displayName"]})

@@ -95,17 +95,33 @@ class GovKube:
                             status=error.status) from None
 
     def apply(self, live: dict, *, tools: list[dict], shares: list[dict]) -> dict:
-        """Server-side apply of spec.tools and spec.shares on the object as read in ``live``."""
+        """Server-side apply of spec.tools and spec.shares on the object as read in ``live``.
+
+        The resourceVersion makes it a compare-and-set. The operator writes status and
+        annotations all the time; those bump the resourceVersion but not metadata.generation.
+        When only they moved (same generation: nobody changed the spec since the page read it),
+        the apply is repeated on the fresh version instead of bothering the user with a conflict.
+        """
         slug = live["metadata"]["name"]
-        body = {"apiVersion": API_VERSION, "kind": "Municipality",
-                "metadata": {"name": slug, "resourceVersion": live["metadata"]["resourceVersion"]},
-                "spec": {"tools": tools, "shares": shares}}
-        try:
-            return self.custom.patch_cluster_custom_object(
-                GROUP, VERSION, PLURAL, slug, body, field_manager=FIELD_MANAGER,
-                _content_type="application/apply-patch+yaml")
-        except ApiException as error:
-            raise _explain(error) from None
+        generation = live["metadata"].get("generation")
+        version = live["metadata"]["resourceVersion"]
+        for attempt in range(3):
+            body = {"apiVersion": API_VERSION, "kind": "Municipality",
+                    "metadata": {"name": slug, "resourceVersion": version},
+                    "spec": {"tools": tools, "shares": shares}}
+            try:
+                return self.custom.patch_cluster_custom_object(
+                    GROUP, VERSION, PLURAL, slug, body, field_manager=FIELD_MANAGER,
+                    _content_type="application/apply-patch+yaml")
+            except ApiException as error:
+                explained = _explain(error)
+                if not isinstance(explained, StaleObject) or attempt == 2 or generation is None:
+                    raise explained from None
+            fresh = self.municipality(slug)
+            if fresh is None or fresh["metadata"].get("generation") != generation:
+                raise StaleObject()
+            version = fresh["metadata"]["resourceVersion"]
+        raise StaleObject()
 
 
 def _explain(error: ApiException) -> KubeError:
