@@ -173,10 +173,32 @@ def test_downloads_hold_exactly_the_warehouses_rows(web, world):
                params={"format": "csv", "from": "2026-03-03", "to": "2026-03-03"})
     assert len(list(csv.DictReader(io.StringIO(day.text)))) == world.count(
         world.gue, TOOL, "pedestrian_counts", start, end) == 2 * 24 * 4
+    # Byte for byte what the API's export writes for the same instants (the warehouse writes the
+    # portal's CSV and JSON, the API's export goes through Python rows).
+    for fmt in ("csv", "json"):
+        portal = _get(web, f"/{world.gue}/data/{TOOL}/pedestrian_counts/download",
+                      params={"format": fmt, "from": "2026-03-03", "to": "2026-03-03"}).content
+        api = _get(web, f"/api/v1/datasets/{world.gue}/{TOOL}/pedestrian_counts/export",
+                   params={"format": fmt, "from": "2026-03-02T23:00:00Z", "to": "2026-03-03T23:00:00Z"}).content
+        assert portal == api, fmt
     bad = web.get(f"/{world.gue}/data/{TOOL}/pedestrian_counts/download", params={"from": "3.3.2026"})
     assert bad.status_code == 422 and "JJJJ-MM-TT" in bad.text
     wrong = web.get(f"/{world.gue}/data/{TOOL}/pedestrian_counts/download", params={"format": "xlsx"})
     assert wrong.status_code == 422
+
+
+def test_hours_above_the_export_limit_take_the_row_path_with_the_same_bytes(web, world):
+    hub = web.app.web.state.citizen
+    url = f"/{world.gue}/data/{TOOL}/pedestrian_counts/download"
+    whole = {fmt: _get(web, url, params={"format": fmt}).content for fmt in ("csv", "json")}
+    limits = hub.engine.limits
+    hub.engine.limits = dataclasses.replace(limits, max_export_rows=5)    # every hour holds 8 readings
+    try:
+        for fmt in ("csv", "json"):
+            assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
+    finally:
+        hub.engine.limits = limits
+    assert len(json.loads(whole["json"])["rows"]) == world.count(world.gue, TOOL, "pedestrian_counts")
 
 
 def _graph(web, url, fmt) -> Graph:
