@@ -509,11 +509,12 @@ class QueryEngine:
         return [(_utc(hour), count) for hour, count in rows]
 
     def observations_text(self, principal: Principal | None, ref: DatasetRef, start: datetime, end: datetime,
-                          fmt: str) -> tuple[tuple[FieldInfo, ...], bytes]:
+                          fmt: str, max_rows: int | None = None) -> tuple[tuple[FieldInfo, ...], bytes]:
         """The deduplicated observations in [start, end), oldest first, as the warehouse writes them
         in the layout of :mod:`.export` (``fmt`` "csv": CSV rows; "json": ``, `` + JSON item each;
         see :mod:`.textexport`). Every row of the window at once: the caller keeps windows small
-        (:meth:`observation_hours`); a window above ``max_export_rows`` rows is refused."""
+        (:meth:`observation_hours`); a window above ``max_rows`` (default ``max_export_rows``) rows, or
+        above ``max_result_bytes`` of text, is refused."""
         from . import textexport
 
         dataset = authorize(principal, self.catalogue, ref)
@@ -525,7 +526,8 @@ class QueryEngine:
         row = (textexport.csv_row if fmt == "csv" else textexport.json_row)(dataset.fields, _quote)
         sql = (f"SELECT {row} FROM {_table(dataset)} FINAL WHERE {' AND '.join(where)} "
                "ORDER BY observed_at, sensor_id, event_id")
-        return dataset.fields, self._run_raw("export", sql, params)
+        rows = self.limits.max_export_rows if max_rows is None else max_rows
+        return dataset.fields, self._run_raw("export", sql, params, {"max_result_rows": rows + 1})
 
     def coverage(self, principal: Principal | None, ref: DatasetRef) -> tuple[datetime | None, datetime | None,
                                                                              datetime | None]:
@@ -722,11 +724,12 @@ class QueryEngine:
         return self._execute(kind, lambda settings: self.client.query(sql, parameters=params,
                                                                       settings=settings).result_rows)
 
-    def _run_raw(self, kind: str, sql: str, params: dict[str, Any]) -> bytes:
+    def _run_raw(self, kind: str, sql: str, params: dict[str, Any], overrides: dict[str, Any] | None = None) -> bytes:
         """The query's output as the warehouse writes it (``FORMAT RawBLOB``: values joined). The
         limits go in the query's own SETTINGS clause: chDB keeps settings given to ``raw_query``
         for the whole session (``readonly`` would then refuse the operator's and the sink's writes)."""
         def run(settings: dict[str, Any]) -> bytes:
+            settings = {**settings, **(overrides or {})}
             clause = ", ".join(f"{name} = " + (f"'{value}'" if isinstance(value, str) else
                                                   str(float(value) if isinstance(value, float) else int(value)))
                                for name, value in settings.items())

@@ -43,21 +43,44 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+class _Steps:
+    """Named steps of one SQL expression: a step is written out (``(expr AS name)``) where it is
+    used first and by its name after that, so nothing is computed twice and the query text stays
+    short. (ClickHouse resolves aliases wherever they stand in the SELECT.)"""
+
+    def __init__(self, tag: str):
+        self.tag, self.defined = tag, set()
+
+    def __call__(self, name: str, expression: str) -> "_Step":
+        return _Step(self, f"_pf_{self.tag}_{name}", expression)
+
+
+class _Step:
+    def __init__(self, steps: _Steps, alias: str, expression: str):
+        self.steps, self.alias, self.expression = steps, alias, expression
+
+    def __str__(self) -> str:
+        if self.alias in self.steps.defined:
+            return self.alias
+        self.steps.defined.add(self.alias)
+        return f"({self.expression} AS {self.alias})"
+
+
 def python_float(column: str, tag: str = "0") -> str:
     """SQL: the text Python's ``repr(float(x))`` gives, NULL for NULL, NaN and ±inf. ``tag`` makes the
     names of its steps unique in the query (one tag per column)."""
-    steps: list[tuple[str, str]] = []
-
-    def step(name: str, expression: str) -> str:
-        alias = f"_pf_{tag}_{name}"
-        steps.append((alias, expression))
-        return alias
-
-    f, s = f"_pf_{tag}_f", f"_pf_{tag}_s"
+    step = _Steps(tag)
+    f = step("f", f"toFloat64({column})")
+    f_ = str(f)
+    s = step("s", f"toString({f})")                        # shortest round-trip digits, ClickHouse's layout
+    # Most readings lie in 1e-4 ≤ |x| < 1e16, where ClickHouse writes Python's digits in Python's
+    # layout (a whole number lacks only the ".0"); only the rest takes the slow branch.
+    usual = (f"{f} != 0 AND abs({f}) >= 1e-4 AND abs({f}) < 1e16 AND position({s}, 'e') = 0")
+    usual_text = f"if(position({s}, '.') > 0, {s}, concat({s}, '.0'))"
     a = step("a", f"if(startsWith({s}, '-'), substring({s}, 2), {s})")
     parts = step("parts", f"splitByChar('e', {a})")
-    mantissa = step("m", f"{parts}[1]")
-    exponent = step("e", f"if(length({parts}) > 1, toInt32(replaceOne({parts}[2], '+', '')), 0)")
+    mantissa = step("m", f"arrayElement({parts}, 1)")
+    exponent = step("e", f"if(length({parts}) > 1, toInt32(replaceOne(arrayElement({parts}, 2), '+', '')), 0)")
     point = step("pt", f"position({mantissa}, '.')")
     integer = step("int", f"if({point} > 0, substring({mantissa}, 1, {point} - 1), {mantissa})")
     raw = step("raw", f"concat({integer}, if({point} > 0, substring({mantissa}, {point} + 1), ''))")
@@ -66,21 +89,16 @@ def python_float(column: str, tag: str = "0") -> str:
     n = step("n", f"toInt32(length({digits}))")
     # decimal exponent of the first significant digit
     p = step("p", f"toInt32(length({integer})) + {exponent} - toInt32(length({raw}) - length({stripped})) - 1")
-    fixed = (f"multiIf({p} >= {n} - 1, concat({digits}, repeat('0', toUInt32(greatest({p} - {n} + 1, 0))), '.0'), "
+    p_, n_ = str(p), str(n)
+    fixed = (f"multiIf({p_} >= {n_} - 1, concat({digits}, repeat('0', toUInt32(greatest({p} - {n} + 1, 0))), '.0'), "
              f"{p} >= 0, concat(substring({digits}, 1, {p} + 1), '.', substring({digits}, {p} + 2)), "
              f"concat('0.', repeat('0', toUInt32(greatest(-{p} - 1, 0))), {digits}))")
     scientific = (f"concat(substring({digits}, 1, 1), if({n} > 1, concat('.', substring({digits}, 2)), ''), 'e', "
                   f"if({p} < 0, '-', '+'), if(abs({p}) < 10, '0', ''), toString(abs({p})))")
-    body = f"if({p} >= -4 AND {p} < 16, {fixed}, {scientific})"
-    finite = f"concat(if(startsWith({s}, '-'), '-', ''), if({f} = 0, '0.0', {body}))"
-    definitions = ", ".join(f"({expression}) AS {alias}" for alias, expression in steps)
-    slow = f"tupleElement(tuple({definitions}, {finite}), {len(steps) + 1})"
-    # Most readings lie in 1e-4 ≤ |x| < 1e16, where ClickHouse writes Python's digits in Python's
-    # layout (a whole number lacks only the ".0"); only the rest takes the slow branch.
-    usual = (f"multiIf({f} != 0 AND abs({f}) >= 1e-4 AND abs({f}) < 1e16 AND position({s}, 'e') = 0, "
-             f"if(position({s}, '.') > 0, {s}, concat({s}, '.0')), {slow})")
-    result = f"if(isNull({column}) OR NOT isFinite(assumeNotNull({f})), NULL, {usual})"
-    return (f"tupleElement(tuple((toFloat64({column})) AS {f}, (toString({f})) AS {s}, {result}), 3)")
+    slow = (f"concat(if(startsWith({s}, '-'), '-', ''), if({f} = 0, '0.0', "
+            f"if({p} >= -4 AND {p} < 16, {fixed}, {scientific})))")
+    return (f"if(isNull({column}) OR NOT isFinite(assumeNotNull({f_})), NULL, "
+            f"if({usual}, {usual_text}, {slow}))")
 
 
 def python_time(column: str) -> str:

@@ -187,17 +187,14 @@ def test_downloads_hold_exactly_the_warehouses_rows(web, world):
     assert wrong.status_code == 422
 
 
-def test_hours_above_the_export_limit_take_the_row_path_with_the_same_bytes(web, world):
-    hub = web.app.web.state.citizen
+def test_hours_above_a_text_block_take_the_row_path_with_the_same_bytes(web, world, monkeypatch):
+    from urbanstack.runtime.hubs.citizen import downloads
+
     url = f"/{world.gue}/data/{TOOL}/pedestrian_counts/download"
     whole = {fmt: _get(web, url, params={"format": fmt}).content for fmt in ("csv", "json")}
-    limits = hub.engine.limits
-    hub.engine.limits = dataclasses.replace(limits, max_export_rows=5)    # every hour holds 8 readings
-    try:
-        for fmt in ("csv", "json"):
-            assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
-    finally:
-        hub.engine.limits = limits
+    monkeypatch.setattr(downloads, "block_rows", lambda fields, fmt: 5)    # every hour holds 8 readings
+    for fmt in ("csv", "json"):
+        assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
     assert len(json.loads(whole["json"])["rows"]) == world.count(world.gue, TOOL, "pedestrian_counts")
 
 

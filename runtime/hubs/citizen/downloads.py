@@ -13,7 +13,7 @@ CSV and JSON of datasets whose field types :mod:`~urbanstack.runtime.api.textexp
 take a faster path (:class:`TextBlocks`): the warehouse counts the rows per hour, the hours
 are grouped into windows of at most ``BLOCK_ROWS`` rows, and the warehouse writes each window's
 rows as text in the export module's exact layout; Python only joins the blocks. An hour with
-more rows than the API's ``max_export_rows`` goes through the row path. GeoJSON always takes
+more rows than a block holds goes through the row path. GeoJSON always takes
 the row path.
 """
 
@@ -37,7 +37,14 @@ from .metadata import FORMAT_BY_KEY
 log = logging.getLogger("urbanstack.citizenhub.downloads")
 MAX_WINDOW = timedelta(days=365)
 FIRST_WINDOW = timedelta(days=1)
-BLOCK_ROWS = 50_000        # rows the warehouse writes as text in one query (a few MB in memory)
+BLOCK_ROWS = 250_000       # rows the warehouse writes as text in one query at most
+BLOCK_BYTES = 32 << 20     # … and about this much text (each query also has a fixed cost of ~0.1 s)
+
+
+def block_rows(fields, fmt: str) -> int:
+    """Rows per text block: ``BLOCK_BYTES`` over a generous guess of a row's size."""
+    guess = (60 + 12 * len(fields)) * (3 if fmt == "json" else 1)
+    return max(1_000, min(BLOCK_ROWS, BLOCK_BYTES // guess))
 
 
 def parse_day(text: str | None, name: str) -> date | None:
@@ -108,6 +115,7 @@ class TextBlocks:
 
     def __init__(self, hub: CitizenHub, ref: DatasetRef, start: datetime, end: datetime, fmt: str):
         self.hub, self.ref, self.start, self.end, self.fmt = hub, ref, start, end, fmt
+        self.fields = hub.engine.dataset(None, ref).fields
         limits = hub.engine.limits
         # one count per hour comes back: no more hours at once than a query may return rows
         self.span = min(MAX_WINDOW, timedelta(hours=max(limits.max_rows, limits.max_export_rows)))
@@ -118,17 +126,17 @@ class TextBlocks:
 
     def blocks(self) -> Iterator[bytes]:
         engine, low, hours = self.hub.engine, self.start, self.first_hours
-        limit = min(BLOCK_ROWS, engine.limits.max_export_rows)
+        limit = block_rows(self.fields, self.fmt)
         first = True
         while low < self.end:
             high = min(self.end, low + self.span)
             if hours is None:
                 hours = self._hours(low, high)
             for w_low, w_high, counted in plan_windows(hours, low, high, limit):
-                if counted > engine.limits.max_export_rows:
+                if counted > limit:
                     block = self._rows_as_text(w_low, w_high, first)
                 else:
-                    block = engine.observations_text(None, self.ref, w_low, w_high, self.fmt)[1]
+                    block = engine.observations_text(None, self.ref, w_low, w_high, self.fmt, max_rows=counted)[1]
                     if first and self.fmt == "json":
                         block = block[2:]          # the first item has no ", " before it
                 if block:
