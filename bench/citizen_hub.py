@@ -186,6 +186,7 @@ def main() -> int:
     parser.add_argument("--state", default=str(Path.home() / ".cache" / "urbanstack-bench" / "citizen-hub"))
     parser.add_argument("--generator", choices=["auto", "hey", "python"], default="auto")
     parser.add_argument("--skip-downloads", action="store_true")
+    parser.add_argument("--skip-pages", action="store_true")
     args = parser.parse_args()
     queue = multiprocessing.Queue()
     server = multiprocessing.Process(target=_serve, args=(args.rows, args.state, queue), daemon=True)
@@ -218,8 +219,9 @@ def main() -> int:
              ("start page, If-None-Match (304)", f"/{slug}/", None)]
     import httpx
     etag = httpx.get(f"{base}/{slug}/").headers["etag"]
-    measure(f"/{slug}/", [])     # warm-up
-    for name, path, headers in lines:
+    if not args.skip_pages:
+        measure(f"/{slug}/", [])     # warm-up
+    for name, path, headers in ([] if args.skip_pages else lines):
         figures = measure(path, headers if headers is not None else [f"If-None-Match: {etag}"])
         print(f"{name:36s} p50 {figures['p50']:7.1f} ms  p95 {figures['p95']:7.1f} ms  p99 {figures['p99']:7.1f} ms  "
               f"{figures['rps']:7.0f} req/s  [{figures['statuses']}]  load {_load()}")
