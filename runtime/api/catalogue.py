@@ -70,6 +70,7 @@ class Catalogue:
         self._datasets: dict[tuple[str, str, str], DatasetInfo] = {}
         self._municipalities: dict[str, Municipality] = {}
         self._tools: dict[str, CityTool] = {}
+        self.version = 0   # counts changes of content (a refresh that finds nothing new keeps it)
         self.replace(municipalities, tools)
 
     def replace(self, municipalities: Iterable[Municipality], tools: Iterable[CityTool]) -> None:
@@ -80,6 +81,8 @@ class Catalogue:
             for info in _datasets_of(municipality, tools):
                 datasets[(info.owner, info.tool, info.name)] = info
         with self._lock:
+            if (municipalities, datasets, tools) != (self._municipalities, self._datasets, self._tools):
+                self.version += 1
             self._municipalities, self._datasets, self._tools = municipalities, datasets, tools
 
     def get(self, owner: str, tool: str, dataset: str) -> DatasetInfo | None:

@@ -98,6 +98,11 @@ def observation_dict(page: ObservationPage, row) -> dict[str, Any]:
             "values": {f.name: json_value(v) for f, v in zip(page.fields, row.values)}}
 
 
+def json_item(page: ObservationPage, row) -> str:
+    """One row of :func:`observations_json`'s ``rows``."""
+    return _dumps(observation_dict(page, row))
+
+
 def observations_json(page: ObservationPage) -> Iterator[str]:
     dataset = page.dataset
     head = {"dataset": dataset.ref, "licence": dataset.licence, "units": {f.name: f.unit for f in page.fields},

@@ -9,8 +9,9 @@ cannot be stored fails with :class:`InvalidInput`).
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from sqlalchemy import delete, exists, select, update
 from urbanstack.runtime.store.models import (TITLE, Comment, Dashboard, DashboardEditor, DashboardShare,
                                              DashboardVersion, utcnow)
 
+log = logging.getLogger("urbanstack.store.dashboards")
 MAX_LIST = 200  # rows any listing returns at most
 MAX_COMMENT = 4000  # characters
 MAX_DESCRIPTION = 2000  # characters
@@ -136,6 +138,16 @@ def _actor(actor: Actor) -> Actor:
 class Dashboards:
     def __init__(self, store):
         self._store = store
+        # Called with the municipality after a committed change of what a dashboard shows, whether it
+        # is published or with whom it is shared (the Citizen Hub forgets its cached pages of it).
+        self.listeners: list[Callable[[str], None]] = []
+
+    def _changed(self, tenant: str | None) -> None:
+        for listener in list(self.listeners):
+            try:
+                listener(tenant)
+            except Exception:  # noqa: BLE001 - a listener's failure must not undo a committed write
+                log.exception("dashboard change listener failed")
 
     # Reading -------------------------------------------------------------
     def get(self, dashboard_id: str) -> Dashboard | None:
@@ -211,7 +223,9 @@ class Dashboards:
                                          spec=spec, saved_by_subject=by.subject, saved_by_name=by.name, saved_at=now,
                                          note=note[:500]))
             session.flush()
-            return session.get(Dashboard, dashboard_id, populate_existing=True)
+            saved = session.get(Dashboard, dashboard_id, populate_existing=True)
+        self._changed(saved.tenant)
+        return saved
 
     @staticmethod
     def _conflict(session, dashboard_id: str, expected: int) -> Exception:
@@ -233,9 +247,13 @@ class Dashboards:
     def delete(self, dashboard_id: str) -> bool:
         """Delete the dashboard with all its versions, editors, shares and comments."""
         with self._store.session() as session:
+            tenant = session.scalar(select(Dashboard.tenant).where(Dashboard.id == dashboard_id))
             for child in (DashboardVersion, DashboardEditor, DashboardShare, Comment):
                 session.execute(delete(child).where(child.dashboard_id == dashboard_id))
-            return session.execute(delete(Dashboard).where(Dashboard.id == dashboard_id)).rowcount == 1
+            deleted = session.execute(delete(Dashboard).where(Dashboard.id == dashboard_id)).rowcount == 1
+        if deleted:
+            self._changed(tenant)
+        return deleted
 
     def publish(self, dashboard_id: str) -> Dashboard:
         return self._set_published(dashboard_id, True)
@@ -248,7 +266,8 @@ class Dashboards:
             dashboard = self._existing(session, dashboard_id)
             if dashboard.published != published:
                 dashboard.published, dashboard.published_at = published, utcnow() if published else None
-            return dashboard
+        self._changed(dashboard.tenant)
+        return dashboard
 
     @staticmethod
     def _existing(session, dashboard_id: str) -> Dashboard:
@@ -296,12 +315,18 @@ class Dashboards:
             have = set(session.scalars(select(DashboardShare.municipality)
                                        .where(DashboardShare.dashboard_id == dashboard_id)))
             session.add_all(DashboardShare(dashboard_id=dashboard_id, municipality=m) for m in sorted(wanted - have))
-            return sorted(have | wanted)
+            tenant = dashboard.tenant
+        self._changed(tenant)
+        return sorted(have | wanted)
 
     def unshare(self, dashboard_id: str, municipality: str) -> bool:
         with self._store.session() as session:
-            return session.execute(delete(DashboardShare).where(
+            tenant = session.scalar(select(Dashboard.tenant).where(Dashboard.id == dashboard_id))
+            removed = session.execute(delete(DashboardShare).where(
                 DashboardShare.dashboard_id == dashboard_id, DashboardShare.municipality == municipality)).rowcount == 1
+        if removed:
+            self._changed(tenant)
+        return removed
 
     # Comments ------------------------------------------------------------
     def add_comment(self, dashboard_id: str, tenant: str, author: Actor, body: str) -> Comment:

@@ -27,6 +27,7 @@ from rdflib.namespace import DCAT, DCTERMS, RDF
 from citizen_world import PEGEL, TOOL, CitizenWorld, _tool
 
 from urbanstack import serve
+from urbanstack.operator import naming
 from urbanstack.runtime.api import create_app
 from urbanstack.runtime.api.query import ApiLimits
 
@@ -84,7 +85,7 @@ def _assert_no_secret(where: str, body: str) -> None:
 
 def test_region_page_shows_the_platforms_public_figures(web, world):
     page = _get(web, "/")
-    assert page.headers["cache-control"].startswith("public, max-age=")
+    assert page.headers["cache-control"] == "public, no-cache" and page.headers["etag"]
     text = _text(page.text)
     assert "Offene Daten der Region" in text
     # Gütersloh 102,000 + Bielefeld 338,000 residents per the directory; 2 open datasets
@@ -172,10 +173,29 @@ def test_downloads_hold_exactly_the_warehouses_rows(web, world):
                params={"format": "csv", "from": "2026-03-03", "to": "2026-03-03"})
     assert len(list(csv.DictReader(io.StringIO(day.text)))) == world.count(
         world.gue, TOOL, "pedestrian_counts", start, end) == 2 * 24 * 4
+    # Byte for byte what the API's export writes for the same instants (the warehouse writes the
+    # portal's CSV and JSON, the API's export goes through Python rows).
+    for fmt in ("csv", "json"):
+        portal = _get(web, f"/{world.gue}/data/{TOOL}/pedestrian_counts/download",
+                      params={"format": fmt, "from": "2026-03-03", "to": "2026-03-03"}).content
+        api = _get(web, f"/api/v1/datasets/{world.gue}/{TOOL}/pedestrian_counts/export",
+                   params={"format": fmt, "from": "2026-03-02T23:00:00Z", "to": "2026-03-03T23:00:00Z"}).content
+        assert portal == api, fmt
     bad = web.get(f"/{world.gue}/data/{TOOL}/pedestrian_counts/download", params={"from": "3.3.2026"})
     assert bad.status_code == 422 and "JJJJ-MM-TT" in bad.text
     wrong = web.get(f"/{world.gue}/data/{TOOL}/pedestrian_counts/download", params={"format": "xlsx"})
     assert wrong.status_code == 422
+
+
+def test_hours_above_a_text_block_take_the_row_path_with_the_same_bytes(web, world, monkeypatch):
+    from urbanstack.runtime.hubs.citizen import downloads
+
+    url = f"/{world.gue}/data/{TOOL}/pedestrian_counts/download"
+    whole = {fmt: _get(web, url, params={"format": fmt}).content for fmt in ("csv", "json")}
+    monkeypatch.setattr(downloads, "block_rows", lambda fields, fmt: 5)    # every hour holds 8 readings
+    for fmt in ("csv", "json"):
+        assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
+    assert len(json.loads(whole["json"])["rows"]) == world.count(world.gue, TOOL, "pedestrian_counts")
 
 
 def _graph(web, url, fmt) -> Graph:
@@ -265,15 +285,101 @@ def test_published_dashboards_are_listed_and_unpublishing_removes_them(web, worl
 
     board = web.store.dashboards.create(world.gue, Actor("sub-1", "Erika"), "Passanten am Samstag", {"panels": []})
     hidden = web.store.dashboards.create(world.gue, Actor("sub-1", "Erika"), "Interner Entwurf", {"panels": []})
+    before = _get(web, f"/{world.gue}/").text          # now in the page cache
+    assert "Passanten am Samstag" not in before
     web.store.dashboards.publish(board.id)
-    import time
-    time.sleep(2.1)    # the published list is cached for 2 s
-    page = _get(web, f"/{world.gue}/").text
+    page = _get(web, f"/{world.gue}/").text            # at once: no waiting for a cache to expire
     assert "Passanten am Samstag" in page and f"/{world.gue}/dashboards/{board.id}" in page
     assert "Interner Entwurf" not in page and hidden.id not in page
+    assert "1" in _text(_get(web, "/").text)           # the region page counts it at once too
     web.store.dashboards.unpublish(board.id)
-    time.sleep(2.1)
     assert "Passanten am Samstag" not in _get(web, f"/{world.gue}/").text
+    assert f"/{world.gue}/dashboards/{board.id}" not in _get(web, "/").text
+
+
+def test_cached_pages_answer_etags_and_stay_per_municipality(web, world):
+    from urbanstack.runtime.store import Actor
+
+    hub = web.app.web.state.citizen
+    first = _get(web, f"/{world.gue}/")
+    etag = first.headers["etag"]
+    again = web.get(f"/{world.gue}/", headers={"If-None-Match": etag})
+    assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
+    assert hub.pages.get((f"/{world.gue}/", b"")) is not None     # served from the page cache
+    # Bielefeld's cached pages are not Gütersloh's, and a change in Bielefeld leaves Gütersloh's alone.
+    bielefeld = _get(web, f"/{world.bi}/").text
+    assert "<h1>Bielefeld</h1>" in bielefeld and "pedestrian_counts" not in bielefeld
+    board = web.store.dashboards.create(world.bi, Actor("sub-2", "Bernd"), "Sparrenburg live", {"panels": []})
+    web.store.dashboards.publish(board.id)
+    try:
+        assert "Sparrenburg live" in _get(web, f"/{world.bi}/").text
+        assert web.get(f"/{world.gue}/", headers={"If-None-Match": etag}).status_code == 304
+        assert "Sparrenburg live" not in _get(web, f"/{world.gue}/").text
+        assert "Sparrenburg live" not in _get(web, f"/{world.gue}/", params={"lang": "en"}).text
+    finally:
+        web.store.dashboards.delete(board.id)
+    assert "Sparrenburg live" not in _get(web, f"/{world.bi}/").text     # deleting takes it off at once
+
+
+def test_a_dataset_taken_out_of_open_data_leaves_the_cached_pages_at_once(web, world):
+    pages = (f"/{world.gue}/", f"/{world.gue}/data/", "/data/", f"/{world.gue}/data/{PEGEL}/water_levels")
+    for path in pages:
+        assert "water_levels" in _get(web, path).text
+    catalogue = world.catalogue
+    gue = world.municipalities[0]
+    spec = gue.spec.model_copy(update={"shares": [s for s in gue.spec.shares if s.dataset != "water_levels"]})
+    closed = [gue.model_copy(update={"spec": spec}), *world.municipalities[1:]]
+    tools = catalogue.tools()
+    catalogue.replace(closed, tools)
+    try:
+        for path in pages[:3]:
+            assert "water_levels" not in _get(web, path).text, path
+        _get(web, pages[3], status=404)
+    finally:
+        catalogue.replace(world.municipalities, tools)
+    assert "water_levels" in _get(web, pages[3]).text
+
+
+def test_new_readings_show_on_the_cached_pages(web, world):
+    """New readings change the dataset page's last update and the start page within the stated
+    bound (``recheck_seconds`` + ``data_check_seconds``, made short here)."""
+    import time
+
+    hub = web.app.web.state.citizen
+    hub.recheck_seconds, hub.data_check_seconds = 0.2, 0.2
+    path = f"/{world.gue}/data/{PEGEL}/water_levels"
+    try:
+        before = _get(web, path)
+        newest = dt.datetime(2026, 12, 1, 11, 0, tzinfo=UTC)
+        event_id = f"p-new-{uuid.uuid4().hex}"    # a block of its own (the sink's insert deduplication)
+        assert "01.12.2026" not in _text(before.text)
+        world._insert(world.gue, PEGEL, "water_levels", [
+            {"event_id": event_id, "source": "pegelonline", "sensor_id": "dalke", "observed_at": newest,
+             "lon": None, "lat": None, "water_level": 140.0, "station_name": "Dalke"}])
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            page = _get(web, path)
+            if "01.12.2026" in _text(page.text):
+                break
+            time.sleep(0.1)
+        assert "01.12.2026" in _text(page.text), _text(page.text)[:1500]
+        assert page.headers["etag"] != before.headers["etag"]
+    finally:
+        world.warehouse.command(f"ALTER TABLE `{naming.database(world.gue)}`.`{naming.table(PEGEL, 'water_levels')}` "
+                                "DELETE WHERE startsWith(event_id, 'p-new-') SETTINGS mutations_sync = 1")
+        hub.recheck_seconds, hub.data_check_seconds = 1.0, 5.0
+        hub.invalidate()
+
+
+def test_the_page_cache_is_bounded():
+    from urbanstack.runtime.hubs.citizen.pagecache import Entry, PageStore
+
+    store = PageStore(max_entries=3, max_bytes=25)
+    for i in range(5):
+        store.put((f"/{i}/", b""), Entry(scope=None, stamp=(0, 0, 0), status=200, headers=[], body=b"x" * 10,
+                                         etag=b'"e"'))
+    assert store.size == (2, 20)            # the byte cap bites first; the oldest went
+    assert store.get(("/0/", b"")) is None and store.get(("/4/", b"")) is not None
 
 
 def test_no_page_sets_a_cookie_even_when_a_route_tries(world):

@@ -7,10 +7,12 @@ session; the language travels in the URL (``?lang=en``). :class:`NoCookies` stri
 ``Set-Cookie`` from a Citizen Hub answer (and logs it), so a mistake cannot become a
 tracking cookie.
 
-Pages are cacheable for a short time (``Cache-Control: public, max-age``); what is
-expensive to compute (coverage of a dataset, readings per day, the region's figures)
-sits in a small bounded in-process TTL cache (:class:`TTLCache`) that
-:meth:`CitizenHub.invalidate` empties (call it when data or publications change).
+Finished anonymous pages are kept and answered before routing by
+:class:`~.pagecache.CachedPages` (``ETag``, ``304``, ``Cache-Control: public, no-cache``),
+invalidated at once when a dashboard is published, unpublished, changed or shared, when the
+catalogue changes, and when a shown dataset gets new readings (see :mod:`.pagecache` for the
+bounds). What is expensive to compute (coverage of a dataset, readings per day, the region's
+figures) sits in a small bounded in-process TTL cache (:class:`TTLCache`).
 """
 
 from __future__ import annotations
@@ -36,12 +38,14 @@ from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.rendering import Renderer
 
 from .metadata import THEMES
+from .pagecache import CachedPages, Generations, PageStore
 
 log = logging.getLogger("urbanstack.citizenhub")
 TEMPLATES = Path(__file__).parent / "templates"
-PAGE_MAX_AGE = 30          # seconds browsers and proxies may reuse an anonymous page
+PAGE_CACHE_CONTROL = "public, no-cache"   # anyone may keep a page, but must ask (ETag) before reusing it
 DATA_TTL = 60.0            # seconds computed figures stay in the in-process cache
-PAGE_CACHE_TTL = 1.0       # seconds a rendered page is reused; with the 1 s dashboard list: unpublished within 2 s
+RECHECK_SECONDS = 1.0      # a cached page is re-rendered after this long (changes made by other processes)
+DATA_CHECK_SECONDS = 5.0   # a dataset's coverage (new readings?) is read at most this often
 LICENCE_URI = "http://dcat-ap.de/def/licenses/dl-zero-de/2.0"
 LICENCE_NAME = "Datenlizenz Deutschland – Zero – Version 2.0"
 LICENCE_TEXT_URL = "https://www.govdata.de/dl-de/zero-2-0"
@@ -85,6 +89,10 @@ class TTLCache:
             while len(self._items) > self.size:
                 self._items.popitem(last=False)
 
+    def drop(self, key: Any) -> None:
+        with self._lock:
+            self._items.pop(key, None)
+
     def clear(self) -> None:
         with self._lock:
             self._items.clear()
@@ -109,6 +117,39 @@ class CitizenHub:
     renderer: Renderer
     directory: Any = None                 # operator.ags.MunicipalityDirectory, or None
     cache: TTLCache = field(default_factory=TTLCache)
+    pages: PageStore = field(default_factory=PageStore)
+    generations: Generations | None = None
+    reserved: frozenset[str] = RESERVED
+    cache_control: str = PAGE_CACHE_CONTROL
+    recheck_seconds: float = RECHECK_SECONDS
+    data_check_seconds: float = DATA_CHECK_SECONDS
+    max_age_seconds: float = DATA_TTL
+
+    def __post_init__(self) -> None:
+        if self.generations is None:
+            self.generations = Generations(self.catalogue)
+        self._coverage_seen: dict[str, Coverage] = {}
+        listeners = getattr(getattr(self.store, "dashboards", None), "listeners", None)
+        if listeners is not None:
+            listeners.append(self.dashboards_changed)
+
+    # Invalidation -----------------------------------------------------------
+    def dashboards_changed(self, slug: str | None) -> None:
+        """The metadata store committed a dashboard change of ``slug``: its pages are stale now."""
+        self.cache.drop(("dashboards", slug))
+        self.generations.bump(slug)
+
+    def data_changed(self, dataset: DatasetInfo) -> None:
+        """New readings in ``dataset``: forget its figures and the pages that show them."""
+        for key in (("coverage", dataset.ref), ("readings", dataset.ref), ("figures",)):
+            self.cache.drop(key)
+        self.generations.bump(dataset.owner)
+
+    def check_data(self, slug: str | None = None) -> None:
+        """Reads the coverage of the open datasets of ``slug`` (None: all) where it is older than
+        ``data_check_seconds``; a change marks the pages that show it stale."""
+        for dataset in self.open_datasets(slug):
+            self.coverage(dataset)
 
     # Municipalities ---------------------------------------------------------
     def municipality(self, slug: str):
@@ -146,7 +187,15 @@ class CitizenHub:
             except QueryError as error:
                 log.info("coverage of %s unavailable: %s", dataset.ref, error.message)
                 return Coverage(None, None, None)
-        return self.cache.get(("coverage", dataset.ref), compute)
+        coverage = self.cache.get(("coverage", dataset.ref), compute, ttl=self.data_check_seconds)
+        seen = self._coverage_seen.get(dataset.ref)
+        if seen != coverage:
+            self._coverage_seen[dataset.ref] = coverage
+            if seen is not None:
+                log.info("new data in %s: its pages are re-rendered", dataset.ref)
+                self.data_changed(dataset)
+                self.cache.put(("coverage", dataset.ref), coverage, self.data_check_seconds)
+        return coverage
 
     def readings_last_day(self, dataset: DatasetInfo) -> int:
         def compute() -> int:
@@ -164,8 +213,8 @@ class CitizenHub:
         return self.cache.get(("readings", dataset.ref), compute)
 
     def published_dashboards(self, slug: str) -> list:
-        """The municipality's published dashboards, newest first (fresh for a few seconds only,
-        so unpublishing takes them off the pages at once)."""
+        """The municipality's published dashboards, newest first (forgotten at once when this
+        process changes one; read again after ``recheck_seconds`` for changes of other processes)."""
         def compute() -> list:
             if self.store is None:
                 return []
@@ -175,7 +224,7 @@ class CitizenHub:
                 log.warning("published dashboards of %s unavailable: %s", slug, str(error)[:200])
                 return []
             return [d for d in overview.published if d.tenant == slug and d.published]
-        return self.cache.get(("dashboards", slug), compute, ttl=1.0)
+        return self.cache.get(("dashboards", slug), compute, ttl=self.recheck_seconds)
 
     def services(self, municipality) -> list:
         """City Tools for residents (audience citizen or both) this municipality has switched on."""
@@ -189,26 +238,13 @@ class CitizenHub:
             raise HTTPException(404, "no such service")
         return tool
 
-    def cached_page(self, request: Request, render: Callable[[], HTMLResponse]) -> HTMLResponse:
-        """The page for this URL from the page cache (``PAGE_CACHE_TTL`` seconds), else ``render()``d
-        and kept. Only successful pages are kept; the key is the whole URL (language included)."""
-        key = ("page", request.url.path, request.url.query)
-        hit = self.cache.peek(key)
-        if hit is not None:
-            body, headers = hit
-            return HTMLResponse(body, headers=headers)
-        response = render()
-        if response.status_code == 200:
-            headers = {k: v for k, v in response.headers.items() if k.lower() not in ("content-length",)}
-            self.cache.put(key, (response.body, headers), PAGE_CACHE_TTL)
-        return response
-
     def invalidate(self) -> None:
-        """Forget computed figures (after new data or a change of what is published)."""
+        """Forget computed figures and cached pages (after new data or a change of what is published)."""
         self.cache.clear()
+        self.generations.bump(None)
 
     # Pages ------------------------------------------------------------------
-    def page(self, request: Request, template: str, *, status: int = 200, max_age: int = PAGE_MAX_AGE,
+    def page(self, request: Request, template: str, *, status: int = 200, max_age: int | None = None,
              **context: Any) -> HTMLResponse:
         lang = request.state.lang
         context.setdefault("messages", [])
@@ -218,7 +254,8 @@ class CitizenHub:
                                       licence=dict(uri=LICENCE_URI, name=LICENCE_NAME, url=LICENCE_TEXT_URL),
                                       themes=THEMES,
                                       **context)
-        response.headers["Cache-Control"] = f"public, max-age={max_age}" if status == 200 else "no-store"
+        response.headers["Cache-Control"] = (self.cache_control if max_age is None else f"public, max-age={max_age}") \
+            if status == 200 else "no-store"
         response.headers["Vary"] = "Accept-Language"
         return response
 
@@ -303,6 +340,7 @@ def add_citizen_hub(app: FastAPI, settings: Any, catalogue: Catalogue, engine: Q
         app.include_router(build(hub))
     _error_pages(app, hub)
     app.add_middleware(NoCookies)
+    app.add_middleware(CachedPages, hub=hub)    # outermost: cached pages are answered before routing
     return hub
 
 

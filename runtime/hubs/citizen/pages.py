@@ -66,7 +66,8 @@ def router(hub: CitizenHub) -> APIRouter:
     @routes.get("/", response_class=HTMLResponse)
     def region(request: Request):
         set_language(request)
-        return hub.cached_page(request, lambda: _region(request))
+        hub.check_data()
+        return _region(request)
 
     def _region(request: Request):
         municipalities = hub.municipalities()
@@ -86,36 +87,40 @@ def router(hub: CitizenHub) -> APIRouter:
     @routes.get("/data/", response_class=HTMLResponse)
     def catalogue(request: Request):
         set_language(request)
-        return hub.cached_page(request, lambda: hub.page(request, "citizen/catalogue.html", municipalities=hub.municipalities(),
-                        **_catalogue(hub, request, None)))
+        hub.check_data()
+        return hub.page(request, "citizen/catalogue.html", municipalities=hub.municipalities(),
+                        **_catalogue(hub, request, None))
 
     @routes.get("/{slug}/", response_class=HTMLResponse)
     def start(request: Request, slug: str):
         set_language(request)
         municipality = hub.municipality(slug)
-        return hub.cached_page(request, lambda: hub.page(
+        hub.check_data(slug)
+        return hub.page(
             request, "citizen/start.html", municipality=municipality, slug=slug,
             datasets=[_dataset_view(hub, d) for d in hub.open_datasets(slug)],
             dashboards=hub.published_dashboards(slug), services=hub.services(municipality),
-            residents=hub.residents(municipality)))
+            residents=hub.residents(municipality))
 
     @routes.get("/{slug}/data/", response_class=HTMLResponse)
     def municipality_catalogue(request: Request, slug: str):
         set_language(request)
         municipality = hub.municipality(slug)
-        return hub.cached_page(request, lambda: hub.page(
+        hub.check_data(slug)
+        return hub.page(
             request, "citizen/catalogue.html", municipality=municipality, slug=slug,
-            municipalities=[municipality], **_catalogue(hub, request, slug)))
+            municipalities=[municipality], **_catalogue(hub, request, slug))
 
     @routes.get("/{slug}/data/{tool}/{name}", response_class=HTMLResponse)
     def dataset_page(request: Request, slug: str, tool: str, name: str):
         set_language(request)
         municipality = hub.municipality(slug)
         dataset = hub.open_dataset(slug, tool, name)
-        return hub.cached_page(request, lambda: hub.page(
+        hub.check_data(slug)
+        return hub.page(
             request, "citizen/dataset.html", municipality=municipality, slug=slug,
             dataset=_dataset_view(hub, dataset), formats=metadata.FORMATS,
-            api=f"/api/v1/datasets/{slug}/{tool}/{name}"))
+            api=f"/api/v1/datasets/{slug}/{tool}/{name}")
 
     @routes.get("/{slug}/services/", response_class=HTMLResponse)
     def services(request: Request, slug: str):
