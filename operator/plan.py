@@ -556,9 +556,24 @@ def _streaming(municipality: Municipality, datasets: tuple[tuple[CityTool, Datas
     topic_operations = _READ_OPERATIONS if municipality.spec.suspended else _READ_OPERATIONS + _WRITE_OPERATIONS
     acls = [KafkaAcl("TOPIC", "PREFIXED", prefix, principal, operation) for operation in topic_operations]
     acls += [KafkaAcl("GROUP", "PREFIXED", prefix, principal, operation) for operation in ("READ", "DESCRIBE")]
+    acls += _share_acls(municipality)
     return StreamingPart(user=naming.kafka_user(slug), principal=principal, mechanism="SCRAM-SHA-512",
                          topic_prefix=prefix, topics=tuple(topics), dlq_topic=naming.dlq_topic(slug),
                          acls=tuple(sorted(acls)), password_key="kafka-password")
+
+
+def _share_acls(municipality: Municipality) -> list[KafkaAcl]:
+    """Read access for the municipalities a dataset is shared with: READ and DESCRIBE on exactly
+    that topic (LITERAL), granted to the other tenant's principal. They belong to the sharing
+    municipality's plan (it owns the topic), so taking a share out of ``spec.shares`` revokes them.
+    A neighbour's tools find the topics shared with them by listing the topics they may describe."""
+    acls = []
+    for share in municipality.spec.shares:
+        topic = naming.topic(municipality.slug, share.tool, share.dataset)
+        for other in share.municipalities:
+            acls += [KafkaAcl("TOPIC", "LITERAL", topic, naming.kafka_principal(other), operation)
+                     for operation in ("READ", "DESCRIBE")]
+    return acls
 
 
 def _topic_config(retention_days: int) -> dict[str, str]:
@@ -713,6 +728,9 @@ def _tool_workload(municipality: Municipality, tool: CityTool, settings: dict[st
         {"name": "URBANSTACK_CLIENT_ID", "value": naming.tool_client(municipality.slug, tool.name)},
         {"name": "URBANSTACK_CLIENT_SECRET",
          "valueFrom": {"secretKeyRef": {"name": secret, "key": _client_secret_key(tool.name)}}},
+        # The tenant's Kafka identity: its ACLs allow its own topics and the topics shared with it.
+        {"name": "URBANSTACK_KAFKA_USERNAME", "valueFrom": {"secretKeyRef": {"name": secret, "key": "kafka-username"}}},
+        {"name": "URBANSTACK_KAFKA_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "kafka-password"}}},
         *({"name": var.name, "value": var.value} for var in tool.spec.env),
     ]
     resources = tool.spec.resources.model_dump(exclude_none=True)

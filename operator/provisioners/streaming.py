@@ -76,11 +76,20 @@ class StreamingProvisioner:
             raise BackendUnavailable(BACKEND, f"listing topics: {exc.args[0].str()}") from None
         return {name: len(t.partitions) for name, t in metadata.topics.items() if name.startswith(prefix)}
 
-    def _acls(self, principal: str) -> set[tuple]:
-        pattern = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+    def _acls(self, part: StreamingPart) -> set[tuple]:
+        """The ACLs this municipality owns: its principal's bindings on its own prefix, and every
+        principal's LITERAL bindings on its own topics (the shares it grants). Bindings other
+        municipalities grant to this principal on their topics are theirs, not counted here."""
+        prefix = part.topic_prefix
+        own = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, part.principal, None,
+                               AclOperation.ANY, AclPermissionType.ANY)
+        granted = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.LITERAL, None, None,
                                    AclOperation.ANY, AclPermissionType.ANY)
-        bindings = _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0]
-        return {_acl_key(b) for b in bindings or []}
+        keys = set()
+        for pattern in (own, granted):
+            bindings = _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0]
+            keys |= {_acl_key(b) for b in bindings or [] if b.name.startswith(prefix)}
+        return keys
 
     def _configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
         if not topics:
@@ -127,7 +136,7 @@ class StreamingProvisioner:
         return streaming_differences(
             part, existing, self._configs([t.name for t in part.topics if t.name in existing]), mechanisms,
             self._authenticates(part.user, password) if part.mechanism in mechanisms else None,
-            self._acls(part.principal))
+            self._acls(part))
 
     # apply --------------------------------------------------------------------
     def apply(self, part: StreamingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
@@ -181,7 +190,7 @@ class StreamingProvisioner:
     def delete(self, part: StreamingPart, *, keep_data: bool) -> list[str]:
         """Remove access (ACLs and SCRAM user); with ``keep_data=False`` also the topics."""
         actions = []
-        have = self._acls(part.principal)
+        have = self._acls(part)
         if have:
             self._delete_acls(have)
             actions.append(f"revoked {len(have)} ACLs")

@@ -113,13 +113,18 @@ def test_realm_has_brute_force_protection_and_password_policy():
 
 # Streaming ----------------------------------------------------------------------
 
-def test_acls_cover_only_the_tenants_own_prefix():
+def test_acls_cover_only_the_tenants_own_prefix_and_the_topics_it_shares():
     streaming = plan(municipality(), TOOLS).streaming
+    shared = "guetersloh.pegel-warnung.water_levels"
     assert {(acl.resource_type, acl.pattern_type, acl.resource_name, acl.principal) for acl in streaming.acls} == {
         ("TOPIC", "PREFIXED", "guetersloh.", "User:muni-guetersloh"),
-        ("GROUP", "PREFIXED", "guetersloh.", "User:muni-guetersloh")}
-    assert {acl.operation for acl in streaming.acls if acl.resource_type == "TOPIC"} == \
-        {"READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"}
+        ("GROUP", "PREFIXED", "guetersloh.", "User:muni-guetersloh"),
+        ("TOPIC", "LITERAL", shared, "User:muni-rheda-wiedenbrueck"),
+        ("TOPIC", "LITERAL", shared, "User:muni-bielefeld")}
+    assert {acl.operation for acl in streaming.acls if acl.resource_type == "TOPIC"
+            and acl.principal == "User:muni-guetersloh"} == {"READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"}
+    # A neighbour may read the shared topic, never write it; the public share grants no Kafka access.
+    assert {acl.operation for acl in streaming.acls if acl.pattern_type == "LITERAL"} == {"READ", "DESCRIBE"}
     assert all(acl.permission == "ALLOW" for acl in streaming.acls)
     assert all(topic.name.startswith(streaming.topic_prefix) for topic in streaming.topics)
 
@@ -204,7 +209,17 @@ def test_desired_state_holds_no_secret_values():
     state = plan(municipality(), TOOLS)
     assert state.runtime.secret.keys[:4] == ("kafka-username", "kafka-password", "warehouse-username",
                                              "warehouse-password")
-    assert "password" not in repr(state.runtime.objects).replace("warehouse-password", "")
+    text = repr(state.runtime.objects)
+    for reference in ("warehouse-password", "kafka-password", "URBANSTACK_KAFKA_PASSWORD"):
+        text = text.replace(reference, "")
+    assert "password" not in text
+    deployments = [obj.manifest for obj in state.runtime.objects if obj.kind == "Deployment"]
+    assert deployments
+    for deployment in deployments:  # credentials reach a tool only as references to the Secret
+        for variable in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if "PASSWORD" in variable["name"] or "SECRET" in variable["name"]:
+                assert "value" not in variable
+                assert variable["valueFrom"]["secretKeyRef"]["name"] == "guetersloh-credentials"
 
 
 def test_sharing_a_tool_that_is_not_enabled_is_a_clear_error():
