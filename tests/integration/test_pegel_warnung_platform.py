@@ -157,13 +157,13 @@ def world(platform, warehouse, kube_api, tmp_path_factory):
             cluster.delete("citytools", tool)
 
 
-def _wait_for_deployment(world: World, municipality: str, timeout: float = 120) -> None:
+def _wait_for_deployment(world: World, municipality: str, tool: str | None = None, timeout: float = 120) -> None:
     """The tool Deployment as this branch's operator plans it. Another engineer's operator test
     running at the same moment (older code) reconciles every municipality too; wait it out."""
     apps = kubernetes.client.AppsV1Api(world.kube)
     deadline = time.monotonic() + timeout
     while True:
-        deployment = apps.read_namespaced_deployment(f"tool-{world.tool}", f"muni-{municipality}")
+        deployment = apps.read_namespaced_deployment(f"tool-{tool or world.tool}", f"muni-{municipality}")
         names = {v.name for v in deployment.spec.template.spec.containers[0].env or []}
         if "URBANSTACK_KAFKA_PASSWORD" in names:
             return
@@ -173,17 +173,17 @@ def _wait_for_deployment(world: World, municipality: str, timeout: float = 120) 
         time.sleep(2)
 
 
-def _environment(world: World, municipality: str, folder: Path) -> dict:
+def _environment(world: World, municipality: str, folder: Path, tool: str | None = None) -> dict:
     from urbanstack.toolkit import local
 
     folder.mkdir(parents=True, exist_ok=True)
-    return local.deployment_environment(world.kube, municipality, world.tool, folder)
+    return local.deployment_environment(world.kube, municipality, tool or world.tool, folder)
 
 
-def _context(world: World, municipality: str, folder: Path):
+def _context(world: World, municipality: str, folder: Path, tool: str | None = None):
     from urbanstack.toolkit import ToolContext
 
-    env = _environment(world, municipality, folder)
+    env = _environment(world, municipality, folder, tool)
     env["URBANSTACK_KAFKA_BOOTSTRAP"] = world.platform.kafka_bootstrap
     return ToolContext.from_environment(env)
 
@@ -400,3 +400,58 @@ def test_flood_warnings_cross_municipal_borders_exactly_once(world, mailbox, req
     time.sleep(2)  # a decision would be published within a poll; give it the time to show
     assert {name: len(_warnings(world, name)) for name in world.municipalities()} == counts
     assert len([h for h in Hooks.received if h[0] == "/leitstelle"]) == 4
+
+
+# A scaffolded tool runs ------------------------------------------------------------------------
+
+def test_a_scaffolded_tool_is_provisioned_and_runs_with_its_deployments_credentials(world, tmp_path):
+    import os
+    import sys
+
+    from urbanstack.cli import main
+    from urbanstack.runtime.events import Observation
+    from urbanstack.toolkit import local, streams
+    import yaml
+
+    name = f"sc-{uuid.uuid4().hex[:6]}"
+    target = tmp_path / name
+    assert main(["tool", "new", name, "--dir", str(target), "--owner", world.outsider]) == 0
+    manifest = yaml.safe_load((target / "citytool.yaml").read_text())
+    world.cluster.apply("citytools", manifest)
+    try:
+        spec = world.cluster.get(M, world.outsider)["spec"]
+        world.cluster.patch_spec(M, world.outsider, {"tools": spec["tools"] + [{"name": name, "settings": {}}]})
+        world.cluster.wait_for(M, world.outsider, is_ready, timeout=240, what=f"{world.outsider} Ready with {name}")
+        _wait_for_deployment(world, world.outsider, name)
+        port = _free_port()
+        log = open(tmp_path / "scaffold.log", "ab")
+        caller = {"PATH": "/usr/bin:/bin", "HOME": str(Path.home()), "URBANSTACK_TOOL_PORT": str(port),
+                  "PYTHONPATH": str(target)}
+        process = local.start(world.kube, world.outsider, name, bootstrap=world.platform.kafka_bootstrap,
+                              caller_env=caller, stdout=log, stderr=log)   # module: <name>.tool, as scaffolded
+        try:
+            events = [Observation(tenant=world.outsider, dataset="readings", source="test", sensor_id="s1",
+                                  observed_at=datetime(2026, 12, 1, 12, minute, tzinfo=timezone.utc),
+                                  fields={"value": float(value)}) for minute, value in ((0, 2), (1, 4))]
+            ctx = _context(world, world.outsider, tmp_path / "ctx", name)
+            with streams.publisher(ctx) as producer:
+                streams.publish(ctx, producer, events)
+            metric = f"{name.replace('-', '_')}_mean_value"
+            deadline, value = time.monotonic() + 60, None
+            while time.monotonic() < deadline and value != 3.0:
+                assert process.poll() is None, (tmp_path / "scaffold.log").read_text()
+                try:
+                    value = _metric(port, metric)
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.5)
+            assert value == 3.0, (tmp_path / "scaffold.log").read_text()
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    finally:
+        spec = world.cluster.get(M, world.outsider)["spec"]
+        world.cluster.patch_spec(M, world.outsider, {"tools": [t for t in spec["tools"] if t["name"] != name]})
+        world.cluster.wait_for(M, world.outsider, is_ready, timeout=240, what="tool switched off again")
+        world.cluster.delete("citytools", name)

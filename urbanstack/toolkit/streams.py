@@ -88,24 +88,39 @@ class DatasetConsumer:
     """
 
     def __init__(self, ctx: ToolContext, datasets: Iterable[str], *, group: str = "main", shared: bool = True,
-                 from_beginning: bool = True):
+                 from_beginning: bool = True, rediscover_every: float = 60.0):
         self.ctx = ctx
+        self.datasets, self.shared = tuple(datasets), shared
+        self.rediscover_every = rediscover_every
         self.owners: dict[str, str] = {}
-        for dataset in datasets:
-            self.owners |= readable_topics(ctx, dataset, shared=shared)
-        if not self.owners:
-            raise StreamError(f"{ctx.municipality} may read no topic of {ctx.tool} datasets {list(datasets)}; "
-                              "is the tool enabled for it?")
         config = ctx.kafka_config() | {
             "group.id": ctx.group(group), "enable.auto.commit": False,
             "auto.offset.reset": "earliest" if from_beginning else "latest",
             "max.poll.interval.ms": 300_000, "session.timeout.ms": 10_000, "log_level": 0,
         }
         self._consumer = Consumer(config)
-        self._consumer.subscribe(sorted(self.owners))
         self.skipped = 0
+        self._discover()
+
+    def _discover(self) -> None:
+        """(Re)subscribe to what the tenant may read now: shares come and go at runtime."""
+        owners: dict[str, str] = {}
+        for dataset in self.datasets:
+            owners |= readable_topics(self.ctx, dataset, shared=self.shared)
+        if not any(owner == self.ctx.municipality for owner in owners.values()):
+            raise StreamError(f"{self.ctx.municipality} may read no topic of {self.ctx.tool} datasets "
+                              f"{list(self.datasets)}; is the tool enabled for it?")
+        if owners != self.owners:
+            gone, new = sorted(set(self.owners) - set(owners)), sorted(set(owners) - set(self.owners))
+            if self.owners:
+                log.info("readable topics changed: no longer %s, now also %s", gone or "-", new or "-")
+            self.owners = owners
+            self._consumer.subscribe(sorted(owners))
+        self._discovered = time.monotonic()
 
     def poll(self, timeout: float = 1.0, max_messages: int = MAX_POLL_MESSAGES) -> list[Reading]:
+        if time.monotonic() - self._discovered > self.rediscover_every:
+            self._discover()
         messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         readings = []
         for message in messages:
@@ -114,7 +129,12 @@ class DatasetConsumer:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                    raise StreamError(f"Kafka refused {self.ctx.municipality} reading {message.topic()}")
+                    if self.owners.get(message.topic()) == self.ctx.municipality or message.topic() is None:
+                        raise StreamError(f"Kafka refused {self.ctx.municipality} reading {message.topic()}")
+                    log.warning("Kafka refused reading %s: the share was withdrawn; reading on without it",
+                                message.topic())
+                    self._discover()
+                    continue
                 log.warning("kafka: %s", self.ctx.redact(error.str()))
                 continue
             owner = self.owners.get(message.topic())
