@@ -112,16 +112,7 @@ def main() -> int:
                   "URBANSTACK_SMTP_PORT": str(settings.smtp_port), "LOG_LEVEL": "WARNING"}
         process = local.start(kube, name, tool, bootstrap=settings.kafka_bootstrap, module=MODULE,
                               caller_env=caller)
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit("tool did not become healthy")
-            time.sleep(0.5)
+        local.wait_healthy(process, port, timeout=60)
         box = Mailbox(settings.mail_dir)
         producer = streams.publisher(ctx)
         start = datetime.now(timezone.utc) - timedelta(days=1)

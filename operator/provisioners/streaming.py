@@ -77,19 +77,22 @@ class StreamingProvisioner:
         return {name: len(t.partitions) for name, t in metadata.topics.items() if name.startswith(prefix)}
 
     def _acls(self, part: StreamingPart) -> set[tuple]:
-        """The ACLs this municipality owns: its principal's bindings on its own prefix, and every
-        principal's LITERAL bindings on its own topics (the shares it grants). Bindings other
-        municipalities grant to this principal on their topics are theirs, not counted here."""
+        """The ACLs this municipality answers for: every binding of its principal, except a share
+        another municipality grants it (READ/DESCRIBE on one of that municipality's topics, LITERAL),
+        plus every principal's LITERAL bindings on its own topics (the shares it grants). A share
+        binding is thus observed by the municipality that owns the topic, and anything else given to
+        this principal (a wildcard, a prefix, a write) is revoked by this one."""
         prefix = part.topic_prefix
         own = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, part.principal, None,
                                AclOperation.ANY, AclPermissionType.ANY)
         granted = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.LITERAL, None, None,
                                    AclOperation.ANY, AclPermissionType.ANY)
-        keys = set()
-        for pattern in (own, granted):
-            bindings = _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0]
-            keys |= {_acl_key(b) for b in bindings or [] if b.name.startswith(prefix)}
-        return keys
+        mine = {_acl_key(b) for b in self._describe(own)}
+        keys = {key for key in mine if not _share_from_another(key, prefix)}
+        return keys | {_acl_key(b) for b in self._describe(granted) if b.name.startswith(prefix)}
+
+    def _describe(self, pattern: AclBindingFilter) -> list:
+        return _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0] or []
 
     def _configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
         if not topics:
@@ -251,6 +254,14 @@ def _password(part: StreamingPart, credentials: Mapping[str, str]) -> str:
         raise RuntimeError(f"the tenant Secret has no key {part.password_key!r} for Kafka user {part.user}; "
                            f"the runtime provisioner creates it")
     return password
+
+
+def _share_from_another(key: tuple, prefix: str) -> bool:
+    """A binding another municipality's plan grants (``plan._share_acls``): read access to one of
+    its topics, by exact name."""
+    restype, pattern, name, _principal, operation, permission, _host = key
+    return (restype == "TOPIC" and pattern == "LITERAL" and permission == "ALLOW" and operation in ("READ", "DESCRIBE")
+            and not name.startswith(prefix) and "*" not in name and name.count(".") >= 2)
 
 
 def _acl_text(key: tuple) -> str:

@@ -198,16 +198,11 @@ def _start(world: World, municipality: str) -> int:
     world.processes[municipality] = local.start(world.kube, municipality, world.tool,
                                                 bootstrap=world.platform.kafka_bootstrap, module=MODULE,
                                                 caller_env=caller, stdout=log, stderr=log)
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert world.processes[municipality].poll() is None, (world.logs / f"{municipality}.log").read_text()
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                return port
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"tool of {municipality} not healthy: {(world.logs / f'{municipality}.log').read_text()}")
+    try:
+        local.wait_healthy(world.processes[municipality], port)
+    except Exception as exc:
+        raise AssertionError(f"{exc}: {(world.logs / f'{municipality}.log').read_text()}") from None
+    return port
 
 
 def _metric(port: int, name: str) -> float:

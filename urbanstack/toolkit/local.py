@@ -110,3 +110,22 @@ def start(api_client: kubernetes.client.ApiClient, municipality: str, tool: str,
                                **popen)
     process._settings_folder = folder  # type: ignore[attr-defined] - lives as long as the process object
     return process
+
+
+def wait_healthy(process: subprocess.Popen, port: int, timeout: float = 90.0) -> None:
+    """Until the tool answers 200 on ``/healthz``; ContextError if it exits or the time runs out."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ContextError(f"the tool exited with status {process.returncode} before it was healthy")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise ContextError(f"the tool was not healthy on port {port} within {timeout:.0f} s")
