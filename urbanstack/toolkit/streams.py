@@ -121,7 +121,11 @@ class DatasetConsumer:
     def poll(self, timeout: float = 1.0, max_messages: int = MAX_POLL_MESSAGES) -> list[Reading]:
         if time.monotonic() - self._discovered > self.rediscover_every:
             self._discover()
-        messages = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        # Wait for the first message only, then take what is already fetched: consume() alone would
+        # wait the whole timeout for a full batch and add that to every reading's latency.
+        first = self._consumer.poll(timeout)
+        messages = [] if first is None else [first, *self._consumer.consume(num_messages=max_messages - 1,
+                                                                             timeout=0)]
         readings = []
         for message in messages:
             error = message.error()
