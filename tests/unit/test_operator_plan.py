@@ -51,9 +51,9 @@ def test_created_names_of_guetersloh():
         "organization": "guetersloh", "kafkaUser": "muni-guetersloh", "secret": "guetersloh-credentials",
         "topics": ["guetersloh.passantenfrequenz-wetter.pedestrian_counts",
                    "guetersloh.passantenfrequenz-wetter.weather",
-                   "guetersloh.pegel-warnung.water_levels", "guetersloh.dlq"],
+                   "guetersloh.pegel-warnung.water_levels", "guetersloh.pegel-warnung.warnings", "guetersloh.dlq"],
         "tables": ["passantenfrequenz_wetter__pedestrian_counts", "passantenfrequenz_wetter__weather",
-                   "pegel_warnung__water_levels"],
+                   "pegel_warnung__water_levels", "pegel_warnung__warnings"],
     }
 
 
@@ -143,7 +143,7 @@ def test_municipality_retention_overrides_the_dataset():
 
 
 def test_more_partitions_than_the_plan_allows_is_a_clear_error():
-    with pytest.raises(PlanError, match="need 7 Kafka partitions, plan 'medium' allows 4"):
+    with pytest.raises(PlanError, match="need 8 Kafka partitions, plan 'medium' allows 4"):
         plan(municipality(plan={"name": "medium", "partitions": 4}), TOOLS)
 
 
