@@ -17,10 +17,10 @@ other tests use; `--module` tells the process which code runs it (as an image wo
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import http.server
 import json
+import re
 import socket
 import threading
 import time
@@ -262,6 +262,30 @@ def _readings(world: World, shared_fixtures: Path | None):
     return events
 
 
+def _stored_warnings(world: World, warehouse, municipality: str) -> list[tuple[str, str]]:
+    """Run the platform's sink over the municipality's warnings topic until it caught up, then read
+    the hydrograph gauge's warnings from the warehouse table (FINAL: duplicates collapsed)."""
+    from sink_harness import drain
+    from urbanstack.devplatform import kafka
+    from urbanstack.operator import naming
+    from urbanstack.runtime.sink import Sink, SinkConfig
+
+    topic = f"{municipality}.{world.tool}.warnings"
+    admin = kafka.admin_config(world.platform)
+    config = SinkConfig(group_id=f"test-sink-{uuid.uuid4().hex[:8]}", topic_pattern=f"^{re.escape(topic)}$",
+                        retry_initial_seconds=0.05)
+    sink = Sink(admin, warehouse, config)
+    sink.start()
+    try:
+        drain(sink, admin, config.group_id, [topic])
+    finally:
+        sink.close()
+    table = f"`{naming.database(municipality)}`.`{naming.table(world.tool, 'warnings')}`"
+    rows = warehouse.query(f"SELECT level, msg_type FROM {table} FINAL WHERE gauge = '{GAUGE}' "
+                           "ORDER BY observed_at").result_rows
+    return [tuple(row) for row in rows]
+
+
 def _publish_as(world: World, municipality: str, events, folder: Path) -> None:
     from urbanstack.toolkit import streams
 
@@ -326,7 +350,7 @@ def test_the_tool_identity_reaches_only_what_the_operator_granted(world, tmp_pat
 
 # Acceptance --------------------------------------------------------------------------------
 
-def test_flood_warnings_cross_municipal_borders_exactly_once(world, mailbox, request, tmp_path):
+def test_flood_warnings_cross_municipal_borders_exactly_once(world, warehouse, mailbox, request, tmp_path):
     from lxml import etree
 
     from urbanstack.toolkit import notify
@@ -361,6 +385,10 @@ def test_flood_warnings_cross_municipal_borders_exactly_once(world, mailbox, req
     assert _warnings(world, world.outsider) == []          # nobody shares with it: it sees nothing
     assert _metric(ports[world.outsider], "pegel_warnung_readings_total") == 0
 
+    # The warnings are a dataset like any other: the sink stores them in the municipality's table.
+    assert _stored_warnings(world, warehouse, world.gue) == [("warning", "Alert"), ("alarm", "Update"),
+                                                             ("all_clear", "Cancel")]
+
     # E-mail to the subscribed staff, and the signed webhook.
     for name in expected:
         for subject in ("Hochwasserwarnung", "Hochwasseralarm", "Entwarnung"):
@@ -394,14 +422,13 @@ def test_flood_warnings_cross_municipal_borders_exactly_once(world, mailbox, req
         raise AssertionError(f"the tools did not read the readings again: {before} → {now}")
     time.sleep(2)  # a decision would be published within a poll; give it the time to show
     assert {name: len(_warnings(world, name)) for name in world.municipalities()} == counts
+    assert len(_stored_warnings(world, warehouse, world.gue)) == 3
     assert len([h for h in Hooks.received if h[0] == "/leitstelle"]) == 4
 
 
 # A scaffolded tool runs ------------------------------------------------------------------------
 
 def test_a_scaffolded_tool_is_provisioned_and_runs_with_its_deployments_credentials(world, tmp_path):
-    import os
-    import sys
 
     from urbanstack.cli import main
     from urbanstack.runtime.events import Observation

@@ -3,10 +3,7 @@
 import subprocess
 import sys
 
-import pytest
-
 from urbanstack.cli import main
-from urbanstack.operator.plan import plan
 
 
 def test_scaffolded_tool_passes_its_generated_tests(tmp_path):
