@@ -478,3 +478,19 @@ def test_a_scaffolded_tool_is_provisioned_and_runs_with_its_deployments_credenti
         world.cluster.patch_spec(M, world.outsider, {"tools": [t for t in spec["tools"] if t["name"] != name]})
         world.cluster.wait_for(M, world.outsider, is_ready, timeout=240, what="tool switched off again")
         world.cluster.delete("citytools", name)
+
+
+def test_tool_commands_read_the_operators_objects_and_name_what_is_missing(world, tmp_path, capsys):
+    from urbanstack.cli import main
+    from urbanstack.toolkit import notify
+
+    kubeconfig = str(world.platform.kubeconfig)
+    url = "https://leitstelle.example.org/cap"
+    assert main(["tool", "webhook-secret", world.tool, "--municipality", world.gue, "--url", url,
+                 "--kubeconfig", kubeconfig]) == 0
+    secret = notify.subscription_secret(_environment(world, world.gue, tmp_path / "e")["URBANSTACK_CLIENT_SECRET"], url)
+    assert capsys.readouterr().out.strip() == secret
+
+    assert main(["tool", "run", "nicht-aktiviert", "--municipality", world.gue, "--kubeconfig", kubeconfig]) == 2
+    error = capsys.readouterr().err
+    assert f"no Deployment muni-{world.gue}/tool-nicht-aktiviert" in error and "spec.tools" in error
