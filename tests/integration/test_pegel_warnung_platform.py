@@ -77,6 +77,7 @@ class World:
     logs: Path
     processes: dict
     smtp_port: int | None = None
+    ports: dict = dataclasses.field(default_factory=dict)
 
     def municipalities(self):
         return (self.gue, self.rh, self.bi, self.outsider)
@@ -202,6 +203,7 @@ def _start(world: World, municipality: str) -> int:
         local.wait_healthy(world.processes[municipality], port)
     except Exception as exc:
         raise AssertionError(f"{exc}: {(world.logs / f'{municipality}.log').read_text()}") from None
+    world.ports[municipality] = port
     return port
 
 
@@ -494,3 +496,35 @@ def test_tool_commands_read_the_operators_objects_and_name_what_is_missing(world
     assert main(["tool", "run", "nicht-aktiviert", "--municipality", world.gue, "--kubeconfig", kubeconfig]) == 2
     error = capsys.readouterr().err
     assert f"no Deployment muni-{world.gue}/tool-nicht-aktiviert" in error and "spec.tools" in error
+
+
+def test_a_withdrawn_share_is_revoked_and_the_neighbours_tool_reads_on_without_it(world, tmp_path):
+    from urbanstack.runtime.events import Observation
+    from urbanstack.toolkit import streams
+
+    if world.rh not in world.ports:
+        world.smtp_port = world.smtp_port or world.platform.smtp_port
+        _start(world, world.rh)
+    rheda = _context(world, world.rh, tmp_path / "r")
+    assert world.gue in streams.readable_topics(rheda, "water_levels").values()
+    world.cluster.patch_spec(M, world.gue, {"shares": []})
+    world.cluster.wait_for(M, world.gue, is_ready, timeout=240, what="Ready without the share")
+    assert world.gue not in streams.readable_topics(rheda, "water_levels").values()   # the ACL is gone
+
+    port = world.ports[world.rh]
+    before = _metric(port, 'pegel_warnung_readings_total{owner="%s"}' % world.gue)
+    own_before = _metric(port, 'pegel_warnung_readings_total{owner="%s"}' % world.rh)
+    late = datetime.now(timezone.utc).replace(microsecond=0)
+    _publish_as(world, world.gue, [Observation(
+        tenant=world.gue, dataset="water_levels", source="hydrograph", sensor_id=GAUGE, observed_at=late,
+        fields={"water_level": 400.0}, lon=8.3853, lat=51.9069)], tmp_path / "g")
+    _publish_as(world, world.rh, [Observation(
+        tenant=world.rh, dataset="water_levels", source="test", sensor_id="rh-ems", observed_at=late,
+        fields={"water_level": 10.0})], tmp_path / "r2")
+    deadline = time.monotonic() + 60
+    while _metric(port, 'pegel_warnung_readings_total{owner="%s"}' % world.rh) < own_before + 1:
+        assert time.monotonic() < deadline, (world.logs / f"{world.rh}.log").read_text()
+        time.sleep(0.5)
+    assert world.processes[world.rh].poll() is None                     # still running
+    assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+    assert _metric(port, 'pegel_warnung_readings_total{owner="%s"}' % world.gue) == before   # no longer read

@@ -133,10 +133,9 @@ class DatasetConsumer:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
                 if error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
-                    if self.owners.get(message.topic()) == self.ctx.municipality or message.topic() is None:
-                        raise StreamError(f"Kafka refused {self.ctx.municipality} reading {message.topic()}")
-                    log.warning("Kafka refused reading %s: the share was withdrawn; reading on without it",
-                                message.topic())
+                    # A share was withdrawn: read on without it. Losing the own topic raises in _discover.
+                    log.warning("Kafka refused reading %s; looking again at what %s may read",
+                                message.topic(), self.ctx.municipality)
                     self._discover()
                     continue
                 log.warning("kafka: %s", self.ctx.redact(error.str()))
