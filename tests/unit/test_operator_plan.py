@@ -313,3 +313,18 @@ def test_suspended_dedicated_realm_is_disabled():
     assert plan(municipality("bielefeld", suspended=True), TOOLS).identity.realm_settings["enabled"] is False
     # The shared realm serves every other tenant and stays on.
     assert plan(municipality(suspended=True), TOOLS).identity.realm_settings["enabled"] is True
+
+
+def test_tool_deployments_carry_the_platforms_endpoints_and_no_relay_password():
+    from urbanstack.operator.plan import ToolEndpoints
+
+    endpoints = ToolEndpoints(kafka_bootstrap="kafka.urbanstack-system.svc:9092", smtp_host="relay.example.org",
+                              smtp_port=587, smtp_from="no-reply@example.org", smtp_starttls=True)
+    deployment = plan(municipality(), TOOLS, endpoints=endpoints).runtime.get("Deployment", "tool-pegel-warnung")
+    env = {v["name"]: v.get("value") for v in deployment.manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["URBANSTACK_KAFKA_BOOTSTRAP"] == "kafka.urbanstack-system.svc:9092"
+    assert (env["URBANSTACK_SMTP_HOST"], env["URBANSTACK_SMTP_PORT"], env["URBANSTACK_SMTP_STARTTLS"]) == (
+        "relay.example.org", "587", "1")
+    assert "URBANSTACK_SMTP_PASSWORD" not in env
+    bare = plan(municipality(), TOOLS).runtime.get("Deployment", "tool-pegel-warnung").manifest
+    assert "URBANSTACK_KAFKA_BOOTSTRAP" not in {v["name"] for v in bare["spec"]["template"]["spec"]["containers"][0]["env"]}

@@ -5,8 +5,8 @@ module does what the kubelet would do for its one container: read the Deployment
 created, resolve every environment variable (values as written, ``secretKeyRef`` from the
 credentials Secret), write the settings ConfigMap to a private folder as the volume mount
 would, and start ``python -m urbanstack.toolkit <module>`` with exactly that environment plus
-the platform's endpoints (Kafka bootstrap, SMTP relay). Nothing of the caller's own
-credentials is passed on.
+what a Deployment cannot carry (the relay's user and password, a Kafka CA file; the
+Deployment's own values win). Nothing else of the caller's credentials is passed on.
 """
 
 from __future__ import annotations
@@ -32,8 +32,7 @@ or is found as ``<tool_with_underscores>.tool`` on the Python path (what ``tool 
 PASSED_ON = ("PATH", "HOME", "LANG", "PYTHONPATH", "LOG_LEVEL", "TZ")
 PLATFORM_ENDPOINTS = ("URBANSTACK_KAFKA_SECURITY_PROTOCOL", "URBANSTACK_KAFKA_CA_FILE", "URBANSTACK_SMTP_HOST",
                       "URBANSTACK_SMTP_PORT", "URBANSTACK_SMTP_USER", "URBANSTACK_SMTP_PASSWORD",
-                      "URBANSTACK_SMTP_FROM", "URBANSTACK_SMTP_STARTTLS", "URBANSTACK_TOOL_PORT",
-                      "URBANSTACK_TOOL_STATE_DIR")
+                      "URBANSTACK_SMTP_FROM", "URBANSTACK_SMTP_STARTTLS", "URBANSTACK_TOOL_PORT")
 
 
 def module_of(tool: str, module: str | None = None) -> str:
