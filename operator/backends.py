@@ -42,6 +42,7 @@ class Backends:
     warehouse: WarehouseProvisioner
     identity: object
     mail: object = None  # plan.RealmMail: the relay every realm sends its e-mail through
+    endpoints: object = None  # plan.ToolEndpoints: where tool Deployments find Kafka and the relay
     locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def lock(self, slug: str) -> threading.Lock:
@@ -51,7 +52,7 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: Settings, *, warehouse_client=None, kube=None) -> "Backends":
-        from urbanstack.operator.plan import RealmMail
+        from urbanstack.operator.plan import RealmMail, ToolEndpoints
         from urbanstack.operator.provisioners.identity import IdentityProvisioner
 
         # Both identities first: a missing one stops the start with the variables to set.
@@ -72,4 +73,5 @@ class Backends:
             identity=IdentityProvisioner(settings.keycloak_url, user, password,
                                          smtp_password=settings.smtp_password),
             mail=RealmMail.from_settings(settings),
+            endpoints=ToolEndpoints.from_settings(settings),
         )

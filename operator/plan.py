@@ -124,6 +124,32 @@ class RealmMail:
 
 
 @dataclass(frozen=True)
+class ToolEndpoints:
+    """Where a tool's process finds the platform: Kafka's bootstrap servers and protocol and the
+    mail relay (as ``URBANSTACK_*`` variables in its Deployment). Addresses only: a relay
+    password or a Kafka CA would have to come from a Secret, and are not passed to tools."""
+    kafka_bootstrap: str
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = ""
+    smtp_starttls: bool = False
+
+    @classmethod
+    def from_settings(cls, settings) -> "ToolEndpoints":
+        return cls(kafka_bootstrap=settings.kafka_bootstrap, kafka_security_protocol=settings.kafka_security_protocol,
+                   smtp_host=settings.smtp_server, smtp_port=settings.smtp_port, smtp_from=settings.smtp_from,
+                   smtp_starttls=settings.smtp_starttls)
+
+    def env(self) -> list[dict[str, str]]:
+        values = {"URBANSTACK_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
+                  "URBANSTACK_KAFKA_SECURITY_PROTOCOL": self.kafka_security_protocol,
+                  "URBANSTACK_SMTP_HOST": self.smtp_host, "URBANSTACK_SMTP_PORT": str(self.smtp_port),
+                  "URBANSTACK_SMTP_FROM": self.smtp_from, "URBANSTACK_SMTP_STARTTLS": "1" if self.smtp_starttls else "0"}
+        return [{"name": name, "value": value} for name, value in values.items() if value]
+
+
+@dataclass(frozen=True)
 class IdentityPart:
     strategy: IdentityStrategy
     realm: str
@@ -424,7 +450,7 @@ class DesiredState:
 
 
 def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, CityTool], *,
-         mail: RealmMail | None = None) -> DesiredState:
+         mail: RealmMail | None = None, endpoints: ToolEndpoints | None = None) -> DesiredState:
     """The desired state of every backend for ``municipality`` with the CityTools it enables.
 
     ``tools`` may hold more CityTools than the municipality enables; only the
@@ -446,7 +472,7 @@ def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, Ci
         identity=_identity(municipality, enabled, mail),
         streaming=_streaming(municipality, datasets, quotas),
         warehouse=_warehouse(municipality, datasets, quotas),
-        runtime=_runtime(municipality, enabled, quotas),
+        runtime=_runtime(municipality, enabled, quotas, endpoints),
         tools=tuple(tool.name for tool in enabled),
     )
 
@@ -557,9 +583,24 @@ def _streaming(municipality: Municipality, datasets: tuple[tuple[CityTool, Datas
     topic_operations = _READ_OPERATIONS if municipality.spec.suspended else _READ_OPERATIONS + _WRITE_OPERATIONS
     acls = [KafkaAcl("TOPIC", "PREFIXED", prefix, principal, operation) for operation in topic_operations]
     acls += [KafkaAcl("GROUP", "PREFIXED", prefix, principal, operation) for operation in ("READ", "DESCRIBE")]
+    acls += _share_acls(municipality)
     return StreamingPart(user=naming.kafka_user(slug), principal=principal, mechanism="SCRAM-SHA-512",
                          topic_prefix=prefix, topics=tuple(topics), dlq_topic=naming.dlq_topic(slug),
                          acls=tuple(sorted(acls)), password_key="kafka-password")
+
+
+def _share_acls(municipality: Municipality) -> list[KafkaAcl]:
+    """Read access for the municipalities a dataset is shared with: READ and DESCRIBE on exactly
+    that topic (LITERAL), granted to the other tenant's principal. They belong to the sharing
+    municipality's plan (it owns the topic), so taking a share out of ``spec.shares`` revokes them.
+    A neighbour's tools find the topics shared with them by listing the topics they may describe."""
+    acls = []
+    for share in municipality.spec.shares:
+        topic = naming.topic(municipality.slug, share.tool, share.dataset)
+        for other in share.municipalities:
+            acls += [KafkaAcl("TOPIC", "LITERAL", topic, naming.kafka_principal(other), operation)
+                     for operation in ("READ", "DESCRIBE")]
+    return acls
 
 
 def _topic_config(retention_days: int) -> dict[str, str]:
@@ -664,7 +705,8 @@ def _rollup(database: str, source: str, tool: CityTool, dataset: Dataset, days: 
 
 # Runtime ----------------------------------------------------------------------
 
-def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: Quotas) -> RuntimePart:
+def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: Quotas,
+             endpoints: ToolEndpoints | None = None) -> RuntimePart:
     slug, spec = municipality.slug, municipality.spec
     namespace = naming.namespace(slug)
     labels = {LABEL_MANAGED_BY: MANAGED_BY, LABEL_MUNICIPALITY: naming.label_value(slug), LABEL_AGS: spec.ags}
@@ -688,7 +730,8 @@ def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: 
     settings_by_tool = {ref.name: ref.settings for ref in spec.tools}
     for tool in enabled:
         if tool.spec.image:
-            manifests += _tool_workload(municipality, tool, settings_by_tool[tool.name], namespace, labels, secret)
+            manifests += _tool_workload(municipality, tool, settings_by_tool[tool.name], namespace, labels, secret,
+                                        endpoints)
     secret_keys = ("kafka-username", "kafka-password", "warehouse-username", "warehouse-password",
                    *(_client_secret_key(tool.name) for tool in enabled))
     objects = tuple(KubeObject(api_version=manifest["apiVersion"], kind=manifest["kind"],
@@ -699,7 +742,8 @@ def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: 
 
 
 def _tool_workload(municipality: Municipality, tool: CityTool, settings: dict[str, Any], namespace: str,
-                   tenant_labels: dict[str, str], secret: str) -> list[dict[str, Any]]:
+                   tenant_labels: dict[str, str], secret: str,
+                   endpoints: ToolEndpoints | None = None) -> list[dict[str, Any]]:
     name = naming.tool_workload(tool.name)
     selector = {LABEL_MUNICIPALITY: tenant_labels[LABEL_MUNICIPALITY], LABEL_TOOL: naming.label_value(tool.name)}
     labels = {**tenant_labels, **selector, "app.kubernetes.io/name": naming.label_value(tool.name),
@@ -714,6 +758,10 @@ def _tool_workload(municipality: Municipality, tool: CityTool, settings: dict[st
         {"name": "URBANSTACK_CLIENT_ID", "value": naming.tool_client(municipality.slug, tool.name)},
         {"name": "URBANSTACK_CLIENT_SECRET",
          "valueFrom": {"secretKeyRef": {"name": secret, "key": _client_secret_key(tool.name)}}},
+        # The tenant's Kafka identity: its ACLs allow its own topics and the topics shared with it.
+        {"name": "URBANSTACK_KAFKA_USERNAME", "valueFrom": {"secretKeyRef": {"name": secret, "key": "kafka-username"}}},
+        {"name": "URBANSTACK_KAFKA_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": "kafka-password"}}},
+        *(endpoints.env() if endpoints is not None else ()),
         *({"name": var.name, "value": var.value} for var in tool.spec.env),
     ]
     resources = tool.spec.resources.model_dump(exclude_none=True)

@@ -80,7 +80,8 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
     previous = (body.get("status") or {}).get("conditions") or []
     try:
         municipality = parse_municipality(body, directory)
-        desired = plan(municipality, tools, mail=getattr(backends, "mail", None))
+        desired = plan(municipality, tools, mail=getattr(backends, "mail", None),
+                       endpoints=getattr(backends, "endpoints", None))
     except MissingToolError as error:
         return _blocked(generation, previous, REASON_TOOL_MISSING, str(error), retry=True)
     except (SpecError, PlanError, ags_rules.AgsError) as error:
@@ -236,7 +237,8 @@ def finalize(body: dict[str, Any], tools: dict[str, CityTool], backends) -> list
     # Deleting must not depend on tools that may themselves be gone: plan without them.
     stripped = municipality.model_copy(update={"spec": municipality.spec.model_copy(
         update={"tools": [t for t in municipality.spec.tools if t.name in tools]})})
-    desired = plan(stripped, tools, mail=getattr(backends, "mail", None))
+    desired = plan(stripped, tools, mail=getattr(backends, "mail", None),
+                   endpoints=getattr(backends, "endpoints", None))
     actions = []
     actions += backends.identity.delete(desired.identity, keep_data=keep_data)
     actions += backends.streaming.delete(desired.streaming, keep_data=keep_data)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from urbanstack import settings as settings_module
@@ -151,6 +152,63 @@ def _demo(args, s: Settings) -> int:
     return demo.run(_local(s))
 
 
+def _tool_new(args, s: Settings) -> int:
+    from pathlib import Path
+
+    from urbanstack.toolkit import scaffold
+    from urbanstack.toolkit.context import ContextError
+
+    try:
+        written = scaffold.new(args.name, Path(args.dir or args.name), owner=args.owner)
+    except ContextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(f"wrote {path}")
+    print(f"next: cd {args.dir or args.name} && python -m pytest tests")
+    return 0
+
+
+def _tool_kube(args, s: Settings):
+    from urbanstack import kubeclient
+
+    return kubeclient.api_client(args.kubeconfig or os.environ.get("KUBECONFIG") or str(s.kubeconfig))
+
+
+def _tool_run(args, s: Settings) -> int:
+    from urbanstack.toolkit import local
+    from urbanstack.toolkit.context import ContextError
+
+    try:
+        process = local.start(_tool_kube(args, s), args.municipality, args.name, bootstrap=s.kafka_bootstrap,
+                              module=args.module)
+    except ContextError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return process.wait()
+    except KeyboardInterrupt:
+        process.terminate()
+        return process.wait(timeout=30)
+
+
+def _tool_webhook_secret(args, s: Settings) -> int:
+    import tempfile
+    from pathlib import Path
+
+    from urbanstack.toolkit import local, notify
+    from urbanstack.toolkit.context import ContextError
+
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            env = local.deployment_environment(_tool_kube(args, s), args.municipality, args.name, Path(folder))
+        except ContextError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+    print(notify.subscription_secret(env["URBANSTACK_CLIENT_SECRET"], args.url))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="urbanstack", description="Urban Stack command line")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -205,6 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="platform up, example municipalities provisioned, status printed")
     demo.set_defaults(func=_demo)
+
+    tool = sub.add_parser("tool", help="City Tools: scaffold one, run one locally as a municipality")
+    tool_sub = tool.add_subparsers(dest="tool_command", required=True)
+    new = tool_sub.add_parser("new", help="scaffold a tool: CityTool manifest, package, tests, Dockerfile")
+    new.add_argument("name", help="tool name (a slug, e.g. parkplatz-belegung)")
+    new.add_argument("--dir", help="where to write it (default: ./NAME)")
+    new.add_argument("--owner", default="guetersloh", help="slug of the municipality that builds it")
+    new.set_defaults(func=_tool_new)
+    for command, func, text in (
+            ("run", _tool_run, "run a tool as a local process with the credentials its Deployment gets"),
+            ("webhook-secret", _tool_webhook_secret, "the signing secret of one webhook subscription")):
+        parser_ = tool_sub.add_parser(command, help=text)
+        parser_.add_argument("name", help="tool name (as in the CityTool)")
+        parser_.add_argument("--municipality", required=True, help="slug of a municipality that switched it on")
+        parser_.add_argument("--kubeconfig", help="default: KUBECONFIG, else the local platform's admin kubeconfig")
+        if command == "run":
+            parser_.add_argument("--module", help="package.module[:function] of the tool (default: built-in "
+                                                  "tools, else <name_with_underscores>.tool)")
+        else:
+            parser_.add_argument("--url", required=True, help="the subscription's webhook URL")
+        parser_.set_defaults(func=func)
 
     sett = sub.add_parser("settings", help="the URBANSTACK_* settings in force and their meaning")
     sett.set_defaults(func=_settings)

@@ -76,11 +76,23 @@ class StreamingProvisioner:
             raise BackendUnavailable(BACKEND, f"listing topics: {exc.args[0].str()}") from None
         return {name: len(t.partitions) for name, t in metadata.topics.items() if name.startswith(prefix)}
 
-    def _acls(self, principal: str) -> set[tuple]:
-        pattern = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, principal, None,
+    def _acls(self, part: StreamingPart) -> set[tuple]:
+        """The ACLs this municipality answers for: every binding of its principal, except a share
+        another municipality grants it (READ/DESCRIBE on one of that municipality's topics, LITERAL),
+        plus every principal's LITERAL bindings on its own topics (the shares it grants). A share
+        binding is thus observed by the municipality that owns the topic, and anything else given to
+        this principal (a wildcard, a prefix, a write) is revoked by this one."""
+        prefix = part.topic_prefix
+        own = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, part.principal, None,
+                               AclOperation.ANY, AclPermissionType.ANY)
+        granted = AclBindingFilter(ResourceType.TOPIC, None, ResourcePatternType.LITERAL, None, None,
                                    AclOperation.ANY, AclPermissionType.ANY)
-        bindings = _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0]
-        return {_acl_key(b) for b in bindings or []}
+        mine = {_acl_key(b) for b in self._describe(own)}
+        keys = {key for key in mine if not _share_from_another(key, prefix)}
+        return keys | {_acl_key(b) for b in self._describe(granted) if b.name.startswith(prefix)}
+
+    def _describe(self, pattern: AclBindingFilter) -> list:
+        return _wait(self.admin.describe_acls(pattern, request_timeout=TIMEOUT), "describing ACLs")[0] or []
 
     def _configs(self, topics: list[str]) -> dict[str, dict[str, str]]:
         if not topics:
@@ -127,7 +139,7 @@ class StreamingProvisioner:
         return streaming_differences(
             part, existing, self._configs([t.name for t in part.topics if t.name in existing]), mechanisms,
             self._authenticates(part.user, password) if part.mechanism in mechanisms else None,
-            self._acls(part.principal))
+            self._acls(part))
 
     # apply --------------------------------------------------------------------
     def apply(self, part: StreamingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
@@ -181,7 +193,7 @@ class StreamingProvisioner:
     def delete(self, part: StreamingPart, *, keep_data: bool) -> list[str]:
         """Remove access (ACLs and SCRAM user); with ``keep_data=False`` also the topics."""
         actions = []
-        have = self._acls(part.principal)
+        have = self._acls(part)
         if have:
             self._delete_acls(have)
             actions.append(f"revoked {len(have)} ACLs")
@@ -242,6 +254,14 @@ def _password(part: StreamingPart, credentials: Mapping[str, str]) -> str:
         raise RuntimeError(f"the tenant Secret has no key {part.password_key!r} for Kafka user {part.user}; "
                            f"the runtime provisioner creates it")
     return password
+
+
+def _share_from_another(key: tuple, prefix: str) -> bool:
+    """A binding another municipality's plan grants (``plan._share_acls``): read access to one of
+    its topics, by exact name."""
+    restype, pattern, name, _principal, operation, permission, _host = key
+    return (restype == "TOPIC" and pattern == "LITERAL" and permission == "ALLOW" and operation in ("READ", "DESCRIBE")
+            and not name.startswith(prefix) and "*" not in name and name.count(".") >= 2)
 
 
 def _acl_text(key: tuple) -> str:

@@ -135,6 +135,20 @@ def test_kafka_drift_of_every_attribute_is_observed_and_repaired(platform, kafka
         diff = _repaired(provisioner, part, credentials,
                          f"ACL ALLOW READ on TOPIC LITERAL * for {part.principal}@*", "binding")
         assert [d.action for d in diff] == ["delete_acl"]
+
+        # Read access to another municipality's topic is that municipality's share (its plan grants and
+        # observes it); a write there is nobody's share and is revoked.
+        foreign = "another-town.pegel-warnung.water_levels"
+        for operation in (AclOperation.READ, AclOperation.WRITE):
+            _done(kafka_admin.create_acls([AclBinding(
+                ResourceType.TOPIC, foreign, ResourcePatternType.LITERAL, part.principal, "*", operation,
+                AclPermissionType.ALLOW)]))
+        diff = _repaired(provisioner, part, credentials,
+                         f"ACL ALLOW WRITE on TOPIC LITERAL {foreign} for {part.principal}@*", "binding")
+        assert [d.object for d in diff] == [f"ACL ALLOW WRITE on TOPIC LITERAL {foreign} for {part.principal}@*"]
+        _done(kafka_admin.delete_acls([AclBindingFilter(
+            ResourceType.TOPIC, foreign, ResourcePatternType.LITERAL, part.principal, "*", AclOperation.READ,
+            AclPermissionType.ALLOW)]))
     finally:
         provisioner.delete(part, keep_data=False)
 

@@ -51,9 +51,9 @@ def test_created_names_of_guetersloh():
         "organization": "guetersloh", "kafkaUser": "muni-guetersloh", "secret": "guetersloh-credentials",
         "topics": ["guetersloh.passantenfrequenz-wetter.pedestrian_counts",
                    "guetersloh.passantenfrequenz-wetter.weather",
-                   "guetersloh.pegel-warnung.water_levels", "guetersloh.dlq"],
+                   "guetersloh.pegel-warnung.water_levels", "guetersloh.pegel-warnung.warnings", "guetersloh.dlq"],
         "tables": ["passantenfrequenz_wetter__pedestrian_counts", "passantenfrequenz_wetter__weather",
-                   "pegel_warnung__water_levels"],
+                   "pegel_warnung__water_levels", "pegel_warnung__warnings"],
     }
 
 
@@ -113,13 +113,18 @@ def test_realm_has_brute_force_protection_and_password_policy():
 
 # Streaming ----------------------------------------------------------------------
 
-def test_acls_cover_only_the_tenants_own_prefix():
+def test_acls_cover_only_the_tenants_own_prefix_and_the_topics_it_shares():
     streaming = plan(municipality(), TOOLS).streaming
+    shared = "guetersloh.pegel-warnung.water_levels"
     assert {(acl.resource_type, acl.pattern_type, acl.resource_name, acl.principal) for acl in streaming.acls} == {
         ("TOPIC", "PREFIXED", "guetersloh.", "User:muni-guetersloh"),
-        ("GROUP", "PREFIXED", "guetersloh.", "User:muni-guetersloh")}
-    assert {acl.operation for acl in streaming.acls if acl.resource_type == "TOPIC"} == \
-        {"READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"}
+        ("GROUP", "PREFIXED", "guetersloh.", "User:muni-guetersloh"),
+        ("TOPIC", "LITERAL", shared, "User:muni-rheda-wiedenbrueck"),
+        ("TOPIC", "LITERAL", shared, "User:muni-bielefeld")}
+    assert {acl.operation for acl in streaming.acls if acl.resource_type == "TOPIC"
+            and acl.principal == "User:muni-guetersloh"} == {"READ", "WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"}
+    # A neighbour may read the shared topic, never write it; the public share grants no Kafka access.
+    assert {acl.operation for acl in streaming.acls if acl.pattern_type == "LITERAL"} == {"READ", "DESCRIBE"}
     assert all(acl.permission == "ALLOW" for acl in streaming.acls)
     assert all(topic.name.startswith(streaming.topic_prefix) for topic in streaming.topics)
 
@@ -138,7 +143,7 @@ def test_municipality_retention_overrides_the_dataset():
 
 
 def test_more_partitions_than_the_plan_allows_is_a_clear_error():
-    with pytest.raises(PlanError, match="need 7 Kafka partitions, plan 'medium' allows 4"):
+    with pytest.raises(PlanError, match="need 8 Kafka partitions, plan 'medium' allows 4"):
         plan(municipality(plan={"name": "medium", "partitions": 4}), TOOLS)
 
 
@@ -204,7 +209,17 @@ def test_desired_state_holds_no_secret_values():
     state = plan(municipality(), TOOLS)
     assert state.runtime.secret.keys[:4] == ("kafka-username", "kafka-password", "warehouse-username",
                                              "warehouse-password")
-    assert "password" not in repr(state.runtime.objects).replace("warehouse-password", "")
+    text = repr(state.runtime.objects)
+    for reference in ("warehouse-password", "kafka-password", "URBANSTACK_KAFKA_PASSWORD"):
+        text = text.replace(reference, "")
+    assert "password" not in text
+    deployments = [obj.manifest for obj in state.runtime.objects if obj.kind == "Deployment"]
+    assert deployments
+    for deployment in deployments:  # credentials reach a tool only as references to the Secret
+        for variable in deployment["spec"]["template"]["spec"]["containers"][0]["env"]:
+            if "PASSWORD" in variable["name"] or "SECRET" in variable["name"]:
+                assert "value" not in variable
+                assert variable["valueFrom"]["secretKeyRef"]["name"] == "guetersloh-credentials"
 
 
 def test_sharing_a_tool_that_is_not_enabled_is_a_clear_error():
@@ -298,3 +313,18 @@ def test_suspended_dedicated_realm_is_disabled():
     assert plan(municipality("bielefeld", suspended=True), TOOLS).identity.realm_settings["enabled"] is False
     # The shared realm serves every other tenant and stays on.
     assert plan(municipality(suspended=True), TOOLS).identity.realm_settings["enabled"] is True
+
+
+def test_tool_deployments_carry_the_platforms_endpoints_and_no_relay_password():
+    from urbanstack.operator.plan import ToolEndpoints
+
+    endpoints = ToolEndpoints(kafka_bootstrap="kafka.urbanstack-system.svc:9092", smtp_host="relay.example.org",
+                              smtp_port=587, smtp_from="no-reply@example.org", smtp_starttls=True)
+    deployment = plan(municipality(), TOOLS, endpoints=endpoints).runtime.get("Deployment", "tool-pegel-warnung")
+    env = {v["name"]: v.get("value") for v in deployment.manifest["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["URBANSTACK_KAFKA_BOOTSTRAP"] == "kafka.urbanstack-system.svc:9092"
+    assert (env["URBANSTACK_SMTP_HOST"], env["URBANSTACK_SMTP_PORT"], env["URBANSTACK_SMTP_STARTTLS"]) == (
+        "relay.example.org", "587", "1")
+    assert "URBANSTACK_SMTP_PASSWORD" not in env
+    bare = plan(municipality(), TOOLS).runtime.get("Deployment", "tool-pegel-warnung").manifest
+    assert "URBANSTACK_KAFKA_BOOTSTRAP" not in {v["name"] for v in bare["spec"]["template"]["spec"]["containers"][0]["env"]}

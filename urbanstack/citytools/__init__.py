@@ -1,0 +1,1 @@
+"""City Tools that ship with the platform, built on urbanstack.toolkit."""

@@ -1,0 +1,5 @@
+import sys
+
+from .service import launch
+
+sys.exit(launch())
