@@ -19,6 +19,7 @@ from .graphql import BoundedGraphQLRouter, build_schema
 from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
 from .rest import build_router
+from .sensorthings import add_sensorthings
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         return caller
 
     app.include_router(build_router(principal_dependency))
+    # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
+    add_sensorthings(app, principal, charge)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:

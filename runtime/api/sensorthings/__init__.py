@@ -1,0 +1,50 @@
+"""OGC SensorThings API 1.1 (read) under ``/v1.1``, on the Data Hub API's app: the same query
+engine, token verifier, tenant rules, quotas and limits as REST and GraphQL.
+
+See docs/sensorthings.md for the mapping of datasets onto SensorThings entities.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import PlainTextResponse, Response
+
+from .graph import SensorIndex, StaLimits
+from .service import VERSION, run
+
+__all__ = ["add_sensorthings", "StaLimits", "VERSION"]
+
+
+def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits: StaLimits | None = None) -> None:
+    """Adds the SensorThings routes to the API ``app``. ``principal(request)`` is the API's token
+    check (None without a token, 401 for a bad one); ``charge(request, caller)`` counts one
+    query against the caller's quota (429 beyond it), as for every REST request."""
+    limits = limits or StaLimits()
+    index = SensorIndex(app.state.engine, limits)
+    app.state.sensorthings_index = index
+    router = APIRouter()
+
+    async def handle(request: Request, path: str = "") -> Response:
+        caller = principal(request)
+        charge(request, caller)
+        base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
+        body, kind = await run_in_threadpool(run, app.state.engine, index, limits, caller, base, path,
+                                             request.scope.get("query_string", b"").decode("utf-8", "replace"))
+        if kind == "text":
+            return PlainTextResponse(body)
+        return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")),
+                        media_type="application/json")
+
+    @router.get(f"/{VERSION}", include_in_schema=False)
+    async def landing(request: Request) -> Response:
+        return await handle(request)
+
+    @router.get(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def resource(request: Request, path: str) -> Response:
+        return await handle(request, path)
+
+    app.include_router(router)

@@ -1,0 +1,396 @@
+"""The SensorThings entities over the warehouse, with stable ids.
+
+A dataset's table has one row per event: ``sensor_id``, ``observed_at``, an optional position
+(``lon``/``lat``) and one column per field of the CityTool. That maps onto SensorThings as:
+
+========================  ==============================================================
+Thing                     one sensor (``sensor_id``) of one dataset
+Sensor                    the same sensor as the instrument that measures (one per Thing)
+Datastream                sensor × field; ``unitOfMeasurement`` from the field's unit
+ObservedProperty          a field of a CityTool dataset (shared by every municipality's Datastreams)
+Observation               one non-empty field value of one event
+Location                  a position the sensor reported (the latest ``positions_per_sensor``)
+HistoricalLocation        when the sensor was first seen at that position
+FeatureOfInterest         the position of an observation (the sensor's latest one when the event has none)
+========================  ==============================================================
+
+Ids are numbers derived from the names (a keyed hash cut to 53 bits, so that JavaScript
+clients such as Masterportal keep them exact): the same sensor keeps its ids for as long as
+its dataset exists, across restarts and replicas, without a table of ids. An Observation's
+id is a string ``"<Datastream id>-<event_id>"``, which leads straight to its row.
+
+Which sensors and positions a dataset has is read from the warehouse once per
+``index_seconds`` per dataset (one grouped query each, under the engine's limits) and kept in
+memory; everything the caller may not read is never looked at, because the graph of a request
+is built only from the datasets :func:`..query.can_read` allows it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from dataclasses import dataclass, field as dataclass_field
+from datetime import datetime
+from typing import Any, Iterable
+
+from ..auth import Principal
+from ..catalogue import DatasetInfo, FieldInfo
+from ..query import QueryEngine, QueryError, _table, _utc
+
+ID_BITS = 53
+
+
+def stable_id(kind: str, *parts: Any) -> int:
+    text = "\x1f".join([kind, *(repr(part) if not isinstance(part, str) else part for part in parts)])
+    value = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8, person=b"urbanstack-sta").digest(), "big")
+    return (value & ((1 << ID_BITS) - 1)) or 1
+
+
+@dataclass(frozen=True)
+class StaLimits:
+    default_top: int = 100
+    max_top: int = 10_000
+    max_expand_depth: int = 3
+    # Entities one request may consider in memory (Things, Datastreams, ... of the datasets it can read),
+    # and write into one answer including expansions.
+    max_entities: int = 200_000
+    max_written: int = 50_000
+    max_sensors_per_dataset: int = 100_000
+    positions_per_sensor: int = 10
+    index_seconds: float = 30.0
+    max_skip: int = 1_000_000
+
+
+@dataclass(frozen=True)
+class Position:
+    lon: float
+    lat: float
+    first: datetime
+    last: datetime
+
+
+@dataclass(frozen=True)
+class SensorInfo:
+    sensor_id: str
+    first: datetime
+    last: datetime
+    positions: tuple[Position, ...]   # latest first
+
+    @property
+    def current(self) -> Position | None:
+        return self.positions[0] if self.positions else None
+
+
+class SensorIndex:
+    """Per dataset: its sensors, their time span and their latest positions, refreshed every
+    ``index_seconds``. Two grouped queries per dataset and refresh, run by the API's engine."""
+
+    def __init__(self, engine: QueryEngine, limits: StaLimits):
+        self.engine, self.limits = engine, limits
+        self._cache: dict[tuple[str, str], tuple[float, dict[str, SensorInfo]]] = {}
+        self._lock = threading.Lock()
+
+    def sensors(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
+        key = (dataset.database, dataset.table)
+        now = time.monotonic()
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        with self._lock:
+            cached = self._cache.get(key)
+            if cached is not None and cached[0] > time.monotonic():
+                return cached[1]
+            sensors = self._load(dataset)
+            self._cache[key] = (time.monotonic() + self.limits.index_seconds, sensors)
+            return sensors
+
+    def forget(self, dataset: DatasetInfo | None = None) -> None:
+        if dataset is None:
+            self._cache.clear()
+        else:
+            self._cache.pop((dataset.database, dataset.table), None)
+
+    def _load(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
+        cap = self.limits.max_sensors_per_dataset
+        # Minimum and maximum need no FINAL: copies of an event share its time and sensor.
+        spans = self.engine._run("sta_index", f"SELECT sensor_id, min(observed_at), max(observed_at) FROM "
+                                              f"{_table(dataset)} GROUP BY sensor_id ORDER BY sensor_id "
+                                              "LIMIT {cap:UInt32}", {"cap": cap + 1})
+        if len(spans) > cap:
+            raise QueryError(422, "query_too_expensive", f"dataset {dataset.ref} has more than {cap} sensors, more "
+                                                         "than the SensorThings interface serves; use the REST API")
+        positions = self.engine._run(
+            "sta_index", f"SELECT sensor_id, lon, lat, min(observed_at) AS first, max(observed_at) AS last FROM "
+                         f"{_table(dataset)} WHERE lon IS NOT NULL AND lat IS NOT NULL AND isFinite(lon) "
+                         "AND isFinite(lat) GROUP BY sensor_id, lon, lat ORDER BY sensor_id, last DESC, lon, lat "
+                         "LIMIT {per:UInt32} BY sensor_id LIMIT {cap:UInt32}",
+            {"per": self.limits.positions_per_sensor, "cap": (cap + 1) * self.limits.positions_per_sensor})
+        by_sensor: dict[str, list[Position]] = {}
+        for sensor_id, lon, lat, first, last in positions:
+            by_sensor.setdefault(sensor_id, []).append(Position(float(lon), float(lat), _utc(first), _utc(last)))
+        return {sensor_id: SensorInfo(sensor_id, _utc(first), _utc(last), tuple(by_sensor.get(sensor_id, ())))
+                for sensor_id, first, last in spans}
+
+
+# Entities -----------------------------------------------------------------------------------
+
+ENTITY_SETS = ("Things", "Locations", "HistoricalLocations", "Datastreams", "Sensors", "ObservedProperties",
+               "Observations", "FeaturesOfInterest")
+SINGULAR = {"Things": "Thing", "Locations": "Location", "HistoricalLocations": "HistoricalLocation",
+            "Datastreams": "Datastream", "Sensors": "Sensor", "ObservedProperties": "ObservedProperty",
+            "Observations": "Observation", "FeaturesOfInterest": "FeatureOfInterest"}
+PLURAL = {singular: plural for plural, singular in SINGULAR.items()}
+# Navigation properties of each entity type: name -> (entity set of the target, to-many?)
+NAVIGATION = {
+    "Thing": {"Locations": ("Locations", True), "HistoricalLocations": ("HistoricalLocations", True),
+              "Datastreams": ("Datastreams", True)},
+    "Location": {"Things": ("Things", True), "HistoricalLocations": ("HistoricalLocations", True)},
+    "HistoricalLocation": {"Thing": ("Things", False), "Locations": ("Locations", True)},
+    "Datastream": {"Thing": ("Things", False), "Sensor": ("Sensors", False),
+                   "ObservedProperty": ("ObservedProperties", False), "Observations": ("Observations", True)},
+    "Sensor": {"Datastreams": ("Datastreams", True)},
+    "ObservedProperty": {"Datastreams": ("Datastreams", True)},
+    "Observation": {"Datastream": ("Datastreams", False), "FeatureOfInterest": ("FeaturesOfInterest", False)},
+    "FeatureOfInterest": {"Observations": ("Observations", True)},
+}
+
+OM = "http://www.opengis.net/def/observationType/OGC-OM/2.0/"
+_INTEGER_TYPES = ("UInt8", "UInt16", "UInt32", "UInt64", "Int8", "Int16", "Int32", "Int64")
+GEOJSON = "application/geo+json"
+
+
+def observation_type(info: FieldInfo) -> str:
+    if info.type in _INTEGER_TYPES:
+        return OM + "OM_CountObservation"
+    if info.type in ("Float32", "Float64"):
+        return OM + "OM_Measurement"
+    if info.type == "Bool":
+        return OM + "OM_TruthObservation"
+    return OM + "OM_Observation"
+
+
+def point(lon: float, lat: float) -> dict:
+    return {"type": "Point", "coordinates": [lon, lat]}
+
+
+@dataclass(eq=False)
+class Entity:
+    """One SensorThings entity: ``kind`` (singular), ``id``, its properties in output order, and
+    what it stands for in the warehouse (dataset, sensor, field, position)."""
+    kind: str
+    id: Any
+    props: dict[str, Any]
+    dataset: DatasetInfo | None = None
+    sensor: SensorInfo | None = None
+    field: FieldInfo | None = None
+    field_index: int | None = None
+    position: Position | None = None
+    extra: dict[str, Any] = dataclass_field(default_factory=dict)
+
+
+def format_time(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    value = _utc(value)
+    return f"{value.strftime('%Y-%m-%dT%H:%M:%S')}.{value.microsecond // 1000:03d}Z"
+
+
+def interval(first: datetime, last: datetime) -> str:
+    start, end = format_time(first), format_time(last)
+    return start if start == end else f"{start}/{end}"
+
+
+class Graph:
+    """The entities one caller may read, built from the datasets it can read (per request)."""
+
+    def __init__(self, datasets: Iterable[DatasetInfo], index: SensorIndex, limits: StaLimits,
+                 principal: Principal | None):
+        self.datasets = list(datasets)
+        self.index, self.limits, self.principal = index, limits, principal
+        self._sets: dict[str, list[Entity]] | None = None
+        self._by_id: dict[str, dict[Any, Entity]] = {}
+        self._children: dict[tuple[str, Any, str], list[Entity]] = {}
+
+    # Building ---------------------------------------------------------------------------
+    def _build(self) -> None:
+        sets: dict[str, list[Entity]] = {name: [] for name in ENTITY_SETS if name != "Observations"}
+        children: dict[tuple[str, Any, str], list[Entity]] = {}
+        observed: dict[int, Entity] = {}
+        total = 0
+
+        def link(parent: Entity, nav: str, child: Entity) -> None:
+            children.setdefault((parent.kind, parent.id, nav), []).append(child)
+
+        for dataset in self.datasets:
+            sensors = self.index.sensors(dataset)
+            total += len(sensors) * (3 + len(dataset.fields))
+            if total > self.limits.max_entities:
+                raise QueryError(422, "query_too_expensive", f"the datasets you can read hold more than "
+                                 f"{self.limits.max_entities} SensorThings entities, more than one request may "
+                                 "consider; use the REST API for this volume")
+            for info in sensors.values():
+                thing, sensor = self._thing(dataset, info), self._sensor(dataset, info)
+                sets["Things"].append(thing)
+                sets["Sensors"].append(sensor)
+                for position in info.positions:
+                    location = self._location(dataset, info, position)
+                    historical = self._historical(dataset, info, position)
+                    feature = self.feature(dataset, info, position)
+                    sets["Locations"].append(location)
+                    sets["HistoricalLocations"].append(historical)
+                    sets["FeaturesOfInterest"].append(feature)
+                    if position is info.current:
+                        link(thing, "Locations", location)
+                        link(location, "Things", thing)
+                    link(thing, "HistoricalLocations", historical)
+                    link(location, "HistoricalLocations", historical)
+                    link(historical, "Thing", thing)
+                    link(historical, "Locations", location)
+                if not info.positions:
+                    sets["FeaturesOfInterest"].append(self.feature(dataset, info, None))
+                for index, info_field in enumerate(dataset.fields):
+                    stream = self._datastream(dataset, info, info_field, index)
+                    sets["Datastreams"].append(stream)
+                    prop_id = stable_id("ObservedProperty", dataset.tool, dataset.name, info_field.name)
+                    observed_property = observed.get(prop_id)
+                    if observed_property is None:
+                        observed_property = observed[prop_id] = self._observed_property(dataset, info_field, prop_id)
+                        sets["ObservedProperties"].append(observed_property)
+                    link(thing, "Datastreams", stream)
+                    link(sensor, "Datastreams", stream)
+                    link(observed_property, "Datastreams", stream)
+                    link(stream, "Thing", thing)
+                    link(stream, "Sensor", sensor)
+                    link(stream, "ObservedProperty", observed_property)
+        self._sets, self._children = sets, children
+        self._by_id = {name: {entity.id: entity for entity in entities} for name, entities in sets.items()}
+
+    def entities(self, entity_set: str) -> list[Entity]:
+        if self._sets is None:
+            self._build()
+        return self._sets[entity_set]
+
+    def get(self, entity_set: str, entity_id: Any) -> Entity | None:
+        if entity_set == "Observations":
+            raise ValueError("observations are read through the warehouse")
+        if self._sets is None:
+            self._build()
+        return self._by_id[entity_set].get(entity_id)
+
+    def related(self, entity: Entity, nav: str) -> list[Entity]:
+        """Related entities that live in memory (everything but Observations)."""
+        if self._sets is None:
+            self._build()
+        if entity.kind == "Observation":
+            stream = self.get("Datastreams", entity.extra["datastream"])
+            if nav == "Datastream":
+                return [stream] if stream else []
+            if nav == "FeatureOfInterest":
+                return [self.observation_feature(entity)]
+        return self._children.get((entity.kind, entity.id, nav), [])
+
+    def datastream_of(self, dataset: DatasetInfo, sensor_id: str, field_index: int) -> Entity | None:
+        info = dataset.fields[field_index]
+        return self.get("Datastreams", stable_id("Datastream", dataset.ref, sensor_id, info.name))
+
+    # Entities -----------------------------------------------------------------------------
+    @staticmethod
+    def _common(dataset: DatasetInfo) -> dict[str, Any]:
+        props = {"dataset": dataset.ref, "owner": dataset.owner, "tool": dataset.tool}
+        if dataset.licence:
+            props["licence"] = dataset.licence
+        return props
+
+    def _thing(self, dataset: DatasetInfo, info: SensorInfo) -> Entity:
+        return Entity("Thing", stable_id("Thing", dataset.ref, info.sensor_id), {
+            "name": info.sensor_id,
+            "description": f"{dataset.display_name}: {dataset.description or dataset.name} – sensor {info.sensor_id}",
+            "properties": {**self._common(dataset), "sensorId": info.sensor_id}}, dataset, info)
+
+    def _sensor(self, dataset: DatasetInfo, info: SensorInfo) -> Entity:
+        return Entity("Sensor", stable_id("Sensor", dataset.ref, info.sensor_id), {
+            "name": info.sensor_id,
+            "description": f"Sensor {info.sensor_id} of dataset {dataset.ref}",
+            "encodingType": "application/json",
+            "metadata": f"/api/v1/datasets/{dataset.ref}",
+            "properties": {**self._common(dataset), "sensorId": info.sensor_id}}, dataset, info)
+
+    def _location(self, dataset: DatasetInfo, info: SensorInfo, position: Position) -> Entity:
+        return Entity("Location", stable_id("Location", dataset.ref, info.sensor_id, position.lon, position.lat), {
+            "name": info.sensor_id,
+            "description": f"Position of sensor {info.sensor_id} ({dataset.ref})",
+            "encodingType": GEOJSON,
+            "location": point(position.lon, position.lat),
+            "properties": self._common(dataset)}, dataset, info, position=position)
+
+    def _historical(self, dataset: DatasetInfo, info: SensorInfo, position: Position) -> Entity:
+        return Entity("HistoricalLocation", stable_id("HistoricalLocation", dataset.ref, info.sensor_id,
+                                                      position.lon, position.lat),
+                      {"time": format_time(position.first)}, dataset, info, position=position)
+
+    def feature(self, dataset: DatasetInfo, info: SensorInfo, position: Position | None) -> Entity:
+        where = None if position is None else (position.lon, position.lat)
+        return Entity("FeatureOfInterest", feature_id(dataset, info.sensor_id, where), {
+            "name": info.sensor_id,
+            "description": f"Where sensor {info.sensor_id} ({dataset.ref}) observed",
+            "encodingType": GEOJSON,
+            "feature": None if position is None else point(position.lon, position.lat),
+            "properties": self._common(dataset)}, dataset, info, position=position)
+
+    def observation_feature(self, observation: Entity) -> Entity:
+        dataset, info = observation.dataset, observation.sensor
+        where = observation.extra.get("position")
+        if where is None:
+            current = info.current
+            return self.feature(dataset, info, current)
+        known = self.get("FeaturesOfInterest", feature_id(dataset, info.sensor_id, where))
+        if known is not None:
+            return known
+        lon, lat = where
+        return self.feature(dataset, info, Position(lon, lat, observation.extra["time"], observation.extra["time"]))
+
+    def _datastream(self, dataset: DatasetInfo, info: SensorInfo, info_field: FieldInfo, index: int) -> Entity:
+        unit = info_field.unit
+        props = {
+            "name": f"{info_field.name} – {info.sensor_id}",
+            "description": info_field.description or f"{info_field.name} of sensor {info.sensor_id} ({dataset.ref})",
+            "observationType": observation_type(info_field),
+            "unitOfMeasurement": {"name": unit, "symbol": unit, "definition": None},
+            "observedArea": (None if not info.positions else point(info.current.lon, info.current.lat)
+                             if len(info.positions) == 1 else
+                             {"type": "MultiPoint", "coordinates": [[p.lon, p.lat] for p in info.positions]}),
+            "phenomenonTime": interval(info.first, info.last),
+            "resultTime": interval(info.first, info.last),
+            "properties": {**self._common(dataset), "field": info_field.name, "sensorId": info.sensor_id,
+                           "type": info_field.type},
+        }
+        return Entity("Datastream", stable_id("Datastream", dataset.ref, info.sensor_id, info_field.name), props,
+                      dataset, info, info_field, index)
+
+    def _observed_property(self, dataset: DatasetInfo, info_field: FieldInfo, prop_id: int) -> Entity:
+        return Entity("ObservedProperty", prop_id, {
+            "name": info_field.name,
+            "definition": f"urn:urbanstack:{dataset.tool}:{dataset.name}:{info_field.name}",
+            "description": info_field.description or f"{info_field.name} in dataset {dataset.tool}/{dataset.name}",
+            "properties": {"tool": dataset.tool, "dataset": dataset.name, "type": info_field.type}},
+            dataset, field=info_field)
+
+
+def feature_id(dataset: DatasetInfo, sensor_id: str, where: tuple[float, float] | None) -> int:
+    if where is None:
+        return stable_id("FeatureOfInterest", dataset.ref, sensor_id)
+    return stable_id("FeatureOfInterest", dataset.ref, sensor_id, float(where[0]), float(where[1]))
+
+
+def observation_id(datastream_id: int, event_id: str) -> str:
+    return f"{datastream_id}-{event_id}"
+
+
+def split_observation_id(value: Any) -> tuple[int, str] | None:
+    if not isinstance(value, str):
+        return None
+    head, separator, event_id = value.partition("-")
+    if not separator or not head.isdigit() or not event_id:
+        return None
+    return int(head), event_id
