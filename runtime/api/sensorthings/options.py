@@ -83,7 +83,7 @@ FUNCTIONS = {
 
 _TOKEN = re.compile(r"""
     (?P<space>\s+)
-  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2}))
+  | (?P<datetime>\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)
   | (?P<typed>(?:duration|geography|geometry)'(?:[^']|'')*')
   | (?P<string>'(?:[^']|'')*')
   | (?P<number>\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)

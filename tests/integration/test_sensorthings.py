@@ -1,0 +1,325 @@
+"""The SensorThings API 1.1 (read) over the real warehouse engine, on the Data Hub API's app:
+entities and ids, values against what was inserted, query options, paging, limits, tenant
+rules (tokens from a local JWKS here; test_sensorthings_keycloak.py uses real Keycloak
+tokens), Masterportal's own requests and Fraunhofer's Python client over HTTP."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import time
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import uvicorn
+from fastapi.testclient import TestClient
+from sensorthings_checks import assert_invisible, private_entities
+from test_api import PEDESTRIANS, PEGEL, World, bearer
+
+from urbanstack.runtime.api import create_app
+from urbanstack.runtime.api.sensorthings.graph import stable_id
+
+pytestmark = pytest.mark.platform
+
+
+@pytest.fixture(scope="module")
+def world(warehouse):
+    return World(warehouse)
+
+
+@pytest.fixture(scope="module")
+def client(world, issuer, settings, warehouse):
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
+    with TestClient(app, raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def values(response) -> list[dict]:
+    assert response.status_code == 200, response.text[:500]
+    return response.json()["value"]
+
+
+def thing(client, world, sensor: str, headers=None) -> dict:
+    found = [t for t in values(client.get("/v1.1/Things", headers=headers or {})) if t["name"] == sensor]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def stream(client, thing_id: int, field: str, headers=None) -> dict:
+    streams = values(client.get(f"/v1.1/Things({thing_id})/Datastreams", headers=headers or {}))
+    return next(s for s in streams if s["properties"]["field"] == field)
+
+
+# Mapping -------------------------------------------------------------------------------------
+
+def test_open_data_maps_onto_things_datastreams_and_units(client, world):
+    things = values(client.get("/v1.1/Things"))
+    assert sorted(t["name"] for t in things) == ["g-berliner", "g-koenig"]
+    berliner = next(t for t in things if t["name"] == "g-berliner")
+    ref = f"{world.gue}/{PEDESTRIANS}/pedestrian_counts"
+    assert berliner["@iot.id"] == stable_id("Thing", ref, "g-berliner")
+    assert berliner["@iot.selfLink"] == f"http://testserver/v1.1/Things({berliner['@iot.id']})"
+    assert berliner["properties"]["licence"] == "dl-de/zero-2-0"
+    assert berliner["Datastreams@iot.navigationLink"].endswith(f"Things({berliner['@iot.id']})/Datastreams")
+    streams = values(client.get(f"/v1.1/Things({berliner['@iot.id']})/Datastreams"))
+    # One Datastream per field of the CityTool's dataset, with the field's unit.
+    assert {s["properties"]["field"]: s["unitOfMeasurement"]["symbol"] for s in streams} == {
+        "pedestrians": "persons", "pedestrians_ltr": "persons", "pedestrians_rtl": "persons", "adults": "persons",
+        "children": "persons", "location_name": None}
+    counts = next(s for s in streams if s["properties"]["field"] == "pedestrians")
+    assert counts["observationType"].endswith("OM_CountObservation")
+    assert counts["phenomenonTime"] == "2026-03-02T00:00:00.000Z/2026-03-03T23:45:00.000Z"
+    locations = values(client.get(f"/v1.1/Things({berliner['@iot.id']})/Locations"))
+    assert [loc["location"] for loc in locations] == [{"type": "Point", "coordinates": [8.383, 51.906]}]
+    historical = values(client.get(f"/v1.1/Things({berliner['@iot.id']})/HistoricalLocations"))
+    assert [h["time"] for h in historical] == ["2026-03-02T00:00:00.000Z"]
+    sensor = client.get(f"/v1.1/Datastreams({counts['@iot.id']})/Sensor").json()
+    assert sensor["name"] == "g-berliner" and sensor["metadata"] == f"/api/v1/datasets/{ref}"
+    observed = client.get(f"/v1.1/Datastreams({counts['@iot.id']})/ObservedProperty").json()
+    assert observed["name"] == "pedestrians" and observed["description"] == "Pedestrians in both directions."
+    # Path forms: a property, its raw value, and a reference.
+    assert client.get(f"/v1.1/Things({berliner['@iot.id']})/name").json() == {"name": "g-berliner"}
+    assert client.get(f"/v1.1/Things({berliner['@iot.id']})/name/$value").text == "g-berliner"
+    refs = client.get("/v1.1/Things/$ref").json()["value"]
+    assert {r["@iot.selfLink"] for r in refs} == {t["@iot.selfLink"] for t in things}
+
+
+def test_ids_are_the_same_in_another_api_process(client, world, issuer, settings, warehouse):
+    again = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
+    with TestClient(again) as other:
+        first = {t["@iot.id"] for t in values(client.get("/v1.1/Datastreams", params={"$top": "1000"}))}
+        second = {t["@iot.id"] for t in values(other.get("/v1.1/Datastreams", params={"$top": "1000"}))}
+    assert first == second and len(first) == 12
+
+
+def test_observations_carry_the_inserted_values_deduplicated(client, world, issuer):
+    headers = bearer(issuer, world.bi)
+    # Bielefeld's pedestrian table holds stale copies (99,999) of ten events: FINAL shows the fresh ones.
+    things = [t for t in values(client.get("/v1.1/Things", headers=headers, params={"$top": "100"}))
+              if t["properties"]["dataset"] == f"{world.bi}/{PEDESTRIANS}/pedestrian_counts"]
+    berliner = next(t for t in things if t["name"] == "g-berliner")
+    counts = stream(client, berliner["@iot.id"], "pedestrians", headers)
+    got = values(client.get(f"/v1.1/Datastreams({counts['@iot.id']})/Observations", headers=headers,
+                            params={"$orderby": "phenomenonTime asc", "$top": "1000"}))
+    expected = [row for row in world.pedestrians if row["sensor_id"] == "g-berliner"]
+    assert [o["result"] for o in got] == [row["pedestrians"] for row in expected]
+    assert 99_999 not in {o["result"] for o in got}
+    assert got[0]["phenomenonTime"] == "2026-03-02T00:00:00.000Z"
+    one = client.get(f"/v1.1/Observations('{got[5]['@iot.id']}')", headers=headers).json()
+    assert one["result"] == expected[5]["pedestrians"]
+    assert client.get(f"/v1.1/Observations('{got[5]['@iot.id']}')/Datastream", headers=headers).json()[
+        "@iot.id"] == counts["@iot.id"]
+    feature = client.get(f"/v1.1/Observations('{got[5]['@iot.id']}')/FeatureOfInterest", headers=headers).json()
+    assert feature["feature"] == {"type": "Point", "coordinates": [8.383, 51.906]}
+    in_feature = values(client.get(f"/v1.1/FeaturesOfInterest({feature['@iot.id']})/Observations",
+                                   headers=headers, params={"$top": "10000"}))
+    # Every field value of the sensor's events at that position: 192 events × 2 non-empty fields.
+    assert len(in_feature) == 2 * len(expected)
+
+
+def test_filters_on_observations_match_a_count_in_python(client, world):
+    berliner = thing(client, world, "g-berliner")
+    counts = stream(client, berliner["@iot.id"], "pedestrians")
+    url = f"/v1.1/Datastreams({counts['@iot.id']})/Observations"
+    rows = [r for r in world.pedestrians if r["sensor_id"] == "g-berliner"]
+    cases = {
+        "result gt 250": lambda r: r["pedestrians"] > 250,
+        "result ge 100 and result lt 200 or result eq 7": lambda r: 100 <= r["pedestrians"] < 200 or
+        r["pedestrians"] == 7,
+        "not (result le 400)": lambda r: r["pedestrians"] > 400,
+        "result mod 2 eq 0 and result add 1 gt 300": lambda r: r["pedestrians"] % 2 == 0 and r["pedestrians"] > 299,
+        "phenomenonTime ge 2026-03-03T00:00:00Z and phenomenonTime lt 2026-03-03T06:00:00+00:00":
+            lambda r: dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc) <= r["observed_at"] <
+            dt.datetime(2026, 3, 3, 6, tzinfo=dt.timezone.utc),
+        "hour(phenomenonTime) eq 13": lambda r: r["observed_at"].hour == 13,
+        "resultTime lt 2026-03-04T00:00:00Z sub duration'PT12H'": lambda r: r["observed_at"] <
+            dt.datetime(2026, 3, 3, 12, tzinfo=dt.timezone.utc),
+    }
+    for text, predicate in cases.items():
+        body = client.get(url, params={"$filter": text, "$count": "true", "$top": "1000"}).json()
+        assert body["@iot.count"] == sum(map(predicate, rows)), text
+        assert [o["result"] for o in body["value"]] == [r["pedestrians"] for r in rows if predicate(r)], text
+    # Nothing in the last 24 hours (the data is from March): the chart request of Masterportal gives [].
+    assert values(client.get(url, params={"$filter": "(resultTime gt now() sub duration'PT24H')"})) == []
+    # Text results: the location_name field.
+    names = values(client.get(f"/v1.1/Datastreams({stream(client, berliner['@iot.id'], 'location_name')['@iot.id']})"
+                              "/Observations", params={"$filter": "startswith(result, '=HYP')"}))
+    assert [o["result"] for o in names] == ['=HYPERLINK("x")']
+
+
+def test_injection_attempts_are_values_or_refusals(client, world):
+    berliner = thing(client, world, "g-berliner")
+    url = f"/v1.1/Datastreams({stream(client, berliner['@iot.id'], 'location_name')['@iot.id']})/Observations"
+    assert values(client.get(url, params={"$filter": "result eq 'x'' OR 1=1 --'"})) == []
+    response = client.get(url, params={"$filter": "result eq 1; DROP TABLE x"})
+    assert response.status_code == 400 and "unexpected character ';'" in response.json()["error"]["message"]
+    assert client.get("/v1.1/Things").status_code == 200
+
+
+def test_paging_with_next_links_covers_everything_once(client, world):
+    berliner = thing(client, world, "g-berliner")
+    counts = stream(client, berliner["@iot.id"], "pedestrians")
+    url = f"/v1.1/Datastreams({counts['@iot.id']})/Observations?$top=50&$orderby=result desc,phenomenonTime"
+    seen, pages = [], 0
+    while url:
+        body = client.get(url.replace("http://testserver", "")).json()
+        seen += [o["@iot.id"] for o in body["value"]]
+        url, pages = body.get("@iot.nextLink"), pages + 1
+    assert pages == 4 and len(seen) == len(set(seen)) == 192
+    things = client.get("/v1.1/Things", params={"$top": "1"}).json()
+    query = parse_qs(urlsplit(things["@iot.nextLink"]).query)
+    assert query == {"$top": ["1"], "$skip": ["1"]}
+
+
+def test_in_memory_filters_orderby_select_and_count(client, world):
+    body = client.get("/v1.1/Datastreams", params={
+        "$filter": "properties/field eq 'pedestrians' or endswith(name, 'g-koenig') and unitOfMeasurement/symbol "
+                   "eq 'persons'", "$orderby": "name desc", "$select": "@iot.id,name", "$count": "true"}).json()
+    assert body["@iot.count"] == 6
+    assert [s["name"] for s in body["value"]] == sorted([f"{f} – g-koenig" for f in
+                                                         ("pedestrians", "pedestrians_ltr", "pedestrians_rtl",
+                                                          "adults", "children")] + ["pedestrians – g-berliner"],
+                                                        reverse=True)
+    assert set(body["value"][0]) == {"@iot.id", "name"}
+    bad = client.get("/v1.1/Things", params={"$filter": "nosuch eq 1"})
+    assert bad.status_code == 400 and "a Thing has no property 'nosuch'" in bad.json()["error"]["message"]
+
+
+def test_limits_are_enforced(client, world):
+    too_many = client.get("/v1.1/Observations", params={"$top": "10001"})
+    assert too_many.status_code == 400 and "at most 10000" in too_many.json()["error"]["message"]
+    deep = client.get("/v1.1/Things", params={"$expand": "Datastreams/Observations/FeatureOfInterest/Observations"})
+    assert deep.status_code == 400 and "at most 3" in deep.json()["error"]["message"]
+    long_filter = client.get("/v1.1/Things", params={"$filter": " or ".join(["name eq 'x'"] * 400)})
+    assert long_filter.status_code == 400
+    assert client.get("/v1.1/Things(1)").status_code == 404
+    assert client.get("/v1.1/Nothing").status_code == 404
+
+
+# Tenant rules (local tokens; real Keycloak tokens in test_sensorthings_keycloak.py) ----------
+
+def test_anonymous_and_other_tenant_cannot_see_private_data(client, world, issuer):
+    owner = bearer(issuer, world.gue)
+    weather = private_entities(client, owner, f"{world.gue}/{PEDESTRIANS}/weather")
+    private_values = {5.0 + h / 2 for h in range(24) if h % 2}
+    assert assert_invisible(client, {}, weather, private_values) > 50
+    assert assert_invisible(client, bearer(issuer, world.bi), weather, private_values) > 50
+
+
+def test_shared_data_is_readable_by_the_partner_only(client, world, issuer):
+    levels = f"{world.gue}/{PEGEL}/water_levels"
+    partner = [t for t in values(client.get("/v1.1/Things", headers=bearer(issuer, world.bi),
+                                            params={"$top": "100"})) if t["properties"]["dataset"] == levels]
+    assert [t["name"] for t in partner] == ["dalke"]
+    stream_id = stream(client, partner[0]["@iot.id"], "water_level", bearer(issuer, world.bi))["@iot.id"]
+    got = values(client.get(f"/v1.1/Datastreams({stream_id})/Observations", headers=bearer(issuer, world.bi)))
+    assert [o["result"] for o in got] == [100.0 + h for h in range(6)]
+    # Dalke reports no position: no Location, and a FeatureOfInterest without a feature.
+    assert values(client.get(f"/v1.1/Things({partner[0]['@iot.id']})/Locations", headers=bearer(issuer, world.bi))) == []
+    assert client.get(f"/v1.1/Datastreams({stream_id})/Observations", headers={}).status_code == 404
+    # A citizen role reads open data only, even its own municipality's.
+    citizen = bearer(issuer, world.gue, roles=("citizen",))
+    assert {t["properties"]["dataset"] for t in values(client.get("/v1.1/Things", headers=citizen))} == {
+        f"{world.gue}/{PEDESTRIANS}/pedestrian_counts"}
+    bad = client.get("/v1.1/Things", headers={"Authorization": "Bearer nonsense"})
+    assert bad.status_code == 401 and bad.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+# Masterportal's requests, as it sends them -------------------------------------------------
+
+MASTERPORTAL_EXTENT = (
+    "/v1.1/Things?$filter=st_intersects(Locations/location,geography%27POLYGON%20((8.3%2051.8,%208.5%2051.8,"
+    "%208.5%2052.0,%208.3%2052.0,%208.3%2051.8))%27)&$expand=Locations,Datastreams/Observations("
+    "$orderby=phenomenonTime%20desc;$top=1)")
+
+
+def test_masterportal_extent_request(client, world):
+    body = client.get(MASTERPORTAL_EXTENT).json()
+    things = body["value"]
+    assert sorted(t["name"] for t in things) == ["g-berliner", "g-koenig"]
+    for item in things:
+        assert item["Locations"][0]["location"]["type"] == "Point"
+        assert len(item["Datastreams"]) == 6
+        latest = {s["properties"]["field"]: s["Observations"] for s in item["Datastreams"]}
+        last = max((r for r in world.pedestrians if r["sensor_id"] == item["name"]), key=lambda r: r["observed_at"])
+        assert [o["result"] for o in latest["pedestrians"]] == [last["pedestrians"]]
+        assert latest["adults"] == [] and "Observations@iot.nextLink" not in next(
+            s for s in item["Datastreams"] if s["properties"]["field"] == "adults")
+        assert latest["pedestrians"][0]["phenomenonTime"] == "2026-03-03T23:45:00.000Z"
+        # More than one Observation exists: the nested nextLink leads to the next one.
+        nested = next(s for s in item["Datastreams"] if s["properties"]["field"] == "pedestrians")
+        following = client.get(nested["Observations@iot.nextLink"].replace("http://testserver", "")).json()
+        assert following["value"][0]["phenomenonTime"] == "2026-03-03T23:30:00.000Z"
+    outside = client.get(MASTERPORTAL_EXTENT.replace("8.3%2051.8", "9.3%2051.8").replace("8.5%20", "9.5%20")
+                         .replace("8.3%2052.0", "9.3%2052.0")).json()
+    assert outside["value"] == []
+
+
+def test_masterportal_datastreams_with_thing_locations_and_nested_next_links(client, world):
+    body = client.get("/v1.1/Datastreams?$expand=Thing/Locations&$top=2").json()
+    assert all(s["Thing"]["Locations"][0]["location"]["coordinates"] for s in body["value"])
+    assert body["@iot.nextLink"].startswith("http://testserver/v1.1/Datastreams?$top=2&$skip=2")
+    things = client.get("/v1.1/Things?$expand=Datastreams($top=2;$expand=Observations($top=3;"
+                        "$orderby=phenomenonTime%20desc))&$top=1").json()["value"]
+    first = things[0]
+    assert len(first["Datastreams"]) == 2 and "Datastreams@iot.nextLink" in first
+    rest = client.get(first["Datastreams@iot.nextLink"].replace("http://testserver", "")).json()
+    assert len(rest["value"]) == 2 and {s["@iot.id"] for s in rest["value"]}.isdisjoint(
+        {s["@iot.id"] for s in first["Datastreams"]})
+    observed = first["Datastreams"][0]
+    assert len(observed["Observations"]) == 3 and "Observations@iot.nextLink" in observed
+    # The nextLink keeps the nested $expand (those two fields have no readings in this world).
+    assert [s["Observations"] for s in rest["value"]] == [[], []]
+
+
+def test_masterportal_chart_request(client, world):
+    berliner = thing(client, world, "g-berliner")
+    counts = stream(client, berliner["@iot.id"], "pedestrians")
+    url = (f"/v1.1/Datastreams({counts['@iot.id']})/Observations?$filter=(resultTime%20gt%20now()%20sub%20"
+           "duration%27PT24H%27)&$orderby=phenomenonTime%20asc")
+    assert client.get(url).json()["value"] == []
+    since = (f"/v1.1/Datastreams({counts['@iot.id']})/Observations?$filter=(resultTime%20gt%202026-03-04T00:00:00Z"
+             "%20sub%20duration%27PT24H%27)&$orderby=phenomenonTime%20asc")
+    got = client.get(since).json()["value"]
+    assert [o["result"] for o in got] == [r["pedestrians"] for r in world.pedestrians
+                                          if r["sensor_id"] == "g-berliner"
+                                          and r["observed_at"] > dt.datetime(2026, 3, 3, tzinfo=dt.timezone.utc)][:100]
+
+
+# A real client ------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def server(world, issuer, settings, warehouse):
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=instance.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not instance.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert instance.started
+    yield f"http://127.0.0.1:{port}/v1.1"
+    instance.should_exit = True
+    thread.join(10)
+
+
+def test_frost_sta_client_lists_things_datastreams_and_reads_observations(server, world):
+    import frost_sta_client as fsc
+
+    service = fsc.SensorThingsService(server)
+    things = list(service.things().query().list())
+    assert sorted(t.name for t in things) == ["g-berliner", "g-koenig"]
+    streams = list(service.datastreams().query().filter("properties/field eq 'pedestrians'").list())
+    assert len(streams) == 2
+    berliner = next(s for s in streams if s.name.endswith("g-berliner"))
+    assert berliner.unit_of_measurement.symbol == "persons"
+    observations = list(berliner.get_observations().query().orderby("phenomenonTime", "asc").top(100).list())
+    # The client follows @iot.nextLink: all 192 readings, in order.
+    assert [o.result for o in observations] == [r["pedestrians"] for r in world.pedestrians
+                                                 if r["sensor_id"] == "g-berliner"]
+    one = service.observations().find(observations[3].id)
+    assert one.result == observations[3].result
