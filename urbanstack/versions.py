@@ -11,3 +11,5 @@ LOG4J = "2.25.3"
 KEYCLOAK = "26.4.7"
 # Debian bookworm's etcd-server; installed with apt-get when missing.
 ETCD_DEBIAN_PACKAGE = "etcd-server"
+# The OGC conformance test suite for SensorThings (all-in-one jar; `make conformance-sta`).
+STA_ETS = "org.opengis.cite:ets-sta10:1.5:jar:aio"

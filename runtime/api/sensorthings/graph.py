@@ -14,10 +14,11 @@ HistoricalLocation        when the sensor was first seen at that position
 FeatureOfInterest         the position of an observation (the sensor's latest one when the event has none)
 ========================  ==============================================================
 
-Ids are numbers derived from the names (a keyed hash cut to 53 bits, so that JavaScript
-clients such as Masterportal keep them exact): the same sensor keeps its ids for as long as
-its dataset exists, across restarts and replicas, without a table of ids. An Observation's
-id is a string ``"<Datastream id>-<event_id>"``, which leads straight to its row.
+Ids are numbers derived from the names (a hash cut to 53 bits, so that JavaScript clients
+such as Masterportal keep them exact, and numbers because clients and the OGC test suite read
+``@iot.id`` as a long): the same sensor keeps its ids for as long as its dataset exists,
+across restarts and replicas, without a table of ids. An Observation's id is the hash of
+(dataset, sensor, field, event id); the warehouse computes the same hash to find its row.
 
 Which sensors and positions a dataset has is read from the warehouse once per
 ``index_seconds`` per dataset (one grouped query each, under the engine's limits) and kept in
@@ -30,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field as dataclass_field
 from datetime import datetime
 from typing import Any, Iterable
@@ -60,6 +62,27 @@ class StaLimits:
     positions_per_sensor: int = 10
     index_seconds: float = 30.0
     max_skip: int = 1_000_000
+    recent_observation_ids: int = 100_000
+
+
+class RecentIds:
+    """A bounded map of the most recently written ids (oldest dropped first); thread-safe enough for
+    hints: a lost or stale entry only costs a slower lookup, which verifies the hint anyway."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._items: OrderedDict[int, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __setitem__(self, key: int, value: tuple) -> None:
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+
+    def get(self, key: int) -> tuple | None:
+        return self._items.get(key)
 
 
 @dataclass(frozen=True)
@@ -90,6 +113,9 @@ class SensorIndex:
         self.engine, self.limits = engine, limits
         self._cache: dict[tuple[str, str], tuple[float, dict[str, SensorInfo]]] = {}
         self._lock = threading.Lock()
+        # Where the Observations this process served lately are (id -> dataset, sensor, field, event):
+        # a client that follows an @iot.selfLink is answered without the warehouse hashing every row.
+        self.observations = RecentIds(limits.recent_observation_ids)
 
     def sensors(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
         key = (dataset.database, dataset.table)
@@ -112,6 +138,14 @@ class SensorIndex:
             self._cache.pop((dataset.database, dataset.table), None)
 
     def _load(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
+        try:
+            return self._query(dataset)
+        except QueryError as error:
+            if error.code != "not_provisioned":
+                raise
+            return {}   # the operator has not created the table yet: no sensors so far
+
+    def _query(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
         cap = self.limits.max_sensors_per_dataset
         # Minimum and maximum need no FINAL: copies of an event share its time and sensor.
         spans = self.engine._run("sta_index", f"SELECT sensor_id, min(observed_at), max(observed_at) FROM "
@@ -383,14 +417,12 @@ def feature_id(dataset: DatasetInfo, sensor_id: str, where: tuple[float, float] 
     return stable_id("FeatureOfInterest", dataset.ref, sensor_id, float(where[0]), float(where[1]))
 
 
-def observation_id(datastream_id: int, event_id: str) -> str:
-    return f"{datastream_id}-{event_id}"
+SEPARATOR = "\x1f"
+OBSERVATION_PREFIX = "Observation"
 
 
-def split_observation_id(value: Any) -> tuple[int, str] | None:
-    if not isinstance(value, str):
-        return None
-    head, separator, event_id = value.partition("-")
-    if not separator or not head.isdigit() or not event_id:
-        return None
-    return int(head), event_id
+def observation_id(dataset_ref: str, sensor_id: str, field_name: str, event_id: str) -> int:
+    """An Observation's id: 53 bits of the MD5 of its names, which the warehouse can compute too
+    (:func:`.sql.observation_id_sql`), so that an id leads back to its row without a table of ids."""
+    text = SEPARATOR.join((OBSERVATION_PREFIX, dataset_ref, sensor_id, field_name, event_id))
+    return int.from_bytes(hashlib.md5(text.encode()).digest()[:8], "big") & ((1 << ID_BITS) - 1)

@@ -23,6 +23,7 @@ from typing import Any
 from ..catalogue import DatasetInfo
 from ..query import _quote, _table
 from .evaluate import Evaluator, geometry
+from .graph import ID_BITS, OBSERVATION_PREFIX, SEPARATOR
 from .options import Binary, Call, Geometry, Literal, Node, OrderBy, Path, Unary, option_error
 
 OPTION = "$filter"
@@ -289,7 +290,19 @@ def _described(value: _Sql) -> str:
         value.kind, "a geometry")
 
 
-def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | None = None) -> str:
+def observation_id_sql(scope: Scope, key: int, params: dict[str, Any]) -> str:
+    """The warehouse's side of :func:`.graph.observation_id` for the rows of :func:`scope_sql`."""
+    dataset = scope.dataset
+    params["sep"] = SEPARATOR
+    params[f"prefix{key}"] = f"{OBSERVATION_PREFIX}{SEPARATOR}{dataset.ref}{SEPARATOR}"
+    params[f"names{key}"] = [info.name for info in dataset.fields]
+    return (f"bitAnd(reinterpretAsUInt64(reverse(substring(MD5(concat({{prefix{key}:String}}, sensor_id, "
+            f"{{sep:String}}, arrayElement({{names{key}:Array(String)}}, fi + 1), {{sep:String}}, event_id)), 1, 8))), "
+            f"{(1 << ID_BITS) - 1})")
+
+
+def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | None = None,
+              observation: int | None = None) -> str:
     """One dataset's Observations as rows ``ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt``."""
     dataset = scope.dataset
     indexes, numbers, texts = [], [], []
@@ -312,6 +325,9 @@ def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | N
         where.append("(lon IS NULL OR lat IS NULL)")
     if condition:
         where.append(condition)
+    if observation is not None:
+        params["oid"] = observation
+        where.append(f"{observation_id_sql(scope, key, params)} = {{oid:UInt64}}")
     return (f"SELECT {key} AS ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt "
             f"FROM {_table(dataset)} FINAL ARRAY JOIN [{', '.join(indexes)}] AS fi, [{', '.join(numbers)}] AS num, "
             f"[{', '.join(texts)}] AS txt WHERE {' AND '.join(where)}")
