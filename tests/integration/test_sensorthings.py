@@ -231,6 +231,20 @@ def test_shared_data_is_readable_by_the_partner_only(client, world, issuer):
     assert bad.status_code == 401 and bad.headers["WWW-Authenticate"].startswith("Bearer")
 
 
+def test_every_request_counts_against_the_callers_quota(world, issuer, settings, warehouse):
+    from urbanstack.runtime.api.quota import QueryQuota
+
+    quota = QueryQuota(lambda slug: 3, 2)
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     quota=quota)
+    with TestClient(app) as limited:
+        assert [limited.get("/v1.1/Things").status_code for _ in range(3)] == [200, 200, 429]
+        refused = limited.get("/v1.1/Datastreams")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+        headers = bearer(issuer, world.bi)
+        assert [limited.get("/v1.1/Things", headers=headers).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
 # Masterportal's requests, as it sends them -------------------------------------------------
 
 MASTERPORTAL_EXTENT = (
