@@ -36,9 +36,8 @@ from dataclasses import dataclass, field as dataclass_field
 from datetime import datetime
 from typing import Any, Iterable
 
-from ..auth import Principal
 from ..catalogue import DatasetInfo, FieldInfo
-from ..query import QueryEngine, QueryError, _table, _utc
+from ..query import QueryEngine, QueryError, _quote, _table, _utc
 
 ID_BITS = 53
 
@@ -63,6 +62,7 @@ class StaLimits:
     index_seconds: float = 30.0
     max_skip: int = 1_000_000
     recent_observation_ids: int = 100_000
+    cached_graphs: int = 64            # distinct sets of readable datasets kept built
 
 
 class RecentIds:
@@ -94,11 +94,19 @@ class Position:
 
 
 @dataclass(frozen=True)
+class Span:
+    first: datetime
+    last: datetime
+    count: int           # events with a value (copies of an event may count twice: no FINAL)
+
+
+@dataclass(frozen=True)
 class SensorInfo:
     sensor_id: str
     first: datetime
     last: datetime
     positions: tuple[Position, ...]   # latest first
+    fields: tuple[Span | None, ...] = ()   # per field of the dataset: when it had values; None: never
 
     @property
     def current(self) -> Position | None:
@@ -116,6 +124,7 @@ class SensorIndex:
         # Where the Observations this process served lately are (id -> dataset, sensor, field, event):
         # a client that follows an @iot.selfLink is answered without the warehouse hashing every row.
         self.observations = RecentIds(limits.recent_observation_ids)
+        self._graphs: dict[tuple, tuple[float, Graph]] = {}
 
     def sensors(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
         key = (dataset.database, dataset.table)
@@ -131,7 +140,26 @@ class SensorIndex:
             self._cache[key] = (time.monotonic() + self.limits.index_seconds, sensors)
             return sensors
 
+    def graph(self, datasets: list[DatasetInfo]) -> "Graph":
+        """The entities of these datasets: one Graph per set of datasets, shared by every caller who
+        may read exactly that set, rebuilt when the oldest sensor list it was built from expires."""
+        key = tuple(sorted((d.ref, d) for d in datasets))
+        now = time.monotonic()
+        cached = self._graphs.get(key)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        graph = Graph(datasets, self, self.limits)
+        graph.build()
+        expires = min([self._cache[(d.database, d.table)][0] for d in datasets
+                       if (d.database, d.table) in self._cache], default=now)
+        with self._lock:
+            if len(self._graphs) >= self.limits.cached_graphs:
+                self._graphs.pop(min(self._graphs, key=lambda k: self._graphs[k][0]))
+            self._graphs[key] = (expires, graph)
+        return graph
+
     def forget(self, dataset: DatasetInfo | None = None) -> None:
+        self._graphs.clear()
         if dataset is None:
             self._cache.clear()
         else:
@@ -148,8 +176,11 @@ class SensorIndex:
     def _query(self, dataset: DatasetInfo) -> dict[str, SensorInfo]:
         cap = self.limits.max_sensors_per_dataset
         # Minimum and maximum need no FINAL: copies of an event share its time and sensor.
-        spans = self.engine._run("sta_index", f"SELECT sensor_id, min(observed_at), max(observed_at) FROM "
-                                              f"{_table(dataset)} GROUP BY sensor_id ORDER BY sensor_id "
+        per_field = "".join(
+            f", countIf(isNotNull({_quote(f.name)})), minIf(observed_at, isNotNull({_quote(f.name)})), "
+            f"maxIf(observed_at, isNotNull({_quote(f.name)}))" for f in dataset.fields)
+        spans = self.engine._run("sta_index", f"SELECT sensor_id, min(observed_at), max(observed_at){per_field} "
+                                              f"FROM {_table(dataset)} GROUP BY sensor_id ORDER BY sensor_id "
                                               "LIMIT {cap:UInt32}", {"cap": cap + 1})
         if len(spans) > cap:
             raise QueryError(422, "query_too_expensive", f"dataset {dataset.ref} has more than {cap} sensors, more "
@@ -163,8 +194,14 @@ class SensorIndex:
         by_sensor: dict[str, list[Position]] = {}
         for sensor_id, lon, lat, first, last in positions:
             by_sensor.setdefault(sensor_id, []).append(Position(float(lon), float(lat), _utc(first), _utc(last)))
-        return {sensor_id: SensorInfo(sensor_id, _utc(first), _utc(last), tuple(by_sensor.get(sensor_id, ())))
-                for sensor_id, first, last in spans}
+        result = {}
+        for row in spans:
+            sensor_id, first, last = row[:3]
+            fields = tuple(Span(_utc(row[i + 1]), _utc(row[i + 2]), row[i]) if row[i] else None
+                           for i in range(3, len(row), 3))
+            result[sensor_id] = SensorInfo(sensor_id, _utc(first), _utc(last), tuple(by_sensor.get(sensor_id, ())),
+                                           fields)
+        return result
 
 
 # Entities -----------------------------------------------------------------------------------
@@ -238,15 +275,20 @@ def interval(first: datetime, last: datetime) -> str:
 class Graph:
     """The entities one caller may read, built from the datasets it can read (per request)."""
 
-    def __init__(self, datasets: Iterable[DatasetInfo], index: SensorIndex, limits: StaLimits,
-                 principal: Principal | None):
+    def __init__(self, datasets: Iterable[DatasetInfo], index: SensorIndex, limits: StaLimits):
         self.datasets = list(datasets)
-        self.index, self.limits, self.principal = index, limits, principal
+        self.index, self.limits = index, limits
         self._sets: dict[str, list[Entity]] | None = None
         self._by_id: dict[str, dict[Any, Entity]] = {}
         self._children: dict[tuple[str, Any, str], list[Entity]] = {}
+        self.sensors: dict[str, dict[str, SensorInfo]] = {}    # dataset ref -> the sensor list it was built from
 
     # Building ---------------------------------------------------------------------------
+    def build(self) -> None:
+        """Builds every entity; the graph is read-only afterwards (shared between requests)."""
+        if self._sets is None:
+            self._build()
+
     def _build(self) -> None:
         sets: dict[str, list[Entity]] = {name: [] for name in ENTITY_SETS if name != "Observations"}
         children: dict[tuple[str, Any, str], list[Entity]] = {}
@@ -257,7 +299,7 @@ class Graph:
             children.setdefault((parent.kind, parent.id, nav), []).append(child)
 
         for dataset in self.datasets:
-            sensors = self.index.sensors(dataset)
+            sensors = self.sensors[dataset.ref] = self.index.sensors(dataset)
             total += len(sensors) * (3 + len(dataset.fields))
             if total > self.limits.max_entities:
                 raise QueryError(422, "query_too_expensive", f"the datasets you can read hold more than "
@@ -386,6 +428,7 @@ class Graph:
 
     def _datastream(self, dataset: DatasetInfo, info: SensorInfo, info_field: FieldInfo, index: int) -> Entity:
         unit = info_field.unit
+        span = info.fields[index] if index < len(info.fields) else None
         props = {
             "name": f"{info_field.name} – {info.sensor_id}",
             "description": info_field.description or f"{info_field.name} of sensor {info.sensor_id} ({dataset.ref})",
@@ -394,8 +437,8 @@ class Graph:
             "observedArea": (None if not info.positions else point(info.current.lon, info.current.lat)
                              if len(info.positions) == 1 else
                              {"type": "MultiPoint", "coordinates": [[p.lon, p.lat] for p in info.positions]}),
-            "phenomenonTime": interval(info.first, info.last),
-            "resultTime": interval(info.first, info.last),
+            "phenomenonTime": None if span is None else interval(span.first, span.last),
+            "resultTime": None if span is None else interval(span.first, span.last),
             "properties": {**self._common(dataset), "field": info_field.name, "sensorId": info.sensor_id,
                            "type": info_field.type},
         }

@@ -13,7 +13,7 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -23,7 +23,7 @@ from . import sql as obs_sql
 from .evaluate import Evaluator, sort_key
 from .graph import (ENTITY_SETS, NAVIGATION, PLURAL, SINGULAR, Entity, Graph, SensorIndex, SensorInfo, StaLimits,
                     format_time, observation_id, stable_id)
-from .options import Options, option_error, parse_options, query_pairs
+from .options import Options, Path, option_error, parse_options, query_pairs
 
 VERSION = "v1.1"
 CONFORMANCE = [
@@ -31,6 +31,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
 ]
+LATEST_WINDOW = timedelta(days=1)
 _SEGMENT = re.compile(r"(?P<name>[A-Za-z]+|\$value|\$ref)(?:\((?P<id>\d+|'(?:[^']|'')*')\))?")
 
 
@@ -60,7 +61,7 @@ class Request:
     def __init__(self, engine: QueryEngine, index: SensorIndex, limits: StaLimits, principal: Principal | None,
                  base: str):
         self.engine, self.index, self.limits = engine, index, limits
-        self.graph = Graph(engine.datasets(principal), index, limits, principal)
+        self.graph = index.graph(engine.datasets(principal))
         self.base = base.rstrip("/")
         self.now = datetime.now(timezone.utc)
         self.written = 0
@@ -333,6 +334,64 @@ class Request:
                          observation: int | None = None) -> list[Entity]:
         if not scopes or top <= 0:
             return []
+        cutoff = self.latest_window(scopes, options) if per_parent else None
+        if cutoff is None:
+            rows = self.query_observations(scopes, options, per_parent, top, skip, extra, observation)
+            return [self.observation(scopes[row[0]], row) for row in rows]
+        # The latest Observations of many Datastreams ($orderby=phenomenonTime desc): first only those
+        # since a day before the oldest of their last readings; a Datastream that got fewer than it asked
+        # for there and has older readings is read again in full.
+        windowed = ("observed_at >= {cutoff:DateTime64(3, 'UTC')}", {"cutoff": cutoff})
+        rows = self.query_observations(scopes, options, per_parent, top, skip, windowed, observation)
+        got: dict[tuple[int, str, int], int] = {}
+        for row in rows:
+            got[(row[0], row[1], row[6])] = got.get((row[0], row[1], row[6]), 0) + 1
+        again: dict[int, set[str]] = {}
+        for key, scope in enumerate(scopes):
+            sensors = self.graph.sensors.get(scope.dataset.ref, {})
+            for sensor_id in scope.sensors if scope.sensors is not None else sensors:
+                spans = sensors[sensor_id].fields
+                for fi in scope.fields:
+                    span = spans[fi] if fi < len(spans) else None
+                    if span is not None and span.first < cutoff and got.get((key, sensor_id, fi), 0) < top:
+                        again.setdefault(key, set()).add(sensor_id)
+        if again:
+            keys = sorted(again)
+            narrowed = [obs_sql.Scope(scopes[k].dataset, tuple(sorted(again[k])), scopes[k].fields, scopes[k].position,
+                                      scopes[k].without_position) for k in keys]
+            full = self.query_observations(narrowed, options, per_parent, top, skip, None, observation)
+            redone = {(keys[row[0]], row[1]) for row in full}
+            rows = [row for row in rows if (row[0], row[1]) not in redone and not
+                    (row[0] in again and row[1] in again[row[0]])]
+            rows += [(keys[row[0]], *row[1:]) for row in full]
+        if len(rows) > self.limits.max_written:
+            raise self.too_many()
+        return [self.observation(scopes[row[0]], row) for row in rows]
+
+    def latest_window(self, scopes: list[obs_sql.Scope], options: Options) -> datetime | None:
+        """For Observations sorted newest first: a time before which none of the requested ones is
+        likely to lie (a day before the oldest last reading of the Datastreams); None when unsure."""
+        if not options.orderby:
+            return None
+        first = options.orderby[0].expression
+        if not (options.orderby[0].descending and isinstance(first, Path)
+                and first.segments in (("phenomenonTime",), ("resultTime",))):
+            return None
+        lasts = []
+        for scope in scopes:
+            sensors = self.graph.sensors.get(scope.dataset.ref)
+            if sensors is None or scope.sensors is None:
+                return None
+            for sensor_id in scope.sensors:
+                if sensor_id not in sensors:
+                    return None
+                spans = sensors[sensor_id].fields
+                lasts += [spans[fi].last for fi in scope.fields if fi < len(spans) and spans[fi] is not None]
+        return min(lasts) - LATEST_WINDOW if lasts else None
+
+    def query_observations(self, scopes: list[obs_sql.Scope], options: Options, per_parent: bool, top: int,
+                           skip: int, extra: tuple[str, dict[str, Any]] | None,
+                           observation: int | None) -> list[tuple]:
         params: dict[str, Any] = {}
         translator = obs_sql.Translator(params, self.now)
         condition = translator.condition(options.filter) if options.filter is not None else None
@@ -353,7 +412,7 @@ class Request:
         rows = self.engine._run("sta_observations", sql, params)
         if len(rows) > self.limits.max_written:
             raise self.too_many()
-        return [self.observation(scopes[row[0]], row) for row in rows]
+        return rows
 
     def count_observations(self, scopes: list[obs_sql.Scope], options: Options) -> int:
         if not scopes:
@@ -380,7 +439,7 @@ class Request:
         info = dataset.fields[fi]
         stream_id = stable_id("Datastream", dataset.ref, sensor_id, info.name)
         at = _utc(observed_at)
-        sensor = self.index.sensors(dataset).get(sensor_id) or SensorInfo(sensor_id, at, at, ())
+        sensor = self.graph.sensors.get(dataset.ref, {}).get(sensor_id) or SensorInfo(sensor_id, at, at, ())
         stamp = format_time(at)
         props = {"phenomenonTime": stamp, "resultTime": stamp, "result": _result(info.type, text),
                  "parameters": {"eventId": event_id}}
