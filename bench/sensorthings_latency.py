@@ -59,7 +59,7 @@ def prepare(client, end: datetime) -> None:
         INSERT INTO {table} (event_id, source, sensor_id, observed_at, lon, lat, pedestrians, temperature)
         SELECT toString(number), 'bench', concat('s', leftPad(toString(number % {SENSORS}), 3, '0')),
                toDateTime64('{start}', 3, 'UTC') + toIntervalSecond(intDiv(number, {SENSORS}) * {STEP} + {STEP}),
-               8.3 + (number % {SENSORS}) / 2000, 51.9 + (number % 7) / 100, number % 397,
+               8.3 + (number % {SENSORS}) / 2000, 51.9 + (number % {SENSORS} % 7) / 100, number % 397,
                10 + 10 * sin(number / 8640)
         FROM numbers({rows})""", settings={"insert_deduplicate": 0})
     client.command(f"OPTIMIZE TABLE {table} FINAL")

@@ -254,7 +254,16 @@ MASTERPORTAL_EXTENT = (
 
 
 def test_masterportal_extent_request(client, world):
-    body = client.get(MASTERPORTAL_EXTENT).json()
+    origin = {"Origin": "https://geoportal.example.org"}
+    response = client.get(MASTERPORTAL_EXTENT, headers=origin)
+    # A map on another origin may read the answer (and errors), and send a token after a preflight.
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert client.get("/v1.1/Things(1)", headers=origin).headers["Access-Control-Allow-Origin"] == "*"
+    preflight = client.options("/v1.1/Things", headers={**origin, "Access-Control-Request-Method": "GET",
+                                                        "Access-Control-Request-Headers": "authorization"})
+    assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Headers"] == "Authorization"
+    assert "Access-Control-Allow-Origin" not in client.get("/api/v1/datasets", headers=origin).headers
+    body = response.json()
     things = body["value"]
     assert sorted(t["name"] for t in things) == ["g-berliner", "g-koenig"]
     for item in things:

@@ -47,4 +47,37 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     async def resource(request: Request, path: str) -> Response:
         return await handle(request, path)
 
+    @router.options(f"/{VERSION}", include_in_schema=False)
+    @router.options(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def preflight(path: str = "") -> Response:
+        return Response(status_code=204, headers=PREFLIGHT)
+
     app.include_router(router)
+    app.add_middleware(CrossOrigin)
+
+
+# Web maps on other origins (Masterportal, a city's own portal) read the SensorThings API from the
+# browser. Every answer may be read cross-origin: no cookie or other ambient credential is ever
+# accepted here, a token must be sent explicitly (Authorization), so a foreign page learns nothing
+# its visitor did not hand it.
+PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
+             "Access-Control-Allow-Headers": "Authorization", "Access-Control-Max-Age": "600"}
+
+
+class CrossOrigin:
+    """Adds ``Access-Control-Allow-Origin: *`` to every answer under /v1.1 (errors too)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or not scope["path"].startswith(f"/{VERSION}"):
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"access-control-allow-origin"]
+                message = {**message, "headers": headers + [(b"access-control-allow-origin", b"*")]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_header)
