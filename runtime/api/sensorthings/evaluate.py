@@ -213,22 +213,44 @@ def _time_of(text: str, option: str) -> datetime:
 @lru_cache(maxsize=256)
 def _wkt(text: str):
     try:
-        return shapely.wkt.loads(text)
+        geometry = shapely.wkt.loads(text)
     except shapely.errors.ShapelyError as error:
         raise ValueError(f"not WKT: {str(error)[:80]}") from None
+    shapely.prepare(geometry)   # a literal is tested against every entity: index it once
+    return geometry
+
+
+# Shapes of the GeoJSON objects of the shared entity graph, so that a filter does not rebuild them
+# for every request. An entry keeps its object alive, so its id() cannot be reused meanwhile.
+_SHAPES: dict[int, tuple[dict, Any]] = {}
+_MAX_SHAPES = 200_000
 
 
 def geometry(value: Any):
     if isinstance(value, Geometry):
         return _wkt(value.wkt)
     if isinstance(value, dict) and "type" in value:
-        return shape(value)
+        known = _SHAPES.get(id(value))
+        if known is not None and known[0] is value:
+            return known[1]
+        result = shape(value)
+        if len(_SHAPES) >= _MAX_SHAPES:
+            _SHAPES.clear()
+        _SHAPES[id(value)] = (value, result)
+        return result
     raise TypeError(f"{_kind(value)} is not a geometry")
+
+
+# Predicates with the literal (prepared) first where the relation allows: within(a, b) = contains(b, a).
+_CONVERSE = {"intersects": "intersects", "disjoint": "disjoint", "equals": "equals", "touches": "touches",
+             "overlaps": "overlaps", "crosses": "crosses", "within": "contains", "contains": "within"}
 
 
 def _geo(predicate: str) -> Callable[[Any, Any], bool]:
     def test(a: Any, b: Any) -> bool:
-        return bool(getattr(geometry(a), predicate)(geometry(b)))
+        if isinstance(b, Geometry) and not isinstance(a, Geometry):
+            return bool(getattr(shapely, _CONVERSE[predicate])(geometry(b), geometry(a)))
+        return bool(getattr(shapely, predicate)(geometry(a), geometry(b)))
     return test
 
 
