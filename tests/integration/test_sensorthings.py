@@ -153,6 +153,29 @@ def test_filters_on_observations_match_a_count_in_python(client, world):
     assert [o["result"] for o in names] == ['=HYPERLINK("x")']
 
 
+def test_observations_filtered_by_their_datastream(client, world, issuer):
+    headers = bearer(issuer, world.bi)
+    berliner = thing(client, world, "g-berliner")
+    counts = stream(client, berliner["@iot.id"], "pedestrians")
+    own = values(client.get(f"/v1.1/Datastreams({counts['@iot.id']})/Observations",
+                            params={"$filter": "result gt 250", "$top": "1000"}))
+    root = client.get("/v1.1/Observations", params={
+        "$filter": f"Datastream/@iot.id eq {counts['@iot.id']} and result gt 250", "$top": "1000",
+        "$count": "true"}).json()
+    assert [o["@iot.id"] for o in root["value"]] == [o["@iot.id"] for o in own] and root["@iot.count"] == len(own)
+    # All pedestrian counts Bielefeld may read: its own two counters and Gütersloh's open ones.
+    everything = client.get("/v1.1/Observations", headers=headers, params={
+        "$filter": "Datastream/properties/field eq 'pedestrians' and Datastream/Thing/name eq 'g-koenig'",
+        "$count": "true", "$top": "1"}).json()
+    assert everything["@iot.count"] == 2 * 192
+    mixed = client.get("/v1.1/Observations", params={"$filter": "Datastream/name eq 'x' or result gt 1"})
+    assert mixed.status_code == 400 and "not both" in mixed.json()["error"]["message"]
+    # Through a Datastream filter nobody reaches data they may not read.
+    hidden = client.get("/v1.1/Observations", params={"$filter": "Datastream/properties/field eq 'temperature'",
+                                                      "$count": "true"}).json()
+    assert hidden == {"@iot.count": 0, "value": []}
+
+
 def test_injection_attempts_are_values_or_refusals(client, world):
     berliner = thing(client, world, "g-berliner")
     url = f"/v1.1/Datastreams({stream(client, berliner['@iot.id'], 'location_name')['@iot.id']})/Observations"

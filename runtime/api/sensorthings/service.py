@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import quote
@@ -23,7 +23,7 @@ from . import sql as obs_sql
 from .evaluate import Evaluator, sort_key
 from .graph import (ENTITY_SETS, NAVIGATION, PLURAL, SINGULAR, Entity, Graph, SensorIndex, SensorInfo, StaLimits,
                     format_time, observation_id, stable_id)
-from .options import Options, Path, option_error, parse_options, query_pairs
+from .options import Binary, Call, Node, Options, Path, Unary, option_error, parse_options, query_pairs
 
 VERSION = "v1.1"
 CONFORMANCE = [
@@ -332,6 +332,7 @@ class Request:
     def run_observations(self, scopes: list[obs_sql.Scope], options: Options, *, per_parent: bool, top: int,
                          skip: int, extra: tuple[str, dict[str, Any]] | None = None,
                          observation: int | None = None) -> list[Entity]:
+        scopes, options = self.narrow(scopes, options)
         if not scopes or top <= 0:
             return []
         cutoff = self.latest_window(scopes, options) if per_parent else None
@@ -367,6 +368,43 @@ class Request:
         if len(rows) > self.limits.max_written:
             raise self.too_many()
         return [self.observation(scopes[row[0]], row) for row in rows]
+
+    def narrow(self, scopes: list[obs_sql.Scope], options: Options) -> tuple[list[obs_sql.Scope], Options]:
+        """Conditions of an Observations filter on its Datastream (``Datastream/@iot.id eq 7``,
+        ``Datastream/properties/field eq 'pedestrians'``, joined to the rest with ``and``) are decided
+        in memory for each Datastream in scope; the scopes shrink to the Datastreams that match, and the
+        rest of the filter goes to the warehouse."""
+        if options.filter is None or not _mentions_datastream(options.filter):
+            return scopes, options
+        streams, rest = [], []
+        for part in _conjuncts(options.filter):
+            mentions = _mentions_datastream(part)
+            if mentions and _mentions_observation(part):
+                raise option_error("$filter", "a condition may name the Datastream or the Observation's own "
+                                              "properties, not both; join such conditions with 'and'")
+            (streams if mentions else rest).append(_strip_datastream(part) if mentions else part)
+        evaluator = Evaluator(self.graph, self.now)
+        narrowed: list[obs_sql.Scope] = []
+        for scope in scopes:
+            sensors = self.graph.sensors.get(scope.dataset.ref, {})
+            groups: dict[tuple[int, ...], list[str]] = {}
+            for sensor_id in scope.sensors if scope.sensors is not None else sensors:
+                matching = tuple(fi for fi in scope.fields
+                                 if (stream := self.graph.datastream_of(scope.dataset, sensor_id, fi)) is not None
+                                 and all(evaluator.matches(part, stream) for part in streams))
+                if matching:
+                    groups.setdefault(matching, []).append(sensor_id)
+            for fields, sensor_ids in groups.items():
+                narrowed.append(obs_sql.Scope(scope.dataset, tuple(sorted(sensor_ids)), fields, scope.position,
+                                              scope.without_position))
+        if len(narrowed) > MAX_SCOPES:
+            raise option_error("$filter", f"the Datastream conditions select {len(narrowed)} groups of "
+                                          f"Datastreams (at most {MAX_SCOPES}); name fewer, for example "
+                                          "by Datastream/@iot.id or Datastream/properties/dataset")
+        remaining = None
+        for part in rest:
+            remaining = part if remaining is None else Binary("and", remaining, part)
+        return narrowed, replace(options, filter=remaining)
 
     def latest_window(self, scopes: list[obs_sql.Scope], options: Options) -> datetime | None:
         """For Observations sorted newest first: a time before which none of the requested ones is
@@ -415,6 +453,7 @@ class Request:
         return rows
 
     def count_observations(self, scopes: list[obs_sql.Scope], options: Options) -> int:
+        scopes, options = self.narrow(scopes, options)
         if not scopes:
             return 0
         params: dict[str, Any] = {}
@@ -424,6 +463,9 @@ class Request:
         return int(self.engine._run("sta_count", f"SELECT count() FROM ({union})", params)[0][0])
 
     def count_per_datastream(self, scopes: list[obs_sql.Scope], options: Options) -> dict[int, int]:
+        scopes, options = self.narrow(scopes, options)
+        if not scopes:
+            return {}
         params: dict[str, Any] = {}
         translator = obs_sql.Translator(params, self.now)
         condition = translator.condition(options.filter) if options.filter is not None else None
@@ -483,6 +525,51 @@ class Request:
             if unknown:
                 raise option_error("$select", f"a {entity.kind} has no property {unknown[0]!r}")
         return out
+
+
+MAX_SCOPES = 64   # groups of Datastreams (dataset × same fields) one Observations query may read
+
+
+def _conjuncts(node: Node) -> list[Node]:
+    if isinstance(node, Binary) and node.op == "and":
+        return _conjuncts(node.left) + _conjuncts(node.right)
+    return [node]
+
+
+def _paths(node: Node):
+    if isinstance(node, Path):
+        yield node
+    elif isinstance(node, Binary):
+        yield from _paths(node.left)
+        yield from _paths(node.right)
+    elif isinstance(node, Unary):
+        yield from _paths(node.operand)
+    elif isinstance(node, Call):
+        for arg in node.args:
+            yield from _paths(arg)
+
+
+def _mentions_datastream(node: Node) -> bool:
+    return any(path.segments[0] == "Datastream" for path in _paths(node))
+
+
+def _mentions_observation(node: Node) -> bool:
+    return any(path.segments[0] != "Datastream" for path in _paths(node))
+
+
+def _strip_datastream(node: Node) -> Node:
+    """The condition as seen from the Datastream: ``Datastream/name`` → ``name``."""
+    if isinstance(node, Path):
+        if len(node.segments) < 2:
+            raise option_error("$filter", "name a property of the Datastream, such as Datastream/@iot.id")
+        return Path(node.segments[1:])
+    if isinstance(node, Binary):
+        return Binary(node.op, _strip_datastream(node.left), _strip_datastream(node.right))
+    if isinstance(node, Unary):
+        return Unary(node.op, _strip_datastream(node.operand))
+    if isinstance(node, Call):
+        return Call(node.name, tuple(_strip_datastream(arg) for arg in node.args))
+    return node
 
 
 class _RefCollection(Collection):

@@ -144,7 +144,8 @@ class Translator:
         if name in ("FeatureOfInterest/feature", "FeatureOfInterest/location"):
             return _Sql("", "position")
         raise option_error(OPTION, f"{name}: conditions on Observations can use phenomenonTime, resultTime, "
-                                   "result, parameters/eventId, parameters/source and FeatureOfInterest/feature")
+                                   "result, parameters/eventId, parameters/source, FeatureOfInterest/feature, "
+                                   "and, joined with 'and', properties of the Datastream (Datastream/@iot.id, ...)")
 
     def _bool(self, value: _Sql) -> str:
         if value.kind == "bool":

@@ -102,7 +102,7 @@ def test_observation_geo_filter_binds_the_polygon():
 
 def test_unsupported_observation_paths_are_refused_clearly():
     with pytest.raises(QueryError, match="conditions on Observations can use phenomenonTime"):
-        Translator({}, NOW).condition(parse_filter("Datastream/name eq 'x'"))
+        Translator({}, NOW).condition(parse_filter("FeatureOfInterest/name eq 'x'"))
     with pytest.raises(QueryError, match="cannot compare a time with a number"):
         Translator({}, NOW).condition(parse_filter("phenomenonTime gt 5"))
 
