@@ -198,6 +198,11 @@ def test_paging_with_next_links_covers_everything_once(client, world):
     things = client.get("/v1.1/Things", params={"$top": "1"}).json()
     query = parse_qs(urlsplit(things["@iot.nextLink"]).query)
     assert query == {"$top": ["1"], "$skip": ["1"]}
+    # $top=0 with $count: the number alone, and no link that would lead round in a circle.
+    for url in ("/v1.1/Things", f"/v1.1/Datastreams({stream(client, berliner['@iot.id'], 'pedestrians')['@iot.id']})"
+                                "/Observations"):
+        assert client.get(url, params={"$top": "0", "$count": "true"}).json() in (
+            {"@iot.count": 2, "value": []}, {"@iot.count": 192, "value": []})
 
 
 def test_in_memory_filters_orderby_select_and_count(client, world):

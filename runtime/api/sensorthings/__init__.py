@@ -28,12 +28,16 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     app.state.sensorthings_index = index
     router = APIRouter()
 
-    async def handle(request: Request, path: str = "") -> Response:
+    def answer(request: Request, path: str):
+        # In a worker thread: the token check may fetch the realm's keys, the engine waits for the warehouse.
         caller = principal(request)
         charge(request, caller)
         base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
-        body, kind = await run_in_threadpool(run, app.state.engine, index, limits, caller, base, path,
-                                             request.scope.get("query_string", b"").decode("utf-8", "replace"))
+        return run(app.state.engine, index, limits, caller, base, path,
+                   request.scope.get("query_string", b"").decode("utf-8", "replace"))
+
+    async def handle(request: Request, path: str = "") -> Response:
+        body, kind = await run_in_threadpool(answer, request, path)
         if kind == "text":
             return PlainTextResponse(body)
         return Response(json.dumps(body, ensure_ascii=False, separators=(",", ":")),

@@ -222,7 +222,7 @@ class Request:
             entities = self.filtered(collection.entities, options)
             count = len(entities) if options.count else None
             rows = entities[skip: skip + top + 1]
-        more = len(rows) > top
+        more = top > 0 and len(rows) > top
         rows = rows[:top]
         if count is not None:
             out["@iot.count"] = count
@@ -289,7 +289,7 @@ class Request:
                     written[f"{nav}@iot.count"] = len(related)
                 items = [(child, self.write(child, options)) for child in page]
                 written[nav] = [item for _, item in items]
-                if len(related) > skip + top:
+                if top and len(related) > skip + top:
                     written[f"{nav}@iot.nextLink"] = next_link(f"{self.self_link(parent)}/{nav}", options, top,
                                                                skip + top)
                 children.extend(items)
