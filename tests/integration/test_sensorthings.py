@@ -318,6 +318,21 @@ def test_every_request_counts_against_the_callers_quota(world, issuer, settings,
         assert [limited.get("/v1.1/Things", headers=headers).status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
+def test_the_platform_origin_sends_v1_1_to_the_api(world, issuer, settings, warehouse):
+    from starlette.responses import PlainTextResponse
+
+    from urbanstack import serve
+
+    async def pages(scope, receive, send):
+        await PlainTextResponse("a page", status_code=418)(scope, receive, send)
+
+    api = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
+    with TestClient(serve.PathDispatch(api, pages)) as origin:
+        assert origin.get("/v1.1").json()["serverSettings"]["conformance"]
+        assert len(origin.get("/v1.1/Things").json()["value"]) == 2
+        assert origin.get("/v1").status_code == 418
+
+
 # Masterportal's requests, as it sends them -------------------------------------------------
 
 MASTERPORTAL_EXTENT = (
