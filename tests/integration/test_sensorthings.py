@@ -15,8 +15,9 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 from sensorthings_checks import assert_invisible, private_entities
-from test_api import PEDESTRIANS, PEGEL, World, bearer
+from test_api import PEDESTRIANS, PEGEL, T0, World, bearer
 
+from urbanstack.operator import naming
 from urbanstack.runtime.api import create_app
 from urbanstack.runtime.api.quota import QueryQuota
 from urbanstack.runtime.api.sensorthings.graph import stable_id
@@ -464,3 +465,25 @@ def test_frost_sta_client_lists_things_datastreams_and_reads_observations(server
                                                  if r["sensor_id"] == "g-berliner"]
     one = service.observations().find(observations[3].id)
     assert one.result == observations[3].result
+
+
+def test_an_event_without_position_belongs_to_the_sensor_s_current_place(client, world, issuer):
+    """Runs last in this module: it adds a reading to Bielefeld's gauge."""
+    headers = bearer(issuer, world.bi)
+    table = f"{naming.database(world.bi)}.{naming.table(PEGEL, 'water_levels')}"
+    world.warehouse.insert(table, [["b-unplaced", "pegelonline", "lutter", T0 + dt.timedelta(hours=7), None, None,
+                                    777.0, "Lutter"]],
+                           column_names=["event_id", "source", "sensor_id", "observed_at", "lon", "lat",
+                                         "water_level", "station_name"])
+    client.app.state.sensorthings_index.forget()
+    lutter = thing(client, world, "lutter", headers)
+    level = stream(client, lutter["@iot.id"], "water_level", headers)
+    latest = values(client.get(f"/v1.1/Datastreams({level['@iot.id']})/Observations", headers=headers,
+                               params={"$orderby": "phenomenonTime desc", "$top": "1",
+                                       "$expand": "FeatureOfInterest"}))[0]
+    assert latest["result"] == 777.0
+    feature = latest["FeatureOfInterest"]
+    assert feature["feature"] == {"type": "Point", "coordinates": [8.53, 52.02]}
+    at_place = values(client.get(f"/v1.1/FeaturesOfInterest({feature['@iot.id']})/Observations", headers=headers,
+                                 params={"$filter": "result ge 700", "$top": "100"}))
+    assert sorted(o["result"] for o in at_place) == [700.0 + h for h in range(6)] + [777.0]

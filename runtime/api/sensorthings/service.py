@@ -21,7 +21,7 @@ from ..auth import Principal
 from ..query import QueryEngine, QueryError, _utc, request_deadline
 from . import sql as obs_sql
 from .evaluate import Evaluator, sort_key
-from .graph import (ENTITY_SETS, NAVIGATION, PLURAL, SINGULAR, Entity, Graph, SensorIndex, SensorInfo, StaLimits,
+from .graph import (ENTITY_SETS, NAVIGATION, PLURAL, SINGULAR, Entity, SensorIndex, SensorInfo, StaLimits,
                     format_time, observation_id, stable_id)
 from .options import Binary, Call, Node, Options, Path, Unary, option_error, parse_options, query_pairs
 
@@ -173,11 +173,12 @@ class Request:
                 entry[1].add(parent.sensor.sensor_id)
                 entry[2].add(parent.field_index)
             elif parent.kind == "FeatureOfInterest":
-                position = parent.position
+                # Events without a position belong to the sensor's current place (graph.observation_feature).
+                position, current = parent.position, parent.sensor.current
                 result.append(obs_sql.Scope(parent.dataset, (parent.sensor.sensor_id,),
                                             tuple(range(len(parent.dataset.fields))),
                                             position=None if position is None else (position.lon, position.lat),
-                                            without_position=position is None))
+                                            without_position=position is None or position == current))
         for dataset, sensors, fields in scopes.values():
             result.append(obs_sql.Scope(dataset, tuple(sorted(sensors)), tuple(sorted(fields))))
         return result

@@ -24,7 +24,7 @@ from ..catalogue import DatasetInfo
 from ..query import _quote, _table
 from .evaluate import Evaluator, geometry
 from .graph import ID_BITS, OBSERVATION_PREFIX, SEPARATOR
-from .options import Binary, Call, Geometry, Literal, Node, OrderBy, Path, Unary, option_error
+from .options import Binary, Call, Geometry, Node, OrderBy, Path, Unary, option_error
 
 OPTION = "$filter"
 
@@ -37,7 +37,7 @@ class Scope:
     sensors: tuple[str, ...] | None
     fields: tuple[int, ...]
     position: tuple[float, float] | None = None
-    without_position: bool = False
+    without_position: bool = False   # with position: also the events that have none (the sensor's current place)
 
 
 def _has_path(node: Node) -> bool:
@@ -319,11 +319,13 @@ def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | N
         name = f"s{key}"
         params[name] = list(scope.sensors)
         where.append(f"sensor_id IN {{{name}:Array(String)}}")
+    unplaced = "lon IS NULL OR lat IS NULL"
     if scope.position is not None:
         params[f"lon{key}"], params[f"lat{key}"] = scope.position
-        where.append(f"lon = {{lon{key}:Float64}} AND lat = {{lat{key}:Float64}}")
-    if scope.without_position:
-        where.append("(lon IS NULL OR lat IS NULL)")
+        placed = f"lon = {{lon{key}:Float64}} AND lat = {{lat{key}:Float64}}"
+        where.append(f"({placed} OR {unplaced})" if scope.without_position else f"({placed})")
+    elif scope.without_position:
+        where.append(f"({unplaced})")
     if condition:
         where.append(condition)
     if observation is not None:
