@@ -267,6 +267,18 @@ def test_in_memory_filters_orderby_select_and_count(client, world):
     assert bad.status_code == 400 and "a Thing has no property 'nosuch'" in bad.json()["error"]["message"]
 
 
+def test_built_entities_are_shared_within_a_memory_bound(client, world):
+    from urbanstack.runtime.api.sensorthings.graph import SensorIndex, StaLimits
+
+    engine = client.app.state.engine
+    datasets = engine.datasets(None)
+    shared = SensorIndex(engine, StaLimits())
+    first = shared.graph(datasets)
+    assert first.size == 2 + 2 + 12 + 2 + 2 + 2 + 6 and shared.graph(datasets) is first
+    small = SensorIndex(engine, StaLimits(cached_entities=first.size - 1))
+    assert small.graph(datasets) is not small.graph(datasets)   # too big to keep: built per request
+
+
 def test_limits_are_enforced(client, world):
     too_many = client.get("/v1.1/Observations", params={"$top": "10001"})
     assert too_many.status_code == 400 and "at most 10000" in too_many.json()["error"]["message"]

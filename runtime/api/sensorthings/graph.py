@@ -62,7 +62,8 @@ class StaLimits:
     index_seconds: float = 30.0
     max_skip: int = 1_000_000
     recent_observation_ids: int = 100_000
-    cached_graphs: int = 64            # distinct sets of readable datasets kept built
+    cached_graphs: int = 64            # distinct sets of readable datasets kept built ...
+    cached_entities: int = 400_000     # ... holding at most this many entities together (memory)
 
 
 class RecentIds:
@@ -152,10 +153,13 @@ class SensorIndex:
         graph.build()
         expires = min([self._cache[(d.database, d.table)][0] for d in datasets
                        if (d.database, d.table) in self._cache], default=now)
+        if graph.size > self.limits.cached_entities:
+            return graph   # too big to keep: built for this request only
         with self._lock:
-            if len(self._graphs) >= self.limits.cached_graphs:
-                self._graphs.pop(min(self._graphs, key=lambda k: self._graphs[k][0]))
             self._graphs[key] = (expires, graph)
+            while (len(self._graphs) > self.limits.cached_graphs or
+                   sum(g.size for _, g in self._graphs.values()) > self.limits.cached_entities):
+                self._graphs.pop(min(self._graphs, key=lambda k: self._graphs[k][0]))
         return graph
 
     def forget(self, dataset: DatasetInfo | None = None) -> None:
@@ -282,6 +286,7 @@ class Graph:
         self._by_id: dict[str, dict[Any, Entity]] = {}
         self._children: dict[tuple[str, Any, str], list[Entity]] = {}
         self.sensors: dict[str, dict[str, SensorInfo]] = {}    # dataset ref -> the sensor list it was built from
+        self.size = 0                                           # entities, once built
 
     # Building ---------------------------------------------------------------------------
     def build(self) -> None:
@@ -340,6 +345,7 @@ class Graph:
                     link(stream, "Sensor", sensor)
                     link(stream, "ObservedProperty", observed_property)
         self._sets, self._children = sets, children
+        self.size = sum(len(entities) for entities in sets.values())
         self._by_id = {name: {entity.id: entity for entity in entities} for name, entities in sets.items()}
 
     def entities(self, entity_set: str) -> list[Entity]:
