@@ -9,7 +9,7 @@ import datetime as dt
 import socket
 import threading
 import time
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
 import uvicorn
@@ -38,6 +38,27 @@ def client(world, issuer, settings, warehouse):
                      quota=QueryQuota(lambda slug: None, 0))
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
+
+
+def as_masterportal_sends(url: str) -> str:
+    """A link as Masterportal follows it: the query parsed and written again by url-parse (every key
+    and value through encodeURIComponent), with $count=true set."""
+    parts = urlsplit(url)
+    query = {name: value[0] for name, value in parse_qs(parts.query, keep_blank_values=True).items()}
+    query["$count"] = "true"
+    encoded = "&".join(f"{quote(k, safe=ENCODE_URI_COMPONENT)}={quote(v, safe=ENCODE_URI_COMPONENT)}"
+                       for k, v in query.items())
+    return f"{parts.path}?{encoded}"
+
+
+ENCODE_URI_COMPONENT = "-_.!~*'()"
+
+
+def follows(url: str) -> bool:
+    """Masterportal does not follow a link whose $top is at most its $skip (the caller's own $top)."""
+    query = parse_qs(urlsplit(url).query)
+    top, skip = int(query.get("$top", ["0"])[0]), int(query.get("$skip", ["0"])[0])
+    return not (top > 0 and top <= skip)
 
 
 def values(response) -> list[dict]:
@@ -246,6 +267,18 @@ def test_paging_with_next_links_covers_everything_once(client, world):
     things = client.get("/v1.1/Things", params={"$top": "1"}).json()
     query = parse_qs(urlsplit(things["@iot.nextLink"]).query)
     assert query == {"$top": ["1"], "$skip": ["1"]}
+    # Without $top the page size is the server's, and the link says only where to go on.
+    streams = client.get("/v1.1/Datastreams", params={"$filter": "properties/field ne 'x'"}).json()
+    assert len(streams["value"]) == 12 and "@iot.nextLink" not in streams
+    url = f"/v1.1/Datastreams({counts['@iot.id']})/Observations?$orderby=phenomenonTime"
+    seen = []
+    while url:
+        body = client.get(url.replace("http://testserver", "")).json()
+        seen += [o["@iot.id"] for o in body["value"]]
+        url = body.get("@iot.nextLink")
+        if url:
+            assert parse_qs(urlsplit(url).query).keys() == {"$skip", "$orderby"} and follows(url)
+    assert len(seen) == len(set(seen)) == 192
     # $top=0 with $count: the number alone, and no link that would lead round in a circle.
     for url in ("/v1.1/Things", f"/v1.1/Datastreams({stream(client, berliner['@iot.id'], 'pedestrians')['@iot.id']})"
                                 "/Observations"):
@@ -380,6 +413,7 @@ def test_masterportal_extent_request(client, world):
         nested = next(s for s in item["Datastreams"] if s["properties"]["field"] == "pedestrians")
         following = client.get(nested["Observations@iot.nextLink"].replace("http://testserver", "")).json()
         assert following["value"][0]["phenomenonTime"] == "2026-03-03T23:30:00.000Z"
+        assert not follows(nested["Observations@iot.nextLink"])   # Masterportal asked for the latest only
     outside = client.get(MASTERPORTAL_EXTENT.replace("8.3%2051.8", "9.3%2051.8").replace("8.5%20", "9.5%20")
                          .replace("8.3%2052.0", "9.3%2052.0")).json()
     assert outside["value"] == []
@@ -425,6 +459,36 @@ def test_masterportal_datastreams_with_thing_locations_and_nested_next_links(cli
     assert len(observed["Observations"]) == 3 and "Observations@iot.nextLink" in observed
     # The nextLink keeps the nested $expand (those two fields have no readings in this world).
     assert [s["Observations"] for s in rest["value"]] == [[], []]
+
+
+def test_masterportal_follows_every_link_as_it_rewrites_them(client, world):
+    """Masterportal's loop over @iot.nextLink and <collection>@iot.nextLink, with each link parsed and
+    encoded again by url-parse and $count=true added: it collects every Observation exactly once."""
+    berliner = thing(client, world, "g-berliner")
+    url = f"/v1.1/Things({berliner['@iot.id']})/Datastreams?$expand=Observations($orderby=phenomenonTime)"
+    queue, collected, requests = [(as_masterportal_sends(url), None)], {}, 0
+    while queue:
+        link, stream_id = queue.pop(0)
+        response = client.get(link)
+        requests += 1
+        assert response.status_code == 200, (link, response.text[:300])
+        body = response.json()
+        assert "@iot.count" in body
+        for item in body["value"]:
+            key = stream_id or item["@iot.id"]
+            if stream_id is None:
+                collected.setdefault(key, []).extend(o["result"] for o in item["Observations"])
+                nested = item.get("Observations@iot.nextLink")
+                if nested and follows(nested):
+                    queue.append((as_masterportal_sends(nested.replace("http://testserver", "")), key))
+            else:
+                collected[key].append(item["result"])
+        if body.get("@iot.nextLink") and follows(body["@iot.nextLink"]):
+            queue.append((as_masterportal_sends(body["@iot.nextLink"].replace("http://testserver", "")), stream_id))
+    counts = next(s for s in values(client.get(f"/v1.1/Things({berliner['@iot.id']})/Datastreams"))
+                  if s["properties"]["field"] == "pedestrians")
+    assert collected[counts["@iot.id"]] == [r["pedestrians"] for r in world.pedestrians if r["sensor_id"] == "g-berliner"]
+    assert requests == 1 + 2 * 1   # two Datastreams with 192 readings: one more page of 92 each
 
 
 def test_masterportal_chart_request(client, world):

@@ -599,7 +599,10 @@ def _json_text(value: Any) -> str:
 
 
 def next_link(link: str, options: Options, top: int, skip: int) -> str:
-    parts = [f"$top={top}", f"$skip={skip}"]
+    """The next page. ``$top`` only when the caller gave one: clients (Masterportal) read a link
+    with ``$top`` ≤ ``$skip`` as "the caller asked for only that many" and do not follow it; the
+    page size without ``$top`` stays the server's."""
+    parts = ([f"$top={top}"] if options.top is not None else []) + [f"$skip={skip}"]
     for name in ("$filter", "$orderby", "$select", "$expand", "$count"):
         if name in options.raw:
             parts.append(f"{name}={quote(options.raw[name], safe=_SAFE)}")
