@@ -398,6 +398,9 @@ def test_masterportal_extent_request(client, world):
     assert preflight.status_code == 204 and preflight.headers["Access-Control-Allow-Headers"] == "Authorization"
     assert "Access-Control-Allow-Origin" not in client.get("/api/v1/datasets", headers=origin).headers
     body = response.json()
+    # The same request with every key and value encoded by url-parse (%24filter, %27, %28, ...).
+    encoded = client.get(as_masterportal_sends(MASTERPORTAL_EXTENT)).json()
+    assert encoded["@iot.count"] == 2 and encoded["value"] == body["value"]
     things = body["value"]
     assert sorted(t["name"] for t in things) == ["g-berliner", "g-koenig"]
     for item in things:
