@@ -194,6 +194,10 @@ def test_observations_filtered_by_their_datastream(client, world, issuer):
         "$filter": "Datastream/properties/field eq 'pedestrians' and Datastream/Thing/name eq 'g-koenig'",
         "$count": "true", "$top": "1"}).json()
     assert everything["@iot.count"] == 2 * 192
+    two = [own[3]["@iot.id"], own[7]["@iot.id"]]
+    by_id = values(client.get("/v1.1/Observations", params={
+        "$filter": f"@iot.id eq {two[0]} or id eq {two[1]}", "$orderby": "phenomenonTime"}))
+    assert [o["@iot.id"] for o in by_id] == two
     mixed = client.get("/v1.1/Observations", params={"$filter": "Datastream/name eq 'x' or result gt 1"})
     assert mixed.status_code == 400 and "not both" in mixed.json()["error"]["message"]
     # Through a Datastream filter nobody reaches data they may not read.

@@ -135,6 +135,8 @@ class Translator:
             return _Sql("observed_at", "time")
         if name == "result":
             return _Sql("", "result")
+        if name in ("@iot.id", "id"):
+            return _Sql(OBSERVATION_ID, "num")   # replaced per dataset by scope_sql
         if name in ("validTime", "resultQuality"):
             return _Sql("NULL", "null")
         if name == "parameters/eventId":
@@ -144,7 +146,7 @@ class Translator:
         if name in ("FeatureOfInterest/feature", "FeatureOfInterest/location"):
             return _Sql("", "position")
         raise option_error(OPTION, f"{name}: conditions on Observations can use phenomenonTime, resultTime, "
-                                   "result, parameters/eventId, parameters/source, FeatureOfInterest/feature, "
+                                   "result, @iot.id, parameters/eventId, parameters/source, FeatureOfInterest/feature, "
                                    "and, joined with 'and', properties of the Datastream (Datastream/@iot.id, ...)")
 
     def _bool(self, value: _Sql) -> str:
@@ -327,6 +329,8 @@ def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | N
     elif scope.without_position:
         where.append(f"({unplaced})")
     if condition:
+        if OBSERVATION_ID in condition:
+            condition = condition.replace(OBSERVATION_ID, observation_id_sql(scope, key, params))
         where.append(condition)
     if observation is not None:
         params["oid"] = observation
@@ -337,3 +341,5 @@ def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | N
 
 
 TIE_BREAK = ["ds", "sensor_id", "fi", "observed_at", "event_id"]
+# Stands for the Observation's id in a translated condition; only this module writes condition text.
+OBSERVATION_ID = "__observation_id__"
