@@ -45,7 +45,10 @@ from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 from urbanstack.operator import naming
 from urbanstack.runtime.events import Observation, ObservationBatch, format_instant
 from urbanstack.runtime.producer import Publisher, partition_of
+from urbanstack.runtime.metering.consumer import ensure_meter_topic
+from urbanstack.runtime.metering.emitter import MeterEmitter
 from urbanstack.runtime.sink import Sink, SinkConfig
+from confluent_kafka.admin import AdminClient
 from urbanstack.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -109,10 +112,45 @@ def main() -> None:
     parser.add_argument("--batch-rows", type=int, default=SinkConfig.batch_rows)
     parser.add_argument("--mode", choices=("concurrent", "drain"), default="concurrent")
     parser.add_argument("--wire", choices=("batch", "observations", "single"), default="batch")
+    parser.add_argument("--metering", choices=("off", "on", "both"), default="off",
+                        help="sink with usage metering (docs/metering.md); 'both' runs without, then with, "
+                             "then without and with again, each on a fresh tenant, to compare in one run")
     args = parser.parse_args()
 
     settings = Settings.from_env()
     admin_config = kafka.admin_config(settings)
+    print(f"machine: {machine()}")
+    if args.metering == "both":
+        meter_topic = f"_urbanstack-meter-bench{uuid.uuid4().hex[:6]}"
+        ensure_meter_topic(admin_config, meter_topic)
+        try:
+            for metered in (False, True, False, True):
+                print(f"--- metering {'on' if metered else 'off'}")
+                run_once(args, admin_config, meter_topic if metered else None)
+        finally:
+            AdminClient(admin_config).delete_topics([meter_topic])
+    elif args.metering == "on":
+        meter_topic = f"_urbanstack-meter-bench{uuid.uuid4().hex[:6]}"
+        ensure_meter_topic(admin_config, meter_topic)
+        try:
+            run_once(args, admin_config, meter_topic)
+        finally:
+            AdminClient(admin_config).delete_topics([meter_topic])
+    else:
+        run_once(args, admin_config, None)
+
+
+_CLIENT = []
+
+
+def _client():
+    """One chDB path for every run of this process (one process, one chDB session)."""
+    if not _CLIENT:
+        _CLIENT.append(warehouse.connect(f"chdb://{tempfile.mkdtemp(prefix='urbanstack-bench-')}"))
+    return _CLIENT[0]
+
+
+def run_once(args, admin_config: dict, meter_topic: str | None) -> None:
     manifest = yaml.safe_load((EXAMPLES / "municipality-guetersloh.yaml").read_text())
     manifest["metadata"]["name"] = f"bench{uuid.uuid4().hex[:8]}"
     tools = [parse_citytool(yaml.safe_load((EXAMPLES / name).read_text()))
@@ -120,11 +158,9 @@ def main() -> None:
     desired = plan(parse_municipality(manifest), tools)
     slug, streaming = desired.slug, StreamingProvisioner(admin_config)
     ensure(streaming, desired.streaming, {desired.streaming.password_key: secrets.token_urlsafe(18)})
-    data_dir = tempfile.mkdtemp(prefix="urbanstack-bench-")
-    client = warehouse.connect(f"chdb://{data_dir}")
+    client = _client()
     ensure(WarehouseProvisioner(lambda: client, embedded=True), desired.warehouse, {})
     table = f"`{desired.warehouse.database}`.`passantenfrequenz_wetter__{DATASET}`"
-    print(f"machine: {machine()}")
     print(f"tenant {slug}: {args.events:,} events, topic with "
           f"{desired.streaming.topic(f'{slug}.{TOOL}.{DATASET}').partitions} partitions, sink batches of "
           f"{args.batch_rows:,}, producer wire format: {args.wire}")
@@ -140,8 +176,9 @@ def main() -> None:
             producer.join()
             print(f"producer: {args.events / (produced_at.value - started):,.0f} events/s "
                   f"({produced_at.value - started:.1f} s)")
+        meter = MeterEmitter(admin_config, topic=meter_topic) if meter_topic else None
         sink = Sink(admin_config, client, SinkConfig(group_id=f"bench-{slug}", topic_pattern=rf"^{slug}\.[^.]+\.[^.]+$",
-                                                     batch_rows=args.batch_rows))
+                                                     batch_rows=args.batch_rows), meter=meter)
         sink.start()
         sink_started = time.monotonic()
         try:
@@ -169,6 +206,8 @@ def main() -> None:
                   f"({finished - sink_started:.1f} s to drain the backlog, of which "
                   f"{first_record - sink_started:.1f} s joining the consumer group; "
                   f"{args.events / (finished - first_record):,.0f} events/s from the first record on)")
+        if meter is not None:
+            print(f"meter events: {meter.delivered:,} delivered, {meter.dropped:,} dropped")
         print(f"rows stored: {stored:,}, duplicates: {sink.metrics.totals['duplicate']:,}, "
               f"dead-lettered: {sink.metrics.totals['dlq']:,}")
     finally:

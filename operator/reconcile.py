@@ -162,9 +162,36 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
         "conditions": conditions,
         "names": desired.created_names(),
         "endpoints": _endpoints(backends, desired),
-        "usage": {"residents": entry.population if entry else None, "measuredAt": now()},
+        "usage": {"residents": entry.population if entry else None, "measuredAt": now(),
+                  **_metered_usage(backends, desired.slug)},
     }
     return Outcome(status=status, events=events, retry=retry, desired=desired)
+
+
+_LEDGERS: dict[int, Any] = {}
+
+
+def _metered_usage(backends, slug: str) -> dict[str, int]:
+    """Readings ingested and API queries of the last 24 whole hours (the current one included)
+    from the usage ledger (docs/metering.md). Refreshed as often as the municipality is
+    reconciled — on changes and every drift interval — at the cost of one small query on the
+    hourly sums. Left out when the ledger cannot be read: usage never fails a reconcile."""
+    from urbanstack.runtime.metering.events import API_QUERIES, READINGS_INGESTED
+    from urbanstack.runtime.metering.ledger import Ledger
+    from urbanstack.runtime.metering.samples import database_bytes
+
+    try:
+        client = backends.warehouse._client()
+        ledger = _LEDGERS.get(id(client))
+        if ledger is None or ledger.client is not client:
+            ledger = _LEDGERS[id(client)] = Ledger(client)
+        end = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) + dt.timedelta(hours=1)
+        totals = ledger.totals(end - dt.timedelta(hours=24), end, [slug]).get(slug, {})
+        storage = database_bytes(client, [slug])[slug]
+    except Exception:  # noqa: BLE001 - informative only
+        return {}
+    return {"eventsLast24H": totals.get(READINGS_INGESTED, 0), "queriesLast24H": totals.get(API_QUERIES, 0),
+            "storageBytes": storage}
 
 
 def _endpoints(backends, desired: DesiredState) -> dict[str, str]:

@@ -12,7 +12,7 @@ Delivery is effectively once:
 - a batch holds the records of one Kafka partition, offsets ``first..last``;
 - invalid records go to the tenant's DLQ, acknowledged before anything is committed;
 - before the insert, the sink commits the *unchanged* offset ``first`` with the
-  metadata ``pending:<last>`` (an intent). The insert carries the
+  metadata ``pending:<last>@<ms>`` (an intent). The insert carries the
   ``insert_deduplication_token`` ``<topic>:<partition>:<first>-<last>``;
 - after the insert, it commits ``last + 1``.
 
@@ -46,6 +46,10 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from urbanstack import tenancy
 from urbanstack.operator import naming
+from urbanstack.runtime.metering.consumer import ensure_meter_topic
+from urbanstack.runtime.metering.emitter import METER_TOPIC, MeterEmitter, MeterMetrics
+from urbanstack.runtime.metering.events import (DEAD_LETTERED, READINGS_INGESTED, ROWS_STORED, TYPE_INGEST, MeterEvent,
+                                                sink_batch_id)
 from urbanstack.runtime.events import (BATCH_SCHEMA_VERSION, CANONICAL_INSTANT, DATASET_PATTERN, FIELD_PATTERN,
                                        TENANT_PATTERN, EventError, Observation, ObservationBatch, event_id_of,
                                        parse_instant)
@@ -88,6 +92,8 @@ class SinkConfig:
     poll_messages: int = 10_000
     metrics_port: int = 0
     dlq_timeout_seconds: float = 30.0
+    meter_topic: str = METER_TOPIC
+    meter_wait_seconds: float = 2.0
 
     ENV = {
         "group_id": ("URBANSTACK_SINK_GROUP", "Kafka consumer group of the sink."),
@@ -101,6 +107,9 @@ class SinkConfig:
         "metrics_port": ("URBANSTACK_SINK_METRICS_PORT", "Prometheus endpoint on 127.0.0.1 (0: none)."),
         "dlq_timeout_seconds": ("URBANSTACK_SINK_DLQ_TIMEOUT_SECONDS", "How long a DLQ send may take before the "
                                 "partition is parked and retried (a missing DLQ topic fails after this)."),
+        "meter_topic": ("URBANSTACK_METER_TOPIC", "Topic of the usage meter events (empty: no metering)."),
+        "meter_wait_seconds": ("URBANSTACK_SINK_METER_WAIT_SECONDS", "How long a batch's commit waits for its "
+                               "meter event to be acknowledged while the meter topic is reachable."),
     }
 
     @classmethod
@@ -711,6 +720,11 @@ class Batch:
     inserted: bool = False
     # (sensor_id, hour in ticks) whose hourly rollup must be recomputed after the insert
     repair: set = field(default_factory=set)
+    # When the intent of this batch was first committed (ms since the epoch; a replay keeps the
+    # dead sink's), and how many rows that dead sink had already stored: they count as stored.
+    intent_ms: int | None = None
+    restored: int = 0
+    last_timestamp_ms: int | None = None   # Kafka timestamp of the last record: the meter event's time
 
     def add(self, offset: int) -> None:
         if self.first is None:
@@ -741,13 +755,25 @@ def dedup_token(topic: str, partition: int, first: int | None, last: int | None)
     return f"urbanstack-sink:{topic}:{partition}:{first}-{last}"
 
 
+def intent(last: int, at_ms: int) -> str:
+    """Offset metadata of a batch's intent: where it ends and when it was first committed."""
+    return f"{INTENT_PREFIX}{last}@{at_ms}"
+
+
 def parse_intent(metadata: str | None) -> int | None:
+    return parse_intent_at(metadata)[0]
+
+
+def parse_intent_at(metadata: str | None) -> tuple[int | None, int | None]:
+    """(last offset, ms when first committed) of an intent; the time is None for intents
+    written before it was recorded."""
     if metadata and metadata.startswith(INTENT_PREFIX):
+        end, _, at = metadata[len(INTENT_PREFIX):].partition("@")
         try:
-            return int(metadata[len(INTENT_PREFIX):])
+            return int(end), (int(at) if at else None)
         except ValueError:
-            return None
-    return None
+            return None, None
+    return None, None
 
 
 # Metrics --------------------------------------------------------------------------
@@ -793,9 +819,10 @@ class Sink:
     """Consume, validate, batch, write, commit. Run it with :meth:`run`."""
 
     def __init__(self, kafka_config: Mapping[str, Any], warehouse, config: SinkConfig = SinkConfig(),
-                 metrics: SinkMetrics | None = None):
+                 metrics: SinkMetrics | None = None, meter: MeterEmitter | None = None):
         self.config = config
         self.metrics = metrics or SinkMetrics()
+        self._meter = meter
         self._warehouse = warehouse
         self._consumer = Consumer({
             **kafka_config,
@@ -814,7 +841,7 @@ class Sink:
                               "message.timeout.ms": dlq_timeout_ms,
                               "topic.metadata.propagation.max.ms": dlq_timeout_ms, "log_level": 3})
         self._batches: dict[tuple[str, int], Batch] = {}
-        self._intents: dict[tuple[str, int], int] = {}
+        self._intents: dict[tuple[str, int], tuple[int, int | None]] = {}
         self._schemas: dict[tuple[str, str], tuple[TableSchema | None, float]] = {}
         self._routes: dict[str, Route | RecordError] = {}
         self._stop = threading.Event()
@@ -828,9 +855,9 @@ class Sink:
     # Kafka callbacks ----------------------------------------------------------
     def _on_assign(self, consumer, partitions) -> None:
         for tp in consumer.committed(partitions, timeout=30):
-            end = parse_intent(tp.metadata)
+            end, at_ms = parse_intent_at(tp.metadata)
             if end is not None and tp.offset >= 0 and end >= tp.offset:
-                self._intents[(tp.topic, tp.partition)] = end
+                self._intents[(tp.topic, tp.partition)] = (end, at_ms)
                 log.info("replaying %s[%d] %d..%d exactly as the interrupted batch", tp.topic, tp.partition,
                          tp.offset, end)
 
@@ -865,6 +892,8 @@ class Sink:
             self._writer.shutdown(wait=True)
             self._consumer.close()
             self._dlq.flush(10)
+            if self._meter is not None:
+                self._meter.close()
 
     def run(self, stop: threading.Event | None = None) -> None:
         self._stop = stop or threading.Event()
@@ -922,9 +951,9 @@ class Sink:
             target = target if isinstance(target, Route) else None
             # The schema is fixed for the life of a batch (at most batch_seconds): rows of one
             # insert must share one shape, and the hot path need not look it up per record.
-            replay_until = self._intents.pop(key, None)
+            replay_until, intent_ms = self._intents.pop(key, (None, None))
             batch = self._batches[key] = Batch(topic, partition, target, replay_until=replay_until,
-                                               replayed=replay_until is not None,
+                                               replayed=replay_until is not None, intent_ms=intent_ms,
                                                schema=self._schema(target) if target else None)
         return batch
 
@@ -969,6 +998,7 @@ class Sink:
         if batch.first is None:
             batch.first = offset
         batch.last = offset
+        batch.last_timestamp_ms = message.timestamp()[1]
         if (offset >= replay_until) if replay_until is not None else \
                 len(batch.rows) + len(batch.rejected) >= self.config.batch_rows:
             self._flush(batch)
@@ -1028,7 +1058,9 @@ class Sink:
         if self._batches.get(key) is batch:
             del self._batches[key]
         if batch.rows:
-            self._commit(batch, batch.first, f"{INTENT_PREFIX}{batch.last}")
+            if batch.intent_ms is None:   # a replay keeps the time of the interrupted batch's intent
+                batch.intent_ms = int(time.time() * 1000)
+            self._commit(batch, batch.first, intent(batch.last, batch.intent_ms))
         self._inflight = (batch, self._writer.submit(self._write, batch), time.monotonic())
 
     def _write(self, batch: Batch) -> None:
@@ -1047,7 +1079,7 @@ class Sink:
                 # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
                 # Every row of its messages goes, including any already found stored.
                 batch.rejected += self._refused(batch, f"warehouse refused the batch: {exc}")
-                batch.rows, batch.payloads, batch.duplicates = Rows(), [], 0
+                batch.rows, batch.payloads, batch.duplicates, batch.restored = Rows(), [], 0, 0
         batch.inserted = True
         if batch.repair:
             batch.stage = "repairing"
@@ -1055,6 +1087,29 @@ class Sink:
         if batch.rejected:
             batch.stage = "sending"
             self._send_to_dlq(batch)
+        self._emit_meter(batch)
+
+    def _emit_meter(self, batch: Batch) -> None:
+        """One meter event per written batch, named by its topic, partition and offsets: a replay
+        of the batch measures the same and sends the same event, which the ledger counts once."""
+        if self._meter is None or batch.first is None or batch.target is None:
+            return
+        when = (datetime.fromtimestamp(batch.last_timestamp_ms / 1000, timezone.utc)
+                if batch.last_timestamp_ms and batch.last_timestamp_ms > 0 else datetime.now(timezone.utc))
+        stored = len(batch.rows) + batch.restored
+        try:
+            event = MeterEvent(id=sink_batch_id(batch.topic, batch.partition, batch.first, batch.last),
+                               source="/urbanstack/sink", type=TYPE_INGEST,
+                               subject=tenancy.tenant_of_topic(batch.topic), time=when,
+                               dataset=f"{batch.target.tool}/{batch.target.dataset}",
+                               quantities={READINGS_INGESTED: batch.records + batch.duplicates + batch.restored,
+                                           ROWS_STORED: stored, DEAD_LETTERED: len(batch.rejected)},
+                               extra={"topic": batch.topic, "partition": batch.partition,
+                                      "offsets": [batch.first, batch.last]})
+        except ValueError as exc:   # never fail the data path over a measurement
+            log.warning("no meter event for %s[%d]: %s", batch.topic, batch.partition, exc)
+            return
+        self._meter.emit(event)
 
     def _settle(self) -> None:
         """Wait for the write in flight; commit it, or park its batch if it failed for a
@@ -1069,6 +1124,10 @@ class Sink:
         except Exception as exc:  # noqa: BLE001 - an outage: park, retry later, lose nothing
             self._park(batch, batch.stage, exc)
             return
+        if self._meter is not None:
+            # Committed only once the batch's meter event is acknowledged, so a kill after the commit
+            # cannot lose it; bounded, and skipped while the meter topic is known to be unreachable.
+            self._meter.settle(self.config.meter_wait_seconds)
         self._commit(batch, batch.last + 1, "")
         key = (batch.topic, batch.partition)
         if key in self._paused:
@@ -1142,13 +1201,19 @@ class Sink:
         sensors = sorted(set(rows.columns[2]))
         fields = ", ".join(f"`{name}`" for name in schema.column_names[4:])
         function = _TICK_FUNCTIONS.get(schema.precision, "fromUnixTimestamp64Milli")
+        # Rows of this batch written after its intent (which a replay keeps) were written by an
+        # earlier attempt at this very batch — a dead sink's or a failed try's: nothing else writes
+        # these sensors meanwhile. They count as stored by this batch, not as duplicates.
+        since = batch.intent_ms if schema.ingested_at else None
+        when = ", toUnixTimestamp64Milli(ingested_at)" if since is not None else ""
         stored = self._warehouse.query(
-            f"SELECT event_id, {fields} FROM `{target.database}`.`{target.table}` "
+            f"SELECT event_id, {fields}{when} FROM `{target.database}`.`{target.table}` "
             f"WHERE sensor_id IN {{sensors:Array(String)}} AND observed_at >= {function}({{low:Int64}}, 'UTC') "
             f"AND observed_at <= {function}({{high:Int64}}, 'UTC')"
             f"{' ORDER BY ingested_at' if schema.ingested_at else ''}",
             parameters={"sensors": sensors, "low": low, "high": high}).result_rows
         duplicates = len(batch.rows) - len(rows)
+        restored = 0
         if stored:
             latest = {row[0]: tuple(row[1:]) for row in stored}
             keep, changed = [], []
@@ -1158,8 +1223,13 @@ class Sink:
                     keep.append(index)
                     continue
                 row = rows.row(index)
+                if since is not None:
+                    before, ingested_ms = before[:-1], before[-1]
                 if before == row[4:]:
-                    duplicates += 1
+                    if since is not None and ingested_ms >= since:
+                        restored += 1
+                    else:
+                        duplicates += 1
                 else:
                     keep.append(index)
                     changed.append(row)
@@ -1169,6 +1239,7 @@ class Sink:
                 self._changed(batch, changed)
         batch.rows = rows
         batch.duplicates += duplicates   # a retried write filters what an earlier attempt left
+        batch.restored += restored
 
     def _changed(self, batch: Batch, rows: list[tuple]) -> None:
         """Rows that replace a stored reading with new values: the hourly rollup, which added
@@ -1345,6 +1416,15 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
             for signum in (signal.SIGTERM, signal.SIGINT):
                 signal.signal(signum, lambda *_: stop_event.set())
     metrics = SinkMetrics()
+    # The meter shares the sink's identity; its counters join the sink's endpoint.
+    meter = None
+    if config.meter_topic:
+        try:
+            ensure_meter_topic(kafka_config, config.meter_topic)
+        except Exception as exc:  # noqa: BLE001 - in a cluster the platform creates it; the sink may not
+            log.info("meter topic %s not created by the sink (%s); it must exist for usage to be recorded",
+                     config.meter_topic, _first_line(exc))
+        meter = MeterEmitter(kafka_config, topic=config.meter_topic, metrics=MeterMetrics(metrics.registry))
     if config.metrics_port:
         from prometheus_client import start_http_server
 
@@ -1352,7 +1432,7 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
     client = warehouse_client or warehouse.shared(settings.warehouse_url)
     log.info("sink: group %s, topics %s as Kafka user %s → %s", config.group_id, config.topic_pattern,
              kafka_config["sasl.username"], warehouse.redact(settings.warehouse_url))
-    Sink(kafka_config, client, config, metrics).run(stop_event)
+    Sink(kafka_config, client, config, metrics, meter).run(stop_event)
 
 
 def main() -> None:

@@ -8,10 +8,13 @@ in the platform realm."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 import secrets
+import sys
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urljoin
@@ -24,6 +27,7 @@ from urbanstack.runtime.hubs.signup.proof import Proofs
 
 ROOT = Path(__file__).resolve().parents[1]
 PLATFORM_REALM = "urbanstack-platform"
+M = "municipalities"
 
 # Kreis Gütersloh (AGS, name, population) beside the fixture's rows: the signup tests' places.
 PLACES = [("05754012", "Harsewinkel, Stadt", 25000), ("05754020", "Langenberg", 8500),
@@ -110,3 +114,93 @@ def application(client: httpx.Client, base_url: str, ags: str, email: str, **ove
               "altcha": Proofs.solve(challenge)}
     values.update(overrides)
     return values
+
+
+@dataclass
+class World:
+    """The signup on the real platform: ``server`` (the web origin of ``urbanstack serve``),
+    ``signup`` (its SignupApp: store, requests, limits, proofs), the cluster with the operator
+    running, the Gov Hub's catalogue and its ``refresh``, a platform-admin ``ops`` and an
+    ``outsider`` without the role (both with password and TOTP)."""
+    server: object
+    signup: object
+    cluster: object
+    catalogue: object
+    refresh: object
+    ops: Person
+    outsider: Person
+    settings: object
+    ops_client: object = None
+
+
+def remove_municipality(cluster, name: str, timeout: float = 240) -> None:
+    """Delete a Municipality with everything the operator made for it."""
+    if cluster.get(M, name) is None:
+        return
+    cluster.patch_spec(M, name, {"deletionPolicy": "Delete"})
+    cluster.delete(M, name)
+    cluster.wait_gone(M, name, timeout=timeout)
+
+
+@contextmanager
+def signup_world(platform, warehouse, kube_api, folder: Path, *, leftovers: tuple[str, ...] = ("verl",)):
+    """The platform realm with its people, the operator in a thread, ``serve.web_app`` on 127.0.0.1
+    with cheap proofs of work and no rate limits; ``leftovers`` (Municipalities of an earlier run
+    that the signup would refuse as existing tenants) are removed before and after."""
+    import kubernetes
+
+    sys.path.insert(0, str(ROOT / "tests" / "integration"))
+    from hub_harness import WebServer
+    from operator_harness import Cluster, OperatorThread, operator_kubeconfig, use_operator_identity
+
+    from urbanstack import serve
+    from urbanstack.devplatform import keycloak as dev_keycloak
+    from urbanstack.operator import handlers
+    from urbanstack.operator.ags import MunicipalityDirectory
+    from urbanstack.operator.backends import Backends
+    from urbanstack.runtime.api import Catalogue
+    from urbanstack.runtime.hubs.signup.proof import ProofSettings
+    from urbanstack.runtime.hubs.signup.service import SignupLimits
+    from urbanstack.runtime.store import open_store
+
+    csv, kreise = write_directory(folder)
+    settings = dataclasses.replace(platform, municipality_directory=str(csv), district_directory=str(kreise),
+                                   state_dir=platform.state_dir)
+    dev_keycloak.ensure_platform_realm(settings)
+    admin = KeycloakAdmin(settings.keycloak_url, *settings.keycloak_admin())
+    ops, outsider = add_platform_person(admin, platform_admin=True), add_platform_person(admin, platform_admin=False)
+    admin.close()
+
+    cluster = Cluster(kube_api)
+    for name in leftovers:
+        remove_municipality(cluster, name)
+    use_operator_identity(platform)
+    backends = Backends.from_settings(settings, warehouse_client=warehouse, kube=kubernetes.config.new_client_from_config(
+        config_file=operator_kubeconfig(platform)))
+    handlers.configure(settings, backends, MunicipalityDirectory.load(csv))
+    runner = OperatorThread().start()
+
+    runtime = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(
+        config_file=str(platform.state_dir / "kube" / "runtime.kubeconfig")))
+    catalogue = Catalogue()
+
+    def refresh():
+        serve.refresh_catalogue(catalogue, runtime)
+
+    refresh()
+    store = open_store(f"sqlite:///{folder / 'store.db'}")
+    store.upgrade()
+    server = WebServer(settings, catalogue, warehouse, store)
+    signup = server.web.signup.state.signup
+    signup.proofs = Proofs(ProofSettings("test-key", cost=50, min_counter=10, spread=20))  # fast to solve
+    signup.limits = SignupLimits(per_address=1000, per_domain=1000, per_ags=1000)
+    try:
+        with server:
+            yield World(server, signup, cluster, catalogue, refresh, ops, outsider, settings)
+    finally:
+        try:
+            for name in leftovers:
+                remove_municipality(cluster, name)
+        finally:
+            runner.stop()
+            store.close()

@@ -107,7 +107,10 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         thread.start()
     if with_operator:
         threads.append(start_operator(settings, client, stop))
-    app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api")
+    metering = _start_metering(settings, client, catalogue, stop)
+    app = create_app(settings, catalogue, client, keycloak_url=settings.keycloak_url, audience="{tenant}-api",
+                     meter=metering.api_meter if metering else None, ledger=metering.ledger if metering else None,
+                     statements=metering.statements if metering else None)
     if settings.ingest:
         # Push endpoints under /ingest and the pull scheduler (runtime/ingest); URBANSTACK_INGEST=0 turns them off.
         from urbanstack.runtime.ingest import service as ingest_service
@@ -125,10 +128,25 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
         stop.set()
         stop_web_app(web)
         store.close()
+        if metering is not None:
+            metering.api_meter.close()
+            threads += metering.threads
         deadline = time.monotonic() + 30
         for thread in threads:
             thread.join(max(0.1, deadline - time.monotonic()))
     return 0
+
+
+def _start_metering(settings: Settings, client, catalogue, stop: threading.Event):
+    """Usage metering (docs/metering.md) in this process, which owns the warehouse; off when
+    URBANSTACK_METER_TOPIC is empty."""
+    from urbanstack.runtime.metering import service as metering
+    from urbanstack.runtime.sink import SinkConfig
+
+    topic = SinkConfig.from_env().meter_topic
+    if not topic:
+        return None
+    return metering.start(settings.sink_kafka_config(), client, catalogue, stop, topic=topic)
 
 
 def run_api(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080) -> int:
@@ -266,10 +284,14 @@ def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | Non
 
 
 def signup_kubeconfig(settings: Settings) -> str | None:
-    """The signup's own identity (None inside a cluster: the pod's service account)."""
+    """The signup's own identity: URBANSTACK_SIGNUP_KUBECONFIG when set (in a cluster the stack
+    mounts one for the hub's pod, which runs as the Gov Hub's account); else None inside a cluster
+    (the pod's service account) and the local platform's signup.kubeconfig outside."""
+    if settings.signup_kubeconfig:
+        return settings.signup_kubeconfig
     if kubeclient.in_cluster():
         return None
-    return settings.signup_kubeconfig or str(settings.state_dir / "kube" / "signup.kubeconfig")
+    return str(settings.state_dir / "kube" / "signup.kubeconfig")
 
 
 def signup_app(settings: Settings, store, *, follow_interval: float = 0.0):

@@ -12,6 +12,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 
 from urbanstack.operator import naming
+from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
+from urbanstack.runtime.metering.impact import Impact
+from urbanstack.runtime.metering.ledger import Ledger
+from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
@@ -20,6 +24,7 @@ from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
 from .rest import build_router
 from .sensorthings import add_sensorthings
+from .usage import build_usage_router
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +78,9 @@ class BodyLimit:
 
 def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloak_url: str, audience: str,
                shared_realms: Iterable[str] = (naming.SHARED_REALM,), limits: ApiLimits | None = None,
-               verifier: TokenVerifier | None = None, quota: QueryQuota | None = None) -> FastAPI:
+               verifier: TokenVerifier | None = None, quota: QueryQuota | None = None,
+               meter: ApiMeter | None = None, ledger: Ledger | None = None,
+               statements: Statements | None = None) -> FastAPI:
     """The API application.
 
     ``audience`` is the client id tokens must be issued for; ``{tenant}`` in it stands for
@@ -81,6 +88,9 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     operator's plan). ``warehouse_client`` is a clickhouse-connect client (chDB or server).
     ``quota``: the query quotas (see :mod:`.quota`); by default the plans of the catalogue's
     municipalities and ``settings.api_anonymous_queries_per_hour`` for callers without a token.
+    ``meter``: meters what each municipality reads (docs/metering.md); ``ledger``: serves its
+    usage and statements under ``/api/v1/usage`` and ``/api/v1/statements`` (``statements``: priced
+    and frozen as the caller configured them; by default the built-in price book).
     """
     app = FastAPI(title="Urban Stack Data Hub API", version="1", description=DESCRIPTION)
     registry = CollectorRegistry()
@@ -138,15 +148,23 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     def principal_dependency(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)):
         caller = principal(request)
         charge(request, caller)
+        note_caller(request, caller)
         return caller
 
     app.include_router(build_router(principal_dependency))
     # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
     add_sensorthings(app, principal, charge)
+    if ledger is not None:
+        impact = Impact(catalogue, ledger)
+        registry.register(impact)
+        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact))
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)
+    if meter is not None:
+        app.add_middleware(MeteringMiddleware, meter=meter)
 
     def context(request: Request, _: HTTPAuthorizationCredentials | None = Depends(bearer)) -> dict[str, Any]:
         caller = principal(request)
+        note_caller(request, caller)
         # Charged by the schema (graphql.DataFieldBudget) once it knows the data fields; GraphiQL's page is free.
         return {"principal": caller, "engine": app.state.engine, "request": request,
                 "charge": lambda count: charge(request, caller, count)}

@@ -5,6 +5,7 @@ import asyncio
 import logging
 import threading
 import time
+import contextvars
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime
 from functools import partial
@@ -408,7 +409,9 @@ class BoundedSchema(strawberry.Schema):
     warehouse_seconds: float
 
     async def execute(self, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, partial(self._execute, *args, **kwargs))
+        # In the request's context, so what it reads is metered (runtime/metering/api_meter.py).
+        return await asyncio.get_running_loop().run_in_executor(
+            self.pool, partial(contextvars.copy_context().run, self._execute, *args, **kwargs))
 
     def _execute(self, *args, **kwargs):
         # All fields of the request share one query_timeout_seconds of warehouse time.

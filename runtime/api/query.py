@@ -43,6 +43,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 from zoneinfo import ZoneInfo, available_timezones
 
 from urbanstack.operator import naming
+from urbanstack.runtime.metering.api_meter import add_rows_read
 from urbanstack import tenancy
 
 from .auth import Permission, Principal
@@ -689,7 +690,9 @@ class QueryEngine:
         began = time.perf_counter()
         try:
             with self._lock:
-                rows = self.client.query(sql, parameters=params, settings=settings).result_rows
+                result = self.client.query(sql, parameters=params, settings=settings)
+            rows = result.result_rows
+            add_rows_read(result.summary)
         except Exception as exc:  # noqa: BLE001 - translated into an error that names no SQL
             raise _translate(exc) from None
         finally:

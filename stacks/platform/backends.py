@@ -14,6 +14,7 @@ import pulumi
 from pulumi_kubernetes.apiextensions import CustomResource
 from pulumi_kubernetes.core.v1 import ConfigMap, Secret
 
+from urbanstack.runtime.hubs.signup import ops_auth
 from urbanstack.stacks.platform import common
 from urbanstack.stacks.platform.config import NAMESPACE, ConfigError, PlatformConfig
 
@@ -31,6 +32,7 @@ USERS = {
 }
 
 KEYCLOAK_NAME = "urbanstack-keycloak"
+PLATFORM_REALM_IMPORT = "urbanstack-platform-realm"
 KAFKA_CLUSTER = "urbanstack"
 KAFKA_USER = "urbanstack-platform"
 KAFKA_RUNTIME_USER = "urbanstack-runtime"
@@ -197,6 +199,12 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
         # The platform's Ingress routes the hostname, with the platform's TLS settings.
         "ingress": {"enabled": False},
     }, depends_on=[*after, db_secret])
+    # The platform's own realm (ops console, role platform-admin), imported once by the Keycloak
+    # operator; the tenants' realms are the Urban Stack operator's. People are added by hand.
+    platform_realm = _custom(cfg, "k8s.keycloak.org/v2alpha1", "KeycloakRealmImport", PLATFORM_REALM_IMPORT, {
+        "keycloakCRName": KEYCLOAK_NAME,
+        "realm": ops_auth.platform_realm_import([f"https://{cfg.ingress.api_host}/ops/*"]),
+    }, depends_on=[keycloak])
     # The Keycloak operator generates the bootstrap admin into <name>-initial-admin.
     admin_secret = f"{KEYCLOAK_NAME}-initial-admin"
     backend = Backend(
@@ -213,7 +221,7 @@ def _keycloak(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backen
         public_host=ic.keycloak_hostname,
         public_service=f"{KEYCLOAK_NAME}-service",
     )
-    return backend, [db_secret, keycloak]
+    return backend, [db_secret, keycloak, platform_realm]
 
 
 def _kafka(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Backend, list[pulumi.Resource]]:

@@ -97,13 +97,18 @@ class Hub:
     keycloak_client_id: str = "urbanstack-gov-hub"
     keycloak_secret: str = "urbanstack-gov-hub-keycloak"
     keycloak_secret_key: str = "client-secret"
+    # The key that signs the signup form's proof-of-work challenges (URBANSTACK_SIGNUP_SECRET):
+    # one for all hub replicas, so a challenge from one pod verifies on another.
+    signup_secret: str = "urbanstack-signup"
+    signup_secret_key: str = "proof-key"
 
 
 def _hub(raw: dict) -> Hub:
     known = {"metadataSecret": "metadata_secret", "metadataUrlKey": "metadata_url_key",
              "metadataMigrationUrlKey": "metadata_migration_url_key", "metadataPort": "metadata_port",
              "keycloakClientId": "keycloak_client_id", "keycloakSecret": "keycloak_secret",
-             "keycloakSecretKey": "keycloak_secret_key"}
+             "keycloakSecretKey": "keycloak_secret_key", "signupSecret": "signup_secret",
+             "signupSecretKey": "signup_secret_key"}
     unknown = sorted(set(raw) - set(known))
     if unknown:
         raise ConfigError(f"hub: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -111,11 +116,11 @@ def _hub(raw: dict) -> Hub:
     if values.get("metadata_migration_url_key") == "":
         values["metadata_migration_url_key"] = None  # migrations as the application role
     hub = Hub(**values)
-    for key in ("metadataSecret", "keycloakSecret"):
+    for key in ("metadataSecret", "keycloakSecret", "signupSecret"):
         if not _SECRET_NAME.match(str(getattr(hub, known[key]))):
             raise ConfigError(f"hub.{key} must name a Secret in {NAMESPACE} (lower-case letters, digits, '-', '.'), "
                               f"got {getattr(hub, known[key])!r}")
-    for key in ("metadataUrlKey", "metadataMigrationUrlKey", "keycloakSecretKey"):
+    for key in ("metadataUrlKey", "metadataMigrationUrlKey", "keycloakSecretKey", "signupSecretKey"):
         value = getattr(hub, known[key])
         if value is not None and not _SECRET_KEY.match(str(value)):
             raise ConfigError(f"hub.{key} must be a key of the Secret (letters, digits, '-', '_', '.'), got {value!r}")

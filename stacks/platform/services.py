@@ -12,7 +12,9 @@ verbatim (read the custom resources; ``get`` only the ``urbanstack-ingest``
 Secrets). Only the pods that read the Kubernetes API get its token mounted. The hub
 (``urbanstack hub``, the web pages) runs as the Gov Hub's own ServiceAccount with its
 token: ``rbac.gov_hub_cluster_role()`` and, for the upload page,
-``rbac.gov_hub_upload_cluster_role()``.
+``rbac.gov_hub_upload_cluster_role()``. The signup in the same process creates Municipalities
+as its own account ``urbanstack-signup`` (``rbac.signup_cluster_role()``), through a kubeconfig
+and that account's token mounted into the hub's pod; no pod runs as it.
 
 One host serves API and pages, as ``urbanstack serve`` does on one origin: the API's
 paths (``serve.API_PREFIXES``) go to the api, ``/ingest`` to the connectors (push
@@ -26,9 +28,10 @@ leaves ``replicas`` unset, so an upgrade never scales a service down.
 from __future__ import annotations
 
 import pulumi
+import yaml
 from pulumi_kubernetes.apps.v1 import Deployment
 from pulumi_kubernetes.autoscaling.v2 import HorizontalPodAutoscaler
-from pulumi_kubernetes.core.v1 import Service, ServiceAccount
+from pulumi_kubernetes.core.v1 import ConfigMap, Secret, Service, ServiceAccount
 from pulumi_kubernetes.networking.v1 import Ingress
 from pulumi_kubernetes.policy.v1 import PodDisruptionBudget
 from pulumi_kubernetes.rbac.v1 import ClusterRole, ClusterRoleBinding
@@ -63,6 +66,15 @@ HUB_AFFINITY = {"nginx.ingress.kubernetes.io/upstream-hash-by": "$http_cookie"}
 STATE_DIR = "/var/lib/urbanstack"
 STATE_VOLUME = {"name": "state", "emptyDir": {"sizeLimit": "64Mi"}}
 STATE_MOUNT = {"name": "state", "mountPath": STATE_DIR}
+# The signup's identity in the hub's pod (_signup_identity): kubeconfig, CA and token in one folder.
+SIGNUP_TOKEN_SECRET = f"{rbac.SIGNUP_SERVICE_ACCOUNT}-token"
+SIGNUP_KUBECONFIG_MAP = f"{rbac.SIGNUP_SERVICE_ACCOUNT}-kubeconfig"
+SIGNUP_DIR = "/var/run/urbanstack/signup"
+SIGNUP_VOLUME = {"name": "signup", "projected": {"defaultMode": 0o440, "sources": [
+    {"secret": {"name": SIGNUP_TOKEN_SECRET, "items": [{"key": "token", "path": "token"},
+                                                       {"key": "ca.crt", "path": "ca.crt"}]}},
+    {"configMap": {"name": SIGNUP_KUBECONFIG_MAP, "items": [{"key": "kubeconfig", "path": "kubeconfig"}]}}]}}
+SIGNUP_MOUNT = {"name": "signup", "mountPath": SIGNUP_DIR, "readOnly": True}
 # URBANSTACK_SINK_METRICS_PORT: the sink binds it on 127.0.0.1 only.
 SINK_METRICS_PORT = 9400
 
@@ -110,7 +122,11 @@ def _hub_env(cfg: PlatformConfig) -> list[dict]:
                                      hub.metadata_migration_url_key))
     return env + [common.env_value("URBANSTACK_GOV_HUB_KEYCLOAK_USER", hub.keycloak_client_id),
                   common.env_secret("URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD", hub.keycloak_secret,
-                                    hub.keycloak_secret_key)]
+                                    hub.keycloak_secret_key),
+                  # The signup (/signup, /ops) in the same process: its own cluster identity, one
+                  # proof-of-work key for every replica.
+                  common.env_value("URBANSTACK_SIGNUP_KUBECONFIG", f"{SIGNUP_DIR}/kubeconfig"),
+                  common.env_secret("URBANSTACK_SIGNUP_SECRET", hub.signup_secret, hub.signup_secret_key)]
 
 
 def _metrics_probe(*, period: int, failures: int) -> dict:
@@ -149,6 +165,9 @@ def _deployment(cfg: PlatformConfig, backends: Backends, component: str,
     if component in STATEFUL:
         container["volumeMounts"].append(STATE_MOUNT)
         volumes.append(STATE_VOLUME)
+    if component == "hub":
+        container["volumeMounts"].append(SIGNUP_MOUNT)
+        volumes.append(SIGNUP_VOLUME)
     spec = {
         "selector": {"matchLabels": common.selector(component)},
         "strategy": common.ZERO_DOWNTIME,
@@ -234,26 +253,32 @@ def _ingresses(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.
             "hubIngress": ingress(common.name("hub"), "hub", hub_rules, HUB_AFFINITY)}
 
 
-def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
-    # Pods opt in to the token (KUBERNETES_API_READERS); the account mounts none by default.
-    account = ServiceAccount(SERVICE_ACCOUNT, metadata=common.metadata(cfg, SERVICE_ACCOUNT, "runtime"),
-                             automount_service_account_token=False, opts=common.options(depends_on=after))
-    manifest = rbac.runtime_cluster_role()
-    role = ClusterRole(
-        rbac.RUNTIME_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.RUNTIME_CLUSTER_ROLE_NAME, "runtime", namespace=None),
-        rules=manifest["rules"],
-    )
+def _account(cfg: PlatformConfig, account: str, component: str, after: list[pulumi.Resource]) -> ServiceAccount:
+    # Pods opt in to the token (KUBERNETES_API_READERS); an account mounts none by default.
+    return ServiceAccount(account, metadata=common.metadata(cfg, account, component),
+                          automount_service_account_token=False, opts=common.options(depends_on=after))
+
+
+def _bound_role(cfg: PlatformConfig, role_name: str, component: str, rules: list[dict], account_name: str,
+                account: ServiceAccount) -> tuple[ClusterRole, ClusterRoleBinding]:
+    """A ClusterRole with ``rules`` (``operator.rbac`` verbatim), bound to one ServiceAccount of the namespace."""
+    role = ClusterRole(role_name, metadata=common.metadata(cfg, role_name, component, namespace=None), rules=rules)
     binding = ClusterRoleBinding(
-        rbac.RUNTIME_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.RUNTIME_CLUSTER_ROLE_NAME, "runtime", namespace=None),
-        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                  "name": rbac.RUNTIME_CLUSTER_ROLE_NAME},
-        subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        role_name,
+        metadata=common.metadata(cfg, role_name, component, namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role_name},
+        subjects=[{"kind": "ServiceAccount", "name": account_name, "namespace": NAMESPACE}],
         opts=common.options(depends_on=[role, account]),
     )
+    return role, binding
+
+
+def _identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    account = _account(cfg, SERVICE_ACCOUNT, "runtime", after)
+    role, binding = _bound_role(cfg, rbac.RUNTIME_CLUSTER_ROLE_NAME, "runtime", rbac.runtime_cluster_role()["rules"],
+                                SERVICE_ACCOUNT, account)
     declared = {"serviceAccount": account, "clusterRole": role, "clusterRoleBinding": binding}
-    return declared | _gov_hub_identity(cfg, after)
+    return declared | _gov_hub_identity(cfg, after) | _signup_identity(cfg, after)
 
 
 def _gov_hub_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
@@ -261,44 +286,53 @@ def _gov_hub_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict
     Municipalities and reads CityTools (rbac.GOV_HUB_RULES); for the upload page it reads
     the tenants' ``urbanstack-ingest`` Secret by name (rbac.GOV_HUB_UPLOAD_RULES), nothing
     else. The hub Deployment runs as this account, with its token mounted."""
-    account = ServiceAccount(rbac.GOV_HUB_SERVICE_ACCOUNT,
-                             metadata=common.metadata(cfg, rbac.GOV_HUB_SERVICE_ACCOUNT, "gov-hub"),
-                             automount_service_account_token=False, opts=common.options(depends_on=after))
-    role = ClusterRole(
-        rbac.GOV_HUB_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.GOV_HUB_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
-        rules=rbac.gov_hub_cluster_role()["rules"],
-    )
-    binding = ClusterRoleBinding(
-        rbac.GOV_HUB_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.GOV_HUB_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
-        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                  "name": rbac.GOV_HUB_CLUSTER_ROLE_NAME},
-        subjects=[{"kind": "ServiceAccount", "name": rbac.GOV_HUB_SERVICE_ACCOUNT, "namespace": NAMESPACE}],
-        opts=common.options(depends_on=[role, account]),
-    )
-    upload_role = ClusterRole(
-        rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
-        rules=rbac.gov_hub_upload_cluster_role()["rules"],
-    )
-    upload_binding = ClusterRoleBinding(
-        rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME,
-        metadata=common.metadata(cfg, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, "gov-hub", namespace=None),
-        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                  "name": rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME},
-        subjects=[{"kind": "ServiceAccount", "name": rbac.GOV_HUB_SERVICE_ACCOUNT, "namespace": NAMESPACE}],
-        opts=common.options(depends_on=[upload_role, account]),
-    )
+    account = _account(cfg, rbac.GOV_HUB_SERVICE_ACCOUNT, "gov-hub", after)
+    role, binding = _bound_role(cfg, rbac.GOV_HUB_CLUSTER_ROLE_NAME, "gov-hub", rbac.gov_hub_cluster_role()["rules"],
+                                rbac.GOV_HUB_SERVICE_ACCOUNT, account)
+    upload_role, upload_binding = _bound_role(cfg, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, "gov-hub",
+                                              rbac.gov_hub_upload_cluster_role()["rules"],
+                                              rbac.GOV_HUB_SERVICE_ACCOUNT, account)
     return {"govHubServiceAccount": account, "govHubClusterRole": role, "govHubClusterRoleBinding": binding,
             "govHubUploadClusterRole": upload_role, "govHubUploadClusterRoleBinding": upload_binding}
+
+
+def signup_kubeconfig() -> str:
+    """The signup's kubeconfig in the hub's pod: the API server by its in-cluster name, the CA and
+    the token of the ``urbanstack-signup`` account from the files of SIGNUP_VOLUME."""
+    return yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "signup",
+        "clusters": [{"name": "in-cluster", "cluster": {"server": "https://kubernetes.default.svc",
+                                                        "certificate-authority": f"{SIGNUP_DIR}/ca.crt"}}],
+        "users": [{"name": rbac.SIGNUP_SERVICE_ACCOUNT, "user": {"tokenFile": f"{SIGNUP_DIR}/token"}}],
+        "contexts": [{"name": "signup", "context": {"cluster": "in-cluster", "user": rbac.SIGNUP_SERVICE_ACCOUNT}}],
+    }, sort_keys=False)
+
+
+def _signup_identity(cfg: PlatformConfig, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
+    """The signup's own identity (``/signup`` and ``/ops`` run in the hub's process): approving a
+    request creates a Municipality, which the Gov Hub's account may not. Its account holds
+    rbac.SIGNUP_RULES (create, never delete; no Secrets); the hub's pod reaches the API as it
+    through a kubeconfig (ConfigMap) and the account's token (a service-account-token Secret),
+    both in SIGNUP_VOLUME. No pod runs as this account."""
+    account = _account(cfg, rbac.SIGNUP_SERVICE_ACCOUNT, "signup", after)
+    role, binding = _bound_role(cfg, rbac.SIGNUP_CLUSTER_ROLE_NAME, "signup", rbac.signup_cluster_role()["rules"],
+                                rbac.SIGNUP_SERVICE_ACCOUNT, account)
+    token = Secret(SIGNUP_TOKEN_SECRET, type="kubernetes.io/service-account-token",
+                   metadata=common.metadata(cfg, SIGNUP_TOKEN_SECRET, "signup", annotations={
+                       "kubernetes.io/service-account.name": rbac.SIGNUP_SERVICE_ACCOUNT}),
+                   opts=common.options(depends_on=[account]))
+    kubeconfig = ConfigMap(SIGNUP_KUBECONFIG_MAP, metadata=common.metadata(cfg, SIGNUP_KUBECONFIG_MAP, "signup"),
+                           data={"kubeconfig": signup_kubeconfig()}, opts=common.options(depends_on=after))
+    return {"signupServiceAccount": account, "signupClusterRole": role, "signupClusterRoleBinding": binding,
+            "signupToken": token, "signupKubeconfig": kubeconfig}
 
 
 def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resource]) -> dict[str, pulumi.Resource]:
     declared: dict[str, pulumi.Resource] = _identity(cfg, after)
     services = []
     for component in RUNTIME_SERVICES:
-        bindings = ([declared["govHubClusterRoleBinding"], declared["govHubUploadClusterRoleBinding"]]
+        bindings = ([declared["govHubClusterRoleBinding"], declared["govHubUploadClusterRoleBinding"],
+                     declared["signupClusterRoleBinding"], declared["signupToken"], declared["signupKubeconfig"]]
                     if component == "hub" else [declared["clusterRoleBinding"]])
         deployment = _deployment(cfg, backends, component, [*after, *bindings, *backends.resources])
         budget = PodDisruptionBudget(

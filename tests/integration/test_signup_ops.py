@@ -9,7 +9,6 @@ a TOTP device and is gov-admin in Verl's Gov Hub. Refusals create nothing."""
 
 from __future__ import annotations
 
-import dataclasses
 import html
 import re
 import threading
@@ -23,11 +22,10 @@ import pytest
 from kubernetes.client.rest import ApiException
 from sqlalchemy import func, select
 
-from hub_harness import WebServer, browser_like_client, keycloak_form_action, page_text, sign_in
+from hub_harness import browser_like_client, keycloak_form_action, page_text, sign_in
 from keycloak_staff import KeycloakAdmin, Staff, totp
-from operator_harness import Cluster, OperatorThread, is_ready, operator_kubeconfig, use_operator_identity
-from signup_harness import (PLATFORM_REALM, add_platform_person, application, csrf_of, follow, ops_sign_in,
-                            write_directory)
+from operator_harness import is_ready
+from signup_harness import World, application, csrf_of, follow, ops_sign_in, signup_world
 
 pytestmark = pytest.mark.platform
 
@@ -35,80 +33,10 @@ M = "municipalities"
 VERL = "05754044"
 
 
-def _remove(cluster: Cluster, name: str, timeout: float = 240) -> None:
-    """Delete a Municipality with everything the operator made for it."""
-    if cluster.get(M, name) is None:
-        return
-    cluster.patch_spec(M, name, {"deletionPolicy": "Delete"})
-    cluster.delete(M, name)
-    cluster.wait_gone(M, name, timeout=timeout)
-
-
-@dataclasses.dataclass
-class World:
-    server: WebServer
-    signup: object  # the SignupApp (dataclass): store, requests, limits, proofs
-    cluster: Cluster
-    catalogue: object
-    refresh: object
-    ops: object
-    outsider: object
-    settings: object
-    ops_client: object = None
-
-
 @pytest.fixture(scope="module")
 def world(platform, warehouse, kube_api, mailbox, tmp_path_factory):
-    from urbanstack import serve
-    from urbanstack.devplatform import keycloak as dev_keycloak
-    from urbanstack.operator import handlers
-    from urbanstack.operator.ags import MunicipalityDirectory
-    from urbanstack.operator.backends import Backends
-    from urbanstack.runtime.api import Catalogue
-    from urbanstack.runtime.hubs.signup.proof import Proofs, ProofSettings
-    from urbanstack.runtime.hubs.signup.service import SignupLimits
-    from urbanstack.runtime.store import open_store
-
-    folder = tmp_path_factory.mktemp("signup")
-    csv, kreise = write_directory(folder)
-    settings = dataclasses.replace(platform, municipality_directory=str(csv), district_directory=str(kreise),
-                                   state_dir=platform.state_dir)
-    dev_keycloak.ensure_platform_realm(settings)
-    admin = KeycloakAdmin(settings.keycloak_url, *settings.keycloak_admin())
-    ops, outsider = add_platform_person(admin, platform_admin=True), add_platform_person(admin, platform_admin=False)
-    admin.close()
-
-    cluster = Cluster(kube_api)
-    _remove(cluster, "verl")  # a leftover of an earlier run: the signup refuses an existing tenant
-    use_operator_identity(platform)
-    backends = Backends.from_settings(settings, warehouse_client=warehouse, kube=kubernetes.config.new_client_from_config(
-        config_file=operator_kubeconfig(platform)))
-    handlers.configure(settings, backends, MunicipalityDirectory.load(csv))
-    runner = OperatorThread().start()
-
-    runtime = kubernetes.client.CustomObjectsApi(kubernetes.config.new_client_from_config(
-        config_file=str(platform.state_dir / "kube" / "runtime.kubeconfig")))
-    catalogue = Catalogue()
-
-    def refresh():
-        serve.refresh_catalogue(catalogue, runtime)
-
-    refresh()
-    store = open_store(f"sqlite:///{folder / 'store.db'}")
-    store.upgrade()
-    server = WebServer(settings, catalogue, warehouse, store)
-    signup = server.web.signup.state.signup
-    signup.proofs = Proofs(ProofSettings("test-key", cost=50, min_counter=10, spread=20))  # fast to solve
-    signup.limits = SignupLimits(per_address=1000, per_domain=1000, per_ags=1000)
-    try:
-        with server:
-            yield World(server, signup, cluster, catalogue, refresh, ops, outsider, settings)
-    finally:
-        try:
-            _remove(cluster, "verl")
-        finally:
-            runner.stop()
-            store.close()
+    with signup_world(platform, warehouse, kube_api, tmp_path_factory.mktemp("signup")) as built:
+        yield built
 
 
 def _requests_for(world: World, ags: str) -> int:
@@ -191,7 +119,7 @@ def test_verl_applies_is_approved_becomes_ready_and_its_administrator_signs_in_a
     # A second request for Verl now: refused naming the tenant, nothing stored.
     before = _requests_for(world, VERL)
     again = applicant.post(f"{url}/signup/", data=application(applicant, url, VERL, f"bernd@{domain}"))
-    assert again.status_code == 409 and "verl" in again.text and "bereits" in html.unescape(again.text)
+    assert again.status_code == 409 and "Verl nutzt Urban Stack bereits (als „verl“)" in html.unescape(again.text)
     assert _requests_for(world, VERL) == before
 
     # The operator makes Verl Ready; the console's conditions fragment follows it and sends the invitation.
@@ -216,6 +144,12 @@ def test_verl_applies_is_approved_becomes_ready_and_its_administrator_signs_in_a
     invitation = mailbox.box.wait_for(email, timeout=180, after=seen)
     links = invitation.links(startswith=f"{world.settings.keycloak_url}/realms/urbanstack/")
     assert links, invitation.text
+    keycloak = KeycloakAdmin(world.settings.keycloak_url, *world.settings.keycloak_admin())
+    try:
+        user = keycloak.call("GET", "/urbanstack/users", params={"username": email, "exact": "true"}).json()[0]
+    finally:
+        keycloak.close()
+    assert (user.get("firstName"), user.get("lastName")) == ("Anna", "Schmidt")  # the contact person's name
 
     # The administrator follows the link: Keycloak asks for the authenticator (its secret is on the
     # page) and a password, in its own order.
@@ -250,9 +184,8 @@ def test_verl_applies_is_approved_becomes_ready_and_its_administrator_signs_in_a
     person = Staff(username=email, password=password, otp_secret=secret, role="gov-admin")
     hub = browser_like_client()
     start = sign_in(hub, world.server, "verl", person)
-    if 'name="firstName"' in start.text:  # the operator created the user without a name: Keycloak asks once
-        start = follow(hub, hub.post(keycloak_form_action(start.text), data={
-            "email": email, "firstName": "Anna", "lastName": "Schmidt"}))
+    # The user carries the contact person's name from the application: Keycloak asks for nothing more.
+    assert 'name="firstName"' not in start.text, page_text(start.text)
     assert start.status_code == 200 and str(start.url).startswith(f"{url}/gov/verl/"), page_text(start.text)
     assert "Verl" in start.text and "Gütersloh, Stadt" not in start.text
     people = hub.get(f"{url}/gov/verl/people")
@@ -340,6 +273,8 @@ def test_two_requests_for_one_municipality_at_once_make_one_request(world):
     for thread in threads:
         thread.join(60)
     assert sorted(a.status_code for a in answers) == [303, 409]
+    [refused] = [a for a in answers if a.status_code == 409]
+    assert "Ein Antrag für Versmold wird bereits bearbeitet" in html.unescape(refused.text), page_text(refused.text)
     assert _requests_for(world, "05754048") == 1
 
 

@@ -71,3 +71,16 @@ def test_an_expired_proof_is_named_so():
     proofs = Proofs(ProofSettings("k1", cost=20, min_counter=5, spread=10, ttl=datetime.timedelta(seconds=-5)))
     with pytest.raises(ProofError, match="expired"):
         proofs.verify(Proofs.solve(proofs.challenge()))
+
+
+@pytest.mark.parametrize("typed, names", [
+    ("Anna Schmidt", ("Anna", "Schmidt")),
+    ("  Dr. Anna Maria   Schmidt ", ("Dr. Anna Maria", "Schmidt")),
+    ("Anna", None),  # one word: Keycloak asks the person rather than the signup guessing
+    ("", None),
+    (None, None),
+])
+def test_the_contact_persons_name_becomes_first_and_last_name(typed, names):
+    from urbanstack.runtime.hubs.signup.service import split_name
+
+    assert split_name(typed) == names

@@ -76,24 +76,11 @@ def ensure_platform_realm(settings) -> str:
     import httpx
 
     from urbanstack.operator.plan import RealmMail
+    from urbanstack.runtime.hubs.signup import ops_auth
 
     user, password = settings.keycloak_admin()
-    realm = {"realm": PLATFORM_REALM, "displayName": "Urban Stack – Plattformbetrieb", "enabled": True,
-             "sslRequired": "external", "registrationAllowed": False, "loginWithEmailAllowed": True,
-             "resetPasswordAllowed": True, "bruteForceProtected": True, "failureFactor": 5,
-             "passwordPolicy": "length(12) and maxLength(128) and notUsername and notEmail and passwordHistory(5)",
-             "accessTokenLifespan": 300, "ssoSessionIdleTimeout": 1800, "ssoSessionMaxLifespan": 36000,
-             "internationalizationEnabled": True, "supportedLocales": ["de", "en"], "defaultLocale": "de",
-             "smtpServer": RealmMail.from_settings(settings).realm_value()}
-    client = {"clientId": OPS_CLIENT, "name": "Urban Stack – Betriebskonsole", "enabled": True,
-              "protocol": "openid-connect", "publicClient": True, "standardFlowEnabled": True,
-              "implicitFlowEnabled": False, "directAccessGrantsEnabled": False, "serviceAccountsEnabled": False,
-              "redirectUris": ["http://127.0.0.1/ops/*", "http://localhost/ops/*"],
-              "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
-              "protocolMappers": [{"name": "audience urbanstack-ops", "protocol": "openid-connect",
-                                   "protocolMapper": "oidc-audience-mapper",
-                                   "config": {"included.client.audience": OPS_CLIENT, "access.token.claim": "true",
-                                              "id.token.claim": "false"}}]}
+    realm = ops_auth.platform_realm(RealmMail.from_settings(settings).realm_value())
+    client = ops_auth.ops_client(["http://127.0.0.1/ops/*", "http://localhost/ops/*"])
     done = []
     with httpx.Client(base_url=settings.keycloak_url, timeout=30) as http:
         token = http.post("/realms/master/protocol/openid-connect/token", data={
@@ -107,9 +94,7 @@ def ensure_platform_realm(settings) -> str:
         else:
             http.put(admin, json=realm, headers=headers).raise_for_status()
         if http.get(f"{admin}/roles/{PLATFORM_ADMIN_ROLE}", headers=headers).status_code == 404:
-            http.post(f"{admin}/roles", json={"name": PLATFORM_ADMIN_ROLE, "description":
-                      "Platform operations: decides on signup requests in the ops console."},
-                      headers=headers).raise_for_status()
+            http.post(f"{admin}/roles", json=ops_auth.platform_admin_role(), headers=headers).raise_for_status()
             done.append(f"created role {PLATFORM_ADMIN_ROLE}")
         found = http.get(f"{admin}/clients", params={"clientId": OPS_CLIENT}, headers=headers)
         found.raise_for_status()

@@ -13,6 +13,8 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 
+from urbanstack.runtime.metering.api_meter import note_caller
+
 from .graph import SensorIndex, StaLimits
 from .service import VERSION, run
 
@@ -32,6 +34,7 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
         # In a worker thread: the token check may fetch the realm's keys, the engine waits for the warehouse.
         caller = principal(request)
         charge(request, caller)
+        note_caller(request, caller)   # metered like REST where the metering middleware covers /v1.1
         base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
         return run(app.state.engine, index, limits, caller, base, path,
                    request.scope.get("query_string", b"").decode("utf-8", "replace"))

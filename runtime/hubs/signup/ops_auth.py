@@ -25,6 +25,46 @@ COOKIE = "urbanstack_ops"
 SECURE_COOKIE = "__Host-urbanstack_ops"
 
 
+def platform_realm(smtp: dict | None = None) -> dict:
+    """The platform realm's settings (Keycloak's RealmRepresentation): no self-registration,
+    brute-force protection, a password policy, short tokens, German first; ``smtp`` is the
+    realm's ``smtpServer`` (the platform's relay) when known."""
+    realm = {"realm": PLATFORM_REALM, "displayName": "Urban Stack – Plattformbetrieb", "enabled": True,
+             "sslRequired": "external", "registrationAllowed": False, "loginWithEmailAllowed": True,
+             "resetPasswordAllowed": True, "bruteForceProtected": True, "failureFactor": 5,
+             "passwordPolicy": "length(12) and maxLength(128) and notUsername and notEmail and passwordHistory(5)",
+             "accessTokenLifespan": 300, "ssoSessionIdleTimeout": 1800, "ssoSessionMaxLifespan": 36000,
+             "internationalizationEnabled": True, "supportedLocales": ["de", "en"], "defaultLocale": "de"}
+    if smtp:
+        realm["smtpServer"] = smtp
+    return realm
+
+
+def platform_admin_role() -> dict:
+    return {"name": PLATFORM_ADMIN, "description": "Platform operations: decides on signup requests in the ops console."}
+
+
+def ops_client(redirect_uris: list[str]) -> dict:
+    """The console's public client: code flow with PKCE S256 only, redirects below ``/ops/``
+    of the platform's origin(s), its own id in the access token's audience."""
+    return {"clientId": OPS_CLIENT, "name": "Urban Stack – Betriebskonsole", "enabled": True,
+            "protocol": "openid-connect", "publicClient": True, "standardFlowEnabled": True,
+            "implicitFlowEnabled": False, "directAccessGrantsEnabled": False, "serviceAccountsEnabled": False,
+            "redirectUris": list(redirect_uris),
+            "attributes": {"pkce.code.challenge.method": "S256", "post.logout.redirect.uris": "+"},
+            "protocolMappers": [{"name": f"audience {OPS_CLIENT}", "protocol": "openid-connect",
+                                 "protocolMapper": "oidc-audience-mapper",
+                                 "config": {"included.client.audience": OPS_CLIENT, "access.token.claim": "true",
+                                            "id.token.claim": "false"}}]}
+
+
+def platform_realm_import(redirect_uris: list[str], smtp: dict | None = None) -> dict:
+    """Realm, role and client in one representation (Keycloak's import format); people are added
+    by hand and given the role."""
+    return platform_realm(smtp) | {"roles": {"realm": [platform_admin_role()]},
+                                   "clients": [ops_client(redirect_uris)]}
+
+
 class OpsKeycloak:
     def __init__(self, server_url: str, timeout: float = 10.0):
         self.server_url = server_url.rstrip("/")

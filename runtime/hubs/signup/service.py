@@ -111,7 +111,10 @@ class Invitations:
         self.base, self.client_id, self.client_secret, self.timeout = keycloak_url.rstrip("/"), client_id, \
             client_secret, timeout
 
-    def send(self, realm: str, username: str, client_id: str, redirect_uri: str) -> None:
+    def send(self, realm: str, username: str, client_id: str, redirect_uri: str,
+             names: tuple[str, str] | None = None) -> None:
+        """The invitation to ``username``; ``names`` (first, last) from the application are put on
+        the user first if it has none, so Keycloak does not ask for them at the first sign-in."""
         with httpx.Client(base_url=self.base, timeout=self.timeout) as http:
             token = http.post("/realms/master/protocol/openid-connect/token", data={
                 "grant_type": "client_credentials", "client_id": self.client_id,
@@ -125,6 +128,14 @@ class Invitations:
             users = found.json()
             if not users:
                 raise RuntimeError(f"the administrator is not in realm {realm} yet")
+            if names and all(names) and not (users[0].get("firstName") or users[0].get("lastName")):
+                # The whole representation back (a partial one may drop attributes of the user profile).
+                user = http.get(f"/admin/realms/{realm}/users/{users[0]['id']}", headers=headers)
+                user.raise_for_status()
+                named = http.put(f"/admin/realms/{realm}/users/{users[0]['id']}", headers=headers,
+                                 json=user.json() | {"firstName": names[0], "lastName": names[1]})
+                if named.status_code >= 300:
+                    raise RuntimeError(f"Keycloak did not take the administrator's name (HTTP {named.status_code})")
             sent = http.put(f"/admin/realms/{realm}/users/{users[0]['id']}/execute-actions-email",
                             params={"client_id": client_id, "redirect_uri": redirect_uri,
                                     "lifespan": INVITE_LIFESPAN}, json=INVITE_ACTIONS, headers=headers)
@@ -156,7 +167,7 @@ class Follow:
         if request.state == READY and request.invited_at is None and self.invitations is not None and request.email:
             try:
                 self.invitations.send(naming.SHARED_REALM, request.email, naming.client(request.slug, "gov-hub"),
-                                      self.gov_hub_url(request.slug))
+                                      self.gov_hub_url(request.slug), names=split_name(request.contact_name))
             except (RuntimeError, httpx.HTTPError) as error:
                 self.errors[request.id] = str(error)
                 log.warning("invitation for signup request %s not sent yet: %s", request.id, error)
@@ -165,6 +176,15 @@ class Follow:
             self.requests.mark_invited(request.id)
             self.store.audit.append(AUDIT_TENANT, None, "signup.invited", request.id, {"slug": request.slug})
         return obj
+
+
+def split_name(full: str | None) -> tuple[str, str] | None:
+    """(first names, last name) of the contact person as typed: the last word is the last name.
+    None for a single word: Keycloak then asks the person, rather than guessing."""
+    words = (full or "").split()
+    if len(words) < 2:
+        return None
+    return " ".join(words[:-1])[:255], words[-1][:255]
 
 
 def actor(subject: str, name: str) -> Actor:

@@ -110,7 +110,9 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
             == rbac.gov_hub_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.gov_hub_upload_cluster_role()["rules"])
-    assert len(stack.of_kind("ClusterRole")) == 5
+    assert (stack.one("ClusterRole", rbac.SIGNUP_CLUSTER_ROLE_NAME).inputs["rules"]
+            == rbac.signup_cluster_role()["rules"])
+    assert len(stack.of_kind("ClusterRole")) == 6
     assert not stack.of_kind("Role")
     # The comparison notices a right added on the way (the runtime reading every Secret).
     widened = copy.deepcopy(rbac.runtime_cluster_role()["rules"])
@@ -120,7 +122,7 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
 
 def test_cluster_roles_are_least_privilege(stack):
     for name in (rbac.CLUSTER_ROLE_NAME, rbac.RUNTIME_CLUSTER_ROLE_NAME, rbac.TENANT_CLUSTER_ROLE_NAME,
-                 rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME):
+                 rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME, rbac.SIGNUP_CLUSTER_ROLE_NAME):
         assert rbac_problems(stack.one("ClusterRole", name).inputs["rules"]) == [], name
 
 
@@ -177,7 +179,8 @@ def test_each_role_is_bound_to_its_own_service_account_only(stack):
     bindings = stack.of_kind("ClusterRoleBinding") + stack.of_kind("RoleBinding")
     holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT,
                rbac.GOV_HUB_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT,
-               rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT}
+               rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT,
+               rbac.SIGNUP_CLUSTER_ROLE_NAME: rbac.SIGNUP_SERVICE_ACCOUNT}
     assert sorted(b.inputs["roleRef"]["name"] for b in bindings) == sorted(holders)
     for binding in bindings:
         holder = holders[binding.inputs["roleRef"]["name"]]
@@ -398,6 +401,9 @@ def test_secret_values_appear_only_inside_pulumi_secrets(stack):
         if declared.kind != "Secret":
             assert leaked == [], f"{declared.kind}/{declared.name} holds {leaked}"
             continue
+        if declared.inputs.get("type") == "kubernetes.io/service-account-token":
+            assert not {"data", "stringData"} & set(declared.inputs), declared.name  # Kubernetes fills it in
+            continue
         data = declared.inputs["stringData"]
         assert data[SECRET_SIGNATURE] == SECRET_MARK, f"Secret {declared.name} is not a Pulumi secret"
 
@@ -547,7 +553,9 @@ def test_in_cluster_runtime_services_hold_no_kafka_super_user_credentials(prod):
 
 def test_external_backends_declare_no_third_party_resources(dev):
     assert not {"Keycloak", "Kafka", "KafkaNodePool", "ClickHouseInstallation"} & {d.kind for d in dev.declared}
-    assert [s.inputs["metadata"]["name"] for s in dev.of_kind("Secret")] == ["urbanstack-backends"]
+    assert [s.inputs["metadata"]["name"] for s in dev.of_kind("Secret")
+            if s.inputs.get("type") != "kubernetes.io/service-account-token"] == ["urbanstack-backends"]
+    assert not dev.of_kind("KeycloakRealmImport")
 
 
 # --- labels, awaiting, dev vs prod -----------------------------------------
@@ -643,7 +651,8 @@ def test_the_hub_gets_exactly_what_urbanstack_hub_reads(dev, prod):
     expected = {"URBANSTACK_HTTP_HOST", "URBANSTACK_HUB_PORT", "URBANSTACK_STATE_DIR", "URBANSTACK_TRUSTED_PROXIES",
                 "URBANSTACK_METADATA_URL", "URBANSTACK_METADATA_MIGRATION_URL",
                 "URBANSTACK_GOV_HUB_KEYCLOAK_USER", "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD",
-                "URBANSTACK_KEYCLOAK_URL", "URBANSTACK_WAREHOUSE_URL", "URBANSTACK_KAFKA_BOOTSTRAP"}
+                "URBANSTACK_KEYCLOAK_URL", "URBANSTACK_WAREHOUSE_URL", "URBANSTACK_KAFKA_BOOTSTRAP",
+                "URBANSTACK_SIGNUP_KUBECONFIG", "URBANSTACK_SIGNUP_SECRET"}
     for installation in (dev, prod):
         env = hub_env(installation)
         assert expected <= set(env), expected - set(env)
@@ -654,11 +663,13 @@ def test_the_hub_gets_exactly_what_urbanstack_hub_reads(dev, prod):
         assert env["URBANSTACK_GOV_HUB_KEYCLOAK_USER"]["value"] == "urbanstack-gov-hub"
         # Credentials by reference to the Secrets the platform's operator provides, never inlined.
         refs = {name: env[name]["valueFrom"]["secretKeyRef"] for name in (
-            "URBANSTACK_METADATA_URL", "URBANSTACK_METADATA_MIGRATION_URL", "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD")}
+            "URBANSTACK_METADATA_URL", "URBANSTACK_METADATA_MIGRATION_URL", "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD",
+            "URBANSTACK_SIGNUP_SECRET")}
         assert refs == {"URBANSTACK_METADATA_URL": {"name": "urbanstack-metadata", "key": "url"},
                         "URBANSTACK_METADATA_MIGRATION_URL": {"name": "urbanstack-metadata", "key": "migration-url"},
                         "URBANSTACK_GOV_HUB_KEYCLOAK_PASSWORD": {"name": "urbanstack-gov-hub-keycloak",
-                                                                 "key": "client-secret"}}
+                                                                 "key": "client-secret"},
+                        "URBANSTACK_SIGNUP_SECRET": {"name": "urbanstack-signup", "key": "proof-key"}}
         assert all("value" not in env[name] for name in refs)
         assert "secretKeyRef" in env["URBANSTACK_WAREHOUSE_URL"]["valueFrom"]
         # The state dir (uploads between preview and import) is the pod's writable emptyDir.
@@ -754,3 +765,86 @@ def test_the_hub_reaches_its_backends_the_api_server_and_postgresql(stack):
                rule["to"] == [{"ipBlock": {"cidr": "0.0.0.0/0"}}] for rule in policy["egress"])
     controller = stack.config.ingress.controller_namespace
     assert controller in json.dumps(policy["ingress"])
+
+
+# --- self-service signup -----------------------------------------------------
+
+def test_the_signup_creates_municipalities_as_its_own_account_from_the_hubs_pod(stack):
+    """/signup and /ops run in the hub's process, but approving creates a Municipality, which the
+    Gov Hub's account may not: the hub reaches the API as urbanstack-signup through a kubeconfig
+    and that account's token, mounted read-only. No pod runs as that account."""
+    from urbanstack.stacks.platform import services
+
+    account = stack.one("ServiceAccount", rbac.SIGNUP_SERVICE_ACCOUNT).inputs
+    assert account["automountServiceAccountToken"] is False
+    assert not [w for w, pod in pod_specs(stack) if pod.get("serviceAccountName") == rbac.SIGNUP_SERVICE_ACCOUNT]
+    rules = stack.one("ClusterRole", rbac.SIGNUP_CLUSTER_ROLE_NAME).inputs["rules"]
+    assert not [rule for rule in rules if "secrets" in rule["resources"] or "delete" in rule["verbs"]]
+    assert [r for r in rules if "municipalities" in r["resources"] and "create" in r["verbs"]]
+    assert not [r for r in stack.one("ClusterRole", rbac.GOV_HUB_CLUSTER_ROLE_NAME).inputs["rules"]
+                if "create" in r["verbs"] and "municipalities" in r["resources"]]
+
+    token = stack.one("Secret", services.SIGNUP_TOKEN_SECRET).inputs
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == rbac.SIGNUP_SERVICE_ACCOUNT
+    kubeconfig = yaml.safe_load(stack.one("ConfigMap", services.SIGNUP_KUBECONFIG_MAP).inputs["data"]["kubeconfig"])
+    [user] = kubeconfig["users"]
+    [cluster] = kubeconfig["clusters"]
+    assert user["user"] == {"tokenFile": f"{services.SIGNUP_DIR}/token"} and "token" not in user["user"]
+    assert cluster["cluster"]["server"] == "https://kubernetes.default.svc"
+    assert cluster["cluster"]["certificate-authority"] == f"{services.SIGNUP_DIR}/ca.crt"
+
+    hub = stack.one("Deployment", HUB).inputs["spec"]["template"]["spec"]
+    [container] = hub["containers"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "signup"]
+    assert mount == {"name": "signup", "mountPath": services.SIGNUP_DIR, "readOnly": True}
+    [volume] = [v for v in hub["volumes"] if v["name"] == "signup"]
+    sources = volume["projected"]["sources"]
+    assert {"secret": services.SIGNUP_TOKEN_SECRET, "configMap": services.SIGNUP_KUBECONFIG_MAP} == {
+        kind: source[kind]["name"] for source in sources for kind in source}
+    files = {item["path"] for source in sources for kind in source for item in source[kind]["items"]}
+    assert files == {"token", "ca.crt", "kubeconfig"}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["URBANSTACK_SIGNUP_KUBECONFIG"]["value"] == f"{services.SIGNUP_DIR}/kubeconfig"
+    # No other pod gets the signup's token.
+    for workload, pod in pod_specs(stack):
+        if workload != HUB:
+            assert "signup" not in json.dumps(pod.get("volumes", [])), workload
+
+
+def test_the_signup_reads_its_kubeconfig_from_the_setting_inside_a_cluster(monkeypatch, tmp_path):
+    """The hub's pod runs as the Gov Hub's account; URBANSTACK_SIGNUP_KUBECONFIG wins over it."""
+    from urbanstack import serve
+    from urbanstack.settings import Settings
+
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    mounted = Settings.from_env({"URBANSTACK_STATE_DIR": str(tmp_path),
+                                 "URBANSTACK_SIGNUP_KUBECONFIG": "/var/run/urbanstack/signup/kubeconfig"})
+    assert serve.signup_kubeconfig(mounted) == "/var/run/urbanstack/signup/kubeconfig"
+    assert serve.signup_kubeconfig(Settings.from_env({"URBANSTACK_STATE_DIR": str(tmp_path)})) is None
+
+
+def test_in_cluster_keycloak_imports_the_platform_realm_for_the_ops_console(prod):
+    from urbanstack.runtime.hubs.signup import ops_auth
+
+    [imported] = prod.of_kind("KeycloakRealmImport")
+    spec = imported.inputs["spec"]
+    assert spec["keycloakCRName"] == prod.one("Keycloak", "urbanstack-keycloak").inputs["metadata"]["name"]
+    realm = spec["realm"]
+    assert realm == ops_auth.platform_realm_import([f"https://{prod.config.ingress.api_host}/ops/*"])
+    assert realm["realm"] == ops_auth.PLATFORM_REALM and realm["registrationAllowed"] is False
+    assert [role["name"] for role in realm["roles"]["realm"]] == [ops_auth.PLATFORM_ADMIN]
+    [client] = realm["clients"]
+    assert client["clientId"] == ops_auth.OPS_CLIENT and client["publicClient"] is True
+    assert client["redirectUris"] == ["https://api.urbanstack.example.org/ops/*"]  # the platform's host only
+    assert client["attributes"]["pkce.code.challenge.method"] == "S256"
+    assert not client["directAccessGrantsEnabled"] and not client["implicitFlowEnabled"]
+    assert "users" not in realm  # people are added by hand, never by the stack
+
+
+def test_the_signups_proof_key_secret_is_configurable():
+    installation = synthesize(stack_values("dev") | {"hub": {"signupSecret": "signup-pow", "signupSecretKey": "k"}})
+    env = hub_env(installation)
+    assert env["URBANSTACK_SIGNUP_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": "signup-pow", "key": "k"}
+    with pytest.raises(Exception, match="hub.signupSecret must name a Secret"):
+        synthesize(stack_values("dev") | {"hub": {"signupSecret": "Signup_Key"}})
