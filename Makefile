@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test unit up down purge status serve crds images clean
+.PHONY: install demo test unit up down purge status serve crds images clean conformance-sta
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,11 @@ test: install
 ## unit: the tests that need no running service
 unit: install
 	URBANSTACK_TEST_NO_PLATFORM=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+## conformance-sta: the OGC SensorThings test suite (Sensing Core) against /v1.1 on a
+## sample warehouse of its own (needs Maven and Java; ~1 minute; docs/sensorthings.md)
+conformance-sta: install
+	$(BIN)/python tests/conformance/sta_ets.py $(STA_ETS_ARGS)
 
 up: install
 	$(BIN)/urbanstack dev up

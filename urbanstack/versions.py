@@ -14,3 +14,5 @@ ETCD_DEBIAN_PACKAGE = "etcd-server"
 # The Mustang project's e-invoice validator (EN 16931 + XRechnung 3.0 schematron), for the
 # tests of the XRechnung export (tests/xrechnung_validator.py); from Maven Central.
 MUSTANG_VALIDATOR = "2.22.0"
+# The OGC conformance test suite for SensorThings (all-in-one jar; `make conformance-sta`).
+STA_ETS = "org.opengis.cite:ets-sta10:1.5:jar:aio"

@@ -25,6 +25,7 @@ from .graphql import BoundedGraphQLRouter, build_schema
 from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
 from .rest import build_router
+from .sensorthings import add_sensorthings
 from .usage import build_usage_router
 
 log = logging.getLogger(__name__)
@@ -162,6 +163,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
         return caller
 
     app.include_router(build_router(principal_dependency))
+    # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
+    add_sensorthings(app, principal, charge)
     if ledger is not None:
         impact = Impact(catalogue, ledger)
         registry.register(impact)

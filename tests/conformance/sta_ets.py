@@ -1,0 +1,160 @@
+"""Runs the OGC conformance test suite for SensorThings (``versions.STA_ETS``) against this
+service: ``make conformance-sta``.
+
+A fresh embedded warehouse gets one municipality with the example CityTool
+"Passantenfrequenz & Wetter", whose pedestrian counts are open data (read without a token,
+as the suite reads) and hold a day of readings of three counters. The API app serves on
+127.0.0.1 at a free port; the suite's all-in-one jar comes from Maven Central into the cache
+(``URBANSTACK_CACHE_DIR``) and runs with the machine's Java. The script prints the counts and
+every test that did not pass, with the path of the suite's full report, and exits 0 when every
+test of the levels asked for (``--level``, default 1 = Sensing Core) passed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import uvicorn
+import yaml
+
+from urbanstack import versions
+from urbanstack import warehouse as wh
+from urbanstack.devplatform import maven
+from urbanstack.operator import naming
+from urbanstack.operator.models import Municipality, parse_citytool
+from urbanstack.operator.plan import plan
+from urbanstack.operator.provisioners.base import ensure
+from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
+from urbanstack.runtime.api import Catalogue, create_app
+from urbanstack.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOL = "passantenfrequenz-wetter"
+
+
+def suite_jar(settings: Settings) -> Path:
+    group, artifact, version, _, classifier = versions.STA_ETS.split(":")
+    target = settings.cache_dir / "sta-ets" / version / f"{artifact}-{version}-{classifier}.jar"
+    if not target.exists():
+        work = settings.cache_dir / "sta-ets" / "maven"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "pom.xml").write_text(maven._POM.format(artifact="sta-ets", dependencies=""))
+        lib = target.parent / "lib.partial"
+        shutil.rmtree(lib, ignore_errors=True)
+        maven._run([maven._mvn(), "-B", "-q", "dependency:copy", f"-Dartifact={versions.STA_ETS}",
+                    f"-DoutputDirectory={lib}"], work, f"fetching {versions.STA_ETS}")
+        (lib / target.name).rename(target)
+        shutil.rmtree(lib, ignore_errors=True)
+    return target
+
+
+def sample_world(warehouse_client) -> Catalogue:
+    tool = parse_citytool(yaml.safe_load((ROOT / "examples" / f"citytool-{TOOL}.yaml").read_text()))
+    municipality = Municipality.model_validate({
+        "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": "guetersloh"},
+        "spec": {"displayName": "Gütersloh", "ags": "05754008", "admins": ["admin@guetersloh.example.org"],
+                 "tools": [{"name": TOOL}],
+                 "shares": [{"tool": TOOL, "dataset": "pedestrian_counts", "public": True,
+                             "licence": "dl-de/zero-2-0"}]}})
+    ensure(WarehouseProvisioner(lambda: warehouse_client, embedded=True), plan(municipality, [tool]).warehouse, {})
+    start = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+    rows = []
+    for sensor, (lon, lat) in (("berliner-strasse", (8.383, 51.906)), ("koenigstrasse", (8.389, 51.909)),
+                               ("kolbeplatz", (8.380, 51.904))):
+        for step in range(96):
+            rows.append([f"{sensor}-{step}", "hystreet", sensor, start + dt.timedelta(minutes=15 * step), lon, lat,
+                         (step * 37) % 400, sensor])
+    warehouse_client.insert(f"{naming.database('guetersloh')}.{naming.table(TOOL, 'pedestrian_counts')}", rows,
+                            column_names=["event_id", "source", "sensor_id", "observed_at", "lon", "lat",
+                                          "pedestrians", "location_name"])
+    return Catalogue([municipality], [tool])
+
+
+def serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not server.started:
+        raise SystemExit("the API did not start")
+    return server, thread, port
+
+
+def report(results: Path, level: int) -> tuple[int, int, int, list[str]]:
+    """(passed, failed, skipped, lines) of the tests of conformance levels up to ``level``; the suite
+    lists the higher levels as skipped."""
+    root = ET.parse(results).getroot()
+    counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+    lines = []
+    for method in root.iter("test-method"):
+        groups = method.get("groups") or ""
+        if method.get("is-config") == "true" or not groups.startswith("level-") or int(groups[6:]) > level:
+            continue
+        status = method.get("status")
+        counts[status] = counts.get(status, 0) + 1
+        if status != "PASS":
+            message = method.find("./exception/message")
+            text = (message.text or "").strip().splitlines()[0][:300] if message is not None and message.text else ""
+            lines.append(f"{status} {method.get('name')}: {text}")
+    return counts["PASS"], counts["FAIL"], counts["SKIP"], lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--level", type=int, choices=(1, 2, 3), default=1,
+                        help="test the conformance classes up to: 1 Sensing Core, 2 Create-Update-Delete, "
+                             "3 Filtering Extension (levels 2 and 3 first delete every entity and create their own)")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    if shutil.which("java") is None:
+        raise SystemExit("Java is needed to run the conformance suite (it is installed with the platform's Kafka)")
+    jar = suite_jar(settings)
+    work = Path(tempfile.mkdtemp(prefix="sta-ets-"))
+    client = wh.connect(f"chdb://{work / 'warehouse'}")
+    app = create_app(settings, sample_world(client), client, keycloak_url="http://127.0.0.1:9/unused",
+                     audience="{tenant}-api")
+    server, thread, port = serve(app)
+    try:
+        props = work / "test-run-props.xml"
+        # No DOCTYPE: the parser would fetch its DTD from the internet.
+        props.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<properties version="1.0">\n'
+                         f'  <entry key="iut">http://127.0.0.1:{port}/v1.1</entry>\n'
+                         f'  <entry key="ics">{args.level}</entry>\n</properties>\n')
+        began = time.monotonic()
+        run = subprocess.run(["java", f"-Duser.home={work}", "-jar", str(jar), str(props)], cwd=work,
+                             capture_output=True, text=True, timeout=1800)
+        seconds = time.monotonic() - began
+    finally:
+        server.should_exit = True
+        thread.join(10)
+    (work / "suite.log").write_text(run.stdout + run.stderr)
+    found = sorted(work.rglob("testng-results.xml"))
+    if not found:
+        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
+        raise SystemExit(f"the suite wrote no testng-results.xml (exit {run.returncode}); log: {work / 'suite.log'}")
+    passed, failed, skipped, failures = report(found[-1], args.level)
+    print(f"{versions.STA_ETS} against /v1.1, conformance levels 1-{args.level}: {passed} passed, "
+          f"{failed} failed, {skipped} skipped in {seconds:.0f} s")
+    for line in failures:
+        print("  " + line)
+    print(f"full report: {found[-1]}")
+    return 0 if failed == 0 and skipped == 0 and passed > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
