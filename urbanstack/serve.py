@@ -281,9 +281,14 @@ def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | Non
     from urbanstack.runtime.web.oidc import Keycloak
 
     keycloak = Keycloak(settings.keycloak_url, api_app.state.verifier)
+    extras = dict(extras or {})
+    for name in ("meter", "billing"):   # the API's metering (docs/metering.md): the hubs' queries, the usage page
+        if getattr(api_app.state, name, None) is not None:
+            extras.setdefault(name, getattr(api_app.state, name))
     gov = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
     add_citizen_hub(gov, settings, catalogue, api_app.state.engine, store)
-    return WebDispatch(gov, signup_app(settings, store, follow_interval=signup_follow_interval))
+    return WebDispatch(gov, signup_app(settings, store, follow_interval=signup_follow_interval,
+                                       impact=getattr(api_app.state, "impact", None)))
 
 
 def signup_kubeconfig(settings: Settings) -> str | None:
@@ -297,7 +302,7 @@ def signup_kubeconfig(settings: Settings) -> str | None:
     return str(settings.state_dir / "kube" / "signup.kubeconfig")
 
 
-def signup_app(settings: Settings, store, *, follow_interval: float = 0.0):
+def signup_app(settings: Settings, store, *, follow_interval: float = 0.0, impact=None):
     """``/signup`` and ``/ops`` with their dependencies from ``settings``. What is not configured
     is left out with a warning and the pages say so: no directory (the form says it is not
     available), no signup kubeconfig (approval answers "cluster not available"), no Gov Hub
@@ -332,7 +337,7 @@ def signup_app(settings: Settings, store, *, follow_interval: float = 0.0):
         invitations = None
     return create_signup_app(settings, store, directory=directory, kube=kube,
                              ops_keycloak=OpsKeycloak(settings.keycloak_url), invitations=invitations,
-                             follow_interval=follow_interval)
+                             follow_interval=follow_interval, impact=impact)
 
 
 def stop_web_app(app) -> None:

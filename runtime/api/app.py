@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 
 from urbanstack.operator import naming
 from urbanstack.runtime.metering.api_meter import ApiMeter, MeteringMiddleware, note_caller
+from urbanstack.runtime.metering.exports import Billing, default_statements
 from urbanstack.runtime.metering.impact import Impact
 from urbanstack.runtime.metering.events import QUOTA_QUERIES
 from urbanstack.runtime.metering.ledger import Ledger
@@ -165,11 +166,15 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     app.include_router(build_router(principal_dependency))
     # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
     add_sensorthings(app, principal, charge)
+    # What the web pages of this process share with the API (urbanstack serve): the meter for the
+    # hubs' queries, statements and impact figures for the Gov Hub's usage page and the ops console.
+    app.state.meter, app.state.billing, app.state.impact = meter, None, None
     if ledger is not None:
         impact = Impact(catalogue, ledger)
         registry.register(impact)
-        app.include_router(build_usage_router(principal_dependency, ledger, catalogue, statements, impact=impact,
-                                              seller=seller))
+        billing = Billing(ledger, statements or default_statements(ledger, catalogue), catalogue, seller)
+        app.state.billing, app.state.impact = billing, impact
+        app.include_router(build_usage_router(principal_dependency, billing, impact=impact))
     for collector in collectors:   # e.g. the metering consumer's counts in urbanstack serve
         registry.register(collector)
     app.add_middleware(BodyLimit, max_bytes=limits.max_body_bytes)

@@ -10,12 +10,11 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.exceptions import HTTPException
 from fastapi.responses import JSONResponse, Response
 
-from urbanstack.runtime.metering.ledger import BILLING_ZONE, Ledger, month_range, parse_month
+from urbanstack.runtime.metering.ledger import BILLING_ZONE, month_range, parse_month
 from urbanstack.runtime.metering.impact import Impact
-from urbanstack.runtime.metering.statements import Statements
+from urbanstack.runtime.metering.exports import Billing, ExportRefused
 
 from .auth import Permission, Principal
-from .catalogue import Catalogue
 
 MONTH = Query(None, description="Calendar month (Europe/Berlin) as YYYY-MM; default: the current month.",
               pattern=r"^\d{4}-\d{2}$")
@@ -39,18 +38,11 @@ def _month(text: str | None) -> date:
         raise HTTPException(422, str(error)) from None
 
 
-def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogue,
-                       statements: Statements | None = None, impact: Impact | None = None,
-                       seller=None) -> APIRouter:
-    """``seller``: the platform's seller details (xrechnung.Seller) for the XRechnung export;
-    without them that format is refused with 503."""
+def build_usage_router(principal_dependency, billing: Billing, impact: Impact | None = None) -> APIRouter:
+    """``billing``: the ledger, the statements and the seller (without seller details the
+    XRechnung format is refused with 503)."""
     router = APIRouter(prefix="/api/v1", tags=["usage"])
-
-    def plan_of(slug: str) -> str:
-        municipality = catalogue.municipality(slug)
-        return municipality.spec.plan.name.value if municipality is not None else "small"
-
-    statements = statements or Statements(ledger, plan_of=plan_of)
+    ledger, statements = billing.ledger, billing.statements
 
     @router.get("/usage", summary="Metered usage of the caller's municipality in one month")
     def usage(month: str | None = MONTH, grain: Literal["hour", "day", "month"] = "day",
@@ -78,35 +70,14 @@ def build_usage_router(principal_dependency, ledger: Ledger, catalogue: Catalogu
         subject = _caller(principal, Permission.manage_own, "statements")
         chosen = _month(month)
         found = statements.statement(subject, chosen)
-        if format == "xrechnung":
-            return _xrechnung(subject, found)
-        if format == "csv":
-            return Response(found.to_csv(), media_type="text/csv; charset=utf-8", headers={
-                "Content-Disposition": f'attachment; filename="statement-{subject}-{found.month}.csv"'})
-        return JSONResponse(found.to_dict())
-
-    def _xrechnung(subject: str, found) -> Response:
-        from urbanstack.runtime.metering.xrechnung import SELLER_SETTING, NoBillingData, buyer_of, to_xrechnung
-
-        municipality = catalogue.municipality(subject)
-        if municipality is None:
-            raise HTTPException(503, f"municipality {subject!r} is not in the API's catalogue yet; try again shortly")
+        if format == "json":
+            return JSONResponse(found.to_dict())
         try:
-            buyer = buyer_of(municipality)
-        except NoBillingData as exc:
-            raise HTTPException(409, str(exc)) from None
-        if seller is None:
-            raise HTTPException(503, f"the platform's seller details are not configured ({SELLER_SETTING}); "
-                                     "ask the platform's operators")
-        issued = (datetime.fromisoformat(found.frozen_at.replace("Z", "+00:00")).astimezone(BILLING_ZONE).date()
-                  if found.frozen_at else datetime.now(BILLING_ZONE).date())
-        try:
-            body = to_xrechnung(found, seller=seller, buyer=buyer, invoice_number=f"US-{subject}-{found.month}",
-                                issue_date=issued)
-        except ValueError as exc:   # e.g. a total below zero needs a credit note
-            raise HTTPException(409, str(exc)) from None
-        return Response(body, media_type="application/xml", headers={
-            "Content-Disposition": f'attachment; filename="xrechnung-{subject}-{found.month}.xml"'})
+            file = billing.file(found, format)
+        except ExportRefused as refused:
+            raise HTTPException(refused.status, str(refused)) from None
+        return Response(file.body, media_type=file.media_type,
+                        headers={"Content-Disposition": f'attachment; filename="{file.filename}"'})
 
     if impact is not None:
         @router.get("/impact", summary="What the platform reaches: municipalities, residents, datasets, tools")

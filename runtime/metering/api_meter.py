@@ -120,13 +120,18 @@ class ApiMeter:
 class MeteringMiddleware:
     """ASGI: gives each metered request a :class:`RequestUsage`, counts the bytes of its answer
     and hands the sums to the meter. Requests without a verified municipality (open data read
-    anonymously, refused tokens) are not metered."""
+    anonymously, refused tokens) are not metered. The hubs use it too (``paths=None``): a Gov Hub
+    panel is charged to the signed-in staff's municipality, a published dashboard or a Citizen
+    Hub download to the municipality that owns it (docs/metering.md)."""
 
-    def __init__(self, app, meter: ApiMeter):
-        self.app, self.meter = app, meter
+    def __init__(self, app, meter: ApiMeter, paths: tuple[str, ...] | None = METERED_PATHS):
+        # paths=None (the hubs): every request gets a RequestUsage; only those whose route names
+        # the municipality to charge (note_subject) are metered.
+        self.app, self.meter, self.paths = app, meter, paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or not scope["path"].startswith(METERED_PATHS) or scope["method"] == "OPTIONS":
+        if scope["type"] != "http" or scope["method"] == "OPTIONS" or \
+                (self.paths is not None and not scope["path"].startswith(self.paths)):
             return await self.app(scope, receive, send)
         usage = RequestUsage()
         scope.setdefault("state", {})["usage"] = usage
@@ -155,6 +160,13 @@ class MeteringMiddleware:
 
 def note_caller(request, caller) -> None:
     """Name the municipality a metered request is charged to (the token's, never the request's)."""
+    if caller is not None:
+        note_subject(request, caller.tenant)
+
+
+def note_subject(request, subject: str) -> None:
+    """Charge this request to ``subject``, a municipality the route has verified (a hub's session
+    of it, or the owner of the open data it serves). Without the metering middleware: nothing."""
     usage = request.scope.get("state", {}).get("usage")
-    if usage is not None and caller is not None:
-        usage.subject = caller.tenant
+    if usage is not None and subject:
+        usage.subject = subject

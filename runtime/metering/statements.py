@@ -264,18 +264,28 @@ class Statements:
             self.freeze(subjects, month, now)
         return [_month_text(m) for m in sorted(months)]
 
-    def history(self, subject: str, now: datetime | None = None) -> list[dict]:
-        """Frozen months of a municipality, newest first, and the current month as a draft."""
+    def overview(self, subject: str, now: datetime | None = None) -> list[Statement]:
+        """A municipality's statements, newest first: every frozen month of the last
+        ``HISTORY_MONTHS``, the current month as a draft, and the previous month as a draft
+        while it is not frozen yet (its grace period, or until the next freeze run)."""
         now = now or datetime.now(timezone.utc)
         this = now.astimezone(BILLING_ZONE).date().replace(day=1)
+        previous = (this - timedelta(days=1)).replace(day=1)
         first = this
         for _ in range(HISTORY_MONTHS):
             first = (first - timedelta(days=1)).replace(day=1)
         frozen = self.frozen([subject], first, this)
-        months = sorted({m for (_s, m) in frozen} | {_month_text(this)}, reverse=True)
-        return [{"month": m, "status": frozen[(subject, m)].status if (subject, m) in frozen else "draft",
-                 "hash": frozen[(subject, m)].hash if (subject, m) in frozen else None,
-                 "freezes_at": self.freezes_at(_month_of(m)).strftime("%Y-%m-%dT%H:%M:%SZ")} for m in months]
+        found = [statement for (_s, _m), statement in frozen.items()]
+        for month in (this, previous):
+            if (subject, _month_text(month)) not in frozen:
+                found.append(self.statement(subject, month, now))
+        return sorted(found, key=lambda statement: statement.month, reverse=True)
+
+    def history(self, subject: str, now: datetime | None = None) -> list[dict]:
+        """:meth:`overview` in short: month, status, hash, total and when the month is frozen."""
+        return [{"month": s.month, "status": s.status, "hash": s.hash, "total": str(s.total),
+                 "freezes_at": self.freezes_at(_month_of(s.month)).strftime("%Y-%m-%dT%H:%M:%SZ")}
+                for s in self.overview(subject, now)]
 
 
 __all__ = ["Line", "Statement", "Statements", "DEFAULT_GRACE", "next_month"]

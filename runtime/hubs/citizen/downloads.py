@@ -29,6 +29,7 @@ from fastapi.responses import StreamingResponse
 
 from urbanstack.runtime.api import export, textexport
 from urbanstack.runtime.api.query import DatasetRef, Filters, ObservationPage, ObservationsQuery, QueryError
+from urbanstack.runtime.metering.api_meter import add_rows_read, note_subject
 from urbanstack.runtime.web.i18n import TIME_ZONE, N_
 
 from .app import CitizenHub, set_language
@@ -137,6 +138,8 @@ class TextBlocks:
                     block = self._rows_as_text(w_low, w_high, first)
                 else:
                     block = engine.observations_text(None, self.ref, w_low, w_high, self.fmt, max_rows=counted)[1]
+                    # chDB's raw_query reports no read_rows: the window's counted rows stand in for them
+                    add_rows_read({"read_rows": counted})
                     if first and self.fmt == "json":
                         block = block[2:]          # the first item has no ", " before it
                 if block:
@@ -248,7 +251,9 @@ def router(hub: CitizenHub) -> APIRouter:
         set_language(request)
         hub.municipality(slug)
         params = request.query_params
-        return open_download(hub, slug, tool, dataset, format, parse_day(params.get("from"), "from"),
-                             parse_day(params.get("to"), "to"))
+        response = open_download(hub, slug, tool, dataset, format, parse_day(params.get("from"), "from"),
+                                 parse_day(params.get("to"), "to"))
+        note_subject(request, slug)   # anonymous: charged to the municipality that owns the open dataset
+        return response
 
     return routes

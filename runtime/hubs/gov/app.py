@@ -169,15 +169,20 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
     _error_pages(app, hub)
     app.add_middleware(security.SecurityHeaders, form_targets=(security.origin_of(keycloak.server_url),))
     compress_pages(app)
+    meter = hub.extras.get("meter")
+    if meter is not None:   # outermost: the bytes as sent (docs/metering.md, "The hubs")
+        from urbanstack.runtime.metering.api_meter import MeteringMiddleware
+
+        app.add_middleware(MeteringMiddleware, meter=meter, paths=None)
     return app
 
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    from . import dashboards, data, feedback, people, tools, upload
+    from . import dashboards, data, feedback, people, tools, upload, usage
 
     return (dashboards.router, dashboards.published_router, tools.router, data.router, people.router, upload.router,
-            feedback.router)
+            feedback.router, usage.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):
@@ -237,7 +242,7 @@ def _error_pages(app: FastAPI, hub: GovHub) -> None:
             request.state.lang = i18n.language(request.query_params.get("lang"))
         translate = i18n.translations(request.state.lang).gettext
         title, message = texts.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
-        detail = error.detail if isinstance(error.detail, str) and error.status_code in (409, 413, 422) else None
+        detail = error.detail if isinstance(error.detail, str) and error.status_code in (409, 413, 422, 503) else None
         return hub.page(request, "error.html", status=error.status_code, title=translate(title),
                         message=translate(detail) if detail else translate(message), back=None,
                         headers=getattr(error, "headers", None))

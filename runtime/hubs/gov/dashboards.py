@@ -41,6 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from urbanstack.runtime.api.query import (Aggregate, Bucket, DatasetRef, Filters, JoinQuery, JoinSide,
                                           ObservationsQuery, QueryError, SeriesQuery)
+from urbanstack.runtime.metering.api_meter import note_subject
 from urbanstack.runtime.store import Actor, InvalidInput, NotFound, VersionConflict
 from urbanstack.runtime.web import charts, i18n
 from urbanstack.runtime.web.i18n import N_
@@ -719,6 +720,7 @@ def router(hub: GovHub) -> APIRouter:
     @routes.get("/{slug}/dashboards/{dashboard_id}")
     def view_page(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
         found = access(hub, session, slug, dashboard_id)
+        note_subject(request, slug)   # charged to the staff's municipality (docs/metering.md)
         dashboard = found.dashboard
         try:
             default = parse_spec(dashboard.spec).range
@@ -735,16 +737,19 @@ def router(hub: GovHub) -> APIRouter:
     def panels_fragment(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
         """The panels alone: what auto-refresh reloads (htmx)."""
         dashboard = access(hub, session, slug, dashboard_id).dashboard
+        note_subject(request, slug)
         return _panels_page(hub, request, session.principal, dashboard, base(slug, dashboard.id))
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}.csv")
     def panel_csv(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
         found = access(hub, session, slug, dashboard_id)
+        note_subject(request, slug)
         return _csv(hub, session.principal, found.dashboard, number, request)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
     def panel_table(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
         found = access(hub, session, slug, dashboard_id)
+        note_subject(request, slug)
         return _table(hub, session.principal, found.dashboard, number, request, base(slug, found.dashboard.id),
                       municipality=hub.municipality(slug), slug=slug, base=base(slug), published_view=False)
 
@@ -976,17 +981,18 @@ def published_router(hub: GovHub) -> APIRouter:
     data is read as nobody (open data only)."""
     routes = APIRouter()
 
-    def published(slug: str, dashboard_id: str):
+    def published(request: Request, slug: str, dashboard_id: str):
         municipality = hub.municipality(slug)
         dashboard = hub.store.dashboards.get(dashboard_id) if len(dashboard_id) <= 32 else None
         if dashboard is None or dashboard.tenant != slug or not dashboard.published:
             raise HTTPException(404)
+        note_subject(request, slug)   # read by anyone: charged to the municipality that published it
         return municipality, dashboard
 
     @routes.get("/{slug}/dashboards/{dashboard_id}")
     def public_view(request: Request, slug: str, dashboard_id: str):
         request.state.lang = i18n.language(request.query_params.get("lang"))
-        municipality, dashboard = published(slug, dashboard_id)
+        municipality, dashboard = published(request, slug, dashboard_id)
         try:
             default = parse_spec(dashboard.spec).range
         except SpecError:
@@ -1001,18 +1007,18 @@ def published_router(hub: GovHub) -> APIRouter:
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
     def public_panels(request: Request, slug: str, dashboard_id: str):
         request.state.lang = i18n.language(request.query_params.get("lang"))
-        _municipality, dashboard = published(slug, dashboard_id)
+        _municipality, dashboard = published(request, slug, dashboard_id)
         return _panels_page(hub, request, None, dashboard, f"/{slug}/dashboards/{dashboard.id}")
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}.csv")
     def public_csv(request: Request, slug: str, dashboard_id: str, number: int):
-        _municipality, dashboard = published(slug, dashboard_id)
+        _municipality, dashboard = published(request, slug, dashboard_id)
         return _csv(hub, None, dashboard, number, request)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
     def public_table(request: Request, slug: str, dashboard_id: str, number: int):
         request.state.lang = i18n.language(request.query_params.get("lang"))
-        municipality, dashboard = published(slug, dashboard_id)
+        municipality, dashboard = published(request, slug, dashboard_id)
         return _table(hub, None, dashboard, number, request, f"/{slug}/dashboards/{dashboard.id}",
                       municipality=municipality, published_view=True)
 

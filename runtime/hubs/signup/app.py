@@ -102,8 +102,9 @@ def create_signup_app(settings: Any, store: Any, *, directory: Directory | None,
                       tools: Callable[[], list[tuple[str, str]]] | None = None,
                       proof_settings: ProofSettings | None = None, limits: SignupLimits | None = None,
                       deletion_policy: str = "Retain", follow_interval: float = 0.0,
-                      send_mail: Callable[..., Any] | None = None) -> FastAPI:
-    """``/signup`` and ``/ops`` as one ASGI app (mount it at the root of the platform's origin)."""
+                      send_mail: Callable[..., Any] | None = None, impact: Any = None) -> FastAPI:
+    """``/signup`` and ``/ops`` as one ASGI app (mount it at the root of the platform's origin).
+    ``impact``: the platform's impact figures (``metering.impact.Impact``) for ``/ops/impact``."""
     proofs = Proofs(proof_settings or ProofSettings(settings.signup_secret or secrets.token_hex(32)))
     requests = SignupRequests(store)
     renderer = SignupRenderer([TEMPLATES])
@@ -117,6 +118,8 @@ def create_signup_app(settings: Any, store: Any, *, directory: Directory | None,
     sender = send_mail or (lambda to, subject, text: mail.send(settings, to, subject, text))
     app = FastAPI(title="Urban Stack signup", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.signup = hub
+    if impact is not None:
+        hub.extras["impact"] = impact
 
     @app.middleware("http")
     async def language(request: Request, call_next):
@@ -437,6 +440,19 @@ def _ops_router(hub: SignupApp) -> APIRouter:
     def queue(request: Request, row=Depends(signed_in)):
         return hub.page(request, "signup/ops_queue.html", ops=row,
                         requests=hub.requests.queue())
+
+    @router.get("/impact", response_class=HTMLResponse)
+    def impact_page(request: Request, row=Depends(signed_in)):
+        """The platform's reach (the figures of ``GET /api/v1/impact`` and the readings of the last 24 h)."""
+        impact = hub.extras.get("impact")
+        figures = impact.figures() if impact is not None else None
+        names: dict[str, str] = {}
+        if figures and figures["municipalities_per_tool"]:
+            try:
+                names = dict(hub.tools())
+            except Exception as error:  # noqa: BLE001 - the tools' own names then
+                log.info("ops impact: CityTool names not readable: %s", str(error)[:200])
+        return hub.page(request, "signup/ops_impact.html", ops=row, figures=figures, tool_names=names)
 
     def _request_or_404(request_id: str):
         signup = hub.requests.get(request_id)
