@@ -374,7 +374,8 @@ def test_impact_figures_count_ready_municipalities_and_their_residents(ledger, i
     with TestClient(app, raise_server_exceptions=False) as client:
         figures = client.get("/api/v1/impact").json()
         assert figures == {"municipalities": 3, "municipalities_ready": 2, "residents_reached": 441_262,
-                           "population_as_of": "2023-12-31", "datasets_in_use": 2,
+                           # pegel-warnung declares water_levels and warnings: 2 datasets × 2 Ready
+                           "population_as_of": "2023-12-31", "datasets_in_use": 4,
                            "municipalities_per_tool": {"pegel-warnung": 2}}
         metrics = {sample.name: sample for family in text_string_to_metric_families(client.get("/metrics").text)
                    for sample in family.samples}
