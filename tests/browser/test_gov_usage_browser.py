@@ -40,7 +40,11 @@ def _check(page, base: str, label: str) -> None:
     assert page.console_errors == [], f"{label}: {page.console_errors}"
     page.set_viewport_size({"width": 320, "height": 800})
     overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
-    assert overflow <= 0, f"{label} scrolls sideways at 320 px by {overflow} px"
+    wide = page.evaluate("""() => [...document.querySelectorAll('body *')]
+        .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1
+                     && !(e.parentElement && e.parentElement.closest('.table-scroll')))
+        .slice(0, 5).map(e => e.tagName + '.' + e.className + ' ' + Math.round(e.getBoundingClientRect().right))""")
+    assert overflow <= 0, f"{label} scrolls sideways at 320 px by {overflow} px: {wide}"
     check_accessible(page, f"{label} at 320 px")
 
 
@@ -63,7 +67,7 @@ def test_the_usage_page_is_accessible_reflows_and_downloads_a_statement(page, se
         page.locator(f'a[href$="/usage/statements/{world.frozen_month:%Y-%m}.csv"]').click()
     saved = download.value
     assert saved.suggested_filename == f"statement-{world.gue}-{world.frozen_month:%Y-%m}.csv"
-    assert Path(saved.path()).read_text() == world.frozen.to_csv()
+    assert Path(saved.path()).read_bytes() == world.frozen.to_csv().encode("utf-8")
     _check(page, base, "usage page")
     page.screenshot(path=str(SCREENSHOTS / "gov-usage-320.png"), full_page=True)
 

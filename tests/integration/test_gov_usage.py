@@ -127,6 +127,7 @@ def test_the_admin_sees_this_months_usage_against_the_included_amounts_and_the_s
     assert "1.512 Messwerte" in readings and "151 %" in readings
     # the daily limit of the plan (small: 1,000,000 readings a day) with today's readings
     assert "Messwerte heute (UTC-Tag)" in text and "1.000.000" in text
+    assert "&lt; 1 %" in text       # 1,512 of 1,000,000: a little, not "0 %"
     # statements: this month a draft, the frozen month with its hash and downloads of all three formats
     frozen = f"{world.frozen_month:%Y-%m}"
     this = f"{world.this:%Y-%m}"
@@ -139,6 +140,9 @@ def test_the_admin_sees_this_months_usage_against_the_included_amounts_and_the_s
         assert f'href="/gov/{world.gue}/usage/statements/{frozen}.{extension}"' in frozen_row
     this_row = re.search(rf'<tr data-month="{this}">(.*?)</tr>', text, re.S).group(1)
     assert "Entwurf" in this_row and "keiner (Entwurf)" in this_row
+    # the month before stays visible as a draft until it is frozen: nothing used, the base fee
+    previous = re.search(rf'<tr data-month="{months_back(world.this, 1):%Y-%m}">(.*?)</tr>', text, re.S).group(1)
+    assert "Entwurf" in previous and "49,00 EUR" in previous
     # Bielefeld's figures are nowhere on Gütersloh's page
     assert "4.242" not in text and world.bi not in text
     # the navigation links the page for the admin

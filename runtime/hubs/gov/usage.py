@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from datetime import date, datetime, timedelta, timezone
 
+from babel import numbers
 from fastapi import APIRouter, Depends, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, Response
@@ -25,6 +26,7 @@ from urbanstack.runtime.metering.events import (API_BYTES_READ, API_QUERIES, API
 from urbanstack.runtime.metering.exports import ExportRefused
 from urbanstack.runtime.metering.ledger import BILLING_ZONE, parse_month
 from urbanstack.runtime.metering.statements import HISTORY_MONTHS
+from urbanstack.runtime.web import i18n
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
@@ -54,6 +56,20 @@ REFUSED_TEXT = {
     "negative": N_("This statement's total is below zero; it needs a credit note, which the platform cannot "
                    "write yet. Ask the platform's operators."),
 }
+
+
+def share_text(percent: float | None, lang: str) -> str:
+    """A share in whole percent for reading ("< 1" rather than a misleading "0" for a little)."""
+    if percent is None:
+        return ""
+    if 0 < percent < 1:
+        return "< 1"
+    return i18n.format_number(percent, lang, 0)
+
+
+def money(amount, lang: str) -> str:
+    """Always two decimals (49,00), unlike numbers elsewhere."""
+    return numbers.format_decimal(amount, format="#,##0.00", locale=i18n.BABEL_LOCALES[lang])
 
 
 def meter_rows(statement) -> list[dict]:
@@ -125,7 +141,9 @@ def router(hub: GovHub) -> APIRouter:
                 buyer_of(municipality)
             except NoBillingData:
                 invoice_note = REFUSED_TEXT["no_billing"]
+        lang = getattr(request.state, "lang", i18n.DEFAULT_LANGUAGE)
         return hub.page(request, "gov/usage.html", **context, month=this, statement=current,
+                        share=lambda percent: share_text(percent, lang), money=lambda amount: money(amount, lang),
                         meters=meter_rows(current), limits=limit_rows(billing.ledger, municipality, now),
                         plan=current.plan, history=history, status_text=STATUS_TEXT, invoice_note=invoice_note,
                         freezes_at=lambda month: billing.statements.freezes_at(parse_month(month)),
