@@ -306,6 +306,13 @@ def test_cached_pages_answer_etags_and_stay_per_municipality(web, world):
     again = web.get(f"/{world.gue}/", headers={"If-None-Match": etag})
     assert again.status_code == 304 and again.content == b"" and again.headers["etag"] == etag
     assert hub.pages.get((f"/{world.gue}/", b"")) is not None     # served from the page cache
+    # Browsers ask for gzip and get it from the cache; a client that does not gets the same page plain.
+    assert first.headers["content-encoding"] == "gzip" and "Accept-Encoding" in first.headers["vary"]
+    plain = web.get(f"/{world.gue}/", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == first.text
+    assert plain.headers["etag"] != etag and int(plain.headers["content-length"]) == len(plain.content)
+    assert web.get(f"/{world.gue}/", headers={"Accept-Encoding": "identity",
+                                               "If-None-Match": plain.headers["etag"]}).status_code == 304
     # Bielefeld's cached pages are not Gütersloh's, and a change in Bielefeld leaves Gütersloh's alone.
     bielefeld = _get(web, f"/{world.bi}/").text
     assert "<h1>Bielefeld</h1>" in bielefeld and "pedestrian_counts" not in bielefeld

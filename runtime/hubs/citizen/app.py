@@ -33,6 +33,7 @@ from fastapi.responses import HTMLResponse
 
 from urbanstack.runtime.api.catalogue import Catalogue, DatasetInfo
 from urbanstack.runtime.api.query import Aggregate, Bucket, DatasetRef, Filters, QueryEngine, QueryError, SeriesQuery
+from urbanstack.runtime.web.errors import install_error_pages
 from urbanstack.runtime.web import i18n
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.rendering import Renderer
@@ -355,20 +356,7 @@ ERROR_TEXTS = {
 def _error_pages(app: FastAPI, hub: CitizenHub) -> None:
     """Errors outside ``/gov/`` get the portal's own page (no script, no cookie); the Gov Hub's
     handler keeps answering its own paths."""
-    from starlette.exceptions import HTTPException as StarletteHTTPException
-
-    previous = app.exception_handlers.get(StarletteHTTPException)
-
-    async def http_error(request: Request, error: StarletteHTTPException):
-        if previous is not None and request.url.path.startswith("/gov/"):
-            return await previous(request, error)
-        if not hasattr(request.state, "lang"):
-            set_language(request)
-        translate = i18n.translations(request.state.lang).gettext
-        title, message = ERROR_TEXTS.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
-        detail = error.detail if isinstance(error.detail, str) and error.status_code in (413, 422) else None
-        response = hub.page(request, "citizen/error.html", status=error.status_code, title=translate(title),
-                            message=translate(detail) if detail else translate(message))
-        return response
-
-    app.add_exception_handler(StarletteHTTPException, http_error)
+    install_error_pages(app, ERROR_TEXTS, lambda request, status, title, message, headers: hub.page(
+        request, "citizen/error.html", status=status, title=title, message=message),
+        detail_statuses=frozenset({413, 422}), language=set_language,
+        defer=lambda request: request.url.path.startswith("/gov/"))

@@ -17,6 +17,12 @@ the catalogue's version (a dataset no longer public is gone at once). The counte
 * when a re-render finds that a shown dataset's warehouse coverage (last reading, last
   ingest, row count) has changed; coverage is read at most every ``data_check_seconds``.
 
+The app gzips its pages (:func:`urbanstack.runtime.web.compression.compress_pages`), but a
+compressed answer could not be kept for a client that does not accept gzip. So the cache asks
+the app for the plain page (it hides ``Accept-Encoding`` from it), keeps the plain body and,
+from ``PAGE_MIN_BYTES`` on, a gzip copy made once, and answers each request with the copy its
+``Accept-Encoding`` allows (``Vary: Accept-Encoding``; the gzip copy has its own ETag).
+
 Besides, an entry is re-rendered when it is older than ``recheck_seconds`` (one request
 renders, the others keep getting the entry meanwhile), so a change made by another process
 (a second hub replica publishing) shows after at most that long, new readings after at most
@@ -26,12 +32,15 @@ last 24 hours) is never older than ``max_age_seconds``.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
+
+from urbanstack.runtime.web.compression import PAGE_LEVEL, PAGE_MIN_BYTES, accepted
 
 CACHEABLE_METHODS = ("GET", "HEAD")
 MAX_QUERY = 512          # longer query strings are not cached (they would only fill the cache)
@@ -71,9 +80,14 @@ class Entry:
     headers: list[tuple[bytes, bytes]]
     body: bytes
     etag: bytes
+    gzipped: bytes | None = None  # the body gzipped once (None: too small to be worth it)
     rendered: float = field(default_factory=time.monotonic)
     checked: float = field(default_factory=time.monotonic)
     rendering: bool = False      # a request is re-rendering it; the others keep using it
+
+    @property
+    def size(self) -> int:
+        return len(self.body) + len(self.gzipped or b"")
 
 
 class PageStore:
@@ -96,18 +110,18 @@ class PageStore:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= len(old.body)
+                self._bytes -= old.size
             self._items[key] = entry
-            self._bytes += len(entry.body)
+            self._bytes += entry.size
             while self._items and (len(self._items) > self.max_entries or self._bytes > self.max_bytes):
                 _, dropped = self._items.popitem(last=False)
-                self._bytes -= len(dropped.body)
+                self._bytes -= dropped.size
 
     def drop(self, key: tuple) -> None:
         with self._lock:
             old = self._items.pop(key, None)
             if old is not None:
-                self._bytes -= len(old.body)
+                self._bytes -= old.size
 
     def clear(self) -> None:
         with self._lock:
@@ -163,9 +177,12 @@ class CachedPages:
         if not cacheable or len(query) > MAX_QUERY:
             return await self.app(scope, receive, send)
         if_none_match = None
+        gzip_ok = False
         for name, value in scope["headers"]:
             if name == b"if-none-match":
                 if_none_match = value
+            elif name == b"accept-encoding":
+                gzip_ok = "gzip" in accepted(value.decode("latin-1"))
             elif name in (b"authorization", b"cookie"):
                 return await self.app(scope, receive, send)   # not an anonymous request: never shared
         key = (path, query)
@@ -175,22 +192,32 @@ class CachedPages:
         if entry is not None:
             fresh = entry.stamp == stamp and now - entry.rendered < hub.max_age_seconds
             if fresh and (now - entry.checked < hub.recheck_seconds or entry.rendering):
-                return await self._replay(entry, scope, send, if_none_match)
+                return await self._replay(entry, scope, send, if_none_match, gzip_ok)
             if fresh:
                 entry.rendering = True      # this request renders; the others keep the entry meanwhile
             else:
                 hub.pages.drop(key)
-        await self._render(key, slug, stamp, scope, receive, send, if_none_match, entry)
+        plain = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k != b"accept-encoding"]}
+        await self._render(key, slug, stamp, plain, receive, send, if_none_match, gzip_ok, entry)
 
-    async def _replay(self, entry: Entry, scope, send, if_none_match) -> None:
-        if _matches(if_none_match, entry.etag):
-            await send({"type": "http.response.start", "status": 304, "headers": _not_modified(entry.headers)})
+    async def _replay(self, entry: Entry, scope, send, if_none_match, gzip_ok: bool) -> None:
+        body, etag, headers = entry.body, entry.etag, entry.headers
+        if entry.gzipped is not None:
+            headers = [*headers, (b"vary", b"Accept-Encoding")]
+            if gzip_ok:
+                body, etag = entry.gzipped, entry.etag[:-1] + b'-gzip"'
+                headers = [(k, v) for k, v in headers if k not in (b"content-length", b"etag")]
+                headers += [(b"content-encoding", b"gzip"), (b"content-length", str(len(body)).encode()),
+                            (b"etag", etag)]
+        if _matches(if_none_match, etag):
+            await send({"type": "http.response.start", "status": 304, "headers": _not_modified(headers)})
             await send({"type": "http.response.body", "body": b""})
             return
-        await send({"type": "http.response.start", "status": entry.status, "headers": entry.headers})
-        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else entry.body})
+        await send({"type": "http.response.start", "status": entry.status, "headers": headers})
+        await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else body})
 
-    async def _render(self, key, slug, stamp, scope, receive, send, if_none_match, previous: Entry | None) -> None:
+    async def _render(self, key, slug, stamp, scope, receive, send, if_none_match, gzip_ok: bool,
+                      previous: Entry | None) -> None:
         start: dict[str, Any] = {}
         chunks: list[bytes] = []
         size = 0
@@ -218,7 +245,7 @@ class CachedPages:
                 chunks.clear()
                 return await send(message)
             if not message.get("more_body", False):
-                await self._finish(key, slug, stamp, start, b"".join(chunks), scope, send, if_none_match)
+                await self._finish(key, slug, stamp, start, b"".join(chunks), scope, send, if_none_match, gzip_ok)
             return None
 
         try:
@@ -229,16 +256,17 @@ class CachedPages:
                 if self.hub.pages.get(key) is previous:
                     self.hub.pages.drop(key)     # the page is no longer a plain 200: forget the old one
 
-    async def _finish(self, key, slug, stamp, start, body, scope, send, if_none_match) -> None:
+    async def _finish(self, key, slug, stamp, start, body, scope, send, if_none_match, gzip_ok: bool) -> None:
         etag = _etag(body)
         headers = [(k, v) for k, v in start.get("headers", []) if k.lower() not in (b"etag", b"cache-control")]
         headers += [(b"etag", etag), (b"cache-control", self.hub.cache_control.encode())]
+        gzipped = gzip.compress(body, PAGE_LEVEL, mtime=0) if len(body) >= PAGE_MIN_BYTES else None
+        entry = Entry(scope=slug, stamp=stamp, status=start["status"], headers=headers, body=body, etag=etag,
+                      gzipped=gzipped)
         if scope["method"] == "GET":
             # (a HEAD's answer has no body to keep)
-            self.hub.pages.put(key, Entry(scope=slug, stamp=stamp, status=start["status"], headers=headers,
-                                          body=body, etag=etag))
-        entry = Entry(scope=slug, stamp=stamp, status=start["status"], headers=headers, body=body, etag=etag)
-        await self._replay(entry, scope, send, if_none_match)
+            self.hub.pages.put(key, entry)
+        await self._replay(entry, scope, send, if_none_match, gzip_ok)
 
 
 def _not_modified(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:

@@ -20,13 +20,13 @@ from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
+from fastapi.responses import HTMLResponse, RedirectResponse
 
 from urbanstack.runtime.api.catalogue import Catalogue
 from urbanstack.runtime.api.query import QueryEngine
 from urbanstack.runtime.web import i18n, security
 from urbanstack.runtime.web.compression import PrecompressedStatic, compress_pages
+from urbanstack.runtime.web.errors import install_error_pages
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.oidc import HubClient, Keycloak, SignInError
 from urbanstack.runtime.web.rendering import STATIC_DIR, STATIC_PREFIX, Renderer
@@ -229,20 +229,6 @@ def _error_pages(app: FastAPI, hub: GovHub) -> None:
         413: (N_("Too large"), N_("The request is too large.")),
         422: (N_("Invalid input"), N_("Some input was not valid. Go back and check the form.")),
     }
-
-    @app.exception_handler(NeedsSignIn)
-    async def needs_sign_in(request: Request, error: NeedsSignIn) -> Response:
-        return RedirectResponse(error.location, 303)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        if error.status_code == 403 and error.detail == "csrf":
-            return security.refuse_csrf()
-        if not hasattr(request.state, "lang"):
-            request.state.lang = i18n.language(request.query_params.get("lang"))
-        translate = i18n.translations(request.state.lang).gettext
-        title, message = texts.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
-        detail = error.detail if isinstance(error.detail, str) and error.status_code in (409, 413, 422, 503) else None
-        return hub.page(request, "error.html", status=error.status_code, title=translate(title),
-                        message=translate(detail) if detail else translate(message), back=None,
-                        headers=getattr(error, "headers", None))
+    install_error_pages(app, texts, lambda request, status, title, message, headers: hub.page(
+        request, "error.html", status=status, title=title, message=message, back=None, headers=headers),
+        detail_statuses=frozenset({409, 413, 422}), sign_in=NeedsSignIn)

@@ -161,6 +161,7 @@ def router(hub: GovHub) -> APIRouter:
             file = billing.file(found, fmt)
         except ExportRefused as refused:
             log.info("statement %s %s of %s refused: %s", month, fmt, slug, refused)
+            # 409 shows its reason on the error page; a 503 (not configured, not yet known) the general text
             raise HTTPException(409 if refused.status == 409 else 503, REFUSED_TEXT[refused.reason]) from None
         return Response(file.body, media_type=file.media_type, headers={
             "Content-Disposition": f'attachment; filename="{file.filename}"', "Cache-Control": "no-store"})

@@ -22,7 +22,6 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import HTTPException
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from urbanstack import mail
 from urbanstack.operator import naming
@@ -36,6 +35,7 @@ from urbanstack.runtime.store.models import utcnow
 from urbanstack.runtime.store.signup import (APPROVED, CONFIRMED, READY, RECEIVED, DuplicateRequest,
                                              SignupRequests, WrongState)
 from urbanstack.runtime.web import i18n, security
+from urbanstack.runtime.web.errors import install_error_pages
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.oidc import PendingLogin, SignInError
 from urbanstack.runtime.web.rendering import STATIC_DIR, STATIC_PREFIX, Renderer
@@ -544,18 +544,5 @@ def _error_pages(app: FastAPI, hub: SignupApp) -> None:
         404: (N_("Not found"), N_("This page does not exist, or the link is no longer valid.")),
         405: (N_("Not allowed"), N_("This page does not accept that kind of request.")),
     }
-
-    @app.exception_handler(NeedsSignIn)
-    async def needs_sign_in(request: Request, error: NeedsSignIn) -> Response:
-        return RedirectResponse(error.location, 303)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
-        if error.status_code == 403 and error.detail == "csrf":
-            return security.refuse_csrf()
-        if not hasattr(request.state, "lang"):
-            request.state.lang = i18n.language(request.query_params.get("lang"))
-        t = hub.t(request)
-        title, message = texts.get(error.status_code, (N_("Error"), N_("The request could not be completed.")))
-        return hub.page(request, "error.html", status=error.status_code, title=t(title), message=t(message),
-                        back=None)
+    install_error_pages(app, texts, lambda request, status, title, message, headers: hub.page(
+        request, "error.html", status=status, title=title, message=message, back=None), sign_in=NeedsSignIn)
