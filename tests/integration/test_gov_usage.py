@@ -41,8 +41,9 @@ ROLES = {"gov-admin": ("gov-admin", "gov-editor", "gov-viewer"), "gov-editor": (
          "gov-viewer": ("gov-viewer",)}
 
 
-def _municipality(slug: str, name: str, ags: str, residents: int, billing: dict | None = None) -> Municipality:
-    spec = {"displayName": name, "ags": ags, "admins": [f"admin@{slug}.example.org"]}
+def _municipality(slug: str, name: str, ags: str, residents: int, billing: dict | None = None,
+                  plan: str = "small") -> Municipality:
+    spec = {"displayName": name, "ags": ags, "admins": [f"admin@{slug}.example.org"], "plan": {"name": plan}}
     if billing:
         spec["billing"] = billing
     return Municipality.model_validate({"apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality",
@@ -62,13 +63,17 @@ class UsageWorld:
 
     def __init__(self, ledger, settings, issuer, warehouse, store):
         suffix = uuid.uuid4().hex[:6]
-        self.gue, self.bi = f"guetersloh-g{suffix}", f"bielefeld-g{suffix}"
+        self.gue, self.bi, self.hw = f"guetersloh-g{suffix}", f"bielefeld-g{suffix}", f"harsewinkel-g{suffix}"
         self.catalogue = Catalogue([
             _municipality(self.gue, "Stadt Gütersloh", "05754008", 102_930, {
                 "leitwegId": "05754008-0001-86", "street": "Berliner Straße 70", "postalCode": "33330",
                 "city": "Gütersloh", "email": "e-rechnung@guetersloh.example"}),
-            _municipality(self.bi, "Stadt Bielefeld", "05711000", 338_332)], [])
-        self.statements = Statements(ledger, prices=PRICE_BOOK)
+            _municipality(self.bi, "Stadt Bielefeld", "05711000", 338_332),
+            # a plan the test's price list has no prices for
+            _municipality(self.hw, "Stadt Harsewinkel", "05754012", 25_000, plan="medium")], [])
+        # each municipality's plan from the catalogue, as urbanstack serve prices them
+        self.statements = Statements(ledger, prices=PRICE_BOOK,
+                                     plan_of=lambda slug: self.catalogue.municipality(slug).spec.plan.name.value)
         now = datetime.now(UTC)
         self.this = now.astimezone(BILLING_ZONE).date().replace(day=1)
         # two months back: frozen whatever day of the month the test runs
@@ -201,6 +206,15 @@ def test_bielefeld_never_sees_guetersloh_usage_through_the_page_or_the_downloads
     assert refused.status_code == 409 and "Leitweg-ID" in page_text(refused.text)
 
 
+def test_a_plan_without_prices_is_said_plainly(world):
+    headers = world.staff(world.hw)
+    page = world.client.get(f"/gov/{world.hw}/usage", headers=headers)
+    assert page.status_code == 200
+    assert "keine Preise für den Tarif von Stadt Harsewinkel" in page_text(page.text)
+    assert world.client.get(f"/gov/{world.hw}/usage/statements/{world.this:%Y-%m}.csv",
+                            headers=headers).status_code == 503
+
+
 def test_editors_and_viewers_do_not_see_finance_data(world):
     for role in ("gov-editor", "gov-viewer"):
         headers = world.staff(world.gue, role)
@@ -226,13 +240,13 @@ def test_the_ops_console_shows_the_impact_figures_with_the_population_date(world
     page = world.client.get("/ops/impact", headers=ops_headers(world.store))
     assert page.status_code == 200, page_text(page.text)
     text = page_text(page.text, 3000)
-    assert re.search(r'data-figure="municipalities_ready">2<', page.text)
-    assert re.search(r'data-figure="residents_reached">441\.262<', page.text)      # 102,930 + 338,332
+    assert re.search(r'data-figure="municipalities_ready">3<', page.text)
+    assert re.search(r'data-figure="residents_reached">466\.262<', page.text)      # 102,930 + 338,332 + 25,000
     assert "Stand 31.12.2023 (Destatis)" in text
     assert '<a href="/ops/impact" aria-current="page">Wirkung</a>' in page.text
     # the same figures as the open API's
     figures = world.client.get("/api/v1/impact").json()
-    assert figures["residents_reached"] == 441_262 and figures["population_as_of"] == "2023-12-31"
+    assert figures["residents_reached"] == 466_262 and figures["population_as_of"] == "2023-12-31"
     # staff of a municipality are no operators
     assert world.client.get("/ops/impact", headers=ops_headers(world.store, roles=())).status_code == 403
 

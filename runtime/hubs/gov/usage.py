@@ -125,12 +125,16 @@ def router(hub: GovHub) -> APIRouter:
     def usage_page(request: Request, slug: str, session: Session = Depends(admin)):
         municipality = hub.municipality(slug)
         billing = hub.extras.get("billing")
-        context = {"municipality": municipality, "slug": slug, "metering": billing is not None}
+        context = {"municipality": municipality, "slug": slug, "metering": billing is not None, "unpriced": False}
         if billing is None:
             return hub.page(request, "gov/usage.html", **context)
         now = datetime.now(timezone.utc)
         this = now.astimezone(BILLING_ZONE).date().replace(day=1)
-        history = billing.statements.overview(slug, now)
+        try:
+            history = billing.statements.overview(slug, now)
+        except ValueError as error:   # the price book has no prices for the municipality's plan
+            log.warning("no statement for %s: %s", slug, error)
+            return hub.page(request, "gov/usage.html", **{**context, "unpriced": True})
         current = next(s for s in history if s.month == f"{this:%Y-%m}")
         invoice_note = None
         if billing.seller is None:
@@ -156,7 +160,11 @@ def router(hub: GovHub) -> APIRouter:
         if billing is None or fmt is None:
             raise HTTPException(404)
         this = datetime.now(BILLING_ZONE).date().replace(day=1)
-        found = billing.statements.statement(session.tenant, _month(month, this))
+        try:
+            found = billing.statements.statement(session.tenant, _month(month, this))
+        except ValueError as error:   # the price book has no prices for the municipality's plan
+            log.warning("no statement %s for %s: %s", month, slug, error)
+            raise HTTPException(503) from None
         try:
             file = billing.file(found, fmt)
         except ExportRefused as refused:
