@@ -114,7 +114,8 @@ def parse_datetime(text: str) -> tuple[datetime, datetime] | None:
     start = EARLIEST if open_start else _moment(first, False)
     end = LATEST if open_end else _moment(last, True)
     if start > end:
-        raise bad_request(f"datetime: the interval's start ({format_time(start)}) is after its end ({format_time(end)})")
+        raise bad_request(f"datetime: the interval's start ({format_time(start)}) is after its end "
+                          f"({format_time(end)})")
     return start, end
 
 
@@ -265,7 +266,8 @@ class Features:
         sensors = self.positioned(dataset)
         if bbox is not None:
             min_lon, min_lat, max_lon, max_lat = bbox
-            sensors = [s for s in sensors if min_lon <= s.current.lon <= max_lon and min_lat <= s.current.lat <= max_lat]
+            sensors = [s for s in sensors
+                       if min_lon <= s.current.lon <= max_lon and min_lat <= s.current.lat <= max_lat]
         if interval is None:
             # Every sensor with a position has a latest reading: the page is cut from the index.
             matched = len(sensors)
@@ -341,8 +343,8 @@ class Features:
         rows = self.engine._run("ogc_features", sql, params)
         if not rows and offset:
             # Past the end: how many there are all the same (for numberMatched).
-            counted = self.engine._run("ogc_features", f"SELECT count() FROM ({self._latest_sql(dataset, _IN_INTERVAL, '')})",
-                                       params)
+            counted = self.engine._run("ogc_features",
+                                       f"SELECT count() FROM ({self._latest_sql(dataset, _IN_INTERVAL, '')})", params)
             return {}, int(counted[0][0]) if counted else 0
         return {row[0]: row[1] for row in rows}, int(rows[0][2]) if rows else 0
 
@@ -474,13 +476,15 @@ def openapi(base: str, limits: FeaturesLimits) -> dict:
                 "featureCollectionGeoJSON": {
                     "type": "object", "required": ["type", "features"],
                     "properties": {"type": {"type": "string", "enum": ["FeatureCollection"]},
-                                   "features": {"type": "array", "items": {"$ref": "#/components/schemas/featureGeoJSON"}},
+                                   "features": {"type": "array",
+                                                "items": {"$ref": "#/components/schemas/featureGeoJSON"}},
                                    "links": links, "timeStamp": {"type": "string", "format": "date-time"},
                                    "numberMatched": {"type": "integer", "minimum": 0},
                                    "numberReturned": {"type": "integer", "minimum": 0}}},
             },
             "responses": {
-                "BadRequest": response("A query parameter is unknown or its value is not valid; the message says which."),
+                "BadRequest": response("A query parameter is unknown or its value is not valid; "
+                                       "the message says which."),
                 "Unauthorized": response("The token sent is not valid."),
                 "NotFound": response("No such resource, or not visible to the caller."),
                 "NotAcceptable": response("The Accept header allows none of the types this resource is served as."),

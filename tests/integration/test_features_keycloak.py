@@ -5,12 +5,8 @@ Bielefeld's token and anonymous callers cannot reach Gütersloh's private weathe
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
-
 import pytest
-import uvicorn
+from served_app import serving
 from test_api import PEDESTRIANS, PEGEL
 from test_api_keycloak import client, gue_viewer, tenants, world  # noqa: F401 - fixtures
 from test_identity_provisioner import _add_viewer
@@ -61,26 +57,15 @@ def test_owslib_with_a_real_bielefeld_token(platform, world, tenants, warehouse,
 
     app = create_app(platform, world.catalogue, warehouse, keycloak_url=platform.keycloak_url,
                      audience="{tenant}-api")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
     saved = dict(owslib.ogcapi.REQUEST_HEADERS)   # OWSLib keeps a client's headers for all later clients
     try:
-        deadline = time.monotonic() + 20
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert server.started
-        service = Features(f"http://127.0.0.1:{port}/ogcapi/", headers=headers["bi"])
-        levels = f"{world.bi}.{PEGEL}.water_levels"
-        assert levels in service.feature_collections()
-        assert [f["properties"]["water_level"] for f in service.collection_items(levels)["features"]] == [705.0]
-        with pytest.raises(RuntimeError, match="not visible"):
-            service.collection_items(f"{world.gue}.{PEDESTRIANS}.weather")
+        with serving(app, platform) as base:
+            service = Features(f"{base}/ogcapi/", headers=headers["bi"])
+            levels = f"{world.bi}.{PEGEL}.water_levels"
+            assert levels in service.feature_collections()
+            assert [f["properties"]["water_level"] for f in service.collection_items(levels)["features"]] == [705.0]
+            with pytest.raises(RuntimeError, match="not visible"):
+                service.collection_items(f"{world.gue}.{PEDESTRIANS}.weather")
     finally:
         owslib.ogcapi.REQUEST_HEADERS.clear()
         owslib.ogcapi.REQUEST_HEADERS.update(saved)
-        server.should_exit = True
-        thread.join(10)
