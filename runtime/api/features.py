@@ -276,8 +276,9 @@ class Features:
             chosen = [(s, rows.get(s.sensor_id)) for s in page]
         else:
             start, end = interval
-            # Only sensors whose readings span the interval can have one in it; the warehouse says which do.
-            candidates = [s for s in sensors if s.first <= end and s.last >= start]
+            # Only sensors that had begun reading by the interval's end can have a reading in it; the warehouse
+            # says which do. (Not narrowed by the index's last reading: it may be up to a refresh old.)
+            candidates = [s for s in sensors if s.first <= end]
             rows, matched = self.latest_in(dataset, candidates, start, end, limit, offset) if candidates else ({}, 0)
             by_id = {s.sensor_id: s for s in candidates}
             chosen = [(by_id[key], row) for key, row in rows.items()]
