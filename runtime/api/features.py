@@ -42,6 +42,7 @@ JSON, GEOJSON, OPENAPI = "application/json", "application/geo+json", "applicatio
 # Query parameters each kind of resource knows; any other one is refused (400), as Core requires.
 ITEMS_PARAMETERS = frozenset({"bbox", "datetime", "limit", "offset", "f"})
 OTHER_PARAMETERS = frozenset({"f"})
+LOOK_BACK = timedelta(days=1)   # where a sensor's latest reading before a time is looked for first
 _IN_INTERVAL = ("sensor_id IN {sensors:Array(String)} AND observed_at >= {start:DateTime64(3, 'UTC')} "
                 "AND observed_at <= {end:DateTime64(3, 'UTC')}")
 _COLLECTION_ID = re.compile(r"^([a-z][a-z0-9-]*)\.([a-z][a-z0-9-]*)\.([a-z][a-z0-9_]*)$")
@@ -87,8 +88,9 @@ def _moment(text: str, end: bool) -> datetime:
     try:
         if "T" not in text.upper():
             day = date.fromisoformat(text)
-            moment = datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
-            return moment + timedelta(days=1) - timedelta(milliseconds=1) if end else moment
+            if end:
+                return datetime(day.year, day.month, day.day, 23, 59, 59, 999_000, tzinfo=timezone.utc)
+            return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
         value = datetime.fromisoformat(re.sub(r"[zZ]$", "+00:00", text))
     except ValueError:
         raise bad_request(f"datetime: {text[:60]!r} is not an RFC 3339 date-time such as 2026-03-02T08:00:00Z "
@@ -104,19 +106,25 @@ def parse_datetime(text: str) -> tuple[datetime, datetime] | None:
             raise bad_request("datetime: an instant must be a date-time, not open; write '../<end>' or '<start>/..' "
                               "for an open interval")
         start, end = _moment(text, False), _moment(text, True)
-        return (start, start) if "T" in text.upper() else (start, end)
+        if "T" in text.upper():
+            end = start
+        if end < EARLIEST or start > LATEST:
+            return LATEST, EARLIEST   # the warehouse holds readings from 1970 to 2100 only: an empty interval
+        return start, end
     first, _, last = text.partition("/")
     if "/" in last:
         raise bad_request(f"datetime: an interval has one '/', got {text[:100]!r}")
     open_start, open_end = first in ("", ".."), last in ("", "..")
     if open_start and open_end:
         return None
-    start = EARLIEST if open_start else _moment(first, False)
-    end = LATEST if open_end else _moment(last, True)
-    if start > end:
+    start = None if open_start else _moment(first, False)
+    end = None if open_end else _moment(last, True)
+    if start is not None and end is not None and start > end:
         raise bad_request(f"datetime: the interval's start ({format_time(start)}) is after its end "
                           f"({format_time(end)})")
-    return start, end
+    # The warehouse holds readings from 1970 to 2100 only: outside, nothing can match.
+    start, end = max(start or EARLIEST, EARLIEST), min(end or LATEST, LATEST)
+    return (start, end) if start <= end else (LATEST, EARLIEST)
 
 
 def parse_int(params: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -268,11 +276,15 @@ class Features:
             min_lon, min_lat, max_lon, max_lat = bbox
             sensors = [s for s in sensors
                        if min_lon <= s.current.lon <= max_lon and min_lat <= s.current.lat <= max_lat]
-        if interval is None:
-            # Every sensor with a position has a latest reading: the page is cut from the index.
+        if interval is None or interval[0] == EARLIEST:
+            # Every sensor with a position has a latest reading, and one up to any end after its first:
+            # the page is cut from the index, the warehouse reads only the page's readings.
+            until = None if interval is None else interval[1]
+            if until is not None:
+                sensors = [s for s in sensors if s.first <= until]
             matched = len(sensors)
             page = sensors[offset:offset + limit]
-            rows = self.latest(dataset, page) if page else {}
+            rows = self.latest(dataset, page, until) if page else {}
             chosen = [(s, rows.get(s.sensor_id)) for s in page]
         else:
             start, end = interval
@@ -326,11 +338,35 @@ class Features:
         return (f"SELECT sensor_id, argMax(tuple(observed_at{columns}), tuple(observed_at, event_id)){extra} "
                 f"FROM {_table(dataset)} FINAL WHERE {where} GROUP BY sensor_id ORDER BY sensor_id {tail}")
 
-    def latest(self, dataset: DatasetInfo, sensors: list[SensorInfo]) -> dict[str, tuple]:
-        """Each sensor's latest reading: at or after its last time in the index (the index may be older)."""
-        params = {"sensors": [s.sensor_id for s in sensors], "since": min(s.last for s in sensors)}
-        sql = self._latest_sql(dataset, "sensor_id IN {sensors:Array(String)} "
-                                        "AND observed_at >= {since:DateTime64(3, 'UTC')}", "")
+    def latest(self, dataset: DatasetInfo, sensors: list[SensorInfo], until: datetime | None = None
+               ) -> dict[str, tuple]:
+        """Each sensor's latest reading (at or before ``until``), reading as little of the table as it can."""
+        found: dict[str, tuple] = {}
+        # Read at its last time in the index or later (the index may be a refresh old): the latest is there.
+        settled = [s for s in sensors if until is None or s.last <= until]
+        if settled:
+            found.update(self._between(dataset, settled, min(s.last for s in settled), until))
+        # Read after ``until`` too: first the day before it, then in full for those that had none there.
+        later = [s for s in sensors if until is not None and s.last > until]
+        if later:
+            window = max(until - LOOK_BACK, EARLIEST)
+            found.update(self._between(dataset, later, window, until))
+            missing = [s for s in later if s.sensor_id not in found and s.first < window]
+            if missing:
+                found.update(self._between(dataset, missing, None, until))
+        return found
+
+    def _between(self, dataset: DatasetInfo, sensors: list[SensorInfo], since: datetime | None,
+                 until: datetime | None) -> dict[str, tuple]:
+        params: dict[str, Any] = {"sensors": [s.sensor_id for s in sensors]}
+        where = ["sensor_id IN {sensors:Array(String)}"]
+        if since is not None:
+            params["since"] = since
+            where.append("observed_at >= {since:DateTime64(3, 'UTC')}")
+        if until is not None:
+            params["until"] = until
+            where.append("observed_at <= {until:DateTime64(3, 'UTC')}")
+        sql = self._latest_sql(dataset, " AND ".join(where), "")
         return {row[0]: row[1] for row in self.engine._run("ogc_features", sql, params)}
 
     def latest_in(self, dataset: DatasetInfo, sensors: list[SensorInfo], start: datetime, end: datetime,

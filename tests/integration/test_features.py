@@ -161,6 +161,28 @@ def test_datetime_instants_intervals_and_open_ends(client, world):
         assert "datetime" in answer.json()["error"]["message"]
 
 
+def test_latest_reading_before_a_gap_and_times_outside_the_warehouse(world, issuer, settings, warehouse):
+    """'As of' a time with no reading in the day before it: the latest one before the gap is found."""
+    late = {**world.weather[0], "event_id": "bw-late", "observed_at": T0 + dt.timedelta(days=10), "temperature": 1.5}
+    warehouse.insert(world.table(world.bi, PEDESTRIANS, "weather").replace("`", ""), [list(late.values())],
+                     column_names=list(late))
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     quota=QueryQuota(lambda slug: None, 0))
+    url = f"/ogcapi/collections/{ids(world)['bi_weather']}/items"
+    with TestClient(app, raise_server_exceptions=False) as fresh:
+        bi = bearer(issuer, world.bi)
+        station = features(fresh.get(url, headers=bi, params={"datetime": f"../{time_text(T0 + dt.timedelta(days=5))}"}))
+        assert station["dwd-01303"]["properties"]["observedAt"] == time_text(T0 + dt.timedelta(hours=23))
+        assert station["dwd-01303"]["properties"]["temperature"] == -40.0
+        now = features(fresh.get(url, headers=bi))["dwd-01303"]["properties"]
+        assert now["observedAt"] == time_text(late["observed_at"]) and now["temperature"] == 1.5
+        for far in ("1900-01-01T00:00:00Z", "0001-01-01/1960-01-01", "2200-01-01T00:00:00Z/..", "9999-12-31"):
+            body = fresh.get(url, headers=bi, params={"datetime": far}).json()
+            assert body.get("features") == [] and body["numberMatched"] == 0, (far, body)
+        everything = features(fresh.get(url, headers=bi, params={"datetime": "0001-01-01T00:00:00Z/9999-01-01"}))
+        assert everything["dwd-01303"]["properties"]["temperature"] == 1.5
+
+
 def test_limit_and_paging_links_walk_every_feature_once(client, world):
     url = f"/ogcapi/collections/{ids(world)['counts']}/items"
     for extra in ({}, {"datetime": f"{time_text(T0)}/.."}):
