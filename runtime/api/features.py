@@ -80,7 +80,19 @@ def parse_bbox(text: str) -> tuple[float, float, float, float]:
     if len(numbers) != 4 or not all(math.isfinite(n) for n in numbers):
         raise bad_request(f"bbox must be four (or six) finite numbers min_lon,min_lat,max_lon,max_lat (CRS84), "
                           f"got {text[:100]!r}")
+    min_lon, min_lat, max_lon, max_lat = numbers
+    if min_lon > max_lon and -180 <= max_lon and min_lon <= 180:
+        # A box across the antimeridian (west edge east of the east edge): each side checked on its own.
+        _checked_bbox([min_lon, min_lat, 180, max_lat])
+        _checked_bbox([-180, min_lat, max_lon, max_lat])
+        return min_lon, min_lat, max_lon, max_lat
     return _checked_bbox(numbers)
+
+
+def in_bbox(lon: float, lat: float, bbox: tuple[float, float, float, float]) -> bool:
+    min_lon, min_lat, max_lon, max_lat = bbox
+    across = min_lon > max_lon   # across the antimeridian
+    return min_lat <= lat <= max_lat and (min_lon <= lon or lon <= max_lon if across else min_lon <= lon <= max_lon)
 
 
 def _moment(text: str, end: bool) -> datetime:
@@ -273,9 +285,7 @@ class Features:
         interval = parse_datetime(params["datetime"]) if "datetime" in params else None
         sensors = self.positioned(dataset)
         if bbox is not None:
-            min_lon, min_lat, max_lon, max_lat = bbox
-            sensors = [s for s in sensors
-                       if min_lon <= s.current.lon <= max_lon and min_lat <= s.current.lat <= max_lat]
+            sensors = [s for s in sensors if in_bbox(s.current.lon, s.current.lat, bbox)]
         if interval is None or interval[0] == EARLIEST:
             # Every sensor with a position has a latest reading, and one up to any end after its first:
             # the page is cut from the index, the warehouse reads only the page's readings.
