@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
+import subprocess
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -344,3 +346,29 @@ def test_owslib_with_bielefeld_token_reads_its_collections_only(server, world, i
     for private in (f"collections/{names['weather']}/items", f"collections/{names['weather']}/items/dwd-01303"):
         with pytest.raises(RuntimeError, match="not visible"):
             service._request(path=private)
+
+
+def ogrinfo(url: str, *args: str, token: dict | None = None) -> str:
+    from urbanstack.devplatform.debian import ensure_installed
+
+    ensure_installed("gdal-bin", provides="ogrinfo", what="the OGC API – Features test with GDAL's OAPIF driver")
+    env = dict(os.environ, GDAL_HTTP_HEADERS=f"Authorization: {token['Authorization']}" if token else "")
+    run = subprocess.run(["ogrinfo", "-ro", "-al", f"OAPIF:{url}", *args], capture_output=True, text=True,
+                         timeout=120, env=env)
+    assert run.returncode == 0, run.stderr[-1000:]
+    return run.stdout
+
+
+def test_gdal_reads_the_features_as_qgis_and_geopandas_do(server, world, issuer):
+    """GDAL's OAPIF driver (under ogr2ogr, geopandas and many desktop tools): layers, fields, a bbox."""
+    counts = ids(world)["counts"]
+    summary = ogrinfo(server, "-so")
+    assert f"Layer name: {counts}" in summary and "Feature Count: 2" in summary
+    assert "Geometry: Point" in summary and "pedestrians: Integer" in summary
+    assert ids(world)["weather"] not in summary
+    inside = ogrinfo(server, "-spat", "8.382", "51.905", "8.384", "51.907", counts)
+    expected = latest(world.pedestrians, "g-berliner")["pedestrians"]
+    assert "sensorId (String) = g-berliner" in inside and f"pedestrians (Integer) = {expected}" in inside
+    assert "g-koenig" not in inside and "POINT (8.383 51.906)" in inside
+    bielefeld = ogrinfo(server, "-so", token=bearer(issuer, world.bi))
+    assert f"Layer name: {ids(world)['bi_levels']}" in bielefeld and ids(world)["weather"] not in bielefeld
