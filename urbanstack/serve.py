@@ -243,7 +243,7 @@ def hub_app(settings: Settings, catalogue, warehouse_client, store, *, extras: d
 
 # Paths the Data Hub API answers; every other path belongs to the web pages (hubs).
 API_PREFIXES = ("/api/", "/graphql", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/ingest",
-                "/v1.1")
+                "/v1.1", "/ogcapi")
 
 
 class PathDispatch:

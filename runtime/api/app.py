@@ -21,6 +21,7 @@ from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
+from .features import add_features
 from .graphql import BoundedGraphQLRouter, build_schema
 from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
@@ -165,6 +166,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     app.include_router(build_router(principal_dependency))
     # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
     add_sensorthings(app, principal, charge)
+    # OGC API – Features under /ogcapi: sensors as features, over the same engine and the SensorThings index.
+    add_features(app, principal, charge)
     if ledger is not None:
         impact = Impact(catalogue, ledger)
         registry.register(impact)
