@@ -64,6 +64,7 @@ class StaLimits:
     recent_observation_ids: int = 100_000
     cached_graphs: int = 64            # distinct sets of readable datasets kept built ...
     cached_entities: int = 400_000     # ... holding at most this many entities together (memory)
+    write_wait_seconds: float = 10.0   # a POSTed Observation: how long the answer waits for the sink to write it
 
 
 class RecentIds:
