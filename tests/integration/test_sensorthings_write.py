@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import secrets
 import socket
 import threading
@@ -143,8 +144,10 @@ def test_an_editor_s_observation_goes_through_kafka_and_is_readable_when_201_com
     assert latest[0]["@iot.id"] == body["@iot.id"]
     # It went through Gütersloh's own topic like every reading, as an event of the weather dataset.
     topic = naming.topic(world.gue, PEDESTRIANS, WEATHER)
-    events = [m for m in read_topic(admin_config, topic, 1, timeout=10) if b"21.5" in m.value()]
-    assert len(events) == 1 and b'"sensor_id":"dwd-01303"' in events[0].value()
+    events = [json.loads(m.value()) for m in read_topic(admin_config, topic, 1, timeout=10) if b"21.5" in m.value()]
+    assert len(events) == 1, events
+    assert (events[0]["source"], events[0]["fields"]) == ("sensorthings/temperature", {"temperature": [21.5]})
+    assert events[0]["sensor_id"] == ["dwd-01303"]
     assert seconds < 15   # bounded by write_wait_seconds (10 s) plus the query time, never longer
     # Not readable for others: Bielefeld does not see Gütersloh's private weather.
     assert client.get(f"/v1.1/Observations({body['@iot.id']})", headers=people.bi_editor).status_code == 404
@@ -235,11 +238,11 @@ def test_every_other_write_is_refused_with_the_reason(client, world, people):
     thing = stable_id("Thing", f"{world.gue}/{PEDESTRIANS}/{WEATHER}", "dwd-01303")
     cases = [
         ("POST", "/v1.1/Things", "appears with the sensor's first reading"),
-        ("POST", "/v1.1/Datastreams", "the CityTool declares"),
+        ("POST", "/v1.1/Datastreams", "CityTool declares"),
         ("POST", "/v1.1/ObservedProperties", "shared by every municipality"),
         ("POST", "/v1.1/Locations", "FeatureOfInterest"),
         ("PATCH", f"/v1.1/Things({thing})", "appears with the sensor's first reading"),
-        ("DELETE", f"/v1.1/Datastreams({temperature})", "the CityTool declares"),
+        ("DELETE", f"/v1.1/Datastreams({temperature})", "CityTool declares"),
         ("PATCH", f"/v1.1/Datastreams({temperature})/Observations", "send the reading again"),
         ("DELETE", "/v1.1/Observations(17)", "retention deletes old readings"),
         ("PUT", "/v1.1/Observations(17)", "POST the same Datastream and phenomenonTime"),
@@ -304,15 +307,18 @@ def server(platform, world, warehouse, streams, sink):  # noqa: F811 - fixtures
 def test_frost_sta_client_creates_an_observation(server, world, people):
     import frost_sta_client as fsc
 
-    class Bearer(requests.auth.AuthBase):   # the client's own auth handler knows only HTTP basic
-        def add_auth_header(self):
-            return self
+    from frost_sta_client.service.auth_handler import AuthHandler
 
+    class Token(requests.auth.AuthBase):
         def __call__(self, request):
             request.headers["Authorization"] = people.gue_editor["Authorization"]
             return request
 
-    service = fsc.SensorThingsService(server, auth_handler=Bearer())
+    class BearerHandler(AuthHandler):   # the client's own handler sends HTTP basic only
+        def add_auth_header(self):
+            return Token()
+
+    service = fsc.SensorThingsService(server, auth_handler=BearerHandler())
     stream = service.datastreams().find(datastream_id(world.gue, PEDESTRIANS, WEATHER, "dwd-01303", "wind_speed"))
     observation = fsc.Observation(result=7.25, phenomenon_time=now(), datastream=stream)
     service.create(observation)
