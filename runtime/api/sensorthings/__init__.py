@@ -19,7 +19,7 @@ from urbanstack.runtime.metering.api_meter import note_caller
 
 from .graph import SensorIndex, StaLimits
 from .service import VERSION, run
-from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed
+from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed, update
 
 __all__ = ["add_sensorthings", "StaLimits", "VERSION"]
 
@@ -59,25 +59,35 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     async def resource(request: Request, path: str) -> Response:
         return await handle(request, path)
 
-    def post(request: Request, path: str, body: bytes) -> tuple[dict, str]:
+    def write(change: Callable, request: Request, path: str, body: bytes):
         caller = principal(request)
         charge(request, caller)
         note_caller(request, caller)
         base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
-        return create(app.state.engine, index, app.state.sensorthings_limits, app.state.sensorthings_writes, caller,
+        return change(app.state.engine, index, app.state.sensorthings_limits, app.state.sensorthings_writes, caller,
                       base, path, body)
 
     @router.post(f"/{VERSION}/{{path:path}}", include_in_schema=False)
     async def create_entity(request: Request, path: str) -> Response:
         try:
             body = await _bounded_body(request)
-            written, location = await run_in_threadpool(post, request, path, body)
+            written, location = await run_in_threadpool(write, create, request, path, body)
         except WriteRefused as refused:
             return _refusal(refused)
         return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")), status_code=201,
                         media_type="application/json", headers={"Location": location})
 
-    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PATCH", "PUT", "DELETE"], include_in_schema=False)
+    @router.patch(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def change_entity(request: Request, path: str) -> Response:
+        try:
+            body = await _bounded_body(request)
+            written = await run_in_threadpool(write, update, request, path, body)
+        except WriteRefused as refused:
+            return _refusal(refused)
+        return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),
+                        media_type="application/json")
+
+    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PUT", "DELETE"], include_in_schema=False)
     async def change(request: Request, path: str) -> Response:
         return _refusal(method_not_allowed(request.method, path))
 
@@ -98,7 +108,7 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
 # browser. Every answer may be read cross-origin: no cookie or other ambient credential is ever
 # accepted here, a token must be sent explicitly (Authorization), so a foreign page learns nothing
 # its visitor did not hand it.
-PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
+PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, OPTIONS",
              "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
 
 

@@ -24,9 +24,13 @@ but a view of the CityTools' declarations and of the readings:
   (a sensor id and its positions): a new sensor appears with its first reading;
 - Datastreams and ObservedProperties are the fields a CityTool declares (with their units), the
   same for every municipality that runs the tool: they change with the CityTool's version;
-- an Observation is one value of a stored reading: readings are not edited or deleted one by
-  one (a reading sent again with the same sensor, time and source replaces the stored one; the
+- an Observation is one value of a stored reading: readings are not deleted one by one (the
   dataset's retention deletes old ones).
+
+**PATCH** of an Observation changes its ``result``: the stored reading (every field of its event)
+is published again with that value, under the same event id, so that it replaces the stored copy
+as a corrected reading does everywhere; the Observation keeps its id. Its time, Datastream and
+position identify the reading and cannot change.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from typing import Any, Protocol
 
 from ..auth import Permission, Principal
 from ..catalogue import DatasetInfo
-from ..query import QueryError, request_deadline
+from ..query import _quote, _table, _utc, request_deadline
 from . import sql as obs_sql
 from .graph import ENTITY_SETS, SINGULAR, Entity, SensorIndex, StaLimits, feature_id
 from .options import Options
@@ -52,6 +56,7 @@ from .service import Request, not_found
 SOURCE_PREFIX = "sensorthings/"
 MAX_BODY_BYTES = 64 * 1024
 _OBSERVATIONS = re.compile(r"^(?:Datastreams\((?P<stream>\d+)\)/)?Observations$")
+_OBSERVATION = re.compile(r"^(?:Datastreams\(\d+\)/)?Observations\(\d+\)$")
 _KNOWN_KEYS = {"phenomenonTime", "resultTime", "result", "Datastream", "FeatureOfInterest", "parameters",
                "resultQuality", "validTime"}
 _INTEGER_RANGES = {"UInt8": (0, 2**8 - 1), "UInt16": (0, 2**16 - 1), "UInt32": (0, 2**32 - 1),
@@ -72,9 +77,8 @@ DERIVED = {
                    "sensor; they change with the CityTool, not through this API",
     "ObservedProperties": "ObservedProperties are the fields CityTools declare, shared by every "
                           "municipality that runs the tool; they change with the CityTool",
-    "Observations": "a stored reading is not edited or deleted one by one: send the reading again the way it "
-                    "came (an Observation created here: POST the same Datastream and phenomenonTime) to replace "
-                    "its value; the dataset's retention deletes old readings",
+    "Observations": "a stored reading is not deleted one by one (the dataset's retention deletes old readings); "
+                    "correct its value with PATCH",
 }
 
 
@@ -94,16 +98,23 @@ class WriteRefused(Exception):
 
 def method_not_allowed(method: str, path: str) -> WriteRefused:
     """405 for a write the model does not have, with the reason."""
-    first = path.strip("/").split("/", 1)[0].split("(", 1)[0]
-    last = path.strip("/").rsplit("/", 1)[-1].split("(", 1)[0]
+    path = path.strip("/")
+    first = path.split("/", 1)[0].split("(", 1)[0]
+    last_segment = path.rsplit("/", 1)[-1]
+    last = last_segment.split("(", 1)[0]
     target = last if last in ENTITY_SETS else first
-    if method == "POST" and _OBSERVATIONS.match(path.strip("/")) is None and target == "Observations":
-        reason = "Observations are created at /v1.1/Observations or /v1.1/Datastreams(<id>)/Observations"
-    else:
-        reason = DERIVED.get(target, "this resource is read-only")
+    allow = "GET"
+    reason = DERIVED.get(target, "this resource is read-only")
+    if target == "Observations":
+        one = "(" in last_segment
+        allow = "GET, PATCH" if one else "GET, POST"
+        if method == "POST":
+            reason = "Observations are created at /v1.1/Observations or /v1.1/Datastreams(<id>)/Observations"
+        elif method == "PUT":
+            reason = "change an Observation's result with PATCH; its other properties identify the reading"
+        elif method == "PATCH" and not one:
+            reason = "PATCH one Observation: /v1.1/Observations(<id>)"
     what = SINGULAR.get(target, target or "the service root")
-    allow = "GET, POST" if method != "POST" and target == "Observations" and "(" not in path.rsplit("/", 1)[-1] \
-        else "GET"
     return WriteRefused(405, "method_not_allowed", f"{method} is not supported for {what}: {reason} "
                                                    "(docs/sensorthings.md, Create-Update-Delete)", {"Allow": allow})
 
@@ -115,31 +126,16 @@ def create(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     match = _OBSERVATIONS.match(path)
     if match is None:
         raise method_not_allowed("POST", path)
-    if writes is None:
-        raise WriteRefused(405, "method_not_allowed", "this API process accepts no writes (it runs without the "
-                                                      "ingest service, URBANSTACK_INGEST=0); POST Observations "
-                                                      "to the platform's main API", {"Allow": "GET"})
-    if caller is None:
-        raise WriteRefused(401, "unauthenticated", "creating Observations needs a token of your municipality with "
-                                                   "write permission (gov-editor or gov-admin): "
-                                                   "'Authorization: Bearer <access token>'",
-                           {"WWW-Authenticate": "Bearer"})
-    if not caller.can(Permission.write_own):
-        raise WriteRefused(403, "forbidden", f"your roles do not allow {Permission.write_own.value} in "
-                                             f"{caller.tenant}; creating Observations needs gov-editor or gov-admin")
+    _may_write(writes, caller, "creating")
     document = _document(body)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
     token = request_deadline.set(deadline)
     try:
         request = Request(engine, index, limits, caller, base)
         stream = _datastream(request, match.group("stream"), document)
-        dataset, field_index = stream.dataset, stream.field_index
-        if dataset.owner != caller.tenant:
-            raise WriteRefused(403, "forbidden", f"Datastream {stream.id} belongs to dataset {dataset.ref} of "
-                                                 f"{dataset.owner!r}, which {caller.tenant!r} may read but not "
-                                                 "write; a token writes only its own municipality's datasets")
+        _owned(caller, stream, f"Datastream {stream.id}")
         event = _event(request, stream, document, caller.tenant)
-        _publish(writes, caller, dataset, event)
+        _publish(writes, caller, stream.dataset, event)
         entity = _read_back(request, stream, event, deadline)
         written = request.write(entity, Options())
         return written, written["@iot.selfLink"]
@@ -147,7 +143,102 @@ def create(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
         request_deadline.reset(token)
 
 
-def _document(body: bytes) -> dict:
+def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
+           base: str, path: str, body: bytes) -> dict:
+    """PATCH of an Observation's ``result``: the whole stored reading (every field of its event) is
+    published again with that one value changed, under the same event id, so that it replaces the
+    stored copy (as a corrected reading does) — the Observation keeps its id. Answers the
+    Observation as read back."""
+    path = path.strip("/")
+    if _OBSERVATION.match(path) is None:
+        raise method_not_allowed("PATCH", path)
+    _may_write(writes, caller, "changing")
+    document = _document(body, creating=False)
+    deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
+    token = request_deadline.set(deadline)
+    try:
+        request = Request(engine, index, limits, caller, base)
+        target = request.resolve(path)
+        if not (isinstance(target, tuple) and target[0] == "entity" and target[1].kind == "Observation"):
+            raise not_found(f"Observation {path}")
+        observation = target[1]
+        stream = request.graph.get("Datastreams", observation.extra["datastream"])
+        if stream is None:
+            raise not_found(f"the Datastream of Observation {observation.id}")
+        _owned(caller, stream, f"Observation {observation.id}")
+        for name in ("phenomenonTime", "resultTime"):
+            if document.get(name) is not None and _instant(document[name]) != observation.extra["time"]:
+                raise WriteRefused(400, "invalid_body", f"{name} identifies the reading and cannot change; create "
+                                                        "an Observation at the new time instead")
+        for name in ("Datastream", "FeatureOfInterest"):
+            if document.get(name) is not None:
+                raise WriteRefused(400, "invalid_body", f"{name} cannot change: a reading stays with its sensor "
+                                                        "and position; only result can be changed")
+        event = _corrected(request, stream, observation, _value(stream, document["result"]), caller.tenant)
+        _publish(writes, caller, stream.dataset, event)
+        return request.write(_read_back(request, stream, event, deadline), Options())
+    finally:
+        request_deadline.reset(token)
+
+
+def _may_write(writes: Writes | None, caller: Principal | None, doing: str) -> None:
+    if writes is None:
+        raise WriteRefused(405, "method_not_allowed", "this API process accepts no writes (it runs without the "
+                                                      "ingest service, URBANSTACK_INGEST=0); send Observations "
+                                                      "to the platform's main API", {"Allow": "GET"})
+    if caller is None:
+        raise WriteRefused(401, "unauthenticated", f"{doing} Observations needs a token of your municipality with "
+                                                   "write permission (gov-editor or gov-admin): "
+                                                   "'Authorization: Bearer <access token>'",
+                           {"WWW-Authenticate": "Bearer"})
+    if not caller.can(Permission.write_own):
+        raise WriteRefused(403, "forbidden", f"your roles do not allow {Permission.write_own.value} in "
+                                             f"{caller.tenant}; {doing} Observations needs gov-editor or gov-admin")
+
+
+def _owned(caller: Principal, stream: Entity, what: str) -> None:
+    dataset = stream.dataset
+    if dataset.owner != caller.tenant:
+        raise WriteRefused(403, "forbidden", f"{what} belongs to dataset {dataset.ref} of {dataset.owner!r}, which "
+                                             f"{caller.tenant!r} may read but not write; a token writes only its "
+                                             "own municipality's datasets")
+
+
+def _corrected(request: Request, stream: Entity, observation: Entity, value: Any, tenant: str):
+    """The stored event of ``observation`` with ``value`` in the Datastream's field."""
+    from urbanstack.runtime.events import EventError, Observation
+
+    dataset = stream.dataset
+    event_id = observation.props["parameters"]["eventId"]
+    columns = "".join(f", {_quote(f.name)}" for f in dataset.fields)
+    rows = request.engine._run("sta_write", f"SELECT source, observed_at, lon, lat{columns} FROM {_table(dataset)} "
+                                            "FINAL WHERE sensor_id = {sensor:String} AND event_id = {event:String} "
+                                            "LIMIT 1", {"sensor": stream.sensor.sensor_id, "event": event_id})
+    if not rows:
+        raise not_found(f"Observation {observation.id}")
+    source, observed_at, lon, lat, *stored = rows[0]
+    fields: dict[str, Any] = {}
+    for info, old in zip(dataset.fields, stored):
+        if info.name == stream.field.name:
+            fields[info.name] = value
+        elif isinstance(old, bool):
+            fields[info.name] = int(old)
+        elif old is not None:
+            fields[info.name] = old
+    unchangeable = WriteRefused(409, "conflict", f"the reading of Observation {observation.id} cannot be sent again "
+                                                 "as it is stored (it holds values or an id that the event format "
+                                                 "does not reproduce); correct it at its source")
+    try:
+        event = Observation(tenant=tenant, dataset=dataset.name, source=source, sensor_id=stream.sensor.sensor_id,
+                            observed_at=_utc(observed_at), fields=fields, lon=lon, lat=lat)
+    except EventError:
+        raise unchangeable from None
+    if event.event_id != event_id:   # stored under an id of another making (written by hand, an older format)
+        raise unchangeable
+    return event
+
+
+def _document(body: bytes, creating: bool = True) -> dict:
     if len(body) > MAX_BODY_BYTES:
         raise WriteRefused(413, "payload_too_large", f"an Observation is at most {MAX_BODY_BYTES} bytes of JSON")
     try:
@@ -163,7 +254,8 @@ def _document(body: bytes) -> dict:
                                                 "phenomenonTime, result, resultTime, Datastream, FeatureOfInterest")
     if "@iot.id" in document:
         raise WriteRefused(400, "invalid_body", "@iot.id is assigned by the service (from the Datastream and "
-                                                "phenomenonTime); leave it out")
+                                                "phenomenonTime); leave it out" if creating else
+                                                "@iot.id cannot change; leave it out")
     for name in ("resultQuality", "validTime"):
         if document.get(name) is not None:
             raise WriteRefused(400, "invalid_body", f"{name} is not stored by this service; leave it out")
