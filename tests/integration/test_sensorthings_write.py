@@ -242,6 +242,8 @@ def test_bad_observations_are_refused_with_the_reason(client, world, people):
 def test_every_other_write_is_refused_with_the_reason(client, world, people):
     temperature = datastream_id(world.gue, PEDESTRIANS, WEATHER, "dwd-01303", "temperature")
     thing = stable_id("Thing", f"{world.gue}/{PEDESTRIANS}/{WEATHER}", "dwd-01303")
+    reading = client.get(f"/v1.1/Datastreams({temperature})/Observations", headers=people.gue_editor,
+                         params={"$top": "1"}).json()["value"][0]["@iot.id"]
     cases = [
         ("POST", "/v1.1/Things", "appears with the sensor's first reading"),
         ("POST", "/v1.1/Datastreams", "CityTool declares"),
@@ -250,14 +252,22 @@ def test_every_other_write_is_refused_with_the_reason(client, world, people):
         ("PATCH", f"/v1.1/Things({thing})", "appears with the sensor's first reading"),
         ("DELETE", f"/v1.1/Datastreams({temperature})", "CityTool declares"),
         ("PATCH", f"/v1.1/Datastreams({temperature})/Observations", "PATCH one Observation"),
-        ("DELETE", "/v1.1/Observations(17)", "retention deletes old readings"),
-        ("PUT", "/v1.1/Observations(17)", "change an Observation's result with PATCH"),
+        ("DELETE", f"/v1.1/Observations({reading})", "retention deletes old readings"),
+        ("PUT", f"/v1.1/Observations({reading})", "change an Observation's result with PATCH"),
     ]
     for method, path, reason in cases:
         response = client.request(method, path, headers=people.gue_editor, json={"name": "x"})
         assert response.status_code == 405, (method, path, response.text)
         assert reason in response.json()["error"]["message"], (method, path, response.text)
         assert "GET" in response.headers["Allow"]
+    # What does not exist for the caller is 404, as for reading, whatever the method.
+    for method, path, headers in (("DELETE", "/v1.1/Things(9007199254740991)", people.gue_editor),
+                                  ("PATCH", "/v1.1/Sensors(9007199254740991)", people.gue_editor),
+                                  ("DELETE", f"/v1.1/Datastreams({temperature})", people.bi_editor),
+                                  ("PATCH", f"/v1.1/Things({thing})", {}),
+                                  ("POST", f"/v1.1/Things({thing})/Locations", people.bi_editor)):
+        response = client.request(method, path, headers=headers, json={"name": "x"})
+        assert response.status_code == 404, (method, path, response.text)
     preflight = client.options("/v1.1/Observations", headers={"Origin": "https://portal.example",
                                                               "Access-Control-Request-Method": "POST"})
     assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, OPTIONS"

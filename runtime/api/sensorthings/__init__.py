@@ -19,7 +19,7 @@ from urbanstack.runtime.metering.api_meter import note_caller
 
 from .graph import SensorIndex, StaLimits
 from .service import VERSION, run
-from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed, update
+from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed, refuse, update
 
 __all__ = ["add_sensorthings", "StaLimits", "VERSION"]
 
@@ -59,13 +59,15 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     async def resource(request: Request, path: str) -> Response:
         return await handle(request, path)
 
-    def write(change: Callable, request: Request, path: str, body: bytes):
+    def write(change: Callable, request: Request, path: str, *args):
+        """``change(engine, index, limits, writes, caller, base, path, *args)`` for the caller, in a
+        worker thread (it waits for Kafka and the warehouse)."""
         caller = principal(request)
         charge(request, caller)
         note_caller(request, caller)
         base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
         return change(app.state.engine, index, app.state.sensorthings_limits, app.state.sensorthings_writes, caller,
-                      base, path, body)
+                      base, path, *args)
 
     @router.post(f"/{VERSION}/{{path:path}}", include_in_schema=False)
     async def create_entity(request: Request, path: str) -> Response:
@@ -87,9 +89,15 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
         return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),
                         media_type="application/json")
 
+    def refused(engine, index, limits, writes, caller, base, path, method) -> None:
+        refuse(engine, index, limits, caller, base, method, path)
+
     @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PUT", "DELETE"], include_in_schema=False)
     async def change(request: Request, path: str) -> Response:
-        return _refusal(method_not_allowed(request.method, path))
+        try:
+            await run_in_threadpool(write, refused, request, path, request.method)
+        except WriteRefused as refusal:
+            return _refusal(refusal)
 
     @router.api_route(f"/{VERSION}", methods=["POST", "PATCH", "PUT", "DELETE"], include_in_schema=False)
     async def change_root(request: Request) -> Response:

@@ -119,13 +119,27 @@ def method_not_allowed(method: str, path: str) -> WriteRefused:
                                                    "(docs/sensorthings.md, Create-Update-Delete)", {"Allow": allow})
 
 
+def refuse(engine, index: SensorIndex, limits: StaLimits, caller: Principal | None, base: str, method: str,
+           path: str) -> None:
+    """A write this model does not have: 404 when the resource does not exist for the caller (as a
+    read would answer), else 405 with the reason."""
+    path = path.strip("/")
+    if path:
+        token = request_deadline.set(time.monotonic() + engine.limits.query_timeout_seconds)
+        try:
+            Request(engine, index, limits, caller, base).resolve(path)
+        finally:
+            request_deadline.reset(token)
+    raise method_not_allowed(method, path)
+
+
 def create(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
            base: str, path: str, body: bytes) -> tuple[dict, str]:
     """POST of an Observation: (the Observation as read back, its URL)."""
     path = path.strip("/")
     match = _OBSERVATIONS.match(path)
     if match is None:
-        raise method_not_allowed("POST", path)
+        refuse(engine, index, limits, caller, base, "POST", path)
     _may_write(writes, caller, "creating")
     document = _document(body)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
@@ -151,7 +165,7 @@ def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     Observation as read back."""
     path = path.strip("/")
     if _OBSERVATION.match(path) is None:
-        raise method_not_allowed("PATCH", path)
+        refuse(engine, index, limits, caller, base, "PATCH", path)
     _may_write(writes, caller, "changing")
     document = _document(body, creating=False)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
