@@ -434,7 +434,7 @@ def _read_back(request: Request, stream: Entity, event, deadline: float) -> Enti
         if time.monotonic() + pause > wait_until:
             break
         time.sleep(pause)
-        pause = min(pause * 2, 0.5)
+        pause = min(pause * 2, 0.1)   # at most ~100 small indexed queries in the 10 s
     raise WriteRefused(504, "not_yet_readable", f"the Observation was accepted by the event stream but the "
                                                 f"warehouse did not return it within "
                                                 f"{request.limits.write_wait_seconds:g} s; it will be stored (do "
