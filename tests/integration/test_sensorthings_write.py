@@ -133,6 +133,7 @@ def test_an_editor_s_observation_goes_through_kafka_and_is_readable_when_201_com
     body = created.json()
     assert (body["result"], body["phenomenonTime"], body["resultTime"]) == (21.5, at, at)
     assert created.headers["Location"] == body["@iot.selfLink"]
+    assert created.headers["Access-Control-Expose-Headers"] == "Location"   # a map portal's page may read it
     assert created.headers["Location"].endswith(f"/v1.1/Observations({body['@iot.id']})")
     # Readable at once, by id and in the Datastream, by Gütersloh's viewer too.
     again = client.get(f"/v1.1/Observations({body['@iot.id']})", headers=people.gue_viewer,

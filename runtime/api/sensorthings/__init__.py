@@ -77,7 +77,8 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
         except WriteRefused as refused:
             return _refusal(refused)
         return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")), status_code=201,
-                        media_type="application/json", headers={"Location": location})
+                        media_type="application/json",
+                        headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
 
     @router.patch(f"/{VERSION}/{{path:path}}", include_in_schema=False)
     async def change_entity(request: Request, path: str) -> Response:
