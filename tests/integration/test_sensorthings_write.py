@@ -21,8 +21,11 @@ import uvicorn
 from fastapi.testclient import TestClient
 from sink_harness import read_topic
 from test_api import PEDESTRIANS, PEGEL, _tool
-from test_api_keycloak import tenants, world  # noqa: F401 - fixtures
+from test_api_keycloak import Tenants, world  # noqa: F401 - fixture
 from test_identity_provisioner import _add_viewer
+
+from urbanstack.devplatform import keycloak
+from urbanstack.operator.provisioners.identity import IdentityProvisioner
 
 from urbanstack.devplatform import kafka
 from urbanstack.operator import naming
@@ -38,6 +41,22 @@ from urbanstack.runtime.sink import Sink, SinkConfig
 pytestmark = pytest.mark.platform
 
 WEATHER = "weather"
+
+
+@pytest.fixture(scope="module")
+def tenants(platform, keycloak_admin, world):  # noqa: F811 - fixture
+    """Gütersloh and Bielefeld in the shared realm, exactly as the operator provisions them (the
+    dedicated-realm tenant of test_api_keycloak.py is not needed here)."""
+    provisioner = IdentityProvisioner(platform.keycloak_url, keycloak.ADMIN_USER, keycloak.admin_password(platform))
+    made = Tenants(platform, keycloak_admin, world, provisioner)
+    made.parts = [made.gue, made.bi]
+    try:
+        made.apply()
+        yield made
+    finally:
+        for part in made.parts:
+            provisioner.delete(part, keep_data=False)
+        provisioner.close()
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +125,7 @@ class People:
 
 
 @pytest.fixture(scope="module")
-def people(tenants):  # noqa: F811 - fixture
+def people(tenants):
     def header(part, role):
         return {"Authorization": f"Bearer {tenants.token(part, *_add_viewer(tenants.admin, part, role))}"}
     return People(header(tenants.gue, "gov-editor"), header(tenants.gue, "gov-viewer"),
