@@ -121,6 +121,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
                                       ledger=metering.ledger if metering else None)
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
+        app.state.sensorthings_writes = ingest.writes   # SensorThings POST of Observations (docs/sensorthings.md)
     store = open_metadata_store(settings)
     extras = {"ingest": ingest.uploads} if settings.ingest else {}
     web = web_app(settings, catalogue, app, store, extras=extras, signup_follow_interval=SIGNUP_FOLLOW_SECONDS)
