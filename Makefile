@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test unit up down purge status serve crds images clean conformance-sta
+.PHONY: install demo test unit up down purge status serve crds images clean conformance-sta conformance-features
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,12 @@ unit: install
 ## sample warehouse of its own (needs Maven and Java; ~1 minute; docs/sensorthings.md)
 conformance-sta: install
 	$(BIN)/python tests/conformance/sta_ets.py $(STA_ETS_ARGS)
+
+## conformance-features: the OGC API – Features test suite against /ogcapi on the same sample
+## warehouse (needs Java and the suite's -aio jar: URBANSTACK_FEATURES_ETS_JAR=path, else it is
+## fetched from Maven Central; docs/features.md)
+conformance-features: install
+	$(BIN)/python tests/conformance/features_ets.py $(FEATURES_ETS_ARGS)
 
 up: install
 	$(BIN)/urbanstack dev up

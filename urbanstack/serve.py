@@ -121,6 +121,7 @@ def run(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, with_o
                                       ledger=metering.ledger if metering else None)
         threads += ingest_service.start_background(settings, ingest, stop)
         app.mount("/ingest", ingest.app)
+        app.state.sensorthings_writes = ingest.writes   # SensorThings POST of Observations (docs/sensorthings.md)
     store = open_metadata_store(settings)
     extras = {"ingest": ingest.uploads} if settings.ingest else {}
     web = web_app(settings, catalogue, app, store, extras=extras, signup_follow_interval=SIGNUP_FOLLOW_SECONDS)
@@ -243,7 +244,7 @@ def hub_app(settings: Settings, catalogue, warehouse_client, store, *, extras: d
 
 # Paths the Data Hub API answers; every other path belongs to the web pages (hubs).
 API_PREFIXES = ("/api/", "/graphql", "/healthz", "/readyz", "/metrics", "/docs", "/redoc", "/openapi.json", "/ingest",
-                "/v1.1")
+                "/v1.1", "/ogcapi")
 
 
 class PathDispatch:

@@ -16,3 +16,7 @@ ETCD_DEBIAN_PACKAGE = "etcd-server"
 MUSTANG_VALIDATOR = "2.22.0"
 # The OGC conformance test suite for SensorThings (all-in-one jar; `make conformance-sta`).
 STA_ETS = "org.opengis.cite:ets-sta10:1.5:jar:aio"
+# The OGC API – Features conformance test suite (all-in-one jar; `make conformance-features`). The
+# Maven repository these machines reach serves no version of it (1.6 to 1.9 tried on 2026-12-06):
+# pass a jar built from the suite's source (mvn package) as URBANSTACK_FEATURES_ETS_JAR.
+FEATURES_ETS = "org.opengis.cite:ets-ogcapi-features10:1.9:jar:aio"

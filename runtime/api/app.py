@@ -22,6 +22,7 @@ from urbanstack.runtime.metering.statements import Statements
 
 from .auth import AuthError, Principal, TokenVerifier
 from .catalogue import Catalogue
+from .features import add_features
 from .graphql import BoundedGraphQLRouter, build_schema
 from .query import ApiLimits, QueryEngine, QueryError
 from .quota import QueryQuota, QuotaExceeded, plan_limit
@@ -166,6 +167,8 @@ def create_app(settings: Any, catalogue: Catalogue, warehouse_client, *, keycloa
     app.include_router(build_router(principal_dependency))
     # OGC SensorThings API (read) under /v1.1: the same engine, token check, tenant rules and quota.
     add_sensorthings(app, principal, charge)
+    # OGC API – Features under /ogcapi: sensors as features, over the same engine and the SensorThings index.
+    add_features(app, principal, charge)
     # What the web pages of this process share with the API (urbanstack serve): the meter for the
     # hubs' queries, statements and impact figures for the Gov Hub's usage page and the ops console.
     app.state.meter, app.state.billing, app.state.impact = meter, None, None

@@ -391,6 +391,32 @@ class Uploads:
         return self._publishers.publish(chunk, tenant=caller.tenant, tool=tool)
 
 
+class Writes:
+    """Events of a caller whose token another app checked (the SensorThings API's POST of an
+    Observation, runtime/api/sensorthings/write.py): the push endpoints' checks (tool enabled,
+    dataset of the tenant, not suspended), daily quota and Kafka acknowledgement. Blocks; raises
+    :class:`IngestError`."""
+
+    def __init__(self, target: Callable, deliver: Callable, publishers: TenantPublishers, records: Counter,
+                 catalogue_ready: Callable[[], bool]):
+        self._target, self._deliver, self._publishers, self._records = target, deliver, publishers, records
+        self._ready = catalogue_ready
+
+    def publish(self, tenant: str, subject: str, tool: str, dataset: str, events: list[Observation]) -> PublishReport:
+        if not self._ready():
+            raise IngestError(503, "starting", "the ingest service is still loading the catalogue; retry shortly",
+                              {"Retry-After": "5"})
+        caller = Caller(tenant=tenant, via="token", subject=subject)
+        municipality, _ = self._target(caller, tool, dataset)
+        if any(event.tenant != tenant or event.dataset != dataset for event in events):
+            raise IngestError(400, "invalid", f"every event must belong to {tenant}/{tool}/{dataset}")
+        result = ParseResult(events=list(events))
+        report = self._deliver(caller, municipality, tool, dataset, len(events),
+                               lambda: self._publishers.publish(result, tenant=tenant, tool=tool))
+        self._records.labels("sensorthings-api", "accepted").inc(report.events)
+        return report
+
+
 # The application ---------------------------------------------------------------
 
 def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credentials: CredentialSource, *,
@@ -572,6 +598,7 @@ def create_push_app(catalogue: Catalogue, publishers: TenantPublishers, credenti
 
     uploads = Uploads(target, deliver, publishers, records)
     app.state.uploads = uploads
+    app.state.writes = Writes(target, deliver, publishers, records, catalogue_ready)
 
     responses = {
         400: {"description": "Bad request (empty body, both credentials)"},

@@ -49,6 +49,11 @@ class Ingest:
         gets it as ``extras["ingest"]``)."""
         return self.app.state.uploads
 
+    @property
+    def writes(self):
+        """Publishing for a caller the API's token check established (SensorThings POST)."""
+        return self.app.state.writes
+
 
 def build(settings, catalogue: Catalogue, *, credentials: CredentialSource | None = None,
           verifier: TokenVerifier | None = None, pull: bool | None = None, route_prefix: str = "/ingest/v1",

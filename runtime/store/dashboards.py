@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import re
+import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,6 +25,10 @@ from urbanstack.runtime.store.models import (TITLE, Comment, Dashboard, Dashboar
 
 log = logging.getLogger("urbanstack.store.dashboards")
 MAX_LIST = 200  # rows any listing returns at most
+# How long an overview (the Gov Hub's start page and dashboard list) is reused. A change made in
+# this process clears them at once; one made by another replica shows after at most this long.
+OVERVIEW_SECONDS = 5.0
+OVERVIEW_ENTRIES = 1_000
 MAX_COMMENT = 4000  # characters
 MAX_DESCRIPTION = 2000  # characters
 MAX_SPEC_BYTES = 1_000_000  # a dashboard's spec as UTF-8 JSON
@@ -141,8 +147,19 @@ class Dashboards:
         # Called with the municipality after a committed change of what a dashboard shows, whether it
         # is published or with whom it is shared (the Citizen Hub forgets its cached pages of it).
         self.listeners: list[Callable[[str], None]] = []
+        # (tenant, subject, limit) -> (generation, monotonic time, Overview); five queries saved per page
+        self._overviews: dict[tuple[str, str, int], tuple[int, float, Overview]] = {}
+        self._generation = 0
+        self._lock = threading.Lock()
+
+    def _touched(self) -> None:
+        """Any write: every cached overview is stale (shares and publishing reach other tenants)."""
+        with self._lock:
+            self._generation += 1
+            self._overviews.clear()
 
     def _changed(self, tenant: str | None) -> None:
+        self._touched()
         for listener in list(self.listeners):
             try:
                 listener(tenant)
@@ -155,7 +172,23 @@ class Dashboards:
             return session.get(Dashboard, dashboard_id)
 
     def overview(self, tenant: str, subject: str, limit: int = MAX_LIST) -> Overview:
-        limit = _limit(limit)
+        """The dashboards ``subject`` of ``tenant`` sees, in five lists; reused for
+        :data:`OVERVIEW_SECONDS` unless something changes in this process."""
+        limit, key = _limit(limit), (tenant, subject, _limit(limit))
+        with self._lock:
+            generation, cached = self._generation, self._overviews.get(key)
+        if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < OVERVIEW_SECONDS:
+            return cached[2]
+        began = time.monotonic()
+        overview = self._read_overview(tenant, subject, limit)
+        with self._lock:
+            if self._generation == generation:   # no write since the read began: it may be kept
+                if len(self._overviews) >= OVERVIEW_ENTRIES:
+                    self._overviews.clear()
+                self._overviews[key] = (generation, began, overview)
+        return overview
+
+    def _read_overview(self, tenant: str, subject: str, limit: int) -> Overview:
         editor = exists().where(DashboardEditor.dashboard_id == Dashboard.id, DashboardEditor.subject == subject)
         own = Dashboard.tenant == tenant
         newest = (Dashboard.updated_at.desc(), Dashboard.id)
@@ -200,7 +233,8 @@ class Dashboards:
             session.add(DashboardVersion(dashboard_id=dashboard.id, version=1, title=title, spec=spec,
                                          saved_by_subject=owner.subject, saved_by_name=owner.name, saved_at=now,
                                          note="created"))
-            return dashboard
+        self._touched()
+        return dashboard
 
     def save(self, dashboard_id: str, expected_version: int, title: str, spec: dict[str, Any], by: Actor,
              note: str = "", description: str | None = None) -> Dashboard:
@@ -291,12 +325,16 @@ class Dashboards:
             raise InvalidInput("an editor needs a subject")
         with self._store.session() as session:
             self._existing(session, dashboard_id)
-            return session.merge(DashboardEditor(dashboard_id=dashboard_id, subject=subject, name=name, email=email))
+            editor = session.merge(DashboardEditor(dashboard_id=dashboard_id, subject=subject, name=name, email=email))
+        self._touched()
+        return editor
 
     def remove_editor(self, dashboard_id: str, subject: str) -> bool:
         with self._store.session() as session:
-            return session.execute(delete(DashboardEditor).where(
+            removed = session.execute(delete(DashboardEditor).where(
                 DashboardEditor.dashboard_id == dashboard_id, DashboardEditor.subject == subject)).rowcount == 1
+        self._touched()
+        return removed
 
     def shares(self, dashboard_id: str) -> list[str]:
         with self._store.session() as session:

@@ -58,7 +58,7 @@ def suite_jar(settings: Settings) -> Path:
     return target
 
 
-def sample_world(warehouse_client) -> Catalogue:
+def sample_world(warehouse_client, empty: bool = False) -> Catalogue:
     tool = parse_citytool(yaml.safe_load((ROOT / "examples" / f"citytool-{TOOL}.yaml").read_text()))
     municipality = Municipality.model_validate({
         "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": "guetersloh"},
@@ -67,6 +67,8 @@ def sample_world(warehouse_client) -> Catalogue:
                  "shares": [{"tool": TOOL, "dataset": "pedestrian_counts", "public": True,
                              "licence": "dl-de/zero-2-0"}]}})
     ensure(WarehouseProvisioner(lambda: warehouse_client, embedded=True), plan(municipality, [tool]).warehouse, {})
+    if empty:
+        return Catalogue([municipality], [tool])
     start = dt.datetime.now(dt.timezone.utc).replace(minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
     rows = []
     for sensor, (lon, lat) in (("berliner-strasse", (8.383, 51.906)), ("koenigstrasse", (8.389, 51.909)),
@@ -119,6 +121,9 @@ def main() -> int:
     parser.add_argument("--level", type=int, choices=(1, 2, 3), default=1,
                         help="test the conformance classes up to: 1 Sensing Core, 2 Create-Update-Delete, "
                              "3 Filtering Extension (levels 2 and 3 first delete every entity and create their own)")
+    parser.add_argument("--empty", action="store_true",
+                        help="a municipality without readings (no entities): levels 2 and 3 then find nothing to "
+                             "delete and go on to create their own entities")
     args = parser.parse_args()
     settings = Settings.from_env()
     if shutil.which("java") is None:
@@ -126,7 +131,7 @@ def main() -> int:
     jar = suite_jar(settings)
     work = Path(tempfile.mkdtemp(prefix="sta-ets-"))
     client = wh.connect(f"chdb://{work / 'warehouse'}")
-    app = create_app(settings, sample_world(client), client, keycloak_url="http://127.0.0.1:9/unused",
+    app = create_app(settings, sample_world(client, args.empty), client, keycloak_url="http://127.0.0.1:9/unused",
                      audience="{tenant}-api")
     server, thread, port = serve(app)
     try:

@@ -78,6 +78,34 @@ def test_a_dashboard_is_created_listed_saved_and_shared(store):
         store.dashboards.create("Muster Stadt", ERIKA, "x", {})
 
 
+def test_the_overview_is_reused_but_a_write_of_this_process_shows_at_once_and_another_replicas_soon(
+        store, store_urls, monkeypatch):
+    from urbanstack.runtime.store import dashboards as module
+
+    replica = open_store(store_urls[1])     # a second hub process on the same database
+    try:
+        assert replica.dashboards.overview("musterstadt", ERIKA.subject).mine == []
+        board = store.dashboards.create("musterstadt", ERIKA, "Radverkehr", {})
+        assert [d.id for d in store.dashboards.overview("musterstadt", ERIKA.subject).mine] == [board.id]
+        # the replica still answers from its overview until it is OVERVIEW_SECONDS old
+        assert replica.dashboards.overview("musterstadt", ERIKA.subject).mine == []
+        monkeypatch.setattr(module, "OVERVIEW_SECONDS", 0.0)
+        assert [d.id for d in replica.dashboards.overview("musterstadt", ERIKA.subject).mine] == [board.id]
+        monkeypatch.setattr(module, "OVERVIEW_SECONDS", 60.0)
+        other = store.dashboards.create("musterstadt", JOERG, "Parken", {})
+        assert store.dashboards.overview("musterstadt", ERIKA.subject).editable == []
+        store.dashboards.add_editor(other.id, ERIKA.subject, ERIKA.name)
+        assert [d.id for d in store.dashboards.overview("musterstadt", ERIKA.subject).editable] == [other.id]
+        store.dashboards.remove_editor(other.id, ERIKA.subject)
+        assert store.dashboards.overview("musterstadt", ERIKA.subject).editable == []
+        store.dashboards.publish(other.id)
+        assert [d.id for d in store.dashboards.overview("beispielhausen", "sub-x").published] == [other.id]
+        store.dashboards.delete(other.id)
+        assert store.dashboards.overview("beispielhausen", "sub-x").published == []
+    finally:
+        replica.close()
+
+
 def test_two_concurrent_saves_of_one_version_one_wins_and_nothing_is_lost(store):
     board = store.dashboards.create("musterstadt", ERIKA, "Original", {"panels": ["original"]})
     writers = [Actor("sub-a", "Anna"), Actor("sub-b", "Bernd")]

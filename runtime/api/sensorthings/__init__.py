@@ -1,5 +1,7 @@
-"""OGC SensorThings API 1.1 (read) under ``/v1.1``, on the Data Hub API's app: the same query
-engine, token verifier, tenant rules, quotas and limits as REST and GraphQL.
+"""OGC SensorThings API 1.1 under ``/v1.1``, on the Data Hub API's app: the same query engine,
+token verifier, tenant rules, quotas and limits as REST and GraphQL. Observations are created
+through the ingest service (``app.state.sensorthings_writes``, set where the ingest service runs
+beside the API; see :mod:`.write`); every other write is refused with the reason.
 
 See docs/sensorthings.md for the mapping of datasets onto SensorThings entities.
 """
@@ -11,12 +13,13 @@ from typing import Callable
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from urbanstack.runtime.metering.api_meter import note_caller
 
 from .graph import SensorIndex, StaLimits
 from .service import VERSION, run
+from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed, refuse, update
 
 __all__ = ["add_sensorthings", "StaLimits", "VERSION"]
 
@@ -28,6 +31,8 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     limits = limits or StaLimits()
     index = SensorIndex(app.state.engine, limits)
     app.state.sensorthings_index = index
+    app.state.sensorthings_writes = None   # the ingest service's Writes, where it runs beside the API
+    app.state.sensorthings_limits = limits
     router = APIRouter()
 
     def answer(request: Request, path: str):
@@ -54,6 +59,51 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
     async def resource(request: Request, path: str) -> Response:
         return await handle(request, path)
 
+    def write(change: Callable, request: Request, path: str, *args):
+        """``change(engine, index, limits, writes, caller, base, path, *args)`` for the caller, in a
+        worker thread (it waits for Kafka and the warehouse)."""
+        caller = principal(request)
+        charge(request, caller)
+        note_caller(request, caller)
+        base = f"{str(request.base_url).rstrip('/')}/{VERSION}"
+        return change(app.state.engine, index, app.state.sensorthings_limits, app.state.sensorthings_writes, caller,
+                      base, path, *args)
+
+    @router.post(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def create_entity(request: Request, path: str) -> Response:
+        try:
+            body = await _bounded_body(request)
+            written, location = await run_in_threadpool(write, create, request, path, body)
+        except WriteRefused as refused:
+            return _refusal(refused)
+        return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")), status_code=201,
+                        media_type="application/json",
+                        headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
+
+    @router.patch(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def change_entity(request: Request, path: str) -> Response:
+        try:
+            body = await _bounded_body(request)
+            written = await run_in_threadpool(write, update, request, path, body)
+        except WriteRefused as refused:
+            return _refusal(refused)
+        return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),
+                        media_type="application/json")
+
+    def refused(engine, index, limits, writes, caller, base, path, method) -> None:
+        refuse(engine, index, limits, caller, base, method, path)
+
+    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PUT", "DELETE"], include_in_schema=False)
+    async def change(request: Request, path: str) -> Response:
+        try:
+            await run_in_threadpool(write, refused, request, path, request.method)
+        except WriteRefused as refusal:
+            return _refusal(refusal)
+
+    @router.api_route(f"/{VERSION}", methods=["POST", "PATCH", "PUT", "DELETE"], include_in_schema=False)
+    async def change_root(request: Request) -> Response:
+        return _refusal(method_not_allowed(request.method, ""))
+
     @router.options(f"/{VERSION}", include_in_schema=False)
     @router.options(f"/{VERSION}/{{path:path}}", include_in_schema=False)
     async def preflight(path: str = "") -> Response:
@@ -67,8 +117,28 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
 # browser. Every answer may be read cross-origin: no cookie or other ambient credential is ever
 # accepted here, a token must be sent explicitly (Authorization), so a foreign page learns nothing
 # its visitor did not hand it.
-PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, OPTIONS",
-             "Access-Control-Allow-Headers": "Authorization", "Access-Control-Max-Age": "600"}
+PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, OPTIONS",
+             "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
+
+
+async def _bounded_body(request: Request) -> bytes:
+    """The body, read no further than :data:`.write.MAX_BODY_BYTES` (one Observation)."""
+    declared = request.headers.get("content-length", "")
+    refused = WriteRefused(413, "payload_too_large", f"an Observation is at most {MAX_BODY_BYTES} bytes of JSON")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise refused
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise refused
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _refusal(refused: WriteRefused) -> JSONResponse:
+    return JSONResponse({"error": {"code": refused.code, "message": refused.message}}, status_code=refused.status,
+                        headers=refused.headers)
 
 
 class CrossOrigin:

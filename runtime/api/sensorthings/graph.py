@@ -64,6 +64,7 @@ class StaLimits:
     recent_observation_ids: int = 100_000
     cached_graphs: int = 64            # distinct sets of readable datasets kept built ...
     cached_entities: int = 400_000     # ... holding at most this many entities together (memory)
+    write_wait_seconds: float = 10.0   # a POSTed Observation: how long the answer waits for the sink to write it
 
 
 class RecentIds:
@@ -247,6 +248,23 @@ def observation_type(info: FieldInfo) -> str:
 
 def point(lon: float, lat: float) -> dict:
     return {"type": "Point", "coordinates": [lon, lat]}
+
+
+def observed_area(positions: Iterable[Position]) -> dict | None:
+    """The envelope of the positions (the standard's observedArea is one), as GeoJSON: a Point for
+    one place, a LineString when they share a longitude or latitude, else a Polygon. Clients such
+    as frost-sta-client read no other geometry types here."""
+    positions = list(positions)
+    if not positions:
+        return None
+    west, east = min(p.lon for p in positions), max(p.lon for p in positions)
+    south, north = min(p.lat for p in positions), max(p.lat for p in positions)
+    if west == east and south == north:
+        return point(west, south)
+    if west == east or south == north:
+        return {"type": "LineString", "coordinates": [[west, south], [east, north]]}
+    return {"type": "Polygon", "coordinates": [[[west, south], [east, south], [east, north], [west, north],
+                                                [west, south]]]}
 
 
 @dataclass(eq=False)
@@ -440,9 +458,7 @@ class Graph:
             "description": info_field.description or f"{info_field.name} of sensor {info.sensor_id} ({dataset.ref})",
             "observationType": observation_type(info_field),
             "unitOfMeasurement": {"name": unit, "symbol": unit, "definition": None},
-            "observedArea": (None if not info.positions else point(info.current.lon, info.current.lat)
-                             if len(info.positions) == 1 else
-                             {"type": "MultiPoint", "coordinates": [[p.lon, p.lat] for p in info.positions]}),
+            "observedArea": observed_area(info.positions),
             "phenomenonTime": None if span is None else interval(span.first, span.last),
             "resultTime": None if span is None else interval(span.first, span.last),
             "properties": {**self._common(dataset), "field": info_field.name, "sensorId": info.sensor_id,

@@ -743,6 +743,7 @@ def test_one_host_routes_the_api_the_push_endpoints_and_the_pages(stack):
     host = stack.config.ingress.api_host
     expected = {"/api/v1/datasets": "urbanstack-api", "/graphql": "urbanstack-api", "/readyz": "urbanstack-api",
                 "/openapi.json": "urbanstack-api", "/docs": "urbanstack-api", "/v1.1/Things": "urbanstack-api",
+                "/ogcapi/collections": "urbanstack-api",
                 "/ingest/v1/guetersloh/raumklima/luft": "urbanstack-connectors",
                 "/gov/guetersloh/": HUB, "/": HUB, "/static/hub.css": HUB, "/apiary": HUB}
     assert {path: _route(stack, host, path) for path in expected} == expected

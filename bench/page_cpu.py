@@ -1,0 +1,116 @@
+"""CPU time per request of Gov Hub pages against the API's, in one process (no HTTP server).
+
+    .venv/bin/python bench/page_cpu.py [--requests 300] [--top 0]
+
+Wall-clock figures on this shared 2-core machine move by a factor of two with the neighbours;
+CPU time of this process barely does. Each page is requested ``--requests`` times (after 20
+warm-up requests) through the production composition (``serve.PathDispatch`` of the API app
+and the Gov Hub) over httpx's ASGI transport, signed in with one session (gov-admin) on the
+town of ``bench/gov_hub.py`` (run that once first: it creates the warehouse and the
+dashboards). ``/healthz`` is the baseline: what the client and the ASGI layers cost with no
+work at all, so "page − healthz" is the page's own CPU. ``--top N`` prints the N functions
+with the most own CPU time of the start page (yappi, all threads: FastAPI runs sync routes
+in a thread pool).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import gov_hub  # noqa: E402  (the benchmark town: manifests, verifier, Kubernetes stand-in)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--top", type=int, default=0)
+    parser.add_argument("--compare-overview-cache", action="store_true",
+                        help="measure each page also with the dashboard overview cache off (OVERVIEW_SECONDS = 0)")
+    parser.add_argument("--path", default=str(Path.home() / ".local/state/urbanstack/bench-gov-hub"))
+    args = parser.parse_args()
+
+    from urbanstack import serve, warehouse as wh
+    from urbanstack.operator.models import CityTool, Municipality
+    from urbanstack.runtime.api import Catalogue, create_app
+    from urbanstack.runtime.store import open_store
+    from urbanstack.runtime.store.models import utcnow
+    from urbanstack.runtime.web import security
+    from urbanstack.settings import Settings
+
+    state = Path(args.path)
+    if not (state / "warehouse").exists():
+        sys.exit(f"{state / 'warehouse'} does not exist: run bench/gov_hub.py once first")
+    client = wh.connect(f"chdb://{state / 'warehouse'}")
+    verifier, token = gov_hub.make_verifier()
+    settings = dataclasses.replace(Settings.from_env(), api_anonymous_queries_per_hour=0,
+                                   keycloak_server_url=gov_hub.KEYCLOAK)
+    catalogue = Catalogue([Municipality.model_validate(gov_hub.TOWN_MANIFEST)],
+                          [CityTool.model_validate(gov_hub.TOOL_MANIFEST)])
+    api = create_app(settings, catalogue, client, keycloak_url=gov_hub.KEYCLOAK, audience="{tenant}-api",
+                     verifier=verifier)
+    store = open_store(f"sqlite:///{state / 'metadata.sqlite3'}")
+    store.upgrade()
+    web = serve.web_app(settings, catalogue, api, store, extras={"kube": gov_hub.ManifestKube()})
+    app = serve.PathDispatch(api, web)
+    session, _ = store.sessions.create(gov_hub.SLUG, subject="page-cpu", username="page-cpu", display_name="CPU",
+                                       email="cpu@benchtown.example.org", roles=gov_hub.ROLES,
+                                       access_expires_at=utcnow() + timedelta(hours=4))
+
+    async def cpu_per_request(path: str, headers: dict[str, str] | None = None) -> float:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
+                                     cookies={security.COOKIE: session}, headers=headers or {}) as http:
+            for _ in range(20):
+                answer = await http.get(path)
+                if answer.status_code != 200:
+                    sys.exit(f"{path}: {answer.status_code}")
+            began = time.process_time()
+            for _ in range(args.requests):
+                await http.get(path)
+            return (time.process_time() - began) / args.requests * 1000
+
+    pages = [("Gov Hub start page", f"/gov/{gov_hub.SLUG}/", None),
+             ("Gov Hub dashboard list", f"/gov/{gov_hub.SLUG}/dashboards", None),
+             ("Gov Hub data page", f"/gov/{gov_hub.SLUG}/data", None),
+             ("API /api/v1/datasets (token)", "/api/v1/datasets", {"Authorization": f"Bearer {token}"}),
+             ("/healthz (baseline)", "/healthz", None)]
+    from urbanstack.runtime.store import dashboards
+
+    figures = {}
+    for label, path, headers in pages:
+        figures[label] = asyncio.run(cpu_per_request(path, headers))
+        if args.compare_overview_cache and path.startswith("/gov/"):
+            kept, dashboards.OVERVIEW_SECONDS = dashboards.OVERVIEW_SECONDS, 0.0
+            figures[label + " (no overview cache)"] = asyncio.run(cpu_per_request(path, headers))
+            dashboards.OVERVIEW_SECONDS = kept
+    baseline = figures["/healthz (baseline)"]
+    print(f"{'request':50s} {'CPU ms/request':>15s} {'minus baseline':>15s}")
+    for label, value in figures.items():
+        print(f"{label:50s} {value:15.2f} {value - baseline:15.2f}")
+
+    if args.top:
+        import yappi
+
+        yappi.set_clock_type("cpu")
+        yappi.start()
+        asyncio.run(cpu_per_request(f"/gov/{gov_hub.SLUG}/"))
+        yappi.stop()
+        stats = yappi.get_func_stats()
+        stats.sort("tsub")
+        print(f"\nstart page, own CPU per request (ms), top {args.top}:")
+        for entry in list(stats)[:args.top]:
+            print(f"{entry.tsub * 1000 / (args.requests + 20):8.3f}  {entry.module.split('site-packages/')[-1]}:"
+                  f"{entry.lineno} {entry.name}")
+    store.close()
+
+
+if __name__ == "__main__":
+    main()
