@@ -182,7 +182,7 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
     assert ["Hochwasseralarm" in newest_first[0], "Entwarnung" in newest_first[1]] == [True, True], newest_first
     assert "Gütersloh (Dalke)" in newest_first[0] and "Gütersloh (Lutter)" in newest_first[1]
     # The server-drawn map needs no script; the interactive one opens on request.
-    assert page.locator("#warnings-map svg.map-svg title").inner_text() == "Karte mit 1 Messstellen"
+    assert page.locator("#warnings-map svg.map-svg title").text_content() == "Karte mit 1 Messstellen"
     screenshot(page, "pegel-warnung-gov")
     page.get_by_role("button", name="Interaktive Karte öffnen").click()
     page.wait_for_selector("#warnings-map-canvas canvas", timeout=20000)
@@ -190,10 +190,8 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
     check_accessible(page, "Gov Hub Pegel-Warnung, interactive map")
     check_own_origin(page, server.url)
     screenshot(page, "pegel-warnung-gov-map")
-
-    # The City Tools page links the tool's page.
-    visit(page, server, f"/gov/{world.gue}/tools", "City Tools with the tool's page")
-    assert page.get_by_role("link", name="Hochwasserwarnungen").get_attribute("href") == path
+    # (The City Tools page, which links this page, reads the live Municipality from Kubernetes:
+    # tests/integration/test_gov_tools.py checks the link with the real operator.)
 
 
 def test_a_municipality_nobody_shares_with_sees_no_warning(page, server, world):
@@ -231,3 +229,38 @@ def test_the_citizen_hub_shows_published_warnings_with_the_affected_area_and_no_
     assert "Dalke" not in page.locator("main").inner_text()
     visit(page, server, f"/{world.outsider}/services/{TOOL}", "Citizen Hub, no warnings")
     assert "Dalke" not in page.locator("main").inner_text()
+
+
+def test_a_page_reads_the_newest_rows_within_its_bound_even_when_an_hour_is_dense(world, warehouse, monkeypatch):
+    """PageContext.latest against the real engine and warehouse (no browser): the engine reads oldest
+    first, so an older hour with more rows than the bound is left out rather than shown as newest."""
+    from urbanstack.runtime.api.auth import Permission, Principal
+    from urbanstack.runtime.api.query import QueryEngine
+    from urbanstack.toolkit import pages
+
+    world, catalogue = world
+    slug = world.outsider          # its table is empty: nobody shares with it (the tests above saw to it)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    dense_hour = now.replace(minute=0, second=0) - dt.timedelta(hours=3)
+
+    def warning(at: dt.datetime, n: int) -> Observation:
+        return Observation(tenant=slug, dataset="warnings", source="test", sensor_id=f"s/{n}", observed_at=at,
+                           fields={"level": "warning", "msg_type": "Alert", "identifier": f"id-{n}",
+                                   "gauge_owner": slug, "gauge": f"g{n}", "station_name": f"S{n}",
+                                   "water_level": 1.0, "threshold": 1.0, "cap": "<alert/>"})
+
+    older = [warning(dense_hour + dt.timedelta(seconds=i), i) for i in range(120)]
+    newest = [warning(now - dt.timedelta(minutes=5, seconds=i), 1000 + i) for i in range(10)]
+    _store(warehouse, slug, older + newest)
+    monkeypatch.setattr(pages, "READ_PAGE_ROWS", 50)
+    monkeypatch.setattr(pages, "MAX_READ_PAGES", 1)
+    principal = Principal(tenant=slug, roles=frozenset({"gov-viewer"}), subject="t",
+                          permissions=frozenset({Permission.read_own}))
+    ctx = pages.PageContext(hub="gov", municipality=catalogue.municipality(slug), tool=catalogue.tool(TOOL),
+                            lang="de", principal=principal, engine=QueryEngine(warehouse, catalogue), url=str)
+    rows = ctx.latest("warnings", limit=20)
+    assert [r.sensor_id for r in rows] == [f"s/{1000 + i}" for i in range(10)]   # newest first, none of the dense hour
+    assert not ctx.incomplete
+    monkeypatch.setattr(pages, "READ_PAGE_ROWS", 200)
+    rows = ctx.latest("warnings", limit=20)          # now the dense hour fits: its newest 10 follow
+    assert [r.sensor_id for r in rows] == [f"s/{1000 + i}" for i in range(10)] + [f"s/{i}" for i in range(119, 109, -1)]

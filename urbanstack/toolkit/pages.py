@@ -43,6 +43,8 @@ HUBS = ("gov", "citizen")
 GOV_ROLES = ("gov-viewer", "gov-editor", "gov-admin")
 MAX_ROWS = 500                       # rows a page may read of one dataset per request
 MAX_DAYS = 366                       # how far back a page may read
+READ_PAGE_ROWS = 2_000               # rows per warehouse read, and at most this many reads per call
+MAX_READ_PAGES = 5
 _PATH = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?)?$")
 _KEY = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,38}[a-z0-9])?$")
 
@@ -139,6 +141,7 @@ class PageContext:
     engine: Any
     url: Callable[[str], str]
     catalogue: Any = None
+    incomplete: bool = False             # set when a read stopped at its bound before the newest rows
     now: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
 
     @property
@@ -170,7 +173,11 @@ class PageContext:
     def latest(self, dataset: str, *, limit: int = 200, days: int = MAX_DAYS) -> list:
         """The newest ``limit`` observations (at most :data:`MAX_ROWS`) of the last ``days`` days,
         newest first, as the engine's ``ObservationRow`` with ``values`` in the dataset's field
-        order (use :meth:`fields`). Empty when the viewer may not read the dataset."""
+        order (use :meth:`fields`). Empty when the viewer may not read the dataset. The engine reads
+        oldest first, so the hourly counts choose where to start; at most ``MAX_READ_PAGES`` reads of
+        ``READ_PAGE_ROWS`` follow. An older hour too dense for that bound is left out (fewer rows,
+        still the newest); should the newest hour alone hold more, ``incomplete`` is set and logged
+        (the page must say so)."""
         from urbanstack.runtime.api.query import Filters, ObservationsQuery, QueryError
 
         limit, days = max(1, min(limit, MAX_ROWS)), max(1, min(days, MAX_DAYS))
@@ -180,18 +187,32 @@ class PageContext:
         try:
             # Hourly counts first, so one bounded read fetches the newest rows (the engine reads oldest first).
             hours = self.engine.observation_hours(self.principal, ref, start, end)
-            total = 0
+            total, newest = 0, True
             for hour, count in reversed(hours):
                 total += count
                 if total >= limit:
-                    start = max(start, hour)
+                    # An hour too dense to read within the bound is left out (fewer rows, all of them the
+                    # newest), unless it is the newest hour itself.
+                    dense = total > MAX_READ_PAGES * READ_PAGE_ROWS and not newest
+                    start = max(start, hour + timedelta(hours=1) if dense else hour)
                     break
-            page = self.engine.observations(self.principal, ObservationsQuery(
-                dataset=ref, filters=Filters(start=start, end=end), limit=min(MAX_ROWS, max(limit, total))))
+                newest = False
+            rows, cursor = [], None
+            for _ in range(MAX_READ_PAGES):   # oldest first: page on to the newest, keeping the last `limit`
+                page = self.engine.observations(self.principal, ObservationsQuery(
+                    dataset=ref, filters=Filters(start=start, end=end), limit=READ_PAGE_ROWS, cursor=cursor))
+                rows = (rows + list(page.rows))[-limit:]
+                cursor = page.next_cursor
+                if cursor is None:
+                    break
+            else:
+                self.incomplete = True
+                log.warning("%s of %s: more than %d rows in the newest hour; the page shows the newest it read",
+                            dataset, self.slug, MAX_READ_PAGES * READ_PAGE_ROWS)
         except QueryError as error:
             log.info("%s of %s not read for a %s page: %s", dataset, self.slug, self.hub, error.message)
             return []
-        return list(reversed(page.rows))[:limit]
+        return list(reversed(rows))
 
     def fields(self, dataset: str) -> list[str]:
         return [f.name for f in next(d for d in self.tool.spec.datasets if d.name == dataset).fields]

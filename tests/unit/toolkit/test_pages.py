@@ -93,6 +93,8 @@ def test_pegel_warnung_shows_current_warnings_per_gauge_with_the_caps_affected_a
     assert pegel_pages.affected_area('<!DOCTYPE x [<!ENTITY a "b">]><alert/>') == ""
 
     class Ctx:   # what PageContext gives build(): rows newest first
+        incomplete = False
+
         def __init__(self, rows):
             self.rows = rows
 
@@ -130,7 +132,7 @@ def test_the_hubs_render_a_tools_template_inside_their_layout_in_german(tmp_path
     renderer = Renderer([Path(pages.__file__).resolve().parents[2] / "runtime" / "hubs" / "citizen" / "templates"],
                         Assets(tmp_path))
     at = produced[1].observed_at
-    data = {"readable": True, "current": [{"level": "alarm", "level_text": pegel_pages.LEVEL_TEXT["alarm"],
+    data = {"readable": True, "incomplete": False, "current": [{"level": "alarm", "level_text": pegel_pages.LEVEL_TEXT["alarm"],
                                            "station": "Gütersloh Dalke", "gauge_owner": "guetersloh",
                                            "owner_name": "Gütersloh", "at": at, "water_level": 250.0,
                                            "threshold": 170.0, "area": "Umkreis von 5 km"}],

@@ -89,7 +89,7 @@ def _data(ctx: PageContext, limit: int) -> dict:
     shown = points(now) or points(rows)
     return {"readable": readable, "messages": rows, "current": now, "points": shown,
             "points_json": json.dumps([{k: p[k] for k in ("id", "name", "lon", "lat")} for p in shown]),
-            "points_current": bool(now), "limit": limit}
+            "points_current": bool(now), "limit": limit, "incomplete": ctx.incomplete}
 
 
 def staff_page(ctx: PageContext) -> dict:
