@@ -168,7 +168,9 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
         ("gt-dalke", "alarm"), ("gt-dalke", "warning"), ("gt-lutter", "all_clear"), ("gt-lutter", "warning")]
     alarm = next(w for w in produced if w.fields["level"] == "alarm")
     path = f"/gov/{world.gue}/tools/{TOOL}/"
-    _signed_in(page, server, world, world.gue, f"tools/{TOOL}/")
+    _signed_in(page, server, world, world.gue, "")
+    visit(page, server, f"/gov/{world.gue}/", "Gov Hub start page with the tool's page")
+    assert page.get_by_role("link", name="Hochwasserwarnungen").get_attribute("href") == path
     visit(page, server, path, "Gov Hub Pegel-Warnung")
     assert page.locator("h1").inner_text() == "Hochwasserwarnungen"
     current = page.locator("#current-caption + thead + tbody tr")
@@ -190,8 +192,8 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
     check_accessible(page, "Gov Hub Pegel-Warnung, interactive map")
     check_own_origin(page, server.url)
     screenshot(page, "pegel-warnung-gov-map")
-    # (The City Tools page, which links this page, reads the live Municipality from Kubernetes:
-    # tests/integration/test_gov_tools.py checks the link with the real operator.)
+    # (The City Tools page links it too; it reads the live Municipality from Kubernetes, so
+    # tests/integration/test_gov_tools.py checks that link with the real operator.)
 
 
 def test_a_municipality_nobody_shares_with_sees_no_warning(page, server, world):
