@@ -203,7 +203,7 @@ def test_a_municipality_nobody_shares_with_sees_no_warning(page, server, world):
     main = page.locator("main").inner_text()
     assert "Derzeit liegt kein Pegel über seiner Warnstufe." in main
     assert "Pegel-Warnung hat für Harsewinkel noch keine Meldung ausgelöst." in main
-    assert "Dalke" not in main and "Lutter" not in main
+    assert "Dalke" not in main and "Lutter" not in main and page.locator("#warnings-map").count() == 0
     screenshot(page, "pegel-warnung-gov-none")
     # Gütersloh's page, with the outsider's session: sign-in for Gütersloh, not its warnings.
     page.goto(f"{server.url}/gov/{world.gue}/tools/{TOOL}/")
