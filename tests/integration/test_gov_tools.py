@@ -367,6 +367,8 @@ def test_pegel_warnungs_page_shows_the_municipalitys_warnings_and_nobody_elses(w
     from urbanstack.toolkit import ToolContext
     from urbanstack.toolkit.streams import Reading
 
+    # The test before changed the spec: wait for the operator (its tables, and "ready" on the City Tools page).
+    world.cluster.wait_for(M, world.gue, is_ready, timeout=240, what="Ready again")
     world.refresh()
     viewer, _ = _client(world, world.gue, ("gov-viewer",), subject="viewer-pw")
     empty = viewer.get(f"/gov/{world.gue}/tools/{TOOL}/")
