@@ -38,4 +38,6 @@ setup(packages=PACKAGES, package_dir=PACKAGE_DIR,
       package_data={"urbanstack.templates": ["**/*"], "urbanstack.stacks": ["**/*.yaml"],
                     "urbanstack.runtime.store.migrations": ["script.py.mako"],
                     "urbanstack.runtime.web.static": ["**/*"], "urbanstack.runtime.web.templates": ["**/*"],
-                    "urbanstack.runtime.web.locale": ["**/*"], "urbanstack.runtime.hubs.gov.templates": ["**/*"]})
+                    "urbanstack.runtime.web.locale": ["**/*"], "urbanstack.runtime.hubs.gov.templates": ["**/*"],
+                    "urbanstack.runtime.hubs.citizen.templates": ["**/*"],
+                    "urbanstack.citytools.pegel_warnung.templates": ["**/*"]})

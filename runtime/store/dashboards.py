@@ -221,7 +221,17 @@ class Dashboards:
             return session.get(DashboardVersion, (dashboard_id, version))
 
     # Writing -------------------------------------------------------------
-    def create(self, tenant: str, owner: Actor, title: str, spec: dict[str, Any], description: str = "") -> Dashboard:
+    def installed(self, tenant: str, note: str) -> Dashboard | None:
+        """The municipality's dashboard whose first version carries ``note`` (how a City Tool marks
+        the dashboard it installed), or None."""
+        with self._store.session() as session:
+            return session.scalars(
+                select(Dashboard).join(DashboardVersion, DashboardVersion.dashboard_id == Dashboard.id)
+                .where(Dashboard.tenant == tenant, DashboardVersion.version == 1, DashboardVersion.note == note[:500])
+                .order_by(Dashboard.created_at).limit(1)).first()
+
+    def create(self, tenant: str, owner: Actor, title: str, spec: dict[str, Any], description: str = "",
+               note: str = "created") -> Dashboard:
         tenant, owner, title = slug(tenant, "tenant"), _actor(owner), _title(title)
         spec, description, now = _spec(spec), _description(description), utcnow()
         with self._store.session() as session:
@@ -232,7 +242,7 @@ class Dashboards:
             session.flush()
             session.add(DashboardVersion(dashboard_id=dashboard.id, version=1, title=title, spec=spec,
                                          saved_by_subject=owner.subject, saved_by_name=owner.name, saved_at=now,
-                                         note="created"))
+                                         note=note[:500]))
         self._touched()
         return dashboard
 

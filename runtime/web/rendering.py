@@ -53,6 +53,22 @@ class Assets:
             raise KeyError(f"the front-end bundle has no {name!r}; known: {', '.join(sorted(self.manifest))}") from None
 
 
+class ToolTemplates(jinja2.BaseLoader):
+    """Templates of City Tools' pages, named ``<pages name>:<file>`` (:mod:`urbanstack.toolkit.pages`),
+    so a hub includes a tool's page inside its own layout."""
+
+    def get_source(self, environment: jinja2.Environment, template: str):
+        name, colon, file = template.partition(":")
+        if not colon:
+            raise jinja2.TemplateNotFound(template)
+        from urbanstack.toolkit import pages
+
+        folder = pages.template_folders().get(name)
+        if folder is None:
+            raise jinja2.TemplateNotFound(template)
+        return jinja2.FileSystemLoader(str(folder)).get_source(environment, file)
+
+
 class Renderer:
     def __init__(self, template_dirs: Iterable[Path], assets: Assets | None = None):
         self.template_dirs = [*template_dirs, SHARED_TEMPLATES]
@@ -60,7 +76,8 @@ class Renderer:
         self._environments = {lang: self._environment(lang) for lang in i18n.LANGUAGES}
 
     def _environment(self, lang: str) -> jinja2.Environment:
-        env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in self.template_dirs]),
+        loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in self.template_dirs]), ToolTemplates()])
+        env = jinja2.Environment(loader=loader,
                                  autoescape=True, undefined=jinja2.StrictUndefined,
                                  extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
         env.install_gettext_translations(i18n.translations(lang), newstyle=True)

@@ -352,3 +352,90 @@ def test_the_operators_status_writes_do_not_turn_a_change_into_a_conflict_but_a_
         assert _spec(world, world.gue).get("tools") == live["spec"].get("tools")  # nothing was switched off
     finally:
         world.cluster.patch_spec(M, world.gue, {"displayName": live["spec"]["displayName"]})
+
+
+def test_pegel_warnungs_page_shows_the_municipalitys_warnings_and_nobody_elses(world, warehouse):
+    """The page Pegel-Warnung contributes (urbanstack.toolkit.pages) over the table the operator made."""
+    from datetime import datetime, timedelta, timezone
+
+    from prometheus_client import CollectorRegistry
+
+    from urbanstack.citytools.pegel_warnung import PegelWarnung
+    from urbanstack.operator import naming
+    from urbanstack.runtime.events import Observation
+    from urbanstack.settings import Settings
+    from urbanstack.toolkit import ToolContext
+    from urbanstack.toolkit.streams import Reading
+
+    # The test before changed the spec: wait for the operator (its tables, and "ready" on the City Tools page).
+    world.cluster.wait_for(M, world.gue, is_ready, timeout=240, what="Ready again")
+    world.refresh()
+    viewer, _ = _client(world, world.gue, ("gov-viewer",), subject="viewer-pw")
+    empty = viewer.get(f"/gov/{world.gue}/tools/{TOOL}/")
+    assert empty.status_code == 200 and "noch keine Meldung ausgelöst" in empty.text
+
+    ctx = ToolContext(municipality=world.gue, ags="", tool=TOOL, client_id=naming.tool_client(world.gue, TOOL),
+                      settings={"warnLevelCm": 200, "alarmLevelCm": 260}, platform=Settings.from_env({}),
+                      kafka_username=naming.kafka_user(world.gue))
+    start = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(hours=3)
+    readings = [Reading(world.gue, "t", 0, i, Observation(
+        tenant=world.gue, dataset="water_levels", source="test", sensor_id="gt-dalke",
+        observed_at=start + timedelta(minutes=10 * i), fields={"water_level": float(level), "station_name": "Dalke"},
+        lon=8.3853, lat=51.9069)) for i, level in enumerate((150, 190, 210, 230))]
+    (warning,) = [w for w, _ in PegelWarnung(ctx, CollectorRegistry()).handle(readings)]
+    columns = ["event_id", "source", "sensor_id", "observed_at", "lon", "lat", *warning.fields]
+    warehouse.insert(f"{naming.database(world.gue)}.{naming.table(TOOL, 'warnings')}",
+                     [[warning.event_id, warning.source, warning.sensor_id, warning.observed_at, warning.lon,
+                       warning.lat, *warning.fields.values()]], column_names=columns)
+    page = viewer.get(f"/gov/{world.gue}/tools/{TOOL}/?lang=en").text
+    assert "Flood warning" in page and warning.fields["identifier"] in page and "threshold 200 cm" in page
+    assert "Umkreis von 5 km um den Pegel Dalke" in page and 'id="warnings-map"' in page
+    tools = viewer.get(f"/gov/{world.gue}/tools?lang=en").text
+    assert f'href="/gov/{world.gue}/tools/{TOOL}/"' in tools
+
+    # The other municipality has not switched the tool on: no page; its session gets none of Gütersloh's.
+    other, _ = _client(world, world.other, ADMIN, subject="other-viewer")
+    assert other.get(f"/gov/{world.other}/tools/{TOOL}/").status_code == 404
+    assert other.get(f"/gov/{world.gue}/tools/{TOOL}/").status_code == 303   # to Gütersloh's sign-in
+    assert viewer.get(f"/gov/{world.gue}/tools/{TOOL}/nope").status_code == 404
+
+
+def test_switching_on_passantenfrequenz_installs_its_dashboard_once_and_keeps_staffs_edits(world):
+    from urbanstack.runtime.store import Actor
+
+    pf = "passantenfrequenz-wetter"
+    admin, csrf = _client(world, world.gue, ADMIN)
+    answer = admin.post(f"/gov/{world.gue}/tools/{pf}/on", data={"csrf_token": csrf})
+    assert answer.status_code == 303 and answer.headers["location"].endswith(f"done=on_with_dashboards#tool-{pf}")
+    assert "Dashboard ist angelegt" in admin.get(answer.headers["location"]).text
+
+    def installed():
+        overview = world.store.dashboards.overview(world.gue, "admin-1")
+        return [d for d in overview.mine + overview.editable + overview.municipality if d.title.startswith("Passanten")]
+
+    (dashboard,) = installed()
+    stored = world.store.dashboards.get(dashboard.id)
+    joined = {(p["join"]["right"]["dataset"], p["join"]["right"]["fields"][0]) for p in stored.spec["panels"]
+              if p.get("join")}
+    assert joined == {(f"{world.gue}/{pf}/weather", "temperature"), (f"{world.gue}/{pf}/weather", "precipitation")}
+    assert stored.owner_name == "Erika Admin"
+    view = admin.get(f"/gov/{world.gue}/dashboards/{dashboard.id}")
+    assert view.status_code == 200 and "Passanten und Temperatur je Stunde" in view.text
+
+    # Staff edit it; switching on again (also after off) installs nothing and keeps the edit.
+    edited = dict(stored.spec, panels=stored.spec["panels"][1:])
+    world.store.dashboards.save(dashboard.id, stored.version, "Passanten (unsere Fassung)", edited,
+                                Actor("editor-1", "Max Editor"))
+    again = admin.post(f"/gov/{world.gue}/tools/{pf}/on", data={"csrf_token": csrf})
+    assert again.headers["location"].endswith(f"done=on#tool-{pf}")
+    off = admin.post(f"/gov/{world.gue}/tools/{pf}/off", data={"csrf_token": csrf})
+    assert off.status_code == 303, off.text[:300]
+    on = admin.post(f"/gov/{world.gue}/tools/{pf}/on", data={"csrf_token": csrf})
+    assert on.headers["location"].endswith(f"done=on#tool-{pf}")
+    (kept,) = installed()
+    assert kept.id == dashboard.id and kept.title == "Passanten (unsere Fassung)"
+    assert world.store.dashboards.get(dashboard.id).spec == edited
+    actions = [e.action for e in world.store.audit.list(world.gue)]
+    assert actions.count("dashboard.install") == 1
+    # Another municipality got nothing.
+    assert world.store.dashboards.overview(world.other, "x").municipality == []

@@ -9,7 +9,8 @@ run`'s code path), against the real Kafka and the platform's SMTP server.
 - acceptance: the real PEGELONLINE measurement and a rising-and-falling hydrograph of a
   Gütersloh gauge give Gütersloh and the two neighbours it shares with exactly one warning,
   one alarm and one all-clear each, all valid CAP 1.2; readings sent twice (and a tool
-  restarted) change nothing; the e-mail arrives; signed webhooks arrive; the outsider sees nothing.
+  restarted) change nothing; the e-mail arrives; signed webhooks arrive; the Gov Hub shows the
+  stored warnings on the page the tool contributes; the outsider sees nothing.
 
 The CityTool gets a unique name so this module never changes the example `pegel-warnung`
 other tests use; `--module` tells the process which code runs it (as an image would).
@@ -288,6 +289,38 @@ def _stored_warnings(world: World, warehouse, municipality: str) -> list[tuple[s
     return [tuple(row) for row in rows]
 
 
+def _gov_hub(world: World, warehouse, folder: Path):
+    """The Gov Hub over the platform's catalogue and warehouse, with this module's tool registered
+    under its unique name; returns ``client(slug)``, a signed-in gov-viewer of that municipality."""
+    from fastapi.testclient import TestClient
+    from hub_sessions import signed_in_cookie
+
+    from urbanstack import serve
+    from urbanstack.citytools.pegel_warnung.pages import PAGES
+    from urbanstack.runtime.api import Catalogue
+    from urbanstack.runtime.api.query import QueryEngine
+    from urbanstack.runtime.hubs.gov import create_gov_hub
+    from urbanstack.runtime.store import open_store
+    from urbanstack.runtime.web.oidc import Keycloak
+    from urbanstack.toolkit import pages
+
+    pages.register(world.tool, PAGES)
+    catalogue = Catalogue()
+    serve.refresh_catalogue(catalogue, kubernetes.client.CustomObjectsApi(world.kube))
+    store = open_store(f"sqlite:///{folder / 'store.db'}")
+    store.upgrade()
+    app = create_gov_hub(world.platform, catalogue, QueryEngine(warehouse, catalogue), store,
+                         Keycloak(world.platform.keycloak_url, None))
+
+    def client(slug: str) -> TestClient:
+        cookie, token, _ = signed_in_cookie(store, slug, ("gov-viewer",), subject=f"viewer-{slug}")
+        signed_in = TestClient(app, follow_redirects=False)
+        signed_in.cookies.set(cookie, token)
+        return signed_in
+
+    return client
+
+
 def _publish_as(world: World, municipality: str, events, folder: Path) -> None:
     from urbanstack.toolkit import streams
 
@@ -390,6 +423,18 @@ def test_flood_warnings_cross_municipal_borders_exactly_once(world, warehouse, m
     # The warnings are a dataset like any other: the sink stores them in the municipality's table.
     assert _stored_warnings(world, warehouse, world.gue) == [("warning", "Alert"), ("alarm", "Update"),
                                                              ("all_clear", "Cancel")]
+
+    # The Gov Hub shows them on the page the tool contributes, to Gütersloh's staff; the outsider sees none.
+    gov_hub = _gov_hub(world, warehouse, tmp_path)
+    page = gov_hub(world.gue).get(f"/gov/{world.gue}/tools/{world.tool}/?lang=en")
+    assert page.status_code == 200, page.text[:300]
+    for warning in found[world.gue]:
+        assert warning["fields"]["identifier"] in page.text
+    assert "Flood alarm" in page.text and "All-clear" in page.text and "Gütersloh (Dalke)" in page.text
+    outsider = gov_hub(world.outsider)
+    own = outsider.get(f"/gov/{world.outsider}/tools/{world.tool}/?lang=en")
+    assert own.status_code == 200 and "has raised no message" in own.text and "Dalke" not in own.text
+    assert outsider.get(f"/gov/{world.gue}/tools/{world.tool}/").status_code == 303   # to Gütersloh's sign-in
 
     # E-mail to the subscribed staff, and the signed webhook.
     for name in expected:

@@ -16,6 +16,7 @@ from urbanstack.runtime.web.i18n import N_
 
 from . import metadata
 from urbanstack.operator.ags import LAENDER
+from urbanstack.toolkit import pages as tool_pages
 
 from .app import CONCILIATION_BODY_URL, CitizenHub, set_language
 
@@ -136,7 +137,18 @@ def router(hub: CitizenHub) -> APIRouter:
         city_tool = hub.service(municipality, tool)
         datasets = [_dataset_view(hub, d) for d in hub.open_datasets(slug) if d.tool == tool]
         return hub.page(request, "citizen/service.html", municipality=municipality, slug=slug, tool=city_tool,
-                        datasets=datasets)
+                        datasets=datasets, **_tool_page(hub, request, municipality, tool, ""))
+
+    @routes.get("/{slug}/services/{tool}/{path}", response_class=HTMLResponse)
+    def service_page(request: Request, slug: str, tool: str, path: str):
+        set_language(request)
+        municipality = hub.municipality(slug)
+        city_tool = hub.service(municipality, tool)
+        found = _tool_page(hub, request, municipality, tool, path)
+        if not found["page"] or not path:
+            raise HTTPException(404, "no such page")
+        return hub.page(request, "citizen/service.html", municipality=municipality, slug=slug, tool=city_tool,
+                        datasets=None, **found)
 
     @routes.get("/{slug}/accessibility", response_class=HTMLResponse)
     def accessibility(request: Request, slug: str):
@@ -188,6 +200,20 @@ def router(hub: CitizenHub) -> APIRouter:
         return hub.page(request, "citizen/privacy.html", municipality=municipality, slug=slug)
 
     return routes
+
+
+def _tool_page(hub: CitizenHub, request: Request, municipality, tool: str, path: str) -> dict:
+    """The page the tool contributes at ``path`` (urbanstack.toolkit.pages), built as nobody: open data only."""
+    found = tool_pages.find_page(hub.catalogue, municipality, tool, "citizen", path)
+    if found is None:
+        return {"page": None, "page_template": None, "data": None, "tool_nav": []}
+    city_tool, pages, page = found
+    base = f"/{municipality.slug}/services/{tool}"
+    ctx = tool_pages.PageContext(hub="citizen", municipality=municipality, tool=city_tool, lang=request.state.lang,
+                                 principal=None, engine=hub.engine, catalogue=hub.catalogue,
+                                 url=lambda p: base + (f"/{p.lstrip('/')}" if p.strip("/") else ""))
+    nav = [{"title": p.title, "url": ctx.url(p.path), "path": p.path} for p in pages.pages_of("citizen")]
+    return {"page": page, "page_template": pages.template_name(page), "data": page.build(ctx), "tool_nav": nav}
 
 
 def _sent_url(slug: str, request: Request) -> str:

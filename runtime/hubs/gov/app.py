@@ -179,10 +179,10 @@ def create_gov_hub(settings: Any, catalogue: Catalogue, engine: QueryEngine, sto
 
 def default_features() -> tuple[Callable[[GovHub], APIRouter], ...]:
     """The feature routers of the Gov Hub (each module's ``router(hub)``)."""
-    from . import dashboards, data, feedback, people, tools, upload, usage
+    from . import dashboards, data, feedback, people, toolpages, tools, upload, usage
 
-    return (dashboards.router, dashboards.published_router, tools.router, data.router, people.router, upload.router,
-            feedback.router, usage.router)
+    return (dashboards.router, dashboards.published_router, tools.router, toolpages.router, data.router,
+            people.router, upload.router, feedback.router, usage.router)
 
 
 def staff_session(hub: GovHub, role: str = "gov-viewer"):

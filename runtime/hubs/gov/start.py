@@ -42,6 +42,8 @@ def status_summary(municipality) -> dict:
 
 
 def start_page(hub, request: Request, slug: str, session):
+    from .toolpages import gov_pages
+
     municipality = hub.municipality(slug)
     principal = session.principal
     datasets = hub.engine.datasets(principal)
@@ -51,7 +53,7 @@ def start_page(hub, request: Request, slug: str, session):
     for enabled in municipality.spec.tools:
         tool = hub.catalogue.tool(enabled.name)
         tools.append({"name": enabled.name, "display_name": tool.spec.display_name if tool else enabled.name,
-                      "known": tool is not None})
+                      "known": tool is not None, "pages": gov_pages(hub, municipality, enabled.name, session)})
     dashboards = hub.extras["dashboards_overview"](hub, session) if "dashboards_overview" in hub.extras else None
     return hub.page(request, "gov/start.html", municipality=municipality, own=own, shared=shared, tools=tools,
                     dashboards=dashboards, platform_status=status_summary(municipality), slug=slug,

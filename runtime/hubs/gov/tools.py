@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from datetime import datetime
 from typing import Any
 
@@ -22,11 +23,13 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from urbanstack.operator.models import SpecError, parse_municipality
 from urbanstack.operator.plan import PlanError, plan
 from urbanstack.runtime.web import i18n
+from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
 from .app import GovHub, staff_session
 from .kube import GovKube, KubeError
 from .start import CONDITION_TEXT, PHASE_TEXT
+from .toolpages import gov_pages
 
 log = logging.getLogger("urbanstack.govhub.tools")
 
@@ -146,6 +149,40 @@ def _display_name(hub: GovHub, slug: str) -> str:
     return municipality.spec.display_name if municipality is not None else slug
 
 
+_install_lock = threading.Lock()
+
+
+def install_dashboards(hub: GovHub, session: Session, slug: str, tool: str) -> list[str]:
+    """Installs the dashboards the tool declares (:class:`urbanstack.toolkit.pages.DashboardTemplate`)
+    in the municipality, owned by the administrator who switched it on; returns the ids of those
+    it created. A dashboard installed before — marked by the note of its first version — is left
+    exactly as it is, edited or not, so switching on twice installs once and never overwrites
+    staff's changes (one deleted by staff comes back the next time the tool is switched on)."""
+    from urbanstack.runtime.store import Actor
+    from urbanstack.toolkit.pages import pages_for
+
+    from .dashboards import parse_spec
+
+    pages = pages_for(tool)
+    if pages is None or not pages.dashboards:
+        return []
+    created = []
+    actor = Actor(session.subject or "", session.display_name or session.username)
+    with _install_lock:   # one process: two clicks at once install once
+        for template in pages.dashboards:
+            marker = f"installed by City Tool {tool} ({template.key})"
+            if hub.store.dashboards.installed(slug, marker) is not None:
+                continue
+            spec = template.spec(slug, tool)
+            parse_spec(spec)   # a tool's template the Gov Hub could not show is refused here, not stored
+            dashboard = hub.store.dashboards.create(slug, actor, template.title, spec, template.description,
+                                                    note=marker)
+            hub.store.audit.append(slug, actor, "dashboard.install", dashboard.id, {"tool": tool,
+                                                                                    "template": template.key})
+            created.append(dashboard.id)
+    return created
+
+
 def parse_settings(text: str) -> dict:
     text = (text or "").strip()
     if not text:
@@ -173,6 +210,9 @@ def router(hub: GovHub) -> APIRouter:
         live = live_municipality(hub, slug)
         status = live_status(live)
         rows = catalogue_rows(hub, live, status["ready"])
+        municipality = hub.municipality(slug)
+        for row in rows:
+            row["pages"] = gov_pages(hub, municipality, row["name"], session) if row["available"] else []
         if error is not None and error_tool is not None and settings_text is not None:
             for row in rows:
                 if row["name"] == error_tool:
@@ -217,13 +257,17 @@ def router(hub: GovHub) -> APIRouter:
 
         def change(live: dict) -> str:
             current = list((live.get("spec") or {}).get("tools") or [])
-            if any(entry.get("name") == name for entry in current):
-                return "on"
-            values = parse_settings(settings)
-            entry = {"name": name, "settings": values} if values else {"name": name}
-            change_spec(hub, session, live, tools=current + [entry], action="tool.on", target=name,
-                        detail={"settings": values})
-            return "on"
+            if not any(entry.get("name") == name for entry in current):
+                values = parse_settings(settings)
+                entry = {"name": name, "settings": values} if values else {"name": name}
+                change_spec(hub, session, live, tools=current + [entry], action="tool.on", target=name,
+                            detail={"settings": values})
+            try:   # also when it was on already: a retry installs what a failed attempt did not
+                installed = install_dashboards(hub, session, slug, name)
+            except Exception:  # noqa: BLE001 - the tool is on; say that its dashboard is missing
+                log.exception("dashboards of %s not installed in %s", name, slug)
+                return "on_without_dashboards"
+            return "on_with_dashboards" if installed else "on"
 
         return attempt(request, slug, session, name, change, settings)
 
@@ -275,6 +319,10 @@ def router(hub: GovHub) -> APIRouter:
 
 DONE_TEXT = {
     "on": "The tool is switched on. The platform is setting it up; the status below follows the changes.",
+    "on_with_dashboards": N_("The tool is switched on and its dashboard is installed (see Dashboards). The "
+                             "platform is setting the tool up; the status below follows the changes."),
+    "on_without_dashboards": N_("The tool is switched on, but its dashboard could not be installed. Switch it "
+                                "on again later to retry, or tell platform operations."),
     "off": "The tool is switched off. The platform follows the change; the status below shows its progress.",
     "settings": "The settings are saved. The platform hands them to the tool.",
     "unchanged": "Nothing changed: the settings were the same.",

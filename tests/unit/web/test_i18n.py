@@ -14,15 +14,21 @@ from urbanstack.runtime.web import i18n
 ROOT = Path(i18n.__file__).resolve().parents[1]  # runtime/
 METHODS = [("**/templates/**.html", "jinja2.ext:babel_extract"), ("web/**.py", "python"), ("hubs/**.py", "python")]
 OPTIONS = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "false"}}
+# Pages City Tools contribute to the hubs (urbanstack.toolkit.pages) use the same catalogue.
+TOOLS_ROOT = ROOT.parent / "urbanstack"
+TOOLS_METHODS = [("citytools/**/templates/**.html", "jinja2.ext:babel_extract"), ("citytools/**.py", "python"),
+                 ("toolkit/**.py", "python")]
+TOOLS_OPTIONS = {"citytools/**/templates/**.html": OPTIONS["**/templates/**.html"]}
 
 
 def _message_ids() -> dict[str, str]:
     found = {}
-    for filename, _lineno, message, _comments, _context in extract_from_dir(
-            str(ROOT), METHODS, options_map=OPTIONS, keywords={"_": None, "gettext": None, "N_": None}):
-        for text in (message if isinstance(message, tuple) else (message,)):
-            if text:
-                found.setdefault(text, filename)
+    for root, methods, options in ((ROOT, METHODS, OPTIONS), (TOOLS_ROOT, TOOLS_METHODS, TOOLS_OPTIONS)):
+        for filename, _lineno, message, _comments, _context in extract_from_dir(
+                str(root), methods, options_map=options, keywords={"_": None, "gettext": None, "N_": None}):
+            for text in (message if isinstance(message, tuple) else (message,)):
+                if text:
+                    found.setdefault(text, filename)
     return found
 
 
