@@ -565,7 +565,7 @@ def add_features(app: FastAPI, principal: Callable, charge: Callable, limits: Fe
         media = negotiate(request, params, offered, formats)
         if data:
             charge(request, caller)
-        note_caller(request, caller)
+            note_caller(request, caller)   # landing, conformance and /api are neither charged nor metered
         base = f"{str(request.base_url).rstrip('/')}{PREFIX}"
         token = request_deadline.set(time.monotonic() + app.state.engine.limits.query_timeout_seconds)
         try:

@@ -24,7 +24,7 @@ from .events import (API_BYTES_READ, API_QUERIES, API_ROWS_READ, QUOTA_QUERIES, 
 log = logging.getLogger(__name__)
 
 MAX_USERS_PER_DAY = 200_000
-METERED_PATHS = ("/api/v1/datasets", "/api/v1/join", "/graphql")
+METERED_PATHS = ("/api/v1/datasets", "/api/v1/join", "/graphql", "/v1.1", "/ogcapi")
 
 
 @dataclass

@@ -421,6 +421,28 @@ def test_rest_and_graphql_requests_are_metered_with_the_rows_the_warehouse_read(
     meter.close()
 
 
+def test_sensorthings_and_features_requests_are_metered_but_not_the_features_landing_page(
+        platform, meter_topic, ledger, issuer, settings, warehouse):
+    from test_api import World
+
+    world = World(warehouse)
+    meter = ApiMeter(MeterEmitter(kafka.admin_config(platform), topic=meter_topic), window_seconds=3600)
+    app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api",
+                     meter=meter, ledger=ledger)
+    headers = {"Authorization": f"Bearer {issuer.token(tenant=world.gue, roles=('gov-viewer',))}"}
+    with TestClient(app, raise_server_exceptions=False) as client:
+        for path in ("/ogcapi", "/ogcapi/conformance"):
+            assert client.get(path, headers=headers).status_code == 200
+        with meter._lock:
+            assert world.gue not in meter._sums          # landing pages are no data queries
+        for path in ("/v1.1/Datastreams", "/ogcapi/collections"):
+            response = client.get(path, headers=headers)
+            assert response.status_code == 200, (path, response.text[:300])
+        with meter._lock:
+            assert meter._sums[world.gue][API_QUERIES] == 2
+    meter.close()
+
+
 def test_storage_is_sampled_once_an_hour_per_municipality_and_sums_to_byte_hours(ledger, warehouse):
     from urbanstack.operator import naming
     from urbanstack.runtime.metering.events import STORAGE_BYTE_HOURS
