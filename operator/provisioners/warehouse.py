@@ -232,7 +232,8 @@ class WarehouseProvisioner:
         if not self.embedded:
             access = part.access
             for statement in (f"DROP USER IF EXISTS `{access.user}`", f"DROP QUOTA IF EXISTS `{access.quota}`",
-                              f"DROP ROLE IF EXISTS `{access.role}`"):
+                              f"DROP ROLE IF EXISTS `{access.role}`",
+                              *((f"DROP ROLE IF EXISTS `{access.legacy_role}`",) if access.legacy_role else ())):
                 self._command(statement)
             actions.append(f"dropped user {access.user}, its role and quota")
         if not keep_data and self._database_exists(part.database):

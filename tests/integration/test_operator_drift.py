@@ -211,7 +211,7 @@ def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, ke
     provisioner = IdentityProvisioner(platform.keycloak_url, keycloak.ADMIN_USER, keycloak.admin_password(platform))
     ensure(provisioner, part, credentials)
     slug = desired.slug
-    tool, api, hub = f"{slug}-tool-pegel-warnung", f"{slug}-api", f"{slug}-gov-hub"
+    tool, api, hub = f"{slug}--tool-pegel-warnung", f"{slug}-api", f"{slug}-gov-hub"
     admin_user = part.users[0].username
     try:
         assert provisioner.observe(part, credentials).in_sync
