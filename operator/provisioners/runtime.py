@@ -52,6 +52,7 @@ def _unavailable(exc: Exception) -> BackendUnavailable:
 class RuntimeProvisioner:
     name = BACKEND
     condition = "RuntimeReady"
+    reads_per_tenant = True   # observe_from reads each namespace's objects (docs/scale.md)
 
     def __init__(self, api_client: client.ApiClient):
         self._api_client = api_client

@@ -85,6 +85,15 @@ def test_one_listing_per_backend_and_a_reconcile_only_for_what_differs():
     assert "topic x exists" in submitted[0][1]
 
 
+def test_per_tenant_reads_overlap_and_still_compare_everyone_once():
+    runtime = Listing("Kubernetes", drifted={"m-3"})
+    runtime.reads_per_tenant = True
+    submitted: list = []
+    report = _sweeper(Backends(runtime), [_municipality(f"m-{i}") for i in range(20)], submitted).sweep()
+    assert sorted(runtime.compared) == sorted(f"m-{i}" for i in range(20)) and report.tenants == 20
+    assert [name for name, _ in submitted] == ["m-3"]
+
+
 def test_municipalities_still_on_the_change_path_are_not_swept():
     backends = Backends(Listing("Kubernetes"))
     creating = _municipality("new", phase="Provisioning")
