@@ -3,6 +3,15 @@ the real backends of the local platform.
 
     .venv/bin/python bench/operator_ready.py --single 5 --batch 100
     .venv/bin/python bench/operator_ready.py --single 0 --batch 1000 --keep
+    .venv/bin/python bench/operator_ready.py --single 1 --batch 100 --drift-mode per-tenant --observe-pass --steady 180
+    .venv/bin/python bench/operator_ready.py --single 1 --batch 100 --drift-mode bulk --observe-pass --steady 180
+
+``--drift-mode`` switches between the previous design (every municipality re-observes every
+backend on its own timer, reconciles in Kopf's executor in arrival order) and the bulk sweep
+with the priority work queue. ``--observe-pass`` times one drift check of all municipalities
+both ways, in the same run, backend call by backend call. ``--steady`` measures the process's
+CPU while everything is Ready and nothing changes. ``--change-during-batch`` changes the spec
+of a Ready municipality while the batch is being created and reports when its reconcile started.
 
 Runs the operator in this process (like `urbanstack serve`), applies
 municipalities in the organization strategy with both example CityTools, and
@@ -53,13 +62,45 @@ def _ready(obj: dict) -> bool:
         c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions") or [])
 
 
+# The backend calls inside ``observe``: what one drift check of one municipality costs, per verb.
+BACKEND_VERBS = {
+    "Kubernetes": ("_get", "_read_named"),
+    "Kafka": ("_topics", "_describe", "_configs", "_scram_mechanisms", "_authenticates"),
+    "ClickHouse": ("_query",),
+    "Keycloak": ("_call",),
+}
+
+
+def _verb_key(backend: str, verb: str, args: tuple) -> str:
+    """``Keycloak GET /{realm}/clients/{id}/roles``: paths with their names and ids folded, so one
+    row is one kind of call; ClickHouse queries by the table they read."""
+    if backend == "Keycloak" and len(args) >= 2:
+        import re
+
+        path = re.sub(r"/[0-9a-f-]{36}", "/{id}", args[1])
+        path = re.sub(r"^/[^/]+", "/{realm}", path)
+        path = re.sub(r"/roles/[^/]+", "/roles/{role}", path)
+        return f"{args[0]} {path}"
+    if backend == "ClickHouse" and args:
+        import re
+
+        match = re.search(r"FROM (system\.\w+)", args[0])
+        return f"query {match.group(1) if match else args[0][:30]}"
+    if backend == "Kubernetes" and verb == "_get" and args:
+        return f"GET {args[0].kind}"
+    return verb
+
+
 class Timings:
-    """Wraps each provisioner's verbs to learn where reconcile time goes."""
+    """Wraps each provisioner's verbs to learn where reconcile time goes, and (``calls``) the
+    backend calls inside them, with wall time and the calling thread's CPU time."""
 
     def __init__(self):
         self.seconds: dict[str, float] = defaultdict(float)
         self.calls: dict[str, int] = defaultdict(int)
         self.lock = threading.Lock()
+        self.only_thread: int | None = None
+        self.reset_calls()
 
     def wrap(self, provisioner):
         for verb in ("observe", "apply", "delete"):
@@ -76,6 +117,109 @@ class Timings:
 
             setattr(provisioner, verb, timed)
 
+    def wrap_calls(self, provisioner, target=None):
+        target = target or provisioner
+        for verb in BACKEND_VERBS.get(provisioner.name, ()):
+            original = getattr(target, verb, None)
+            if original is None:
+                continue
+
+            def timed(*args, __original=original, __verb=verb, **kwargs):
+                if self.only_thread is not None and threading.get_ident() != self.only_thread:
+                    return __original(*args, **kwargs)
+                started, cpu = time.perf_counter(), time.thread_time()
+                try:
+                    return __original(*args, **kwargs)
+                finally:
+                    key = f"{provisioner.name} {_verb_key(provisioner.name, __verb, args)}"
+                    with self.lock:
+                        self.call_seconds[key] += time.perf_counter() - started
+                        self.call_cpu[key] += time.thread_time() - cpu
+                        self.call_counts[key] += 1
+
+            setattr(target, verb, timed)
+
+    def reset_calls(self):
+        with self.lock:
+            self.call_seconds, self.call_cpu, self.call_counts = (defaultdict(float), defaultdict(float),
+                                                                  defaultdict(int))
+
+    def print_calls(self, title: str, tenants: int):
+        print(title)
+        print(f"  {'backend call':58} {'calls':>6} {'wall s':>8} {'cpu s':>7} {'per tenant':>11}")
+        for key in sorted(self.call_seconds, key=self.call_seconds.get, reverse=True):
+            print(f"  {key[:58]:58} {self.call_counts[key]:6d} {self.call_seconds[key]:8.2f} {self.call_cpu[key]:7.2f} "
+                  f"{self.call_seconds[key] / max(tenants, 1) * 1000:8.0f} ms")
+
+
+def observe_pass(names: list[str], custom, backends, timings: Timings, settings) -> None:
+    """One drift check of every municipality, both designs, in this thread: the previous one
+    (each tenant observes each backend) and the bulk sweep (one listing per backend, compared in
+    memory). Calls of the operator's own threads meanwhile are not counted."""
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.reconcile import parse_tools
+    from urbanstack.operator.sweep import DriftSweeper
+
+    items = [i for i in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+             if i["metadata"]["name"] in set(names)]
+    tool_items = custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"]
+    tools = parse_tools(tool_items)
+    timings.only_thread = threading.get_ident()
+    try:
+        timings.reset_calls()
+        cpu, wall = time.thread_time(), time.perf_counter()
+        per_backend: dict[str, float] = defaultdict(float)
+        errors: dict[str, int] = defaultdict(int)
+        for item in items:
+            desired = plan(parse_municipality(item), tools, mail=backends.mail, endpoints=backends.endpoints)
+            fixed = {"kafka-username": desired.streaming.user,
+                     "warehouse-username": desired.warehouse.access.user}
+            started = time.perf_counter()
+            try:
+                backends.runtime.observe(desired.runtime, fixed)
+                credentials = backends.runtime.read_credentials(desired.runtime)
+            except Exception as error:  # noqa: BLE001 - a backend hiccup under load: count it, go on
+                errors[f"Kubernetes: {str(error)[:80]}"] += 1
+                continue
+            finally:
+                per_backend["Kubernetes"] += time.perf_counter() - started
+            for provisioner, part in ((backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
+                                      (backends.identity, desired.identity)):
+                started = time.perf_counter()
+                try:
+                    provisioner.observe(part, credentials)
+                except Exception as error:  # noqa: BLE001
+                    errors[f"{provisioner.name}: {str(error)[:80]}"] += 1
+                per_backend[provisioner.name] += time.perf_counter() - started
+        cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+        print(f"\nobserve pass, previous design (per municipality, every backend), {len(items)} municipalities: "
+              f"{wall:.1f} s wall, {cpu:.1f} s CPU in this thread; per backend "
+              + ", ".join(f"{k} {v:.1f} s" for k, v in per_backend.items()))
+        if errors:
+            print("  errors (counted, not retried): " + "; ".join(f"{k} ×{v}" for k, v in errors.items()))
+        timings.print_calls("backend calls of that pass:", len(items))
+
+        sweeper = DriftSweeper(backends, interval=settings.drift_interval, audit_interval=0,
+                               list_municipalities=lambda: items, list_tools=lambda: tool_items,
+                               submit=lambda name, why: None)
+        for attempt in ("cold", "warm"):   # cold: plans computed; warm: plans cached, as every later sweep
+            timings.reset_calls()
+            cpu, wall = time.thread_time(), time.perf_counter()
+            try:
+                report = sweeper.sweep(submit=False)
+            except Exception as error:  # noqa: BLE001
+                print(f"bulk sweep ({attempt}) failed: {error}")
+                continue
+            cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+            print(f"\nobserve pass, bulk sweep ({attempt}), {report.tenants} municipalities: {wall:.1f} s wall, "
+                  f"{cpu:.1f} s CPU in this thread; {report.summary()}")
+            if report.drifted:
+                print("  differences found: " + "; ".join(f"{k}: {v[:2]}" for k, v in list(report.drifted.items())[:3]))
+            timings.print_calls("backend calls of that sweep:", report.tenants)
+    finally:
+        timings.only_thread = None
+
 
 def main() -> int:
     parser = argparse.ArgumentParser()
@@ -84,6 +228,13 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=8, help="operator worker threads for sync handlers")
     parser.add_argument("--timeout", type=float, default=1800)
     parser.add_argument("--keep", action="store_true", help="do not delete the municipalities afterwards")
+    parser.add_argument("--drift-mode", choices=("bulk", "per-tenant"), default="bulk")
+    parser.add_argument("--drift-interval", type=float, default=60.0)
+    parser.add_argument("--observe-pass", action="store_true",
+                        help="time one drift check of all municipalities, per tenant and as a bulk sweep")
+    parser.add_argument("--steady", type=float, default=0, help="seconds of steady-state CPU measurement")
+    parser.add_argument("--change-during-batch", type=float, default=10.0,
+                        help="seconds into the batch to change a Ready municipality's spec (0: no change)")
     args = parser.parse_args()
 
     import kopf
@@ -94,7 +245,12 @@ def main() -> int:
     from urbanstack.operator.backends import Backends, operator_kubeconfig
     from urbanstack.settings import Settings
 
-    settings = credentials.fill(Settings.from_env())
+    import dataclasses
+
+    settings = dataclasses.replace(credentials.fill(Settings.from_env()), drift_mode=args.drift_mode,
+                                   drift_interval=args.drift_interval, operator_workers=args.workers)
+    print(f"design: drift mode {args.drift_mode}, interval {args.drift_interval:.0f} s, {args.workers} workers; "
+          f"load average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     platform.up(settings)
     admin = kubernetes.config.new_client_from_config(config_file=str(settings.kubeconfig))
     custom = kubernetes.client.CustomObjectsApi(admin)
@@ -112,7 +268,16 @@ def main() -> int:
     timings = Timings()
     for provisioner in (backends.runtime, backends.streaming, backends.warehouse, backends.identity):
         timings.wrap(provisioner)
+        timings.wrap_calls(provisioner)
     handlers.configure(settings, backends)
+    reconcile_started: dict[str, list[float]] = defaultdict(list)
+    original_reconcile = handlers._reconcile_municipality
+
+    def recorded(name, *a, **kw):
+        reconcile_started[name].append(time.monotonic())
+        return original_reconcile(name, *a, **kw)
+
+    handlers._reconcile_municipality = recorded
     os.environ["KUBECONFIG"] = operator_kubeconfig(settings) or ""
     stop, ready = threading.Event(), threading.Event()
 
@@ -140,6 +305,19 @@ def main() -> int:
             time.sleep(0.2)
         return time.monotonic() - started
 
+    change: dict[str, float] = {}
+
+    def change_later(name: str, at: float) -> None:
+        """Change a Ready municipality's spec while the batch is created: when does its reconcile start?"""
+        time.sleep(max(0.0, at - time.monotonic()))
+        before = len(reconcile_started[name])
+        custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, {"spec": {"retentionDays": 400}})
+        change["at"] = time.monotonic()
+        while time.monotonic() - change["at"] < args.timeout and len(reconcile_started[name]) <= before:
+            time.sleep(0.05)
+        if len(reconcile_started[name]) > before:
+            change["started_after"] = reconcile_started[name][before] - change["at"]
+
     singles = []
     for i in range(args.single):
         name = f"b{run}-s{i}"
@@ -153,14 +331,37 @@ def main() -> int:
     if args.batch:
         names = [f"b{run}-m{i:04d}" for i in range(args.batch)]
         started = time.monotonic()
+        changer = None
+        if args.change_during_batch and created:
+            changer = threading.Thread(target=change_later, args=(created[0], started + args.change_during_batch))
+            changer.start()
         for name in names:
             custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _body(name))
         created += names
         applied = time.monotonic() - started
         batch_seconds = wait_all(names, started)
+        if changer is not None:
+            changer.join()
         print(f"batch of {args.batch}: all Ready after {batch_seconds:.1f} s (applying took {applied:.1f} s)",
               flush=True)
 
+    if change:
+        print(f"spec change of {created[0]} {args.change_during_batch:.0f} s into the batch: reconcile started "
+              f"after {change.get('started_after', float('nan')):.1f} s", flush=True)
+    all_names = [n for n in created]
+    if args.observe_pass:
+        observe_pass(all_names, custom, backends, timings, settings)
+    if args.steady:
+        time.sleep(min(args.drift_interval, 30))   # let the last creations' first drift checks pass
+        counts = {n: len(v) for n, v in reconcile_started.items()}
+        load_before = os.getloadavg()[0]
+        cpu, wall = time.process_time(), time.monotonic()
+        time.sleep(args.steady)
+        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+        reconciles = sum(len(v) - counts.get(n, 0) for n, v in reconcile_started.items())
+        print(f"steady state, {len(all_names)} Ready, nothing changing, {wall:.0f} s: operator process CPU "
+              f"{cpu:.1f} s = {cpu / wall * 100:.1f} % of one core; {reconciles} reconciles "
+              f"(load average {load_before:.1f} → {os.getloadavg()[0]:.1f})", flush=True)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print()
     print(f"machine: {machine.node()} {os.cpu_count()} cores, "

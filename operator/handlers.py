@@ -3,7 +3,9 @@ write the result through the status subresource."""
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import threading
 
 import kopf
 import kubernetes
@@ -14,6 +16,8 @@ from urbanstack.operator.backends import Backends
 from urbanstack.operator.models import SpecError, parse_citytool
 from urbanstack.operator.reconcile import Outcome, condition, finalize, now, parse_tools, reconcile
 from urbanstack.operator.provisioners.base import BackendUnavailable
+from urbanstack.operator.sweep import DriftSweeper
+from urbanstack.operator.workqueue import CHANGE, CREATE, DRIFT, WorkQueue
 from urbanstack.settings import Settings
 
 GROUP, VERSION = "urbanstack.io", "v1alpha1"
@@ -29,6 +33,9 @@ class _State:
     directory: ags_rules.MunicipalityDirectory | None = None
     drift_timer_registered = False
     kubeconfig: str | None = None
+    settings: Settings | None = None
+    queue: WorkQueue | None = None         # bulk mode: every reconcile goes through it
+    sweeper: DriftSweeper | None = None    # bulk mode: the one drift sweep
 
 
 state = _State()
@@ -44,10 +51,16 @@ def configure(settings: Settings, backends: Backends | None = None,
     state.backends = backends or Backends.from_settings(settings)
     state.kubeconfig = operator_kubeconfig(settings)
     state.directory = directory or ags_rules.load_directory(settings)
+    state.settings = settings
+    if settings.drift_mode == "bulk":
+        # The sweep replaces the per-municipality timer (registered at most once per process, for
+        # the previous design; it does nothing while the mode is bulk).
+        return
     if not state.drift_timer_registered:
         kopf.timer(GROUP, VERSION, MUNICIPALITIES, id="drift", interval=settings.drift_interval,
                    initial_delay=min(settings.drift_interval, 30.0), idle=min(settings.drift_interval / 2, 10.0),
-                   when=lambda body, **_: not body.get("metadata", {}).get("deletionTimestamp"))(municipality_drift)
+                   when=lambda body, **_: (not body.get("metadata", {}).get("deletionTimestamp")
+                                           and _per_tenant_drift()))(municipality_drift)
         state.drift_timer_registered = True
 
 
@@ -99,6 +112,102 @@ def login(logger, **_):
                                token=user.get("token"), scheme="Bearer")
 
 
+def _bulk() -> bool:
+    return state.settings is not None and state.settings.drift_mode == "bulk"
+
+
+def _per_tenant_drift() -> bool:
+    return state.settings is not None and state.settings.drift_mode == "per-tenant"
+
+
+def _get_municipality(name: str) -> dict | None:
+    try:
+        return _custom().get_cluster_custom_object(GROUP, VERSION, MUNICIPALITIES, name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def _drift_repair(name: str, why: str) -> None:
+    """A reconcile the sweep asked for, from the municipality as it is now."""
+    body = _get_municipality(name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    log.info("drift sweep: reconciling %s (%s)", name, why[:300])
+    try:
+        _reconcile_municipality(name, body, drift_check=True)
+    except (kopf.TemporaryError, kopf.PermanentError):
+        pass  # status says what is wrong; the next sweep looks again
+    except Exception:  # noqa: BLE001 - nobody waits on a repair: say it here, the next sweep retries
+        log.exception("drift repair of %s failed", name)
+
+
+class _KopfContext:
+    """Kopf keeps its settings and event queue in context variables; work that runs on the
+    queue's threads runs in a copy of the context it was submitted from (for the sweep's repairs:
+    of the first handler's), so ``kopf.event`` works there."""
+
+    def __init__(self):
+        self._context = contextvars.copy_context()
+        self._lock = threading.Lock()
+
+    def copy(self) -> contextvars.Context:
+        with self._lock:   # a context may be entered by one thread at a time
+            return self._context.run(contextvars.copy_context)
+
+
+def _in_context(work, context: contextvars.Context | None = None):
+    context = context or contextvars.copy_context()
+    return lambda: context.run(work)
+
+
+_handler_context: list[_KopfContext] = []   # kopf's context as a handler sees it, captured once
+
+
+def _drift_context() -> contextvars.Context | None:
+    return _handler_context[0].copy() if _handler_context else None
+
+
+def _start_bulk() -> None:
+    settings = state.settings
+    state.queue = WorkQueue(settings.operator_workers).start()
+    queue = state.queue
+    state.sweeper = DriftSweeper(
+        state.backends, interval=settings.drift_interval, audit_interval=settings.drift_audit_interval,
+        list_municipalities=lambda: _custom().list_cluster_custom_object(GROUP, VERSION, MUNICIPALITIES)["items"],
+        list_tools=_tool_items,
+        submit=lambda name, why: queue.submit(
+            name, DRIFT, _in_context(lambda: _drift_repair(name, why), _drift_context())),
+    ).start(initial_delay=min(settings.drift_interval, 30.0))
+
+
+def _stop_bulk() -> None:
+    if state.sweeper is not None:
+        state.sweeper.stop()
+        state.sweeper = None
+    if state.queue is not None:
+        state.queue.stop()
+        state.queue = None
+
+
+async def _queued(name: str, priority: int, work):
+    """Run ``work`` on the work queue (bulk mode) or, as before, on the loop's executor."""
+    import asyncio
+
+    if not _handler_context:   # kopf's event queue lives in handler context only (not at startup)
+        _handler_context.append(_KopfContext())
+    if state.queue is None:
+        return await asyncio.get_running_loop().run_in_executor(None, work)
+    return await asyncio.wrap_future(state.queue.submit(name, priority, _in_context(work)))
+
+
+@kopf.on.cleanup()
+def cleanup(**_):
+    _stop_bulk()
+    _handler_context.clear()
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_):
     settings.persistence.finalizer = FINALIZER
@@ -112,6 +221,10 @@ def startup(settings: kopf.OperatorSettings, **_):
     settings.peering.clusterwide = True
     settings.posting.level = logging.INFO
     settings.queueing.error_delays = RETRY_DELAYS
+    _handler_context.clear()   # a context of an earlier operator run refers to its closed loop
+    if _bulk():
+        _stop_bulk()
+        _start_bulk()
 
 
 def _apply_outcome(name: str, outcome: Outcome, body, retry: int) -> None:
@@ -138,8 +251,10 @@ def _reconcile_municipality(name: str, body, retry: int = 0, *, drift_check: boo
 @kopf.on.resume(GROUP, VERSION, MUNICIPALITIES)
 @kopf.on.create(GROUP, VERSION, MUNICIPALITIES)
 @kopf.on.update(GROUP, VERSION, MUNICIPALITIES, field="spec")
-def municipality_changed(name, body, retry, **_):
-    _reconcile_municipality(name, body, retry)
+async def municipality_changed(name, body, retry, reason, **_):
+    """A change of an existing municipality goes before creations and resumes (bulk mode)."""
+    priority = CHANGE if reason == kopf.Reason.UPDATE else CREATE
+    await _queued(name, priority, lambda: _reconcile_municipality(name, body, retry))
 
 
 def municipality_drift(name, body, **_):
@@ -151,7 +266,11 @@ def municipality_drift(name, body, **_):
 
 
 @kopf.on.delete(GROUP, VERSION, MUNICIPALITIES)
-def municipality_deleted(name, body, retry, **_):
+async def municipality_deleted(name, body, retry, **_):
+    await _queued(name, CHANGE, lambda: _delete_municipality(name, body, retry))
+
+
+def _delete_municipality(name, body, retry) -> None:
     _write_status(MUNICIPALITIES, name, {"phase": "Deleting"})
     tool_items = _tool_items()
     with state.backends.lock(name):

@@ -6,9 +6,14 @@ between tenants. The rules that keep the derivation injective:
 
 - slugs and tool names are lowercase letters, digits and single hyphens; dataset
   names are lowercase letters, digits and single underscores;
-- separators never occur inside a part (``.`` in topics, ``__`` in table names);
+- separators never occur inside a part (``.`` in topics, ``__`` in table names,
+  ``--`` in tool client ids and ``__`` in role names, which slugs and tool names
+  cannot contain because they allow only single hyphens);
+- within one backend namespace (ClickHouse users and roles share one: a ``GRANT``
+  to a name that is both goes to the user) a fixed suffix never turns one
+  tenant's name into another's: the suffix sits behind a separator no slug has;
 - a name that would exceed a backend's length limit keeps a readable prefix and
-  ends in a hash of the full name, so it stays stable and distinct.
+  ends in ``--`` and a hash of the full name, so it stays stable and distinct.
 
 Renaming ``displayName`` never renames anything: names depend on the slug only.
 """
@@ -59,12 +64,19 @@ def is_slug(value: str) -> bool:
 
 
 def fit(name: str, limit: int, separator: str = "-") -> str:
-    """``name`` if it fits ``limit``, else a prefix plus a stable hash of the full name."""
+    """``name`` if it fits ``limit``, else a prefix plus a stable hash of the full name.
+
+    The hash follows a doubled separator (``--``), which no name built from slugs and tool
+    names holds where ``fit`` can shorten it (DNS labels: ``muni-<slug>``, ``tool-<tool>``),
+    so a shortened name never equals another tenant's unshortened one. With a single ``-``
+    a 58-character slug chosen as ``<prefix>-<hash>`` took a long slug's namespace. (No
+    slug of the Destatis directory is long enough to be shortened: the longest has 49.)"""
     if len(name) <= limit:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:_HASH_LENGTH]
-    prefix = name[: limit - _HASH_LENGTH - len(separator)].rstrip("-_.")
-    return f"{prefix}{separator}{digest}"
+    marker = separator * 2
+    prefix = name[: limit - _HASH_LENGTH - len(marker)].rstrip("-_.")
+    return f"{prefix}{marker}{digest}"
 
 
 def _underscored(name: str) -> str:
@@ -135,6 +147,15 @@ def warehouse_user(slug: str) -> str:
 
 
 def warehouse_role(slug: str) -> str:
+    """``muni_<slug>__role``. ClickHouse keeps users and roles apart but ``GRANT … TO name``
+    picks the user when both exist, so the role must never equal any tenant's user
+    ``muni_<slug>``: with one underscore, slug ``x``'s role was slug ``x-role``'s user."""
+    return fit(f"muni_{_underscored(slug)}__role", CLICKHOUSE_IDENTIFIER_MAX, "_")
+
+
+def legacy_warehouse_role(slug: str) -> str:
+    """The role name used before ``warehouse_role`` got its double underscore; the
+    warehouse provisioner drops it once the tenant's user no longer holds it."""
     return fit(f"muni_{_underscored(slug)}_role", CLICKHOUSE_IDENTIFIER_MAX, "_")
 
 
@@ -158,14 +179,44 @@ def organization(slug: str) -> str:
     return slug
 
 
+CLIENT_APPS = ("gov-hub", "citizen-hub", "api")
+"""The clients every municipality has. ``<slug>-<app>`` is injective as long as no app
+is another's ``-``-suffix (``hub`` next to ``gov-hub`` would make ``a-gov`` + ``hub``
+equal ``a`` + ``gov-hub``) and no app contains ``--``; tests check both."""
+
+
 def client(slug: str, app: str) -> str:
     """Client ids carry the slug in both strategies, so a token's audience
     (``guetersloh-api``) names the tenant whichever strategy it uses."""
+    if "--" in app:
+        raise ValueError(f"a client app name must not contain '--' (tool clients use it): {app!r}")
     return fit(f"{slug}-{app}", KEYCLOAK_NAME_MAX)
 
 
+TOOL_CLIENT_SEPARATOR = "--tool-"
+
+
 def tool_client(slug: str, tool: str) -> str:
-    return client(slug, f"tool-{tool}")
+    """``<slug>--tool-<tool>``. Slugs and tool names never contain ``--``, so the id splits
+    back into exactly one (slug, tool) and never equals a ``client(slug, app)`` id, which has
+    no ``--``. The earlier ``<slug>-tool-<tool>`` did collide: tool ``api`` of ``a`` and the
+    API client of ``a-tool`` were both ``a-tool-api``."""
+    return fit(f"{slug}{TOOL_CLIENT_SEPARATOR}{tool}", KEYCLOAK_NAME_MAX)
+
+
+def legacy_tool_client(slug: str, tool: str) -> str:
+    """The tool client id before the ``--`` separator. The identity provisioner deletes such a
+    client of the tenant as unplanned (it carries the tenant attribute) and creates the new one
+    with the same secret from the tenant Secret."""
+    return fit(f"{slug}-tool-{tool}", KEYCLOAK_NAME_MAX)
+
+
+def split_tool_client(client_id: str) -> tuple[str, str] | None:
+    """(slug, tool) of a tool client id, or None if it is none."""
+    slug, separator, tool = client_id.partition(TOOL_CLIENT_SEPARATOR)
+    if not separator or not is_slug(slug) or not is_slug(tool) or tool_client(slug, tool) != client_id:
+        return None
+    return slug, tool
 
 
 def rollup_table(tool: str, dataset: str) -> str:

@@ -350,6 +350,7 @@ class WarehouseAccess:
     queries_per_hour: int
     grants: tuple[WarehouseGrant, ...]
     password_key: str              # key in the tenant Secret
+    legacy_role: str | None = None  # the role's name before naming.warehouse_role changed; dropped on delete
 
     @property
     def errors_per_hour(self) -> int:
@@ -637,7 +638,7 @@ def _warehouse(municipality: Municipality, datasets: tuple[tuple[CityTool, Datas
         shared += [WarehouseGrant(grantee, database, name, ("SELECT",)) for grantee in grantees for name in readable]
     access = WarehouseAccess(user=naming.warehouse_user(slug), role=role, quota=naming.warehouse_quota(slug),
                              queries_per_hour=quotas.queries_per_hour, grants=(own, *sorted(set(shared))),
-                             password_key="warehouse-password")
+                             password_key="warehouse-password", legacy_role=naming.legacy_warehouse_role(slug))
     return WarehousePart(database=database, database_sql=render("clickhouse/database.sql.j2", database=database),
                          tables=tables, access=access)
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 KAFKA_SASL_MECHANISM = "SCRAM-SHA-512"
 KAFKA_SECURITY_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
+DRIFT_MODES = ("bulk", "per-tenant")
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 MASK = "***"
 
@@ -91,6 +92,17 @@ FIELDS: dict[str, Field] = {
                            "Seconds to wait for one service to become ready before giving up."),
     "drift_interval": Field("URBANSTACK_DRIFT_INTERVAL", "60",
                             "Seconds between the operator's re-observations that repair drift."),
+    "drift_mode": Field("URBANSTACK_DRIFT_MODE", "bulk",
+                        "How the operator observes drift: 'bulk' (one listing per backend per interval for every "
+                        "municipality, a reconcile only for those that differ) or 'per-tenant' (the previous "
+                        "design: every municipality re-observes every backend on its own timer)."),
+    "drift_audit_interval": Field("URBANSTACK_DRIFT_AUDIT_INTERVAL", "86400",
+                                  "Seconds within which every municipality also gets a full re-observation of "
+                                  "what the bulk listings cannot show (passwords, Keycloak roles and scope "
+                                  "mappings, client secrets, members); spread over the drift sweeps; 0: never."),
+    "operator_workers": Field("URBANSTACK_OPERATOR_WORKERS", "6",
+                              "Reconciles the operator runs at once (its work queue: changes first, then "
+                              "creations, then drift repairs)."),
     "kafka_bootstrap_servers": Field("URBANSTACK_KAFKA_BOOTSTRAP", "",
                                      "Kafka bootstrap servers; empty means the local platform's broker."),
     "keycloak_server_url": Field("URBANSTACK_KEYCLOAK_URL", "",
@@ -220,6 +232,9 @@ class Settings:
     smtp_starttls: bool = False
     metadata_url: str = ""
     metadata_migration_url: str = ""
+    drift_mode: str = "bulk"
+    drift_audit_interval: float = 86400.0
+    operator_workers: int = 6
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -250,6 +265,10 @@ class Settings:
         if settings.kafka_ca_file and settings.kafka_security_protocol != "SASL_SSL":
             raise ValueError("URBANSTACK_KAFKA_CA_FILE is set but URBANSTACK_KAFKA_SECURITY_PROTOCOL is "
                              f"{settings.kafka_security_protocol}; set it to SASL_SSL or unset the CA file")
+        if settings.drift_mode not in DRIFT_MODES:
+            raise ValueError(f"URBANSTACK_DRIFT_MODE must be one of {', '.join(DRIFT_MODES)}, got {settings.drift_mode!r}")
+        if settings.operator_workers < 1:
+            raise ValueError(f"URBANSTACK_OPERATOR_WORKERS must be at least 1, got {settings.operator_workers}")
         settings.trusted_networks  # noqa: B018 - refuse a bad proxy list at start, not at the first request
         if not settings.warehouse_url:
             settings = dataclasses.replace(settings, warehouse_url=f"chdb://{settings.state_dir / 'warehouse'}")

@@ -52,6 +52,7 @@ def _unavailable(exc: Exception) -> BackendUnavailable:
 class RuntimeProvisioner:
     name = BACKEND
     condition = "RuntimeReady"
+    reads_per_tenant = True   # observe_from reads each namespace's objects (docs/scale.md)
 
     def __init__(self, api_client: client.ApiClient):
         self._api_client = api_client
@@ -124,6 +125,29 @@ class RuntimeProvisioner:
                 found.add(f"Secret {INGEST_SECRET}", "keys", "set", f"missing or changed: {', '.join(wrong)}",
                           "write_ingest_secret")
         return found.diff()
+
+    # bulk observe (the drift sweep) -------------------------------------------
+    def snapshot(self, parts: list[RuntimePart]) -> set[str]:
+        """The names of all namespaces, in one listing. The objects inside them are read per
+        municipality: the operator may read them only through the RoleBinding in each tenant
+        namespace, so a cluster-wide listing would need wider rights (docs/scale.md)."""
+        try:
+            return {ns.metadata.name for ns in self._core().list_namespace().items}
+        except ApiException as exc:
+            raise _unavailable(exc) from None
+        except urllib3.exceptions.HTTPError as exc:
+            raise _unavailable(exc) from None
+
+    def observe_from(self, snapshot: set[str], part: RuntimePart,
+                     credentials: Mapping[str, str] | None = None) -> Diff:
+        """A missing namespace from the listing; otherwise the per-municipality reads of ``observe``
+        (Secrets: every key present and the ingest copy current; the user names the plan fixes are
+        compared by the full observe)."""
+        if part.namespace not in snapshot:
+            found = DiffBuilder()
+            found.add(f"Namespace {part.namespace}", "exists", True, False, "apply_object")
+            return found.diff()
+        return self.observe(part, credentials or {})
 
     def apply(self, part: RuntimePart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
         handlers = {"apply_object": self._apply_object, "write_secret": self._write_secret,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
@@ -141,6 +142,47 @@ class StreamingProvisioner:
             self._authenticates(part.user, password) if part.mechanism in mechanisms else None,
             self._acls(part))
 
+    # bulk observe (the drift sweep) -------------------------------------------
+    def snapshot(self, parts: list[StreamingPart]) -> "KafkaSnapshot":
+        """Everything the sweep compares, for all ``parts``, in four Admin calls: one topic listing,
+        one config description of every planned topic that exists, one ACL listing and one SCRAM
+        description of every planned user."""
+        try:
+            metadata = self.admin.list_topics(timeout=TIMEOUT)
+        except KafkaException as exc:
+            raise BackendUnavailable(BACKEND, f"listing topics: {exc.args[0].str()}") from None
+        partitions = {name: len(t.partitions) for name, t in metadata.topics.items()}
+        planned = sorted({t.name for part in parts for t in part.topics if t.name in partitions})
+        every = AclBindingFilter(ResourceType.ANY, None, ResourcePatternType.ANY, None, None,
+                                 AclOperation.ANY, AclPermissionType.ANY)
+        users = sorted({part.user for part in parts})
+        mechanisms: dict[str, set[str]] = {user: set() for user in users}
+        if users:
+            futures = self.admin.describe_user_scram_credentials(users, request_timeout=TIMEOUT)
+            for user, future in futures.items():
+                try:
+                    entry = future.result(timeout=TIMEOUT)
+                except KafkaException as exc:
+                    if exc.args[0].code() == KafkaError.RESOURCE_NOT_FOUND:
+                        continue
+                    _wait({user: future}, "describing SCRAM users")
+                    continue
+                mechanisms[user] = {i.mechanism.name.replace("_", "-") for i in entry.scram_credential_infos}
+        return KafkaSnapshot(partitions=partitions, configs=self._configs(planned),
+                             acls=[_acl_key(b) for b in self._describe(every)], mechanisms=mechanisms)
+
+    def observe_from(self, snapshot: "KafkaSnapshot", part: StreamingPart,
+                     credentials: Mapping[str, str] | None = None) -> Diff:
+        """The sweep's comparison: the same as ``observe`` but from the snapshot, without the login
+        that checks the SCRAM password (it needs a connection per tenant; the full observe of a
+        change, a repair or the rotating audit does it)."""
+        prefix = part.topic_prefix
+        existing = {name: count for name, count in snapshot.partitions.items() if name.startswith(prefix)}
+        acls = {key for key in snapshot.acls if key[3] == part.principal and not _share_from_another(key, prefix)}
+        acls |= {key for key in snapshot.acls if key[0] == "TOPIC" and key[1] == "LITERAL" and key[2].startswith(prefix)}
+        return streaming_differences(part, existing, snapshot.configs, snapshot.mechanisms.get(part.user, set()),
+                                     None, acls)
+
     # apply --------------------------------------------------------------------
     def apply(self, part: StreamingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
         handlers = {"create_topic": self._create_topic, "add_partitions": self._add_partitions,
@@ -210,6 +252,14 @@ class StreamingProvisioner:
                       ok_codes=(KafkaError.UNKNOWN_TOPIC_OR_PART,))
                 actions.append(f"deleted topics {', '.join(existing)}")
         return actions
+
+
+@dataclass(frozen=True)
+class KafkaSnapshot:
+    partitions: dict[str, int]                # every topic: partition count
+    configs: dict[str, dict[str, str]]        # planned topics that exist: config
+    acls: list[tuple]                         # every binding, as _acl_key
+    mechanisms: dict[str, set[str]]           # planned users: SCRAM mechanisms
 
 
 def streaming_differences(part: StreamingPart, partitions: Mapping[str, int],

@@ -91,29 +91,9 @@ class WarehouseProvisioner:
     def observe(self, part: WarehousePart, credentials: Mapping[str, str]) -> Diff:
         found = DiffBuilder()
         exists = self._database_exists(part.database)
-        if not exists:
-            found.add(f"database {part.database}", "exists", True, False, "execute", (part.database_sql,))
-        tables = self._tables(part.database) if exists else {}
-        columns = self._columns(part.database) if exists else {}
-        details = self._details(part.database) if exists else {}
-        for table in part.tables:
-            obj = f"table {table.name}"
-            if table.name not in tables:
-                found.add(obj, "exists", True, False, "execute", (table.ddl,))
-                if table.rollup is not None:
-                    # A rollup of a table that is gone counts rows that are gone: it is built anew.
-                    found.add(f"rollup {table.rollup.name}", "source", f"table {table.name}", "recreated",
-                              "rebuild_rollup", table.rollup)
-                continue
-            for column in table.columns:
-                if column.name not in columns.get(table.name, set()):
-                    found.add(obj, f"column {column.name}", column.type, None, "execute",
-                              (table.add_column_sql(column),))
-            if not _has_ttl_days(tables[table.name], table.retention_days):
-                found.add(obj, "retention", f"{table.retention_days} days", _ttl_text(tables[table.name]),
-                          "execute", (table.modify_ttl_sql(),))
-            if table.rollup is not None:
-                _observe_rollup(table.rollup, tables, columns, details, found)
+        _observe_tables(part, exists, self._tables(part.database) if exists else {},
+                        self._columns(part.database) if exists else {},
+                        self._details(part.database) if exists else {}, found)
         if not self.embedded:
             password = _password(part, credentials)
             rows = self._access_rows(part)
@@ -121,6 +101,60 @@ class WarehouseProvisioner:
             for difference in access_differences(part.access, part.database, rows, login):
                 found.items.append(difference)
         return found.diff()
+
+    # bulk observe (the drift sweep) -------------------------------------------
+    def snapshot(self, parts: list[WarehousePart]) -> "WarehouseSnapshot":
+        """The system tables the sweep compares, for all ``parts``: three queries (databases,
+        tables, columns), and on a server six more on the access tables, whatever the number of
+        tenants."""
+        databases = sorted({part.database for part in parts})
+        tables: dict[str, dict[str, str]] = {}
+        details: dict[str, dict[str, tuple[str, str]]] = {}
+        columns: dict[str, dict[str, set[str]]] = {}
+        existing = {row[0] for row in self._query("SELECT name FROM system.databases")}
+        wanted = [database for database in databases if database in existing]
+        if wanted:
+            for database, name, engine_full, comment, as_select in self._query(
+                    "SELECT database, name, engine_full, comment, as_select FROM system.tables "
+                    "WHERE database IN {dbs:Array(String)}", dbs=wanted):
+                tables.setdefault(database, {})[name] = engine_full
+                details.setdefault(database, {})[name] = (comment, as_select)
+            for database, table, column in self._query(
+                    "SELECT database, table, name FROM system.columns WHERE database IN {dbs:Array(String)}",
+                    dbs=wanted):
+                columns.setdefault(database, {}).setdefault(table, set()).add(column)
+        access = None if self.embedded else self._all_access_rows()
+        return WarehouseSnapshot(databases=existing, tables=tables, columns=columns, details=details, access=access)
+
+    def observe_from(self, snapshot: "WarehouseSnapshot", part: WarehousePart,
+                     credentials: Mapping[str, str] | None = None) -> Diff:
+        """``observe`` from the snapshot, without the login that checks the user's password."""
+        found = DiffBuilder()
+        database = part.database
+        _observe_tables(part, database in snapshot.databases, snapshot.tables.get(database, {}),
+                        snapshot.columns.get(database, {}), snapshot.details.get(database, {}), found)
+        if snapshot.access is not None:
+            for difference in access_differences(part.access, database, snapshot.access.rows(part), None):
+                found.items.append(difference)
+        return found.diff()
+
+    def _all_access_rows(self) -> "AllAccessRows":
+        return AllAccessRows(
+            users={name: (bool(a), tuple(lst), db) for name, a, lst, db in self._query(
+                "SELECT name, default_roles_all, default_roles_list, default_database FROM system.users")},
+            grants=[tuple(row) for row in self._query(
+                "SELECT coalesce(user_name, role_name), database, table, toString(access_type), user_name, role_name "
+                "FROM system.grants WHERE NOT is_partial_revoke AND column IS NULL")],
+            limits=[tuple(row) for row in self._query(
+                "SELECT quota_name, duration, max_queries, max_errors FROM system.quota_limits")],
+            quotas={name: tuple(apply_to) for name, apply_to in self._query(
+                "SELECT name, apply_to_list FROM system.quotas")},
+            roles={row[0] for row in self._query("SELECT name FROM system.roles")},
+            role_grants=[tuple(row) for row in self._query(
+                "SELECT user_name, granted_role_name FROM system.role_grants WHERE user_name IS NOT NULL")],
+            row_policies=[tuple(row) for row in self._query(
+                "SELECT short_name, database, table FROM system.row_policies")],
+        )
 
     def _access_rows(self, part: WarehousePart) -> "AccessRows":
         access = part.access
@@ -232,13 +266,72 @@ class WarehouseProvisioner:
         if not self.embedded:
             access = part.access
             for statement in (f"DROP USER IF EXISTS `{access.user}`", f"DROP QUOTA IF EXISTS `{access.quota}`",
-                              f"DROP ROLE IF EXISTS `{access.role}`"):
+                              f"DROP ROLE IF EXISTS `{access.role}`",
+                              *((f"DROP ROLE IF EXISTS `{access.legacy_role}`",) if access.legacy_role else ())):
                 self._command(statement)
             actions.append(f"dropped user {access.user}, its role and quota")
         if not keep_data and self._database_exists(part.database):
             self._command(f"DROP DATABASE IF EXISTS `{part.database}`")
             actions.append(f"dropped database {part.database}")
         return actions
+
+def _observe_tables(part: WarehousePart, exists: bool, tables: dict[str, str], columns: dict[str, set[str]],
+                    details: dict[str, tuple[str, str]], found: DiffBuilder) -> None:
+    """Database, tables, columns, TTLs and rollups against the plan (from live reads or a snapshot)."""
+    if not exists:
+        found.add(f"database {part.database}", "exists", True, False, "execute", (part.database_sql,))
+    for table in part.tables:
+        obj = f"table {table.name}"
+        if table.name not in tables:
+            found.add(obj, "exists", True, False, "execute", (table.ddl,))
+            if table.rollup is not None:
+                # A rollup of a table that is gone counts rows that are gone: it is built anew.
+                found.add(f"rollup {table.rollup.name}", "source", f"table {table.name}", "recreated",
+                          "rebuild_rollup", table.rollup)
+            continue
+        for column in table.columns:
+            if column.name not in columns.get(table.name, set()):
+                found.add(obj, f"column {column.name}", column.type, None, "execute",
+                          (table.add_column_sql(column),))
+        if not _has_ttl_days(tables[table.name], table.retention_days):
+            found.add(obj, "retention", f"{table.retention_days} days", _ttl_text(tables[table.name]),
+                      "execute", (table.modify_ttl_sql(),))
+        if table.rollup is not None:
+            _observe_rollup(table.rollup, tables, columns, details, found)
+
+
+@dataclass(frozen=True)
+class AllAccessRows:
+    """The access tables of a ClickHouse server, whole (one read per sweep)."""
+    users: dict[str, tuple[bool, tuple[str, ...], str | None]]
+    grants: list[tuple]          # (grantee, database, table, privilege, user_name, role_name)
+    limits: list[tuple]          # (quota, duration, max_queries, max_errors)
+    quotas: dict[str, tuple[str, ...]]
+    roles: set[str]
+    role_grants: list[tuple]     # (user, role)
+    row_policies: list[tuple]    # (short_name, database, table)
+
+    def rows(self, part: WarehousePart) -> "AccessRows":
+        """One tenant's ``AccessRows``, selected as ``WarehouseProvisioner._access_rows`` queries them."""
+        access, database = part.access, part.database
+        grants = {g[:4] for g in self.grants if g[1] == database or (g[1] is None and (g[4] == access.user
+                                                                                     or g[5] == access.role))}
+        limits = {int(d): (q, e) for name, d, q, e in self.limits if name == access.quota}
+        return AccessRows(
+            roles={access.role} & self.roles, user=self.users.get(access.user),
+            user_roles={role for user, role in self.role_grants if user == access.user}, grants=grants,
+            quota=(self.quotas[access.quota], limits) if access.quota in self.quotas else None,
+            row_policies={p for p in self.row_policies if p[1] == database})
+
+
+@dataclass(frozen=True)
+class WarehouseSnapshot:
+    databases: set[str]
+    tables: dict[str, dict[str, str]]                     # database -> table -> engine_full
+    columns: dict[str, dict[str, set[str]]]               # database -> table -> columns
+    details: dict[str, dict[str, tuple[str, str]]]        # database -> table -> (comment, as_select)
+    access: AllAccessRows | None                          # server mode only
+
 
 def _observe_rollup(rollup: WarehouseRollup, tables: dict[str, str], columns: dict[str, set[str]],
                     details: dict[str, tuple[str, str]], found: DiffBuilder) -> None:

@@ -22,7 +22,7 @@ issues them:
   the one organization in the ``organization`` claim. No other claim can name it, and
   the municipality never comes from the request;
 - ``azp``, the client the token was issued to, is one of that municipality's clients
-  (``<slug>-gov-hub``, ``<slug>-citizen-hub``, ``<slug>-api``, ``<slug>-tool-<tool>``,
+  (``<slug>-gov-hub``, ``<slug>-citizen-hub``, ``<slug>-api``, ``<slug>--tool-<tool>``,
   see :func:`naming.client`) or a platform-wide client the API was told about. Keycloak's
   own clients (``admin-cli``, ``account``) and another tenant's clients are refused;
 - roles are the client roles of the municipality's API client,
@@ -82,8 +82,8 @@ class Principal:
         return permission in self.permissions
 
 
-TENANT_APPS = ("gov-hub", "citizen-hub", "api")
-"""Clients every municipality has (``naming.client(slug, app)``); tools add ``<slug>-tool-<tool>``."""
+TENANT_APPS = naming.CLIENT_APPS
+"""Clients every municipality has (``naming.client(slug, app)``); tools add ``<slug>--tool-<tool>``."""
 ACCESS_TOKEN_TYPE = "Bearer"
 
 
@@ -92,22 +92,17 @@ def tenant_client(slug: str, client_id: str, tools: Iterable[str] | None = None)
 
     Hubs and the API client are compared with :func:`naming.client`; a tool client must
     be ``naming.tool_client(slug, tool)`` for a tool name that is a slug (and, when
-    ``tools`` is given, one of the municipality's enabled tools). Slugs and tool names
-    are at most 63 characters, so these ids never reach Keycloak's length limit and
-    ``naming.fit`` never shortens them. The test is exact, not a prefix test:
-    ``bad-oeynhausen-api`` starts with ``bad-`` but is no client of ``bad``. One ambiguity
-    is left in the names themselves: ``bad-tool-x-api`` is the API client of ``bad-tool-x``
-    and would be the client of a tool ``x-api`` of ``bad``; ``tools`` settles it (the
-    audience and role checks would refuse such a token anyway).
+    ``tools`` is given, one of the municipality's enabled tools). The test is exact, not a
+    prefix test: ``bad-oeynhausen-api`` starts with ``bad-`` but is no client of ``bad``.
+    Tool client ids hold ``--``, which no slug, tool or app name does, so every id names
+    exactly one (slug, app) or (slug, tool) (``tests/unit/test_operator_naming.py``).
     """
     if any(client_id == naming.client(slug, app) for app in TENANT_APPS):
         return True
-    tool_prefix = naming.client(slug, "tool-")
-    if not client_id.startswith(tool_prefix):
+    owner = naming.split_tool_client(client_id)
+    if owner is None or owner[0] != slug:
         return False
-    tool = client_id[len(tool_prefix):]
-    if not naming.is_slug(tool) or naming.tool_client(slug, tool) != client_id:
-        return False
+    tool = owner[1]
     return tools is None or tool in set(tools)
 
 
@@ -218,7 +213,7 @@ class TokenVerifier:
     ``platform_clients``: client ids of platform-wide clients (a shared public hub)
     whose tokens the API accepts besides the municipality's own clients; the platform
     has none today. ``tenant_tools(slug)``: the municipality's enabled tool names, so
-    only their clients count (unset: any ``<slug>-tool-<tool>`` client does).
+    only their clients count (unset: any ``<slug>--tool-<tool>`` client does).
     """
 
     def __init__(self, keycloak_url: str, audience: str, *,

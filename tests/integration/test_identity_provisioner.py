@@ -192,7 +192,7 @@ def test_organization_tenant_is_created_in_sync_and_idempotent(platform, keycloa
         assert part.users[0].username in granted
         # Gov roles carry the MFA marker that the browser flow's OTP step asks for.
         assert MFA_MARKER_ROLE in {r["name"] for r in kc.get_composite_client_roles_of_role(api_uuid, "gov-viewer")}
-        tool = kc.get_client(kc.get_client_id(f"{desired.slug}-tool-pegel-warnung"))
+        tool = kc.get_client(kc.get_client_id(f"{desired.slug}--tool-pegel-warnung"))
         assert tool["serviceAccountsEnabled"] and not tool["publicClient"]
         secret = kc.get_client_secrets(tool["id"])["value"]
         assert secret == credentials["tool-pegel-warnung-client-secret"]
@@ -292,7 +292,7 @@ def test_switched_off_tool_loses_its_client(provisioner, tenants, tag):
     _apply(provisioner, tenants, desired)
     fewer = _desired("guetersloh", tag, tools=[{"name": "pegel-warnung"}], shares=[])
     observed = _observe(provisioner, fewer.identity)
-    assert [d.action for d in observed.about(f"client {desired.slug}-tool-passantenfrequenz-wetter")] == [
+    assert [d.action for d in observed.about(f"client {desired.slug}--tool-passantenfrequenz-wetter")] == [
         "delete_client"]
     _repair(provisioner, fewer.identity)
     assert _observe(provisioner, fewer.identity).in_sync

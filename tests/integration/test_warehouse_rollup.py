@@ -235,3 +235,28 @@ def test_a_dropped_table_takes_its_rollup_along_when_it_is_recreated(tenant):
     assert tenant.from_rollup() == tenant.from_table() == []
     tenant.insert(_rows("b", 30))
     assert tenant.from_rollup() == tenant.from_table() and sum(row[2] for row in tenant.from_rollup()) == 30
+
+
+def test_the_drift_sweep_sees_what_is_gone_from_the_system_tables_and_nothing_else(warehouse):
+    """The bulk comparison (three system-table queries for all tenants) agrees with the tenant's own
+    observe: in sync after provisioning, and a dropped table, view or column is seen."""
+    tenants = [Tenant(warehouse), Tenant(warehouse)]
+    try:
+        for made in tenants:
+            ensure(made.provisioner, made.part, {})
+        provisioner = tenants[0].provisioner
+        parts = [made.part for made in tenants]
+        snapshot = provisioner.snapshot(parts)
+        assert all(provisioner.observe_from(snapshot, part).in_sync for part in parts)
+        first = tenants[0]
+        warehouse.command(f"DROP TABLE `{first.part.database}`.`{first.rollup.view}`")
+        warehouse.command(f"ALTER TABLE `{first.part.database}`.`{first.table.name}` DROP COLUMN temperature")
+        snapshot = provisioner.snapshot(parts)
+        swept = provisioner.observe_from(snapshot, first.part)
+        observed = provisioner.observe(first.part, {})
+        assert {(d.object, d.attribute) for d in swept} == {(d.object, d.attribute) for d in observed}
+        assert swept.about(f"table {first.table.name}", "column temperature")
+        assert provisioner.observe_from(snapshot, tenants[1].part).in_sync   # the other tenant is untouched
+    finally:
+        for made in tenants:
+            made.drop()

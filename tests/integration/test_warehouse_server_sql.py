@@ -128,7 +128,7 @@ def test_shares_are_granted_and_taken_back(server):
     sharing = server.part(shares=[{"tool": "probe-tool", "dataset": "gauges", "municipalities": ["bielefeld"]}])
     table, rollup = sharing.tables[0].name, sharing.tables[0].rollup.name
     granted = _reconcile(server, sharing)[1]
-    assert sorted(granted) == sorted(f"GRANT SELECT ON `{sharing.database}`.`{name}` TO `muni_bielefeld_role`"
+    assert sorted(granted) == sorted(f"GRANT SELECT ON `{sharing.database}`.`{name}` TO `muni_bielefeld__role`"
                                      for name in (table, rollup))
     server.client.in_sync_with(sharing)
     revoked = _reconcile(server, alone)[1]

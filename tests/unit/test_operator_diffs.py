@@ -143,11 +143,11 @@ def test_server_access_in_sync_is_an_empty_diff():
 def test_suspension_revokes_insert_and_resuming_grants_it():
     active, suspended = desired().warehouse, desired(suspended=True).warehouse
     assert _access(suspended, _server(active)) == [
-        ("grant INSERT on guetersloh.*", "to muni_guetersloh_role", "execute",
-         ("REVOKE INSERT ON `guetersloh`.* FROM `muni_guetersloh_role`",))]
+        ("grant INSERT on guetersloh.*", "to muni_guetersloh__role", "execute",
+         ("REVOKE INSERT ON `guetersloh`.* FROM `muni_guetersloh__role`",))]
     assert _access(active, _server(suspended)) == [
-        ("grant INSERT on guetersloh.*", "to muni_guetersloh_role", "execute",
-         ("GRANT INSERT ON `guetersloh`.* TO `muni_guetersloh_role`",))]
+        ("grant INSERT on guetersloh.*", "to muni_guetersloh__role", "execute",
+         ("GRANT INSERT ON `guetersloh`.* TO `muni_guetersloh__role`",))]
 
 
 def test_a_share_taken_back_is_revoked_and_a_new_one_granted():
@@ -156,7 +156,7 @@ def test_a_share_taken_back_is_revoked_and_a_new_one_granted():
     revoked = _access(unshared, _server(shared))
     assert {d[2] for d in revoked} == {"execute"}
     statements = sorted(d[3][0] for d in revoked)
-    assert "REVOKE SELECT ON `guetersloh`.`pegel_warnung__water_levels` FROM `muni_bielefeld_role`" in statements
+    assert "REVOKE SELECT ON `guetersloh`.`pegel_warnung__water_levels` FROM `muni_bielefeld__role`" in statements
     assert ("REVOKE SELECT ON `guetersloh`.`passantenfrequenz_wetter__pedestrian_counts` "
             "FROM `urbanstack_public_reader`") in statements
     assert all(s.startswith("REVOKE SELECT ON `guetersloh`.`") for s in statements)
@@ -169,7 +169,7 @@ def test_grants_owned_elsewhere_are_left_alone_and_global_ones_revoked():
     rows = _server(part)
     # Bielefeld shared a table with Gütersloh: Bielefeld's provisioner owns that grant.
     # A global SELECT to the tenant's user would read every tenant: revoked.
-    rows = dataclasses.replace(rows, grants=rows.grants | {("muni_guetersloh_role", "bielefeld", "t", "SELECT")})
+    rows = dataclasses.replace(rows, grants=rows.grants | {("muni_guetersloh__role", "bielefeld", "t", "SELECT")})
     assert _access(part, rows) == []
     rows = dataclasses.replace(rows, grants=rows.grants | {("muni_guetersloh", None, None, "SELECT")})
     assert _access(part, rows) == [("grant SELECT on *.*", "to muni_guetersloh", "execute",
@@ -195,20 +195,20 @@ def test_missing_role_row_policies_and_role_grants():
     rows = dataclasses.replace(_server(part), roles=set(), user_roles={"admin_role"},
                                row_policies={("hide", "guetersloh", "pegel_warnung__water_levels")})
     assert _access(part, rows) == [
-        (f"role {access.role}", "exists", "execute", ("CREATE ROLE IF NOT EXISTS `muni_guetersloh_role`",)),
+        (f"role {access.role}", "exists", "execute", ("CREATE ROLE IF NOT EXISTS `muni_guetersloh__role`",)),
         ("row policy hide on guetersloh.pegel_warnung__water_levels", "exists", "execute",
          ("DROP ROW POLICY IF EXISTS `hide` ON `guetersloh`.`pegel_warnung__water_levels`",)),
         (f"user {access.user}", f"role {access.role}", "execute",
-         ("GRANT `muni_guetersloh_role` TO `muni_guetersloh`",)),
+         ("GRANT `muni_guetersloh__role` TO `muni_guetersloh`",)),
         (f"user {access.user}", "role admin_role", "execute", ("REVOKE `admin_role` FROM `muni_guetersloh`",)),
     ]
 
 
 @pytest.mark.parametrize("user,login,attribute", [
     (None, None, "exists"),
-    ((False, ("muni_guetersloh_role",), "default"), True, "defaults"),
+    ((False, ("muni_guetersloh__role",), "default"), True, "defaults"),
     ((True, (), "guetersloh"), True, "defaults"),
-    ((False, ("muni_guetersloh_role",), "guetersloh"), False, "password"),
+    ((False, ("muni_guetersloh__role",), "guetersloh"), False, "password"),
 ])
 def test_user_is_recreated_from_the_secret_when_missing_misconfigured_or_its_password_fails(user, login, attribute):
     part = desired().warehouse

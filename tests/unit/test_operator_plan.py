@@ -88,8 +88,8 @@ def test_roles_and_clients():
     assert [role.name for role in identity.roles] == ["gov-viewer", "gov-editor", "gov-admin", "citizen"]
     assert {client.client_id for client in identity.clients} == {
         "guetersloh-gov-hub", "guetersloh-citizen-hub", "guetersloh-api",
-        "guetersloh-tool-passantenfrequenz-wetter", "guetersloh-tool-pegel-warnung"}
-    tool = identity.client("guetersloh-tool-pegel-warnung")
+        "guetersloh--tool-passantenfrequenz-wetter", "guetersloh--tool-pegel-warnung"}
+    tool = identity.client("guetersloh--tool-pegel-warnung")
     assert [role.name for role in tool.client_roles] == ["hochwasser-einsatzleitung"]
     assert tool.service_account and not tool.public and tool.secret_key
     gov_hub = identity.client("guetersloh-gov-hub")
@@ -180,11 +180,11 @@ def test_retention_change_has_a_ttl_statement():
 
 def test_server_access_grants_only_the_own_database_and_shared_tables():
     access = plan(municipality(), TOOLS).warehouse.access
-    assert access.role_sql() == "CREATE ROLE IF NOT EXISTS `muni_guetersloh_role`"
+    assert access.role_sql() == "CREATE ROLE IF NOT EXISTS `muni_guetersloh__role`"
     privileges = access.privileges()
-    assert {("muni_guetersloh_role", "guetersloh", None, "SELECT"),
-            ("muni_guetersloh_role", "guetersloh", None, "INSERT"),
-            ("muni_bielefeld_role", "guetersloh", "pegel_warnung__water_levels", "SELECT"),
+    assert {("muni_guetersloh__role", "guetersloh", None, "SELECT"),
+            ("muni_guetersloh__role", "guetersloh", None, "INSERT"),
+            ("muni_bielefeld__role", "guetersloh", "pegel_warnung__water_levels", "SELECT"),
             ("urbanstack_public_reader", "guetersloh", "passantenfrequenz_wetter__pedestrian_counts",
              "SELECT")} <= privileges
     assert all(database == "guetersloh" for _, database, _, _ in privileges)
@@ -194,7 +194,7 @@ def test_server_access_grants_only_the_own_database_and_shared_tables():
 
 def test_suspended_tenant_role_keeps_select_only():
     privileges = plan(municipality(suspended=True), TOOLS).warehouse.access.privileges()
-    own = {privilege for grantee, _, table, privilege in privileges if grantee == "muni_guetersloh_role"}
+    own = {privilege for grantee, _, table, privilege in privileges if grantee == "muni_guetersloh__role"}
     assert own == {"SELECT"}
 
 
@@ -202,7 +202,7 @@ def test_user_sql_carries_a_hash_never_the_password():
     access = plan(municipality(), TOOLS).warehouse.access
     create_user, grant_role = access.user_sql("s3cret-passw0rd", "guetersloh")
     assert "s3cret-passw0rd" not in create_user and "sha256_hash" in create_user
-    assert grant_role == "GRANT `muni_guetersloh_role` TO `muni_guetersloh`"
+    assert grant_role == "GRANT `muni_guetersloh__role` TO `muni_guetersloh`"
 
 
 def test_desired_state_holds_no_secret_values():

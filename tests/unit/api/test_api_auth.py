@@ -95,7 +95,7 @@ def test_tenant_must_be_a_slug(tenant):
 
 
 @pytest.mark.parametrize("azp", ["guetersloh-gov-hub", "guetersloh-citizen-hub", "guetersloh-api",
-                                 "guetersloh-tool-passantenfrequenz-wetter"])
+                                 "guetersloh--tool-passantenfrequenz-wetter"])
 def test_the_tenants_own_clients_are_accepted(azp):
     assert principal_from_claims(_claims(azp=azp), SHARED).tenant == "guetersloh"
 
@@ -113,7 +113,8 @@ def test_a_missing_azp_is_refused():
 
 
 @pytest.mark.parametrize("azp", ["admin-cli", "account", "guetersloh", "guetersloh-", "guetersloh-other",
-                                 "guetersloh-tool-", "guetersloh-tool-Bad", "xguetersloh-api", ""])
+                                 "guetersloh-tool-", "guetersloh-tool-Bad", "xguetersloh-api", "",
+                                 "guetersloh--tool-", "guetersloh-tool-pegel-warnung"])
 def test_an_unknown_azp_is_refused(azp):
     with pytest.raises(AuthError, match="client"):
         principal_from_claims(_claims(azp=None) | {"azp": azp}, SHARED)
@@ -127,12 +128,12 @@ def test_a_slug_prefix_is_not_enough():
 
 def test_tool_clients_can_be_narrowed_to_enabled_tools():
     tools = {"guetersloh": ["pegel-warnung"]}.get
-    ok = _claims(azp="guetersloh-tool-pegel-warnung")
+    ok = _claims(azp="guetersloh--tool-pegel-warnung")
     assert principal_from_claims(ok, SHARED, tenant_tools=tools).tenant == "guetersloh"
     with pytest.raises(AuthError, match="not a client"):
         principal_from_claims(_claims(azp="guetersloh-tool-other"), SHARED, tenant_tools=tools)
     with pytest.raises(AuthError, match="not a client"):  # a tenant the API does not know has no tools
-        principal_from_claims(_claims("bielefeld", azp="bielefeld-tool-pegel-warnung"), SHARED, tenant_tools=tools)
+        principal_from_claims(_claims("bielefeld", azp="bielefeld--tool-pegel-warnung"), SHARED, tenant_tools=tools)
     # Hubs do not depend on the tool list.
     assert principal_from_claims(_claims("bielefeld"), SHARED, tenant_tools=tools).tenant == "bielefeld"
 

@@ -81,7 +81,7 @@ def test_missing_credentials_are_named_without_values(tmp_path):
 
 
 def test_a_context_cannot_claim_another_municipalitys_client(tmp_path):
-    env = _deployment_env(tmp_path) | {"URBANSTACK_CLIENT_ID": "bielefeld-tool-pegel-warnung"}
+    env = _deployment_env(tmp_path) | {"URBANSTACK_CLIENT_ID": "bielefeld--tool-pegel-warnung"}
     with pytest.raises(ContextError, match="not the client"):
         ToolContext.from_environment(env)
 

@@ -22,7 +22,7 @@ START = datetime(2026, 11, 20, 6, 0, tzinfo=timezone.utc)
 
 def context(**settings):
     return ToolContext(municipality="rheda-wiedenbrueck", ags="05754028", tool="pegel-warnung",
-                       client_id="rheda-wiedenbrueck-tool-pegel-warnung",
+                       client_id="rheda-wiedenbrueck--tool-pegel-warnung",
                        settings={"warnLevelCm": 120, "alarmLevelCm": 170, **settings},
                        platform=Settings.from_env({}), kafka_username="muni-rheda-wiedenbrueck")
 
