@@ -10,7 +10,10 @@ The broker delivers a topic's messages only to clients whose roles allow it
 <dataset>``, which the operator gives to the owner's group, to the groups of the municipalities
 the dataset is shared with and, for open data, to the anonymous group. Datastreams appear
 with new sensors, so the publisher adds a topic's ACL to its dataset's role the first time it
-sends there (one round trip for every new topic of a batch, then remembered).
+sends there (one round trip for the new topics of a batch, then remembered). The broker
+disconnects every client of a role whose ACLs change; the publisher therefore waits
+``new_topic_grace`` seconds after adding topics, so that subscribers are back (clients reconnect
+by themselves) before the first Observation of a new Datastream goes out.
 
 Bounded: at most ``max_pending_rows`` rows wait (a batch that would exceed it is dropped and
 counted, never the sink held up); the client reconnects by itself, and what waits is sent once
@@ -93,9 +96,10 @@ def messages(base: str, dataset_ref: str, schema, columns: list[list]) -> list[t
 
 class ObservationPublisher:
     def __init__(self, host: str, port: int, user: str, password: str, base: str, *,
-                 max_pending_rows: int = 200_000, known_topics: int = 200_000):
+                 max_pending_rows: int = 200_000, known_topics: int = 200_000, new_topic_grace: float = 3.0):
         self.base = base.rstrip("/")
         self.max_pending_rows = max_pending_rows
+        self.new_topic_grace = new_topic_grace
         self._connection = Connection(host, port, user, password, client_id="urbanstack-sta-publisher")
         self._queue: collections.deque = collections.deque()
         self._pending = 0
@@ -183,7 +187,10 @@ class ObservationPublisher:
         for start in range(item[3], len(columns[0]), ROWS_PER_ROUND):
             outgoing = messages(self.base, dataset_ref, schema,
                                 [column[start:start + ROWS_PER_ROUND] for column in columns])
-            self._allow([topic for topic, _ in outgoing], dataset_ref)
+            if self._allow([topic for topic, _ in outgoing], dataset_ref) and self.new_topic_grace:
+                # The broker disconnects every client holding a role whose ACLs changed; they reconnect
+                # by themselves (about a second for paho and mqtt.js): wait for them before sending.
+                self._stop.wait(self.new_topic_grace)
             for i, (topic, payload) in enumerate(outgoing, 1):
                 if not self._connection.publish(topic, payload):
                     raise BrokerUnavailable("connection lost while publishing")
@@ -193,15 +200,17 @@ class ObservationPublisher:
             self.published += len(outgoing)
             item[3] = start + ROWS_PER_ROUND
 
-    def _allow(self, topics: list[str], dataset_ref: str) -> None:
-        """Adds the ACL of every topic not seen before to the dataset's role (before the first message)."""
+    def _allow(self, topics: list[str], dataset_ref: str) -> bool:
+        """Adds the ACL of every topic not seen before to the dataset's role (before the first
+        message); True when the broker took a new one."""
         role = role_of(dataset_ref)
         missing_since = self._missing_roles.get(role)
         if missing_since and time.monotonic() - missing_since < ROLE_RETRY_SECONDS:
-            return
+            return False
         new = list(dict.fromkeys(topic for topic in topics if topic not in self._known))
         if not new:
-            return
+            return False
+        added = False
         commands = [{"command": "addRoleACL", "rolename": role, "acltype": "publishClientReceive",
                      "topic": topic, "priority": 0, "allow": True} for topic in new]
         for answer in self._connection.commands(commands, check=False):
@@ -210,11 +219,13 @@ class ObservationPublisher:
                 self._missing_roles[role] = time.monotonic()
                 self._warn(f"MQTT: no broker role {role} yet (the operator creates it with the municipality); "
                            f"its Observations reach no subscriber until then")
-                return
+                return False
             if error and "already" not in error.lower():
                 raise CommandError("addRoleACL", error)
+            added = added or not error
         self._missing_roles.pop(role, None)
         for topic in new:
             self._known[topic] = None
         while len(self._known) > self._known_max:
             self._known.popitem(last=False)
+        return added
