@@ -48,6 +48,7 @@ from urbanstack.settings import Settings
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TOOL, DATASET = "passantenfrequenz-wetter", "pedestrian_counts"
+SENSORS = 20
 
 
 def machine() -> str:
@@ -123,37 +124,46 @@ def main() -> None:
 
     start = datetime.now(timezone.utc) - timedelta(hours=1)
 
-    def produce():
+    def produce(first: int, count: int, into: dict) -> None:
         with Publisher(admin) as producer:
-            for i in range(args.readings):
-                event = Observation(tenant=slug, dataset=DATASET, source="bench", sensor_id=f"s{i % 20:02d}",
+            for i in range(first, first + count):
+                event = Observation(tenant=slug, dataset=DATASET, source="bench", sensor_id=f"s{i % SENSORS:02d}",
                                     observed_at=start + timedelta(seconds=i),
                                     fields={"pedestrians": i, "location_name": "Berliner Straße"},
                                     units={"pedestrians": "persons"})
-                sent[event.event_id] = time.monotonic()
+                into[event.event_id] = time.monotonic()
                 producer.publish_events([event], tenant=slug, tool=TOOL)
                 time.sleep(args.interval)
 
+    def run(first: int, count: int, into: dict) -> None:
+        thread = threading.Thread(target=produce, args=(first, count, into))
+        thread.start()
+        deadline = time.monotonic() + count * args.interval + 60
+        while time.monotonic() < deadline and (thread.is_alive() or any(e not in received for e in into)):
+            sink.step(timeout=0.05)
+
     load_before = load()
-    thread = threading.Thread(target=produce)
-    thread.start()
-    deadline = time.monotonic() + args.readings * args.interval + 60
-    while time.monotonic() < deadline and (thread.is_alive() or len(received) < len(sent)):
-        sink.step(timeout=0.05)
+    # New Datastreams first: one reading of each sensor (their topics join the dataset's role).
+    warmup: dict[str, float] = {}
+    run(0, SENSORS, warmup)
+    run(SENSORS, args.readings, sent)
     sink.close()
     publisher.close()
     subscriber.disconnect()
     subscriber.loop_stop()
 
+    first_seen = [received[e] - warmup[e] for e in warmup if e in received]
     to_stored = [stored[e] - sent[e] for e in sent if e in stored]
     to_mqtt = [received[e] - sent[e] for e in sent if e in received]
     extra = [received[e] - stored[e] for e in sent if e in received and e in stored]
     print(f"machine: {machine()}; load average before {load_before}, after {load()}")
-    print(f"{args.readings} readings, one every {args.interval} s, sink batch_seconds {args.batch_seconds}")
+    print(f"{args.readings} readings of {SENSORS} known sensors, one every {args.interval} s, sink batch_seconds "
+          f"{args.batch_seconds}; before them one reading of each sensor (new Datastreams)")
+    print(f"first reading of a new Datastream, produce → MQTT:  {percentiles(first_seen)}")
     print(f"produce → warehouse insert acknowledged (baseline): {percentiles(to_stored)}")
     print(f"produce → received by an MQTT subscriber:           {percentiles(to_mqtt)}")
     print(f"insert acknowledged → received (what MQTT adds):    {percentiles(extra)}")
-    print(f"not received: {len(sent) - len(to_mqtt)}; publisher published {publisher.published}, "
+    print(f"not received: {len(sent) - len(to_mqtt)} (new Datastreams: {len(warmup) - len(first_seen)}); publisher published {publisher.published}, "
           f"dropped {publisher.dropped}")
 
     provisioner.delete(desired.messaging, keep_data=False)

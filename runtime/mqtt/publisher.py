@@ -31,6 +31,7 @@ import time
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
+from urbanstack.runtime.api.sensorthings.graph import stable_id
 from urbanstack.runtime.api.sensorthings.service import document, observation_entity
 from urbanstack.runtime.mqtt.client import BrokerUnavailable, CommandError, Connection
 
@@ -67,6 +68,18 @@ def _text(value: Any, column_type: str) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     return str(value)
+
+
+def topics_of(dataset_ref: str, schema, columns: list[list]) -> set[str]:
+    """The Datastream topics the rows have Observations for."""
+    names = list(schema.column_names)
+    sensors = columns[names.index("sensor_id")]
+    found = set()
+    for field in schema.fields.values():
+        values = columns[names.index(field.name)]
+        for sensor in {sensor for sensor, value in zip(sensors, values) if value is not None}:
+            found.add(topic_of(stable_id("Datastream", dataset_ref, sensor, field.name)))
+    return found
 
 
 def messages(base: str, dataset_ref: str, schema, columns: list[list]) -> list[tuple[str, bytes]]:
@@ -126,7 +139,8 @@ class ObservationPublisher:
                 self._warn(f"MQTT: {n} stored rows of {dataset_ref} not announced: {self._pending} rows wait "
                            f"already (limit {self.max_pending_rows}; is the broker reachable?)")
                 return
-            self._queue.append([dataset_ref, schema, [list(column) for column in rows.columns], 0])
+            # [dataset, schema, columns, rows sent so far, topics allowed]
+            self._queue.append([dataset_ref, schema, [list(column) for column in rows.columns], 0, False])
             self._pending += n
             self._ready.notify()
 
@@ -170,6 +184,7 @@ class ObservationPublisher:
                            + f"; {self._pending} stored rows wait")
                 continue
             try:
+                self._allow_waiting()
                 self._send(item)
             except BrokerUnavailable as exc:
                 self._warn(f"MQTT: {exc}; retrying")
@@ -179,6 +194,18 @@ class ObservationPublisher:
             with self._ready:
                 self._queue.popleft()
                 self._pending -= len(columns[0]) if columns else 0
+
+    def _allow_waiting(self) -> None:
+        """The topics of every waiting batch join their roles together, followed by one grace
+        for the disconnected subscribers, instead of a grace per batch."""
+        with self._ready:
+            waiting = [item for item in self._queue if not item[4]]
+        added = False
+        for item in waiting:
+            added = self._allow(sorted(topics_of(item[0], item[1], item[2])), item[0]) or added
+            item[4] = True
+        if added and self.new_topic_grace:
+            self._stop.wait(self.new_topic_grace)
 
     def _send(self, item: list) -> None:
         """Sends a batch from the row it reached (after a broken connection: where it stopped)."""
