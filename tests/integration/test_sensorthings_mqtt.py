@@ -280,3 +280,73 @@ def test_drift_is_repaired_and_deletion_removes_access(cities, broker):
     assert not authenticates(broker.mqtt_server, broker.mqtt_port, owner.messaging.user, passwords[owner.slug])
     roles = provisioner.connection.command("listRoles", verbose=False, count=-1, offset=0)["roles"]
     assert not [role for role in roles if role.startswith(f"dataset:{owner.slug}/")]
+
+
+@pytest.fixture
+def own_broker(tmp_path, settings):
+    """A broker of this test alone (own state folder and port), so it can be stopped."""
+    from mail_fixtures import _free_port
+
+    from urbanstack.devplatform import credentials
+    from urbanstack.devplatform import platform as dev_platform
+    from urbanstack.settings import Settings
+
+    own = Settings.from_env({"URBANSTACK_STATE_DIR": str(tmp_path / "state"), "URBANSTACK_MQTT_PORT": str(_free_port()),
+                             "URBANSTACK_READY_TIMEOUT": "30"})
+    dev_platform.up(own, ["mosquitto"])
+    try:
+        yield credentials.fill(own)
+    finally:
+        dev_platform.down(own, purge=True)
+
+
+def test_readings_stored_during_a_broker_outage_are_announced_after_it_within_a_bound(own_broker):
+    from urbanstack.devplatform import platform as dev_platform
+    from urbanstack.devplatform import processes
+    from urbanstack.runtime.sink import Rows, TableSchema, route, ticks
+
+    settings = own_broker
+    slug = f"mq{uuid.uuid4().hex[:8]}"
+    manifest, tools = harness.new_tenant()
+    manifest["metadata"]["name"] = slug
+    desired = plan(parse_municipality(manifest), tools)   # pedestrian counts are open data in the example
+    provisioner = MessagingProvisioner(settings.mqtt_server, settings.mqtt_port, *settings.mqtt_admin())
+    ensure(provisioner, desired.messaging, {"mqtt-password": "pw-" + secrets.token_urlsafe(12)})
+    provisioner.close()
+    target = route(f"{slug}.{PEDESTRIANS[0]}.{PEDESTRIANS[1]}")
+    schema = TableSchema.from_columns(target.database, target.table, [
+        ("event_id", "String", "", ""), ("source", "LowCardinality(String)", "", ""), ("sensor_id", "String", "", ""),
+        ("observed_at", "DateTime64(3, 'UTC')", "", ""), ("lon", "Nullable(Float64)", "", ""),
+        ("lat", "Nullable(Float64)", "", ""), ("pedestrians", "UInt32", "", "[persons]")])
+    at = ticks(datetime.now(timezone.utc), 3)
+
+    def rows(*sensors: str) -> Rows:
+        return Rows([[f"e-{s}" for s in sensors], ["x"] * len(sensors), list(sensors), [at] * len(sensors),
+                     [None] * len(sensors), [None] * len(sensors), [7] * len(sensors)])
+
+    listener = Subscriber(settings)
+    listener.client.reconnect_delay_set(1, 2)
+    user, password = settings.mqtt_admin()
+    publisher = ObservationPublisher(settings.mqtt_server, settings.mqtt_port, user, password, BASE,
+                                     max_pending_rows=3).start()
+    try:
+        publisher.stored(target, schema, rows("a"))
+        deadline = time.monotonic() + 20
+        while len(listener.received) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [body["parameters"]["eventId"] for _t, body, _ in listener.received] == ["e-a"]
+
+        processes.stop("mosquitto", settings.run_dir)
+        publisher.stored(target, schema, rows("b", "c"))       # waits: 2 of at most 3 rows
+        publisher.stored(target, schema, rows("d", "e"))       # would make 4: dropped and counted
+        assert publisher.dropped == 2
+        dev_platform.up(settings, ["mosquitto"])
+        deadline = time.monotonic() + 30
+        while len(listener.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+    finally:
+        publisher.close()
+        listener.close()
+    assert sorted(body["parameters"]["eventId"] for _t, body, _ in listener.received) == ["e-a", "e-b", "e-c"]
+    assert publisher.idle()
