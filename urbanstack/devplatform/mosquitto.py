@@ -20,12 +20,11 @@ import base64
 import hashlib
 import json
 import os
-import pwd
 import secrets as random
 import shutil
 from pathlib import Path
 
-from urbanstack.devplatform import debian, secrets
+from urbanstack.devplatform import debian, secrets, system_user
 from urbanstack.devplatform.service import Service, port_open
 
 BINARY = Path("/usr/sbin/mosquitto")
@@ -41,14 +40,12 @@ def admin_password(settings) -> str:
     return secrets.get_or_create(settings.secrets_dir, "mqtt-admin-password")
 
 
-def _as_root() -> bool:
-    return os.geteuid() == 0
+_as_root = system_user.as_root
 
 
 def home(settings) -> Path:
     if _as_root():
-        key = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:16]
-        return _ROOT_HOMES / key
+        return system_user.folder(_ROOT_HOMES, settings.state_dir)
     return settings.state_dir / "mosquitto"
 
 
@@ -97,15 +94,10 @@ class Mosquitto(Service):
         debian.ensure_installed("mosquitto", provides=BINARY, what="MQTT broker")
 
     def _own(self, path: Path) -> None:
-        if _as_root():
-            user = pwd.getpwnam(SYSTEM_USER)
-            os.chown(path, user.pw_uid, user.pw_gid)
+        system_user.own(path, SYSTEM_USER)
 
     def _write(self, path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        self._own(path)
+        system_user.write_private(path, text, SYSTEM_USER)
 
     def prepare(self) -> None:
         s = self.settings
@@ -139,11 +131,7 @@ class Mosquitto(Service):
         ]))
 
     def command(self):
-        command = [str(BINARY), "-c", str(self.config_path)]
-        if _as_root():
-            command = [shutil.which("setpriv") or "setpriv", f"--reuid={SYSTEM_USER}", f"--regid={SYSTEM_USER}",
-                       "--init-groups", "--", *command]
-        return command, dict(os.environ)
+        return system_user.command_as(SYSTEM_USER, [str(BINARY), "-c", str(self.config_path)]), dict(os.environ)
 
     def ready(self) -> bool:
         if not port_open(self.settings.mqtt_port):
