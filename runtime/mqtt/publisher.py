@@ -28,6 +28,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
@@ -113,7 +114,9 @@ class ObservationPublisher:
         self.base = base.rstrip("/")
         self.max_pending_rows = max_pending_rows
         self.new_topic_grace = new_topic_grace
-        self._connection = Connection(host, port, user, password, client_id="urbanstack-sta-publisher")
+        # One client id per publisher: sink replicas must not take each other's connection over.
+        self._connection = Connection(host, port, user, password,
+                                      client_id=f"urbanstack-sta-publisher-{uuid.uuid4().hex[:12]}")
         self._queue: collections.deque = collections.deque()
         self._pending = 0
         self._ready = threading.Condition()
