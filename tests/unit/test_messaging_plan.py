@@ -103,3 +103,28 @@ def test_messages_carry_the_observation_as_the_api_writes_it():
         "Datastream@iot.navigationLink": f"http://127.0.0.1:8080/v1.1/Observations({oid})/Datastream",
         "FeatureOfInterest@iot.navigationLink": f"http://127.0.0.1:8080/v1.1/Observations({oid})/FeatureOfInterest"}
     assert json.loads(out[1][1])["result"] == "Berliner Straße"
+
+
+def test_values_are_written_as_the_warehouse_writes_them():
+    from datetime import date
+
+    from urbanstack.runtime.mqtt.publisher import _text
+
+    assert _text(True, "Bool") == "true" and _text(0.1, "Float64") == "0.1" and _text(7, "UInt8") == "7"
+    assert _text(date(2026, 12, 6), "Date") == "2026-12-06"
+    assert _text(datetime(2026, 12, 6, 3, 4, 5, 678901, tzinfo=timezone.utc),
+                 "Nullable(DateTime64(3, 'UTC'))") == "2026-12-06 03:04:05.678"
+    assert _text(None, "String") is None and _text("", "String") == ""
+
+
+def test_the_sink_publishes_only_with_a_configured_broker_identity(caplog):
+    import dataclasses
+    import logging
+
+    from urbanstack.runtime.sink import mqtt_publisher
+    from urbanstack.settings import Settings
+
+    bare = dataclasses.replace(Settings.from_env({}), mqtt_admin_user="", mqtt_admin_password="")
+    with caplog.at_level(logging.INFO):
+        assert mqtt_publisher(bare) is None
+    assert "URBANSTACK_MQTT_ADMIN_USER" in caplog.text
