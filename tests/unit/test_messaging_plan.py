@@ -128,3 +128,25 @@ def test_the_sink_publishes_only_with_a_configured_broker_identity(caplog):
     with caplog.at_level(logging.INFO):
         assert mqtt_publisher(bare) is None
     assert "URBANSTACK_MQTT_ADMIN_USER" in caplog.text
+
+
+def test_the_broker_is_one_more_backend_of_the_reconcile_where_configured():
+    from test_operator_reconcile import FakeBackends, FakeProvisioner, _load
+
+    from urbanstack.operator.reconcile import finalize, parse_tools, reconcile
+
+    body = _load("municipality-guetersloh.yaml")
+    tools = parse_tools([_load("citytool-passantenfrequenz-wetter.yaml"), _load("citytool-pegel-warnung.yaml")])
+    backends = FakeBackends()
+    backends.messaging = FakeProvisioner("MQTT", "MessagingReady")
+    backends.messaging.down = True
+    outcome = reconcile(body, tools, backends)
+    found = {c["type"]: c for c in outcome.status["conditions"]}
+    assert found["MessagingReady"]["status"] == "False" and found["Ready"]["status"] == "False"
+    assert "MQTT is unavailable" in found["MessagingReady"]["message"] and outcome.retry
+    backends.messaging.down = False
+    outcome = reconcile(body, tools, backends)
+    assert outcome.status["phase"] == "Ready"
+    assert backends.messaging.state["part"].user == "muni-guetersloh"   # what the Secret's password logs in as
+    finalize(body, tools, backends)
+    assert backends.messaging.deleted == [True]
