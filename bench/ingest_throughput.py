@@ -181,6 +181,7 @@ def run_once(args, admin_config: dict, meter_topic: str | None) -> None:
                                                      batch_rows=args.batch_rows), meter=meter)
         sink.start()
         sink_started = time.monotonic()
+        cpu_started = time.process_time()     # this process: the sink, its Kafka client and chDB's threads
         try:
             first_record = None
             while sum(sink.metrics.totals[k] for k in ("stored", "duplicate", "dlq")) < args.events:
@@ -192,6 +193,7 @@ def run_once(args, admin_config: dict, meter_topic: str | None) -> None:
         finally:
             sink.close()
         finished = time.monotonic()
+        sink_cpu = time.process_time() - cpu_started
         producer.join()
         stored = client.command(f"SELECT count() FROM {table}")
         if args.mode == "concurrent":
@@ -206,6 +208,8 @@ def run_once(args, admin_config: dict, meter_topic: str | None) -> None:
                   f"({finished - sink_started:.1f} s to drain the backlog, of which "
                   f"{first_record - sink_started:.1f} s joining the consumer group; "
                   f"{args.events / (finished - first_record):,.0f} events/s from the first record on)")
+        print(f"sink CPU: {sink_cpu:.2f} s ({sink_cpu / args.events * 1e6:.2f} µs per event; CPU time of this "
+              f"process, which the machine's other load barely changes)")
         if meter is not None:
             print(f"meter events: {meter.delivered:,} delivered, {meter.dropped:,} dropped")
         print(f"rows stored: {stored:,}, duplicates: {sink.metrics.totals['duplicate']:,}, "

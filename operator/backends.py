@@ -43,6 +43,7 @@ class Backends:
     identity: object
     mail: object = None  # plan.RealmMail: the relay every realm sends its e-mail through
     endpoints: object = None  # plan.ToolEndpoints: where tool Deployments find Kafka and the relay
+    messaging: object = None  # provisioners.messaging.MessagingProvisioner; None without a configured MQTT broker
     locks: dict[str, threading.Lock] = field(default_factory=dict)
 
     def lock(self, slug: str) -> threading.Lock:
@@ -74,4 +75,21 @@ class Backends:
                                          smtp_password=settings.smtp_password),
             mail=RealmMail.from_settings(settings),
             endpoints=ToolEndpoints.from_settings(settings),
+            messaging=messaging_provisioner(settings),
         )
+
+
+def messaging_provisioner(settings: Settings):
+    """The MQTT provisioner when the broker's admin is configured (URBANSTACK_MQTT_ADMIN_USER and
+    …_PASSWORD; on the local platform filled in); otherwise None, said once in the log."""
+    import logging
+
+    from urbanstack.operator.provisioners.messaging import MessagingProvisioner
+    from urbanstack.settings import MissingSetting
+
+    try:
+        user, password = settings.mqtt_admin()
+    except MissingSetting as exc:
+        logging.getLogger(__name__).warning("MQTT: no broker clients are provisioned: %s", exc)
+        return None
+    return MessagingProvisioner(settings.mqtt_server, settings.mqtt_port, user, password)

@@ -25,6 +25,7 @@ from urbanstack.tenancy import RollupState, parse_rollup_comment  # noqa: F401 -
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
                                         Quotas)
 from urbanstack.operator.templating import quote_identifier, render, render_yaml
+from urbanstack.operator.provisioners.messaging import messaging_part
 
 MANAGED_BY = "urbanstack-operator"
 LABEL_MUNICIPALITY = "urbanstack.io/municipality"
@@ -435,6 +436,7 @@ class DesiredState:
     warehouse: WarehousePart
     runtime: RuntimePart
     tools: tuple[str, ...] = field(default=())
+    messaging: Any = None          # provisioners.messaging.MessagingPart: the MQTT broker's client and roles
 
     def created_names(self) -> dict[str, Any]:
         """What ``status.names`` reports (camelCase, as in the CRD)."""
@@ -475,6 +477,7 @@ def plan(municipality: Municipality, tools: Iterable[CityTool] | Mapping[str, Ci
         warehouse=_warehouse(municipality, datasets, quotas),
         runtime=_runtime(municipality, enabled, quotas, endpoints),
         tools=tuple(tool.name for tool in enabled),
+        messaging=messaging_part(municipality, [(tool.name, dataset.name) for tool, dataset in datasets]),
     )
 
 
@@ -733,7 +736,7 @@ def _runtime(municipality: Municipality, enabled: tuple[CityTool, ...], quotas: 
         if tool.spec.image:
             manifests += _tool_workload(municipality, tool, settings_by_tool[tool.name], namespace, labels, secret,
                                         endpoints)
-    secret_keys = ("kafka-username", "kafka-password", "warehouse-username", "warehouse-password",
+    secret_keys = ("kafka-username", "kafka-password", "warehouse-username", "warehouse-password", "mqtt-password",
                    *(_client_secret_key(tool.name) for tool in enabled))
     objects = tuple(KubeObject(api_version=manifest["apiVersion"], kind=manifest["kind"],
                                name=manifest["metadata"]["name"], namespace=manifest["metadata"].get("namespace"),

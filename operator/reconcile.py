@@ -131,8 +131,11 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
     if run(backends.runtime, desired.runtime, fixed):
         credentials = backends.runtime.read_credentials(desired.runtime)
         retry = retry or credentials is None   # written concurrently: read it on the next pass
-    for provisioner, part in ((backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
-                              (backends.identity, desired.identity)):
+    provisioners = [(backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
+                    (backends.identity, desired.identity)]
+    if getattr(backends, "messaging", None) is not None:     # the MQTT broker, where one is configured
+        provisioners.append((backends.messaging, desired.messaging))
+    for provisioner, part in provisioners:
         if credentials is None:
             conditions.append(condition(provisioner.condition, None, REASON_WAITING,
                                         "waiting for the tenant's credentials Secret in Kubernetes",
@@ -243,6 +246,8 @@ def finalize(body: dict[str, Any], tools: dict[str, CityTool], backends) -> list
     actions += backends.identity.delete(desired.identity, keep_data=keep_data)
     actions += backends.streaming.delete(desired.streaming, keep_data=keep_data)
     actions += backends.warehouse.delete(desired.warehouse, keep_data=keep_data)
+    if getattr(backends, "messaging", None) is not None:
+        actions += backends.messaging.delete(desired.messaging, keep_data=keep_data)
     actions += backends.runtime.delete(desired.runtime, keep_data=keep_data)
     return actions
 

@@ -819,8 +819,10 @@ class Sink:
     """Consume, validate, batch, write, commit. Run it with :meth:`run`."""
 
     def __init__(self, kafka_config: Mapping[str, Any], warehouse, config: SinkConfig = SinkConfig(),
-                 metrics: SinkMetrics | None = None, meter: MeterEmitter | None = None):
+                 metrics: SinkMetrics | None = None, meter: MeterEmitter | None = None, on_stored=None):
         self.config = config
+        # Told about every batch the warehouse acknowledged: (route, schema, rows); the MQTT publisher.
+        self._on_stored = on_stored
         self.metrics = metrics or SinkMetrics()
         self._meter = meter
         self._warehouse = warehouse
@@ -1075,6 +1077,7 @@ class Sink:
                 batch.stage = "writing"
                 if batch.rows:
                     self._insert(batch)
+                    self._announce(batch)
             except RecordError as exc:
                 # The warehouse refuses these rows for good: park them in the DLQ instead of blocking.
                 # Every row of its messages goes, including any already found stored.
@@ -1088,6 +1091,14 @@ class Sink:
             batch.stage = "sending"
             self._send_to_dlq(batch)
         self._emit_meter(batch)
+
+    def _announce(self, batch: Batch) -> None:
+        if self._on_stored is None:
+            return
+        try:
+            self._on_stored(batch.target, batch.schema, batch.rows)
+        except Exception:  # noqa: BLE001 - announcing never fails the data path
+            log.exception("announcing the stored rows of %s[%d] failed", batch.topic, batch.partition)
 
     def _emit_meter(self, batch: Batch) -> None:
         """One meter event per written batch, named by its topic, partition and offsets: a replay
@@ -1432,7 +1443,30 @@ def run_sink(settings, stop_event: threading.Event | None = None, config: SinkCo
     client = warehouse_client or warehouse.shared(settings.warehouse_url)
     log.info("sink: group %s, topics %s as Kafka user %s → %s", config.group_id, config.topic_pattern,
              kafka_config["sasl.username"], warehouse.redact(settings.warehouse_url))
-    Sink(kafka_config, client, config, metrics, meter).run(stop_event)
+    publisher = mqtt_publisher(settings)
+    try:
+        Sink(kafka_config, client, config, metrics, meter,
+             on_stored=publisher.stored if publisher else None).run(stop_event)
+    finally:
+        if publisher:
+            publisher.close()
+
+
+def mqtt_publisher(settings):
+    """The publisher of stored Observations to the MQTT broker, when its identity is configured
+    (URBANSTACK_MQTT_ADMIN_USER/…_PASSWORD; on the local platform filled in); else None."""
+    from urbanstack.settings import MissingSetting
+
+    try:
+        user, password = settings.mqtt_admin()
+    except MissingSetting as exc:
+        log.info("sink: stored Observations are not published over MQTT: %s", exc)
+        return None
+    from urbanstack.runtime.mqtt.publisher import ObservationPublisher
+
+    log.info("sink: publishing stored Observations to mqtt://%s:%d as %s", settings.mqtt_server, settings.mqtt_port,
+             user)
+    return ObservationPublisher(settings.mqtt_server, settings.mqtt_port, user, password, settings.sta_base).start()
 
 
 def main() -> None:

@@ -130,6 +130,19 @@ FIELDS: dict[str, Field] = {
                              "The sink's own Kafka user (describe, read and write topics, read groups)."),
     "sink_kafka_password": Field("URBANSTACK_SINK_KAFKA_PASSWORD", "", "Password of URBANSTACK_SINK_KAFKA_USER.",
                                  secret=True),
+    "mqtt_host": Field("URBANSTACK_MQTT_HOST", "",
+                       "MQTT broker (mosquitto with its dynamic-security plugin) that SensorThings subscribers "
+                       "read new Observations from; empty means the local platform's on 127.0.0.1."),
+    "mqtt_port": Field("URBANSTACK_MQTT_PORT", "11883",
+                       "Port of the MQTT broker; on the local platform the port its mosquitto listens on."),
+    "sta_url": Field("URBANSTACK_STA_URL", "",
+                     "Public address of the SensorThings API (…/v1.1) for the @iot.selfLink of Observations "
+                     "published over MQTT; empty means http://127.0.0.1:<URBANSTACK_HTTP_PORT>/v1.1."),
+    "mqtt_admin_user": Field("URBANSTACK_MQTT_ADMIN_USER", "",
+                             "The broker's dynamic-security admin: the operator provisions tenant clients and "
+                             "roles as it, the sink publishes Observations and adds topic ACLs as it."),
+    "mqtt_admin_password": Field("URBANSTACK_MQTT_ADMIN_PASSWORD", "", "Password of URBANSTACK_MQTT_ADMIN_USER.",
+                                 secret=True),
     "keycloak_admin_user": Field("URBANSTACK_KEYCLOAK_ADMIN_USER", "",
                                  "The operator's Keycloak admin (realms, clients, users)."),
     "keycloak_admin_password": Field("URBANSTACK_KEYCLOAK_ADMIN_PASSWORD", "",
@@ -204,6 +217,11 @@ class Settings:
     kafka_admin_password: str = ""
     sink_kafka_user: str = ""
     sink_kafka_password: str = ""
+    mqtt_host: str = ""
+    mqtt_port: int = 11883
+    sta_url: str = ""
+    mqtt_admin_user: str = ""
+    mqtt_admin_password: str = ""
     keycloak_admin_user: str = ""
     keycloak_admin_password: str = ""
     gov_hub_keycloak_user: str = ""
@@ -354,6 +372,20 @@ class Settings:
     def keycloak_admin(self) -> tuple[str, str]:
         """The operator's Keycloak admin (user, password)."""
         return self._identity("keycloak_admin", "the operator manages realms, clients and users as it")
+
+    def mqtt_admin(self) -> tuple[str, str]:
+        """The MQTT broker's dynamic-security admin (user, password)."""
+        return self._identity("mqtt_admin", "the operator provisions MQTT clients and the sink publishes as it")
+
+    @property
+    def sta_base(self) -> str:
+        """Where the SensorThings API is reached from outside, without a trailing slash."""
+        return (self.sta_url or f"http://127.0.0.1:{self.http_port}/v1.1").rstrip("/")
+
+    @property
+    def mqtt_server(self) -> str:
+        """Host of the MQTT broker: the configured one, or the local platform's on loopback."""
+        return self.mqtt_host or "127.0.0.1"
 
     def gov_hub_keycloak(self) -> tuple[str, str]:
         """The Gov Hub's Keycloak service-account client (client id, secret)."""

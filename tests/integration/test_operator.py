@@ -139,7 +139,8 @@ def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform
     cluster.apply(M, bi)
     ready = cluster.wait_for(M, gt["metadata"]["name"], is_ready, what="Ready")
     other = cluster.wait_for(M, bi["metadata"]["name"], is_ready, what="Ready")
-    for type_ in ("IdentityReady", "StreamingReady", "WarehouseReady", "RuntimeReady", "Ready", "Synced"):
+    for type_ in ("IdentityReady", "StreamingReady", "WarehouseReady", "RuntimeReady", "MessagingReady", "Ready",
+                  "Synced"):
         cond = conditions(ready)[type_]
         assert cond["status"] == "True", cond
         assert cond["observedGeneration"] == ready["metadata"]["generation"]
@@ -173,6 +174,12 @@ def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform
     assert _produce(platform, credentials["kafka-username"], credentials["kafka-password"], own_topic) is None
     assert _produce(platform, credentials["kafka-username"], credentials["kafka-password"],
                     other_topic) == "TOPIC_AUTHORIZATION_FAILED"
+    # MQTT: the tenant's broker client logs in with the Secret's password (docs/sensorthings.md, MQTT).
+    from urbanstack.runtime.mqtt.client import authenticates
+
+    assert authenticates(platform.mqtt_server, platform.mqtt_port, credentials["kafka-username"],
+                         credentials["mqtt-password"])
+    assert credentials["mqtt-password"] not in str(ready["status"])
     # Warehouse: database and one table per enabled dataset.
     assert _tables(warehouse, names["database"]) == _with_rollups(names["tables"])
     # Kubernetes: namespace with quota, limits, default-deny policy and the credentials Secret.

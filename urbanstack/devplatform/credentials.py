@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from urbanstack import kubeclient, warehouse
-from urbanstack.devplatform import kafka, keycloak
+from urbanstack.devplatform import kafka, keycloak, mosquitto
 from urbanstack.settings import Settings
 
 
@@ -30,7 +30,8 @@ def fill(settings: Settings) -> Settings:
     local = {"kafka_admin": (kafka.ADMIN_USER, lambda: kafka.admin_password(settings)),
              "sink_kafka": (kafka.ADMIN_USER, lambda: kafka.admin_password(settings)),
              "keycloak_admin": (keycloak.ADMIN_USER, lambda: keycloak.admin_password(settings)),
-             "gov_hub_keycloak": (keycloak.GOV_HUB_CLIENT, lambda: keycloak.gov_hub_secret(settings))}
+             "gov_hub_keycloak": (keycloak.GOV_HUB_CLIENT, lambda: keycloak.gov_hub_secret(settings)),
+             "mqtt_admin": (mosquitto.ADMIN_USER, lambda: mosquitto.admin_password(settings))}
     for prefix, (user, password) in local.items():
         if not getattr(settings, f"{prefix}_user") and not getattr(settings, f"{prefix}_password"):
             values |= {f"{prefix}_user": user, f"{prefix}_password": password()}

@@ -15,13 +15,14 @@ from urbanstack.devplatform import processes
 from urbanstack.devplatform.kafka import Kafka
 from urbanstack.devplatform.keycloak import Keycloak
 from urbanstack.devplatform.kube import ApiServer, ControllerManager, Etcd
+from urbanstack.devplatform.mosquitto import Mosquitto
 from urbanstack.devplatform.postgres import Postgres
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service
 from urbanstack.devplatform.smtp import Smtp
 from urbanstack.settings import Settings
 
-SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres, Smtp)
+SERVICE_CLASSES = (Etcd, ApiServer, ControllerManager, Kafka, Keycloak, Postgres, Smtp, Mosquitto)
 SERVICE_NAMES = tuple(cls.name for cls in SERVICE_CLASSES)
 
 

@@ -18,14 +18,12 @@ it either way.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import pwd
 import shutil
 import subprocess
 from pathlib import Path
 
-from urbanstack.devplatform import debian, secrets
+from urbanstack.devplatform import debian, secrets, system_user
 from urbanstack.devplatform.progress import Step
 from urbanstack.devplatform.service import Service
 
@@ -41,8 +39,7 @@ _ROOT_CLUSTERS = Path("/var/lib/postgresql/urbanstack")
 _MARKER = ".urbanstack-provisioned"
 
 
-def _as_root() -> bool:
-    return os.geteuid() == 0
+_as_root = system_user.as_root
 
 
 def password(settings, role: str) -> str:
@@ -60,8 +57,7 @@ def url(settings, role: str = APP_ROLE, database: str = DATABASE) -> str:
 
 def cluster_dir(settings) -> Path:
     if _as_root():
-        key = hashlib.sha256(str(settings.state_dir).encode()).hexdigest()[:16]
-        return _ROOT_CLUSTERS / key
+        return system_user.folder(_ROOT_CLUSTERS, settings.state_dir)
     return settings.state_dir / "postgres"
 
 
@@ -150,21 +146,13 @@ class Postgres(Service):
 
     @staticmethod
     def _as_server_user(command: list[str]) -> list[str]:
-        if not _as_root():
-            return command
-        return [shutil.which("setpriv") or "setpriv", f"--reuid={SYSTEM_USER}", f"--regid={SYSTEM_USER}",
-                "--init-groups", "--", *command]
+        return system_user.command_as(SYSTEM_USER, command)
 
     def _own(self, path: Path) -> None:
-        if _as_root():
-            user = pwd.getpwnam(SYSTEM_USER)
-            os.chown(path, user.pw_uid, user.pw_gid)
+        system_user.own(path, SYSTEM_USER)
 
     def _write(self, path: Path, text: str) -> None:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        self._own(path)
+        system_user.write_private(path, text, SYSTEM_USER)
 
     def _secret_free(self, text: str) -> str:
         for role in (SUPERUSER, OWNER_ROLE, APP_ROLE):

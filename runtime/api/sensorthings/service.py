@@ -480,17 +480,12 @@ class Request:
         _, sensor_id, event_id, observed_at, lon, lat, fi, _num, text = row
         dataset = scope.dataset
         info = dataset.fields[fi]
-        stream_id = stable_id("Datastream", dataset.ref, sensor_id, info.name)
         at = _utc(observed_at)
         sensor = self.graph.sensors.get(dataset.ref, {}).get(sensor_id) or SensorInfo(sensor_id, at, at, ())
-        stamp = format_time(at)
-        props = {"phenomenonTime": stamp, "resultTime": stamp, "result": _result(info.type, text),
-                 "parameters": {"eventId": event_id}}
-        position = None if lon is None or lat is None else (float(lon), float(lat))
-        entity_id = observation_id(dataset.ref, sensor_id, info.name, event_id)
-        self.index.observations[entity_id] = (dataset.ref, sensor_id, fi, event_id)
-        return Entity("Observation", entity_id, props, dataset, sensor, info, fi,
-                      extra={"datastream": stream_id, "position": position, "time": at})
+        entity = observation_entity(dataset.ref, sensor_id, info.name, info.type, event_id, at, text, lon, lat)
+        entity.dataset, entity.sensor, entity.field, entity.field_index = dataset, sensor, info, fi
+        self.index.observations[entity.id] = (dataset.ref, sensor_id, fi, event_id)
+        return entity
 
     # Writing --------------------------------------------------------------------------------
     def relative(self, entity: Entity) -> str:
@@ -507,25 +502,30 @@ class Request:
         self.written += 1
         if self.written > self.limits.max_written:
             raise self.too_many()
-        select = options.select
-        link = self.self_link(entity)
-        out: dict[str, Any] = {}
-        if select is None or "@iot.selfLink" in select:
-            out["@iot.selfLink"] = link
-        if select is None or "@iot.id" in select:
-            out["@iot.id"] = entity.id
-        for name, value in entity.props.items():
-            if select is None or name in select:
-                out[name] = value
-        for nav in NAVIGATION[entity.kind]:
-            if select is None or nav in select:
-                out[f"{nav}@iot.navigationLink"] = f"{link}/{nav}"
-        if select is not None:
-            known = {"@iot.id", "@iot.selfLink", *entity.props, *NAVIGATION[entity.kind]}
-            unknown = [name for name in select if name not in known]
-            if unknown:
-                raise option_error("$select", f"a {entity.kind} has no property {unknown[0]!r}")
-        return out
+        return document(self.base, entity, options.select)
+
+
+def document(base: str, entity: Entity, select=None) -> dict:
+    """An entity as the API writes it (``select``: the names of ``$select``, None for all).
+    The MQTT publisher writes the Observations it sends with this too."""
+    link = f"{base}/{PLURAL[entity.kind]}({id_literal(entity.id)})"
+    out: dict[str, Any] = {}
+    if select is None or "@iot.selfLink" in select:
+        out["@iot.selfLink"] = link
+    if select is None or "@iot.id" in select:
+        out["@iot.id"] = entity.id
+    for name, value in entity.props.items():
+        if select is None or name in select:
+            out[name] = value
+    for nav in NAVIGATION[entity.kind]:
+        if select is None or nav in select:
+            out[f"{nav}@iot.navigationLink"] = f"{link}/{nav}"
+    if select is not None:
+        known = {"@iot.id", "@iot.selfLink", *entity.props, *NAVIGATION[entity.kind]}
+        unknown = [name for name in select if name not in known]
+        if unknown:
+            raise option_error("$select", f"a {entity.kind} has no property {unknown[0]!r}")
+    return out
 
 
 MAX_SCOPES = 64   # groups of Datastreams (dataset × same fields) one Observations query may read
@@ -577,6 +577,18 @@ class _RefCollection(Collection):
     def __init__(self, inner: Collection):
         super().__init__(inner.entity_set, inner.link, inner.entities, inner.scopes, inner.extra)
         self.refs = True
+
+
+def observation_entity(dataset_ref: str, sensor_id: str, field_name: str, field_type: str, event_id: str,
+                       observed_at: datetime, text: str | None, lon=None, lat=None) -> Entity:
+    """One Observation: a field's value (``text``, as the warehouse writes it) of one event."""
+    stamp = format_time(observed_at)
+    props = {"phenomenonTime": stamp, "resultTime": stamp, "result": _result(field_type, text),
+             "parameters": {"eventId": event_id}}
+    position = None if lon is None or lat is None else (float(lon), float(lat))
+    return Entity("Observation", observation_id(dataset_ref, sensor_id, field_name, event_id), props,
+                  extra={"datastream": stable_id("Datastream", dataset_ref, sensor_id, field_name),
+                         "position": position, "time": observed_at})
 
 
 def _result(column_type: str, text: str | None) -> Any:
