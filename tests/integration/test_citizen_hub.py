@@ -198,6 +198,42 @@ def test_hours_above_a_text_block_take_the_row_path_with_the_same_bytes(web, wor
     assert len(json.loads(whole["json"])["rows"]) == world.count(world.gue, TOOL, "pedestrian_counts")
 
 
+def test_text_blocks_follow_the_rows_real_size_and_a_refused_block_takes_the_row_path(web, world, monkeypatch):
+    from urbanstack.runtime.api.query import QueryError
+    from urbanstack.runtime.hubs.citizen import downloads
+
+    url = f"/{world.gue}/data/{TOOL}/pedestrian_counts/download"
+    whole = {fmt: _get(web, url, params={"format": fmt}).content for fmt in ("csv", "json")}
+    engine = web.app.web.state.citizen.engine
+    calls = []
+    real = engine.observations_text
+
+    def counting(*args, **kwargs):
+        calls.append(kwargs.get("max_rows"))
+        return real(*args, **kwargs)
+
+    # A first guess of 100 rows per block (12 hours of 8 readings); the first block's real size
+    # then lets the rest go in one query: same bytes, two queries instead of twenty.
+    monkeypatch.setattr(downloads, "block_rows", lambda fields, fmt: 100)
+    monkeypatch.setattr(engine, "observations_text", counting)
+    for fmt in ("csv", "json"):
+        calls.clear()
+        assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
+        assert len(calls) == 2 and sum(calls) == 1920, (fmt, calls)
+
+    # The warehouse refusing a block as too large (a row far longer than measured) loses nothing.
+    def refusing(*args, **kwargs):
+        calls.append(kwargs.get("max_rows"))
+        if len(calls) % 2:
+            raise QueryError(422, "query_too_expensive", "too large")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "observations_text", refusing)
+    for fmt in ("csv", "json"):
+        calls.clear()
+        assert _get(web, url, params={"format": fmt}).content == whole[fmt], fmt
+
+
 def _graph(web, url, fmt) -> Graph:
     response = _get(web, url)
     graph = Graph()
