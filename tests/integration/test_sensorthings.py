@@ -6,14 +6,11 @@ tokens), Masterportal's own requests and Fraunhofer's Python client over HTTP.""
 from __future__ import annotations
 
 import datetime as dt
-import socket
-import threading
-import time
 from urllib.parse import parse_qs, quote, urlsplit
 
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
+from served_app import serving
 from sensorthings_checks import assert_invisible, private_entities
 from test_api import PEDESTRIANS, PEGEL, T0, World, bearer
 
@@ -518,19 +515,8 @@ def test_masterportal_chart_request(client, world):
 @pytest.fixture(scope="module")
 def server(world, issuer, settings, warehouse):
     app = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert instance.started
-    yield f"http://127.0.0.1:{port}/v1.1"
-    instance.should_exit = True
-    thread.join(10)
+    with serving(app, settings) as base:
+        yield f"{base}/v1.1"
 
 
 def test_frost_sta_client_lists_things_datastreams_and_reads_observations(server, world):

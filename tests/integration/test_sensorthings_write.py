@@ -10,15 +10,14 @@ import dataclasses
 import datetime as dt
 import json
 import secrets
-import socket
 import threading
 import time
 import uuid
 
 import pytest
 import requests
-import uvicorn
 from fastapi.testclient import TestClient
+from served_app import serving
 from sink_harness import read_topic
 from test_api import PEDESTRIANS, PEGEL, _tool
 from test_api_keycloak import Tenants, world  # noqa: F401 - fixture
@@ -379,20 +378,11 @@ def test_an_api_without_the_ingest_service_accepts_no_writes(platform, world, wa
 @pytest.fixture(scope="module")
 def server(platform, world, warehouse, streams, sink):  # noqa: F811 - fixtures
     app, publishers = _app(platform, world, warehouse, streams)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    instance = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not instance.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert instance.started
-    yield f"http://127.0.0.1:{port}/v1.1"
-    instance.should_exit = True
-    thread.join(10)
-    publishers.close()
+    try:
+        with serving(app, platform) as base:
+            yield f"{base}/v1.1"
+    finally:
+        publishers.close()
 
 
 def test_frost_sta_client_creates_an_observation(server, world, people):
