@@ -9,46 +9,19 @@ import uuid
 from datetime import datetime, timezone
 
 import pytest
-from confluent_kafka.admin import AdminClient
 from fastapi.testclient import TestClient
+from test_metering import drain, ledger, meter_topic  # noqa: F401 - fixtures
 
 from urbanstack.devplatform import kafka
 from urbanstack.operator.models import Municipality
 from urbanstack.runtime.api import Catalogue, create_app
 from urbanstack.runtime.ingest.tenants import DailyQuota, QuotaExceeded
 from urbanstack.runtime.metering.api_meter import ApiMeter
-from urbanstack.runtime.metering.consumer import MeterConsumer, ensure_meter_topic
 from urbanstack.runtime.metering.emitter import MeterEmitter
 from urbanstack.runtime.metering.events import READINGS_INGESTED, TYPE_INGEST, MeterEvent, sink_batch_id
-from urbanstack.runtime.metering.ledger import Ledger
 from urbanstack.runtime.metering.quota import SharedCounts
 
 pytestmark = pytest.mark.platform
-
-
-@pytest.fixture
-def meter_topic(platform):
-    admin = kafka.admin_config(platform)
-    topic = f"_urbanstack-meter-t{uuid.uuid4().hex[:8]}"
-    ensure_meter_topic(admin, topic)
-    yield topic
-    AdminClient(admin).delete_topics([topic])
-
-
-@pytest.fixture
-def ledger(warehouse):
-    ledger = Ledger(warehouse, database=f"_urbanstack_metering_t{uuid.uuid4().hex[:8]}")
-    yield ledger
-    warehouse.command(f"DROP DATABASE IF EXISTS `{ledger.database}`")
-
-
-def drain(platform, ledger, topic) -> None:
-    consumer = MeterConsumer(kafka.admin_config(platform), ledger, topic=topic,
-                             group_id=f"test-quota-{uuid.uuid4().hex[:8]}")
-    try:
-        consumer.run(until_idle=1.0)
-    finally:
-        consumer.close()
 
 
 def test_the_query_quota_holds_across_two_api_replicas_sharing_the_ledger(
