@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka.admin import AdminClient
 
 import sink_harness as harness
-from test_sink import DATASET, TABLE, TOOL, Crash, counts, rows, sink_for
+from test_sink import DATASET, TABLE, TOOL, counts, crash_before_first_commit, rows
 from test_sink_kill import start_sink
 from urbanstack.devplatform import kafka
 from urbanstack.runtime.metering.consumer import ensure_meter_topic
@@ -117,22 +117,7 @@ def test_a_batch_stored_by_a_dead_sink_is_metered_by_its_replay(platform, wareho
         events = counts(tenant.slug, 300, sensors=3)
         with Publisher(admin_config) as publisher:
             publisher.publish_events(events, tenant=tenant.slug, tool=TOOL)
-        crashing, group = sink_for(admin_config, warehouse, tenant, batch_rows=1_000_000, batch_seconds=3600)
-        original_commit = crashing._commit
-
-        def commit(batch, offset, metadata):
-            if metadata == "":
-                raise Crash()
-            original_commit(batch, offset, metadata)
-
-        crashing._commit = commit
-        try:
-            for _ in range(30):
-                crashing.step(timeout=0.3)
-            with pytest.raises(Crash):
-                crashing.flush_all()
-        finally:
-            crashing.close()
+        group = crash_before_first_commit(admin_config, warehouse, tenant)
         written = rows(warehouse, tenant)
         assert 0 < written <= len(events)
 

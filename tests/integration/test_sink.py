@@ -182,13 +182,9 @@ class Crash(Exception):
     pass
 
 
-def test_replay_of_an_interrupted_batch_adds_no_rows(admin_config, warehouse, tenant):
-    """Insert succeeded, commit never happened: the next sink replays the same batch and ClickHouse
-    drops it by its deduplication token, visible without FINAL."""
-    events = counts(tenant.slug, 300, sensors=3)
-    with Publisher(admin_config) as publisher:
-        publisher.publish_events(events, tenant=tenant.slug, tool=TOOL)
-
+def crash_before_first_commit(admin_config, warehouse, tenant) -> str:
+    """A sink that reads the tenant's backlog, inserts every partition's first batch and dies
+    before its first offset commit; returns its consumer group (for the sink that replays)."""
     crashing, group = sink_for(admin_config, warehouse, tenant, batch_rows=1_000_000, batch_seconds=3600)
     original_commit = crashing._commit
 
@@ -202,9 +198,20 @@ def test_replay_of_an_interrupted_batch_adds_no_rows(admin_config, warehouse, te
         for _ in range(30):
             crashing.step(timeout=0.3)
         with pytest.raises(Crash):
-            crashing.flush_all()  # writes every partition's first batch, dies before the first commit
+            crashing.flush_all()
     finally:
         crashing.close()
+    return group
+
+
+def test_replay_of_an_interrupted_batch_adds_no_rows(admin_config, warehouse, tenant):
+    """Insert succeeded, commit never happened: the next sink replays the same batch and ClickHouse
+    drops it by its deduplication token, visible without FINAL."""
+    events = counts(tenant.slug, 300, sensors=3)
+    with Publisher(admin_config) as publisher:
+        publisher.publish_events(events, tenant=tenant.slug, tool=TOOL)
+
+    group = crash_before_first_commit(admin_config, warehouse, tenant)
     written = rows(warehouse, tenant)
     assert 0 < written <= len(events)
 
