@@ -174,7 +174,8 @@ class Dashboards:
     def overview(self, tenant: str, subject: str, limit: int = MAX_LIST) -> Overview:
         """The dashboards ``subject`` of ``tenant`` sees, in five lists; reused for
         :data:`OVERVIEW_SECONDS` unless something changes in this process."""
-        limit, key = _limit(limit), (tenant, subject, _limit(limit))
+        limit = _limit(limit)
+        key = (tenant, subject, limit)
         with self._lock:
             generation, cached = self._generation, self._overviews.get(key)
         if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < OVERVIEW_SECONDS:
