@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+from pathlib import Path
 
 from urbanstack import settings as settings_module
 from urbanstack.settings import MissingSetting, Settings
@@ -72,6 +73,19 @@ def _local(s: Settings) -> Settings:
 
 def _settings(args, s: Settings) -> int:
     _print_table(settings_module.describe(s), ("VARIABLE", "VALUE", "MEANING"))
+    return 0
+
+
+def _mqtt_seed(args, s: Settings) -> int:
+    """The in-cluster broker's init container: its first access-control file, never replaced."""
+    from urbanstack.runtime.mqtt.security import seed
+
+    path = Path(args.path)
+    user, password = s.mqtt_admin()
+    if seed(path, user, password):
+        print(f"wrote the broker's access control with admin {user} to {path}")
+    else:
+        print(f"{path} exists: kept (it holds every municipality's broker client)")
     return 0
 
 
@@ -284,6 +298,13 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             parser_.add_argument("--url", required=True, help="the subscription's webhook URL")
         parser_.set_defaults(func=func)
+
+    mqtt = sub.add_parser("mqtt", help="the MQTT broker of SensorThings (docs/sensorthings.md)")
+    mqtt_sub = mqtt.add_subparsers(dest="mqtt_command", required=True)
+    mqtt_seed = mqtt_sub.add_parser("seed", help="write the broker's first dynamic-security file (admin from "
+                                                 "URBANSTACK_MQTT_ADMIN_USER/_PASSWORD) unless it exists")
+    mqtt_seed.add_argument("path", help="the file the broker's plugin_opt_config_file names")
+    mqtt_seed.set_defaults(func=_mqtt_seed)
 
     sett = sub.add_parser("settings", help="the URBANSTACK_* settings in force and their meaning")
     sett.set_defaults(func=_settings)

@@ -30,6 +30,8 @@ USERS = {
     "kafka": ("operator", "sink", "connectors", "hub"),
     "keycloak": ("operator", "api", "connectors", "hub"),
     "warehouse": ("operator", "api", "sink", "hub"),
+    # Optional (stack config ``mqtt``): the operator provisions broker clients, the sink publishes.
+    "mqtt": ("operator", "sink"),
 }
 
 KEYCLOAK_NAME = "urbanstack-keycloak"
@@ -73,6 +75,8 @@ class Backend:
     # Files every user of the backend mounts (the Kafka brokers' CA).
     volumes: tuple[dict, ...] = ()
     mounts: tuple[dict, ...] = ()
+    # Ports the platform's Ingress routes to on its own host (the broker's WebSockets listener).
+    public_ports: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -83,19 +87,19 @@ class Backends:
     def env_for(self, component: str) -> list[dict]:
         env = []
         for backend_name, users in USERS.items():
-            if component in users:
+            if component in users and backend_name in self.by_name:
                 backend = self.by_name[backend_name]
                 env += backend.env
                 if component == "operator":
                     env += backend.admin_env
-                elif backend_name != "kafka" or component == "sink":
+                elif backend_name not in ("kafka", "mqtt") or component == "sink":
                     # Of the Kafka users only the sink logs in as the platform: ingest produces
                     # as each municipality's own Kafka user (runtime/ingest/tenants.py).
                     env += backend.client_env
         return env
 
     def _used_by(self, component: str) -> list[Backend]:
-        return [self.by_name[name] for name, users in USERS.items() if component in users]
+        return [self.by_name[name] for name, users in USERS.items() if component in users and name in self.by_name]
 
     def volumes_for(self, component: str) -> list[dict]:
         return [volume for backend in self._used_by(component) for volume in backend.volumes]
@@ -392,10 +396,18 @@ def _clickhouse(cfg: PlatformConfig, after: list[pulumi.Resource]) -> tuple[Back
 def install(cfg: PlatformConfig, *, after: list[pulumi.Resource]) -> Backends:
     """``after``: what every namespaced object waits for (the namespace)."""
     if cfg.backends == "external":
-        return _external(cfg, after)
-    by_name, resources = {}, []
-    for build in (_keycloak, _kafka, _clickhouse):
-        backend, declared = build(cfg, after)
-        by_name[backend.name] = backend
+        wired = _external(cfg, after)
+        by_name, resources = dict(wired.by_name), list(wired.resources)
+    else:
+        by_name, resources = {}, []
+        for build in (_keycloak, _kafka, _clickhouse):
+            backend, declared = build(cfg, after)
+            by_name[backend.name] = backend
+            resources += declared
+    if cfg.mqtt is not None:
+        from urbanstack.stacks.platform import messaging
+
+        wiring, declared = messaging.install(cfg, after)
+        by_name["mqtt"] = Backend("mqtt", **wiring)
         resources += declared
     return Backends(by_name, tuple(resources))

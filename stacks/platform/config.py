@@ -199,6 +199,31 @@ def _hub(raw: dict) -> Hub:
     return dataclasses.replace(hub, metadata_port=port)
 
 
+MQTT_MODES = ("external", "in-cluster")
+# eclipse-mosquitto's image keeps its plugins in /usr/lib; Debian's (dev platform) elsewhere.
+MQTT_PLUGIN = "/usr/lib/mosquitto_dynamic_security.so"
+MQTT_WEBSOCKETS_PATH = "/mqtt"
+
+
+@dataclass(frozen=True)
+class Mqtt:
+    """The MQTT broker SensorThings subscribers use (docs/sensorthings.md, *MQTT*): mosquitto with
+    its dynamic-security plugin. The operator provisions each municipality's broker client as its
+    admin and the sink publishes stored Observations as it. ``external``: a broker someone else
+    runs; ``in-cluster``: one mosquitto pod the stack declares, reached by MQTT inside the cluster
+    and, with ``websockets``, by MQTT over WebSockets through the platform's Ingress (TLS) at
+    ``MQTT_WEBSOCKETS_PATH`` on the platform's host (a reserved first segment of the Citizen Hub)."""
+    mode: str
+    admin_user: str
+    admin_password: pulumi.Output
+    host: str = ""
+    port: int = 1883
+    image: str = "eclipse-mosquitto:2.0.20"
+    storage: str = "1Gi"
+    websockets: bool = True
+    plugin_path: str = MQTT_PLUGIN
+
+
 @dataclass(frozen=True)
 class External:
     kafka_bootstrap: str
@@ -274,6 +299,7 @@ class PlatformConfig:
     trusted_proxies: str = ""
     hub: Hub = Hub()
     mail: Mail | None = None  # None: no e-mail (the signup cannot confirm, invitations are not sent)
+    mqtt: Mqtt | None = None  # None: no MQTT (SensorThings clients poll; docs/deploy.md, "MQTT")
 
 
 def image_version(image: str) -> str:
@@ -347,6 +373,42 @@ def _in_cluster(cfg: pulumi.Config) -> InCluster:
     return in_cluster
 
 
+def _mqtt(cfg: pulumi.Config) -> Mqtt | None:
+    raw = cfg.get_object("mqtt")
+    if not raw:
+        return None
+    known = {"mode": "mode", "host": "host", "port": "port", "adminUser": "admin_user", "image": "image",
+             "storage": "storage", "websockets": "websockets", "pluginPath": "plugin_path"}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"mqtt: unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    values = {known[key]: value for key, value in raw.items()}
+    mode = values.setdefault("mode", "in-cluster")
+    if mode not in MQTT_MODES:
+        raise ConfigError(f"mqtt.mode must be one of {', '.join(MQTT_MODES)}, got {mode!r}")
+    values.setdefault("admin_user", "urbanstack-admin")
+    if mode == "external" and not values.get("host"):
+        raise ConfigError("mqtt.host is required when mqtt.mode is 'external' (the broker's host name)")
+    if mode == "in-cluster" and values.get("host"):
+        raise ConfigError("mqtt.host is only for mqtt.mode 'external': the in-cluster broker's address is its Service")
+    try:
+        port = int(values.get("port", 1883))
+    except (TypeError, ValueError):
+        port = 0
+    if not 0 < port < 65536:
+        raise ConfigError(f"mqtt.port must be a TCP port, got {values.get('port')!r}")
+    websockets = values.setdefault("websockets", mode == "in-cluster")
+    if not isinstance(websockets, bool):
+        raise ConfigError(f"mqtt.websockets must be true or false, got {websockets!r}")
+    if websockets and mode != "in-cluster":
+        raise ConfigError("mqtt.websockets is for the in-cluster broker (the Ingress routes /mqtt to it); an external "
+                          "broker publishes its own WebSockets endpoint: set mqtt.websockets: false")
+    values["port"] = port
+    if mode == "in-cluster":
+        check_pinned_image("mqtt.image", str(values.get("image", Mqtt.image)))
+    return Mqtt(admin_password=cfg.require_secret("mqttAdminPassword"), **values)
+
+
 def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
     cfg = cfg or pulumi.Config(PROJECT)
     backends = cfg.get("backends") or "external"
@@ -400,4 +462,5 @@ def load(cfg: pulumi.Config | None = None) -> PlatformConfig:
         trusted_proxies=trusted_proxies,
         hub=_hub(cfg.get_object("hub") or {}),
         mail=_mail(cfg.get_object("mail")),
+        mqtt=_mqtt(cfg),
     )

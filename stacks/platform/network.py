@@ -7,7 +7,8 @@ reads as a table of who may talk to whom:
 |---|---|---|
 | ingress controller | api, connectors (``/ingest``), hub (and in-cluster Keycloak) | http |
 | monitoring namespace (optional) | every component | http (/metrics) |
-| components (``backends.USERS``) | Keycloak, Kafka, ClickHouse | their client ports |
+| components (``backends.USERS``) | Keycloak, Kafka, ClickHouse, MQTT (optional) | their client ports |
+| ingress controller | in-cluster MQTT broker (``/mqtt``) | its WebSockets port |
 | operator, ``KUBERNETES_API_READERS``, in-cluster Kafka's entity operator | API server | ``apiServer.ports`` |
 | connectors | public data sources | 443 |
 | hub | the metadata store's PostgreSQL | ``hub.metadataPort`` |
@@ -97,10 +98,13 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
             "key": "app.kubernetes.io/name", "operator": "In",
             "values": [common.name(component) for component in USERS[name]]}]}}
         ingress = [{"from": [own_pods]},
-                   {"from": [clients], "ports": _tcp(backend.ports)},
-                   {"from": [_namespace(backend.operator_namespace)]}]
+                   {"from": [clients], "ports": _tcp(backend.ports)}]
+        if backend.operator_namespace:
+            ingress.append({"from": [_namespace(backend.operator_namespace)]})
         if backend.public_host:
             ingress.append({"from": [_namespace(cfg.ingress.controller_namespace)], "ports": _tcp(backend.ports)})
+        if backend.public_ports:
+            ingress.append({"from": [_namespace(cfg.ingress.controller_namespace)], "ports": _tcp(backend.public_ports)})
         policies[f"backend-{name}"] = _policy(cfg, f"urbanstack-backend-{name}", "backends", {
             "podSelector": {"matchLabels": backend.pod_selector},
             "policyTypes": ["Ingress", "Egress"],

@@ -61,6 +61,10 @@ STATEFUL = ("connectors", "hub")
 # requests should stay on one pod: ingress-nginx hashes on the Cookie header (the session
 # cookie is the only cookie the platform sets; requests without one are spread round-robin).
 HUB_AFFINITY = {"nginx.ingress.kubernetes.io/upstream-hash-by": "$http_cookie"}
+# An MQTT connection is idle between keep-alives (60 s by default in clients): nginx's 60 s read
+# timeout would cut it; an hour lets clients with any usual keep-alive stay connected.
+MQTT_TIMEOUTS = {"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+                 "nginx.ingress.kubernetes.io/proxy-send-timeout": "3600"}
 # Where ingest keeps its pull cursors (<state dir>/ingest/cursors.json): the only
 # writable place besides /tmp. An emptyDir: it survives container restarts, not
 # a new pod (docs/deploy.md).
@@ -95,6 +99,9 @@ def _env(cfg: PlatformConfig, backends: Backends, component: str) -> list[dict]:
         env += _hub_env(cfg)
     if component == "sink":
         env.append(common.env_value("URBANSTACK_SINK_METRICS_PORT", str(SINK_METRICS_PORT)))
+        if cfg.mqtt is not None:
+            # The selfLinks of the Observations the sink publishes: the API as clients reach it.
+            env.append(common.env_value("URBANSTACK_STA_URL", f"https://{cfg.ingress.api_host}/v1.1"))
     if component == "api" and cfg.api_anonymous_queries_per_hour is not None:
         env.append(common.env_value("URBANSTACK_API_ANONYMOUS_QUERIES_PER_HOUR",
                                     str(cfg.api_anonymous_queries_per_hour)))
@@ -259,8 +266,19 @@ def _ingresses(cfg: PlatformConfig, backends: Backends, depends_on: list[pulumi.
             opts=common.options(depends_on=depends_on),
         )
 
-    return {"ingress": ingress("urbanstack", "ingress", rules, {}),
-            "hubIngress": ingress(common.name("hub"), "hub", hub_rules, HUB_AFFINITY)}
+    declared = {"ingress": ingress("urbanstack", "ingress", rules, {}),
+                "hubIngress": ingress(common.name("hub"), "hub", hub_rules, HUB_AFFINITY)}
+    mqtt = backends.by_name.get("mqtt")
+    if mqtt is not None and mqtt.public_ports:
+        # MQTT over WebSockets at /mqtt (nginx passes the Upgrade through), TLS like every other
+        # path; an Ingress of its own so that its long-lived connections get their own timeouts.
+        from urbanstack.stacks.platform import messaging
+        from urbanstack.stacks.platform.config import MQTT_WEBSOCKETS_PATH
+
+        mqtt_rules = [{"host": ing.api_host, "http": {"paths": [
+            _path(MQTT_WEBSOCKETS_PATH, messaging.NAME, {"name": "websockets"})]}}]
+        declared["mqttIngress"] = ingress(messaging.NAME, "mqtt", mqtt_rules, MQTT_TIMEOUTS)
+    return declared
 
 
 def _account(cfg: PlatformConfig, account: str, component: str, after: list[pulumi.Resource]) -> ServiceAccount:

@@ -8,6 +8,7 @@ every staging module at its published ``v0.Y.Z`` release instead.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -67,6 +68,18 @@ def build(cache_dir: Path, version: str = versions.KUBERNETES, log_path: Path | 
     bindir = binary_dir(cache_dir, version)
     if is_built(cache_dir, version):
         return bindir
+    # Two `dev up`s at once (two checkouts share the cache) must not build into the same folder
+    # and swap it under each other's feet: the second waits for the first and uses its build.
+    lock_path = cache_dir / "kubernetes" / version / "build.lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if is_built(cache_dir, version):
+            return bindir
+        return _build_locked(cache_dir, version, bindir, log_path)
+
+
+def _build_locked(cache_dir: Path, version: str, bindir: Path, log_path: Path | None) -> Path:
     go = shutil.which("go")
     if not go:
         raise RuntimeError("Go is needed to build the Kubernetes API server; install Go 1.24+ and retry")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import shutil
 import subprocess
 from pathlib import Path
@@ -51,26 +53,40 @@ def _run(cmd: list[str], workdir: Path, what: str) -> None:
         raise RuntimeError(f"{what} failed (exit {result.returncode}); see {log_path}")
 
 
+@contextlib.contextmanager
+def _exclusive(target: Path):
+    """One fetch of ``target`` at a time across processes (checkouts share the cache): a second
+    `dev up` waits, then finds the folder the first one finished (True) instead of swapping it."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield target.exists()
+
+
 def copy_dependencies(workdir: Path, coordinates: list[str], lib_dir: Path) -> None:
     """Resolve ``coordinates`` with their transitive dependencies into ``lib_dir``."""
     workdir.mkdir(parents=True, exist_ok=True)
     deps = "\n".join(_dependency_xml(c) for c in coordinates)
     (workdir / "pom.xml").write_text(_POM.format(artifact=workdir.name.replace(".", "-"), dependencies=deps))
-    partial = lib_dir.with_name(lib_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    _run([_mvn(), "-B", "-q", "dependency:copy-dependencies", "-DincludeScope=runtime",
-          f"-DoutputDirectory={partial}"], workdir, f"resolving {', '.join(coordinates)}")
-    shutil.rmtree(lib_dir, ignore_errors=True)
-    partial.rename(lib_dir)
+    with _exclusive(lib_dir) as done:
+        if done:
+            return
+        partial = lib_dir.with_name(lib_dir.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        _run([_mvn(), "-B", "-q", "dependency:copy-dependencies", "-DincludeScope=runtime",
+              f"-DoutputDirectory={partial}"], workdir, f"resolving {', '.join(coordinates)}")
+        partial.rename(lib_dir)
 
 
 def unpack(workdir: Path, coordinate: str, target: Path) -> None:
     """Unpack an archive artifact (``group:artifact:version:zip``) into ``target``."""
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "pom.xml").write_text(_POM.format(artifact=workdir.name.replace(".", "-"), dependencies=""))
-    partial = target.with_name(target.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    _run([_mvn(), "-B", "-q", "dependency:unpack", f"-Dartifact={coordinate}",
-          f"-DoutputDirectory={partial}"], workdir, f"unpacking {coordinate}")
-    shutil.rmtree(target, ignore_errors=True)
-    partial.rename(target)
+    with _exclusive(target) as done:
+        if done:
+            return
+        partial = target.with_name(target.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        _run([_mvn(), "-B", "-q", "dependency:unpack", f"-Dartifact={coordinate}",
+              f"-DoutputDirectory={partial}"], workdir, f"unpacking {coordinate}")
+        partial.rename(target)

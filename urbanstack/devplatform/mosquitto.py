@@ -16,24 +16,20 @@ persisted but the plugin's file (clients, groups, roles): no retained messages, 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
-import secrets as random
 import shutil
 from pathlib import Path
 
 from urbanstack.devplatform import debian, secrets, system_user
 from urbanstack.devplatform.service import Service, port_open
+from urbanstack.runtime.mqtt.security import broker_config, initial_security
 
 BINARY = Path("/usr/sbin/mosquitto")
 PLUGIN = Path("/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so")
 ADMIN_USER = "urbanstack-admin"
-ADMIN_ROLE = "urbanstack-admin"
 SYSTEM_USER = "mosquitto"   # Debian's, when we run as root
 _ROOT_HOMES = Path("/var/lib/mosquitto/urbanstack")
-PBKDF2_ITERATIONS = 101      # the plugin's own default for the passwords it hashes
 
 
 def admin_password(settings) -> str:
@@ -47,32 +43,6 @@ def home(settings) -> Path:
     if _as_root():
         return system_user.folder(_ROOT_HOMES, settings.state_dir)
     return settings.state_dir / "mosquitto"
-
-
-def hashed(password: str) -> dict:
-    """A password as the dynamic-security plugin keeps it (PBKDF2-SHA512, base64)."""
-    salt = random.token_bytes(12)
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    return {"password": base64.b64encode(digest).decode(), "salt": base64.b64encode(salt).decode(),
-            "iterations": PBKDF2_ITERATIONS}
-
-
-def initial_security(admin_user: str, password: str) -> dict:
-    """The plugin's configuration before the first start: the admin, deny by default."""
-    control = "$CONTROL/dynamic-security/#"
-    return {
-        "defaultACLAccess": {"publishClientSend": False, "publishClientReceive": False,
-                             "subscribe": False, "unsubscribe": True},
-        "clients": [{"username": admin_user, "textName": "Urban Stack platform admin",
-                     "roles": [{"rolename": ADMIN_ROLE}], **hashed(password)}],
-        "groups": [],
-        "roles": [{"rolename": ADMIN_ROLE, "textName": "operator and publisher", "acls": [
-            {"acltype": "publishClientSend", "topic": control, "priority": 0, "allow": True},
-            {"acltype": "publishClientReceive", "topic": control, "priority": 0, "allow": True},
-            {"acltype": "subscribePattern", "topic": control, "priority": 0, "allow": True},
-            {"acltype": "publishClientSend", "topic": "v1.1/#", "priority": 0, "allow": True},
-        ]}],
-    }
 
 
 class Mosquitto(Service):
@@ -109,26 +79,9 @@ class Mosquitto(Service):
                 link.symlink_to(self.home)
         if not self.security_path.exists():
             self._write(self.security_path, json.dumps(initial_security(ADMIN_USER, admin_password(s)), indent=2))
-        self._write(self.config_path, "\n".join([
-            "# urbanstack: written by `urbanstack dev up`; changes are overwritten",
-            "per_listener_settings false",
-            f"listener {s.mqtt_port} 127.0.0.1",
-            "allow_anonymous true",          # anonymous clients get the anonymous group's roles: open data
-            f"plugin {PLUGIN}",
-            f"plugin_opt_config_file {self.security_path}",
-            "persistence false",
-            "retain_available false",
-            "max_inflight_messages 100",
-            "max_queued_messages 1000",      # per client: a slow subscriber loses the oldest, never the broker
-            "max_packet_size 262144",
-            "message_size_limit 262144",
-            "log_dest stdout",
-            "log_type error",
-            "log_type warning",
-            "log_type notice",
-            "connection_messages false",
-            "",
-        ]))
+        self._write(self.config_path, broker_config("written by `urbanstack dev up`; changes are overwritten",
+                                                    [f"listener {s.mqtt_port} 127.0.0.1"], str(PLUGIN),
+                                                    str(self.security_path)))
 
     def command(self):
         return system_user.command_as(SYSTEM_USER, [str(BINARY), "-c", str(self.config_path)]), dict(os.environ)

@@ -52,7 +52,7 @@ LICENCE_NAME = "Datenlizenz Deutschland – Zero – Version 2.0"
 LICENCE_TEXT_URL = "https://www.govdata.de/dl-de/zero-2-0"
 CONCILIATION_BODY_URL = "https://www.schlichtungsstelle-bgg.de"
 # Paths of the Gov Hub and the platform: never a municipality's slug in the Citizen Hub.
-RESERVED = frozenset({"gov", "static", "api", "data", "catalog", "signup", "ingest", "docs", "graphql"})
+RESERVED = frozenset({"gov", "static", "api", "data", "catalog", "signup", "ingest", "docs", "graphql", "mqtt"})
 
 
 class TTLCache:

@@ -12,7 +12,7 @@ def dev() -> Installation:
 @pytest.fixture(scope="session")
 def prod() -> Installation:
     return synthesize(stack_values("prod"), {k: v for k, v in SECRETS.items()
-                                             if k in ("warehousePassword", "keycloakDbPassword")})
+                                             if k in ("warehousePassword", "keycloakDbPassword", "mqttAdminPassword")})
 
 
 @pytest.fixture(scope="session", params=["dev", "prod"])

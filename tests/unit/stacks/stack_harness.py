@@ -25,6 +25,7 @@ SECRETS = {
     "keycloakAdminPassword": "keycloak-Secret-51be02",
     "warehousePassword": "warehouse-Secret-c0ffee",
     "keycloakDbPassword": "keycloak-db-Secret-9d1e44",
+    "mqttAdminPassword": "mqtt-admin-Secret-4b7d21",
 }
 
 
@@ -99,7 +100,7 @@ def synthesize(values: dict[str, object], secrets: dict[str, str] | None = None)
         result["config"] = cfg
         program.deploy(cfg)
         credentials = {}
-        holders = [cfg.external, cfg.in_cluster, cfg.in_cluster and cfg.in_cluster.keycloak_database]
+        holders = [cfg.external, cfg.in_cluster, cfg.in_cluster and cfg.in_cluster.keycloak_database, cfg.mqtt]
         for holder in filter(None, holders):
             for attribute, value in vars(holder).items():
                 if isinstance(value, pulumi.Output):

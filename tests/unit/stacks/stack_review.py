@@ -82,7 +82,8 @@ def container_problems(pod_spec: dict, workload: str) -> list[str]:
             for resource in ("cpu", "memory"):
                 if resource not in resources.get(bound, {}):
                     problems.append(f"{where}: no {resource} {bound}")
-        for probe in ("livenessProbe", "readinessProbe"):
+        # Kubernetes refuses probes on init containers: they run to completion before the pod serves.
+        for probe in ("livenessProbe", "readinessProbe") if container in pod_spec.get("containers", []) else ():
             if probe not in container:
                 problems.append(f"{where}: no {probe}")
         security = container.get("securityContext", {})
@@ -106,9 +107,20 @@ def container_problems(pod_spec: dict, workload: str) -> list[str]:
     return problems
 
 
+def single_owner_of_a_volume(deployment: dict) -> bool:
+    """One replica that mounts a claim: a second pod during a rolling update could not mount a
+    ReadWriteOnce volume on another node (and two brokers must not share one file), so Recreate
+    is the only strategy that rolls. Everything else must roll without downtime."""
+    pod = deployment["spec"]["template"]["spec"]
+    return deployment["spec"].get("replicas") == 1 and any(
+        "persistentVolumeClaim" in volume for volume in pod.get("volumes", []))
+
+
 def rollout_problems(deployment: dict) -> list[str]:
     name = deployment["metadata"]["name"]
     strategy = deployment["spec"].get("strategy", {})
+    if strategy.get("type") == "Recreate" and single_owner_of_a_volume(deployment):
+        return []
     if strategy.get("type") != "RollingUpdate":
         return [f"{name}: strategy {strategy.get('type')!r}, not RollingUpdate"]
     rolling = strategy.get("rollingUpdate", {})

@@ -39,6 +39,8 @@ CODE = {
                               "runtime/connectors/*.py"),
     "urbanstack-hub": ("urbanstack/cli.py", "urbanstack/serve.py", "runtime/api/*.py", "runtime/ingest/*.py",
                        "runtime/hubs/**/*.py", "runtime/web/*.py", "runtime/store/*.py"),
+    # The in-cluster MQTT broker (prod stack): mosquitto reads its file, not the environment.
+    "urbanstack-mqtt": (),
 }
 
 
@@ -231,8 +233,9 @@ def test_api_readers_can_reach_the_api_server_and_others_cannot(stack):
 def test_every_container_is_bounded_probed_and_hardened(stack):
     problems = [problem for workload, pod in pod_specs(stack) for problem in container_problems(pod, workload)]
     assert problems == []
+    broker = {"urbanstack-mqtt"} if stack.config.mqtt and stack.config.mqtt.mode == "in-cluster" else set()
     assert {workload for workload, _ in pod_specs(stack)} == {
-        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors", HUB}
+        "urbanstack-operator", "urbanstack-api", "urbanstack-sink", "urbanstack-connectors", HUB} | broker
 
 
 def test_container_checker_catches_a_careless_pod(dev):
@@ -268,11 +271,87 @@ def test_rolling_updates_never_drop_below_desired_replicas(stack):
     deployments = stack.of_kind("Deployment")
     assert deployments
     assert [problem for d in deployments for problem in rollout_problems(d.inputs)] == []
-    bad = copy.deepcopy(deployments[0].inputs)
+    serving = stack.one("Deployment", "urbanstack-api").inputs
+    bad = copy.deepcopy(serving)
     bad["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] = "25%"
     assert rollout_problems(bad)
     bad["spec"]["strategy"] = {"type": "Recreate"}
     assert rollout_problems(bad)
+
+
+def test_the_in_cluster_mqtt_broker_is_one_pod_that_keeps_its_clients(prod):
+    broker = prod.one("Deployment", "urbanstack-mqtt").inputs
+    pod = broker["spec"]["template"]["spec"]
+    # One broker owns the dynamic-security file on its claim; Recreate is the only roll possible.
+    assert broker["spec"]["replicas"] == 1 and broker["spec"]["strategy"] == {"type": "Recreate"}
+    claim = prod.one("PersistentVolumeClaim", "urbanstack-mqtt-data").inputs
+    assert [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v] == [
+        claim["metadata"]["name"]]
+    # The first access-control file is written by the runtime image, never replaced, admin from the Secret.
+    (seed,) = pod["initContainers"]
+    assert seed["image"] == prod.config.runtime_image
+    assert seed["command"] + seed["args"] == ["urbanstack", "mqtt", "seed", "/mosquitto/data/dynamic-security.json"]
+    password = {e["name"]: e for e in seed["env"]}["URBANSTACK_MQTT_ADMIN_PASSWORD"]
+    assert password["valueFrom"]["secretKeyRef"] == {"name": "urbanstack-mqtt", "key": "admin-password"}
+    config = prod.one("ConfigMap", "urbanstack-mqtt-config").inputs["data"]["mosquitto.conf"]
+    assert "plugin_opt_config_file /mosquitto/data/dynamic-security.json" in config
+    assert "listener 1883\n" in config and "listener 8080\nprotocol websockets" in config
+    assert not pod["automountServiceAccountToken"]
+    # The operator administers broker clients and the sink publishes; nobody else gets the admin.
+    for workload, container in containers(prod):
+        names = {e["name"] for e in container.get("env", [])}
+        assert ("URBANSTACK_MQTT_ADMIN_PASSWORD" in names) == (workload in ("urbanstack-operator", "urbanstack-sink")), \
+            workload
+    sink = {e["name"]: e for e in prod.one("Deployment", "urbanstack-sink").inputs["spec"]["template"]["spec"][
+        "containers"][0]["env"]}
+    assert sink["URBANSTACK_MQTT_HOST"]["value"] == "urbanstack-mqtt.urbanstack-system.svc"
+    assert sink["URBANSTACK_STA_URL"]["value"] == f"https://{prod.config.ingress.api_host}/v1.1"
+
+
+def test_mqtt_subscribers_outside_reach_the_broker_only_over_websockets_through_the_tls_ingress(prod):
+    ingress = prod.one("Ingress", "urbanstack-mqtt").inputs
+    (rule,) = ingress["spec"]["rules"]
+    assert rule["host"] == prod.config.ingress.api_host
+    assert [(p["path"], p["backend"]["service"]) for p in rule["http"]["paths"]] == [
+        ("/mqtt", {"name": "urbanstack-mqtt", "port": {"name": "websockets"}})]
+    assert ingress["spec"]["tls"][0]["hosts"] == [prod.config.ingress.api_host]
+    assert int(ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-read-timeout"]) >= 3600
+    policy = prod.one("NetworkPolicy", "urbanstack-backend-mqtt").inputs["spec"]
+    by_port = {}
+    for rule in policy["ingress"]:
+        for port in rule.get("ports", [{"port": "any"}]):
+            by_port.setdefault(port["port"], []).append(rule["from"])
+    # Plain MQTT only from the operator and the sink; the ingress controller only to WebSockets.
+    assert by_port[1883] == [[{"podSelector": {"matchExpressions": [{
+        "key": "app.kubernetes.io/name", "operator": "In", "values": ["urbanstack-operator", "urbanstack-sink"]}]}}]]
+    assert by_port[8080] == [[{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": prod.config.ingress.controller_namespace}}}]]
+    assert "/mqtt" not in {p["path"] for i in prod.of_kind("Ingress") if i.name != "urbanstack-mqtt"
+                           for r in i.inputs["spec"]["rules"] for p in r["http"]["paths"]}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"mode": "external"}, "mqtt.host is required"),
+    ({"mode": "in-cluster", "host": "broker"}, "only for mqtt.mode 'external'"),
+    ({"mode": "nats"}, "mqtt.mode must be one of"),
+    ({"mode": "external", "host": "b", "port": 70000, "websockets": False}, "TCP port"),
+    ({"mode": "external", "host": "b", "websockets": True}, "set mqtt.websockets: false"),
+    ({"mode": "in-cluster", "image": "eclipse-mosquitto:latest"}, "pinned"),
+    ({"mode": "in-cluster", "colour": "blue"}, "unknown key"),
+])
+def test_bad_mqtt_settings_are_refused_with_what_to_change(raw, message):
+    values = stack_values("prod") | {"mqtt": raw}
+    with pytest.raises(Exception, match=message):
+        synthesize(values, {k: v for k, v in SECRETS.items() if k != "kafkaPassword"})
+
+
+def test_the_dev_stack_points_the_operator_and_sink_at_the_local_broker(dev):
+    for name in ("urbanstack-operator", "urbanstack-sink"):
+        env = {e["name"]: e for e in dev.one("Deployment", name).inputs["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert (env["URBANSTACK_MQTT_HOST"]["value"], env["URBANSTACK_MQTT_PORT"]["value"]) == ("127.0.0.1", "11883")
+        assert env["URBANSTACK_MQTT_ADMIN_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "urbanstack-mqtt"
+    assert not dev.of_kind("PersistentVolumeClaim") and not [d for d in dev.of_kind("Deployment")
+                                                           if d.name == "urbanstack-mqtt"]
 
 
 def test_operator_runs_two_peered_replicas_with_a_disruption_budget(stack):
@@ -330,7 +409,7 @@ def read_by_code(workload: str) -> set[str]:
 
 
 def test_every_variable_a_deployment_sets_is_read_by_its_code(stack):
-    assert sorted(CODE) == sorted(name for name, _ in pod_specs(stack))
+    assert sorted(CODE) == sorted({*(name for name, _ in pod_specs(stack)), "urbanstack-mqtt"})
     problems = [problem for workload, container in containers(stack)
                 for problem in unread_env_problems(container.get("env", []), read_by_code(workload), workload)]
     assert problems == []
@@ -554,7 +633,8 @@ def test_in_cluster_runtime_services_hold_no_kafka_super_user_credentials(prod):
 def test_external_backends_declare_no_third_party_resources(dev):
     assert not {"Keycloak", "Kafka", "KafkaNodePool", "ClickHouseInstallation"} & {d.kind for d in dev.declared}
     assert [s.inputs["metadata"]["name"] for s in dev.of_kind("Secret")
-            if s.inputs.get("type") != "kubernetes.io/service-account-token"] == ["urbanstack-backends"]
+            if s.inputs.get("type") != "kubernetes.io/service-account-token"] == ["urbanstack-backends",
+                                                                                   "urbanstack-mqtt"]
     assert not dev.of_kind("KeycloakRealmImport")
 
 
