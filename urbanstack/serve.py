@@ -287,7 +287,8 @@ def web_app(settings: Settings, catalogue, api_app, store, *, extras: dict | Non
         if getattr(api_app.state, name, None) is not None:
             extras.setdefault(name, getattr(api_app.state, name))
     gov = create_gov_hub(settings, catalogue, api_app.state.engine, store, keycloak, extras=extras)
-    add_citizen_hub(gov, settings, catalogue, api_app.state.engine, store)
+    add_citizen_hub(gov, settings, catalogue, api_app.state.engine, store,
+                    quota=getattr(api_app.state, "quota", None))
     return WebDispatch(gov, signup_app(settings, store, follow_interval=signup_follow_interval,
                                        impact=getattr(api_app.state, "impact", None)))
 

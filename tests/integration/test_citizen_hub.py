@@ -187,6 +187,27 @@ def test_downloads_hold_exactly_the_warehouses_rows(web, world):
     assert wrong.status_code == 422
 
 
+def test_downloads_count_against_the_apis_per_address_quota(world, issuer, settings, warehouse, metadata_store):
+    """One address cannot turn the portal's downloads into the flood the API refuses: each
+    download is one anonymous query of its address; when the hour's quota is used, 429 with
+    Retry-After and a German page, and the API refuses that address too (one count)."""
+    settings = dataclasses.replace(settings, api_anonymous_queries_per_hour=3)
+    api = create_app(settings, world.catalogue, warehouse, keycloak_url=issuer.url, audience="{tenant}-api")
+    app = serve.PathDispatch(api, serve.web_app(settings, world.catalogue, api, metadata_store))
+    url = f"/{world.gue}/data/{TOOL}/pedestrian_counts/download"
+    day = {"format": "csv", "from": "2026-03-03", "to": "2026-03-03"}
+    with TestClient(app, raise_server_exceptions=False, base_url="http://127.0.0.1") as client:
+        assert [client.get(url, params=day).status_code for _ in range(2)] == [200, 200]
+        assert client.get(f"/api/v1/datasets/{world.gue}/{TOOL}/pedestrian_counts").status_code == 200
+        refused = client.get(url, params=day)
+        assert refused.status_code == 429 and int(refused.headers["retry-after"]) > 0
+        assert "zu viele Downloads" in _text(refused.text)
+        assert "set-cookie" not in refused.headers
+        assert client.get(f"/api/v1/datasets/{world.gue}/{TOOL}/pedestrian_counts").status_code == 429
+        # Pages are not downloads: browsing goes on.
+        assert client.get(f"/{world.gue}").status_code == 200
+
+
 def test_hours_above_a_text_block_take_the_row_path_with_the_same_bytes(web, world, monkeypatch):
     from urbanstack.runtime.hubs.citizen import downloads
 

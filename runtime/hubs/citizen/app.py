@@ -125,6 +125,9 @@ class CitizenHub:
     recheck_seconds: float = RECHECK_SECONDS
     data_check_seconds: float = DATA_CHECK_SECONDS
     max_age_seconds: float = DATA_TTL
+    # The API's query quota (runtime/api/quota.py): a download counts as one anonymous query of
+    # the client's address, as an open-data request to the API does. None: downloads are not counted.
+    quota: Any = None
 
     def __post_init__(self) -> None:
         if self.generations is None:
@@ -331,11 +334,13 @@ def default_routers() -> tuple[Callable[[CitizenHub], APIRouter], ...]:
 
 
 def add_citizen_hub(app: FastAPI, settings: Any, catalogue: Catalogue, engine: QueryEngine, store, *,
-                    routers: tuple[Callable[[CitizenHub], APIRouter], ...] | None = None) -> CitizenHub:
+                    routers: tuple[Callable[[CitizenHub], APIRouter], ...] | None = None,
+                    quota: Any = None) -> CitizenHub:
     """Add the Citizen Hub's routes to the platform's web app (the Gov Hub's app: it serves
     ``/static`` and the HTML error pages). Its routes come after the Gov Hub's, so ``/gov/…``
-    stays the Gov Hub's."""
+    stays the Gov Hub's. ``quota``: the API's query quota, which downloads are charged to."""
     hub = create_citizen_hub(settings, catalogue, engine, store)
+    hub.quota = quota
     app.state.citizen = hub
     for build in routers if routers is not None else default_routers():
         app.include_router(build(hub))
@@ -349,6 +354,8 @@ ERROR_TEXTS = {
     404: (N_("Not found"), N_("This page does not exist.")),
     405: (N_("Not allowed"), N_("This page does not accept that kind of request.")),
     413: (N_("Too large"), N_("The request is too large.")),
+    429: (N_("Too many downloads"), N_("Too many downloads from your network in the last hour. Please try again "
+                                        "later.")),
     422: (N_("Invalid input"), N_("Some input was not valid. Go back and check the form.")),
 }
 
@@ -356,7 +363,12 @@ ERROR_TEXTS = {
 def _error_pages(app: FastAPI, hub: CitizenHub) -> None:
     """Errors outside ``/gov/`` get the portal's own page (no script, no cookie); the Gov Hub's
     handler keeps answering its own paths."""
-    install_error_pages(app, ERROR_TEXTS, lambda request, status, title, message, headers: hub.page(
-        request, "citizen/error.html", status=status, title=title, message=message),
+    def render(request, status, title, message, headers):
+        page = hub.page(request, "citizen/error.html", status=status, title=title, message=message)
+        if headers and "Retry-After" in headers:   # 429: when the client may come back
+            page.headers["Retry-After"] = headers["Retry-After"]
+        return page
+
+    install_error_pages(app, ERROR_TEXTS, render,
         detail_statuses=frozenset({413, 422}), language=set_language,
         defer=lambda request: request.url.path.startswith("/gov/"))

@@ -265,6 +265,20 @@ def _guarded(rows: Iterator, ref: DatasetRef) -> Iterator:
         raise
 
 
+def _charge(hub: CitizenHub, request: Request) -> None:
+    """One anonymous query of the client's address (the API's per-address quota for open data):
+    one address cannot turn the portal's downloads into a flood the API would refuse. 429 with
+    Retry-After when the hour's quota is used."""
+    if hub.quota is None:
+        return
+    from urbanstack.runtime.api.quota import QuotaExceeded
+
+    try:
+        hub.quota.charge(None, request.client.host if request.client else None)
+    except QuotaExceeded as exc:
+        raise HTTPException(429, exc.message, headers={"Retry-After": str(exc.retry_after)}) from None
+
+
 def router(hub: CitizenHub) -> APIRouter:
     routes = APIRouter()
 
@@ -274,6 +288,7 @@ def router(hub: CitizenHub) -> APIRouter:
         included; without them the whole dataset)."""
         set_language(request)
         hub.municipality(slug)
+        _charge(hub, request)
         params = request.query_params
         response = open_download(hub, slug, tool, dataset, format, parse_day(params.get("from"), "from"),
                                  parse_day(params.get("to"), "to"))
