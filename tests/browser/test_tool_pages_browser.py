@@ -8,7 +8,7 @@ water levels with) decide them, and stored in each municipality's ``warnings`` t
 the sink writes them; the Kafka → tool → sink path is tests/integration/test_pegel_warnung_platform.py).
 A third municipality runs the tool too, but nobody shares with it: its tool got no reading, and
 its staff and residents see no warning. Gütersloh publishes its warnings as open data; Rheda's
-are not published, so its Citizen Hub shows none. Screenshots: docs/screenshots/tool-*.png."""
+are not published, so its Citizen Hub shows none. Screenshots: tool-*.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+import screenshots
 from conftest import check_accessible, check_own_origin
 from hub_harness import WebServer, browser_sign_in
 from keycloak_staff import KeycloakAdmin, add_staff
@@ -41,7 +42,6 @@ from urbanstack.toolkit.streams import Reading
 pytestmark = pytest.mark.platform
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 TOOL = "pegel-warnung"
 CITYTOOL = parse_citytool(yaml.safe_load((ROOT / "examples" / "citytool-pegel-warnung.yaml").read_text()))
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, second=0) - dt.timedelta(hours=20)
@@ -152,8 +152,7 @@ def visit(page, server, path: str, label: str, status: int = 200):
 
 
 def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"tool-{name}.png"), full_page=True)
+    screenshots.save(page, f"tool-{name}")
 
 
 def _signed_in(page, server, world: World, slug: str, path: str) -> None:
