@@ -220,7 +220,16 @@ def test_the_citizen_hub_shows_published_warnings_with_the_affected_area_and_no_
     assert page.locator("#recent-caption + thead + tbody tr").count() == 4
     screenshot(page, "pegel-warnung-citizen")
     page.set_viewport_size({"width": 320, "height": 800})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 320, "the page does not reflow at 320 px"
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 320, "the page does not reflow at 320 px"
+    # The messages' table reflows too: every row's text within the screen, none in a sideways-scrolling box.
+    beyond = page.evaluate("""() => [...document.querySelectorAll('#recent-caption ~ tbody td')]
+        .filter(td => td.getBoundingClientRect().right > 320 || td.scrollWidth > td.clientWidth + 1)
+        .map(td => td.textContent.trim())""")
+    assert beyond == [], f"cells cut off at 320 px: {beyond}"
+    labels = page.evaluate("""() => [...document.querySelectorAll('#recent-caption ~ tbody tr:first-child td')]
+        .map(td => getComputedStyle(td, '::before').content)""")
+    assert labels == ['"Zeit"', '"Pegel"', '"Meldung"', '"Betroffenes Gebiet"'], labels   # each value with its header
+    check_accessible(page, "Citizen Hub Pegel-Warnung at 320 px")
     screenshot(page, "pegel-warnung-citizen-320")
     page.set_viewport_size({"width": 1280, "height": 900})
 
