@@ -84,6 +84,7 @@ class Renderer:
         env.filters["number"] = lambda value, digits=2: i18n.format_number(value, lang, digits)
         env.filters["datetime"] = lambda value, style="short": i18n.format_datetime(value, lang, style)
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
+        env.filters["localized"] = lambda texts: i18n.localized(texts, lang)
         env.globals["asset"] = self.assets.url
         env.globals["point_map"] = self.point_map
         env.globals["lang"] = lang

@@ -212,6 +212,8 @@ def test_a_municipality_nobody_shares_with_sees_no_warning(page, server, world):
 def test_the_citizen_hub_shows_published_warnings_with_the_affected_area_and_no_script(page, server, world):
     world, _ = world
     visit(page, server, f"/{world.gue}/services/{TOOL}", "Citizen Hub Pegel-Warnung")
+    # the tool's German description (spec.descriptionDe), not its English one, on the German page
+    assert page.locator("main > p").first.inner_text() == CITYTOOL.spec.description_de
     section = page.locator("section[aria-labelledby=warnings-heading]").inner_text()
     assert "Hochwasseralarm: Pegel Gütersloh (Dalke)" in section
     assert "Umkreis von 5 km um den Pegel Gütersloh (Dalke)" in section
