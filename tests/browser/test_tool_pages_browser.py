@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 
@@ -184,9 +185,16 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
     assert "Gütersloh (Dalke)" in newest_first[0] and "Gütersloh (Lutter)" in newest_first[1]
     # The server-drawn map needs no script; the interactive one opens on request.
     assert page.locator("#warnings-map svg.map-svg title").text_content() == "Karte mit 1 Messstellen"
+    assert page.locator("#warnings-map svg.map-svg text").nth(1).text_content().endswith(" km")   # scale bar
     screenshot(page, "pegel-warnung-gov")
     page.get_by_role("button", name="Interaktive Karte öffnen").click()
     page.wait_for_selector("#warnings-map-canvas canvas", timeout=20000)
+    page.wait_for_selector("#warnings-map.map-drawn", timeout=20000)   # basemap and points rendered
+    # One gauge: both maps open on its region with the nearest border in view, not an empty 2 km frame.
+    west, south = json.loads(page.locator("#warnings-map").get_attribute("data-bounds"))[0]
+    assert west < 7.0 and south < 51.9
+    assert page.evaluate("""() => { const c = document.querySelector('.maplibregl-ctrl-scale');
+                                    return c && c.textContent.trim().endsWith('km'); }""")
     assert page.console_errors == [], page.console_errors
     check_accessible(page, "Gov Hub Pegel-Warnung, interactive map")
     check_own_origin(page, server.url)
