@@ -7,7 +7,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install demo test unit up down purge status serve crds images clean conformance-sta conformance-features
+.PHONY: install demo test unit screenshots up down purge status serve crds images clean conformance-sta conformance-features
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,14 @@ test: install
 ## unit: the tests that need no running service
 unit: install
 	URBANSTACK_TEST_NO_PLATFORM=1 $(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
+## screenshots: refresh the pictures in docs/screenshots/ by running the browser tests with
+## URBANSTACK_SCREENSHOTS_DIR pointing there (an ordinary test run writes them under the state
+## folder, <state>/screenshots, and leaves the source tree alone)
+screenshots: install
+	$(BIN)/urbanstack dev up
+	$(BIN)/python -c 'from urbanstack.devplatform.debian import ensure_installed; ensure_installed("chromium", provides="/usr/bin/chromium", what="browser tests")'
+	URBANSTACK_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 ## conformance-sta: the OGC SensorThings test suite (Sensing Core) against /v1.1 on a
 ## sample warehouse of its own (needs Maven and Java; ~1 minute; docs/sensorthings.md)

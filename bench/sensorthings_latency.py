@@ -1,6 +1,7 @@
 """SensorThings latency against the REST API's equivalent, in the same run: 500 counters with
 two fields every 15 minutes for the last 30 days (1.44M rows) in the embedded warehouse, open
-data (no token, as Masterportal reads), the API in-process (ASGI).
+data (no token, as Masterportal reads), the API in-process (ASGI); data and measuring in
+``counter_world.py``.
 
     .venv/bin/python bench/sensorthings_latency.py [--runs 20] [--path <chdb dir>]
 
@@ -14,112 +15,19 @@ data (no token, as Masterportal reads), the API in-process (ASGI).
 
 from __future__ import annotations
 
-import argparse
-import os
-import platform
-import statistics
-import tempfile
-import time
 from datetime import datetime, timedelta, timezone
 
+from counter_world import EXTENT, REF, bench, line, print_table, rest_latest, sta_extent, timed
 from fastapi.testclient import TestClient
-
-from urbanstack import warehouse as wh
-from urbanstack.operator.models import CityTool, Municipality
-from urbanstack.operator.plan import plan
-from urbanstack.operator.provisioners.base import ensure
-from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
-from urbanstack.runtime.api import Catalogue, create_app
-from urbanstack.settings import Settings
-
-SLUG, TOOL_NAME, DATASET = "benchtown", "zaehler", "counts"
-SENSORS, STEP, DAYS = 500, 900, 30
-POLYGON = "POLYGON ((8.0 51.0, 9.0 51.0, 9.0 52.5, 8.0 52.5, 8.0 51.0))"
-TOOL = CityTool.model_validate({
-    "metadata": {"name": TOOL_NAME},
-    "spec": {"displayName": "Zähler", "version": "1.0.0", "owner": SLUG, "audience": "both",
-             "datasets": [{"name": DATASET, "retentionDays": 3650, "fields": [
-                 {"name": "pedestrians", "type": "UInt32", "unit": "persons"},
-                 {"name": "temperature", "type": "Float64", "unit": "°C"}]}]}})
-TOWN = Municipality.model_validate({
-    "metadata": {"name": SLUG},
-    "spec": {"displayName": "Benchtown", "ags": "05754008", "admins": ["ops@benchtown.example.org"],
-             "tools": [{"name": TOOL_NAME}],
-             "shares": [{"tool": TOOL_NAME, "dataset": DATASET, "public": True, "licence": "dl-de/zero-2-0"}]}})
-
-
-def prepare(client, end: datetime) -> None:
-    desired = plan(TOWN, [TOOL]).warehouse
-    ensure(WarehouseProvisioner(lambda: client, embedded=True), desired, {})
-    table = f"`{desired.database}`.`{desired.tables[0].name}`"
-    rows = SENSORS * DAYS * 86_400 // STEP
-    client.command(f"TRUNCATE TABLE {table}")
-    began = time.perf_counter()
-    start = (end - timedelta(days=DAYS)).strftime("%Y-%m-%d %H:%M:%S")
-    client.command(f"""
-        INSERT INTO {table} (event_id, source, sensor_id, observed_at, lon, lat, pedestrians, temperature)
-        SELECT toString(number), 'bench', concat('s', leftPad(toString(number % {SENSORS}), 3, '0')),
-               toDateTime64('{start}', 3, 'UTC') + toIntervalSecond(intDiv(number, {SENSORS}) * {STEP} + {STEP}),
-               8.3 + (number % {SENSORS}) / 2000, 51.9 + (number % {SENSORS} % 7) / 100, number % 397,
-               10 + 10 * sin(number / 8640)
-        FROM numbers({rows})""", settings={"insert_deduplicate": 0})
-    client.command(f"OPTIMIZE TABLE {table} FINAL")
-    print(f"inserted {rows:,} rows in {time.perf_counter() - began:.1f} s")
-
-
-def timed(function, runs: int) -> list[float]:
-    function()  # warm: caches, the sensor index, the first query plans
-    samples = []
-    for _ in range(runs):
-        began = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - began) * 1000)
-    return samples
-
-
-def line(name: str, samples: list[float]) -> str:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms |"
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=20)
-    parser.add_argument("--path", default=None)
-    args = parser.parse_args()
-    client = wh.connect(f"chdb://{args.path or tempfile.mkdtemp(prefix='sta-bench-')}")
-    end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    prepare(client, end)
-    catalogue = Catalogue([TOWN], [TOOL])
-    app = create_app(Settings.from_env(), catalogue, client, keycloak_url="http://keycloak.invalid",
-                     audience="{tenant}-api")
-    ref = f"{SLUG}/{TOOL_NAME}/{DATASET}"
-    with TestClient(app) as api:
-        first_page = (f"/v1.1/Things?$filter=st_intersects(Locations/location,geography'{POLYGON}')"
-                      "&$expand=Locations,Datastreams/Observations($orderby=phenomenonTime%20desc;$top=1)")
-
+    run = bench(__doc__.splitlines()[0], "sta-bench-")
+    with TestClient(run.app) as api:
         def extent_page() -> None:
-            body = api.get(first_page).json()
+            body = api.get(EXTENT).json()
             assert len(body["value"]) == 100 and all(len(s["Observations"]) == 1 for t in body["value"]
                                                      for s in t["Datastreams"])
-
-        def extent() -> None:
-            url = first_page
-            things = 0
-            while url:
-                response = api.get(url)
-                assert response.status_code == 200, response.text[:300]
-                body = response.json()
-                things += len(body["value"])
-                url = body.get("@iot.nextLink", "").replace("http://testserver", "")
-            assert things == SENSORS, things
-
-        def extent_rest() -> None:
-            response = api.get(f"/api/v1/datasets/{ref}/observations", params={
-                "bbox": "8.0,51.0,9.0,52.5", "from": (end - timedelta(minutes=14)).isoformat(),
-                "to": (end + timedelta(minutes=1)).isoformat(), "limit": 10000})
-            assert response.status_code == 200 and len(response.json()["rows"]) == SENSORS, response.text[:300]
 
         streams = api.get("/v1.1/Datastreams", params={"$filter": "name eq 'pedestrians – s042'"}).json()["value"]
         chart_url = (f"/v1.1/Datastreams({streams[0]['@iot.id']})/Observations?$filter=(resultTime%20gt%20now()%20"
@@ -130,20 +38,18 @@ def main() -> None:
             assert len(body["value"]) == 96 and "@iot.nextLink" not in body, len(body["value"])
 
         def chart_rest() -> None:
-            response = api.get(f"/api/v1/datasets/{ref}/observations", params={
+            response = api.get(f"/api/v1/datasets/{REF}/observations", params={
                 "sensor_id": "s042", "from": (datetime.now(timezone.utc) - timedelta(hours=24)).isoformat(),
                 "field": "pedestrians"})
             assert response.status_code == 200 and len(response.json()["rows"]) == 96, response.text[:300]
 
-        results = [line("STA extent, first page: 100 Things, latest Observation expanded", timed(extent_page, args.runs)),
-                   line("STA extent: 500 Things, latest Observation expanded (5 pages)", timed(extent, args.runs)),
-                   line("REST: observations of the last 15 min in the bbox", timed(extent_rest, args.runs)),
-                   line("STA 24-hour chart of one Datastream", timed(chart, args.runs)),
-                   line("REST: 24 hours of one sensor", timed(chart_rest, args.runs))]
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, load average "
-          f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("| request | runs | p50 | p95 |\n|---|---|---|---|")
-    print("\n".join(results))
+        print_table([
+            line("STA extent, first page: 100 Things, latest Observation expanded", timed(extent_page, run.runs)),
+            line("STA extent: 500 Things, latest Observation expanded (5 pages)",
+                 timed(lambda: sta_extent(api), run.runs)),
+            line("REST: observations of the last 15 min in the bbox", timed(lambda: rest_latest(api, run.end), run.runs)),
+            line("STA 24-hour chart of one Datastream", timed(chart, run.runs)),
+            line("REST: 24 hours of one sensor", timed(chart_rest, run.runs))])
 
 
 if __name__ == "__main__":

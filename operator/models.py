@@ -467,7 +467,9 @@ class Resources(_Spec):
 
 class CityToolSpec(_Spec):
     display_name: str = Field(min_length=1, max_length=200)
-    description: str = ""
+    description: str = Field("", description="What the tool does, in English.")
+    description_de: str = Field("", description="What the tool does, in German. The hubs show "
+                                "the text of the page's language, else the other one marked with its language.")
     version: Annotated[str, _pattern(VERSION_PATTERN, 64)]
     owner: Slug = Field(description="Slug of the municipality that builds and maintains the tool.")
     audience: Audience
@@ -478,6 +480,11 @@ class CityToolSpec(_Spec):
     health_path: str = Field("/healthz", pattern=r"^/", description="HTTP path the probes ask.")
     env: list[EnvVar] = Field(default_factory=list)
     resources: Resources = Field(default_factory=Resources)
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        """The description by language (``de``, ``en``), only those that are given."""
+        return {lang: text for lang, text in (("de", self.description_de), ("en", self.description)) if text}
 
     @model_validator(mode="after")
     def _unique(self) -> "CityToolSpec":

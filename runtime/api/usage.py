@@ -13,6 +13,7 @@ from fastapi.responses import JSONResponse, Response
 from urbanstack.runtime.metering.ledger import BILLING_ZONE, month_range, parse_month
 from urbanstack.runtime.metering.impact import Impact
 from urbanstack.runtime.metering.exports import Billing, ExportRefused
+from urbanstack.runtime.metering.prices import NoPrices
 
 from .auth import Permission, Principal
 
@@ -36,6 +37,12 @@ def _month(text: str | None) -> date:
         return parse_month(text)
     except ValueError as error:
         raise HTTPException(422, str(error)) from None
+
+
+def _unpriced(subject: str, error: NoPrices) -> JSONResponse:
+    """503, as the Gov Hub's usage page: only the platform's operators can add the missing prices."""
+    return JSONResponse({"error": {"code": "plan_not_priced", "plan": error.plan,
+                                   "message": f"no statement for {subject}: {error}"}}, status_code=503)
 
 
 def build_usage_router(principal_dependency, billing: Billing, impact: Impact | None = None) -> APIRouter:
@@ -62,14 +69,20 @@ def build_usage_router(principal_dependency, billing: Billing, impact: Impact | 
     @router.get("/statements", summary="Monthly statements of the caller's municipality")
     def statement_list(principal: Principal | None = Depends(principal_dependency)):
         subject = _caller(principal, Permission.manage_own, "statements")
-        return {"municipality": subject, "statements": statements.history(subject)}
+        try:
+            return {"municipality": subject, "statements": statements.history(subject)}
+        except NoPrices as error:
+            return _unpriced(subject, error)
 
     @router.get("/statements/{month}", summary="One monthly statement (JSON, CSV or XRechnung)")
     def statement(month: str, format: Literal["json", "csv", "xrechnung"] = "json",
                   principal: Principal | None = Depends(principal_dependency)):
         subject = _caller(principal, Permission.manage_own, "statements")
         chosen = _month(month)
-        found = statements.statement(subject, chosen)
+        try:
+            found = statements.statement(subject, chosen)
+        except NoPrices as error:
+            return _unpriced(subject, error)
         if format == "json":
             return JSONResponse(found.to_dict())
         try:

@@ -20,6 +20,16 @@ from .events import METERS
 CENT = Decimal("0.01")
 
 
+class NoPrices(ValueError):
+    """The price book cannot price a municipality's month: its plan is missing from the price list
+    of that month, or no price list is valid yet. Only the platform's operators can mend it."""
+
+    def __init__(self, message: str, plan: str | None = None):
+        super().__init__(f"{message}; the platform's operators must add it to the price book "
+                         "(URBANSTACK_PRICE_BOOK, docs/metering.md) and restart the API")
+        self.plan = plan
+
+
 @dataclass(frozen=True)
 class MeterPrice:
     included: int                 # units per month included in the base fee
@@ -49,8 +59,8 @@ class PriceList:
         try:
             return self.plans[name]
         except KeyError:
-            raise ValueError(f"price list {self.version} has no plan {name!r}; it prices "
-                             f"{', '.join(sorted(self.plans))}") from None
+            raise NoPrices(f"price list {self.version} has no prices for plan {name!r} (it prices "
+                           f"{', '.join(sorted(self.plans))})", plan=name) from None
 
 
 @dataclass(frozen=True)
@@ -60,8 +70,8 @@ class PriceBook:
     def for_month(self, month: date) -> PriceList:
         valid = [p for p in self.lists if p.valid_from <= month]
         if not valid:
-            raise ValueError(f"no price list is valid for {month:%Y-%m}; the first starts "
-                             f"{min(p.valid_from for p in self.lists):%Y-%m}")
+            raise NoPrices(f"no price list is valid for {month:%Y-%m} (the first starts "
+                           f"{min(p.valid_from for p in self.lists):%Y-%m})")
         return max(valid, key=lambda p: p.valid_from)
 
     def version(self, version: str) -> PriceList:

@@ -14,6 +14,7 @@ import math
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Mapping
 from zoneinfo import ZoneInfo
 
 from babel import Locale, dates, numbers
@@ -59,6 +60,16 @@ def translations(lang: str) -> NullTranslations:
 # tests/unit/web/test_i18n.py checks that both give the same text.
 _SEPARATORS = {"de": str.maketrans({",": ".", ".": ","}), "en": None}
 _FAST_LIMIT = 1e15  # beyond this, floats print in other digits than Babel's Decimal
+
+
+def localized(texts: Mapping[str, str], lang: str) -> tuple[str, str | None]:
+    """A text from ``texts`` (by language) for a page in ``lang``: (text, None) when it is in the
+    page's language; else the other language's, German first, with that language to mark the
+    element with (WCAG 3.1.2, language of parts); ("", None) when there is none."""
+    if texts.get(lang):
+        return texts[lang], None
+    other = next((code for code in (*LANGUAGES, *sorted(texts)) if texts.get(code)), None)
+    return (texts[other], other) if other else ("", None)
 
 
 def format_number(value: float | int | None, lang: str, digits: int = 2) -> str:

@@ -21,7 +21,8 @@ from markupsafe import Markup, escape
 
 WIDTH, HEIGHT = 640, 400
 PADDING = 36  # px around the points' box (labels sit right of their point)
-MIN_SPAN_DEGREES = 0.02  # ~2 km: one point, or points close together, still show their surroundings
+MIN_SPAN_DEGREES = 0.02  # ~2 km: points close together still show their surroundings
+ONE_PLACE_DEGREES = 0.001  # ~100 m: points closer than this are one place (one gauge, one counter)
 GERMANY = (5.87, 47.27, 15.04, 55.06)
 MAX_LABELS = 30  # more names than this would overlap; the table names every point
 COLOURS = {"sea": "#d9e6ef", "home": "#fbfaf6", "abroad": "#e6e4de", "border": "#6f767e", "point": "#1d5fa6",
@@ -57,6 +58,13 @@ class Projection:
         self.scale = min((WIDTH - 2 * PADDING) / max(x1 - x0, 1e-9), (HEIGHT - 2 * PADDING) / max(y1 - y0, 1e-9))
         self.cx, self.cy = (x0 + x1) / 2, (y0 + y1) / 2
 
+    @classmethod
+    def around(cls, lon: float, lat: float, scale: float) -> "Projection":
+        """(lon, lat) in the middle at ``scale`` px per radian."""
+        found = cls.__new__(cls)
+        found.scale, found.cx, found.cy = scale, math.radians(lon), _mercator_y(lat)
+        return found
+
     def __call__(self, lon: float, lat: float) -> tuple[float, float]:
         return (WIDTH / 2 + (math.radians(lon) - self.cx) * self.scale,
                 HEIGHT / 2 - (_mercator_y(lat) - self.cy) * self.scale)
@@ -72,19 +80,59 @@ class Projection:
         return west, lat(self.cy - HEIGHT / 2 / self.scale), east, lat(self.cy + HEIGHT / 2 / self.scale)
 
 
-def frame(points: Sequence[dict]) -> Projection:
+def frame(points: Sequence[dict], basemap_file: Path | None = None) -> Projection:
+    """The box around ``points``. Points at one place get a locator view instead: the
+    basemap has borders only, so a city-scale box around one point would be an empty frame; the
+    view widens until the nearest border (or coast) is well inside the picture."""
     if not points:
         return Projection(*GERMANY)
     lons = [p["lon"] for p in points]
     lats = [p["lat"] for p in points]
     west, east, south, north = min(lons), max(lons), min(lats), max(lats)
+    one_place = max(east - west, north - south) < ONE_PLACE_DEGREES
     if east - west < MIN_SPAN_DEGREES:
         middle = (east + west) / 2
         west, east = middle - MIN_SPAN_DEGREES / 2, middle + MIN_SPAN_DEGREES / 2
     if north - south < MIN_SPAN_DEGREES / 1.6:
         middle = (north + south) / 2
         south, north = middle - MIN_SPAN_DEGREES / 3.2, middle + MIN_SPAN_DEGREES / 3.2
-    return Projection(west, south, east, north)
+    box = Projection(west, south, east, north)
+    if one_place and basemap_file is not None and basemap_file.exists():
+        lon, lat = (west + east) / 2, (south + north) / 2
+        scale = _locator_scale(str(basemap_file), round(lon, 3), round(lat, 3))
+        if scale < box.scale:
+            return Projection.around(lon, lat, max(scale, Projection(*GERMANY).scale))
+    return box
+
+
+LOCATOR_INSET = 100  # px: the nearest border lies at least this far inside the picture's edge
+
+
+@lru_cache(maxsize=256)
+def _locator_scale(path: str, lon: float, lat: float) -> float:
+    """The largest scale (px per radian) at which some vertex of the basemap's borders lies inside
+    the picture, LOCATOR_INSET from its edges, with (lon, lat) in the middle."""
+    x0, y0 = math.radians(lon), _mercator_y(lat)
+    half_w, half_h = WIDTH / 2 - LOCATOR_INSET, HEIGHT / 2 - LOCATOR_INSET
+    best = 0.0
+    for _home, rings in _basemap(path):
+        for ring in rings:
+            for vlon, vlat in ring:
+                dx, dy = abs(math.radians(vlon) - x0), abs(_mercator_y(vlat) - y0)
+                best = max(best, min(half_w / max(dx, 1e-12), half_h / max(dy, 1e-12)))
+    return best
+
+
+def bounds_json(points: Sequence[dict], basemap_file: Path | None) -> str:
+    """The locator view of :func:`frame` as ``[[west, south], [east, north]]`` for MapLibre's
+    ``fitBounds``, so the interactive map opens on the same view; "" where the points frame it."""
+    if not points:
+        return ""
+    box = frame(points, basemap_file)
+    if box.scale >= frame(points).scale:
+        return ""
+    west, south, east, north = box.bounds()
+    return json.dumps([[round(west, 4), round(south, 4)], [round(east, 4), round(north, 4)]])
 
 
 def _overlaps(ring: Sequence[tuple[float, float]], box: tuple[float, float, float, float]) -> bool:
@@ -148,7 +196,7 @@ def _scale_bar(project: Projection, lat: float) -> tuple[float, str]:
 
 def svg(points: Sequence[dict], title: str, id: str, basemap_file: Path | None) -> Markup:
     """The map as an inline ``<svg>``; ``points``: dicts with ``id``, ``name``, ``lon``, ``lat``."""
-    project = frame(points)
+    project = frame(points, basemap_file)
     box = project.bounds()
     shapes = []
     if basemap_file is not None and basemap_file.exists():

@@ -84,22 +84,32 @@ class Renderer:
         env.filters["number"] = lambda value, digits=2: i18n.format_number(value, lang, digits)
         env.filters["datetime"] = lambda value, style="short": i18n.format_datetime(value, lang, style)
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
+        env.filters["localized"] = lambda texts: i18n.localized(texts, lang)
         env.globals["asset"] = self.assets.url
         env.globals["point_map"] = self.point_map
+        env.globals["map_bounds"] = self.map_bounds
         env.globals["lang"] = lang
         from .sessions import ROLE_NAMES
         env.globals["role_names"] = ROLE_NAMES
         return env
 
+    def _basemap(self) -> Path | None:
+        try:
+            return self.assets.path("basemap.json")
+        except KeyError:
+            return None
+
     def point_map(self, points, title: str, id: str):
         """The server-drawn SVG map of ``points`` over the build's basemap (:mod:`.pointmap`)."""
         from . import pointmap
 
-        try:
-            basemap = self.assets.path("basemap.json")
-        except KeyError:
-            basemap = None
-        return pointmap.svg(points, title, id, basemap)
+        return pointmap.svg(points, title, id, self._basemap())
+
+    def map_bounds(self, points) -> str:
+        """The view the SVG map chose where the points alone do not frame it (one place), for map.js."""
+        from . import pointmap
+
+        return pointmap.bounds_json(points, self._basemap())
 
     def render(self, template: str, lang: str, **context: Any) -> str:
         return self._environments[lang].get_template(template).render(**context)

@@ -1,7 +1,7 @@
 """The Citizen Hub in a real browser: every page passes axe-core (WCAG 2.1 A/AA), asks only its
 own origin, leaves no cookie and nothing in localStorage, reflows at 320 px without horizontal
 scrolling, and the main flow (region → municipality → catalogue → dataset → download; the
-feedback form) works with the keyboard. Screenshots go to docs/screenshots/citizen-*.png."""
+feedback form) works with the keyboard. Screenshots: citizen-*.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from citizen_world import DIRECTORY, TOOL, CitizenWorld
+import screenshots
 from conftest import check_accessible, check_own_origin
 
 from urbanstack import serve
@@ -16,8 +17,6 @@ from urbanstack.runtime.api import create_app
 from urbanstack.runtime.store import open_store, upgrade
 from urbanstack.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +57,6 @@ def _check(page, base: str, label: str) -> None:
 def test_every_page_is_accessible_private_and_reflows(page, serve_app, site):
     world, app, _store = site
     base = serve_app(app)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, path in _pages(world):
         page.set_viewport_size({"width": 1280, "height": 900})
         page.requests_seen.clear()
@@ -68,7 +66,7 @@ def test_every_page_is_accessible_private_and_reflows(page, serve_app, site):
         assert "set-cookie" not in response.headers
         _check(page, base, label)
         if label in ("region", "start", "catalogue", "dataset"):
-            page.screenshot(path=str(SCREENSHOTS / f"citizen-{label}.png"), full_page=True)
+            screenshots.save(page, f"citizen-{label}")
         page.set_viewport_size({"width": 320, "height": 800})
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"{label} scrolls sideways at 320 px by {overflow} px"

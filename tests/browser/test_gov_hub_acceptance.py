@@ -7,7 +7,7 @@ readings in the session's chDB warehouse (Gütersloh pedestrians and weather, Bi
 the metadata store on SQLite and on PostgreSQL (``metadata_store``). The City Tools test runs
 the real operator against the real kube-apiserver. Every page in every state tested passes
 axe-core (WCAG 2.1 A/AA) and requests nothing from another origin; the hub never sets a
-cookie other than its session cookie. Screenshots go to docs/screenshots/gov-*.png."""
+cookie other than its session cookie. Screenshots: gov-*.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+import screenshots
 from conftest import check_accessible, check_own_origin
 from hub_harness import WebServer, browser_sign_in
 from keycloak_staff import KeycloakAdmin, add_staff, keycloak_sessions
@@ -38,7 +39,6 @@ from urbanstack.runtime.store.dashboards import Actor
 pytestmark = pytest.mark.platform
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 PEDESTRIANS, PEGEL = "passantenfrequenz-wetter", "pegel-warnung"
 T0 = dt.datetime(2026, 3, 2, 0, 0, tzinfo=dt.timezone.utc)  # a Monday
 VIEW = "from=2026-03-02&to=2026-03-03"  # Berlin dates, `to` inclusive
@@ -211,8 +211,7 @@ def new_page(browser):
 
 
 def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"gov-{name}.png"), full_page=True)
+    screenshots.save(page, f"gov-{name}")
 
 
 def drawn(page, figure: str = "panel-1") -> None:

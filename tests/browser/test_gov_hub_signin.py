@@ -1,7 +1,7 @@
 """The Gov Hub in a real browser: a member of staff signs in through Keycloak's pages (password
 and one-time code) and lands on the start page; every hub page tested has no WCAG 2.1 A/AA
 violation (axe-core), requests nothing from another origin, reflows at 320 px, and signing out
-ends the session. Screenshots of the pages go to docs/screenshots/."""
+ends the session. Screenshots: gov-hub-start.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+import screenshots
 from conftest import check_accessible, check_own_origin
 from hub_harness import WebServer, browser_sign_in
 from keycloak_staff import KeycloakAdmin, add_staff
@@ -22,7 +23,6 @@ from urbanstack.runtime.api import Catalogue
 
 pytestmark = pytest.mark.platform
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 TOOL = "passantenfrequenz-wetter"
 
 
@@ -68,8 +68,7 @@ def test_staff_signs_in_in_the_browser_and_the_start_page_is_accessible(page, hu
     page.reload()
     check_accessible(page, "Gov Hub start page")
     check_own_origin(page, server.url)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "gov-hub-start.png"), full_page=True)
+    screenshots.save(page, "gov-hub-start")
     page.set_viewport_size({"width": 320, "height": 800})
     assert page.evaluate("document.documentElement.scrollWidth") <= 320
     check_accessible(page, "Gov Hub start page at 320 px")

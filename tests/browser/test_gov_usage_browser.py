@@ -5,7 +5,7 @@ origin, no console errors, and a statement download saved by the browser.
 The data are the real ledger in chDB and the real metadata store (``UsageWorld`` of
 tests/integration/test_gov_usage.py). The sessions are made in the store and handed to the
 browser as its cookie: the Keycloak sign-in itself is tested in test_gov_hub_signin.py.
-Screenshots: docs/screenshots/gov-usage.png, gov-usage-320.png, ops-impact.png."""
+Screenshots: gov-usage.png, gov-usage-320.png, ops-impact.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import screenshots
 from conftest import check_accessible, check_own_origin
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,7 +22,6 @@ sys.path.insert(0, str(ROOT / "tests" / "integration"))
 from test_gov_usage import ROLES, UsageWorld, module_ledger, ops_headers  # noqa: E402,F401 - fixture
 
 pytestmark = pytest.mark.platform
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +60,7 @@ def test_the_usage_page_is_accessible_reflows_and_downloads_a_statement(page, se
     assert "150 %" in row.inner_text() and "über der enthaltenen Menge" in row.inner_text()
     assert page.locator('meter[aria-label^="Gespeicherte Zeilen: 150 %"]').count() == 1
     assert world.frozen.hash in page.locator(f'tr[data-month="{world.frozen_month:%Y-%m}"]').inner_text()
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "gov-usage.png"), full_page=True)
+    screenshots.save(page, "gov-usage")
     page.console_errors.clear()
     with page.expect_download() as download:
         page.locator(f'a[href$="/usage/statements/{world.frozen_month:%Y-%m}.csv"]').click()
@@ -69,7 +68,7 @@ def test_the_usage_page_is_accessible_reflows_and_downloads_a_statement(page, se
     assert saved.suggested_filename == f"statement-{world.gue}-{world.frozen_month:%Y-%m}.csv"
     assert Path(saved.path()).read_bytes() == world.frozen.to_csv().encode("utf-8")
     _check(page, base, "usage page")
-    page.screenshot(path=str(SCREENSHOTS / "gov-usage-320.png"), full_page=True)
+    screenshots.save(page, "gov-usage-320")
 
 
 def test_the_ops_impact_page_is_accessible(page, serve_app, world):
@@ -80,5 +79,5 @@ def test_the_ops_impact_page_is_accessible(page, serve_app, world):
     response = page.goto(f"{base}/ops/impact")
     assert response.status == 200
     assert "Stand 31.12.2023 (Destatis)" in page.locator("main").inner_text()
-    page.screenshot(path=str(SCREENSHOTS / "ops-impact.png"), full_page=True)
+    screenshots.save(page, "ops-impact")
     _check(page, base, "ops impact page")

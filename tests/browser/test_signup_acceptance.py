@@ -8,23 +8,21 @@ violation; Keycloak's (sign-ins, invitation steps, in our login theme ``urbansta
 no violation either.
 
 Real: Keycloak, kube-apiserver with the operator in a thread, SMTP, the metadata store (SQLite
-file), the web origin of ``urbanstack serve``. Screenshots: docs/screenshots/signup-*.png."""
+file), the web origin of ``urbanstack serve``. Screenshots: signup-*.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
 import time
 import uuid
-from pathlib import Path
 
 import pytest
+import screenshots
 from conftest import check_accessible, check_own_origin
 from keycloak_staff import totp
 from signup_harness import World, signup_world
 
 pytestmark = pytest.mark.platform
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 VERL = "05754044"
 
 
@@ -155,8 +153,7 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     ops.wait_for_selector("#conditions:not([hx-get])", timeout=360_000)
     assert world.signup.requests.get(request_id).invited_at is not None, world.signup.follow.errors
     assert ops.locator("[data-condition=Ready]").count() == 1
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    ops.screenshot(path=str(SCREENSHOTS / "signup-ops-ready.png"), full_page=True)
+    screenshots.save(ops, "signup-ops-ready")
     _ours(ops, url, "ops request: ready, invitation sent")
     applicant.goto(status)
     assert applicant.locator('[data-step="ready"]').count() == 1
@@ -198,7 +195,7 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     admin.goto(f"{url}/gov/verl/people")
     assert email in admin.inner_text("main")  # the people page is gov-admin only
     _ours(admin, url, "Verl's people")
-    admin.screenshot(path=str(SCREENSHOTS / "signup-verl-gov-hub.png"), full_page=True)
+    screenshots.save(admin, "signup-verl-gov-hub")
     others = [m.slug for m in world.catalogue.municipalities() if m.slug != "verl"]
     for other in (["guetersloh"] + [o for o in others if o != "guetersloh"])[:3]:
         answer = admin.request.get(f"{url}/gov/{other}/", max_redirects=0)

@@ -1,14 +1,14 @@
 """The signup pages and the ops console in a real browser: the ALTCHA widget solves its proof of
 work in the page under the platform's CSP (own origin only: nothing goes to altcha.org), the form
 is sent, the confirmation link works; every page and state has no WCAG 2.1 A/AA violation
-(axe-core). Screenshot: docs/screenshots/signup-form.png."""
+(axe-core). Screenshots: signup-form.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
 import pytest
+import screenshots
 from conftest import check_accessible, check_own_origin
 from hub_sessions import signed_in_cookie
 
@@ -19,8 +19,6 @@ from urbanstack.runtime.hubs.signup.directory import Directory
 from urbanstack.runtime.hubs.signup.proof import ProofSettings
 from urbanstack.runtime.hubs.signup.service import SignupLimits
 
-ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 
 
 def _wait_for_proof(page) -> None:
@@ -67,8 +65,7 @@ def test_an_applicant_solves_the_proof_of_work_in_the_browser_and_sends_the_requ
     # The widget fetches its challenge from /signup/altcha-challenge and solves it in a worker of the own origin.
     _wait_for_proof(page)
     check_accessible(page, "signup form filled, proof of work solved")
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / "signup-form.png"), full_page=True)
+    screenshots.save(page, "signup-form")
     seen = mailbox.box.seen()
     page.click("button[type=submit]:has-text('Antrag senden')")
     page.wait_for_url(f"{url}/signup/status/**")

@@ -8,17 +8,19 @@ water levels with) decide them, and stored in each municipality's ``warnings`` t
 the sink writes them; the Kafka → tool → sink path is tests/integration/test_pegel_warnung_platform.py).
 A third municipality runs the tool too, but nobody shares with it: its tool got no reading, and
 its staff and residents see no warning. Gütersloh publishes its warnings as open data; Rheda's
-are not published, so its Citizen Hub shows none. Screenshots: docs/screenshots/tool-*.png."""
+are not published, so its Citizen Hub shows none. Screenshots: tool-*.png (folder: tests/screenshots.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+import screenshots
 from conftest import check_accessible, check_own_origin
 from hub_harness import WebServer, browser_sign_in
 from keycloak_staff import KeycloakAdmin, add_staff
@@ -41,7 +43,6 @@ from urbanstack.toolkit.streams import Reading
 pytestmark = pytest.mark.platform
 
 ROOT = Path(__file__).resolve().parents[2]
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 TOOL = "pegel-warnung"
 CITYTOOL = parse_citytool(yaml.safe_load((ROOT / "examples" / "citytool-pegel-warnung.yaml").read_text()))
 START = dt.datetime.now(dt.timezone.utc).replace(microsecond=0, second=0) - dt.timedelta(hours=20)
@@ -152,8 +153,7 @@ def visit(page, server, path: str, label: str, status: int = 200):
 
 
 def screenshot(page, name: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOTS / f"tool-{name}.png"), full_page=True)
+    screenshots.save(page, f"tool-{name}")
 
 
 def _signed_in(page, server, world: World, slug: str, path: str) -> None:
@@ -185,9 +185,16 @@ def test_the_gov_hub_shows_the_warnings_the_tool_raised_with_list_and_map(page, 
     assert "Gütersloh (Dalke)" in newest_first[0] and "Gütersloh (Lutter)" in newest_first[1]
     # The server-drawn map needs no script; the interactive one opens on request.
     assert page.locator("#warnings-map svg.map-svg title").text_content() == "Karte mit 1 Messstellen"
+    assert page.locator("#warnings-map svg.map-svg text").nth(1).text_content().endswith(" km")   # scale bar
     screenshot(page, "pegel-warnung-gov")
     page.get_by_role("button", name="Interaktive Karte öffnen").click()
     page.wait_for_selector("#warnings-map-canvas canvas", timeout=20000)
+    page.wait_for_selector("#warnings-map.map-drawn", timeout=20000)   # basemap and points rendered
+    # One gauge: both maps open on its region with the nearest border in view, not an empty 2 km frame.
+    west, south = json.loads(page.locator("#warnings-map").get_attribute("data-bounds"))[0]
+    assert west < 7.0 and south < 51.9
+    assert page.evaluate("""() => { const c = document.querySelector('.maplibregl-ctrl-scale');
+                                    return c && c.textContent.trim().endsWith('km'); }""")
     assert page.console_errors == [], page.console_errors
     check_accessible(page, "Gov Hub Pegel-Warnung, interactive map")
     check_own_origin(page, server.url)
@@ -213,6 +220,8 @@ def test_a_municipality_nobody_shares_with_sees_no_warning(page, server, world):
 def test_the_citizen_hub_shows_published_warnings_with_the_affected_area_and_no_script(page, server, world):
     world, _ = world
     visit(page, server, f"/{world.gue}/services/{TOOL}", "Citizen Hub Pegel-Warnung")
+    # the tool's German description (spec.descriptionDe), not its English one, on the German page
+    assert page.locator("main > p").first.inner_text() == CITYTOOL.spec.description_de
     section = page.locator("section[aria-labelledby=warnings-heading]").inner_text()
     assert "Hochwasseralarm: Pegel Gütersloh (Dalke)" in section
     assert "Umkreis von 5 km um den Pegel Gütersloh (Dalke)" in section
@@ -221,7 +230,16 @@ def test_the_citizen_hub_shows_published_warnings_with_the_affected_area_and_no_
     assert page.locator("#recent-caption + thead + tbody tr").count() == 4
     screenshot(page, "pegel-warnung-citizen")
     page.set_viewport_size({"width": 320, "height": 800})
-    assert page.evaluate("document.documentElement.scrollWidth") <= 320, "the page does not reflow at 320 px"
+    assert page.evaluate("document.scrollingElement.scrollWidth") <= 320, "the page does not reflow at 320 px"
+    # The messages' table reflows too: every row's text within the screen, none in a sideways-scrolling box.
+    beyond = page.evaluate("""() => [...document.querySelectorAll('#recent-caption ~ tbody td')]
+        .filter(td => td.getBoundingClientRect().right > 320 || td.scrollWidth > td.clientWidth + 1)
+        .map(td => td.textContent.trim())""")
+    assert beyond == [], f"cells cut off at 320 px: {beyond}"
+    labels = page.evaluate("""() => [...document.querySelectorAll('#recent-caption ~ tbody tr:first-child td')]
+        .map(td => getComputedStyle(td, '::before').content)""")
+    assert labels == ['"Zeit"', '"Pegel"', '"Meldung"', '"Betroffenes Gebiet"'], labels   # each value with its header
+    check_accessible(page, "Citizen Hub Pegel-Warnung at 320 px")
     screenshot(page, "pegel-warnung-citizen-320")
     page.set_viewport_size({"width": 1280, "height": 900})
 

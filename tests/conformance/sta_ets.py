@@ -14,28 +14,19 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import threading
-import time
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
-import uvicorn
+import ets_runner
 import yaml
 
 from urbanstack import versions
-from urbanstack import warehouse as wh
-from urbanstack.devplatform import maven
 from urbanstack.operator import naming
 from urbanstack.operator.models import Municipality, parse_citytool
 from urbanstack.operator.plan import plan
 from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
-from urbanstack.runtime.api import Catalogue, create_app
+from urbanstack.runtime.api import Catalogue
 from urbanstack.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,19 +34,7 @@ TOOL = "passantenfrequenz-wetter"
 
 
 def suite_jar(settings: Settings) -> Path:
-    group, artifact, version, _, classifier = versions.STA_ETS.split(":")
-    target = settings.cache_dir / "sta-ets" / version / f"{artifact}-{version}-{classifier}.jar"
-    if not target.exists():
-        work = settings.cache_dir / "sta-ets" / "maven"
-        work.mkdir(parents=True, exist_ok=True)
-        (work / "pom.xml").write_text(maven._POM.format(artifact="sta-ets", dependencies=""))
-        lib = target.parent / "lib.partial"
-        shutil.rmtree(lib, ignore_errors=True)
-        maven._run([maven._mvn(), "-B", "-q", "dependency:copy", f"-Dartifact={versions.STA_ETS}",
-                    f"-DoutputDirectory={lib}"], work, f"fetching {versions.STA_ETS}")
-        (lib / target.name).rename(target)
-        shutil.rmtree(lib, ignore_errors=True)
-    return target
+    return ets_runner.suite_jar(settings, versions.STA_ETS, "sta-ets")
 
 
 def sample_world(warehouse_client, empty: bool = False) -> Catalogue:
@@ -82,37 +61,14 @@ def sample_world(warehouse_client, empty: bool = False) -> Catalogue:
     return Catalogue([municipality], [tool])
 
 
-def serve(app) -> tuple[uvicorn.Server, threading.Thread, int]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if not server.started:
-        raise SystemExit("the API did not start")
-    return server, thread, port
-
-
 def report(results: Path, level: int) -> tuple[int, int, int, list[str]]:
     """(passed, failed, skipped, lines) of the tests of conformance levels up to ``level``; the suite
     lists the higher levels as skipped."""
-    root = ET.parse(results).getroot()
-    counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
-    lines = []
-    for method in root.iter("test-method"):
+    def counted(method) -> bool:
         groups = method.get("groups") or ""
-        if method.get("is-config") == "true" or not groups.startswith("level-") or int(groups[6:]) > level:
-            continue
-        status = method.get("status")
-        counts[status] = counts.get(status, 0) + 1
-        if status != "PASS":
-            message = method.find("./exception/message")
-            text = (message.text or "").strip().splitlines()[0][:300] if message is not None and message.text else ""
-            lines.append(f"{status} {method.get('name')}: {text}")
+        return groups.startswith("level-") and int(groups[6:]) <= level
+
+    counts, lines = ets_runner.tally(results, counted)
     return counts["PASS"], counts["FAIL"], counts["SKIP"], lines
 
 
@@ -126,38 +82,13 @@ def main() -> int:
                              "delete and go on to create their own entities")
     args = parser.parse_args()
     settings = Settings.from_env()
-    if shutil.which("java") is None:
-        raise SystemExit("Java is needed to run the conformance suite (it is installed with the platform's Kafka)")
-    jar = suite_jar(settings)
-    work = Path(tempfile.mkdtemp(prefix="sta-ets-"))
-    client = wh.connect(f"chdb://{work / 'warehouse'}")
-    app = create_app(settings, sample_world(client, args.empty), client, keycloak_url="http://127.0.0.1:9/unused",
-                     audience="{tenant}-api")
-    server, thread, port = serve(app)
-    try:
-        props = work / "test-run-props.xml"
-        # No DOCTYPE: the parser would fetch its DTD from the internet.
-        props.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<properties version="1.0">\n'
-                         f'  <entry key="iut">http://127.0.0.1:{port}/v1.1</entry>\n'
-                         f'  <entry key="ics">{args.level}</entry>\n</properties>\n')
-        began = time.monotonic()
-        run = subprocess.run(["java", f"-Duser.home={work}", "-jar", str(jar), str(props)], cwd=work,
-                             capture_output=True, text=True, timeout=1800)
-        seconds = time.monotonic() - began
-    finally:
-        server.should_exit = True
-        thread.join(10)
-    (work / "suite.log").write_text(run.stdout + run.stderr)
-    found = sorted(work.rglob("testng-results.xml"))
-    if not found:
-        print(run.stdout[-3000:], run.stderr[-3000:], sep="\n")
-        raise SystemExit(f"the suite wrote no testng-results.xml (exit {run.returncode}); log: {work / 'suite.log'}")
-    passed, failed, skipped, failures = report(found[-1], args.level)
+    ets_runner.need_java()
+    run = ets_runner.run_suite(settings, "sta-ets", lambda client: sample_world(client, args.empty),
+                               suite_jar(settings), "/v1.1", {"ics": str(args.level)})
+    passed, failed, skipped, failures = report(run.results, args.level)
     print(f"{versions.STA_ETS} against /v1.1, conformance levels 1-{args.level}: {passed} passed, "
-          f"{failed} failed, {skipped} skipped in {seconds:.0f} s")
-    for line in failures:
-        print("  " + line)
-    print(f"full report: {found[-1]}")
+          f"{failed} failed, {skipped} skipped in {run.seconds:.0f} s")
+    ets_runner.print_failures(failures, run.results)
     return 0 if failed == 0 and skipped == 0 and passed > 0 else 1
 
 

@@ -332,6 +332,11 @@ def test_imprint_privacy_and_services(web, world):
     assert "keine Cookies" in privacy
     services = _text(_get(web, f"/{world.gue}/services/").text)
     assert "Passantenfrequenz & Wetter" in services
+    # the tool's description in the page's language (spec.descriptionDe / spec.description)
+    assert "Passantenfrequenzen in der Innenstadt, verknüpft mit dem Wetter vor Ort." in services
+    assert "joined with the local weather" not in services
+    assert "<p>Pedestrian frequencies in the city centre joined with the local weather.</p>" in \
+        _get(web, f"/{world.gue}/services/?lang=en").text
     assert "Pegel" not in services or _tool(PEGEL).spec.audience.value != "gov"
     _get(web, f"/{world.gue}/services/{PEGEL}", status=404 if _tool(PEGEL).spec.audience.value == "gov" else 200)
     _get(web, "/no-such-town/", status=404)

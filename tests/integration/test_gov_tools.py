@@ -439,3 +439,33 @@ def test_switching_on_passantenfrequenz_installs_its_dashboard_once_and_keeps_st
     assert actions.count("dashboard.install") == 1
     # Another municipality got nothing.
     assert world.store.dashboards.overview(world.other, "x").municipality == []
+
+
+def test_status_writes_that_never_stop_end_in_a_conflict_after_three_tries(world):
+    """An operator that writes status between every read and write of the hub: the hub tries three
+    times on a fresh resourceVersion, then tells the user (StaleObject), and has changed nothing."""
+    from urbanstack.runtime.hubs.gov.kube import STATUS_RETRIES, GovKube, StaleObject
+
+    def touch():
+        world.cluster.custom.patch_cluster_custom_object(
+            "urbanstack.io", "v1alpha1", M, world.gue,
+            {"metadata": {"annotations": {"test.urbanstack.io/touched": str(time.time_ns())}}})
+
+    class RacedKube(GovKube):
+        tries = 0
+
+        def municipality(self, slug):
+            found = super().municipality(slug)
+            touch()           # the operator's write lands between the hub's read and its apply
+            return found
+
+        def _apply(self, *args):
+            RacedKube.tries += 1
+            return super()._apply(*args)
+
+    kube = RacedKube(world.hub_api)
+    live = kube.municipality(world.gue)
+    with pytest.raises(StaleObject):
+        kube.apply(live, tools=[], shares=[])
+    assert RacedKube.tries == STATUS_RETRIES + 1 == 3
+    assert _spec(world, world.gue).get("tools") == live["spec"].get("tools")   # nothing was switched off

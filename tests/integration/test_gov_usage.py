@@ -214,6 +214,22 @@ def test_a_plan_without_prices_is_said_plainly(world):
                             headers=headers).status_code == 503
 
 
+def test_the_api_answers_a_plan_without_prices_with_503_and_says_what_to_do(world):
+    """The same municipality through /api/v1/statements: no 500, but what lacks prices and who mends it."""
+    bearer = {"Authorization": f"Bearer {world.issuer.token(tenant=world.hw, roles=('gov-admin',))}"}
+    for path in ("/api/v1/statements", f"/api/v1/statements/{world.this:%Y-%m}",
+                 f"/api/v1/statements/{world.this:%Y-%m}?format=csv"):
+        answer = world.client.get(path, headers=bearer)
+        assert answer.status_code == 503, (path, answer.status_code, answer.text[:300])
+        error = answer.json()["error"]
+        assert error["code"] == "plan_not_priced" and error["plan"] == "medium", error
+        assert "'medium'" in error["message"] and world.hw in error["message"]
+        assert "operators must add it to the price book (URBANSTACK_PRICE_BOOK" in error["message"]
+    # the others' statements are priced as before
+    gue = {"Authorization": f"Bearer {world.issuer.token(tenant=world.gue, roles=('gov-admin',))}"}
+    assert world.client.get("/api/v1/statements", headers=gue).status_code == 200
+
+
 def test_editors_and_viewers_do_not_see_finance_data(world):
     for role in ("gov-editor", "gov-viewer"):
         headers = world.staff(world.gue, role)

@@ -156,3 +156,16 @@ def test_retention_beyond_fifty_years_is_refused_before_it_can_wrap_the_ttl():
     body["spec"]["retentionDays"] = 36_500
     with pytest.raises(SpecError, match="retentionDays"):
         parse_municipality(body)
+
+
+def test_the_example_city_tools_describe_themselves_in_german_and_english():
+    import yaml
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    for path in sorted(examples.glob("citytool-*.yaml")):
+        tool = parse_citytool(yaml.safe_load(path.read_text()))
+        assert set(tool.spec.descriptions) == {"de", "en"}, path.name
+    raw = yaml.safe_load((examples / "citytool-pegel-warnung.yaml").read_text())
+    assert parse_citytool(raw).spec.description_de.startswith("Beobachtet Pegel")
+    del raw["spec"]["descriptionDe"]
+    assert parse_citytool(raw).spec.descriptions == {"en": raw["spec"]["description"]}

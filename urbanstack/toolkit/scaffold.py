@@ -32,6 +32,7 @@ def new(name: str, target: Path, *, owner: str, registry: str = "ghcr.io/urbanst
     package = name.replace("-", "_")
     values = {"name": name, "package": package, "owner": owner,
               "display_name": name.replace("-", " ").title(), "description": f"{name}: a City Tool.",
+              "description_de": f"{name}: ein City Tool.",
               "image": f"{registry.rstrip('/')}/{name}:0.1.0"}
     written = []
     for relative, template in FILES.items():

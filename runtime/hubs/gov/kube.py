@@ -68,6 +68,9 @@ def kubeconfig_path(settings) -> str | None:
     return configured or str(settings.state_dir / "kube" / "govhub.kubeconfig")
 
 
+STATUS_RETRIES = 2   # applies repeated on a fresh resourceVersion when only status or annotations moved
+
+
 @dataclass
 class GovKube:
     """Reads and server-side applies Municipality resources as the hub's identity."""
@@ -105,23 +108,28 @@ class GovKube:
         slug = live["metadata"]["name"]
         generation = live["metadata"].get("generation")
         version = live["metadata"]["resourceVersion"]
-        for attempt in range(3):
-            body = {"apiVersion": API_VERSION, "kind": "Municipality",
-                    "metadata": {"name": slug, "resourceVersion": version},
-                    "spec": {"tools": tools, "shares": shares}}
+        for _ in range(STATUS_RETRIES):
             try:
-                return self.custom.patch_cluster_custom_object(
-                    GROUP, VERSION, PLURAL, slug, body, field_manager=FIELD_MANAGER,
-                    _content_type="application/apply-patch+yaml")
-            except ApiException as error:
-                explained = _explain(error)
-                if not isinstance(explained, StaleObject) or attempt == 2 or generation is None:
-                    raise explained from None
+                return self._apply(slug, version, tools, shares)
+            except StaleObject:
+                if generation is None:
+                    raise
             fresh = self.municipality(slug)
             if fresh is None or fresh["metadata"].get("generation") != generation:
                 raise StaleObject()
             version = fresh["metadata"]["resourceVersion"]
-        raise StaleObject()
+        return self._apply(slug, version, tools, shares)   # the last try: a conflict now reaches the user
+
+    def _apply(self, slug: str, version: str, tools: list[dict], shares: list[dict]) -> dict:
+        body = {"apiVersion": API_VERSION, "kind": "Municipality",
+                "metadata": {"name": slug, "resourceVersion": version},
+                "spec": {"tools": tools, "shares": shares}}
+        try:
+            return self.custom.patch_cluster_custom_object(
+                GROUP, VERSION, PLURAL, slug, body, field_manager=FIELD_MANAGER,
+                _content_type="application/apply-patch+yaml")
+        except ApiException as error:
+            raise _explain(error) from None
 
 
 def _explain(error: ApiException) -> KubeError:

@@ -130,7 +130,7 @@ def catalogue_rows(hub: GovHub, live: dict, ready: bool) -> list[dict]:
     for tool in sorted(hub.catalogue.tools(), key=lambda t: t.spec.display_name.lower())[:MAX_TOOLS_LISTED]:
         on = tool.name in enabled
         settings = (enabled.get(tool.name) or {}).get("settings") or {}
-        rows.append({"name": tool.name, "display_name": tool.spec.display_name, "description": tool.spec.description,
+        rows.append({"name": tool.name, "display_name": tool.spec.display_name, "descriptions": tool.spec.descriptions,
                      "owner": tool.spec.owner, "owner_name": _display_name(hub, tool.spec.owner),
                      "version": tool.spec.version, "audience": tool.spec.audience.value, "datasets": tool.spec.datasets,
                      "on": on, "settings": settings,
@@ -138,7 +138,7 @@ def catalogue_rows(hub: GovHub, live: dict, ready: bool) -> list[dict]:
                      "available": on and ready, "missing": False})
     unknown = sorted(set(enabled) - {tool.name for tool in hub.catalogue.tools()})
     for name in unknown:  # switched on, but no CityTool of that name (the operator reports it too)
-        rows.append({"name": name, "display_name": name, "description": "", "owner": "", "owner_name": "",
+        rows.append({"name": name, "display_name": name, "descriptions": {}, "owner": "", "owner_name": "",
                      "version": "", "audience": "", "datasets": [], "on": True, "settings": {},
                      "settings_text": "", "available": False, "missing": True})
     return rows

@@ -25,6 +25,7 @@ from urbanstack.runtime.metering.events import (API_BYTES_READ, API_QUERIES, API
                                                 TOOL_DAYS)
 from urbanstack.runtime.metering.exports import ExportRefused
 from urbanstack.runtime.metering.ledger import BILLING_ZONE, parse_month
+from urbanstack.runtime.metering.prices import NoPrices
 from urbanstack.runtime.metering.statements import HISTORY_MONTHS
 from urbanstack.runtime.web import i18n
 from urbanstack.runtime.web.i18n import N_
@@ -132,7 +133,7 @@ def router(hub: GovHub) -> APIRouter:
         this = now.astimezone(BILLING_ZONE).date().replace(day=1)
         try:
             history = billing.statements.overview(slug, now)
-        except ValueError as error:   # the price book has no prices for the municipality's plan
+        except NoPrices as error:   # the price book has no prices for the municipality's plan
             log.warning("no statement for %s: %s", slug, error)
             return hub.page(request, "gov/usage.html", **{**context, "unpriced": True})
         current = next(s for s in history if s.month == f"{this:%Y-%m}")
@@ -162,7 +163,7 @@ def router(hub: GovHub) -> APIRouter:
         this = datetime.now(BILLING_ZONE).date().replace(day=1)
         try:
             found = billing.statements.statement(session.tenant, _month(month, this))
-        except ValueError as error:   # the price book has no prices for the municipality's plan
+        except NoPrices as error:   # the price book has no prices for the municipality's plan
             log.warning("no statement %s for %s: %s", month, slug, error)
             raise HTTPException(503) from None
         try:

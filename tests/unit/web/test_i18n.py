@@ -79,3 +79,24 @@ def test_numbers_and_german_times_read_exactly_as_babel_writes_them():
             assert i18n.format_datetime(at, "de", style) == dates.format_datetime(
                 i18n.local_time(at), pattern, tzinfo=i18n.TIME_ZONE, locale="de_DE")
     assert i18n.format_datetime(datetime(2026, 12, 5, 16, 3, tzinfo=timezone.utc), "de") == "05.12.2026 17:03"
+
+
+def test_a_text_in_two_languages_shows_the_pages_and_marks_the_other_with_its_language(tmp_path):
+    """City Tools' descriptions (spec.description in English, spec.descriptionDe in German): a page
+    shows its own language's text; where only the other exists, the element says which (WCAG 3.1.2)."""
+    from urbanstack.runtime.web.rendering import Renderer
+
+    both = {"de": "Beobachtet Pegel.", "en": "Watches gauges."}
+    assert i18n.localized(both, "de") == ("Beobachtet Pegel.", None)
+    assert i18n.localized(both, "en") == ("Watches gauges.", None)
+    assert i18n.localized({"en": "Watches gauges."}, "de") == ("Watches gauges.", "en")
+    assert i18n.localized({"de": "Beobachtet Pegel."}, "en") == ("Beobachtet Pegel.", "de")
+    assert i18n.localized({}, "de") == ("", None)
+
+    (tmp_path / "page.html").write_text('{% import "macros/text.html" as text %}{{ text.localized(texts) }}')
+    renderer = Renderer([tmp_path])
+    assert renderer.render("page.html", "de", texts=both) == "<p>Beobachtet Pegel.</p>"
+    assert renderer.render("page.html", "en", texts=both) == "<p>Watches gauges.</p>"
+    assert renderer.render("page.html", "de", texts={"en": "Watches <gauges>."}) == \
+        '<p lang="en">Watches &lt;gauges&gt;.</p>'
+    assert renderer.render("page.html", "de", texts={}) == ""

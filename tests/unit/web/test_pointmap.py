@@ -3,6 +3,7 @@ over the self-hosted basemap, and nothing in it is taken from the request unesca
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -67,3 +68,28 @@ def test_borders_far_outside_the_picture_are_clipped(basemap):
     assert min(numbers) >= -pointmap.CLIP_MARGIN - 0.1
     assert max(numbers) <= pointmap.WIDTH + pointmap.CLIP_MARGIN + 0.1
     assert len(city) < 20_000  # Germany's 1:10m border alone would be ~100 KB
+
+
+def _border_vertices_inside(svg: str, inset: float) -> int:
+    """How many basemap vertices lie well inside the picture: where the picture shows a border or coast
+    (a polygon that covers the whole picture is clipped to a frame outside it)."""
+    pairs = [(float(x), float(y)) for d in re.findall(r'<path d="([^"]+)" fill', svg)
+             for x, y in re.findall(r"(-?[\d.]+) (-?[\d.]+)", d)]
+    return sum(inset <= x <= pointmap.WIDTH - inset and inset <= y <= pointmap.HEIGHT - inset for x, y in pairs)
+
+
+def test_one_place_is_shown_in_its_region_with_the_nearest_border_not_in_an_empty_frame(basemap):
+    """One gauge (Gütersloh's Dalke; its messages all at one position): the map shows where it is,
+    with the nearest border (the Netherlands, ~110 km west) inside the picture, the gauge in the middle."""
+    gauge = [{"id": "gt-dalke", "name": "Gütersloh (Dalke)", "lon": 8.3853, "lat": 51.9069}] * 3
+    svg = str(pointmap.svg(gauge, "Karte mit 1 Messstellen", "m", basemap))
+    assert _border_vertices_inside(svg, pointmap.LOCATOR_INSET / 2) > 0, "no border in the picture"
+    (x, y), *_ = circles(svg)
+    assert abs(x - pointmap.WIDTH / 2) < 1 and abs(y - pointmap.HEIGHT / 2) < 1
+    distance = re.search(r'<text x="12" y="\d+">([^<]+)</text>', svg).group(1)
+    assert distance.endswith(" km") and 10 <= float(distance.split()[0]) <= 100, distance
+    # the interactive map opens on the same view; points in a town keep their city-scale frame
+    west, south = json.loads(pointmap.bounds_json(gauge, basemap))[0]
+    assert west < 7.0 < 8.3853 and south < 51.9069
+    assert pointmap.bounds_json(GUETERSLOH, basemap) == "" and pointmap.bounds_json(gauge, None) == ""
+    assert pointmap._scale_bar(pointmap.frame(GUETERSLOH, basemap), 51.9)[1].endswith(" m")

@@ -91,9 +91,12 @@ function label(point) {
   return new Marker({ element, anchor: 'left', offset: [11, 0] }).setLngLat([point.lon, point.lat]);
 }
 
-function frame(map, points) {
+function frame(map, points, bounds) {
   if (!points.length) {
     map.fitBounds(GERMANY, { padding: 20, animate: false });
+  } else if (bounds) {
+    // one place: the server's locator view (pointmap.py), wide enough to show the nearest border
+    map.fitBounds(bounds, { padding: 0, animate: false });
   } else if (points.length === 1) {
     map.jumpTo({ center: [points[0].lon, points[0].lat], zoom: 11 });
   } else {
@@ -136,7 +139,7 @@ function draw(figure) {
   map.addControl(new NavigationControl({ showCompass: false }), 'top-right');
   map.addControl(new ScaleControl({ unit: 'metric' }), 'bottom-left');
   map.addControl(new AttributionControl({ compact: true }), 'bottom-right');
-  frame(map, points);
+  frame(map, points, figure.dataset.bounds ? JSON.parse(figure.dataset.bounds) : null);
   points.forEach((point) => label(point).addTo(map));
   map.once('load', () => figure.classList.add('map-drawn'));
   maps.set(figure, map);
