@@ -46,6 +46,8 @@ from typing import Any, Protocol
 from ..auth import Permission, Principal
 from ..catalogue import DatasetInfo
 from ..query import _quote, _table, _utc, request_deadline
+from . import changes
+from . import created as made
 from . import sql as obs_sql
 from .graph import ENTITY_SETS, SINGULAR, Entity, SensorIndex, StaLimits, feature_id
 from .options import Options
@@ -138,8 +140,8 @@ def create(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     """POST of an Observation: (the Observation as read back, its URL)."""
     path = path.strip("/")
     match = _OBSERVATIONS.match(path)
-    if match is None:
-        refuse(engine, index, limits, caller, base, "POST", path)
+    if match is None or _names_created(match.group("stream"), body):
+        return _create_entity(engine, index, limits, writes, caller, base, path, body)
     _may_write(writes, caller, "creating")
     document = _document(body)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
@@ -164,8 +166,12 @@ def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     stored copy (as a corrected reading does) — the Observation keeps its id. Answers the
     Observation as read back."""
     path = path.strip("/")
+    target = _target(engine, index, limits, caller, base, path)
+    if target is not None and target.extra.get("created"):
+        _may_write(writes, caller, "changing")
+        return changes.change(engine, index, limits, writes, caller, base, target, body, replace=False)
     if _OBSERVATION.match(path) is None:
-        refuse(engine, index, limits, caller, base, "PATCH", path)
+        raise method_not_allowed("PATCH", path)
     _may_write(writes, caller, "changing")
     document = _document(body, creating=False)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
@@ -193,6 +199,73 @@ def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
         return request.write(_read_back(request, stream, event, deadline), Options())
     finally:
         request_deadline.reset(token)
+
+
+def replace_entity(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
+                   base: str, path: str, body: bytes) -> dict:
+    """PUT of a created entity: its properties (and links) as given, the others reset."""
+    target = _target(engine, index, limits, caller, base, path.strip("/"))
+    if target is None or not target.extra.get("created"):
+        raise method_not_allowed("PUT", path)
+    _may_write(writes, caller, "changing")
+    return changes.change(engine, index, limits, writes, caller, base, target, body, replace=True)
+
+
+def delete(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
+           base: str, path: str) -> None:
+    """DELETE of a created entity, with the cascade the standard asks for (:meth:`.changes.Plan.delete`)."""
+    target = _target(engine, index, limits, caller, base, path.strip("/"))
+    if target is None or not target.extra.get("created"):
+        raise method_not_allowed("DELETE", path)
+    _may_write(writes, caller, "deleting")
+    changes.delete(engine, index, limits, writes, caller, base, target)
+
+
+def _target(engine, index: SensorIndex, limits: StaLimits, caller: Principal | None, base: str,
+            path: str) -> Entity | None:
+    """The entity a path names (404 as for reading when it does not exist for the caller)."""
+    if not path:
+        return None
+    token = request_deadline.set(time.monotonic() + engine.limits.query_timeout_seconds)
+    try:
+        target = Request(engine, index, limits, caller, base).resolve(path)
+    finally:
+        request_deadline.reset(token)
+    return target[1] if isinstance(target, tuple) and target[0] == "entity" else None
+
+
+def _names_created(stream_in_path: str | None, body: bytes) -> bool:
+    """Whether a POSTed Observation goes to a created Datastream (or brings a new one inline)."""
+    if stream_in_path is not None:
+        return made.is_created_id(int(stream_in_path))
+    try:
+        named = json.loads(body).get("Datastream")
+    except (UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+        return False
+    if not isinstance(named, dict):
+        return False
+    if "@iot.id" not in named:
+        return True
+    value = named["@iot.id"]
+    return made.is_created_id(int(value) if isinstance(value, str) and value.isdigit() else value)
+
+
+def _create_entity(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
+                   caller: Principal | None, base: str, path: str, body: bytes) -> tuple[dict, str]:
+    """POST of a created entity: ``/Things`` (any entity set), or a related collection of a created
+    entity (``/Datastreams(<id>)/Observations``, ``/Things(<id>)/Datastreams``, ...)."""
+    parts = path.rsplit("/", 1)
+    parent, nav = None, None
+    if len(parts) == 1 and path in ENTITY_SETS:
+        kind = SINGULAR[path]
+    else:
+        parent = _target(engine, index, limits, caller, base, parts[0]) if len(parts) == 2 else None
+        nav = parts[-1]
+        if parent is None or not parent.extra.get("created") or (parent.kind, nav) not in changes.CHILDREN:
+            refuse(engine, index, limits, caller, base, "POST", path)
+        kind = changes.CHILDREN[(parent.kind, nav)][0]
+    _may_write(writes, caller, "creating")
+    return changes.create(engine, index, limits, writes, caller, base, kind, parent, nav, body)
 
 
 def _may_write(writes: Writes | None, caller: Principal | None, doing: str) -> None:
