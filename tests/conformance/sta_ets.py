@@ -131,7 +131,8 @@ class Writable:
         self.municipality = Municipality.model_validate({
             "apiVersion": "urbanstack.io/v1alpha1", "kind": "Municipality", "metadata": {"name": self.slug},
             "spec": {"displayName": "STA conformance", "ags": "05754008", "admins": [f"admin@{self.slug}.example.org"],
-                     "tools": [{"name": SENSORTHINGS}]}})
+                     # The suite sends thousands of requests within minutes: more than a small plan's queries.
+                     "plan": {"name": "large"}, "tools": [{"name": SENSORTHINGS}]}})
         desired = plan(self.municipality, [tool])
         ensure(WarehouseProvisioner(lambda: warehouse_client, embedded=True), desired.warehouse, {})
         self.catalogue = Catalogue([self.municipality], [tool])
