@@ -248,8 +248,9 @@ def test_bad_observations_are_refused_with_the_reason(client, world, people):
                                                "resultTime": "2026-12-01T10:05:00Z", "result": 1.0})
     assert "no property 'colour'" in refused({"result": 1.0, "colour": "red"})
     assert "Datastream is required" in refused({"result": 1.0}, path="/v1.1/Observations")
-    assert "cannot be created here" in refused({"result": 1.0, "Datastream": {"name": "new"}},
-                                               path="/v1.1/Observations")
+    # A new Datastream inline is a deep insert: only with the CityTool sensorthings switched on.
+    assert "'sensorthings'" in refused({"result": 1.0, "Datastream": {"name": "new"}}, 403,
+                                       path="/v1.1/Observations")
     # Pedestrian counts need the total and the street in every reading; one value cannot be one.
     message = refused({"phenomenonTime": now(), "result": 5}, 409, f"/v1.1/Datastreams({counted})/Observations")
     assert "requires pedestrians, location_name" in message
