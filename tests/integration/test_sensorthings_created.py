@@ -6,33 +6,26 @@ isolation, and bad bodies that write nothing."""
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
-import secrets
-import threading
 import uuid
+from types import SimpleNamespace
 
 import pytest
 import yaml
 from fastapi.testclient import TestClient
 from sink_harness import read_topic
 from test_api import EXAMPLES, PEDESTRIANS, _municipality, _tool
-from test_api_keycloak import Tenants
-from test_identity_provisioner import _add_viewer
+# Keycloak tenants, Kafka topics and users, the sink (Gütersloh's topics) and tokens as there.
+from test_sensorthings_write import _app as write_app
+from test_sensorthings_write import admin_config, people, sink, streams, tenants  # noqa: F401 - fixtures
 
-from urbanstack.devplatform import kafka, keycloak
 from urbanstack.operator import naming
 from urbanstack.operator.models import parse_citytool
 from urbanstack.operator.plan import plan
 from urbanstack.operator.provisioners.base import ensure
-from urbanstack.operator.provisioners.identity import IdentityProvisioner
-from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
-from urbanstack.runtime.api import Catalogue, TokenVerifier, create_app
+from urbanstack.runtime.api import Catalogue
 from urbanstack.runtime.api.sensorthings.graph import StaLimits
-from urbanstack.runtime.ingest.push import create_push_app
-from urbanstack.runtime.ingest.tenants import DailyQuota, StaticCredentials, TenantPublishers
-from urbanstack.runtime.sink import Sink, SinkConfig
 
 pytestmark = pytest.mark.platform
 
@@ -76,86 +69,16 @@ def world(warehouse):
     return World(warehouse)
 
 
-@pytest.fixture(scope="module")
-def tenants(platform, keycloak_admin, world):
-    provisioner = IdentityProvisioner(platform.keycloak_url, keycloak.ADMIN_USER, keycloak.admin_password(platform))
-    made = Tenants(platform, keycloak_admin, world, provisioner)
-    made.parts = [made.gue, made.bi]
-    try:
-        made.apply()
-        yield made
-    finally:
-        for part in made.parts:
-            provisioner.delete(part, keep_data=False)
-        provisioner.close()
-
-
-@pytest.fixture(scope="module")
-def admin_config(platform):
-    return kafka.admin_config(platform)
-
-
-@pytest.fixture(scope="module")
-def streams(platform, admin_config, world):
-    provisioner = StreamingProvisioner(admin_config)
-    parts, credentials = [], {}
-    for municipality in world.municipalities:
-        part = plan(municipality, world.tools).streaming
-        password = secrets.token_urlsafe(18)
-        ensure(provisioner, part, {part.password_key: password})
-        parts.append(part)
-        credentials[municipality.slug] = {"kafka-username": part.user, "kafka-password": password}
-    yield StaticCredentials(credentials)
-    for part in parts:
-        provisioner.delete(part, keep_data=False)
-
-
-@pytest.fixture(scope="module")
-def sink(admin_config, warehouse, world, streams):
-    config = SinkConfig(group_id=f"test-sta-created-{uuid.uuid4().hex[:8]}",
-                        topic_pattern=rf"^({world.gue}|{world.bi})\.[^.]+\.[^.]+$", retry_initial_seconds=0.05,
-                        schema_refresh_seconds=1.0)
-    running = Sink(admin_config, warehouse, config)
-    stop = threading.Event()
-    thread = threading.Thread(target=running.run, args=(stop,), name="test-sink", daemon=True)
-    thread.start()
-    yield running
-    stop.set()
-    thread.join(30)
-
-
 def _app(platform, catalogue, warehouse, streams, limits=None):
-    app = create_app(platform, catalogue, warehouse, keycloak_url=platform.keycloak_url, audience="{tenant}-api")
-    if limits is not None:
-        app.state.sensorthings_limits = limits
-    publishers = TenantPublishers(platform, streams)
-    ingest = create_push_app(catalogue, publishers, streams, quota=DailyQuota(),
-                             verifier=TokenVerifier(platform.keycloak_url, "{tenant}-api"))
-    app.state.sensorthings_writes = ingest.state.writes
-    return app, publishers
+    return write_app(platform, SimpleNamespace(catalogue=catalogue), warehouse, streams, limits)
 
 
 @pytest.fixture(scope="module")
-def client(platform, world, warehouse, streams, sink):
+def client(platform, world, warehouse, streams, sink):  # noqa: F811 - fixtures
     app, publishers = _app(platform, world.catalogue, warehouse, streams)
     with TestClient(app, raise_server_exceptions=False) as test_client:
         yield test_client
     publishers.close()
-
-
-@dataclasses.dataclass
-class People:
-    gue_editor: dict
-    gue_viewer: dict
-    bi_editor: dict
-
-
-@pytest.fixture(scope="module")
-def people(tenants):
-    def header(part, role):
-        return {"Authorization": f"Bearer {tenants.token(part, *_add_viewer(tenants.admin, part, role))}"}
-    return People(header(tenants.gue, "gov-editor"), header(tenants.gue, "gov-viewer"),
-                  header(tenants.bi, "gov-editor"))
 
 
 def thing_body(name: str, lon: float = 8.38, lat: float = 51.9, observations=()) -> dict:

@@ -19,7 +19,7 @@ import requests
 from fastapi.testclient import TestClient
 from served_app import serving
 from sink_harness import read_topic
-from test_api import PEDESTRIANS, PEGEL, _tool
+from test_api import PEDESTRIANS, PEGEL
 from test_api_keycloak import Tenants, world  # noqa: F401 - fixture
 from test_identity_provisioner import _add_viewer
 
@@ -66,11 +66,10 @@ def admin_config(platform):
 @pytest.fixture(scope="module")
 def streams(platform, admin_config, world):  # noqa: F811 - fixture
     """Kafka topics, users and ACLs of both municipalities, as the operator provisions them."""
-    tools = [_tool(PEDESTRIANS), _tool(PEGEL)]
     provisioner = StreamingProvisioner(admin_config)
     parts, credentials = [], {}
     for municipality in world.municipalities:
-        part = plan(municipality, tools).streaming
+        part = plan(municipality, world.tools).streaming
         password = secrets.token_urlsafe(18)
         ensure(provisioner, part, {part.password_key: password})
         parts.append(part)

@@ -80,21 +80,12 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
                         media_type="application/json",
                         headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
 
-    @router.patch(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PATCH", "PUT"], include_in_schema=False)
     async def change_entity(request: Request, path: str) -> Response:
         try:
             body = await _bounded_body(request)
-            written = await run_in_threadpool(write, update, request, path, body)
-        except WriteRefused as refused:
-            return _refusal(refused)
-        return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),
-                        media_type="application/json")
-
-    @router.put(f"/{VERSION}/{{path:path}}", include_in_schema=False)
-    async def replace_one(request: Request, path: str) -> Response:
-        try:
-            body = await _bounded_body(request)
-            written = await run_in_threadpool(write, replace_entity, request, path, body)
+            written = await run_in_threadpool(write, update if request.method == "PATCH" else replace_entity,
+                                              request, path, body)
         except WriteRefused as refused:
             return _refusal(refused)
         return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -510,12 +511,20 @@ def body_of(raw: bytes) -> Any:
         raise invalid(f"the body is not valid JSON: {str(error)[:200]}") from None
 
 
-def create(engine, index, limits: StaLimits, writes, caller: Principal, base: str, kind: str,
-           parent: Entity | None, nav: str | None, raw: bytes) -> tuple[dict, str]:
+@contextmanager
+def writing(engine, index, limits: StaLimits, caller: Principal, base: str):
+    """(the request, its deadline) of one write: the wait for the sink plus the query time."""
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
     token = request_deadline.set(deadline)
     try:
-        request = Request(engine, index, limits, caller, base)
+        yield Request(engine, index, limits, caller, base), deadline
+    finally:
+        request_deadline.reset(token)
+
+
+def create(engine, index, limits: StaLimits, writes, caller: Principal, base: str, kind: str,
+           parent: Entity | None, nav: str | None, raw: bytes) -> tuple[dict, str]:
+    with writing(engine, index, limits, caller, base) as (request, deadline):
         store = store_of(request, caller)
         implied = {}
         if parent is not None:
@@ -527,8 +536,6 @@ def create(engine, index, limits: StaLimits, writes, caller: Principal, base: st
         entity_id = plan.insert(kind, body_of(raw), implied, kind)
         publish(plan, writes, deadline)
         return answer(engine, index, limits, caller, base, kind, entity_id)
-    finally:
-        request_deadline.reset(token)
 
 
 def answer(engine, index, limits, caller, base, kind: str, entity_id: int) -> tuple[dict, str]:
@@ -547,10 +554,7 @@ def answer(engine, index, limits, caller, base, kind: str, entity_id: int) -> tu
 def change(engine, index, limits: StaLimits, writes, caller: Principal, base: str, target: Entity, raw: bytes,
            replace: bool) -> dict:
     """PATCH (``replace`` False) or PUT of a created entity."""
-    deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
-    token = request_deadline.set(deadline)
-    try:
-        request = Request(engine, index, limits, caller, base)
+    with writing(engine, index, limits, caller, base) as (request, deadline):
         owned(caller, target)
         plan = Plan(request, caller, store_of(request, caller), limits, request.now)
         body = body_of(raw)
@@ -598,8 +602,6 @@ def change(engine, index, limits: StaLimits, writes, caller: Principal, base: st
                 plan.moved(target.id, current.links["Locations"])
         publish(plan, writes, deadline)
         return answer(engine, index, limits, caller, base, target.kind, target.id)[0]
-    finally:
-        request_deadline.reset(token)
 
 
 def stored_observation(plan: Plan, target: Entity) -> dict:
@@ -614,16 +616,11 @@ def stored_observation(plan: Plan, target: Entity) -> dict:
 
 
 def delete(engine, index, limits: StaLimits, writes, caller: Principal, base: str, target: Entity) -> None:
-    deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
-    token = request_deadline.set(deadline)
-    try:
-        request = Request(engine, index, limits, caller, base)
+    with writing(engine, index, limits, caller, base) as (request, deadline):
         owned(caller, target)
         plan = Plan(request, caller, store_of(request, caller), limits, request.now)
         plan.delete(target.kind, target.id)
         publish(plan, writes, deadline)
-    finally:
-        request_deadline.reset(token)
 
 
 __all__ = ["create", "change", "delete", "not_found"]
