@@ -45,7 +45,8 @@ screenshots: install
 	URBANSTACK_SCREENSHOTS_DIR=$(CURDIR)/docs/screenshots $(BIN)/python -m pytest tests/browser $(PYTEST_ARGS)
 
 ## conformance-sta: the OGC SensorThings test suite (Sensing Core) against /v1.1 on a
-## sample warehouse of its own (needs Maven and Java; ~1 minute; docs/sensorthings.md)
+## sample warehouse of its own (needs Maven and Java; ~1 minute; docs/sensorthings.md);
+## STA_ETS_ARGS="--level 3" adds Create-Update-Delete and Filtering on the local platform (~5 min)
 conformance-sta: install
 	$(BIN)/python tests/conformance/sta_ets.py $(STA_ETS_ARGS)
 

@@ -67,17 +67,34 @@ class SuiteRun:
     seconds: float
 
 
+@dataclass
+class Hooks:
+    """What a harness adds around the served app: a wrapper (ASGI), a step once it listens (the
+    port), and its own cleanup after the suite ran."""
+    wrap: Callable = lambda app: app
+    started: Callable[[int], None] = lambda port: None
+    close: Callable[[], None] = lambda: None
+
+
 def run_suite(settings: Settings, prefix: str, world: Callable, jar: Path, path: str,
-              entries: dict[str, str], extra_args: tuple[str, ...] = ()) -> SuiteRun:
+              entries: dict[str, str], extra_args: tuple[str, ...] = (),
+              hooks: Callable[[object], Hooks] | None = None) -> SuiteRun:
     """Serves the API over a fresh embedded warehouse that ``world(client)`` fills (it returns the
     catalogue), runs ``jar`` with a test-run-props.xml of ``iut`` (the API's ``path``) and
-    ``entries``, and returns where the suite's report is; its output goes to ``suite.log`` beside it."""
+    ``entries``, and returns where the suite's report is; its output goes to ``suite.log`` beside it.
+    ``hooks(app)``: what the harness adds around the app (see :class:`Hooks`)."""
     work = Path(tempfile.mkdtemp(prefix=f"{prefix}-"))
     client = wh.connect(f"chdb://{work / 'warehouse'}")
     app = create_app(settings, world(client), client, keycloak_url="http://127.0.0.1:9/unused",
                      audience="{tenant}-api")
-    server, thread, port = serve(app)
+    around = hooks(app) if hooks is not None else Hooks()
     try:
+        server, thread, port = serve(around.wrap(app))
+    except BaseException:
+        around.close()
+        raise
+    try:
+        around.started(port)
         props = work / "test-run-props.xml"
         # No DOCTYPE: the parser would fetch its DTD from the internet.
         props.write_text('<?xml version="1.0" encoding="UTF-8"?>\n<properties version="1.0">\n'
@@ -92,6 +109,7 @@ def run_suite(settings: Settings, prefix: str, world: Callable, jar: Path, path:
     finally:
         server.should_exit = True
         thread.join(10)
+        around.close()
     (work / "suite.log").write_text(run.stdout + run.stderr)
     found = sorted(work.rglob("testng-results.xml"))
     if not found:
@@ -100,11 +118,12 @@ def run_suite(settings: Settings, prefix: str, world: Callable, jar: Path, path:
     return SuiteRun(found[-1], seconds)
 
 
-def tally(results: Path, counted: Callable[[ET.Element], bool] = lambda method: True
-          ) -> tuple[dict[str, int], list[str]]:
+def tally(results: Path, counted: Callable[[ET.Element], bool] = lambda method: True,
+          defects: dict[tuple[str, str], str] | None = None) -> tuple[dict[str, int], list[str]]:
     """Counts by status (PASS, FAIL, SKIP) of the test methods ``counted`` keeps, and a line for each
-    that did not pass."""
-    counts = {"PASS": 0, "FAIL": 0, "SKIP": 0}
+    that did not pass. ``defects``: failures of the suite itself, not of the service — (test name,
+    text in its failure message) -> why; such failures are also counted as ``DEFECT``."""
+    counts = {"PASS": 0, "FAIL": 0, "SKIP": 0, "DEFECT": 0}
     lines = []
     for method in ET.parse(results).getroot().iter("test-method"):
         if method.get("is-config") == "true" or not counted(method):
@@ -113,8 +132,16 @@ def tally(results: Path, counted: Callable[[ET.Element], bool] = lambda method: 
         counts[status] = counts.get(status, 0) + 1
         if status != "PASS":
             message = method.find("./exception/message")
-            text = (message.text or "").strip().splitlines()[0][:300] if message is not None and message.text else ""
-            lines.append(f"{status} {method.get('name')}: {text}")
+            full = (message.text or "").strip() if message is not None and message.text else ""
+            first = full.splitlines()[0][:300] if full else ""
+            why = next((why for (name, marker), why in (defects or {}).items()
+                        if name == method.get("name") and marker in full), None)
+            if status == "FAIL" and why:
+                counts["DEFECT"] += 1
+                detail = full.splitlines()[1][:200] if len(full.splitlines()) > 1 else first
+                lines.append(f"{status} {method.get('name')} (a defect of the suite: {why}): {detail}")
+            else:
+                lines.append(f"{status} {method.get('name')}: {first}")
     return counts, lines
 
 

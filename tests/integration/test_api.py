@@ -53,7 +53,7 @@ class World:
     def __init__(self, warehouse):
         suffix = uuid.uuid4().hex[:6]
         self.gue, self.bi = f"guetersloh-t{suffix}", f"bielefeld-t{suffix}"
-        tools = [_tool(PEDESTRIANS), _tool(PEGEL)]
+        tools = self.tools = [_tool(PEDESTRIANS), _tool(PEGEL)]
         self.municipalities = [
             _municipality(self.gue, "05754008", [PEDESTRIANS, PEGEL], [
                 {"tool": PEDESTRIANS, "dataset": "pedestrian_counts", "public": True, "licence": "dl-de/zero-2-0"},

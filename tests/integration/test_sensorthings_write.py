@@ -19,7 +19,7 @@ import requests
 from fastapi.testclient import TestClient
 from served_app import serving
 from sink_harness import read_topic
-from test_api import PEDESTRIANS, PEGEL, _tool
+from test_api import PEDESTRIANS, PEGEL
 from test_api_keycloak import Tenants, world  # noqa: F401 - fixture
 from test_identity_provisioner import _add_viewer
 
@@ -66,11 +66,10 @@ def admin_config(platform):
 @pytest.fixture(scope="module")
 def streams(platform, admin_config, world):  # noqa: F811 - fixture
     """Kafka topics, users and ACLs of both municipalities, as the operator provisions them."""
-    tools = [_tool(PEDESTRIANS), _tool(PEGEL)]
     provisioner = StreamingProvisioner(admin_config)
     parts, credentials = [], {}
     for municipality in world.municipalities:
-        part = plan(municipality, tools).streaming
+        part = plan(municipality, world.tools).streaming
         password = secrets.token_urlsafe(18)
         ensure(provisioner, part, {part.password_key: password})
         parts.append(part)
@@ -248,8 +247,9 @@ def test_bad_observations_are_refused_with_the_reason(client, world, people):
                                                "resultTime": "2026-12-01T10:05:00Z", "result": 1.0})
     assert "no property 'colour'" in refused({"result": 1.0, "colour": "red"})
     assert "Datastream is required" in refused({"result": 1.0}, path="/v1.1/Observations")
-    assert "cannot be created here" in refused({"result": 1.0, "Datastream": {"name": "new"}},
-                                               path="/v1.1/Observations")
+    # A new Datastream inline is a deep insert: only with the CityTool sensorthings switched on.
+    assert "'sensorthings'" in refused({"result": 1.0, "Datastream": {"name": "new"}}, 403,
+                                       path="/v1.1/Observations")
     # Pedestrian counts need the total and the street in every reading; one value cannot be one.
     message = refused({"phenomenonTime": now(), "result": 5}, 409, f"/v1.1/Datastreams({counted})/Observations")
     assert "requires pedestrians, location_name" in message
@@ -263,11 +263,11 @@ def test_every_other_write_is_refused_with_the_reason(client, world, people):
     thing = stable_id("Thing", f"{world.gue}/{PEDESTRIANS}/{WEATHER}", "dwd-01303")
     reading = client.get(f"/v1.1/Datastreams({temperature})/Observations", headers=people.gue_editor,
                          params={"$top": "1"}).json()["value"][0]["@iot.id"]
+    # Entities are created only where the CityTool sensorthings is switched on (test_sensorthings_created.py).
+    for entity_set in ("Things", "Datastreams", "ObservedProperties", "Locations"):
+        response = client.post(f"/v1.1/{entity_set}", headers=people.gue_editor, json={"name": "x"})
+        assert response.status_code == 403 and "'sensorthings'" in response.json()["error"]["message"]
     cases = [
-        ("POST", "/v1.1/Things", "appears with the sensor's first reading"),
-        ("POST", "/v1.1/Datastreams", "CityTool declares"),
-        ("POST", "/v1.1/ObservedProperties", "shared by every municipality"),
-        ("POST", "/v1.1/Locations", "FeatureOfInterest"),
         ("PATCH", f"/v1.1/Things({thing})", "appears with the sensor's first reading"),
         ("DELETE", f"/v1.1/Datastreams({temperature})", "CityTool declares"),
         ("PATCH", f"/v1.1/Datastreams({temperature})/Observations", "PATCH one Observation"),
@@ -289,7 +289,7 @@ def test_every_other_write_is_refused_with_the_reason(client, world, people):
         assert response.status_code == 404, (method, path, response.text)
     preflight = client.options("/v1.1/Observations", headers={"Origin": "https://portal.example",
                                                               "Access-Control-Request-Method": "POST"})
-    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, OPTIONS"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST, PATCH, PUT, DELETE, OPTIONS"
 
 
 def test_patch_corrects_one_value_of_a_reading_and_keeps_the_others(client, world, people, platform, streams):

@@ -19,7 +19,7 @@ from urbanstack.runtime.metering.api_meter import note_caller
 
 from .graph import SensorIndex, StaLimits
 from .service import VERSION, run
-from .write import MAX_BODY_BYTES, WriteRefused, create, method_not_allowed, refuse, update
+from .write import MAX_BODY_BYTES, WriteRefused, create, delete, method_not_allowed, replace_entity, update
 
 __all__ = ["add_sensorthings", "StaLimits", "VERSION"]
 
@@ -80,25 +80,24 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
                         media_type="application/json",
                         headers={"Location": location, "Access-Control-Expose-Headers": "Location"})
 
-    @router.patch(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PATCH", "PUT"], include_in_schema=False)
     async def change_entity(request: Request, path: str) -> Response:
         try:
             body = await _bounded_body(request)
-            written = await run_in_threadpool(write, update, request, path, body)
+            written = await run_in_threadpool(write, update if request.method == "PATCH" else replace_entity,
+                                              request, path, body)
         except WriteRefused as refused:
             return _refusal(refused)
         return Response(json.dumps(written, ensure_ascii=False, separators=(",", ":")),
                         media_type="application/json")
 
-    def refused(engine, index, limits, writes, caller, base, path, method) -> None:
-        refuse(engine, index, limits, caller, base, method, path)
-
-    @router.api_route(f"/{VERSION}/{{path:path}}", methods=["PUT", "DELETE"], include_in_schema=False)
-    async def change(request: Request, path: str) -> Response:
+    @router.delete(f"/{VERSION}/{{path:path}}", include_in_schema=False)
+    async def delete_one(request: Request, path: str) -> Response:
         try:
-            await run_in_threadpool(write, refused, request, path, request.method)
-        except WriteRefused as refusal:
-            return _refusal(refusal)
+            await run_in_threadpool(write, delete, request, path)
+        except WriteRefused as refused:
+            return _refusal(refused)
+        return Response(status_code=200)
 
     @router.api_route(f"/{VERSION}", methods=["POST", "PATCH", "PUT", "DELETE"], include_in_schema=False)
     async def change_root(request: Request) -> Response:
@@ -117,14 +116,14 @@ def add_sensorthings(app: FastAPI, principal: Callable, charge: Callable, limits
 # browser. Every answer may be read cross-origin: no cookie or other ambient credential is ever
 # accepted here, a token must be sent explicitly (Authorization), so a foreign page learns nothing
 # its visitor did not hand it.
-PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, OPTIONS",
+PREFLIGHT = {"Access-Control-Allow-Origin": "*", "Access-Control-Allow-Methods": "GET, POST, PATCH, PUT, DELETE, OPTIONS",
              "Access-Control-Allow-Headers": "Authorization, Content-Type", "Access-Control-Max-Age": "600"}
 
 
 async def _bounded_body(request: Request) -> bytes:
     """The body, read no further than :data:`.write.MAX_BODY_BYTES` (one Observation)."""
     declared = request.headers.get("content-length", "")
-    refused = WriteRefused(413, "payload_too_large", f"an Observation is at most {MAX_BODY_BYTES} bytes of JSON")
+    refused = WriteRefused(413, "payload_too_large", f"a request body is at most {MAX_BODY_BYTES} bytes of JSON")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise refused
     chunks, size = [], 0

@@ -65,6 +65,8 @@ class StaLimits:
     cached_graphs: int = 64            # distinct sets of readable datasets kept built ...
     cached_entities: int = 400_000     # ... holding at most this many entities together (memory)
     write_wait_seconds: float = 10.0   # a POSTed Observation: how long the answer waits for the sink to write it
+    max_write_entities: int = 500      # entities and Observations one POST/PATCH/PUT/DELETE creates or changes
+    max_cascade_observations: int = 10_000   # Observations one DELETE may delete with its entity
 
 
 class RecentIds:

@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 from ..auth import Principal
 from ..query import QueryEngine, QueryError, _utc, request_deadline
+from . import created as made
 from . import sql as obs_sql
 from .evaluate import Evaluator, sort_key
 from .graph import (ENTITY_SETS, NAVIGATION, PLURAL, SINGULAR, Entity, SensorIndex, SensorInfo, StaLimits,
@@ -30,6 +31,7 @@ CONFORMANCE = [
     "http://www.opengis.net/spec/iot_sensing/1.1/req/datamodel",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/resource-path/resource-path-to-entities",
     "http://www.opengis.net/spec/iot_sensing/1.1/req/request-data",
+    "http://www.opengis.net/spec/iot_sensing/1.1/req/create-update-delete",
 ]
 LATEST_WINDOW = timedelta(days=1)
 _SEGMENT = re.compile(r"(?P<name>[A-Za-z]+|\$value|\$ref)(?:\((?P<id>\d+|'(?:[^']|'')*')\))?")
@@ -61,7 +63,9 @@ class Request:
     def __init__(self, engine: QueryEngine, index: SensorIndex, limits: StaLimits, principal: Principal | None,
                  base: str):
         self.engine, self.index, self.limits = engine, index, limits
-        self.graph = index.graph(engine.datasets(principal))
+        derived, stores = made.split(engine.datasets(principal))
+        created = [entity for store in stores for entity in made.load(engine, store, limits)]
+        self.graph = made.Merged(index.graph(derived), stores, created)
         self.base = base.rstrip("/")
         self.now = datetime.now(timezone.utc)
         self.written = 0
@@ -154,6 +158,7 @@ class Request:
     def root_collection(self, name: str) -> Collection:
         if name == "Observations":
             scopes = [obs_sql.Scope(d, None, tuple(range(len(d.fields)))) for d in self.graph.datasets]
+            scopes += self.created_scopes(self.graph.created("Datastreams"))
             return Collection(name, name, scopes=scopes)
         return Collection(name, name, entities=self.graph.entities(name))
 
@@ -167,7 +172,14 @@ class Request:
         """Where the Observations of these Datastreams (or one FeatureOfInterest) are, per dataset."""
         scopes: dict[str, tuple[Any, set[str], set[int]]] = {}
         result = []
+        result += self.created_scopes([parent for parent in parents
+                                       if parent.kind == "Datastream" and parent.extra.get("created")])
         for parent in parents:
+            if parent.extra.get("created"):
+                if parent.kind == "FeatureOfInterest":
+                    streams = [d for d in self.graph.created("Datastreams") if d.extra["store"] == parent.extra["store"]]
+                    result += [replace(scope, feature=parent.id) for scope in self.created_scopes(streams)]
+                continue
             if parent.kind == "Datastream":
                 entry = scopes.setdefault(parent.dataset.ref, (parent.dataset, set(), set()))
                 entry[1].add(parent.sensor.sensor_id)
@@ -183,14 +195,25 @@ class Request:
             result.append(obs_sql.Scope(dataset, tuple(sorted(sensors)), tuple(sorted(fields))))
         return result
 
+    def created_scopes(self, streams: list[Entity]) -> list[obs_sql.Scope]:
+        """The Observations of created Datastreams: one scope per store (municipality)."""
+        by_store: dict[str, tuple[Any, list[str]]] = {}
+        for stream in streams:
+            store = stream.extra["store"]
+            if store.observations is not None:
+                by_store.setdefault(store.owner, (store.observations, []))[1].append(str(stream.id))
+        return [obs_sql.Scope(dataset, tuple(sorted(ids)), (0,), created=True)
+                for dataset, ids in by_store.values()]
+
     def member(self, collection: Collection, entity_id) -> Entity | None:
         if collection.entity_set != "Observations":
             return next((e for e in collection.entities if e.id == entity_id), None) \
                 if collection.link != collection.entity_set else self.graph.get(collection.entity_set, entity_id)
         if not isinstance(entity_id, int):
             return None
-        hint = self.index.observations.get(entity_id)
-        scopes = collection.scopes
+        created = made.is_created_id(entity_id)
+        scopes = [scope for scope in collection.scopes if scope.created == created]
+        hint = None if created else self.index.observations.get(entity_id)
         if hint is not None:
             ref, sensor_id, field_index, event_id = hint
             narrowed = [obs_sql.Scope(s.dataset, (sensor_id,), (field_index,), s.position, s.without_position)
@@ -306,9 +329,9 @@ class Request:
         scopes = self.observation_scopes(parents)
         if parents[0].kind == "FeatureOfInterest":
             results = {}
-            for parent, scope in zip(parents, scopes):
-                results[parent.id] = self.run_observations([scope], options, per_parent=False, top=top + 1,
-                                                           skip=skip)
+            for parent in parents:
+                results[parent.id] = self.run_observations(self.observation_scopes([parent]), options,
+                                                           per_parent=False, top=top + 1, skip=skip)
         else:
             rows = self.run_observations(scopes, options, per_parent=True, top=top + 1, skip=skip)
             results: dict[Any, list[Entity]] = {}
@@ -387,6 +410,13 @@ class Request:
         evaluator = Evaluator(self.graph, self.now)
         narrowed: list[obs_sql.Scope] = []
         for scope in scopes:
+            if scope.created:
+                matching_ids = tuple(sensor for sensor in scope.sensors or ()
+                                     if (stream := self.graph.get("Datastreams", int(sensor))) is not None
+                                     and all(evaluator.matches(part, stream) for part in streams))
+                if matching_ids:
+                    narrowed.append(replace(scope, sensors=matching_ids))
+                continue
             sensors = self.graph.sensors.get(scope.dataset.ref, {})
             groups: dict[tuple[int, ...], list[str]] = {}
             for sensor_id in scope.sensors if scope.sensors is not None else sensors:
@@ -473,11 +503,14 @@ class Request:
         union = " UNION ALL ".join(obs_sql.scope_sql(s, k, params, condition) for k, s in enumerate(scopes))
         rows = self.engine._run("sta_count", f"SELECT ds, sensor_id, fi, count() FROM ({union}) "
                                              "GROUP BY ds, sensor_id, fi", params)
-        return {stable_id("Datastream", scopes[ds].dataset.ref, sensor, scopes[ds].dataset.fields[fi].name): count
+        return {int(sensor) if scopes[ds].created else
+                stable_id("Datastream", scopes[ds].dataset.ref, sensor, scopes[ds].dataset.fields[fi].name): count
                 for ds, sensor, fi, count in rows}
 
     def observation(self, scope: obs_sql.Scope, row: tuple) -> Entity:
-        _, sensor_id, event_id, observed_at, lon, lat, fi, _num, text = row
+        if scope.created:
+            return made.observation(self.graph.store_of(scope.dataset.owner), row)
+        _, sensor_id, event_id, observed_at, lon, lat, fi, _num, text, _result_time, _doc = row
         dataset = scope.dataset
         info = dataset.fields[fi]
         at = _utc(observed_at)

@@ -38,6 +38,8 @@ class Scope:
     fields: tuple[int, ...]
     position: tuple[float, float] | None = None
     without_position: bool = False   # with position: also the events that have none (the sensor's current place)
+    created: bool = False            # Observations of created Datastreams (``sensors``: their ids), see created_sql
+    feature: int | None = None       # created: only those of this FeatureOfInterest
 
 
 def _has_path(node: Node) -> bool:
@@ -131,8 +133,10 @@ class Translator:
 
     def path(self, segments: tuple[str, ...]) -> _Sql:
         name = "/".join(segments)
-        if name in ("phenomenonTime", "resultTime"):
+        if name == "phenomenonTime":
             return _Sql("observed_at", "time")
+        if name == "resultTime":
+            return _Sql("result_time", "time")
         if name == "result":
             return _Sql("", "result")
         if name in ("@iot.id", "id"):
@@ -306,7 +310,10 @@ def observation_id_sql(scope: Scope, key: int, params: dict[str, Any]) -> str:
 
 def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | None = None,
               observation: int | None = None) -> str:
-    """One dataset's Observations as rows ``ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt``."""
+    """One dataset's Observations as rows ``ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt,
+    result_time, doc``."""
+    if scope.created:
+        return created_sql(scope, key, params, condition, observation)
     dataset = scope.dataset
     indexes, numbers, texts = [], [], []
     for index in scope.fields:
@@ -335,11 +342,48 @@ def scope_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | N
     if observation is not None:
         params["oid"] = observation
         where.append(f"{observation_id_sql(scope, key, params)} = {{oid:UInt64}}")
-    return (f"SELECT {key} AS ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt "
-            f"FROM {_table(dataset)} FINAL ARRAY JOIN [{', '.join(indexes)}] AS fi, [{', '.join(numbers)}] AS num, "
+    return (f"SELECT {key} AS ds, sensor_id, event_id, observed_at, lon, lat, fi, num, txt, "
+            f"CAST(observed_at, 'Nullable(DateTime64(3, \\'UTC\\'))') AS result_time, "
+            f"CAST(NULL, 'Nullable(String)') AS doc FROM {_table(dataset)} FINAL ARRAY JOIN [{', '.join(indexes)}] AS fi, [{', '.join(numbers)}] AS num, "
             f"[{', '.join(texts)}] AS txt WHERE {' AND '.join(where)}")
 
 
 TIE_BREAK = ["ds", "sensor_id", "fi", "observed_at", "event_id"]
 # Stands for the Observation's id in a translated condition; only this module writes condition text.
 OBSERVATION_ID = "__observation_id__"
+
+
+# The columns of a created Observation's latest version, in the order of the tuple ``s`` below.
+_CREATED = ("datastream", "deleted", "observed_at", "lon", "lat", "result_number", "result_text", "result",
+            "phenomenon_end", "result_time", "valid_time", "parameters", "result_quality", "feature", "version")
+_DOCUMENT = ("result Nullable(String), phenomenon_end Nullable(String), result_time Nullable(String), "
+             "valid_time Nullable(String), parameters Nullable(String), result_quality Nullable(String), "
+             "feature Nullable(UInt64), version UInt64")
+
+
+def created_sql(scope: Scope, key: int, params: dict[str, Any], condition: str | None = None,
+                observation: int | None = None) -> str:
+    """Observations of created Datastreams (``scope.sensors``: their ids as text; ``None``: none) in the
+    rows of :func:`scope_sql`: per Observation its version with the highest ``(version, event_id)``,
+    tombstones left out; ``sensor_id`` is the Datastream's id, ``event_id`` the Observation's, ``doc``
+    what only created Observations have (as JSON)."""
+    table = _table(scope.dataset)
+    streams = f"ids{key}"
+    params[streams] = [int(s) for s in scope.sensors or ()]
+    picked = ", ".join(_CREATED)
+    doc = f"toJSONString(CAST(tuple(s.8, s.9, s.10, s.11, s.12, s.13, s.14, s.15), 'Tuple({_DOCUMENT})'))"
+    where = ["NOT s.2", f"s.1 IN {{{streams}:Array(UInt64)}}"]
+    if scope.feature is not None:
+        params[f"foi{key}"] = scope.feature
+        where.append(f"s.14 = {{foi{key}:UInt64}}")
+    if condition:   # created Observations have no source: parameters/source is empty for them
+        where.append(condition.replace(OBSERVATION_ID, "oid").replace("toString(source)", "''"))
+    if observation is not None:
+        params["oid"] = observation
+        where.append("oid = {oid:UInt64}")
+    return (f"SELECT {key} AS ds, toString(s.1) AS sensor_id, toString(oid) AS event_id, s.3 AS observed_at, "
+            f"s.4 AS lon, s.5 AS lat, toUInt8(0) AS fi, s.6 AS num, s.7 AS txt, "
+            f"parseDateTime64BestEffortOrNull(s.10, 3, 'UTC') AS result_time, {doc} AS doc "
+            f"FROM (SELECT observation AS oid, argMax(({picked}), (version, event_id)) AS s FROM {table} FINAL "
+            f"WHERE observation IN (SELECT observation FROM {table} WHERE datastream IN "
+            f"{{{streams}:Array(UInt64)}}) GROUP BY observation) WHERE {' AND '.join(where)}")

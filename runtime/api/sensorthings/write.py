@@ -1,36 +1,33 @@
-"""SensorThings Create-Update-Delete: what a write means in a model derived from CityTools.
+"""SensorThings Create-Update-Delete: where a write goes.
 
-Only **Observations** can be created. A POSTed Observation (``POST /v1.1/Observations`` with its
-``Datastream``, or ``POST /v1.1/Datastreams(7)/Observations``) becomes one event of the
-Datastream's dataset — sensor of the Datastream, its field set to ``result``, ``observed_at`` =
-``phenomenonTime``, the position of the FeatureOfInterest if one is given — and enters through
-Kafka exactly like every reading: the ingest service's :class:`~urbanstack.runtime.ingest.push.Writes`
-(the push endpoints' checks: tool enabled, municipality not suspended, daily event quota, the
-municipality's own Kafka user, Kafka's acknowledgement). The answer waits until the sink has
-written it and the warehouse returns it (read your writes, at most ``StaLimits.write_wait_seconds``):
-201 with the Observation as it is now read and ``Location`` its URL; 504 when the sink did not
-write it in time (it was accepted and will be stored: resending is harmless, an event is
-stored once); 503 when Kafka did not acknowledge it (nothing accepted, send again).
+**Entities clients create** (any entity set, a deep insert, and Observations of those Datastreams)
+live in the built-in CityTool ``sensorthings`` of the caller's municipality (:mod:`.created`): POST,
+PATCH, PUT and DELETE of them are planned, checked and published by :mod:`.changes` — events of the
+datasets ``entities`` and ``observations`` through Kafka, read back from the warehouse before the
+answer, with the cascade of DELETE the standard asks for. Their ids are 2^53 and above, so a path or
+a body tells at once which kind of entity it names.
 
-Who may write: a token with ``write:own`` (roles gov-editor, gov-admin), for Datastreams of its
-own municipality's datasets. Anonymous: 401. A Datastream the caller cannot read: 404, as for
-reading. A Datastream the caller can read but that belongs to another municipality (shared with
-it, or open data): 403.
+**Derived entities** (a view of CityTool datasets and their readings) keep their rules:
 
-Everything else is refused with **405** and the reason, since the other entities are not data
-but a view of the CityTools' declarations and of the readings:
+- an Observation of a derived Datastream (``POST /v1.1/Observations`` with its ``Datastream``, or
+  ``POST /v1.1/Datastreams(7)/Observations``) becomes one event of the Datastream's dataset —
+  sensor of the Datastream, its field set to ``result``, ``observed_at`` = ``phenomenonTime``, the
+  position of the FeatureOfInterest if one is given — through the ingest service's
+  :class:`~urbanstack.runtime.ingest.push.Writes` (tool enabled, not suspended, daily event quota,
+  the municipality's own Kafka user, Kafka's acknowledgement). The answer waits until the warehouse
+  returns it (at most ``StaLimits.write_wait_seconds``): 201 with the Observation as now read; 504
+  when the sink did not write it in time (accepted; resending is harmless); 503 when Kafka did not
+  acknowledge it;
+- **PATCH** of such an Observation changes its ``result``: the stored reading (every field of its
+  event) is published again with that value under the same event id, so that it replaces the stored
+  copy as a corrected reading does; time, Datastream and position identify the reading;
+- every other write of a derived entity is **405** with the reason (``DERIVED``): Things, Sensors,
+  Locations, HistoricalLocations and FeaturesOfInterest follow from the readings, Datastreams and
+  ObservedProperties from the CityTools' declarations, and stored readings are not deleted one by one.
 
-- Things, Sensors, Locations, HistoricalLocations, FeaturesOfInterest follow from the readings
-  (a sensor id and its positions): a new sensor appears with its first reading;
-- Datastreams and ObservedProperties are the fields a CityTool declares (with their units), the
-  same for every municipality that runs the tool: they change with the CityTool's version;
-- an Observation is one value of a stored reading: readings are not deleted one by one (the
-  dataset's retention deletes old ones).
-
-**PATCH** of an Observation changes its ``result``: the stored reading (every field of its event)
-is published again with that value, under the same event id, so that it replaces the stored copy
-as a corrected reading does everywhere; the Observation keeps its id. Its time, Datastream and
-position identify the reading and cannot change.
+Who may write: a token with ``write:own`` (roles gov-editor, gov-admin), for its own municipality's
+data. Anonymous: 401. What the caller cannot read: 404, as for reading. What it can read but another
+municipality owns (shared with it, or open data): 403.
 """
 
 from __future__ import annotations
@@ -46,6 +43,8 @@ from typing import Any, Protocol
 from ..auth import Permission, Principal
 from ..catalogue import DatasetInfo
 from ..query import _quote, _table, _utc, request_deadline
+from . import changes
+from . import created as made
 from . import sql as obs_sql
 from .graph import ENTITY_SETS, SINGULAR, Entity, SensorIndex, StaLimits, feature_id
 from .options import Options
@@ -138,8 +137,8 @@ def create(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     """POST of an Observation: (the Observation as read back, its URL)."""
     path = path.strip("/")
     match = _OBSERVATIONS.match(path)
-    if match is None:
-        refuse(engine, index, limits, caller, base, "POST", path)
+    if match is None or _names_created(match.group("stream"), body):
+        return _create_entity(engine, index, limits, writes, caller, base, path, body)
     _may_write(writes, caller, "creating")
     document = _document(body)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
@@ -164,9 +163,14 @@ def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
     stored copy (as a corrected reading does) — the Observation keeps its id. Answers the
     Observation as read back."""
     path = path.strip("/")
+    if _OBSERVATION.match(path) is not None:
+        _may_write(writes, caller, "changing")   # as before created entities: 401/403 before the lookup
+    target = _target(engine, index, limits, caller, base, path)
+    if target is not None and target.extra.get("created"):
+        _may_write(writes, caller, "changing")
+        return changes.change(engine, index, limits, writes, caller, base, target, body, replace=False)
     if _OBSERVATION.match(path) is None:
-        refuse(engine, index, limits, caller, base, "PATCH", path)
-    _may_write(writes, caller, "changing")
+        raise method_not_allowed("PATCH", path)
     document = _document(body, creating=False)
     deadline = time.monotonic() + limits.write_wait_seconds + engine.limits.query_timeout_seconds
     token = request_deadline.set(deadline)
@@ -193,6 +197,73 @@ def update(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
         return request.write(_read_back(request, stream, event, deadline), Options())
     finally:
         request_deadline.reset(token)
+
+
+def replace_entity(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
+                   base: str, path: str, body: bytes) -> dict:
+    """PUT of a created entity: its properties (and links) as given, the others reset."""
+    target = _target(engine, index, limits, caller, base, path.strip("/"))
+    if target is None or not target.extra.get("created"):
+        raise method_not_allowed("PUT", path)
+    _may_write(writes, caller, "changing")
+    return changes.change(engine, index, limits, writes, caller, base, target, body, replace=True)
+
+
+def delete(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None, caller: Principal | None,
+           base: str, path: str) -> None:
+    """DELETE of a created entity, with the cascade the standard asks for (:meth:`.changes.Plan.delete`)."""
+    target = _target(engine, index, limits, caller, base, path.strip("/"))
+    if target is None or not target.extra.get("created"):
+        raise method_not_allowed("DELETE", path)
+    _may_write(writes, caller, "deleting")
+    changes.delete(engine, index, limits, writes, caller, base, target)
+
+
+def _target(engine, index: SensorIndex, limits: StaLimits, caller: Principal | None, base: str,
+            path: str) -> Entity | None:
+    """The entity a path names (404 as for reading when it does not exist for the caller)."""
+    if not path:
+        return None
+    token = request_deadline.set(time.monotonic() + engine.limits.query_timeout_seconds)
+    try:
+        target = Request(engine, index, limits, caller, base).resolve(path)
+    finally:
+        request_deadline.reset(token)
+    return target[1] if isinstance(target, tuple) and target[0] == "entity" else None
+
+
+def _names_created(stream_in_path: str | None, body: bytes) -> bool:
+    """Whether a POSTed Observation goes to a created Datastream (or brings a new one inline)."""
+    if stream_in_path is not None:
+        return made.is_created_id(int(stream_in_path))
+    try:
+        named = json.loads(body).get("Datastream")
+    except (UnicodeDecodeError, ValueError, RecursionError, AttributeError):
+        return False
+    if not isinstance(named, dict):
+        return False
+    if "@iot.id" not in named:
+        return True
+    value = named["@iot.id"]
+    return made.is_created_id(int(value) if isinstance(value, str) and value.isdigit() else value)
+
+
+def _create_entity(engine, index: SensorIndex, limits: StaLimits, writes: Writes | None,
+                   caller: Principal | None, base: str, path: str, body: bytes) -> tuple[dict, str]:
+    """POST of a created entity: ``/Things`` (any entity set), or a related collection of a created
+    entity (``/Datastreams(<id>)/Observations``, ``/Things(<id>)/Datastreams``, ...)."""
+    parts = path.rsplit("/", 1)
+    parent, nav = None, None
+    if len(parts) == 1 and path in ENTITY_SETS:
+        kind = SINGULAR[path]
+    else:
+        parent = _target(engine, index, limits, caller, base, parts[0]) if len(parts) == 2 else None
+        nav = parts[-1]
+        if parent is None or not parent.extra.get("created") or (parent.kind, nav) not in changes.CHILDREN:
+            refuse(engine, index, limits, caller, base, "POST", path)
+        kind = changes.CHILDREN[(parent.kind, nav)][0]
+    _may_write(writes, caller, "creating")
+    return changes.create(engine, index, limits, writes, caller, base, kind, parent, nav, body)
 
 
 def _may_write(writes: Writes | None, caller: Principal | None, doing: str) -> None:

@@ -85,7 +85,8 @@ def test_observation_filter_becomes_sql_with_every_value_bound():
         "(resultTime gt now() sub duration'PT24H') and (result ge 10 or startswith(result, 'x''; DROP')) "
         "and year(phenomenonTime) eq 2026"))
     assert "DROP" not in condition and "2026" not in condition and "'x" not in condition
-    assert "observed_at >" in condition and "num >=" in condition and "startsWith(txt," in condition
+    # resultTime: the reading's time for derived Observations, the stored resultTime for created ones
+    assert "result_time >" in condition and "num >=" in condition and "startsWith(txt," in condition
     values = sorted(map(str, params.values()))
     # now() - 24 h is folded into one bound time; the other literals are bound as they are.
     assert str(NOW - timedelta(hours=24)) in values
