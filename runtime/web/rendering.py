@@ -27,6 +27,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from . import i18n
+from .compression import SPLICE, Fragment, spliced_page
 
 WEB_DIR = Path(__file__).parent
 SHARED_TEMPLATES = WEB_DIR / "templates"
@@ -148,11 +149,16 @@ class Renderer:
         return self._environments[lang].get_template(template).render(**context)
 
     def page(self, request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None,
-             **context: Any) -> HTMLResponse:
+             splice: tuple[str, Fragment] | None = None, **context: Any) -> HTMLResponse:
         """A whole page (or an htmx fragment) for ``request``; the request state carries language,
-        session and CSRF token (see :mod:`.security`)."""
+        session and CSRF token (see :mod:`.security`). ``splice=(name, fragment)``: the context's
+        ``name`` is a large cached fragment, compressed once (:func:`.compression.spliced_page`)."""
         lang = getattr(request.state, "lang", i18n.DEFAULT_LANGUAGE)
         session = getattr(request.state, "session", None)
+        if splice is not None:
+            context[splice[0]] = SPLICE
         html = self.render(template, lang, request=request, session=session,
                            csrf_token=getattr(session, "csrf_token", ""), **context)
+        if splice is not None:
+            return spliced_page(request.scope, html, splice[1], status=status, headers=headers)
         return HTMLResponse(html, status_code=status, headers=headers)
