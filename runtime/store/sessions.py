@@ -7,6 +7,10 @@ began (default 8 h), whichever comes first. A request restarts the idle clock by
 requests then only read their session (a write per page view serialised the pages of all
 users on SQLite), and a session may end up to that minute before ``idle`` without requests. ``rotate`` issues a new token and CSRF token
 for the same session (at sign-in) and makes the old token worthless.
+
+Whoever keeps copies of sessions (the hubs' short in-process cache, :mod:`urbanstack.runtime.web.sessions`)
+registers with :meth:`Sessions.on_change` and is told of every change or deletion made through this
+object, before the call returns.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 from sqlalchemy import delete, or_
 
@@ -40,6 +44,16 @@ class Sessions:
         if idle <= timedelta(0) or absolute <= timedelta(0):
             raise InvalidInput("session idle and absolute lifetimes must be positive")
         self._store, self.idle, self.absolute = store, idle, absolute
+        self._listeners: list[Callable[[str | None], None]] = []
+
+    def on_change(self, listener: Callable[[str | None], None]) -> None:
+        """``listener(id)`` is called after a session's row changed or was deleted (``id``: the token's
+        :func:`token_id`; ``None``: possibly many sessions). Not for the idle clock's writes."""
+        self._listeners.append(listener)
+
+    def _changed(self, session_id: str | None) -> None:
+        for listener in self._listeners:
+            listener(session_id)
 
     def _alive(self, record: WebSession | None, now: datetime) -> bool:
         return record is not None and now < record.expires_at and now < record.last_seen_at + self.idle
@@ -79,6 +93,7 @@ class Sessions:
                 return None
             if not self._alive(record, now):
                 session.delete(record)
+                self._changed(record.id)
                 return None
             if touch and now - record.last_seen_at >= TOUCH_INTERVAL:
                 record.last_seen_at = now
@@ -94,7 +109,8 @@ class Sessions:
             for name, value in changes.items():
                 setattr(record, name, value)
             record.last_seen_at = now
-            return record
+        self._changed(record.id)
+        return record
 
     def rotate(self, token: str, *, now: datetime | None = None, **changes) -> tuple[str, WebSession] | None:
         """The same session under a new token and CSRF token (with ``changes`` applied, e.g. the
@@ -111,15 +127,28 @@ class Sessions:
             session.delete(old)
             session.flush()
             session.add(record)
-            return new_token, record
+        self._changed(old.id)
+        return new_token, record
 
     def delete(self, token: str) -> bool:
         with self._store.session() as session:
-            return session.execute(delete(WebSession).where(WebSession.id == token_id(token))).rowcount == 1
+            deleted = session.execute(delete(WebSession).where(WebSession.id == token_id(token))).rowcount == 1
+        self._changed(token_id(token))
+        return deleted
+
+    def delete_all_of(self, tenant: str, subject: str) -> int:
+        """Ends every session of ``subject`` in ``tenant``; returns how many."""
+        with self._store.session() as session:
+            ended = session.execute(delete(WebSession).where(WebSession.tenant == tenant,
+                                                             WebSession.subject == subject)).rowcount or 0
+        self._changed(None)
+        return ended
 
     def purge(self, *, now: datetime | None = None) -> int:
         """Delete every expired session; returns how many."""
         now = now or utcnow()
         with self._store.session() as session:
-            return session.execute(delete(WebSession).where(or_(
+            purged = session.execute(delete(WebSession).where(or_(
                 WebSession.expires_at <= now, WebSession.last_seen_at <= now - self.idle))).rowcount
+        self._changed(None)
+        return purged

@@ -6,6 +6,11 @@ Jinja environment with that language's catalogue installed, so a template writes
 ``{{ _("Dashboards") }}`` and gets German or English; ``number``, ``datetime`` and ``date``
 filters format for the page's language. ``asset('hub.js')`` names a bundle through the
 build's manifest (cache-busting file names).
+
+Because each environment has exactly one language, ``_("a literal")`` without arguments is
+translated once, when the template is compiled (:class:`TranslatedLiterals`), instead of on
+every render: a page has dozens of them, and each call costs the i18n extension's context
+lookups, a ``Markup`` and a ``%`` formatting.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import jinja2
+import jinja2.ext
+from jinja2.lexer import Token, TokenStream
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
 from . import i18n
+from .compression import SPLICE, Fragment, spliced_page
 
 WEB_DIR = Path(__file__).parent
 SHARED_TEMPLATES = WEB_DIR / "templates"
@@ -69,6 +77,40 @@ class ToolTemplates(jinja2.BaseLoader):
         return jinja2.FileSystemLoader(str(folder)).get_source(environment, file)
 
 
+class TranslatedLiterals(jinja2.ext.Extension):
+    """Compiles ``_("literal")`` (one string, no arguments) into its translation in the environment's
+    language, with exactly the result the i18n extension's call gives at render time (newstyle gettext:
+    the translation marked safe and formatted with no values, so ``%%`` becomes ``%``). Anything else
+    (arguments, variables, ``x._(…)``) stays a call. The catalogue is extracted from the templates'
+    source, which this does not change."""
+
+    PATTERN = ("name", "lparen", "string", "rparen")
+
+    def filter_stream(self, stream: TokenStream):
+        translations = getattr(self.environment, "urbanstack_translations", None)
+        if translations is None:
+            yield from stream
+            return
+        tokens = list(stream)   # at compile time only
+        i = 0
+        while i < len(tokens):
+            window = tokens[i:i + 4]
+            if (tuple(t.type for t in window) == self.PATTERN and window[0].value == "_"
+                    and (i == 0 or tokens[i - 1].type != "dot")):
+                try:
+                    translated = translations.gettext(window[2].value) % {}
+                except (TypeError, ValueError, KeyError):
+                    translated = None   # left to fail at render time, as before
+                if translated is not None:
+                    line = window[0].lineno
+                    yield from (Token(line, "lparen", "("), Token(line, "string", translated),
+                                Token(line, "pipe", "|"), Token(line, "name", "safe"), Token(line, "rparen", ")"))
+                    i += 4
+                    continue
+            yield tokens[i]
+            i += 1
+
+
 class Renderer:
     def __init__(self, template_dirs: Iterable[Path], assets: Assets | None = None):
         self.template_dirs = [*template_dirs, SHARED_TEMPLATES]
@@ -79,8 +121,10 @@ class Renderer:
         loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader([str(d) for d in self.template_dirs]), ToolTemplates()])
         env = jinja2.Environment(loader=loader,
                                  autoescape=True, undefined=jinja2.StrictUndefined,
-                                 extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
+                                 extensions=["jinja2.ext.i18n", TranslatedLiterals], trim_blocks=True,
+                                 lstrip_blocks=True)
         env.install_gettext_translations(i18n.translations(lang), newstyle=True)
+        env.urbanstack_translations = i18n.translations(lang)   # what TranslatedLiterals compiles in
         env.filters["number"] = lambda value, digits=2: i18n.format_number(value, lang, digits)
         env.filters["datetime"] = lambda value, style="short": i18n.format_datetime(value, lang, style)
         env.filters["date"] = lambda value: i18n.format_date(value, lang)
@@ -115,11 +159,16 @@ class Renderer:
         return self._environments[lang].get_template(template).render(**context)
 
     def page(self, request: Request, template: str, *, status: int = 200, headers: dict[str, str] | None = None,
-             **context: Any) -> HTMLResponse:
+             splice: tuple[str, Fragment] | None = None, **context: Any) -> HTMLResponse:
         """A whole page (or an htmx fragment) for ``request``; the request state carries language,
-        session and CSRF token (see :mod:`.security`)."""
+        session and CSRF token (see :mod:`.security`). ``splice=(name, fragment)``: the context's
+        ``name`` is a large cached fragment, compressed once (:func:`.compression.spliced_page`)."""
         lang = getattr(request.state, "lang", i18n.DEFAULT_LANGUAGE)
         session = getattr(request.state, "session", None)
+        if splice is not None:
+            context[splice[0]] = SPLICE
         html = self.render(template, lang, request=request, session=session,
                            csrf_token=getattr(session, "csrf_token", ""), **context)
+        if splice is not None:
+            return spliced_page(request.scope, html, splice[1], status=status, headers=headers)
         return HTMLResponse(html, status_code=status, headers=headers)

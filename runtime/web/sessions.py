@@ -5,14 +5,23 @@ A request's session is found by its cookie token; the store drops it when idle o
 When its access token has expired, the roles are refreshed from Keycloak (see :mod:`.oidc`),
 so removing a colleague's access or ending their Keycloak session ends the hub session within
 one access-token lifetime (Keycloak's default: 5 minutes).
+
+A live session is kept in a short in-process cache (:data:`CACHE_SECONDS`), so the pages of a
+busy user do not each read it from the store again. Every change made through this process's store
+(sign-out, sign-in's token rotation, a language choice, removed access, a refresh of the roles)
+drops the copy at once; an entry never outlives the session's idle or absolute end, nor its access
+token (then the roles are refreshed as before). With several hub processes over one store, a
+session ended in one of them still opens pages in the others for at most :data:`CACHE_SECONDS`.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from fastapi import Request
-from sqlalchemy import delete
 
 from urbanstack.runtime.api.auth import ROLE_PERMISSIONS, Principal
 from urbanstack.runtime.store.models import WebSession, utcnow
@@ -21,6 +30,9 @@ from urbanstack.runtime.store.sessions import token_id
 from . import security
 from .i18n import N_
 
+# How long a session read from the store serves the requests of its cookie without being read again.
+CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 10_000
 ROLE_NAMES = {"gov-admin": N_("Administrator"), "gov-editor": N_("Editor"), "gov-viewer": N_("Viewer")}
 from .oidc import HubClient, Keycloak, PendingLogin, SignedIn, SignInError
 
@@ -81,15 +93,47 @@ def _identity(signed_in: SignedIn) -> dict:
 
 
 class Sessions:
-    def __init__(self, store, keycloak: Keycloak):
+    def __init__(self, store, keycloak: Keycloak, *, cache_seconds: float = CACHE_SECONDS):
         self.store, self.keycloak = store, keycloak
+        self._cache_for = timedelta(seconds=cache_seconds)
+        self._cached: OrderedDict[str, tuple[datetime, Session]] = OrderedDict()
+        self._generation = 0    # counts invalidations: a read that overlapped one is not kept
+        self._lock = threading.Lock()
+        store.sessions.on_change(self._forget)
+
+    def _forget(self, session_id: str | None) -> None:
+        with self._lock:
+            self._generation += 1
+            if session_id is None:
+                self._cached.clear()
+            else:
+                self._cached.pop(session_id, None)
+
+    def _keep(self, session_id: str, session: Session, row: WebSession, generation: int) -> None:
+        now = utcnow()
+        ends = [now + self._cache_for, row.expires_at, row.last_seen_at + self.store.sessions.idle]
+        if row.subject is not None and row.access_expires_at is not None:
+            ends.append(row.access_expires_at)
+        with self._lock:
+            if generation != self._generation or self._cache_for <= timedelta(0):
+                return
+            self._cached[session_id] = (min(ends), session)
+            while len(self._cached) > CACHE_ENTRIES:
+                self._cached.popitem(last=False)
 
     def load(self, request: Request, client_for) -> Session | None:
         """The request's live session, its roles refreshed if the access token expired; None if there is none.
 
         ``client_for(tenant)`` gives the hub's OIDC client of a tenant (for the refresh)."""
         token = security.session_token(request)
-        row = self.store.sessions.touch(token) if token else None
+        if not token:
+            return None
+        session_id = token_id(token)
+        cached = self._cached.get(session_id)
+        if cached is not None and utcnow() < cached[0]:
+            return cached[1]
+        generation = self._generation
+        row = self.store.sessions.touch(token)
         if row is None:
             return None
         if row.subject is not None and row.access_expires_at is not None and utcnow() >= row.access_expires_at:
@@ -104,7 +148,10 @@ class Sessions:
             row = self.store.sessions.update(token, **_identity(signed_in))
             if row is None:
                 return None
-        return _copy(token, row)
+            generation = self._generation   # the update above was this request's own
+        session = _copy(token, row)
+        self._keep(session_id, session, row, generation)
+        return session
 
     def begin(self, tenant: str, return_to: str, existing: Session | None) -> tuple[str, PendingLogin]:
         """A pre-login session holding the login's state, nonce and PKCE verifier; returns its token."""
@@ -136,9 +183,7 @@ class Sessions:
 
     def end_all_of(self, tenant: str, subject: str) -> int:
         """Ends every hub session of a user (their access was removed)."""
-        with self.store.session() as db:
-            return db.execute(delete(WebSession).where(WebSession.tenant == tenant,
-                                                       WebSession.subject == subject)).rowcount or 0
+        return self.store.sessions.delete_all_of(tenant, subject)
 
 
 __all__ = ["HubClient", "Session", "Sessions"]

@@ -44,6 +44,7 @@ from urbanstack.runtime.api.query import (Aggregate, Bucket, DatasetRef, Filters
 from urbanstack.runtime.metering.api_meter import note_subject
 from urbanstack.runtime.store import Actor, InvalidInput, NotFound, VersionConflict
 from urbanstack.runtime.web import charts, i18n
+from urbanstack.runtime.web.compression import SPLICE, Fragment, spliced_page
 from urbanstack.runtime.web.i18n import N_
 from urbanstack.runtime.web.sessions import Session
 
@@ -596,25 +597,27 @@ def _reader_key(principal) -> tuple:
     return (principal.tenant, tuple(sorted(principal.roles)), tuple(sorted(str(p) for p in principal.permissions)))
 
 
-def panels_html(hub: GovHub, principal, dashboard, view: View, lang: str, action: str) -> tuple[str, list[str], list[str]]:
+def panels_html(hub: GovHub, principal, dashboard, view: View, lang: str, action: str
+                ) -> tuple[Fragment, list[str], list[str]]:
     """The dashboard's panels rendered (``gov/_dashboard_panels.html``), their types and the spec's problems;
     from the short-lived panel cache when the same view was rendered for the same kind of reader
-    (``panelcache``)."""
+    (``panelcache``). The cached fragment keeps its compressed form too: pages splice it in
+    (``splice=("panels_html", …)``, :func:`urbanstack.runtime.web.compression.spliced_page`)."""
     try:
         spec = parse_spec(dashboard.spec)
     except SpecError as error:
-        return "", [], error.messages
+        return Fragment(), [], error.messages
     refresh = dashboard.spec.get("refresh_seconds") or 0
     datasets = sorted({ref for panel in spec.panels for ref in panel.datasets()})
     key = ("panels", dashboard.id, dashboard.version, lang, action, refresh, view.start, view.end, view.sensors,
            view.bbox, _reader_key(principal), tuple(hub.catalogue.get(*ref.split("/")) for ref in datasets))
 
-    def render() -> str:
+    def render() -> Fragment:
         panels, _problems = _panels(hub, principal, dashboard, view, lang, action)
-        return hub.renderer.render("gov/_dashboard_panels.html", lang, panels=panels, view=view, action=action,
-                                   refresh=refresh)
+        return Fragment(hub.renderer.render("gov/_dashboard_panels.html", lang, panels=panels, view=view,
+                                            action=action, refresh=refresh))
 
-    return Markup(panel_cache(hub).get(key, render)), [panel.type for panel in spec.panels], []
+    return panel_cache(hub).get(key, render), [panel.type for panel in spec.panels], []
 
 
 def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: str):
@@ -624,7 +627,7 @@ def _panels_page(hub: GovHub, request: Request, principal, dashboard, action: st
         default = "7d"
     view = view_state(request.query_params, default)
     html, _types, _problems = panels_html(hub, principal, dashboard, view, _lang(request), action)
-    return HTMLResponse(html)
+    return spliced_page(request.scope, SPLICE, html)
 
 
 def _chart_panel_spec(dashboard, number: int):
@@ -730,7 +733,8 @@ def router(hub: GovHub) -> APIRouter:
         html, types, problems = panels_html(hub, session.principal, dashboard, view, _lang(request),
                                             base(slug, dashboard.id))
         return page(request, "gov/dashboard_view.html", slug, access=found, dashboard=dashboard, view=view,
-                    panels_html=html, panel_types=types, problems=problems, action=base(slug, dashboard.id),
+                    splice=("panels_html", html), panel_types=types, problems=problems,
+                    action=base(slug, dashboard.id),
                     refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=False)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
@@ -1001,7 +1005,7 @@ def published_router(hub: GovHub) -> APIRouter:
         base = f"/{slug}/dashboards/{dashboard.id}"
         html, types, problems = panels_html(hub, None, dashboard, view, _lang(request), base)
         return hub.page(request, "gov/dashboard_published.html", municipality=municipality, dashboard=dashboard,
-                        view=view, panels_html=html, panel_types=types, problems=problems, action=base,
+                        view=view, splice=("panels_html", html), panel_types=types, problems=problems, action=base,
                         refresh=dashboard.spec.get("refresh_seconds") or 0, published_view=True)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")

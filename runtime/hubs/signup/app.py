@@ -97,6 +97,21 @@ def _same_origin(request: Request) -> bool:
     return not origin or origin == "null" or origin == f"{request.url.scheme}://{request.url.netloc}"
 
 
+class PageLanguage:
+    """ASGI: every request's page language (``?lang=``, else German) in ``request.state.lang``; the
+    first request's origin becomes the base of the Gov Hub links in invitation mails."""
+
+    def __init__(self, app, public_base: dict[str, str]):
+        self.app, self.public_base = app, public_base
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            request = Request(scope)
+            request.state.lang = i18n.language(request.query_params.get("lang"))
+            self.public_base.setdefault("url", str(request.base_url).rstrip("/"))
+        await self.app(scope, receive, send)
+
+
 def create_signup_app(settings: Any, store: Any, *, directory: Directory | None, kube: Kube | None = None,
                       ops_keycloak: OpsKeycloak | None = None, invitations: Invitations | None = None,
                       tools: Callable[[], list[tuple[str, str]]] | None = None,
@@ -121,18 +136,13 @@ def create_signup_app(settings: Any, store: Any, *, directory: Directory | None,
     if impact is not None:
         hub.extras["impact"] = impact
 
-    @app.middleware("http")
-    async def language(request: Request, call_next):
-        request.state.lang = i18n.language(request.query_params.get("lang"))
-        public_base.setdefault("url", str(request.base_url).rstrip("/"))
-        return await call_next(request)
-
     app.include_router(_applicant_router(hub, sender))
     app.include_router(_ops_router(hub))
     app.mount(STATIC_PREFIX, StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
     _error_pages(app, hub)
     targets = (security.origin_of(ops_keycloak.server_url),) if ops_keycloak else ()
     app.add_middleware(security.SecurityHeaders, form_targets=targets)
+    app.add_middleware(PageLanguage, public_base=public_base)
     if follow_interval > 0:
         _start_follower(hub, follow_interval, app)
     return app

@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.testclient import TestClient
 
@@ -89,3 +89,45 @@ def test_accept_encoding_parsing():
     assert accepted("gzip, deflate, br") == {"gzip", "deflate", "br"}
     assert accepted("br;q=0, gzip;q=0.5") == {"gzip"}
     assert accepted("") == set()
+
+
+def _spliced_app() -> FastAPI:
+    from urbanstack.runtime.web.compression import SPLICE, Fragment, spliced_page
+
+    panels = Fragment("".join(f"<figure><p>Panel {i}: {i * 1.5} °C – Pegel</p></figure>" for i in range(3000)))
+    app = FastAPI()
+
+    @app.get("/dashboard")
+    def dashboard(request: Request, user: str = "Erika", twice: bool = False):
+        page = f"<!doctype html><title>Dashboard</title><p>{user} – Übersicht</p>{SPLICE}<footer>Ende</footer>"
+        return spliced_page(request.scope, page + (str(SPLICE) if twice else ""), panels)
+
+    compress_pages(app)
+    app.state.expected = lambda user, twice=False: (
+        f"<!doctype html><title>Dashboard</title><p>{user} – Übersicht</p>{panels}<footer>Ende</footer>"
+        + (str(panels) if twice else ""))
+    return app
+
+
+def test_a_page_around_a_compressed_fragment_decodes_to_the_whole_page():
+    app = _spliced_app()
+    client = TestClient(app)
+    for user in ("Erika", "Max Mustermann"):
+        raw = client.get("/dashboard", params={"user": user}, headers={"Accept-Encoding": "gzip"})
+        assert raw.headers["content-encoding"] == "gzip" and raw.headers["vary"] == "Accept-Encoding"
+        assert raw.text == app.state.expected(user)             # httpx checks the gzip trailer (CRC, size)
+        assert raw.headers["content-type"].startswith("text/html")
+    # gzip -d of the very bytes sent (one gzip member, one DEFLATE stream)
+    with client.stream("GET", "/dashboard", headers={"Accept-Encoding": "gzip"}) as answer:
+        sent = b"".join(answer.iter_raw())
+    assert gzip.decompress(sent).decode() == app.state.expected("Erika")
+    assert len(sent) < len(app.state.expected("Erika").encode()) / 5
+
+
+def test_a_client_without_gzip_and_a_page_without_one_splice_get_the_page_as_usual():
+    app = _spliced_app()
+    client = TestClient(app)
+    plain = client.get("/dashboard", headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.text == app.state.expected("Erika")
+    twice = client.get("/dashboard", params={"twice": "true"}, headers={"Accept-Encoding": "gzip"})
+    assert twice.text == app.state.expected("Erika", twice=True)   # compressed by the page compression
