@@ -118,10 +118,15 @@ def main() -> None:
         print(f"{label:50s} {value:15.2f} {value - baseline:15.2f}")
 
     if args.top:
-        import yappi
+        try:
+            import yappi
+        except ImportError:
+            raise SystemExit("--top needs the profiler: .venv/bin/pip install -e '.[bench]'") from None
 
         yappi.set_clock_type("cpu")
         yappi.start()
+        named = {label: path for label, path, _ in pages}   # --top-path may also name a page by its label
+        args.top_path = named.get(args.top_path, args.top_path)
         asyncio.run(cpu_per_request(args.top_path or f"/gov/{gov_hub.SLUG}/"))
         yappi.stop()
         stats = yappi.get_func_stats()
