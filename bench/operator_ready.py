@@ -264,26 +264,41 @@ def steady_window(args, handlers, reconcile_started, tenants: int, label: str) -
         while sweeper.last is not None and sweeper.last is first and time.monotonic() < deadline:
             time.sleep(0.5)
     counts = {n: len(v) for n, v in reconcile_started.items()}
-    sweeps_before = id(sweeper.last) if sweeper else None
+    sweeps_before = sweeper.sweeps if sweeper else 0
     load_before = os.getloadavg()[0]
+    observers_before = _observer_cpu(sweeper)
     cpu, wall = time.process_time(), time.monotonic()
-    seen, sweep_seconds = set(), []
-    while time.monotonic() - wall < args.steady:
-        time.sleep(1)
-        if sweeper is not None and sweeper.last is not None and id(sweeper.last) not in seen:
-            seen.add(id(sweeper.last))
-            if id(sweeper.last) != sweeps_before:
-                sweep_seconds.append(sweeper.last.seconds.get("total", 0.0))
+    time.sleep(args.steady)
     cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    observers = {k: v - observers_before.get(k, 0.0) for k, v in _observer_cpu(sweeper).items()}
     reconciles = sum(len(v) - counts.get(n, 0) for n, v in reconcile_started.items())
     cache = handlers.state.backends.runtime.cache
     print(f"steady state ({label}), {tenants} Ready, nothing changing, {wall:.0f} s: operator process CPU "
           f"{cpu:.1f} s = {cpu / wall * 100:.1f} % of one core; {reconciles} reconciles; "
-          f"{len(sweep_seconds)} sweeps, wall {', '.join(f'{x:.1f}' for x in sweep_seconds)} s"
+          f"{(sweeper.sweeps - sweeps_before) if sweeper else 0} sweeps; CPU of the observing threads "
+          + ", ".join(f"{k} {v:.1f} s ({v / wall * 100:.1f} %)" for k, v in sorted(observers.items()))
           + (f"; last sweep: {sweeper.last.summary()}" if sweeper and sweeper.last else "")
           + (f"; cache synced {cache.synced}, {cache.events} events, {cache.reconnects} reconnects"
              if cache is not None else "")
           + f" (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def _observer_cpu(sweeper) -> dict[str, float]:
+    """CPU seconds so far of the drift sweep's thread (listings, comparisons) plus its per-tenant
+    comparisons on the short-lived drift-read threads, and of the watch threads: the idle cost of
+    observing, apart from the reconciles that other operators on this shared machine may cause."""
+    groups: dict[str, float] = {"sweep": sweeper.read_thread_cpu if sweeper else 0.0}
+    for thread in threading.enumerate():
+        group = ("sweep" if thread.name == "drift-sweep" else
+                 "watch" if thread.name.startswith("kube-watch") else None)
+        if group is None or thread.ident is None:
+            continue
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):
+            continue
+        groups[group] = groups.get(group, 0.0) + seconds
+    return groups
 
 
 def drift_probe(name: str, custom, core) -> None:
