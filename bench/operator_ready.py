@@ -6,6 +6,16 @@ the real backends of the local platform.
     .venv/bin/python bench/operator_ready.py --single 1 --batch 100 --drift-mode per-tenant --observe-pass --steady 180
     .venv/bin/python bench/operator_ready.py --single 1 --batch 100 --drift-mode bulk --observe-pass --steady 180
 
+    .venv/bin/python bench/operator_ready.py --single 1 --batch 100 --steady 300 --compare-watch --drift-probe
+
+``--compare-watch`` measures the steady state twice in the same session, with the drift sweep's
+Kubernetes watch cache and without it (per-tenant reads, the previous bulk design), and
+``--drift-probe`` times how long a deleted ConfigMap and ResourceQuota of one municipality stay
+missing. Deletion (policy Delete) is timed until the custom resources are gone and then every
+backend is listed for leftovers (Kafka topics, ACLs and SCRAM users, ClickHouse databases,
+Keycloak clients, organizations and users, Kubernetes namespaces). Whatever the run created is
+deleted in the end, also after a failure or Ctrl-C (unless --keep).
+
 ``--drift-mode`` switches between the previous design (every municipality re-observes every
 backend on its own timer, reconciles in Kopf's executor in arrival order) and the bulk sweep
 with the priority work queue. ``--observe-pass`` times one drift check of all municipalities
@@ -221,6 +231,171 @@ def observe_pass(names: list[str], custom, backends, timings: Timings, settings)
         timings.only_thread = None
 
 
+def admin_core(custom) -> kubernetes.client.CoreV1Api:
+    return kubernetes.client.CoreV1Api(custom.api_client)
+
+
+def set_watch(backends, handlers, on: bool) -> None:
+    """Switch the sweep's Kubernetes watch cache on or off while the operator runs."""
+    from urbanstack.operator.kubecache import KubeCache
+
+    runtime, sweeper = backends.runtime, handlers.state.sweeper
+    if on and runtime.cache is None:
+        cache = KubeCache(backends.kube).start()
+        if not cache.wait_synced(120):
+            raise SystemExit("the watch cache did not sync in 120 s (is the urbanstack-operator-watch role bound?)")
+        cache.listeners.append(sweeper.changed)
+        runtime.cache = cache
+    elif not on and runtime.cache is not None:
+        cache, runtime.cache = runtime.cache, None
+        cache.listeners.clear()
+        cache.stop()
+
+
+def steady_window(args, handlers, reconcile_started, tenants: int, label: str) -> None:
+    """Process CPU ÷ wall over ``--steady`` seconds, starting after one full sweep in this design
+    (so the window holds only steady-state sweeps, repairs and audits)."""
+    sweeper = handlers.state.sweeper
+    if sweeper is not None:
+        first = sweeper.last
+        deadline = time.monotonic() + args.drift_interval * 3 + 60
+        while sweeper.last is first and time.monotonic() < deadline:
+            time.sleep(0.5)
+        while sweeper.last is not None and sweeper.last is first and time.monotonic() < deadline:
+            time.sleep(0.5)
+    counts = {n: len(v) for n, v in reconcile_started.items()}
+    sweeps_before = sweeper.sweeps if sweeper else 0
+    load_before = os.getloadavg()[0]
+    observers_before = _observer_cpu(sweeper)
+    cpu, wall = time.process_time(), time.monotonic()
+    time.sleep(args.steady)
+    cpu, wall = time.process_time() - cpu, time.monotonic() - wall
+    observers = {k: v - observers_before.get(k, 0.0) for k, v in _observer_cpu(sweeper).items()}
+    reconciles = sum(len(v) - counts.get(n, 0) for n, v in reconcile_started.items())
+    cache = handlers.state.backends.runtime.cache
+    print(f"steady state ({label}), {tenants} Ready, nothing changing, {wall:.0f} s: operator process CPU "
+          f"{cpu:.1f} s = {cpu / wall * 100:.1f} % of one core; {reconciles} reconciles; "
+          f"{(sweeper.sweeps - sweeps_before) if sweeper else 0} sweeps; CPU of the observing threads "
+          + ", ".join(f"{k} {v:.1f} s ({v / wall * 100:.1f} %)" for k, v in sorted(observers.items()))
+          + (f"; last sweep: {sweeper.last.summary()}" if sweeper and sweeper.last else "")
+          + (f"; cache synced {cache.synced}, {cache.events} events, {cache.reconnects} reconnects"
+             if cache is not None else "")
+          + f" (load average {load_before:.1f} → {os.getloadavg()[0]:.1f})", flush=True)
+
+
+def _observer_cpu(sweeper) -> dict[str, float]:
+    """CPU seconds so far of the drift sweep's thread (listings, comparisons) plus its per-tenant
+    comparisons on the short-lived drift-read threads, and of the watch threads: the idle cost of
+    observing, apart from the reconciles that other operators on this shared machine may cause."""
+    groups: dict[str, float] = {"sweep": sweeper.read_thread_cpu if sweeper else 0.0}
+    for thread in threading.enumerate():
+        group = ("sweep" if thread.name == "drift-sweep" else
+                 "watch" if thread.name.startswith("kube-watch") else None)
+        if group is None or thread.ident is None:
+            continue
+        try:
+            seconds = time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+        except (OSError, ProcessLookupError):
+            continue
+        groups[group] = groups.get(group, 0.0) + seconds
+    return groups
+
+
+def drift_probe(name: str, custom, core) -> None:
+    """Delete a tool ConfigMap and the ResourceQuota of ``name``; seconds until both are back."""
+    namespace = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)["status"]["names"]["namespace"]
+    configmap = next(i.metadata.name for i in core.list_namespaced_config_map(namespace).items
+                     if (i.metadata.labels or {}).get("urbanstack.io/tool"))
+    started = time.monotonic()
+    core.delete_namespaced_resource_quota("tenant-quota", namespace)
+    core.delete_namespaced_config_map(configmap, namespace)
+    while time.monotonic() - started < 300:
+        names = {i.metadata.name for i in core.list_namespaced_config_map(namespace).items}
+        if configmap in names and core.list_namespaced_resource_quota(namespace).items:
+            print(f"drift probe: ConfigMap and ResourceQuota of {name} deleted, both back after "
+                  f"{time.monotonic() - started:.1f} s", flush=True)
+            return
+        time.sleep(0.2)
+    print(f"drift probe: {name} not repaired after 300 s", flush=True)
+
+
+def delete_all(names: list[str], custom, backends, timings, timeout: float) -> None:
+    """Delete (policy Delete) what this run created; time until the resources are gone and until no
+    backend lists anything of theirs."""
+    if not names:
+        return
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.reconcile import parse_tools
+
+    tools = parse_tools(custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"])
+    wanted = set(names)
+    items = [i for i in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]
+             if i["metadata"]["name"] in wanted]
+    plans = [plan(parse_municipality(i), tools) for i in items]
+    for key in [k for k in timings.seconds if k.endswith(".delete")]:
+        timings.seconds.pop(key), timings.calls.pop(key)
+    cpu, started = time.process_time(), time.monotonic()
+    for item in items:
+        if (item.get("spec") or {}).get("deletionPolicy") != "Delete":
+            custom.patch_cluster_custom_object(GROUP, VERSION, PLURAL, item["metadata"]["name"],
+                                               {"spec": {"deletionPolicy": "Delete"}})
+    for name in names:
+        try:
+            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        except kubernetes.client.rest.ApiException as exc:
+            if exc.status != 404:
+                raise
+    left = wanted
+    while left:
+        left = {i["metadata"]["name"] for i in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]} \
+            & wanted
+        if time.monotonic() - started > timeout:
+            print(f"deletion timed out; {len(left)} municipalities left: {', '.join(sorted(left)[:10])} …")
+            return
+        time.sleep(0.5)
+    gone = time.monotonic() - started
+    cpu = time.process_time() - cpu
+    print(f"deleted {len(names)} municipalities (policy Delete): all custom resources gone after {gone:.1f} s "
+          f"(operator process CPU {cpu:.1f} s)", flush=True)
+    print("where deletion time goes (summed over worker threads):")
+    for key in sorted((k for k in timings.seconds if k.endswith(".delete")), key=timings.seconds.get, reverse=True):
+        print(f"  {key:24} {timings.seconds[key]:8.1f} s in {timings.calls[key]:5d} calls "
+              f"({timings.seconds[key] / timings.calls[key] * 1000:.0f} ms each)")
+    while True:
+        leftovers = backend_leftovers(plans, backends, admin_core(custom))
+        if not leftovers or time.monotonic() - started > timeout:
+            break
+        time.sleep(2)
+    print(f"backends listed after {time.monotonic() - started:.1f} s: "
+          + ("nothing left" if not leftovers else "; ".join(f"{k}: {v}" for k, v in leftovers.items())), flush=True)
+
+
+def backend_leftovers(plans, backends, core) -> dict[str, int]:
+    """What each backend still lists of these municipalities (one listing per backend)."""
+    left: dict[str, int] = {}
+    kafka = backends.streaming.snapshot([p.streaming for p in plans])
+    topics = {t.name for p in plans for t in p.streaming.topics} | {p.streaming.dlq_topic for p in plans}
+    left["Kafka topics"] = len(topics & set(kafka.partitions))
+    principals = {p.streaming.principal for p in plans}
+    left["Kafka ACLs"] = sum(1 for acl in kafka.acls if acl[3] in principals)
+    left["Kafka SCRAM users"] = sum(1 for p in plans if kafka.mechanisms.get(p.streaming.user))
+    warehouse = backends.warehouse.snapshot([p.warehouse for p in plans])
+    left["ClickHouse databases"] = len({p.warehouse.database for p in plans} & warehouse.databases)
+    identity = backends.identity
+    keycloak = identity.snapshot([p.identity for p in plans])
+    realm = plans[0].identity.realm
+    left["Keycloak clients"] = len({c.client_id for p in plans for c in p.identity.clients}
+                                   & set(keycloak.clients.get(realm, {})))
+    left["Keycloak organizations"] = len({p.identity.organization.alias for p in plans if p.identity.organization}
+                                         & set(keycloak.organizations.get(realm, {})))
+    users = {u["username"] for u in identity._list(f"/{realm}/users", "listing users", briefRepresentation="true")}
+    left["Keycloak users"] = len({u.username for p in plans for u in p.identity.users} & users)
+    namespaces = {ns.metadata.name for ns in core.list_namespace().items}
+    left["Kubernetes namespaces"] = len({p.runtime.namespace for p in plans} & namespaces)
+    return {k: v for k, v in left.items() if v}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--single", type=int, default=5, help="sequential single applies (median reported)")
@@ -233,6 +408,12 @@ def main() -> int:
     parser.add_argument("--observe-pass", action="store_true",
                         help="time one drift check of all municipalities, per tenant and as a bulk sweep")
     parser.add_argument("--steady", type=float, default=0, help="seconds of steady-state CPU measurement")
+    parser.add_argument("--kube-watch", choices=("on", "off"), default="on",
+                        help="the drift sweep's Kubernetes watch cache (URBANSTACK_KUBE_WATCH)")
+    parser.add_argument("--compare-watch", action="store_true",
+                        help="measure --steady with the watch cache and then without it, same session")
+    parser.add_argument("--drift-probe", action="store_true",
+                        help="delete a ConfigMap and the ResourceQuota of one municipality, time the repair")
     parser.add_argument("--change-during-batch", type=float, default=10.0,
                         help="seconds into the batch to change a Ready municipality's spec (0: no change)")
     args = parser.parse_args()
@@ -248,10 +429,12 @@ def main() -> int:
     import dataclasses
 
     settings = dataclasses.replace(credentials.fill(Settings.from_env()), drift_mode=args.drift_mode,
-                                   drift_interval=args.drift_interval, operator_workers=args.workers)
-    print(f"design: drift mode {args.drift_mode}, interval {args.drift_interval:.0f} s, {args.workers} workers; "
-          f"load average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
-    platform.up(settings)
+                                   drift_interval=args.drift_interval, operator_workers=args.workers,
+                                   kube_watch=args.kube_watch == "on")
+    print(f"design: drift mode {args.drift_mode}, interval {args.drift_interval:.0f} s, {args.workers} workers, "
+          f"watch cache {args.kube_watch}; load average at start {' '.join(f'{x:.1f}' for x in os.getloadavg())}",
+          flush=True)
+    platform.up(settings)   # also (re)installs this checkout's RBAC, the watch role among it
     admin = kubernetes.config.new_client_from_config(config_file=str(settings.kubeconfig))
     custom = kubernetes.client.CustomObjectsApi(admin)
     for tool in ("citytool-passantenfrequenz-wetter.yaml", "citytool-pegel-warnung.yaml"):
@@ -293,6 +476,20 @@ def main() -> int:
     ready.wait(60)
     run = uuid.uuid4().hex[:4]
     created: list[str] = []
+    try:
+        _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created)
+    finally:
+        if not args.keep:
+            try:
+                delete_all(created, custom, backends, timings, args.timeout)
+            except BaseException as error:  # noqa: BLE001 - say what is left, then stop the operator
+                print(f"cleanup failed ({error!r}); left behind: {', '.join(created)}", flush=True)
+        stop.set()
+        thread.join(60)
+    return 0
+
+
+def _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created) -> None:
 
     def wait_all(names: list[str], started: float) -> float:
         pending = set(names)
@@ -337,7 +534,7 @@ def main() -> int:
             changer.start()
         for name in names:
             custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, _body(name))
-        created += names
+            created.append(name)
         applied = time.monotonic() - started
         batch_seconds = wait_all(names, started)
         if changer is not None:
@@ -352,16 +549,12 @@ def main() -> int:
     if args.observe_pass:
         observe_pass(all_names, custom, backends, timings, settings)
     if args.steady:
-        time.sleep(min(args.drift_interval, 30))   # let the last creations' first drift checks pass
-        counts = {n: len(v) for n, v in reconcile_started.items()}
-        load_before = os.getloadavg()[0]
-        cpu, wall = time.process_time(), time.monotonic()
-        time.sleep(args.steady)
-        cpu, wall = time.process_time() - cpu, time.monotonic() - wall
-        reconciles = sum(len(v) - counts.get(n, 0) for n, v in reconcile_started.items())
-        print(f"steady state, {len(all_names)} Ready, nothing changing, {wall:.0f} s: operator process CPU "
-              f"{cpu:.1f} s = {cpu / wall * 100:.1f} % of one core; {reconciles} reconciles "
-              f"(load average {load_before:.1f} → {os.getloadavg()[0]:.1f})", flush=True)
+        for watch in (("on", "off") if args.compare_watch else (args.kube_watch,)):
+            set_watch(backends, handlers, watch == "on")
+            steady_window(args, handlers, reconcile_started, len(all_names), f"watch cache {watch}")
+    if args.drift_probe and all_names:
+        set_watch(backends, handlers, True)
+        drift_probe(all_names[-1], custom, admin_core(custom))
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print()
     print(f"machine: {machine.node()} {os.cpu_count()} cores, "
@@ -379,20 +572,6 @@ def main() -> int:
         print(f"  {key:24} {timings.seconds[key]:8.1f} s in {timings.calls[key]:5d} calls "
               f"({timings.seconds[key] / timings.calls[key] * 1000:.0f} ms each)")
 
-    if not args.keep:
-        started = time.monotonic()
-        for name in created:
-            custom.delete_cluster_custom_object(GROUP, VERSION, PLURAL, name)
-        while any(i["metadata"]["name"] in created
-                  for i in custom.list_cluster_custom_object(GROUP, VERSION, PLURAL)["items"]):
-            if time.monotonic() - started > args.timeout:
-                print("cleanup timed out; delete the remaining municipalities by hand")
-                break
-            time.sleep(1)
-        print(f"deleted {len(created)} municipalities in {time.monotonic() - started:.1f} s")
-    stop.set()
-    thread.join(60)
-    return 0
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from kubernetes.client.rest import ApiException
 
 from urbanstack.operator import ags as ags_rules
 from urbanstack.operator.backends import Backends
+from urbanstack.operator.kubecache import KubeCache
 from urbanstack.operator.models import SpecError, parse_citytool
 from urbanstack.operator.reconcile import Outcome, condition, finalize, now, parse_tools, reconcile
 from urbanstack.operator.provisioners.base import BackendUnavailable
@@ -171,6 +172,8 @@ def _drift_context() -> contextvars.Context | None:
 
 def _start_bulk() -> None:
     settings = state.settings
+    if settings.kube_watch:
+        state.backends.runtime.cache = KubeCache(state.backends.kube).start()
     state.queue = WorkQueue(settings.operator_workers).start()
     queue = state.queue
     state.sweeper = DriftSweeper(
@@ -189,6 +192,11 @@ def _stop_bulk() -> None:
     if state.queue is not None:
         state.queue.stop()
         state.queue = None
+    runtime = getattr(state.backends, "runtime", None)
+    cache = getattr(runtime, "cache", None)
+    if cache is not None:
+        runtime.cache = None
+        cache.stop()
 
 
 async def _queued(name: str, priority: int, work):

@@ -5,10 +5,12 @@ binds them to the operator's identity (so the integration tests fail if the code
 needs a right that is missing here) and the Pulumi stack installs the same rules.
 Add a rule here in the same change that makes the code need it.
 
-Two roles, because RBAC cannot scope a ClusterRole by label or name prefix:
+Three roles, because RBAC cannot scope a ClusterRole by label or name prefix:
 
 - ``urbanstack-operator-cluster`` (bound cluster-wide): the custom resources, namespaces,
   and binding one role, ``urbanstack-operator-tenant``, in a namespace;
+- ``urbanstack-operator-watch`` (bound cluster-wide): ``list``/``watch`` (never ``get``) of the
+  non-Secret kinds the plan creates, for the drift sweep's watch cache;
 - ``urbanstack-operator-tenant`` (bound nowhere cluster-wide): what the operator
   manages inside a tenant namespace — Secrets among them. The plan puts a
   RoleBinding to it for the operator's identity into every namespace it creates
@@ -66,6 +68,29 @@ RULES: tuple[Rule, ...] = (
 # Not "urbanstack-operator", the name of the earlier role that held Secrets cluster-wide:
 # a local platform set up before keeps that role and binding until it is purged.
 CLUSTER_ROLE_NAME = "urbanstack-operator-cluster"
+
+# The drift sweep's watch cache (operator/kubecache.py): list and watch, cluster-wide, of what the
+# plan creates in tenant namespaces, Secrets excepted. A role of its own, bound cluster-wide to the
+# operator, so an installation that runs without the cache (URBANSTACK_KUBE_WATCH=0) binds nothing.
+WATCH_RULES: tuple[Rule, ...] = tuple(
+    Rule((group,), resources, ("list", "watch"),
+         "the drift sweep's watch cache: listed once, then watched, selected by the operator's managed-by "
+         "label (RBAC cannot limit a listing by label: other namespaces' ConfigMaps could be listed)")
+    for group, resources in (("", ("resourcequotas", "limitranges", "configmaps", "services")),
+                             ("networking.k8s.io", ("networkpolicies",)), ("apps", ("deployments",)),
+                             ("rbac.authorization.k8s.io", ("rolebindings",))))
+
+WATCH_CLUSTER_ROLE_NAME = "urbanstack-operator-watch"
+
+
+def watch_cluster_role() -> dict:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": WATCH_CLUSTER_ROLE_NAME, "labels": {"app.kubernetes.io/part-of": "urbanstack"}},
+        "rules": [rule.to_manifest() for rule in WATCH_RULES],
+    }
+
 
 # Inside a tenant namespace only, through the RoleBinding the plan creates there.
 TENANT_RULES: tuple[Rule, ...] = (

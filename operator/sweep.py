@@ -16,6 +16,12 @@ full reconcile of the next few municipalities, so each is audited once per
 ``audit_interval``. A provisioner without ``snapshot``/``observe_from`` (the interface is
 optional) is observed per tenant in the sweep, as before — so a new backend works unchanged and
 only costs what it used to.
+
+Kubernetes is compared with a watch-fed cache (operator/kubecache.py) when the runtime
+provisioner has one. The cache also reports every change it sees: the municipality whose
+namespace changed is compared again about ``WATCH_SETTLE`` seconds later (changes close together
+are checked once) and queued if it differs, so a deleted Kubernetes object is repaired within
+seconds instead of at the next sweep.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ from urbanstack.operator.reconcile import parse_tools
 log = logging.getLogger("urbanstack.operator.sweep")
 
 SWEPT_PHASES = ("Ready", "Degraded", "Suspended")
+WATCH_SETTLE = 1.0   # seconds between a change the watch reports and the comparison it triggers
 
 
 @dataclass
@@ -75,9 +82,15 @@ class DriftSweeper:
         self._submit = submit
         self._plans: dict[tuple, DesiredState] = {}
         self._audit_cursor = 0
+        self._watched: dict[str, tuple[str, DesiredState]] = {}   # namespace -> (municipality, plan), last sweep
+        self._changed: set[str] = set()                            # namespaces the watch reported
+        self._changed_lock = threading.Lock()
+        self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last: SweepReport | None = None
+        self.sweeps = 0
+        self.read_thread_cpu = 0.0   # CPU seconds of comparisons on the short-lived drift-read threads (benchmarks)
 
     # planning ----------------------------------------------------------------
     def _plan(self, body: dict, tools: dict, tools_key: tuple) -> DesiredState | None:
@@ -122,6 +135,7 @@ class DriftSweeper:
         live_keys = {(i["metadata"]["name"], i["metadata"].get("uid"), i["metadata"].get("generation"), tools_key)
                      for i in items}
         self._plans = {k: v for k, v in self._plans.items() if k in live_keys}
+        self._watched = {desired.runtime.namespace: (name, desired) for name, desired in plans.items()}
         report.tenants = len(plans)
         report.seconds["list and plan"] += time.perf_counter() - started
 
@@ -149,6 +163,7 @@ class DriftSweeper:
                     self._submit(name, "audit")
         report.seconds["total"] = time.perf_counter() - started
         self.last = report
+        self.sweeps += 1
         return report
 
     def _compare(self, provisioner, entries: list[tuple[str, Any]], drifted: dict[str, list[str]],
@@ -177,10 +192,15 @@ class DriftSweeper:
 
         def one(entry):
             tenant, part = entry
+            cpu = time.thread_time()
             try:
                 return tenant, compare(snapshot, part), None
             except Exception as error:  # noqa: BLE001 - a conflict or anything odd: let the reconcile say
                 return tenant, None, error
+            finally:
+                if threading.current_thread().name.startswith("drift-read"):
+                    with self._changed_lock:
+                        self.read_thread_cpu += time.thread_time() - cpu
 
         if getattr(provisioner, "reads_per_tenant", False) and len(entries) > 1:
             # Kubernetes still reads each namespace's objects: overlap the round trips (CPU stays the same).
@@ -197,20 +217,74 @@ class DriftSweeper:
                 drifted[tenant].append(f"{name}: {diff.summary()}")
         report.seconds[f"{name} compare"] += time.perf_counter() - started
 
+    # changes the watch reports -------------------------------------------------
+    def changed(self, namespace: str) -> None:
+        """The watch cache saw a change in ``namespace`` (called on the cache's threads)."""
+        if namespace in self._watched:
+            with self._changed_lock:
+                self._changed.add(namespace)
+            self._wake.set()
+
+    def check_changed(self, *, submit: bool = True) -> dict[str, list[str]]:
+        """Compare the municipalities whose namespace changed with the cache; queue those that differ.
+        One whose reconcile is running is checked again later (its own writes are what changed)."""
+        with self._changed_lock:
+            namespaces, self._changed = self._changed, set()
+        runtime = self.backends.runtime
+        snapshot = runtime.snapshot([])
+        drifted: dict[str, list[str]] = {}
+        busy = set()
+        for namespace in namespaces:
+            name, desired = self._watched.get(namespace, (None, None))
+            if name is None:
+                continue
+            lock = getattr(self.backends, "lock", None)
+            if lock is not None and lock(name).locked():
+                busy.add(namespace)
+                continue
+            try:
+                diff = runtime.observe_from(snapshot, desired.runtime)
+            except Exception as error:  # noqa: BLE001 - let the reconcile say what is wrong
+                drifted[name] = [f"{runtime.name}: {str(error)[:200]}"]
+                continue
+            if not diff.in_sync:
+                drifted[name] = [f"{runtime.name} (watch): {diff.summary()}"]
+        if busy:
+            with self._changed_lock:
+                self._changed |= busy
+            self._wake.set()
+        if submit:
+            for name, what in drifted.items():
+                log.info("drift seen by the watch: %s (%s)", name, what[0][:300])
+                self._submit(name, "; ".join(what))
+        return drifted
+
     # the loop ----------------------------------------------------------------
     def _run(self) -> None:
+        due = time.monotonic()
         while not self._stop.is_set():
-            started = time.monotonic()
-            try:
-                report = self.sweep()
-                level = logging.INFO if report.drifted else logging.DEBUG
-                log.log(level, "drift sweep: %s", report.summary())
-            except Exception:  # noqa: BLE001 - the next sweep tries again
-                log.exception("drift sweep failed")
-            self._stop.wait(max(1.0, self.interval - (time.monotonic() - started)))
+            if time.monotonic() >= due:
+                started = time.monotonic()
+                try:
+                    report = self.sweep()
+                    level = logging.INFO if report.drifted else logging.DEBUG
+                    log.log(level, "drift sweep: %s", report.summary())
+                except Exception:  # noqa: BLE001 - the next sweep tries again
+                    log.exception("drift sweep failed")
+                due = started + max(1.0, self.interval, time.monotonic() - started + 1.0)
+            if self._wake.wait(max(0.0, due - time.monotonic())) and not self._stop.is_set():
+                self._stop.wait(WATCH_SETTLE)   # let a burst of changes (a repair's own writes) settle
+                self._wake.clear()
+                try:
+                    self.check_changed()
+                except Exception:  # noqa: BLE001 - the next sweep compares everything anyway
+                    log.exception("checking the changes the watch reported failed")
 
     def start(self, initial_delay: float = 0.0) -> "DriftSweeper":
         self._stop.clear()
+        cache = getattr(self.backends.runtime, "cache", None)
+        if cache is not None and self.changed not in cache.listeners:
+            cache.listeners.append(self.changed)
 
         def run():
             if not self._stop.wait(initial_delay):
@@ -222,6 +296,10 @@ class DriftSweeper:
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stop.set()
+        self._wake.set()
+        cache = getattr(self.backends.runtime, "cache", None)
+        if cache is not None and self.changed in cache.listeners:
+            cache.listeners.remove(self.changed)
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None

@@ -100,6 +100,10 @@ FIELDS: dict[str, Field] = {
                                   "Seconds within which every municipality also gets a full re-observation of "
                                   "what the bulk listings cannot show (passwords, Keycloak roles and scope "
                                   "mappings, client secrets, members); spread over the drift sweeps; 0: never."),
+    "kube_watch": Field("URBANSTACK_KUBE_WATCH", "1",
+                        "1: the bulk drift sweep compares Kubernetes objects with a watch-fed cache (cluster-wide "
+                        "list/watch of the operator's labelled non-Secret objects) and repairs a change it sees at "
+                        "once; 0: it reads each tenant namespace's objects on every sweep (the previous design)."),
     "operator_workers": Field("URBANSTACK_OPERATOR_WORKERS", "6",
                               "Reconciles the operator runs at once (its work queue: changes first, then "
                               "creations, then drift repairs)."),
@@ -252,6 +256,7 @@ class Settings:
     metadata_migration_url: str = ""
     drift_mode: str = "bulk"
     drift_audit_interval: float = 86400.0
+    kube_watch: bool = True
     operator_workers: int = 6
 
     @classmethod

@@ -25,6 +25,7 @@ from kubernetes import client, dynamic
 from kubernetes.client.rest import ApiException
 from kubernetes.dynamic.exceptions import DynamicApiError
 
+from urbanstack.operator.kubecache import KubeCache
 from urbanstack.operator.plan import LABEL_MUNICIPALITY, KubeObject, RuntimePart
 from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
 from urbanstack.operator.rbac import INGEST_SECRET, await_tenant_access
@@ -52,10 +53,9 @@ def _unavailable(exc: Exception) -> BackendUnavailable:
 class RuntimeProvisioner:
     name = BACKEND
     condition = "RuntimeReady"
-    reads_per_tenant = True   # observe_from reads each namespace's objects (docs/scale.md)
-
-    def __init__(self, api_client: client.ApiClient):
+    def __init__(self, api_client: client.ApiClient, cache: KubeCache | None = None):
         self._api_client = api_client
+        self.cache = cache   # the drift sweep's watch cache (operator/kubecache.py), set while it runs
         self._dynamic: dynamic.DynamicClient | None = None
 
     @property
@@ -86,23 +86,8 @@ class RuntimeProvisioner:
         """``credentials``: the values fixed by the plan (user names); the rest of the tenant
         Secret is generated once and kept."""
         found = DiffBuilder()
-        for obj in part.objects:
-            live = self._get(obj)
-            name = f"{obj.kind} {obj.name}"
-            if live is None:
-                found.add(name, "exists", True, False, "apply_object", obj)
-                if obj.kind in ("Namespace", "RoleBinding"):
-                    # The operator may read nothing else there before apply binds its role: everything
-                    # else is applied (idempotent; the Secret writers keep the values they find).
-                    return _all_after(found, part, obj)
-                continue
-            sections = [s for s in ("spec", "data", "rules", "roleRef", "subjects") if s in obj.manifest
-                        and not _subset(obj.manifest[s], live.get(s))]
-            labels = obj.manifest.get("metadata", {}).get("labels", {})
-            if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
-                sections.append("labels")
-            if sections:
-                found.add(name, ", ".join(sections), "as planned", "changed", "apply_object", obj)
+        if not self._compare_objects(found, part, self._get):
+            return _all_after(found, part, found.items[-1].payload)
         current = self._read_secret(part)
         if current is None:
             found.add(f"Secret {part.secret.name}", "exists", True, False, "write_secret")
@@ -126,11 +111,41 @@ class RuntimeProvisioner:
                           "write_ingest_secret")
         return found.diff()
 
+    @staticmethod
+    def _compare_objects(found: DiffBuilder, part: RuntimePart, read) -> bool:
+        """Each planned object as ``read(obj)`` finds it against the plan; False (and the missing
+        object last in ``found``) when the namespace or the operator's RoleBinding is missing."""
+        for obj in part.objects:
+            live = read(obj)
+            name = f"{obj.kind} {obj.name}"
+            if live is None:
+                found.add(name, "exists", True, False, "apply_object", obj)
+                if obj.kind in ("Namespace", "RoleBinding"):
+                    # The operator may read nothing else there before apply binds its role: everything
+                    # else is applied (idempotent; the Secret writers keep the values they find).
+                    return False
+                continue
+            sections = [s for s in ("spec", "data", "rules", "roleRef", "subjects") if s in obj.manifest
+                        and not _subset(obj.manifest[s], live.get(s))]
+            labels = obj.manifest.get("metadata", {}).get("labels", {})
+            if not _subset(labels, live.get("metadata", {}).get("labels") or {}):
+                sections.append("labels")
+            if sections:
+                found.add(name, ", ".join(sections), "as planned", "changed", "apply_object", obj)
+        return True
+
     # bulk observe (the drift sweep) -------------------------------------------
-    def snapshot(self, parts: list[RuntimePart]) -> set[str]:
-        """The names of all namespaces, in one listing. The objects inside them are read per
-        municipality: the operator may read them only through the RoleBinding in each tenant
-        namespace, so a cluster-wide listing would need wider rights (docs/scale.md)."""
+    @property
+    def reads_per_tenant(self) -> bool:
+        """Whether ``observe_from`` still reads each namespace (no watch cache, or it is not synced)."""
+        return self.cache is None or not self.cache.synced
+
+    def snapshot(self, parts: list[RuntimePart]) -> "set[str] | KubeCache":
+        """The watch cache while it is synced (nothing is read). Without it: the names of all
+        namespaces, in one listing, and ``observe_from`` reads the objects inside them per
+        municipality."""
+        if self.cache is not None and self.cache.synced:
+            return self.cache
         try:
             return {ns.metadata.name for ns in self._core().list_namespace().items}
         except ApiException as exc:
@@ -138,11 +153,22 @@ class RuntimeProvisioner:
         except urllib3.exceptions.HTTPError as exc:
             raise _unavailable(exc) from None
 
-    def observe_from(self, snapshot: set[str], part: RuntimePart,
+    def observe_from(self, snapshot: "set[str] | KubeCache", part: RuntimePart,
                      credentials: Mapping[str, str] | None = None) -> Diff:
-        """A missing namespace from the listing; otherwise the per-municipality reads of ``observe``
-        (Secrets: every key present and the ingest copy current; the user names the plan fixes are
-        compared by the full observe)."""
+        """From the watch cache: every planned object compared in memory; Secrets are not cached
+        (the rotating audit reads them). From a namespace listing: a missing namespace, otherwise
+        the per-municipality reads of ``observe`` (Secrets: every key present and the ingest copy
+        current; the user names the plan fixes are compared by the full observe)."""
+        if isinstance(snapshot, KubeCache):
+            found = DiffBuilder()
+
+            def cached(obj: KubeObject):
+                if snapshot.covers(obj.api_version, obj.kind):
+                    return snapshot.get(obj.api_version, obj.kind, obj.namespace, obj.name)
+                return self._get(obj)
+
+            self._compare_objects(found, part, cached)
+            return found.diff()
         if part.namespace not in snapshot:
             found = DiffBuilder()
             found.add(f"Namespace {part.namespace}", "exists", True, False, "apply_object")

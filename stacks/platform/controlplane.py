@@ -2,7 +2,8 @@
 
 Its ClusterRoles are ``urbanstack.operator.rbac`` verbatim — the same rules the
 local platform binds in the integration tests, so a missing right fails there
-and a superfluous one is never granted here. ``urbanstack-operator`` is bound
+and a superfluous one is never granted here. ``urbanstack-operator`` and
+``urbanstack-operator-watch`` (list/watch for the drift sweep's cache) are bound
 cluster-wide; ``urbanstack-operator-tenant`` is bound by the operator itself in
 each tenant namespace it creates, to the service account declared here
 (``rbac.OPERATOR_SERVICE_ACCOUNT``). ``rbac.admission_policy()`` limits both to
@@ -64,6 +65,18 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
         subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
         opts=common.options(depends_on=[role, account]),
     )
+    watch_role = ClusterRole(
+        rbac.WATCH_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.WATCH_CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
+        rules=rbac.watch_cluster_role()["rules"],
+    )
+    watch_binding = ClusterRoleBinding(
+        rbac.WATCH_CLUSTER_ROLE_NAME,
+        metadata=common.metadata(cfg, rbac.WATCH_CLUSTER_ROLE_NAME, COMPONENT, namespace=None),
+        role_ref={"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": rbac.WATCH_CLUSTER_ROLE_NAME},
+        subjects=[{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT, "namespace": NAMESPACE}],
+        opts=common.options(depends_on=[watch_role, account]),
+    )
     # The ClusterRole may patch peerings but not create them: the stack owns the object.
     peering = CustomResource(
         f"peering-{PEERING}", api_version="kopf.dev/v1", kind="ClusterKopfPeering",
@@ -108,8 +121,8 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
                 },
             },
         },
-        opts=common.options(depends_on=[*after, binding, tenant_role, policy_binding, peering, *backends.resources,
-                                        *crds]),
+        opts=common.options(depends_on=[*after, binding, watch_binding, tenant_role, policy_binding, peering,
+                                        *backends.resources, *crds]),
     )
     budget = PodDisruptionBudget(
         common.name(COMPONENT),
@@ -119,5 +132,6 @@ def install(cfg: PlatformConfig, backends: Backends, *, after: list[pulumi.Resou
     )
     return {"serviceAccount": account, "clusterRole": role, "tenantClusterRole": tenant_role,
             "admissionPolicy": policy, "admissionPolicyBinding": policy_binding,
-            "clusterRoleBinding": binding, "peering": peering,
+            "clusterRoleBinding": binding, "watchClusterRole": watch_role, "watchClusterRoleBinding": watch_binding,
+            "peering": peering,
             "deployment": deployment, "podDisruptionBudget": budget}

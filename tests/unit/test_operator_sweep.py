@@ -151,3 +151,22 @@ def test_kafka_bulk_comparison_attributes_acls_like_the_per_tenant_observe():
                              mechanisms={part.user: {part.mechanism}})
     diff = StreamingProvisioner.observe_from(None, snapshot, part)
     assert [(d.action, d.payload) for d in diff] == [("delete_acl", wildcard)]
+
+
+def test_a_change_the_watch_reports_is_compared_at_once_and_queued_only_if_it_differs():
+    """The watch cache reports a namespace; only that municipality is compared again (not everyone),
+    and queued if it differs; a namespace no swept municipality owns is ignored."""
+    runtime = Listing("Kubernetes")
+    backends = Backends(runtime)
+    submitted: list = []
+    sweeper = _sweeper(backends, [_municipality(f"m-{i:03d}") for i in range(5)], submitted)
+    sweeper.sweep()
+    runtime.compared.clear()
+    runtime.drifted = {"m-003"}
+    sweeper.changed("muni-m-003")
+    sweeper.changed("muni-m-001")
+    sweeper.changed("kube-system")
+    assert sorted(sweeper.check_changed()) == ["m-003"]
+    assert sorted(runtime.compared) == ["m-001", "m-003"]
+    assert [name for name, _why in submitted] == ["m-003"]
+    assert sweeper.check_changed() == {}   # reported once, compared once

@@ -33,6 +33,7 @@ def manifests() -> list[dict]:
 
     return [*crdgen.crds().values(),
             rbac.cluster_role(), _binding(rbac.CLUSTER_ROLE_NAME, rbac.OPERATOR_USER), rbac.tenant_cluster_role(),
+            rbac.watch_cluster_role(), _binding(rbac.WATCH_CLUSTER_ROLE_NAME, rbac.OPERATOR_USER),
             rbac.runtime_cluster_role(), _binding(rbac.RUNTIME_CLUSTER_ROLE_NAME, RUNTIME_USER),
             rbac.gov_hub_cluster_role(), _binding(rbac.GOV_HUB_CLUSTER_ROLE_NAME, rbac.GOV_HUB_USER),
             # `urbanstack hub` offers the upload page (URBANSTACK_INGEST defaults to on).

@@ -108,13 +108,15 @@ def test_cluster_roles_are_operator_and_runtime_rbac_verbatim(stack):
             == rbac.runtime_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.TENANT_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.tenant_cluster_role()["rules"])
+    assert (stack.one("ClusterRole", rbac.WATCH_CLUSTER_ROLE_NAME).inputs["rules"]
+            == rbac.watch_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.GOV_HUB_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.gov_hub_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.gov_hub_upload_cluster_role()["rules"])
     assert (stack.one("ClusterRole", rbac.SIGNUP_CLUSTER_ROLE_NAME).inputs["rules"]
             == rbac.signup_cluster_role()["rules"])
-    assert len(stack.of_kind("ClusterRole")) == 6
+    assert len(stack.of_kind("ClusterRole")) == 7
     assert not stack.of_kind("Role")
     # The comparison notices a right added on the way (the runtime reading every Secret).
     widened = copy.deepcopy(rbac.runtime_cluster_role()["rules"])
@@ -179,7 +181,8 @@ def test_rbac_checker_catches_wildcards_and_takeover_rights():
 
 def test_each_role_is_bound_to_its_own_service_account_only(stack):
     bindings = stack.of_kind("ClusterRoleBinding") + stack.of_kind("RoleBinding")
-    holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT,
+    holders = {rbac.CLUSTER_ROLE_NAME: "urbanstack-operator", rbac.WATCH_CLUSTER_ROLE_NAME: "urbanstack-operator",
+               rbac.RUNTIME_CLUSTER_ROLE_NAME: RUNTIME_ACCOUNT,
                rbac.GOV_HUB_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT,
                rbac.GOV_HUB_UPLOAD_CLUSTER_ROLE_NAME: rbac.GOV_HUB_SERVICE_ACCOUNT,
                rbac.SIGNUP_CLUSTER_ROLE_NAME: rbac.SIGNUP_SERVICE_ACCOUNT}
