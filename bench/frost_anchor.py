@@ -10,8 +10,9 @@ built from a source tree of a release (brought in by whoever runs this, e.g. the
     .venv/bin/python bench/frost_anchor.py load   # 30 days of Observations ending now (SQL)
     .venv/bin/python bench/frost_anchor.py down [--purge]
 
-``build`` runs Maven on the source tree (tests, spotless and git-commit-id skipped: the
-formatter and the git metadata are not needed to run it) and keeps the war and the JDBC drivers
+``build`` runs Maven on the source tree (tests and the spotless check skipped: its formatter
+is downloaded from a site this machine does not reach; a tree without ``.git`` is committed to a
+local repository first, since FROST reads its version from git metadata at start-up) and keeps the war and the JDBC drivers
 in ``~/.cache/urbanstack/frost/<version>``; Tomcat 9 (FROST 2.x is a javax-servlet web app) comes
 from Maven Central. ``up`` starts a PostgreSQL 15 cluster of its own (Debian's
 ``postgresql-15-postgis-3``) on 127.0.0.1, lets FROST create its schema
@@ -82,11 +83,16 @@ def build(source: Path, version: str) -> None:
     found = re.search(r"<artifactId>FROST-ServerParent</artifactId>\s*<version>([^<]+)</version>", pom)
     if not found or found.group(1) != version:
         raise SystemExit(f"{source} is not FROST-Server {version} (pom says {found and found.group(1)})")
+    if not (source / ".git").exists():  # FROST reads its version from git metadata at start-up
+        for command in (["git", "init", "-q"], ["git", "add", "-A"],
+                        ["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm",
+                         f"FROST-Server {version} release source"], ["git", "tag", f"v{version}"]):
+            _run(command, "recording the source tree in git", cwd=source)
     began = time.monotonic()
     log = target / "build.log"
     with open(log, "w") as out:
         result = subprocess.run(
-            ["mvn", "-B", "-DskipTests", "-Dmaven.gitcommitid.skip=true", "-Dspotless.check.skip=true",
+            ["mvn", "-B", "-DskipTests", "-Dspotless.check.skip=true",
              "-Dspotless.apply.skip=true", "-pl", "FROST-Server.HTTP", "-am", "package"],
             cwd=source, stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
@@ -305,28 +311,27 @@ def load(version: str, end: datetime) -> None:
         template = conn.execute('SELECT * FROM "OBSERVATIONS" LIMIT 1')
         columns = [c.name for c in template.description]
         generated = {"ID", "PHENOMENON_TIME_START", "PHENOMENON_TIME_END", "RESULT_TIME", "RESULT_NUMBER",
-                     "DATASTREAM_ID", "FEATURE_ID"}
-        kept = [c for c in columns if c not in generated]
+                     "RESULT_STRING", "DATASTREAM_ID", "FEATURE_ID"}
+        kept = [c for c in columns if c not in generated]  # as FROST wrote them for a numeric result
         conn.execute("CREATE TEMP TABLE bench_streams ON COMMIT DROP AS "
                      'SELECT DISTINCT ON (d."ID") d."ID" AS datastream, o."FEATURE_ID" AS feature, '
                      """split_part(d."NAME", ' – ', 1) AS field, substr(split_part(d."NAME", ' – ', 2), 2)::int AS sensor """
                      'FROM "DATASTREAMS" d JOIN "OBSERVATIONS" o ON o."DATASTREAM_ID" = d."ID"')
-        template_row = conn.execute(f'CREATE TEMP TABLE bench_template ON COMMIT DROP AS SELECT '
-                                    f'{", ".join(_q(c) for c in kept) or "1 AS none"} FROM "OBSERVATIONS" LIMIT 1')
-        del template_row
+        conn.execute(f'CREATE TEMP TABLE bench_template ON COMMIT DROP AS SELECT '
+                     f'{", ".join(_q(c) for c in kept)} FROM "OBSERVATIONS" LIMIT 1')
         conn.execute('ALTER TABLE "OBSERVATIONS" DISABLE TRIGGER USER')  # per-row Datastream updates
         conn.execute('TRUNCATE "OBSERVATIONS"')
         conn.execute(
             f'INSERT INTO "OBSERVATIONS" ("PHENOMENON_TIME_START", "PHENOMENON_TIME_END", "RESULT_TIME", '
-            f'"RESULT_NUMBER", "DATASTREAM_ID", "FEATURE_ID"{"".join(", " + _q(c) for c in kept)}) '
-            f"SELECT t, t, t, CASE s.field WHEN 'pedestrians' THEN (g.n % 397)::float8 "
-            f"ELSE 10 + 10 * sin(g.n / 8640.0) END, s.datastream, s.feature"
+            f'"RESULT_NUMBER", "RESULT_STRING", "DATASTREAM_ID", "FEATURE_ID"{"".join(", " + _q(c) for c in kept)}) '
+            f"SELECT v.t, v.t, v.t, v.result, v.result::text, s.datastream, s.feature"
             f'{"".join(", tp." + _q(c) for c in kept)} '
             f"FROM generate_series(0, {rows - 1}) AS g(n) "
-            f"JOIN bench_streams s ON s.sensor = g.n % {SENSORS} "
+            f"JOIN bench_streams s ON s.sensor = g.n %% {SENSORS} "
             f"CROSS JOIN bench_template tp "
             f"CROSS JOIN LATERAL (SELECT %(start)s::timestamptz + make_interval(secs => (g.n / {SENSORS}) * {STEP} "
-            f"+ {STEP}) AS t) AS times", {"start": start})
+            f"+ {STEP}) AS t, CASE s.field WHEN 'pedestrians' THEN (g.n %% 397)::float8 "
+            f"ELSE 10 + 10 * sin(g.n / 8640.0) END AS result) AS v", {"start": start})
         conn.execute('ALTER TABLE "OBSERVATIONS" ENABLE TRIGGER USER')
         conn.execute('UPDATE "DATASTREAMS" d SET "PHENOMENON_TIME_START" = r.first, "PHENOMENON_TIME_END" = r.last, '
                      '"RESULT_TIME_START" = r.first, "RESULT_TIME_END" = r.last FROM (SELECT "DATASTREAM_ID" AS id, '
