@@ -10,6 +10,11 @@ data (no token, as Masterportal reads), the API in-process (ASGI).
    the same bbox (one page of 500 rows).
 2. Masterportal's 24-hour chart of one Datastream — against REST ``/observations`` of that
    sensor over 24 hours.
+
+``--frost URL`` times the same request strings against a FROST-Server in the same run (the
+side-by-side anchor; bench/frost_anchor.py builds, starts and fills one: when URL is that
+anchor's, its Observations are first reloaded to end at the same minute as ours). FROST is
+reached over HTTP on 127.0.0.1 with one keep-alive connection; our API in-process.
 """
 
 from __future__ import annotations
@@ -18,10 +23,13 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
+import httpx
 from fastapi.testclient import TestClient
 
 from urbanstack import warehouse as wh
@@ -83,14 +91,63 @@ def line(name: str, samples: list[float]) -> str:
     return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms |"
 
 
+def reload_frost(root: str, end: datetime) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import frost_anchor
+
+    state = frost_anchor.home(frost_anchor.VERSION) / "run" / "state.json"
+    if state.exists() and frost_anchor.json.loads(state.read_text())["url"] == root:
+        frost_anchor.load(frost_anchor.VERSION, end)
+    else:
+        print(f"{root} is not bench/frost_anchor.py's FROST: its data is timed as it is")
+
+
+def frost_results(root: str, first_page: str, runs: int) -> list[str]:
+    """The same request strings against FROST-Server (nextLinks are followed as FROST writes them)."""
+    with httpx.Client(timeout=120) as frost:
+        def get(url: str) -> dict:
+            response = frost.get(url if url.startswith("http") else root + url)
+            assert response.status_code == 200, response.text[:300]
+            return response.json()
+
+        def extent_page() -> None:
+            body = get(first_page)
+            assert len(body["value"]) == 100 and all(len(s["Observations"]) == 1 for t in body["value"]
+                                                     for s in t["Datastreams"])
+
+        def extent() -> None:
+            url, things = first_page, 0
+            while url:
+                body = get(url)
+                things += len(body["value"])
+                url = body.get("@iot.nextLink")
+            assert things == SENSORS, things
+
+        streams = get("/v1.1/Datastreams?$filter=name%20eq%20%27pedestrians%20%E2%80%93%20s042%27")["value"]
+        chart_url = (f"/v1.1/Datastreams({streams[0]['@iot.id']})/Observations?$filter=(resultTime%20gt%20now()%20"
+                     "sub%20duration%27PT24H%27)&$orderby=phenomenonTime%20asc")
+
+        def chart() -> None:
+            body = get(chart_url)
+            assert len(body["value"]) == 96 and "@iot.nextLink" not in body, len(body["value"])
+
+        return [line("FROST extent, first page: 100 Things, latest Observation expanded", timed(extent_page, runs)),
+                line("FROST extent: 500 Things, latest Observation expanded (5 pages)", timed(extent, runs)),
+                line("FROST 24-hour chart of one Datastream", timed(chart, runs))]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--path", default=None)
+    parser.add_argument("--frost", metavar="URL", default=None,
+                        help="FROST-Server root (…/FROST-Server) to time the same requests against")
     args = parser.parse_args()
     client = wh.connect(f"chdb://{args.path or tempfile.mkdtemp(prefix='sta-bench-')}")
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     prepare(client, end)
+    if args.frost:
+        reload_frost(args.frost.rstrip("/"), end)
     catalogue = Catalogue([TOWN], [TOOL])
     app = create_app(Settings.from_env(), catalogue, client, keycloak_url="http://keycloak.invalid",
                      audience="{tenant}-api")
@@ -140,6 +197,8 @@ def main() -> None:
                    line("REST: observations of the last 15 min in the bbox", timed(extent_rest, args.runs)),
                    line("STA 24-hour chart of one Datastream", timed(chart, args.runs)),
                    line("REST: 24 hours of one sensor", timed(chart_rest, args.runs))]
+        if args.frost:
+            results += frost_results(args.frost.rstrip("/"), first_page, args.runs)
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print("| request | runs | p50 | p95 |\n|---|---|---|---|")
