@@ -75,35 +75,78 @@ def prepare(client, end: datetime) -> None:
     print(f"inserted {rows:,} rows in {time.perf_counter() - began:.1f} s")
 
 
-def timed(function, runs: int) -> list[float]:
+def timed(function, runs: int, cpu=time.process_time) -> tuple[list[float], float | None]:
+    """Wall-clock samples in ms and the mean CPU time per request in ms (``cpu`` returns the
+    seconds used so far by whatever serves the request, or None where that cannot be read)."""
     function()  # warm: caches, the sensor index, the first query plans
     samples = []
+    cpu_before = cpu()
     for _ in range(runs):
         began = time.perf_counter()
         function()
         samples.append((time.perf_counter() - began) * 1000)
-    return samples
+    cpu_after = cpu()
+    return samples, None if cpu_before is None else (cpu_after - cpu_before) * 1000 / runs
 
 
-def line(name: str, samples: list[float]) -> str:
+def line(name: str, measured: tuple[list[float], float | None]) -> str:
+    samples, cpu_ms = measured
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms |"
+    cpu = "–" if cpu_ms is None else f"{cpu_ms:.1f} ms"
+    return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms | {cpu} |"
 
 
-def reload_frost(root: str, end: datetime) -> None:
+def anchor_state(root: str) -> dict | None:
+    """bench/frost_anchor.py's state when ``root`` is the FROST it started, else None."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import frost_anchor
 
     state = frost_anchor.home(frost_anchor.VERSION) / "run" / "state.json"
     if state.exists() and frost_anchor.json.loads(state.read_text())["url"] == root:
+        return frost_anchor.json.loads(state.read_text())
+    return None
+
+
+def reload_frost(root: str, end: datetime) -> None:
+    if anchor_state(root):
+        import frost_anchor
+
         frost_anchor.load(frost_anchor.VERSION, end)
     else:
         print(f"{root} is not bench/frost_anchor.py's FROST: its data is timed as it is")
 
 
+def server_cpu(state: dict | None):
+    """CPU seconds of FROST's JVM and of every process of its PostgreSQL cluster (the postmaster and
+    its backends), read from /proc; None for a FROST this bench did not start."""
+    if state is None:
+        return lambda: None
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(pid: int) -> tuple[int, float]:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+
+    def total() -> float:
+        seconds = 0.0
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                ppid, cpu = used(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            if int(entry.name) in (state["tomcat_pid"], state["pg_pid"]) or ppid == state["pg_pid"]:
+                seconds += cpu
+        return seconds
+
+    return total
+
+
 def frost_results(root: str, first_page: str, runs: int) -> list[str]:
     """The same request strings against FROST-Server (nextLinks are followed as FROST writes them)."""
+    cpu = server_cpu(anchor_state(root))
     with httpx.Client(timeout=120) as frost:
         def get(url: str) -> dict:
             response = frost.get(url if url.startswith("http") else root + url)
@@ -131,9 +174,9 @@ def frost_results(root: str, first_page: str, runs: int) -> list[str]:
             body = get(chart_url)
             assert len(body["value"]) == 96 and "@iot.nextLink" not in body, len(body["value"])
 
-        return [line("FROST extent, first page: 100 Things, latest Observation expanded", timed(extent_page, runs)),
-                line("FROST extent: 500 Things, latest Observation expanded (5 pages)", timed(extent, runs)),
-                line("FROST 24-hour chart of one Datastream", timed(chart, runs))]
+        return [line("FROST extent, first page: 100 Things, latest Observation expanded", timed(extent_page, runs, cpu)),
+                line("FROST extent: 500 Things, latest Observation expanded (5 pages)", timed(extent, runs, cpu)),
+                line("FROST 24-hour chart of one Datastream", timed(chart, runs, cpu))]
 
 
 def main() -> None:
@@ -201,7 +244,7 @@ def main() -> None:
             results += frost_results(args.frost.rstrip("/"), first_page, args.runs)
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("| request | runs | p50 | p95 |\n|---|---|---|---|")
+    print("| request | runs | p50 | p95 | CPU per request |\n|---|---|---|---|---|")
     print("\n".join(results))
 
 
