@@ -289,9 +289,9 @@ def down(version: str, purge: bool) -> None:
 # ---- load --------------------------------------------------------------------------------------
 
 def load(version: str, end: datetime) -> None:
-    """The benchmark's Observations ending at ``end``: value i of sensor s at start + (k+1)·15 min,
-    pedestrians ``n % 397`` and temperature ``10 + 10·sin(n / 8640)`` with n = k·500 + s, as in
-    bench/sensorthings_latency.py."""
+    """The benchmark's Observations ending at ``end``, as bench/sensorthings_latency.py writes them:
+    reading k of sensor s at ``end - 30 days + (k+1)·15 min`` with n = k·500 + s, pedestrians
+    ``n % 397`` and temperature ``10 + 10·sin(n / 8640)``."""
     state = _state(version)
     url = f"{state['url']}/v1.1"
     began = time.monotonic()
