@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Callable
 
 from fastapi import FastAPI
 
@@ -69,21 +70,24 @@ class Bench:
     runs: int
     end: datetime     # the newest reading's time
     app: FastAPI
+    args: argparse.Namespace
 
 
-def bench(description: str, prefix: str) -> Bench:
-    """Reads ``--runs`` and ``--path`` (the chDB folder; default a fresh temporary one), fills the
-    warehouse and returns the API app over it."""
+def bench(description: str, prefix: str, options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+          ) -> Bench:
+    """Reads ``--runs`` and ``--path`` (the chDB folder; default a fresh temporary one) and the
+    script's own ``options``, fills the warehouse and returns the API app over it."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--path", default=None)
+    options(parser)
     args = parser.parse_args()
     client = wh.connect(f"chdb://{args.path or tempfile.mkdtemp(prefix=prefix)}")
     end = datetime.now(timezone.utc).replace(second=0, microsecond=0)
     prepare(client, end)
     app = create_app(Settings.from_env(), Catalogue([TOWN], [TOOL]), client, keycloak_url="http://keycloak.invalid",
                      audience="{tenant}-api")
-    return Bench(args.runs, end, app)
+    return Bench(args.runs, end, app, args)
 
 
 def sta_extent(api) -> None:
@@ -107,24 +111,31 @@ def rest_latest(api, end: datetime) -> None:
     assert response.status_code == 200 and len(response.json()["rows"]) == SENSORS, response.text[:300]
 
 
-def timed(function, runs: int) -> list[float]:
+def timed(function, runs: int, cpu=time.process_time) -> tuple[list[float], float | None]:
+    """Wall-clock samples in ms and the mean CPU time per request in ms (``cpu`` returns the
+    seconds used so far by whatever serves the request, or None where that cannot be read; by
+    default this process, which includes the in-process test client)."""
     function()  # warm: caches, the sensor index, the first query plans
     samples = []
+    cpu_before = cpu()
     for _ in range(runs):
         began = time.perf_counter()
         function()
         samples.append((time.perf_counter() - began) * 1000)
-    return samples
+    cpu_after = cpu()
+    return samples, None if cpu_before is None else (cpu_after - cpu_before) * 1000 / runs
 
 
-def line(name: str, samples: list[float]) -> str:
+def line(name: str, measured: tuple[list[float], float | None]) -> str:
+    samples, cpu_ms = measured
     ordered = sorted(samples)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
-    return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms |"
+    cpu = "–" if cpu_ms is None else f"{cpu_ms:.1f} ms"
+    return f"| {name} | {len(samples)} | {statistics.median(samples):.1f} ms | {p95:.1f} ms | {cpu} |"
 
 
 def print_table(results: list[str]) -> None:
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, load average "
           f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}")
-    print("| request | runs | p50 | p95 |\n|---|---|---|---|")
+    print("| request | runs | p50 | p95 | CPU per request |\n|---|---|---|---|---|")
     print("\n".join(results))
