@@ -149,14 +149,19 @@ class Dashboards:
         self.listeners: list[Callable[[str], None]] = []
         # (tenant, subject, limit) -> (generation, monotonic time, Overview); five queries saved per page
         self._overviews: dict[tuple[str, str, int], tuple[int, float, Overview]] = {}
+        # dashboard id -> (generation, monotonic time, Dashboard or None): what pages that only show
+        # a dashboard read, reused like the overview (``viewed``)
+        self._viewed: dict[str, tuple[int, float, Dashboard | None]] = {}
         self._generation = 0
         self._lock = threading.Lock()
 
     def _touched(self) -> None:
-        """Any write: every cached overview is stale (shares and publishing reach other tenants)."""
+        """Any write: every cached overview and viewed dashboard is stale (shares and publishing reach
+        other tenants)."""
         with self._lock:
             self._generation += 1
             self._overviews.clear()
+            self._viewed.clear()
 
     def _changed(self, tenant: str | None) -> None:
         self._touched()
@@ -170,6 +175,24 @@ class Dashboards:
     def get(self, dashboard_id: str) -> Dashboard | None:
         with self._store.session() as session:
             return session.get(Dashboard, dashboard_id)
+
+    def viewed(self, dashboard_id: str) -> Dashboard | None:
+        """The dashboard for a page that only shows it (view, panels, a panel's table or CSV):
+        reused for :data:`OVERVIEW_SECONDS` unless something changes in this process, so a busy
+        dashboard is not read from the database on every view. Editing, saving and restoring read
+        it with :meth:`get` (the version a save is checked against is always the stored one)."""
+        with self._lock:
+            generation, cached = self._generation, self._viewed.get(dashboard_id)
+        if cached is not None and cached[0] == generation and time.monotonic() - cached[1] < OVERVIEW_SECONDS:
+            return cached[2]
+        began = time.monotonic()
+        dashboard = self.get(dashboard_id)
+        with self._lock:
+            if self._generation == generation:   # no write since the read began: it may be kept
+                if len(self._viewed) >= OVERVIEW_ENTRIES:
+                    self._viewed.clear()
+                self._viewed[dashboard_id] = (generation, began, dashboard)
+        return dashboard
 
     def overview(self, tenant: str, subject: str, limit: int = MAX_LIST) -> Overview:
         """The dashboards ``subject`` of ``tenant`` sees, in five lists; reused for

@@ -78,6 +78,30 @@ def test_a_dashboard_is_created_listed_saved_and_shared(store):
         store.dashboards.create("Muster Stadt", ERIKA, "x", {})
 
 
+def test_a_viewed_dashboard_is_reused_but_a_write_of_this_process_shows_at_once_and_another_replicas_soon(
+        store, store_urls, monkeypatch):
+    from urbanstack.runtime.store import dashboards as module
+
+    replica = open_store(store_urls[1])     # a second hub process on the same database
+    try:
+        board = store.dashboards.create("musterstadt", ERIKA, "Radverkehr", {"panels": [{"type": "line"}]})
+        assert replica.dashboards.viewed(board.id).version == 1
+        assert store.dashboards.viewed(board.id).version == 1
+        store.dashboards.save(board.id, 1, "Radverkehr 2025", {"panels": [{"type": "bar"}]}, JOERG)
+        # this process: at once; the replica: from its copy until it is OVERVIEW_SECONDS old
+        assert store.dashboards.viewed(board.id).title == "Radverkehr 2025"
+        assert replica.dashboards.viewed(board.id).title == "Radverkehr"
+        # saving is always checked against the stored version, never the copy
+        assert replica.dashboards.get(board.id).version == 2
+        monkeypatch.setattr(module, "OVERVIEW_SECONDS", 0.0)
+        assert replica.dashboards.viewed(board.id).version == 2
+        monkeypatch.setattr(module, "OVERVIEW_SECONDS", 60.0)
+        assert store.dashboards.delete(board.id)
+        assert store.dashboards.viewed(board.id) is None
+    finally:
+        replica.close()
+
+
 def test_the_overview_is_reused_but_a_write_of_this_process_shows_at_once_and_another_replicas_soon(
         store, store_urls, monkeypatch):
     from urbanstack.runtime.store import dashboards as module

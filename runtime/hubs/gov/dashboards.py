@@ -418,10 +418,13 @@ def _is(session: Session, *roles: str) -> bool:
     return any(session.has(role) for role in roles)
 
 
-def access(hub: GovHub, session: Session, slug: str, dashboard_id: str, *, shared_ok: bool = True) -> Access:
-    """The dashboard as ``session`` may use it, or 404 (never 403: ids cannot be probed)."""
+def access(hub: GovHub, session: Session, slug: str, dashboard_id: str, *, shared_ok: bool = True,
+           viewing: bool = False) -> Access:
+    """The dashboard as ``session`` may use it, or 404 (never 403: ids cannot be probed).
+    ``viewing``: a page that only shows it may use the store's short-lived copy (``viewed``)."""
     dashboards = hub.store.dashboards
-    dashboard = dashboards.get(dashboard_id) if len(dashboard_id) <= 32 else None
+    read = dashboards.viewed if viewing else dashboards.get
+    dashboard = read(dashboard_id) if len(dashboard_id) <= 32 else None
     if dashboard is None:
         raise HTTPException(404)
     if dashboard.tenant == slug == session.tenant:
@@ -722,7 +725,7 @@ def router(hub: GovHub) -> APIRouter:
 
     @routes.get("/{slug}/dashboards/{dashboard_id}")
     def view_page(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
-        found = access(hub, session, slug, dashboard_id)
+        found = access(hub, session, slug, dashboard_id, viewing=True)
         note_subject(request, slug)   # charged to the staff's municipality (docs/metering.md)
         dashboard = found.dashboard
         try:
@@ -740,19 +743,19 @@ def router(hub: GovHub) -> APIRouter:
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels")
     def panels_fragment(request: Request, slug: str, dashboard_id: str, session: Session = Depends(viewer)):
         """The panels alone: what auto-refresh reloads (htmx)."""
-        dashboard = access(hub, session, slug, dashboard_id).dashboard
+        dashboard = access(hub, session, slug, dashboard_id, viewing=True).dashboard
         note_subject(request, slug)
         return _panels_page(hub, request, session.principal, dashboard, base(slug, dashboard.id))
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}.csv")
     def panel_csv(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
-        found = access(hub, session, slug, dashboard_id)
+        found = access(hub, session, slug, dashboard_id, viewing=True)
         note_subject(request, slug)
         return _csv(hub, session.principal, found.dashboard, number, request)
 
     @routes.get("/{slug}/dashboards/{dashboard_id}/panels/{number:int}/table")
     def panel_table(request: Request, slug: str, dashboard_id: str, number: int, session: Session = Depends(viewer)):
-        found = access(hub, session, slug, dashboard_id)
+        found = access(hub, session, slug, dashboard_id, viewing=True)
         note_subject(request, slug)
         return _table(hub, session.principal, found.dashboard, number, request, base(slug, found.dashboard.id),
                       municipality=hub.municipality(slug), slug=slug, base=base(slug), published_view=False)
