@@ -11,7 +11,8 @@ the real backends of the local platform.
 ``--compare-watch`` measures the steady state twice in the same session, with the drift sweep's
 Kubernetes watch cache and without it (per-tenant reads, the previous bulk design), and
 ``--drift-probe`` times how long a deleted ConfigMap and ResourceQuota of one municipality stay
-missing. Deletion (policy Delete) is timed until the custom resources are gone and then every
+missing (watch events), and a deleted Kafka topic, the tenant's Kafka ACLs, a dropped ClickHouse
+table and a deleted Keycloak client role of another (the drift sweep). Deletion (policy Delete) is timed until the custom resources are gone and then every
 backend is listed for leftovers (Kafka topics, ACLs and SCRAM users, ClickHouse databases,
 Keycloak clients, organizations and users, Kubernetes namespaces). Whatever the run created is
 deleted in the end, also after a failure or Ctrl-C (unless --keep).
@@ -319,6 +320,62 @@ def drift_probe(name: str, custom, core) -> None:
     print(f"drift probe: {name} not repaired after 300 s", flush=True)
 
 
+def backend_drift_probe(name: str, custom, backends, warehouse_client, timeout: float = 300) -> None:
+    """Behind the operator's back, in the other backends: delete one Kafka topic and the tenant's
+    ACL bindings, drop one ClickHouse table and delete one Keycloak client role of ``name``; seconds
+    until each is back (the drift sweep finds these; no watch tells the operator)."""
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.reconcile import parse_tools
+
+    item = custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+    tools = parse_tools(custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"])
+    planned = plan(parse_municipality(item), tools)
+    names = item["status"]["names"]
+    streaming, identity = backends.streaming, backends.identity
+    topic, database, table = names["topics"][0], names["database"], names["tables"][0]
+    client = next(c for c in planned.identity.clients if c.client_roles)
+    realm, role = planned.identity.realm, client.client_roles[0].name
+    uuid_ = identity._client(realm, client.client_id)["id"]
+    acls = streaming._acls(planned.streaming)
+
+    def topic_back() -> bool:
+        return topic in streaming.admin.list_topics(timeout=10).topics
+
+    def acls_back() -> bool:
+        return acls <= streaming._acls(planned.streaming)
+
+    def table_back() -> bool:
+        return bool(warehouse_client.query(
+            "SELECT 1 FROM system.tables WHERE database = {d:String} AND name = {t:String}",
+            parameters={"d": database, "t": table}).result_rows)
+
+    def role_back() -> bool:
+        return role in identity._client_roles(realm, uuid_)
+
+    started = time.monotonic()
+    streaming.admin.delete_topics([topic])[topic].result(timeout=30)
+    streaming._delete_acls(acls)
+    warehouse_client.command(f"DROP TABLE `{database}`.`{table}`")
+    identity._call("DELETE", f"/{realm}/clients/{uuid_}/roles/{role}", "deleting a role for the probe")
+    checks = {f"Kafka topic {topic}": topic_back, f"Kafka ACLs of {planned.streaming.principal} ({len(acls)})": acls_back,
+              f"ClickHouse table {database}.{table}": table_back, f"Keycloak role {client.client_id}/{role}": role_back}
+    back: dict[str, float] = {}
+    while len(back) < len(checks) and time.monotonic() - started < timeout:
+        for what, check in checks.items():
+            if what not in back:
+                try:
+                    if check():
+                        back[what] = time.monotonic() - started
+                except Exception:  # noqa: BLE001 - e.g. a topic being re-created; ask again
+                    pass
+        time.sleep(1)
+    for what in checks:
+        print(f"backend drift probe: {what} of {name} deleted, "
+              + (f"back after {back[what]:.1f} s" if what in back else f"not back after {timeout:.0f} s"),
+              flush=True)
+
+
 def delete_all(names: list[str], custom, backends, timings, timeout: float) -> None:
     """Delete (policy Delete) what this run created; time until the resources are gone and until no
     backend lists anything of theirs."""
@@ -477,7 +534,7 @@ def main() -> int:
     run = uuid.uuid4().hex[:4]
     created: list[str] = []
     try:
-        _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created)
+        _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created, client)
     finally:
         if not args.keep:
             try:
@@ -489,7 +546,8 @@ def main() -> int:
     return 0
 
 
-def _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created) -> None:
+def _measure(args, custom, backends, timings, settings, handlers, reconcile_started, run, created,
+             warehouse_client) -> None:
 
     def wait_all(names: list[str], started: float) -> float:
         pending = set(names)
@@ -555,6 +613,7 @@ def _measure(args, custom, backends, timings, settings, handlers, reconcile_star
     if args.drift_probe and all_names:
         set_watch(backends, handlers, True)
         drift_probe(all_names[-1], custom, admin_core(custom))
+        backend_drift_probe(all_names[len(all_names) // 2], custom, backends, warehouse_client)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print()
     print(f"machine: {machine.node()} {os.cpu_count()} cores, "

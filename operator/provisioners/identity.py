@@ -76,6 +76,7 @@ before it expires and re-obtained after a 401 (Keycloak restarted).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -265,6 +266,14 @@ class _AdminApi:
             return response
         return response
 
+    def user_id(self) -> str | None:
+        """The id of the admin user this client signs in as (Keycloak's lightweight admin tokens
+        carry no subject): its own changes are recognisable in the realm's admin events."""
+        response = self.request("GET", f"/{ADMIN_REALM}/users", params={"username": self._user, "exact": "true"})
+        if response.status_code != 200:
+            return None
+        return next((u["id"] for u in response.json() if u.get("username") == self._user.lower()), None)
+
     def close(self) -> None:
         self._http.close()
 
@@ -284,6 +293,73 @@ class KeycloakSnapshot:
     realms: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     clients: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)        # realm -> clientId -> client
     organizations: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)  # realm -> alias -> org
+    # What someone else changed since the previous sweep (admin events), per realm: the client ids,
+    # organization aliases and user names it touched; those tenants get a full observe.
+    touched: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
+    usernames: dict[str, set[str]] = field(default_factory=dict)   # realm -> every user name (listed when needed)
+    first: dict[str, str] = field(default_factory=dict)            # realm -> lowest planned organization alias
+
+
+# Admin events (the drift sweep's view of roles, scope mappings, users and members) -----------------
+ADMIN_EVENTS_PAGE = 500
+ADMIN_EVENTS_MAX_PAGES = 20        # 10,000 events per sweep at most; the rest next sweep
+OWN_WRITE_SLACK_MS = 2_000         # clock skew and request time around our own writes
+OWN_WRITE_WINDOWS_KEPT_MS = 600_000
+
+
+class AdminEventFollower:
+    """Reads the shared realm's admin events after a cursor and turns the ones this operator did
+    not cause into (kind, key) pairs the sweep compares with each tenant's plan: ``("client",
+    clientId)``, ``("org", alias)``, ``("user", username)`` and ``("realm", "")`` for realm-wide
+    changes (authentication flows, realm roles) that one tenant's full observe repairs.
+
+    Our own writes are recognised by the admin user's id *and* the time: an event of our user
+    inside a window in which this process wrote that tenant (or, for realm-wide events, any
+    tenant) is ours; the same account used by a person outside those windows still counts."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.cursor: dict[str, int] = {}                    # realm -> newest event time read (ms)
+        self._seen_at_cursor: dict[str, set[tuple]] = {}
+        self._windows: list[tuple[str, int, int]] = []      # (tenant slug, start ms, end ms)
+        self.started_ms = int(time.time() * 1000)
+        self.unattributed = 0
+
+    def wrote(self, slug: str, start_ms: int, end_ms: int) -> None:
+        with self._lock:
+            horizon = end_ms - OWN_WRITE_WINDOWS_KEPT_MS
+            self._windows = [w for w in self._windows if w[2] >= horizon]
+            self._windows.append((slug, start_ms, end_ms))
+
+    def ours(self, event: dict[str, Any], own_user: str | None, slug: str | None) -> bool:
+        if own_user is None or (event.get("authDetails") or {}).get("userId") != own_user:
+            return False
+        at = int(event.get("time") or 0)
+        with self._lock:
+            return any(w[1] - OWN_WRITE_SLACK_MS <= at <= w[2] + OWN_WRITE_SLACK_MS
+                       for w in self._windows if slug is None or w[0] == slug)
+
+    def new_events(self, realm: str, read_page) -> list[dict[str, Any]]:
+        """Events after the cursor, oldest first; ``read_page(date_from, first, max)``."""
+        since = self.cursor.get(realm, self.started_ms)
+        seen = self._seen_at_cursor.get(realm, set())
+        events: list[dict[str, Any]] = []
+        for page in range(ADMIN_EVENTS_MAX_PAGES):
+            batch = read_page(since, page * ADMIN_EVENTS_PAGE, ADMIN_EVENTS_PAGE)
+            events.extend(batch)
+            if len(batch) < ADMIN_EVENTS_PAGE:
+                break
+        fresh = [e for e in events if _event_key(e) not in seen]
+        if events:
+            newest = max(int(e.get("time") or 0) for e in events)
+            at_newest = {_event_key(e) for e in events if int(e.get("time") or 0) == newest}
+            self.cursor[realm] = newest
+            self._seen_at_cursor[realm] = at_newest | (seen if newest == since else set())
+        return fresh
+
+
+def _event_key(event: dict[str, Any]) -> tuple:
+    return (event.get("id"), event.get("time"), event.get("operationType"), event.get("resourcePath"))
 
 
 class IdentityProvisioner:
@@ -299,6 +375,8 @@ class IdentityProvisioner:
         self.server_url = self._api.server_url
         self.hub_url = hub_url
         self._smtp_password = smtp_password  # only ever sent to Keycloak inside smtpServer
+        self.events = AdminEventFollower()
+        self._own_user: str | None = None
 
     def _realm_body(self, part: IdentityPart, keys) -> dict[str, Any]:
         """The realm settings to write; ``smtpServer`` gets the relay's password here, so it is
@@ -617,7 +695,65 @@ class IdentityProvisioner:
             snapshot.clients[realm] = {c["clientId"]: c for c in clients}
             orgs = self._list(f"/{quote(realm)}/organizations", "listing organizations", briefRepresentation="false")
             snapshot.organizations[realm] = {o.get("alias"): o for o in orgs}
+            aliases = [p.organization.alias for p in parts if p.realm == realm and p.organization is not None]
+            snapshot.first[realm] = min(aliases, default="")
+            if live.get("adminEventsEnabled"):
+                self._touched_since_last_sweep(realm, snapshot)
         return snapshot
+
+    def _touched_since_last_sweep(self, realm: str, snapshot: "KeycloakSnapshot") -> None:
+        """What someone other than this operator changed in ``realm`` since the previous sweep,
+        from the realm's admin events: one or a few calls per sweep, however many tenants."""
+        def read_page(since: int, first: int, size: int) -> list[dict[str, Any]]:
+            return self._get(f"/{quote(realm)}/admin-events", "reading admin events", dateFrom=str(since),
+                             direction="asc", first=str(first), max=str(size)) or []
+
+        events = self.events.new_events(realm, read_page)
+        if not events:
+            return
+        if self._own_user is None:
+            self._own_user = self._api.user_id()
+        clients = {c["id"]: cid for cid, c in snapshot.clients.get(realm, {}).items()}
+        tenants = {c["id"]: (c.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+                   for c in snapshot.clients.get(realm, {}).values()}
+        orgs = {o.get("id"): alias for alias, o in snapshot.organizations.get(realm, {}).items()}
+        touched = snapshot.touched.setdefault(realm, set())
+        users: dict[str, str] | None = None
+        for event in events:
+            parts = (event.get("resourcePath") or "").split("/")
+            found: set[tuple[str, str]] = set()
+            slug: str | None = None
+            if parts[0] == "clients" and len(parts) > 1:
+                if parts[1] in clients:                  # not listed: deleted, the snapshot shows that
+                    found.add(("client", clients[parts[1]]))
+                    slug = tenants.get(parts[1])
+            elif parts[0] == "organizations" and len(parts) > 1:
+                if parts[1] in orgs:
+                    found.add(("org", orgs[parts[1]]))
+                    slug = orgs[parts[1]]
+            elif parts[0] == "users" and len(parts) > 1:
+                if users is None:
+                    users = {u["id"]: u["username"] for u in self._list(
+                        f"/{quote(realm)}/users", "listing users", briefRepresentation="true")}
+                    snapshot.usernames[realm] = set(users.values())
+                if parts[1] in users:
+                    found.add(("user", users[parts[1]]))
+                if len(parts) > 4 and parts[2] == "role-mappings" and parts[3] == "clients" and parts[4] in clients:
+                    found.add(("client", clients[parts[4]]))
+                # a deleted user is not listed: observe_from finds planned users missing from the listing
+            elif parts[0] == "roles-by-id" and len(parts) > 1:
+                role = self._get(f"/{quote(realm)}/roles-by-id/{quote(parts[1])}", "reading a role")
+                if role and role.get("clientRole") and role.get("containerId") in clients:
+                    found.add(("client", clients[role["containerId"]]))
+                    slug = tenants.get(role["containerId"])
+                else:
+                    found.add(("realm", ""))
+            elif parts[0] in ("authentication", "roles", "client-scopes", "default-default-client-scopes"):
+                found.add(("realm", ""))
+            if found and not self.events.ours(event, self._own_user, slug):
+                touched |= found
+            elif not found and not self.events.ours(event, self._own_user, None):
+                self.events.unattributed += 1
 
     def observe_from(self, snapshot: "KeycloakSnapshot", part: IdentityPart,
                      credentials: Mapping[str, str] | None = None) -> Diff | None:
@@ -632,6 +768,12 @@ class IdentityProvisioner:
         realm = snapshot.realms[part.realm]
         if realm is None:
             return self.observe_missing_realm(part)
+        touched = snapshot.touched.get(part.realm, set())
+        if touched and (touched & self._keys(part) or (("realm", "") in touched and self._first(snapshot, part))):
+            return None   # changed behind our back (admin events): roles, mappings, members need the full observe
+        usernames = snapshot.usernames.get(part.realm)
+        if usernames is not None and any(user.username not in usernames for user in part.users):
+            return None
         found = DiffBuilder()
         for key in settings_drift(part.realm_settings, realm):
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
@@ -652,6 +794,20 @@ class IdentityProvisioner:
                 return None   # not ours by alias in the listing: the full observe looks for one to adopt
             self._observe_organization_representation(part, org, found)
         return found.diff()
+
+    @staticmethod
+    def _keys(part: IdentityPart) -> set[tuple[str, str]]:
+        keys = {("client", client.client_id) for client in part.clients}
+        keys |= {("user", user.username) for user in part.users}
+        if part.organization is not None:
+            keys.add(("org", part.organization.alias))
+        return keys
+
+    @staticmethod
+    def _first(snapshot: "KeycloakSnapshot", part: IdentityPart) -> bool:
+        """Whether ``part`` is the one tenant whose full observe checks a realm-wide change (the
+        MFA flow, shared roles): the lowest organization alias of the sweep's tenants."""
+        return part.organization is not None and part.organization.alias == snapshot.first.get(part.realm)
 
     def observe_missing_realm(self, part: IdentityPart) -> Diff:
         found = DiffBuilder()
@@ -710,7 +866,11 @@ class IdentityProvisioner:
         # Areas depend on each other (roles on their client, memberships on the organization): phase order.
         phases = list(handlers)
         ordered = sorted(diff, key=lambda d: phases.index(d.action) if d.action in phases else len(phases))
-        return dispatch(BACKEND, handlers, Diff(tuple(ordered)))
+        started = int(time.time() * 1000)
+        try:
+            return dispatch(BACKEND, handlers, Diff(tuple(ordered)))
+        finally:
+            self.events.wrote(tenant_slug(part), started, int(time.time() * 1000))
 
     def _import_clients(self, part: IdentityPart, clients: list[KeycloakClient], credentials: Mapping[str, str],
                         actions: list[str]) -> set[str]:

@@ -146,8 +146,10 @@ def test_verl_applies_is_approved_in_the_console_and_its_administrator_lands_in_
     ops.click(f"a[href='/ops/requests/{request_id}']")
     ops.wait_for_url(f"{url}/ops/requests/{request_id}")
     _ours(ops, url, "ops request: confirmed")
-    ops.click("form[action$='/approve'] button[type=submit]")
-    ops.wait_for_url(f"{url}/ops/requests/{request_id}")
+    with ops.expect_navigation(timeout=60_000):
+        ops.click("form[action$='/approve'] button[type=submit]")
+    # The console answers an approval with the request's page; anything else (a refusal) says why.
+    assert ops.url == f"{url}/ops/requests/{request_id}", (ops.url, ops.inner_text("body")[:2000])
     assert world.cluster.get("municipalities", "verl") is not None
     # The console follows the operator's conditions by itself until the invitation is out.
     ops.wait_for_selector("#conditions:not([hx-get])", timeout=360_000)
