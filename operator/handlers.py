@@ -262,7 +262,19 @@ def _reconcile_municipality(name: str, body, retry: int = 0, *, drift_check: boo
 async def municipality_changed(name, body, retry, reason, **_):
     """A change of an existing municipality goes before creations and resumes (bulk mode)."""
     priority = CHANGE if reason == kopf.Reason.UPDATE else CREATE
-    await _queued(name, priority, lambda: _reconcile_municipality(name, body, retry))
+    await _queued(name, priority, lambda: _reconcile_unless_deleted(name, body, retry))
+
+
+def _reconcile_unless_deleted(name: str, body, retry: int) -> Outcome | None:
+    """A reconcile that waited in the queue first asks whether its municipality is still wanted:
+    one deleted while it waited (a batch applied and withdrawn at once) is not provisioned first
+    and then torn down; Kopf hands it to the deletion handler as soon as this returns."""
+    if state.queue is not None:
+        current = _get_municipality(name)
+        if current is None or current["metadata"].get("deletionTimestamp"):
+            log.info("municipality %s was deleted while its reconcile waited; not provisioning it", name)
+            return None
+    return _reconcile_municipality(name, body, retry)
 
 
 def municipality_drift(name, body, **_):

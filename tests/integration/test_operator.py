@@ -5,6 +5,7 @@ cleans up as its deletionPolicy says."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 import uuid
 
@@ -18,7 +19,8 @@ from urbanstack.devplatform import platform as dev_platform
 from urbanstack.devplatform import processes
 from urbanstack.operator.provisioners.base import ensure
 
-from operator_harness import ROOT, Cluster, OperatorThread, conditions, example, is_ready, unique_municipality
+from operator_harness import GROUP, ROOT, VERSION, Cluster, OperatorThread, conditions, example, is_ready
+from operator_harness import unique_municipality
 from operator_harness import operator_kubeconfig, use_operator_identity
 
 pytestmark = pytest.mark.platform
@@ -302,6 +304,55 @@ def test_deletion_policies(operator, cluster, platform, warehouse):
     for future in admin.delete_topics(list(kept["status"]["names"]["topics"])).values():
         future.result(timeout=10)
     warehouse.command(f"DROP DATABASE IF EXISTS `{kept['status']['names']['database']}`")
+
+
+def test_a_municipality_deleted_while_it_waits_in_the_queue_is_never_provisioned(operator, cluster, platform):
+    """A batch applied and withdrawn at once: a municipality deleted before its reconcile's turn
+    goes straight to the deletion handler instead of being provisioned and torn down again."""
+    from urbanstack.operator import handlers
+    from urbanstack.operator.models import parse_municipality
+    from urbanstack.operator.plan import plan
+    from urbanstack.operator.reconcile import parse_tools
+    from urbanstack.operator.workqueue import CHANGE, CREATE
+
+    queue = handlers.state.queue
+    assert queue is not None, "the default (bulk) mode runs every reconcile through the work queue"
+    body = unique_municipality("municipality-guetersloh.yaml", "queued")
+    body["spec"]["deletionPolicy"] = "Delete"
+    name = body["metadata"]["name"]
+    tools = parse_tools(cluster.custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"])
+    planned = plan(parse_municipality(body), tools)
+
+    namespace_events: list[str] = []
+    watch = kubernetes.watch.Watch()
+
+    def follow_namespace():
+        for event in watch.stream(cluster.core.list_namespace, timeout_seconds=180,
+                                  field_selector=f"metadata.name={planned.runtime.namespace}"):
+            namespace_events.append(event["type"])
+
+    watcher = threading.Thread(target=follow_namespace, daemon=True)
+    watcher.start()
+    release = threading.Event()
+    blockers = [queue.submit(f"test-blocker-{uuid.uuid4().hex[:6]}", CHANGE, lambda: release.wait(120))
+                for _ in range(queue.workers)]
+    try:
+        cluster.apply(M, body)
+        deadline = time.monotonic() + 60
+        while not queue.is_queued(name, CREATE):
+            assert time.monotonic() < deadline, "the creation never reached the work queue"
+            time.sleep(0.1)
+        cluster.delete(M, name)
+    finally:
+        release.set()
+    for blocker in blockers:
+        blocker.result(timeout=60)
+    cluster.wait_gone(M, name, timeout=120)
+    time.sleep(1)   # a namespace ADDED event would have arrived by now
+    watch.stop()
+    assert namespace_events == [], f"the namespace was created although the municipality was deleted first: " \
+                                   f"{namespace_events}"
+    assert not _topics(platform, planned.streaming.topic_prefix), "Kafka topics were created"
 
 
 def test_operator_restart_converges_without_duplicates(operator, cluster, platform, keycloak_admin, cleanup):
