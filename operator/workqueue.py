@@ -10,8 +10,13 @@ and the order among waiting ones is by priority, not by arrival:
 
 Within a class the oldest goes first. A waiting item is promoted one class for every
 ``promote_after`` seconds it waited, so a flood of changes cannot hold back creations or
-repairs forever. A key (the municipality) is queued at most once per class; submitting it again
-returns the future of the queued item.
+repairs forever; but a promoted item does not overtake what was submitted in that class (a
+batch of 1,000 creations, all promoted after 30 s, would otherwise put a spec change behind
+every one of them). Instead, after ``fair_every`` takes in a row that passed over a promoted
+item, the oldest promoted item goes next: lower classes keep at least one in
+``fair_every + 1`` of the workers' turns while work of a higher class waits. A key (the
+municipality) is queued at most once per class; submitting it again returns the future of the
+queued item.
 """
 
 from __future__ import annotations
@@ -43,12 +48,16 @@ class _Item:
 
 
 class WorkQueue:
-    def __init__(self, workers: int = 4, *, promote_after: float = 30.0, clock: Callable[[], float] = time.monotonic,
-                 name: str = "reconcile"):
+    def __init__(self, workers: int = 4, *, promote_after: float = 30.0, fair_every: int = 3,
+                 clock: Callable[[], float] = time.monotonic, name: str = "reconcile"):
         if workers < 1:
             raise ValueError(f"workers must be at least 1, got {workers}")
+        if fair_every < 1:
+            raise ValueError(f"fair_every must be at least 1, got {fair_every}")
         self.workers = workers
         self.promote_after = promote_after
+        self.fair_every = fair_every
+        self._passed_over = 0   # takes in a row that left a promoted item waiting
         self._clock = clock
         self._name = name
         self._items: list[_Item] = []
@@ -92,7 +101,18 @@ class WorkQueue:
             if self._stopping and not self._items:
                 return None
             now = self._clock()
-            best = min(self._items, key=lambda i: self._effective(i, now))
+            # (effective class, own class, age): a promoted item ranks behind its new class's own work …
+            best = min(self._items, key=lambda i: (self._effective(i, now)[0], i.priority, i.seq))
+            promoted = [i for i in self._items if self._effective(i, now)[0] < i.priority]
+            if promoted and best not in promoted:
+                if self._passed_over >= self.fair_every:
+                    # … but gets every (fair_every + 1)-th turn, so nothing starves.
+                    best = min(promoted, key=lambda i: self._effective(i, now))
+                    self._passed_over = 0
+                else:
+                    self._passed_over += 1
+            elif best in promoted:
+                self._passed_over = 0
             self._items.remove(best)
             del self._queued[(best.key, best.priority)]
             best.started_at = now

@@ -36,15 +36,37 @@ def test_a_change_goes_before_a_thousand_waiting_creations_and_repairs():
 
 def test_waiting_work_is_promoted_so_repairs_are_not_starved_by_a_stream_of_changes():
     clock = Clock()
-    queue = WorkQueue(1, promote_after=30, clock=clock)
+    queue = WorkQueue(1, promote_after=30, fair_every=3, clock=clock)
     queue.submit("repair", DRIFT, lambda: None)
-    clock.now = 59.0   # one class up: now competes with creations, still behind changes
-    queue.submit("change-1", CHANGE, lambda: None)
-    assert queue.take().key == "change-1"
-    clock.now = 61.0   # two classes up: as urgent as a change, and older than the next one
-    queue.submit("change-2", CHANGE, lambda: None)
-    assert queue.take().key == "repair"
-    assert queue.take().key == "change-2"
+    queue.submit("new", CREATE, lambda: None)
+    clock.now = 59.0   # one class up: goes before creations submitted later, still behind changes
+    queue.submit("newer", CREATE, lambda: None)
+    queue.submit("change-0", CHANGE, lambda: None)
+    assert queue.take().key == "change-0"
+    clock.now = 61.0   # both waiting ones promoted; a stream of changes keeps coming
+    taken = []
+    for i in range(1, 9):
+        queue.submit(f"change-{i}", CHANGE, lambda: None)
+        taken.append(queue.take().key)
+    # After three turns that passed over a promoted item (change-0 was the first), the oldest promoted
+    # one goes; the changes keep their order.
+    assert taken == ["change-1", "change-2", "repair", "change-3", "change-4", "change-5", "new", "change-6"]
+    assert _order(queue) == ["change-7", "change-8", "newer"]
+
+
+def test_a_change_is_not_put_behind_a_batch_of_creations_that_waited_long_enough_to_be_promoted():
+    """1,000 municipalities applied at once wait longer than promote_after; a spec change of another
+    municipality must still go next (issue 16: its reconcile starts within 5 s)."""
+    clock = Clock()
+    queue = WorkQueue(8, promote_after=30, clock=clock)
+    for i in range(1000):
+        queue.submit(f"new-{i}", CREATE, lambda: None)
+    clock.now = 120.0
+    for i in range(5):   # the workers keep taking creations
+        assert queue.take().key == f"new-{i}"
+    queue.submit("changed", CHANGE, lambda: None)
+    assert queue.take().key == "changed"
+    assert queue.take().key == "new-5"
 
 
 def test_a_municipality_is_queued_once_per_class_and_the_same_future_is_returned():
@@ -93,3 +115,5 @@ def test_at_most_workers_run_at_once():
 def test_zero_workers_is_refused():
     with pytest.raises(ValueError, match="at least 1"):
         WorkQueue(0)
+    with pytest.raises(ValueError, match="fair_every must be at least 1"):
+        WorkQueue(1, fair_every=0)
