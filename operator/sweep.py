@@ -62,9 +62,11 @@ class SweepReport:
 
 
 def _parts(backends, desired: DesiredState) -> list[tuple[Any, Any]]:
-    return [(backends.runtime, desired.runtime), (backends.streaming, desired.streaming),
-            (backends.warehouse, desired.warehouse), (backends.identity, desired.identity),
-            *getattr(backends, "extra_parts", lambda d: [])(desired)]
+    parts = [(backends.runtime, desired.runtime), (backends.streaming, desired.streaming),
+             (backends.warehouse, desired.warehouse), (backends.identity, desired.identity)]
+    if getattr(backends, "messaging", None) is not None:   # the MQTT broker, where one is configured
+        parts.append((backends.messaging, desired.messaging))
+    return parts + list(getattr(backends, "extra_parts", lambda d: [])(desired))
 
 
 class DriftSweeper:

@@ -420,10 +420,15 @@ class IdentityProvisioner:
         found = self._get(f"/{quote(realm)}/clients", f"looking up client {client_id}", clientId=client_id)
         return next((c for c in found or [] if c["clientId"] == client_id), None)
 
-    def _tenant_clients(self, part: IdentityPart) -> dict[str, dict[str, Any]]:
-        """Every client tagged with this tenant (found by its slug, confirmed by the tag)."""
+    def _tenant_clients(self, part: IdentityPart,
+                        named: dict[str, dict[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+        """Every client tagged with this tenant (found by its slug, confirmed by the tag). ``named``
+        receives every client the search found, tagged or not: each client id that contains the
+        slug is among them, so no lookup by exact id is needed for those."""
         slug = tenant_slug(part)
         found = self._list(f"/{quote(part.realm)}/clients", "listing clients", clientId=slug, search="true")
+        if named is not None:
+            named.update((c["clientId"], c) for c in found)
         return {c["clientId"]: c for c in found if (c.get("attributes") or {}).get(TENANT_ATTRIBUTE) == slug}
 
     def _client_roles(self, realm: str, uuid: str) -> dict[str, dict[str, Any]]:
@@ -485,10 +490,14 @@ class IdentityProvisioner:
         for key in settings_drift(part.realm_settings, realm):
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
         self._observe_mfa(part, realm, found)
-        clients = self._tenant_clients(part)
+        named: dict[str, dict[str, Any]] = {}
+        clients = self._tenant_clients(part, named)
+        slug = tenant_slug(part)
         planned: dict[str, dict[str, Any]] = {}   # ours, and untagged ones of our names to adopt
         for client in part.clients:
-            live = clients.get(client.client_id) or self._client(part.realm, client.client_id)
+            # One whose id contains the slug was in the search (e.g. a new tenant's: not there at all).
+            live = clients.get(client.client_id) or (
+                named.get(client.client_id) if slug in client.client_id else self._client(part.realm, client.client_id))
             if live is None:
                 self._observe_missing_client(part, client, found)
                 continue

@@ -85,6 +85,15 @@ class Broker:
     authenticates: bool | None              # None: not tried
 
 
+@dataclass(frozen=True)
+class BrokerSnapshot:
+    """The whole plugin configuration the sweep compares every tenant against."""
+    roles: frozenset[str]
+    groups: Mapping[str, frozenset[str]]
+    anonymous_group: str | None
+    clients: Mapping[str, frozenset[str]]   # username -> its groups
+
+
 def messaging_differences(part: MessagingPart, broker: Broker) -> Diff:
     """The plan against what the broker holds, in the order the repairs must run."""
     found = DiffBuilder()
@@ -192,6 +201,34 @@ class MessagingProvisioner:
 
     def observe(self, part: MessagingPart, credentials: Mapping[str, str]) -> Diff:
         return messaging_differences(part, self._broker(part, _password(part, credentials)))
+
+    # the drift sweep (operator/sweep.py) ---------------------------------------
+    def snapshot(self, parts: Sequence[MessagingPart]) -> "BrokerSnapshot":
+        """Roles, groups with their roles, the anonymous group and every client's groups: one
+        message of four commands per sweep, whatever the number of tenants. Passwords are not
+        checked here (a login per tenant); the rotating audit's full observe does that."""
+        roles, groups, anonymous, clients = self._run([
+            {"command": "listRoles", "verbose": False, "count": -1, "offset": 0},
+            {"command": "listGroups", "verbose": True, "count": -1, "offset": 0},
+            {"command": "getAnonymousGroup"},
+            {"command": "listClients", "verbose": True, "count": -1, "offset": 0},
+        ], check=False)
+        for answer in (roles, groups, anonymous, clients):
+            if answer.get("error"):
+                raise RuntimeError(f"the MQTT broker refused {answer.get('command')}: {answer['error']}")
+        return BrokerSnapshot(
+            roles=frozenset((roles.get("data") or {}).get("roles", [])),
+            groups={g["groupname"]: frozenset(r["rolename"] for r in g.get("roles", []))
+                    for g in (groups.get("data") or {}).get("groups", [])},
+            anonymous_group=((anonymous.get("data") or {}).get("group") or {}).get("groupname"),
+            clients={c["username"]: frozenset(g["groupname"] for g in c.get("groups", []))
+                     for c in (clients.get("data") or {}).get("clients", []) if isinstance(c, dict)})
+
+    def observe_from(self, snapshot: "BrokerSnapshot", part: MessagingPart,
+                     credentials: Mapping[str, str] | None = None) -> Diff:
+        return messaging_differences(part, Broker(
+            roles=snapshot.roles, groups=snapshot.groups, anonymous_group=snapshot.anonymous_group,
+            client_groups=snapshot.clients.get(part.user), authenticates=None))
 
     # apply --------------------------------------------------------------------
     def apply(self, part: MessagingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
