@@ -282,6 +282,8 @@ def set_watch(backends, handlers, on: bool) -> None:
     from urbanstack.operator.kubecache import KubeCache
 
     runtime, sweeper = backends.runtime, handlers.state.sweeper
+    if sweeper is None:   # the previous design (per-tenant drift timers) has no sweep and no cache
+        return
     if on and runtime.cache is None:
         cache = KubeCache(backends.kube).start()
         if not cache.wait_synced(120):
