@@ -73,6 +73,16 @@ def parse_tools(items: list[dict]) -> dict[str, CityTool]:
     return tools
 
 
+def after_runtime(backends, desired: DesiredState) -> list[tuple[Any, Any]]:
+    """The provisioners that need the tenant's credentials Secret (the runtime's), with their parts,
+    in the order a reconcile runs them; the drift sweep compares the same ones."""
+    parts = [(backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
+             (backends.identity, desired.identity)]
+    if getattr(backends, "messaging", None) is not None:     # the MQTT broker, where one is configured
+        parts.append((backends.messaging, desired.messaging))
+    return parts
+
+
 def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
               directory: ags_rules.MunicipalityDirectory | None = None, *, drift_check: bool = False) -> Outcome:
     meta = body.get("metadata", {})
@@ -131,11 +141,7 @@ def reconcile(body: dict[str, Any], tools: dict[str, CityTool], backends,
     if run(backends.runtime, desired.runtime, fixed):
         credentials = backends.runtime.read_credentials(desired.runtime)
         retry = retry or credentials is None   # written concurrently: read it on the next pass
-    provisioners = [(backends.streaming, desired.streaming), (backends.warehouse, desired.warehouse),
-                    (backends.identity, desired.identity)]
-    if getattr(backends, "messaging", None) is not None:     # the MQTT broker, where one is configured
-        provisioners.append((backends.messaging, desired.messaging))
-    for provisioner, part in provisioners:
+    for provisioner, part in after_runtime(backends, desired):
         if credentials is None:
             conditions.append(condition(provisioner.condition, None, REASON_WAITING,
                                         "waiting for the tenant's credentials Secret in Kubernetes",

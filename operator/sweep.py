@@ -39,7 +39,7 @@ from typing import Any
 from urbanstack.operator.models import SpecError, parse_municipality
 from urbanstack.operator.plan import DesiredState, PlanError, plan
 from urbanstack.operator.provisioners.base import BackendUnavailable
-from urbanstack.operator.reconcile import parse_tools
+from urbanstack.operator.reconcile import after_runtime, parse_tools
 
 log = logging.getLogger("urbanstack.operator.sweep")
 
@@ -62,11 +62,8 @@ class SweepReport:
 
 
 def _parts(backends, desired: DesiredState) -> list[tuple[Any, Any]]:
-    parts = [(backends.runtime, desired.runtime), (backends.streaming, desired.streaming),
-             (backends.warehouse, desired.warehouse), (backends.identity, desired.identity)]
-    if getattr(backends, "messaging", None) is not None:   # the MQTT broker, where one is configured
-        parts.append((backends.messaging, desired.messaging))
-    return parts + list(getattr(backends, "extra_parts", lambda d: [])(desired))
+    return [(backends.runtime, desired.runtime), *after_runtime(backends, desired),
+            *getattr(backends, "extra_parts", lambda d: [])(desired)]
 
 
 class DriftSweeper:

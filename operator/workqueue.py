@@ -101,18 +101,18 @@ class WorkQueue:
             if self._stopping and not self._items:
                 return None
             now = self._clock()
+            ranked = [(self._effective(i, now)[0], i) for i in self._items]
             # (effective class, own class, age): a promoted item ranks behind its new class's own work …
-            best = min(self._items, key=lambda i: (self._effective(i, now)[0], i.priority, i.seq))
-            promoted = [i for i in self._items if self._effective(i, now)[0] < i.priority]
-            if promoted and best not in promoted:
-                if self._passed_over >= self.fair_every:
-                    # … but gets every (fair_every + 1)-th turn, so nothing starves.
-                    best = min(promoted, key=lambda i: self._effective(i, now))
-                    self._passed_over = 0
-                else:
-                    self._passed_over += 1
-            elif best in promoted:
+            effective, best = min(ranked, key=lambda r: (r[0], r[1].priority, r[1].seq))
+            promoted = [r for r in ranked if r[0] < r[1].priority]
+            if effective < best.priority:   # a promoted item's turn came by rank
                 self._passed_over = 0
+            elif promoted and self._passed_over >= self.fair_every:
+                # … but gets every (fair_every + 1)-th turn, so nothing starves.
+                best = min(promoted, key=lambda r: (r[0], r[1].seq))[1]
+                self._passed_over = 0
+            elif promoted:
+                self._passed_over += 1
             self._items.remove(best)
             del self._queued[(best.key, best.priority)]
             best.started_at = now

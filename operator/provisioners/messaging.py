@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from urbanstack.operator import naming
 from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
@@ -170,28 +171,16 @@ class MessagingProvisioner:
 
     # observe ----------------------------------------------------------------
     def _broker(self, part: MessagingPart, password: str) -> Broker:
-        roles, groups, anonymous, client = self._run([
-            {"command": "listRoles", "verbose": False, "count": -1, "offset": 0},
-            {"command": "listGroups", "verbose": True, "count": -1, "offset": 0},
-            {"command": "getAnonymousGroup"},
-            {"command": "getClient", "username": part.user},
-        ], check=False)
-        for answer in (roles, groups, anonymous):
-            if answer.get("error"):
-                raise RuntimeError(f"the MQTT broker refused {answer.get('command')}: {answer['error']}")
+        *config, client = self._run([*_CONFIG_COMMANDS, {"command": "getClient", "username": part.user}],
+                                    check=False)
+        roles, groups, anonymous = _config(config)
         client_groups = None
         if not client.get("error"):
-            client_groups = frozenset(g["groupname"] for g in (client.get("data") or {}).get("client", {})
-                                      .get("groups", []))
+            client_groups = _groups_of((client.get("data") or {}).get("client", {}))
         elif "not found" not in str(client["error"]).lower():
             raise RuntimeError(f"the MQTT broker refused getClient: {client['error']}")
-        group_list = (groups.get("data") or {}).get("groups", [])
-        return Broker(
-            roles=frozenset((roles.get("data") or {}).get("roles", [])),
-            groups={g["groupname"]: frozenset(r["rolename"] for r in g.get("roles", [])) for g in group_list},
-            anonymous_group=((anonymous.get("data") or {}).get("group") or {}).get("groupname"),
-            client_groups=client_groups,
-            authenticates=None if client_groups is None else self._authenticates(part.user, password))
+        return Broker(roles=roles, groups=groups, anonymous_group=anonymous, client_groups=client_groups,
+                      authenticates=None if client_groups is None else self._authenticates(part.user, password))
 
     def _authenticates(self, user: str, password: str) -> bool:
         try:
@@ -207,21 +196,14 @@ class MessagingProvisioner:
         """Roles, groups with their roles, the anonymous group and every client's groups: one
         message of four commands per sweep, whatever the number of tenants. Passwords are not
         checked here (a login per tenant); the rotating audit's full observe does that."""
-        roles, groups, anonymous, clients = self._run([
-            {"command": "listRoles", "verbose": False, "count": -1, "offset": 0},
-            {"command": "listGroups", "verbose": True, "count": -1, "offset": 0},
-            {"command": "getAnonymousGroup"},
-            {"command": "listClients", "verbose": True, "count": -1, "offset": 0},
-        ], check=False)
-        for answer in (roles, groups, anonymous, clients):
-            if answer.get("error"):
-                raise RuntimeError(f"the MQTT broker refused {answer.get('command')}: {answer['error']}")
+        *config, clients = self._run(
+            [*_CONFIG_COMMANDS, {"command": "listClients", "verbose": True, "count": -1, "offset": 0}], check=False)
+        roles, groups, anonymous = _config(config)
+        if clients.get("error"):
+            raise RuntimeError(f"the MQTT broker refused listClients: {clients['error']}")
         return BrokerSnapshot(
-            roles=frozenset((roles.get("data") or {}).get("roles", [])),
-            groups={g["groupname"]: frozenset(r["rolename"] for r in g.get("roles", []))
-                    for g in (groups.get("data") or {}).get("groups", [])},
-            anonymous_group=((anonymous.get("data") or {}).get("group") or {}).get("groupname"),
-            clients={c["username"]: frozenset(g["groupname"] for g in c.get("groups", []))
+            roles=roles, groups=groups, anonymous_group=anonymous,
+            clients={c["username"]: _groups_of(c)
                      for c in (clients.get("data") or {}).get("clients", []) if isinstance(c, dict)})
 
     def observe_from(self, snapshot: "BrokerSnapshot", part: MessagingPart,
@@ -304,6 +286,30 @@ class MessagingProvisioner:
             self._tolerant(command, ok)
             actions.append(done)
         return actions
+
+
+# What every observation of the plugin reads first: roles, groups with their roles, the anonymous group.
+_CONFIG_COMMANDS = (
+    {"command": "listRoles", "verbose": False, "count": -1, "offset": 0},
+    {"command": "listGroups", "verbose": True, "count": -1, "offset": 0},
+    {"command": "getAnonymousGroup"},
+)
+
+
+def _config(answers: Sequence[dict]) -> tuple[frozenset[str], dict[str, frozenset[str]], str | None]:
+    """The answers to ``_CONFIG_COMMANDS``: roles, group -> its roles, the anonymous group."""
+    for answer in answers:
+        if answer.get("error"):
+            raise RuntimeError(f"the MQTT broker refused {answer.get('command')}: {answer['error']}")
+    roles, groups, anonymous = answers
+    return (frozenset((roles.get("data") or {}).get("roles", [])),
+            {g["groupname"]: frozenset(r["rolename"] for r in g.get("roles", []))
+             for g in (groups.get("data") or {}).get("groups", [])},
+            ((anonymous.get("data") or {}).get("group") or {}).get("groupname"))
+
+
+def _groups_of(client: Mapping[str, Any]) -> frozenset[str]:
+    return frozenset(g["groupname"] for g in client.get("groups", []))
 
 
 def _password(part: MessagingPart, credentials: Mapping[str, str]) -> str:
