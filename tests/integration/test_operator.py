@@ -320,16 +320,28 @@ def test_a_municipality_deleted_while_it_waits_in_the_queue_is_never_provisioned
     body = unique_municipality("municipality-guetersloh.yaml", "queued")
     body["spec"]["deletionPolicy"] = "Delete"
     name = body["metadata"]["name"]
-    tools = parse_tools(cluster.custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"])
-    planned = plan(parse_municipality(body), tools)
+    tool_items = cluster.custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"]
+    planned = plan(parse_municipality(body), parse_tools(tool_items))
+    # A new CityTool is rolled out to every municipality enabling it by its own handler, outside the
+    # queue: on a fresh platform that can still be running when this test starts. Wait until it is
+    # done, so that only the queued creation could provision the municipality.
+    for item in tool_items:
+        cluster.wait_for("citytools", item["metadata"]["name"], lambda tool: any(
+            c["type"] == "Ready" and c.get("observedGeneration") == tool["metadata"]["generation"]
+            for c in (tool.get("status") or {}).get("conditions") or []), what="its roll-out")
 
-    namespace_events: list[str] = []
+    namespace = planned.runtime.namespace
+    namespace_events: list[tuple[str, bool]] = []   # (event type, the test's own sentinel)
+    sentinel_seen = threading.Event()
     watch = kubernetes.watch.Watch()
 
     def follow_namespace():
         for event in watch.stream(cluster.core.list_namespace, timeout_seconds=180,
-                                  field_selector=f"metadata.name={planned.runtime.namespace}"):
-            namespace_events.append(event["type"])
+                                  field_selector=f"metadata.name={namespace}"):
+            own = (event["object"].metadata.labels or {}).get("urbanstack-test/sentinel") == "true"
+            namespace_events.append((event["type"], own))
+            if own:
+                sentinel_seen.set()
 
     watcher = threading.Thread(target=follow_namespace, daemon=True)
     watcher.start()
@@ -348,10 +360,23 @@ def test_a_municipality_deleted_while_it_waits_in_the_queue_is_never_provisioned
     for blocker in blockers:
         blocker.result(timeout=60)
     cluster.wait_gone(M, name, timeout=120)
-    time.sleep(1)   # a namespace ADDED event would have arrived by now
-    watch.stop()
-    assert namespace_events == [], f"the namespace was created although the municipality was deleted first: " \
-                                   f"{namespace_events}"
+    # A watch delivers events in order: once the test's own namespace of that name is seen, anything
+    # the operator did to it earlier has been seen too. (A namespace the operator made and is still
+    # deleting makes the create fail: that, too, means it was provisioned.)
+    try:
+        cluster.core.create_namespace({"metadata": {"name": namespace,
+                                                    "labels": {"urbanstack-test/sentinel": "true"}}})
+    except kubernetes.client.rest.ApiException as exc:
+        assert exc.status != 409, f"namespace {namespace} exists: the operator provisioned the deleted municipality"
+        raise
+    try:
+        assert sentinel_seen.wait(60), "the namespace watch did not see the test's own namespace"
+    finally:
+        watch.stop()
+        cluster.core.delete_namespace(namespace)
+    operator_events = [kind for kind, own in namespace_events if not own]
+    assert operator_events == [], f"the namespace was created although the municipality was deleted first: " \
+                                  f"{operator_events}"
     assert not _topics(platform, planned.streaming.topic_prefix), "Kafka topics were created"
 
 
