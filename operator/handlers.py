@@ -3,6 +3,7 @@ write the result through the status subresource."""
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import threading
@@ -201,8 +202,6 @@ def _stop_bulk() -> None:
 
 async def _queued(name: str, priority: int, work):
     """Run ``work`` on the work queue (bulk mode) or, as before, on the loop's executor."""
-    import asyncio
-
     if not _handler_context:   # kopf's event queue lives in handler context only (not at startup)
         _handler_context.append(_KopfContext())
     if state.queue is None:
@@ -313,44 +312,66 @@ def _installed_in(tool_name: str) -> list[dict]:
 
 
 @kopf.on.resume(GROUP, VERSION, CITYTOOLS)
-def citytool_resumed(name, body, meta, **_):
+async def citytool_resumed(name, body, meta, **_):
     """After an operator restart only the bookkeeping is refreshed: every
     municipality resumes and reconciles on its own."""
-    _citytool_status(name, body, meta, roll_out=False)
+    await _citytool_status(name, body, meta, roll_out=False)
 
 
 @kopf.on.create(GROUP, VERSION, CITYTOOLS)
 @kopf.on.update(GROUP, VERSION, CITYTOOLS, field="spec")
-def citytool_changed(name, body, meta, **_):
+async def citytool_changed(name, body, meta, **_):
     """A new or changed tool rolls out to every municipality that enables it. A
     municipality that cannot take it yet says so in its own status and retries
     through its drift timer; the tool's status names it."""
-    _citytool_status(name, body, meta, roll_out=True)
+    await _citytool_status(name, body, meta, roll_out=True)
 
 
-def _citytool_status(name, body, meta, *, roll_out: bool) -> None:
+async def _roll_out(users: list[dict]) -> tuple[list[str], list[str], list[BaseException]]:
+    """Reconcile every municipality that enables the tool, through the work queue like any other
+    bulk work (class ``CREATE``: a roll-out to 1,000 towns must not hold back one town's spec
+    change). A municipality whose own creation already waits in the queue is not queued twice:
+    that reconcile reads the tools when its turn comes. Returns (reconciled, pending, errors)."""
+    names = [m["metadata"]["name"] for m in users]
+    results = await asyncio.gather(*(
+        _queued(n, CREATE, lambda n=n, m=m: _reconcile_unless_deleted(n, m, 0)) for n, m in zip(names, users)),
+        return_exceptions=True)
+    reconciled, pending, unexpected = [], [], []
+    for n, result in zip(names, results):
+        if isinstance(result, (kopf.TemporaryError, kopf.PermanentError)):
+            pending.append(n)
+        elif isinstance(result, BaseException):
+            pending.append(n)
+            unexpected.append(result)
+        elif result is not None:   # None: deleted while it waited
+            reconciled.append(n)
+    return reconciled, pending, unexpected
+
+
+async def _citytool_status(name, body, meta, *, roll_out: bool) -> None:
     generation = meta.get("generation")
     previous = (body.get("status") or {}).get("conditions") or []
     try:
         parse_citytool(dict(body))
     except SpecError as error:
-        _write_status(CITYTOOLS, name, {"conditions": [
+        await asyncio.to_thread(_write_status, CITYTOOLS, name, {"conditions": [
             condition("Ready", False, "InvalidSpec", str(error), generation, previous)]})
         raise kopf.PermanentError(str(error))
-    users = _installed_in(name)
-    pending = []
-    if roll_out:
-        for municipality in users:
-            try:
-                _reconcile_municipality(municipality["metadata"]["name"], municipality)
-            except (kopf.TemporaryError, kopf.PermanentError):
-                pending.append(municipality["metadata"]["name"])
+    users = await asyncio.to_thread(_installed_in, name)
+    pending: list[str] = []
+    errors: list[BaseException] = []
     installed = sorted(m["metadata"]["name"] for m in users)
+    if roll_out:
+        reconciled, pending, errors = await _roll_out(users)
+        installed = sorted(reconciled + pending)
+    named = ", ".join(sorted(pending)[:10]) + (f" and {len(pending) - 10} more" if len(pending) > 10 else "")
     message = (f"rolled out to {len(installed)} municipalities" if not pending
-               else f"rollout pending in {', '.join(pending)}; see their status")
-    _write_status(CITYTOOLS, name, {"installedIn": installed, "conditions": [
+               else f"rollout pending in {named}; see their status")
+    await asyncio.to_thread(_write_status, CITYTOOLS, name, {"installedIn": installed, "conditions": [
         condition("Ready", True, "RolledOut" if not pending else "RolloutPending", message, generation,
                   previous)]})
+    if errors:   # not a backend's answer but a bug or an API outage: Kopf retries the roll-out
+        raise errors[0]
 
 
 @kopf.on.delete(GROUP, VERSION, CITYTOOLS)

@@ -21,7 +21,7 @@ from typing import Any
 
 from urbanstack import keycloak_theme, tenancy
 from urbanstack.operator import naming, rbac
-from urbanstack.tenancy import RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
+from urbanstack.tenancy import EMPTY_SOURCE_CUTOFF, RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
                                         Quotas)
 from urbanstack.operator.templating import quote_identifier, render, render_yaml
@@ -261,8 +261,9 @@ class WarehouseRollup:
 
     def view_select(self, state: RollupState) -> str:
         """Until the backfill has run, the view counts only rows stamped at or after the cutoff;
-        after it, every row (a writer may set ``ingested_at`` itself)."""
-        return self._select(None if state.backfilled else state.cutoff, backfill=False)
+        after it, or over a source that was empty when it was built, every row (a writer may set
+        ``ingested_at`` itself)."""
+        return self._select(None if state.unfiltered else state.cutoff, backfill=False)
 
     def view_sql(self, state: RollupState) -> str:
         return render("clickhouse/rollup_view.sql.j2", database=self.database, view=self.view, table=self.name,

@@ -90,6 +90,17 @@ class RollupState:
     cutoff: datetime
     backfilled: bool
 
+    @property
+    def unfiltered(self) -> bool:
+        """Whether the view counts every row: after the backfill, and for a rollup built over a
+        source table that was empty (cutoff :data:`EMPTY_SOURCE_CUTOFF`): there is nothing to
+        backfill once the operator has seen that no row came in without the view."""
+        return self.backfilled or self.cutoff == EMPTY_SOURCE_CUTOFF
+
+
+# The cutoff a rollup gets when it is built: its source is checked for rows that came in without
+# the view (then it is rebuilt with a real cutoff and backfilled), else it is done at once.
+EMPTY_SOURCE_CUTOFF = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 ROLLUP_PENDING = "backfill pending"
 ROLLUP_BACKFILLED = "backfilled"

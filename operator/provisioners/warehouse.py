@@ -15,6 +15,12 @@ a backfill that was interrupted is deleted (its rows carry ``backfilled = 1``)
 and run again, and a finished one never runs twice. A view found missing means
 inserts went by uncounted: the rollup is rebuilt with a new cutoff. The API uses
 a rollup only once its comment says ``backfilled``.
+
+A rollup is first built with no cutoff (``EMPTY_SOURCE_CUTOFF``: the view counts every row).
+If then no insert into its source is running and the source holds no row, nothing came in
+without the view and there is nothing to backfill: the comment says ``backfilled`` at once (a
+new tenant's tables, every time). Otherwise it is built again with a real cutoff as above. A
+comment still saying ``EMPTY_SOURCE_CUTOFF`` after a crash is checked the same way.
 """
 
 from __future__ import annotations
@@ -28,10 +34,10 @@ from urllib.parse import urlsplit
 
 import clickhouse_connect
 
-from urbanstack.operator.plan import (RollupState, WarehouseAccess, WarehousePart, WarehouseRollup, grant_sql,
+from urbanstack.operator.plan import (EMPTY_SOURCE_CUTOFF, RollupState, WarehouseAccess, WarehousePart, WarehouseRollup, grant_sql,
                                       parse_rollup_comment, revoke_sql)
 from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
-from urbanstack.operator.templating import render
+from urbanstack.operator.templating import quote_identifier, render
 
 BACKEND = "ClickHouse"
 BACKFILL_DELAY_SECONDS = 2.0
@@ -214,16 +220,45 @@ class WarehouseProvisioner:
 
     def _rebuild_rollup(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
         """New, its view was lost (inserts went by uncounted) or its table was (it counts rows that are
-        gone): a new table and view with a new cutoff, and everything counted again."""
+        gone): a new table and view counting every row, and the source checked for rows the view
+        did not see (``_backfills``)."""
         rollup: WarehouseRollup = difference.payload
-        state = RollupState(cutoff=self._now() + timedelta(seconds=self.backfill_delay), backfilled=False)
+        state = RollupState(cutoff=EMPTY_SOURCE_CUTOFF, backfilled=False)
+        self._build_rollup(rollup, state)
+        pending[rollup.name] = (rollup, state)
+        return f"built rollup {rollup.name} and view {rollup.view}"
+
+    def _build_rollup(self, rollup: WarehouseRollup, state: RollupState) -> None:
         # A new table, so that no insert still running through an old view can add to it.
         for statement in rollup.drop_sql():
             self._command(statement)
         self._command(rollup.ddl(state))
         self._command(rollup.view_sql(state))
-        pending[rollup.name] = (rollup, state)
-        return f"built rollup {rollup.name} and view {rollup.view}"
+
+    def _settle_empty_source(self, rollup: WarehouseRollup) -> RollupState | None:
+        """A rollup built with no cutoff: done if no row can have come in without its view (no insert
+        into the source is running, then the source is empty: in this order, so that an insert
+        finishing in between leaves its rows to be seen); else built again with a real cutoff for the
+        usual backfill, whose state is returned."""
+        if not self._inserts_running(rollup, older_than=0.0):
+            (rows,), = self._query(
+                f"SELECT count() FROM {quote_identifier(rollup.database)}.{quote_identifier(rollup.source)}")
+            if not rows:
+                self._command(rollup.comment_sql(RollupState(cutoff=EMPTY_SOURCE_CUTOFF, backfilled=True)))
+                return None
+        state = RollupState(cutoff=self._now() + timedelta(seconds=self.backfill_delay), backfilled=False)
+        self._build_rollup(rollup, state)
+        return state
+
+    def _inserts_running(self, rollup: WarehouseRollup, *, older_than: float) -> int:
+        """Inserts into the rollup's source running for at least ``older_than`` seconds (by the text
+        of the query: one naming the database and the table)."""
+        (running,), = self._query(
+            "SELECT count() FROM system.processes WHERE query_kind = 'Insert' AND elapsed >= {age:Float64} "
+            "AND positionCaseInsensitive(query, {table:String}) > 0 "
+            "AND positionCaseInsensitive(query, {database:String}) > 0",
+            age=older_than, table=rollup.source, database=rollup.database)
+        return running
 
     def _modify_view(self, difference: Difference, part: WarehousePart, credentials, pending) -> str:
         rollup, state = difference.payload
@@ -235,11 +270,25 @@ class WarehouseProvisioner:
         pending[rollup.name] = (rollup, state)
 
     def _backfills(self, pending: list[tuple[WarehouseRollup, RollupState]]) -> list[str]:
-        wait = (max(state.cutoff for _, state in pending) - self._now()).total_seconds()
+        actions: list[str] = []
+        timed: list[tuple[WarehouseRollup, RollupState]] = []
+        for rollup, state in pending:
+            if state.cutoff != EMPTY_SOURCE_CUTOFF:
+                timed.append((rollup, state))
+                continue
+            settled = self._settle_empty_source(rollup)
+            if settled is None:
+                actions.append(f"rollup {rollup.name}: its table was empty, nothing to backfill")
+            else:
+                actions.append(f"rollup {rollup.name}: its table has rows from before the view, rebuilt with "
+                               f"a cutoff to backfill them")
+                timed.append((rollup, settled))
+        if not timed:
+            return actions
+        wait = (max(state.cutoff for _, state in timed) - self._now()).total_seconds()
         if 0 < wait <= self.backfill_delay:
             time.sleep(wait)
-        actions: list[str] = []
-        for rollup, state in pending:
+        for rollup, state in timed:
             actions += self._backfill(rollup, state)
         return actions
 
@@ -249,9 +298,7 @@ class WarehouseProvisioner:
             return [f"rollup {rollup.name}: backfill waits until {state.cutoff.isoformat()}"]
         # An insert that started before the view existed may still stamp rows after the cutoff.
         started_before = (now - state.cutoff).total_seconds() + self.backfill_delay
-        (running,), = self._query(
-            "SELECT count() FROM system.processes WHERE query_kind = 'Insert' AND elapsed >= {age:Float64} "
-            "AND positionCaseInsensitive(query, {table:String}) > 0", age=started_before, table=rollup.source)
+        running = self._inserts_running(rollup, older_than=started_before)
         if running:
             return [f"rollup {rollup.name}: backfill waits for {running} insert(s) older than its view"]
         self._command(rollup.clear_backfill_sql())   # what an interrupted backfill left behind
@@ -422,7 +469,7 @@ def _view_is_current(rollup: WarehouseRollup, as_select: str, state: RollupState
     """Whether the view's query computes every rollup column (a field added later needs its own) and
     filters on the cutoff exactly while the backfill is pending."""
     filtered = re.search(r"\bWHERE\b", as_select) is not None
-    if state is not None and filtered == state.backfilled:
+    if state is not None and filtered == state.unfiltered:
         return False
     return all(re.search(rf"\bAS `?{re.escape(m.column)}`?(?![A-Za-z0-9_])", as_select) for m in rollup.measures)
 

@@ -322,14 +322,8 @@ def test_a_municipality_deleted_while_it_waits_in_the_queue_is_never_provisioned
     name = body["metadata"]["name"]
     tool_items = cluster.custom.list_cluster_custom_object(GROUP, VERSION, "citytools")["items"]
     planned = plan(parse_municipality(body), parse_tools(tool_items))
-    # A new CityTool is rolled out to every municipality enabling it by its own handler, outside the
-    # queue: on a fresh platform that can still be running when this test starts. Wait until it is
-    # done, so that only the queued creation could provision the municipality.
-    for item in tool_items:
-        cluster.wait_for("citytools", item["metadata"]["name"], lambda tool: any(
-            c["type"] == "Ready" and c.get("observedGeneration") == tool["metadata"]["generation"]
-            for c in (tool.get("status") or {}).get("conditions") or []), what="its roll-out")
-
+    # (A CityTool's roll-out, still running on a fresh platform, goes through the same queue and the
+    # same check: it must not provision the municipality either.)
     namespace = planned.runtime.namespace
     namespace_events: list[tuple[str, bool]] = []   # (event type, the test's own sentinel)
     sentinel_seen = threading.Event()
@@ -439,6 +433,31 @@ def test_citytool_deletion_is_blocked_while_enabled(operator, cluster, cleanup):
                                  lambda o: body["metadata"]["name"] in (o.get("status") or {}).get("installedIn", []),
                                  what="installedIn")
     assert installed
+    # A change of the tool rolls out through the work queue like other bulk work, not inside the
+    # tool's handler: while every worker is busy it waits there, and the tool says it is not done.
+    from urbanstack.operator import handlers
+    from urbanstack.operator.workqueue import CHANGE, CREATE
+
+    queue = handlers.state.queue
+    release = threading.Event()
+    blockers = [queue.submit(f"test-blocker-{uuid.uuid4().hex[:6]}", CHANGE, lambda: release.wait(120))
+                for _ in range(queue.workers)]
+    try:
+        changed = cluster.custom.patch_cluster_custom_object(
+            GROUP, VERSION, "citytools", tool["metadata"]["name"], {"spec": {"description": "Changed."}})
+        generation = changed["metadata"]["generation"]
+        deadline = time.monotonic() + 60
+        while not queue.is_queued(body["metadata"]["name"], CREATE):
+            assert time.monotonic() < deadline, "the roll-out never reached the work queue"
+            time.sleep(0.1)
+        waiting = cluster.custom.get_cluster_custom_object(GROUP, VERSION, "citytools", tool["metadata"]["name"])
+        assert conditions(waiting)["Ready"].get("observedGeneration") != generation
+    finally:
+        release.set()
+    rolled = cluster.wait_for("citytools", tool["metadata"]["name"], lambda o: conditions(o).get(
+        "Ready", {}).get("observedGeneration") == generation, what="the roll-out of the change")
+    assert conditions(rolled)["Ready"]["reason"] == "RolledOut"
+    assert rolled["status"]["installedIn"] == [body["metadata"]["name"]]
     cluster.delete("citytools", tool["metadata"]["name"])
     blocked = cluster.wait_for("citytools", tool["metadata"]["name"],
                                lambda o: conditions(o).get("Ready", {}).get("reason") == "StillInUse",

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from urbanstack.operator.models import CityTool, Municipality
-from urbanstack.operator.plan import RollupState, parse_rollup_comment, plan
+from urbanstack.operator.plan import EMPTY_SOURCE_CUTOFF, RollupState, parse_rollup_comment, plan
 from urbanstack.operator.provisioners.base import ensure
 from urbanstack.operator.provisioners.warehouse import WarehouseProvisioner
 
@@ -99,7 +99,10 @@ def tenant(warehouse):
 
 
 def test_every_insert_reaches_the_rollup_once_and_a_replayed_batch_not_at_all(tenant):
-    ensure(tenant.provisioner, tenant.part, {})
+    actions = ensure(tenant.provisioner, tenant.part, {})
+    # A new tenant's table is empty: no cutoff to wait for, no backfill to run.
+    assert f"rollup {tenant.rollup.name}: its table was empty, nothing to backfill" in actions
+    assert not any(a.startswith("backfilled") or "waits" in a for a in actions), actions
     assert tenant.state().backfilled
     assert tenant.provisioner.observe(tenant.part, {}).in_sync
 
@@ -168,6 +171,45 @@ def test_an_interrupted_backfill_runs_again_without_counting_twice(tenant):
     assert f"backfilled rollup {name}" in ensure(tenant.provisioner, tenant.part, {})
     assert tenant.state().backfilled
     assert tenant.from_rollup() == expected
+    assert tenant.provisioner.observe(tenant.part, {}).in_sync
+
+
+def _built_empty_then_crashed(tenant: "Tenant") -> None:
+    """Table, then rollup and view as a build leaves them before it checked the source (no cutoff:
+    the view counts every row), as if the operator died right there."""
+    old = dataclasses.replace(tenant.part, tables=tuple(dataclasses.replace(t, rollup=None) for t in tenant.part.tables))
+    ensure(tenant.provisioner, old, {})
+    built = RollupState(cutoff=EMPTY_SOURCE_CUTOFF, backfilled=False)
+    tenant.warehouse.command(tenant.rollup.ddl(built))
+    tenant.warehouse.command(tenant.rollup.view_sql(built))
+    assert tenant.state() == built
+
+
+def test_a_rollup_built_over_an_empty_table_and_interrupted_is_finished_without_a_backfill(tenant):
+    _built_empty_then_crashed(tenant)
+    observed = tenant.provisioner.observe(tenant.part, {})
+    assert [d.found for d in observed.about(f"rollup {tenant.rollup.name}", "backfill")] == ["pending"]
+    assert not observed.about(f"view {tenant.rollup.view}", "query"), "its view already counts every row"
+
+    actions = ensure(tenant.provisioner, tenant.part, {})
+    assert actions == [f"rollup {tenant.rollup.name}: its table was empty, nothing to backfill"]
+    assert tenant.state().backfilled
+    tenant.insert(_rows("later", 40))
+    assert tenant.from_rollup() == tenant.from_table() and sum(r[2] for r in tenant.from_rollup()) == 40
+
+
+def test_rows_that_arrived_while_an_empty_build_was_unfinished_are_counted_once(tenant):
+    """The view counted them, the table has them: the check cannot tell them from rows that came in
+    without the view, so the rollup is built again with a cutoff and everything counted once."""
+    _built_empty_then_crashed(tenant)
+    tenant.insert(_rows("meanwhile", 120))
+    assert sum(r[2] for r in tenant.from_rollup()) == 120, "the view counted them"
+
+    actions = ensure(tenant.provisioner, tenant.part, {})
+    assert f"backfilled rollup {tenant.rollup.name}" in actions, actions
+    assert tenant.state().backfilled and tenant.state().cutoff > EMPTY_SOURCE_CUTOFF
+    assert tenant.from_rollup() == tenant.from_table()
+    assert sum(r[2] for r in tenant.from_rollup()) == 120
     assert tenant.provisioner.observe(tenant.part, {}).in_sync
 
 
