@@ -298,6 +298,29 @@ class KeycloakSnapshot:
     touched: dict[str, set[tuple[str, str]]] = field(default_factory=dict)
     usernames: dict[str, set[str]] = field(default_factory=dict)   # realm -> every user name (listed when needed)
     first: dict[str, str] = field(default_factory=dict)            # realm -> lowest planned organization alias
+    _tagged: dict[str, dict[str, dict[str, dict[str, Any]]]] = field(default_factory=dict, repr=False)
+
+    def tagged(self, realm: str, slug: str) -> dict[str, dict[str, Any]]:
+        """The realm's clients tagged with tenant ``slug``, clientId -> client (grouped once per
+        snapshot, not scanned once per tenant)."""
+        if realm not in self._tagged:
+            grouped: dict[str, dict[str, dict[str, Any]]] = {}
+            for client_id, client in self.clients.get(realm, {}).items():
+                owner = (client.get("attributes") or {}).get(TENANT_ATTRIBUTE)
+                if owner is not None:
+                    grouped.setdefault(owner, {})[client_id] = client
+            self._tagged[realm] = grouped
+        return self._tagged[realm].get(slug, {})
+
+
+@dataclass
+class _RealmListing:
+    clients: dict[str, dict[str, Any]]         # id -> client
+    organizations: dict[str, dict[str, Any]]   # id -> organization
+    listed_at: float                           # time.monotonic() of the last full listing
+
+
+FULL_LISTING_SECONDS = 900.0   # the sweep pages every client and organization at least this often
 
 
 # Admin events (the drift sweep's view of roles, scope mappings, users and members) -----------------
@@ -377,6 +400,10 @@ class IdentityProvisioner:
         self._smtp_password = smtp_password  # only ever sent to Keycloak inside smtpServer
         self.events = AdminEventFollower()
         self._own_user: str | None = None
+        # The drift sweep's listing of each shared realm, kept current from admin events between
+        # full listings (snapshot).
+        self.full_listing_seconds = FULL_LISTING_SECONDS
+        self._listings: dict[str, _RealmListing] = {}
 
     def _realm_body(self, part: IdentityPart, keys) -> dict[str, Any]:
         """The realm settings to write; ``smtpServer`` gets the relay's password here, so it is
@@ -691,37 +718,97 @@ class IdentityProvisioner:
 
     # bulk observe (the drift sweep) -------------------------------------------
     def snapshot(self, parts: list[IdentityPart]) -> "KeycloakSnapshot":
-        """The shared realm, all its clients and all its organizations, paged: a few calls per
-        hundred tenants instead of ~50 per tenant. Dedicated realms are left to ``observe``."""
+        """The shared realm, its clients and its organizations. Paging all of them (a few calls per
+        hundred tenants, but 7 s of Keycloak at 1,000) happens once every ``full_listing_seconds``;
+        in between the previous listing is kept current from the realm's admin events (a client or
+        organization an event names is read again, ours or not) and a tenant new to the sweep is
+        looked up by its slug. A realm without admin events is paged every sweep. Dedicated realms
+        are left to ``observe``."""
         realms = sorted({part.realm for part in parts if not part.owns_realm})
         snapshot = KeycloakSnapshot()
         for realm in realms:
             live = self._realm(realm)
             snapshot.realms[realm] = live
             if live is None:
+                self._listings.pop(realm, None)
                 continue
-            clients = self._list(f"/{quote(realm)}/clients", "listing clients")
-            snapshot.clients[realm] = {c["clientId"]: c for c in clients}
-            orgs = self._list(f"/{quote(realm)}/organizations", "listing organizations", briefRepresentation="false")
-            snapshot.organizations[realm] = {o.get("alias"): o for o in orgs}
+            events_on = bool(live.get("adminEventsEnabled"))
+            listing = self._listings.get(realm)
+            full = (not events_on or listing is None
+                    or time.monotonic() - listing.listed_at >= self.full_listing_seconds)
+            if full:
+                started = time.monotonic()
+                clients = self._list(f"/{quote(realm)}/clients", "listing clients")
+                orgs = self._list(f"/{quote(realm)}/organizations", "listing organizations",
+                                  briefRepresentation="false")
+                listing = _RealmListing({c["id"]: c for c in clients}, {o["id"]: o for o in orgs}, started)
+                self._listings[realm] = listing
+            events = self._admin_events(realm) if events_on else []
+            if not full:
+                try:
+                    self._follow(realm, listing, events, [p for p in parts if p.realm == realm])
+                except BaseException:
+                    del self._listings[realm]   # its events are read: list in full next time, miss nothing
+                    raise
+            snapshot.clients[realm] = {c["clientId"]: c for c in listing.clients.values()}
+            snapshot.organizations[realm] = {o.get("alias"): o for o in listing.organizations.values()}
             aliases = [p.organization.alias for p in parts if p.realm == realm and p.organization is not None]
             snapshot.first[realm] = min(aliases, default="")
-            if live.get("adminEventsEnabled"):
-                self._touched_since_last_sweep(realm, snapshot)
+            if events:
+                self._touched_since_last_sweep(realm, snapshot, events)
         return snapshot
 
-    def _touched_since_last_sweep(self, realm: str, snapshot: "KeycloakSnapshot") -> None:
-        """What someone other than this operator changed in ``realm`` since the previous sweep,
-        from the realm's admin events: one or a few calls per sweep, however many tenants."""
+    def _admin_events(self, realm: str) -> list[dict[str, Any]]:
         def read_page(since: int, first: int, size: int) -> list[dict[str, Any]]:
             return self._get(f"/{quote(realm)}/admin-events", "reading admin events", dateFrom=str(since),
                              direction="asc", first=str(first), max=str(size)) or []
 
         events = self.events.new_events(realm, read_page)
-        if not events:
-            return
-        if self._own_user is None:
+        if events and self._own_user is None:
             self._own_user = self._api.user_id()
+        return events
+
+    def _follow(self, realm: str, listing: "_RealmListing", events: list[dict[str, Any]],
+                parts: list[IdentityPart]) -> None:
+        """Bring the kept listing up to date: a tenant whose planned clients or organization it lacks
+        is looked up by its slug (a new tenant, or one repaired since: 2 calls, once); a client or
+        organization an admin event names is read again if the listing knows it (a change, a
+        deletion) or someone else created it. Our own creations belong to tenants the lookup finds."""
+        fresh: set[str] = set()
+        by_client_id = {c["clientId"] for c in listing.clients.values()}
+        by_alias = {o.get("alias") for o in listing.organizations.values()}
+        for part in parts:
+            if any(client.client_id not in by_client_id for client in part.clients):
+                for client in self._tenant_clients(part).values():
+                    listing.clients[client["id"]] = client
+                    fresh.add(client["id"])
+            if part.organization is not None and part.organization.alias not in by_alias:
+                found = self._get(f"/{quote(realm)}/organizations", "looking up the organization",
+                                  q=f"slug:{part.organization.alias}", briefRepresentation="false") or []
+                for org in found:
+                    if org.get("alias") == part.organization.alias:
+                        listing.organizations[org["id"]] = org
+                        fresh.add(org["id"])
+        stale: set[tuple[str, str]] = set()   # (kind, id), kind "clients" or "organizations"
+        for event in events:
+            path = (event.get("resourcePath") or "").split("/")
+            if len(path) < 2 or path[0] not in ("clients", "organizations") or path[1] in fresh:
+                continue
+            known = path[1] in listing.clients or path[1] in listing.organizations
+            if known or not self.events.ours(event, self._own_user, None):
+                stale.add((path[0], path[1]))
+        for kind, uuid in sorted(stale):
+            kept = listing.clients if kind == "clients" else listing.organizations
+            current = self._get(f"/{quote(realm)}/{kind}/{quote(uuid)}", f"reading one of the {kind}")
+            if current is None:
+                kept.pop(uuid, None)
+            else:
+                kept[uuid] = current
+
+    def _touched_since_last_sweep(self, realm: str, snapshot: "KeycloakSnapshot",
+                                  events: list[dict[str, Any]]) -> None:
+        """What someone other than this operator changed in ``realm`` since the previous sweep,
+        from the realm's admin events: one or a few calls per sweep, however many tenants."""
         clients = {c["id"]: cid for cid, c in snapshot.clients.get(realm, {}).items()}
         tenants = {c["id"]: (c.get("attributes") or {}).get(TENANT_ATTRIBUTE)
                    for c in snapshot.clients.get(realm, {}).values()}
@@ -788,7 +875,7 @@ class IdentityProvisioner:
             found.add(f"realm {part.realm}", key, part.realm_settings[key], realm.get(key), "set_realm")
         slug = tenant_slug(part)
         every = snapshot.clients.get(part.realm, {})
-        tagged = {cid: c for cid, c in every.items() if (c.get("attributes") or {}).get(TENANT_ATTRIBUTE) == slug}
+        tagged = snapshot.tagged(part.realm, slug)
         for client in part.clients:
             live = every.get(client.client_id)
             if live is None:

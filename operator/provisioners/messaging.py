@@ -22,7 +22,7 @@ cannot be read back: observe logs in as the tenant with the Secret's password.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from urbanstack.operator import naming
@@ -93,6 +93,35 @@ class BrokerSnapshot:
     groups: Mapping[str, frozenset[str]]
     anonymous_group: str | None
     clients: Mapping[str, frozenset[str]]   # username -> its groups
+    _index: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def broker_for(self, part: MessagingPart) -> Broker:
+        """What ``messaging_differences`` reads for ``part``: its own datasets' roles, the groups that
+        hold one of them or that it wants, and the shared subscriber role. It gives the same diff as
+        the whole configuration, without scanning every tenant's roles and groups per tenant."""
+        prefix = part.role_prefix
+        if not (prefix.startswith(ROLE_PREFIX) and prefix.endswith("/") and prefix.count("/") == 1):
+            return Broker(roles=self.roles, groups=self.groups, anonymous_group=self.anonymous_group,
+                          client_groups=self.clients.get(part.user), authenticates=None)
+        if not self._index:
+            roles: dict[str, set[str]] = {}
+            holders: dict[str, set[str]] = {}
+            for role in self.roles:
+                head, slash, _ = role.partition("/")
+                if slash:
+                    roles.setdefault(head + "/", set()).add(role)
+            for group, granted in self.groups.items():
+                for role in granted:
+                    head, slash, _ = role.partition("/")
+                    if slash:
+                        holders.setdefault(head + "/", set()).add(group)
+            self._index.update(roles=roles, holders=holders)
+        wanted = {part.group, OPEN_GROUP, *(group_of(slug) for _, slugs in part.readers for slug in slugs)}
+        relevant = self._index["holders"].get(prefix, set()) | wanted
+        return Broker(roles=frozenset(self._index["roles"].get(prefix, set()) | ({SUBSCRIBER_ROLE} & self.roles)),
+                      groups={g: self.groups[g] for g in relevant if g in self.groups},
+                      anonymous_group=self.anonymous_group, client_groups=self.clients.get(part.user),
+                      authenticates=None)
 
 
 def messaging_differences(part: MessagingPart, broker: Broker) -> Diff:
@@ -208,9 +237,7 @@ class MessagingProvisioner:
 
     def observe_from(self, snapshot: "BrokerSnapshot", part: MessagingPart,
                      credentials: Mapping[str, str] | None = None) -> Diff:
-        return messaging_differences(part, Broker(
-            roles=snapshot.roles, groups=snapshot.groups, anonymous_group=snapshot.anonymous_group,
-            client_groups=snapshot.clients.get(part.user), authenticates=None))
+        return messaging_differences(part, snapshot.broker_for(part))
 
     # apply --------------------------------------------------------------------
     def apply(self, part: MessagingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicCollection
 from confluent_kafka.admin import (AclBinding, AclBindingFilter, AclOperation, AclPermissionType, AdminClient,
                                    AlterConfigOpType, ConfigEntry, ConfigResource, NewPartitions, NewTopic,
                                    ResourcePatternType, ResourceType, ScramCredentialInfo, ScramMechanism,
@@ -133,9 +133,20 @@ class StreamingProvisioner:
                 return False
         raise BackendUnavailable(BACKEND, f"checking the password of {user}: no answer within {TIMEOUT:.0f} s")
 
+    def _planned_topics(self, part: StreamingPart) -> dict[str, int]:
+        """The tenant's planned topics that exist, with their partition counts: one metadata request
+        for those names (listing every topic cost a request of all tenants' metadata per observe)."""
+        if not part.topics:
+            return {}
+        described = _wait(self.admin.describe_topics(TopicCollection([t.name for t in part.topics]),
+                                                     request_timeout=TIMEOUT),
+                          "describing topics", ok_codes=(KafkaError.UNKNOWN_TOPIC_OR_PART,))
+        return {name: len(description.partitions) for name, description in described.items()
+                if description is not None}
+
     def observe(self, part: StreamingPart, credentials: Mapping[str, str]) -> Diff:
         password = _password(part, credentials)
-        existing = self._topics(part.topic_prefix)
+        existing = self._planned_topics(part)
         mechanisms = self._scram_mechanisms(part.user)
         return streaming_differences(
             part, existing, self._configs([t.name for t in part.topics if t.name in existing]), mechanisms,
@@ -177,25 +188,40 @@ class StreamingProvisioner:
         that checks the SCRAM password (it needs a connection per tenant; the full observe of a
         change, a repair or the rotating audit does it)."""
         prefix = part.topic_prefix
-        existing = {name: count for name, count in snapshot.partitions.items() if name.startswith(prefix)}
-        acls = {key for key in snapshot.acls if key[3] == part.principal and not _share_from_another(key, prefix)}
-        acls |= {key for key in snapshot.acls if key[0] == "TOPIC" and key[1] == "LITERAL" and key[2].startswith(prefix)}
+        existing = {name: snapshot.partitions[name] for name in snapshot.topics_with(prefix)}
+        acls = {key for key in snapshot.acls_of(part.principal) if not _share_from_another(key, prefix)}
+        acls |= {key for key in snapshot.literal_topic_acls_with(prefix)}
         return streaming_differences(part, existing, snapshot.configs, snapshot.mechanisms.get(part.user, set()),
                                      None, acls)
 
     # apply --------------------------------------------------------------------
     def apply(self, part: StreamingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
-        handlers = {"create_topic": self._create_topic, "add_partitions": self._add_partitions,
-                    "set_config": self._set_config, "set_password": self._set_password,
-                    "create_acl": self._create_acl, "delete_acl": self._delete_acl}
-        return dispatch(BACKEND, handlers, diff, part, credentials)
+        """Missing topics in one request, then partitions, configs and the password as the diff orders
+        them, then all missing ACLs in one request and all stray ones in another: a new tenant's
+        5 topics and 12 bindings are 3 round trips to the controller, not 17."""
+        batched = ("create_topic", "create_acl", "delete_acl")
+        of = {action: [d for d in diff if d.action == action] for action in batched}
+        handlers = {"add_partitions": self._add_partitions, "set_config": self._set_config,
+                    "set_password": self._set_password}
+        actions = self._create_topics([d.payload for d in of["create_topic"]])
+        actions += dispatch(BACKEND, handlers, Diff(tuple(d for d in diff if d.action not in batched)), part,
+                            credentials)
+        if of["create_acl"]:
+            _wait(self.admin.create_acls([d.payload for d in of["create_acl"]], request_timeout=TIMEOUT),
+                  "creating ACLs")
+            actions += [f"granted {d.object}" for d in of["create_acl"]]
+        if of["delete_acl"]:
+            self._delete_acls([d.payload for d in of["delete_acl"]])
+            actions += [f"revoked {d.object}" for d in of["delete_acl"]]
+        return actions
 
-    def _create_topic(self, difference: Difference, part: StreamingPart, credentials) -> str:
-        topic: KafkaTopic = difference.payload
-        _wait(self.admin.create_topics([NewTopic(topic.name, topic.partitions, 1, config=dict(topic.config))],
+    def _create_topics(self, topics: list[KafkaTopic]) -> list[str]:
+        if not topics:
+            return []
+        _wait(self.admin.create_topics([NewTopic(t.name, t.partitions, 1, config=dict(t.config)) for t in topics],
                                        request_timeout=TIMEOUT),
               "creating topics", ok_codes=(KafkaError.TOPIC_ALREADY_EXISTS,))
-        return f"created topic {topic.name}"
+        return [f"created topic {t.name}" for t in topics]
 
     def _add_partitions(self, difference: Difference, part: StreamingPart, credentials) -> str:
         topic: KafkaTopic = difference.payload
@@ -217,14 +243,6 @@ class StreamingProvisioner:
             _password(part, credentials).encode())
         _wait(self.admin.alter_user_scram_credentials([upsert], request_timeout=TIMEOUT), "setting a SCRAM password")
         return f"set the {part.mechanism} password of {part.user} from the tenant Secret"
-
-    def _create_acl(self, difference: Difference, part: StreamingPart, credentials) -> str:
-        _wait(self.admin.create_acls([difference.payload], request_timeout=TIMEOUT), "creating ACLs")
-        return f"granted {difference.object}"
-
-    def _delete_acl(self, difference: Difference, part: StreamingPart, credentials) -> str:
-        self._delete_acls([difference.payload])
-        return f"revoked {difference.object}"
 
     def _delete_acls(self, keys) -> None:
         filters = [AclBindingFilter(ResourceType[k[0]], k[2], ResourcePatternType[k[1]], k[3], k[6],
@@ -260,6 +278,42 @@ class KafkaSnapshot:
     configs: dict[str, dict[str, str]]        # planned topics that exist: config
     acls: list[tuple]                         # every binding, as _acl_key
     mechanisms: dict[str, set[str]]           # planned users: SCRAM mechanisms
+    _index: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # Indexes built once per snapshot: without them every tenant's comparison scanned every topic and
+    # every binding of all tenants (1,000 tenants × 30,000 bindings per sweep).
+    def _grouped(self, what: str, items, key) -> dict[str, list]:
+        if what not in self._index:
+            grouped: dict[str, list] = {}
+            for item in items:
+                grouped.setdefault(key(item), []).append(item)
+            self._index[what] = grouped
+        return self._index[what]
+
+    def topics_with(self, prefix: str) -> list[str]:
+        if _group_of(prefix) is None:
+            return [name for name in self.partitions if name.startswith(prefix)]
+        return [name for name in self._grouped("topics", self.partitions, _group_of).get(prefix, [])
+                if name.startswith(prefix)]
+
+    def acls_of(self, principal: str) -> list[tuple]:
+        return self._grouped("principals", self.acls, lambda key: key[3]).get(principal, [])
+
+    def literal_topic_acls_with(self, prefix: str) -> list[tuple]:
+        literal = self._grouped("literal topics", self.acls,
+                                lambda key: "LITERAL TOPIC" if key[0] == "TOPIC" and key[1] == "LITERAL" else "")
+        if _group_of(prefix) is None:
+            return [key for key in literal.get("LITERAL TOPIC", []) if key[2].startswith(prefix)]
+        by_prefix = self._grouped("literal topics by prefix", literal.get("LITERAL TOPIC", []),
+                                  lambda key: _group_of(key[2]) or "")
+        return [key for key in by_prefix.get(prefix, []) if key[2].startswith(prefix)]
+
+
+def _group_of(name: str) -> str | None:
+    """A tenant's topic prefix is its slug and a dot (naming.topic_prefix), so a topic's group is
+    its name up to the first dot; None for a prefix not of that form (then a scan)."""
+    head, dot, _ = name.partition(".")
+    return f"{head}." if dot and head else None
 
 
 def streaming_differences(part: StreamingPart, partitions: Mapping[str, int],

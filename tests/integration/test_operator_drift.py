@@ -26,7 +26,7 @@ from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import plan
 from urbanstack.operator.provisioners.base import ensure
-from urbanstack.operator.provisioners.identity import MFA_MARKER_ROLE, OWN_WRITE_SLACK_MS, IdentityProvisioner
+from urbanstack.operator.provisioners.identity import MFA_MARKER_ROLE, OWN_WRITE_SLACK_MS, IdentityProvisioner, tenant_slug
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.rbac import INGEST_SECRET
@@ -296,4 +296,38 @@ def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, ke
         assert {d.action for d in diff} == {"set_client"}
     finally:
         provisioner.delete(part, keep_data=False)
+        provisioner.close()
+
+
+def test_the_sweeps_keycloak_listing_follows_the_realm_between_full_listings(platform, keycloak_admin):
+    """Paging every client and organization of the shared realm is done once per
+    ``full_listing_seconds``; in between, a tenant new to the sweep is found by its slug and a client
+    someone deletes is gone from the next sweep's view, because its admin event names it."""
+    first, second = _desired("kl1").identity, _desired("kl2").identity
+    provisioner = IdentityProvisioner(platform.keycloak_url, keycloak.ADMIN_USER, keycloak.admin_password(platform))
+    credentials = {c.secret_key: secrets.token_hex(16) for part in (first, second) for c in part.clients
+                   if c.secret_key}
+    try:
+        ensure(provisioner, first, credentials)
+        _sweep_sees_no_drift(provisioner, first)   # the full listing
+        listed_at = provisioner._listings[first.realm].listed_at
+        ensure(provisioner, second, credentials)    # after it: not in the kept listing yet
+        snapshot = provisioner.snapshot([first, second])
+        assert provisioner._listings[first.realm].listed_at == listed_at, "it listed everything again"
+        assert provisioner.observe_from(snapshot, second).in_sync, "a new tenant is no drift"
+        assert provisioner.observe_from(snapshot, first).in_sync
+
+        time.sleep(OWN_WRITE_SLACK_MS / 1000 + 0.5)   # what follows is "someone else"
+        hub = f"{tenant_slug(second)}-gov-hub"
+        with Realm(keycloak_admin, second.realm) as kc:
+            kc.delete_client(kc.get_client_id(hub))
+        snapshot = provisioner.snapshot([first, second])
+        assert provisioner._listings[first.realm].listed_at == listed_at
+        assert hub not in snapshot.clients[second.realm], "the deletion's admin event did not reach the listing"
+        swept = provisioner.observe_from(snapshot, second)
+        assert swept is None or swept.about(f"client {hub}", "exists")
+        assert provisioner.observe(second, credentials).about(f"client {hub}", "exists")
+    finally:
+        for part in (first, second):
+            provisioner.delete(part, keep_data=False)
         provisioner.close()

@@ -119,6 +119,47 @@ def test_kafka_acls_are_granted_and_revoked():
     assert "ACL ALLOW WRITE on TOPIC PREFIXED guetersloh." in diff.items[0].object
 
 
+def test_the_sweeps_indexed_kafka_snapshot_answers_like_a_scan_of_every_topic_and_binding():
+    """The sweep compares every tenant with one listing; its indexes must give each tenant exactly
+    its own topics and bindings: ``bad``'s not ``bad-oeynhausen``'s, and a share another tenant
+    grants it is that tenant's to observe."""
+    from urbanstack.operator.provisioners.streaming import KafkaSnapshot, StreamingProvisioner
+
+    parts = []
+    for slug in ("bad", "bad-oeynhausen", "guetersloh"):
+        manifest = _load("municipality-guetersloh.yaml")
+        manifest["metadata"]["name"] = slug
+        parts.append(plan(parse_municipality(manifest), TOOLS).streaming)
+    partitions = {t.name: t.partitions for p in parts for t in p.topics} | {"bad-oeynhausen.x.y": 1, "unrelated": 1}
+    acls = {_acl_key(_acl_binding(a)) for p in parts for a in p.acls}
+    # bindings for bad-oeynhausen on one of bad's topics that bad's plan does not grant (bad owns and
+    # revokes them), and bad lost one of its own bindings.
+    shared = parts[0].topics[0].name
+    acls.add(("TOPIC", "LITERAL", shared, parts[1].principal, "READ", "ALLOW", "*"))
+    acls.add(("TOPIC", "LITERAL", shared, parts[1].principal, "WRITE", "ALLOW", "*"))
+    acls.discard(next(iter(_acl_key(_acl_binding(a)) for a in parts[0].acls)))
+    snapshot = KafkaSnapshot(partitions=partitions, configs={t.name: dict(t.config) for p in parts for t in p.topics},
+                             acls=sorted(acls), mechanisms={p.user: {p.mechanism} for p in parts})
+    provisioner = StreamingProvisioner({})
+
+    def scanned(part):
+        prefix = part.topic_prefix
+        from urbanstack.operator.provisioners.streaming import _share_from_another
+        mine = {k for k in acls if k[3] == part.principal and not _share_from_another(k, prefix)}
+        mine |= {k for k in acls if k[0] == "TOPIC" and k[1] == "LITERAL" and k[2].startswith(prefix)}
+        return streaming_differences(part, {n: c for n, c in partitions.items() if n.startswith(prefix)},
+                                     snapshot.configs, {part.mechanism}, None, mine)
+
+    for part in parts:
+        indexed = provisioner.observe_from(snapshot, part)
+        assert [(d.object, d.action) for d in indexed] == [(d.object, d.action) for d in scanned(part)], part.user
+    bad, oeynhausen, guetersloh = (provisioner.observe_from(snapshot, p) for p in parts)
+    assert sorted(d.action for d in bad) == ["create_acl", "delete_acl", "delete_acl"], "lost one back, strays revoked"
+    # A write is no share: the grantee revokes it too; the read is left to the topic's owner.
+    assert [(d.action, d.payload[4]) for d in oeynhausen] == [("delete_acl", "WRITE")]
+    assert guetersloh.in_sync
+
+
 # ClickHouse server: users, roles, grants, quotas, row policies --------------------------------
 
 def _server(part) -> AccessRows:
