@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from urbanstack.operator import naming
-from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
+from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, unknown_action
 from urbanstack.runtime.mqtt.client import BrokerUnavailable, CommandError, Connection, authenticates
 
 BACKEND = "MQTT"
@@ -241,78 +241,72 @@ class MessagingProvisioner:
 
     # apply --------------------------------------------------------------------
     def apply(self, part: MessagingPart, diff: Diff, credentials: Mapping[str, str]) -> list[str]:
-        handlers = {"create_role": self._create_role, "create_group": self._create_group,
-                    "set_anonymous_group": self._set_anonymous_group, "create_client": self._create_client,
-                    "set_password": self._set_password, "add_group_client": self._add_group_client,
-                    "add_group_role": self._add_group_role, "remove_group_role": self._remove_group_role,
-                    "delete_role": self._delete_role}
-        return dispatch(BACKEND, handlers, diff, part, credentials)
+        """Every repair the diff names, as one message of plugin commands in the diff's order (roles
+        and groups before the client and grants that name them): one round trip per tenant, not one
+        per command. The plugin runs each command of the list whatever an earlier one answered."""
+        planned = [self._command_for(difference, part, credentials) for difference in diff]
+        return self._run_all(planned)
 
-    def _tolerant(self, command: dict, ok: str) -> None:
-        """Run one command; an error containing ``ok`` (e.g. "already") counts as done."""
-        answer = self._run([command], check=False)[0]
-        error = str(answer.get("error") or "")
-        if error and ok not in error.lower():
-            raise RuntimeError(f"the MQTT broker refused {command['command']}: {error}")
+    def _run_all(self, planned: list[tuple[dict, str | None, str]]) -> list[str]:
+        """Run (command, tolerated error text, what it did) in one message; an answer with an error
+        it does not tolerate ("already", "not found") fails the apply after all have run."""
+        answers = self._run([command for command, _, _ in planned], check=False)
+        refused = []
+        for (command, ok, _), answer in zip(planned, answers):
+            error = str(answer.get("error") or "")
+            if error and (ok is None or ok not in error.lower()):
+                refused.append(f"{command['command']}: {error}")
+        if refused:
+            raise RuntimeError(f"the MQTT broker refused {'; '.join(refused)}")
+        return [done for _, _, done in planned]
 
-    def _create_role(self, difference: Difference, part, credentials) -> str:
-        role, acls = difference.payload
-        self._tolerant({"command": "createRole", "rolename": role, "acls": list(acls)}, "already")
-        return f"created role {role}"
-
-    def _create_group(self, difference: Difference, part, credentials) -> str:
-        self._tolerant({"command": "createGroup", "groupname": difference.payload}, "already")
-        return f"created group {difference.payload}"
-
-    def _set_anonymous_group(self, difference: Difference, part, credentials) -> str:
-        self._run([{"command": "setAnonymousGroup", "groupname": OPEN_GROUP}])
-        return f"anonymous clients are now in group {OPEN_GROUP}"
-
-    def _create_client(self, difference: Difference, part: MessagingPart, credentials) -> str:
-        self._tolerant({"command": "createClient", "username": part.user, "password": _password(part, credentials),
-                        "textname": f"municipality {part.slug}",
-                        "groups": [{"groupname": part.group}, {"groupname": OPEN_GROUP}]}, "already")
-        return f"created client {part.user} with the tenant Secret's password"
-
-    def _set_password(self, difference: Difference, part: MessagingPart, credentials) -> str:
-        self._run([{"command": "setClientPassword", "username": part.user,
-                    "password": _password(part, credentials)}])
-        return f"set the password of {part.user} from the tenant Secret"
-
-    def _add_group_client(self, difference: Difference, part: MessagingPart, credentials) -> str:
-        self._tolerant({"command": "addGroupClient", "groupname": difference.payload, "username": part.user},
-                       "already")
-        return f"added {part.user} to {difference.payload}"
-
-    def _add_group_role(self, difference: Difference, part, credentials) -> str:
-        group, role = difference.payload
-        self._tolerant({"command": "addGroupRole", "groupname": group, "rolename": role}, "already")
-        return f"granted {role} to group {group}"
-
-    def _remove_group_role(self, difference: Difference, part, credentials) -> str:
-        group, role = difference.payload
-        self._tolerant({"command": "removeGroupRole", "groupname": group, "rolename": role}, "not found")
-        return f"revoked {role} from group {group}"
-
-    def _delete_role(self, difference: Difference, part, credentials) -> str:
-        self._tolerant({"command": "deleteRole", "rolename": difference.payload}, "not found")
-        return f"deleted role {difference.payload}"
+    def _command_for(self, difference: Difference, part: MessagingPart,
+                     credentials: Mapping[str, str]) -> tuple[dict, str | None, str]:
+        action, payload = difference.action, difference.payload
+        if action == "create_role":
+            role, acls = payload
+            return {"command": "createRole", "rolename": role, "acls": list(acls)}, "already", f"created role {role}"
+        if action == "create_group":
+            return {"command": "createGroup", "groupname": payload}, "already", f"created group {payload}"
+        if action == "set_anonymous_group":
+            return ({"command": "setAnonymousGroup", "groupname": OPEN_GROUP}, None,
+                    f"anonymous clients are now in group {OPEN_GROUP}")
+        if action == "create_client":
+            return ({"command": "createClient", "username": part.user, "password": _password(part, credentials),
+                     "textname": f"municipality {part.slug}",
+                     "groups": [{"groupname": part.group}, {"groupname": OPEN_GROUP}]}, "already",
+                    f"created client {part.user} with the tenant Secret's password")
+        if action == "set_password":
+            return ({"command": "setClientPassword", "username": part.user,
+                     "password": _password(part, credentials)}, None,
+                    f"set the password of {part.user} from the tenant Secret")
+        if action == "add_group_client":
+            return ({"command": "addGroupClient", "groupname": payload, "username": part.user}, "already",
+                    f"added {part.user} to {payload}")
+        if action == "add_group_role":
+            group, role = payload
+            return ({"command": "addGroupRole", "groupname": group, "rolename": role}, "already",
+                    f"granted {role} to group {group}")
+        if action == "remove_group_role":
+            group, role = payload
+            return ({"command": "removeGroupRole", "groupname": group, "rolename": role}, "not found",
+                    f"revoked {role} from group {group}")
+        if action == "delete_role":
+            return {"command": "deleteRole", "rolename": payload}, "not found", f"deleted role {payload}"
+        raise unknown_action(BACKEND, difference)
 
     # delete -------------------------------------------------------------------
     def delete(self, part: MessagingPart, *, keep_data: bool) -> list[str]:
         """Remove the client, its group and its datasets' roles (so every share and the open-data
-        grant with them). The broker keeps no data, so ``keep_data`` changes nothing here."""
+        grant with them), in one message. The broker keeps no data, so ``keep_data`` changes
+        nothing here."""
         roles = (self._run([{"command": "listRoles", "verbose": False, "count": -1, "offset": 0}])[0]
                  .get("data") or {}).get("roles", [])
-        actions = []
-        for command, ok, done in (
-                [({"command": "deleteClient", "username": part.user}, "not found", f"deleted client {part.user}"),
-                 ({"command": "deleteGroup", "groupname": part.group}, "not found", f"deleted group {part.group}")]
-                + [({"command": "deleteRole", "rolename": role}, "not found", f"deleted role {role}")
-                   for role in sorted(roles) if role.startswith(part.role_prefix)]):
-            self._tolerant(command, ok)
-            actions.append(done)
-        return actions
+        return self._run_all(
+            [({"command": "deleteClient", "username": part.user}, "not found", f"deleted client {part.user}"),
+             ({"command": "deleteGroup", "groupname": part.group}, "not found", f"deleted group {part.group}")]
+            + [({"command": "deleteRole", "rolename": role}, "not found", f"deleted role {role}")
+               for role in sorted(roles) if role.startswith(part.role_prefix)])
 
 
 # What every observation of the plugin reads first: roles, groups with their roles, the anonymous group.

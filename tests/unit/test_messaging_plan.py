@@ -188,3 +188,32 @@ def test_the_broker_is_one_more_backend_of_the_reconcile_where_configured():
     assert backends.messaging.state["part"].user == "muni-guetersloh"   # what the Secret's password logs in as
     finalize(body, tools, backends)
     assert backends.messaging.deleted == [True]
+
+
+def test_a_tenants_repairs_go_to_the_broker_in_one_message_and_a_refusal_names_its_command():
+    """One round trip per tenant; "already exists" counts as done, any other refusal fails the
+    apply (after the plugin ran every command) and says which command and why."""
+    import pytest
+
+    from urbanstack.operator.provisioners.messaging import MessagingProvisioner
+
+    part = messaging_part(guetersloh(), DATASETS)
+    diff = messaging_differences(part, Broker(frozenset(), {}, None, None, None))
+    provisioner = MessagingProvisioner("127.0.0.1", 1, "admin", "unused")
+    sent: list[list[dict]] = []
+
+    def broker(commands, *, check=True):
+        sent.append(commands)
+        return [{"error": "Role already exists"} if c["command"] == "createRole" else {} for c in commands]
+
+    provisioner._run = broker
+    actions = provisioner.apply(part, diff, {"mqtt-password": "pw"})
+    assert len(sent) == 1 and len(sent[0]) == len(diff.items) == len(actions)
+    assert [c["command"] for c in sent[0]][:2] == ["createRole", "createRole"]
+
+    def refusing(commands, *, check=True):
+        return [{"error": "Group not found"} if c["command"] == "addGroupRole" else {} for c in commands]
+
+    provisioner._run = refusing
+    with pytest.raises(RuntimeError, match="refused addGroupRole: Group not found"):
+        provisioner.apply(part, diff, {"mqtt-password": "pw"})
