@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import select
 import threading
 import uuid
 from typing import Any
@@ -19,6 +20,52 @@ import paho.mqtt.client as mqtt
 
 CONTROL = "$CONTROL/dynamic-security/v1"
 RESPONSE = CONTROL + "/response"
+
+
+class _PollSelect:
+    """paho's network loop waits with ``select.select``, which cannot watch a descriptor numbered
+    1024 or higher (FD_SETSIZE): it raises ValueError, paho takes that for a lost connection and
+    reconnects forever without ever reading the broker's answer. A process with the embedded
+    ClickHouse engine keeps a file open for every table (its deduplication log), so from about 250
+    municipalities on the operator's new sockets get such numbers and every MQTT login check timed
+    out. paho gets this stand-in, with the same signature and errors, built on ``poll()``."""
+
+    error = OSError
+
+    @staticmethod
+    def _fd(obj) -> int:
+        if isinstance(obj, int):
+            return obj
+        fileno = getattr(obj, "fileno", None)
+        if fileno is None:
+            raise TypeError(f"not a socket: {obj!r}")
+        return fileno()
+
+    @classmethod
+    def select(cls, rlist, wlist, xlist, timeout=None):
+        poller = select.poll()
+        masks: dict[int, int] = {}
+        for obj in rlist:
+            fd = cls._fd(obj)
+            masks[fd] = masks.get(fd, 0) | select.POLLIN | select.POLLPRI
+        for obj in wlist:
+            fd = cls._fd(obj)
+            masks[fd] = masks.get(fd, 0) | select.POLLOUT
+        for obj in xlist:
+            fd = cls._fd(obj)
+            masks[fd] = masks.get(fd, 0) | select.POLLPRI
+        for fd, mask in masks.items():
+            if fd < 0:
+                raise ValueError("file descriptor cannot be a negative integer")
+            poller.register(fd, mask)
+        ready = dict(poller.poll(None if timeout is None else max(0.0, timeout) * 1000))
+        broken = select.POLLERR | select.POLLHUP | select.POLLNVAL
+        return ([o for o in rlist if ready.get(cls._fd(o), 0) & (select.POLLIN | select.POLLPRI | broken)],
+                [o for o in wlist if ready.get(cls._fd(o), 0) & (select.POLLOUT | broken)],
+                [o for o in xlist if ready.get(cls._fd(o), 0) & select.POLLPRI])
+
+
+mqtt.select = _PollSelect   # the one name paho's client module waits with (paho-mqtt 2.x: select.select)
 
 
 class BrokerUnavailable(RuntimeError):

@@ -362,3 +362,40 @@ def test_readings_stored_during_a_broker_outage_are_announced_after_it_within_a_
         listener.close()
     assert sorted(body["parameters"]["eventId"] for _t, body, _ in listener.received) == ["e-a", "e-b", "e-c"]
     assert publisher.idle()
+
+
+def test_logins_and_commands_work_when_the_process_holds_over_a_thousand_files(broker):
+    """The operator with the embedded ClickHouse engine keeps a file open per table: from ~250
+    municipalities on its new sockets are numbered above 1023, which paho's select()-based loop
+    could not wait on (every MQTT login check timed out and the municipality went not Ready)."""
+    import os
+    import resource
+
+    from urbanstack.devplatform import credentials
+    from urbanstack.runtime.mqtt.client import Connection
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"the hard limit of open files is {hard}; the test needs 1,200")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    held = []
+    try:
+        while True:   # until the next descriptor is numbered 1024 or higher
+            fd = os.open(os.devnull, os.O_RDONLY)
+            held.append(fd)
+            if fd >= 1030:
+                break
+        settings = credentials.fill(broker)
+        host, port = settings.mqtt_server, settings.mqtt_port
+        assert authenticates(host, port, None, None, timeout=10), "anonymous login (open data) refused"
+        assert not authenticates(host, port, "muni-nobody", "whatever", timeout=10)
+        connection = Connection(host, port, settings.mqtt_admin_user, settings.mqtt_admin_password)
+        try:
+            assert connection.wait_connected(10), "the admin connection was never established"
+            assert "roles" in connection.command("listRoles", verbose=False, count=-1, offset=0)
+        finally:
+            connection.close()
+    finally:
+        for fd in held:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
