@@ -160,6 +160,38 @@ def test_the_sweeps_indexed_kafka_snapshot_answers_like_a_scan_of_every_topic_an
     assert guetersloh.in_sync
 
 
+def test_the_sweep_describes_every_topic_config_within_its_rotation_and_new_ones_at_once():
+    """Describing 5,000 topics' configs every minute was most of the idle operator's Kafka cost:
+    each sweep describes one slot of them, a topic not seen yet at once, one a repair changed at the
+    next sweep, and a tenant's full observe refreshes what the sweep keeps."""
+    from urbanstack.operator.provisioners.streaming import StreamingProvisioner, _config_slot
+
+    provisioner = StreamingProvisioner({})
+    described: list[list[str]] = []
+    provisioner._configs = lambda names: described.append(sorted(names)) or {n: {"retention.ms": "1"} for n in names}
+    topics = sorted(f"t{i}.tool.ds" for i in range(50))
+    assert sorted(provisioner._rotating_configs(topics)) == topics and described[-1] == topics   # all unseen
+    seen_within = set()
+    for _ in range(provisioner.config_slots):
+        configs = provisioner._rotating_configs(topics)
+        assert sorted(configs) == topics, "every planned topic has a config to compare, fresh or kept"
+        seen_within.update(described[-1])
+        assert len(described[-1]) < len(topics), "a sweep describes a slot, not everything"
+    assert seen_within == set(topics), f"not described within {provisioner.config_slots} sweeps"
+
+    new = "new.tool.ds"
+    provisioner._rotating_configs(topics + [new])
+    assert new in described[-1], "a new topic is described at its first sweep"
+    provisioner._forget_configs([topics[0]])          # a repair changed its config
+    provisioner._rotating_configs(topics + [new])
+    assert topics[0] in described[-1]
+    slot = provisioner._config_sweeps % provisioner.config_slots
+    kept = next(t for t in topics if _config_slot(t, provisioner.config_slots) != slot)
+    provisioner._remember_configs({kept: {"retention.ms": "2"}})   # a full observe read it
+    configs = provisioner._rotating_configs(topics + [new])
+    assert kept not in described[-1] and configs[kept] == {"retention.ms": "2"}
+
+
 # ClickHouse server: users, roles, grants, quotas, row policies --------------------------------
 
 def _server(part) -> AccessRows:
