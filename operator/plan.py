@@ -21,7 +21,8 @@ from typing import Any
 
 from urbanstack import keycloak_theme, tenancy
 from urbanstack.operator import naming, rbac
-from urbanstack.tenancy import EMPTY_SOURCE_CUTOFF, RollupState, parse_rollup_comment  # noqa: F401 - the provisioners import them here
+# The provisioners import these from here.
+from urbanstack.tenancy import EMPTY_SOURCE_CUTOFF, RollupState, parse_rollup_comment  # noqa: F401
 from urbanstack.operator.models import (CityTool, ColumnType, Dataset, DatasetField, IdentityStrategy, Municipality,
                                         Quotas)
 from urbanstack.operator.templating import quote_identifier, render, render_yaml

@@ -28,15 +28,15 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from typing import Any
 from urllib.parse import urlsplit
 
 import clickhouse_connect
 
-from urbanstack.operator.plan import (EMPTY_SOURCE_CUTOFF, RollupState, WarehouseAccess, WarehousePart, WarehouseRollup, grant_sql,
-                                      parse_rollup_comment, revoke_sql)
+from urbanstack.operator.plan import (EMPTY_SOURCE_CUTOFF, RollupState, WarehouseAccess, WarehousePart,
+                                      WarehouseRollup, grant_sql, parse_rollup_comment, revoke_sql)
 from urbanstack.operator.provisioners.base import BackendUnavailable, Diff, DiffBuilder, Difference, dispatch
 from urbanstack.operator.templating import quote_identifier, render
 
@@ -184,7 +184,8 @@ class WarehouseProvisioner:
         version = (database in snapshot.databases, snapshot.versions.get(database))
         if snapshot.access is None:
             last = self._in_sync.get(database)
-            if last is not None and last[0] is part and last[1] == version and None not in _times(version):
+            settled = all(modified is not None for _, modified in version[1] or ())
+            if last is not None and last[0] is part and last[1] == version and settled:
                 return Diff()
         found = DiffBuilder()
         _observe_tables(part, database in snapshot.databases, snapshot.tables.get(database, {}),
@@ -434,10 +435,6 @@ class WarehouseSnapshot:
     details: dict[str, dict[str, tuple[str, str]]]        # database -> table -> (comment, as_select)
     access: AllAccessRows | None                          # server mode only
     versions: dict[str, tuple] = field(default_factory=dict)   # database -> ((table, metadata time), ...)
-
-
-def _times(version: tuple) -> list:
-    return [modified for _, modified in (version[1] or ())]
 
 
 def _observe_rollup(rollup: WarehouseRollup, tables: dict[str, str], columns: dict[str, set[str]],

@@ -26,7 +26,7 @@ from urbanstack.devplatform import keycloak
 from urbanstack.operator.models import parse_citytool, parse_municipality
 from urbanstack.operator.plan import plan
 from urbanstack.operator.provisioners.base import ensure
-from urbanstack.operator.provisioners.identity import MFA_MARKER_ROLE, OWN_WRITE_SLACK_MS, IdentityProvisioner, tenant_slug
+from urbanstack.operator.provisioners.identity import MFA_MARKER_ROLE, IdentityProvisioner, tenant_slug
 from urbanstack.operator.provisioners.runtime import RuntimeProvisioner
 from urbanstack.operator.provisioners.streaming import StreamingProvisioner
 from urbanstack.operator.rbac import INGEST_SECRET
@@ -70,7 +70,7 @@ def _repaired(provisioner, part, credentials, obj: str, attribute: str):
     if isinstance(provisioner, IdentityProvisioner):
         # The repair's own admin events are the operator's: the sweep does not see drift in them.
         _sweep_sees_no_drift(provisioner, part)
-        time.sleep(OWN_WRITE_SLACK_MS / 1000 + 0.5)   # the next change comes from "someone else"
+        _after_own_writes(provisioner)   # the next change comes from "someone else"
     return diff
 
 
@@ -79,6 +79,16 @@ def _sweep_sees_no_drift(provisioner, part):
     every sweep would reconcile every municipality)."""
     swept = provisioner.observe_from(provisioner.snapshot([part]), part)
     assert swept is not None and swept.in_sync, f"the sweep sees drift that is none: {swept and swept.summary()}"
+
+
+def _after_own_writes(provisioner, timeout: float = 30) -> None:
+    """Wait until an admin event stamped now would no longer count as the operator's own write (it
+    lies outside every write window plus the slack, OWN_WRITE_SLACK_MS), so a change made next is
+    "someone else's" for the sweep."""
+    user = "the-operators-admin-user"
+    _until(lambda: not provisioner.events.ours({"authDetails": {"userId": user}, "time": int(time.time() * 1000)},
+                                               user, None),
+           "the end of the operator's own write windows", timeout)
 
 
 def _until(condition, what, timeout: float = 30):
@@ -246,7 +256,7 @@ def test_keycloak_drift_of_every_attribute_is_observed_and_repaired(platform, ke
         _sweep_sees_no_drift(provisioner, part)
         # The same admin account as the operator's: a change within the slack of the operator's own
         # write would count as the operator's (the audit would find it). Someone else comes later.
-        time.sleep(OWN_WRITE_SLACK_MS / 1000 + 0.5)
+        _after_own_writes(provisioner)
         with Realm(keycloak_admin, part.realm) as kc:
             kc.generate_client_secrets(kc.get_client_id(tool))  # someone rotated the tool's secret in Keycloak
         _repaired(provisioner, part, credentials, f"client {tool}", "secret")
@@ -318,7 +328,7 @@ def test_the_sweeps_keycloak_listing_follows_the_realm_between_full_listings(pla
         assert provisioner.observe_from(snapshot, second).in_sync, "a new tenant is no drift"
         assert provisioner.observe_from(snapshot, first).in_sync
 
-        time.sleep(OWN_WRITE_SLACK_MS / 1000 + 0.5)   # what follows is "someone else"
+        _after_own_writes(provisioner)   # what follows is "someone else"
         hub = f"{tenant_slug(second)}-gov-hub"
         with Realm(keycloak_admin, second.realm) as kc:
             kc.delete_client(kc.get_client_id(hub))

@@ -286,13 +286,22 @@ def test_the_drift_sweep_sees_what_is_gone_from_the_system_tables_and_nothing_el
     it has read before must move that time."""
     import time
 
+    def settled() -> bool:   # the sweep keeps a table's time only once it lies 2 s before the server's now
+        (age,), = warehouse.query("SELECT dateDiff('second', max(metadata_modification_time), now()) "
+                                  "FROM system.tables WHERE database IN {dbs:Array(String)}",
+                                  parameters={"dbs": [made.part.database for made in tenants]}).result_rows
+        return age >= 2
+
     tenants = [Tenant(warehouse), Tenant(warehouse)]
     try:
         for made in tenants:
             ensure(made.provisioner, made.part, {})
         provisioner = tenants[0].provisioner
         parts = [made.part for made in tenants]
-        time.sleep(2.1)   # the sweep keeps a table's time only once it lies 2 s in the past
+        deadline = time.monotonic() + 30
+        while not settled():
+            assert time.monotonic() < deadline, "the tables' metadata times never lay 2 s in the past"
+            time.sleep(0.1)
         snapshot = provisioner.snapshot(parts)
         assert all(provisioner.observe_from(snapshot, part).in_sync for part in parts)
         snapshot = provisioner.snapshot(parts)   # nothing changed: read from memory, still in sync
