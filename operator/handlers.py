@@ -26,6 +26,14 @@ GROUP, VERSION = "urbanstack.io", "v1alpha1"
 MUNICIPALITIES, CITYTOOLS = "municipalities", "citytools"
 FINALIZER = "urbanstack.io/finalizer"
 RETRY_DELAYS = (5, 10, 20, 40, 60)
+# Update handlers follow the generation, not the spec. Kopf calls an update handler when the
+# watched field differs from the configuration it handled last. A spec edited and undone while
+# a reconcile of this municipality runs (or while Kopf waits to see its own annotation patch)
+# reaches Kopf as a spec equal to the one it handled: with field="spec" it called nothing, and
+# status.observedGeneration stayed behind for good. The API server bumps the generation for
+# every spec change of a resource with a status subresource, and never takes it back, so it
+# covers every spec change and the undone ones too.
+CHANGED = "metadata.generation"
 
 log = logging.getLogger("urbanstack.operator")
 
@@ -257,7 +265,7 @@ def _reconcile_municipality(name: str, body, retry: int = 0, *, drift_check: boo
 
 @kopf.on.resume(GROUP, VERSION, MUNICIPALITIES)
 @kopf.on.create(GROUP, VERSION, MUNICIPALITIES)
-@kopf.on.update(GROUP, VERSION, MUNICIPALITIES, field="spec")
+@kopf.on.update(GROUP, VERSION, MUNICIPALITIES, field=CHANGED)
 async def municipality_changed(name, body, retry, reason, **_):
     """A change of an existing municipality goes before creations and resumes (bulk mode)."""
     priority = CHANGE if reason == kopf.Reason.UPDATE else CREATE
@@ -319,7 +327,7 @@ async def citytool_resumed(name, body, meta, **_):
 
 
 @kopf.on.create(GROUP, VERSION, CITYTOOLS)
-@kopf.on.update(GROUP, VERSION, CITYTOOLS, field="spec")
+@kopf.on.update(GROUP, VERSION, CITYTOOLS, field=CHANGED)
 async def citytool_changed(name, body, meta, **_):
     """A new or changed tool rolls out to every municipality that enables it. A
     municipality that cannot take it yet says so in its own status and retries
