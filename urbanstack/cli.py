@@ -37,6 +37,9 @@ def _print_status(statuses, s: Settings) -> None:
     rows.append(("warehouse", "embedded" if warehouse.is_embedded(s.warehouse_url) else "server", "-",
                  warehouse.redact(s.warehouse_url)))
     _print_table(rows, ("SERVICE", "STATE", "PID", "ENDPOINT"))
+    for st in statuses:
+        if st.problem:
+            print(f"\n{st.name}: {st.problem}")
     print(f"\nstate: {s.state_dir}   logs: {s.logs_dir}   credentials: {s.secrets_dir} (0600)")
     print(f"export KUBECONFIG={s.kubeconfig}")
 

@@ -80,3 +80,38 @@ def test_down_does_not_touch_processes_it_did_not_start(tmp_path):
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_kafka_keeps_its_admin_across_a_restart_after_a_user_was_deleted(tmp_path, settings):
+    """Kafka 4.1 rebuilds its metadata on start from the newest snapshot plus the log after it.
+    Without a snapshot, one deleted SCRAM user whose name hashes before "admin" (``probe-a``
+    does) made the rebuilt image drop every SCRAM user, the admin too: after `dev down` and
+    `dev up` (or a reboot) every login failed until the data was purged. `dev up` now waits for
+    the first snapshot, which holds the admin, so the restart below finds it."""
+    from confluent_kafka.admin import AdminClient, UserScramCredentialDeletion, UserScramCredentialUpsertion
+    from confluent_kafka.admin import ScramCredentialInfo, ScramMechanism
+
+    from urbanstack.devplatform import kafka
+
+    state = tmp_path / "state"
+    env = dict(os.environ, URBANSTACK_STATE_DIR=str(state), URBANSTACK_CACHE_DIR=str(settings.cache_dir),
+               URBANSTACK_KAFKA_PORT="29292", URBANSTACK_KAFKA_CONTROLLER_PORT="29293")
+    isolated = dataclasses.replace(settings, state_dir=state, kafka_port=29292, kafka_controller_port=29293,
+                                   kafka_bootstrap_servers="")
+    try:
+        first = _cli(env, "up", "kafka")
+        assert first.returncode == 0, first.stderr
+        admin = AdminClient(kafka.admin_config(isolated))
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+        for change in (UserScramCredentialUpsertion("probe-a", info, b"probe-a-password"),
+                       UserScramCredentialDeletion("probe-a", ScramMechanism.SCRAM_SHA_512)):
+            for future in admin.alter_user_scram_credentials([change]).values():
+                future.result(timeout=30)
+        assert _cli(env, "down").returncode == 0
+
+        again = _cli(env, "up", "kafka")
+        assert again.returncode == 0, again.stderr[-2000:]
+        metadata = AdminClient(kafka.admin_config(isolated) | {"socket.timeout.ms": 5000}).list_topics(timeout=10)
+        assert metadata.brokers, "the admin cannot log in after the restart"
+    finally:
+        _cli(env, "down")

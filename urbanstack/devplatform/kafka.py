@@ -52,6 +52,18 @@ logger.state.level = WARN
 """
 
 
+_SNAPSHOT_INTERVAL = "metadata.log.max.snapshot.interval.ms"
+# Written by "StorageTool format --standalone"; holds only the voter set, not the admin credential.
+_BOOTSTRAP_SNAPSHOT = "00000000000000000000-0000000000.checkpoint"
+
+_ADMIN_LOST = (
+    "Kafka is running but rejects the platform admin's SCRAM credential; most likely its metadata lost the "
+    "admin (a Kafka 4.1 bug when a restart replays a metadata log without snapshot in which SCRAM users were "
+    "deleted). Such Kafka data cannot be repaired; run `urbanstack dev down`, delete {data} (Kafka topics, "
+    "users and ACLs are lost) and run `urbanstack dev up` again, which re-formats it."
+)
+
+
 def lib_dir(cache_dir: Path) -> Path:
     return cache_dir / "kafka" / versions.KAFKA / "lib"
 
@@ -131,6 +143,14 @@ class Kafka(Service):
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.check.interval.ms": "60000",
+            # Kafka 4.1's ScramDelta.apply() drops a mechanism's whole user map as soon as a deletion
+            # leaves it empty, so rebuilding the metadata image from a snapshot-less log that deleted
+            # any SCRAM user can silently lose the admin credential (written at offset 8 by format):
+            # after a restart every login then fails with "invalid credentials". Once a snapshot that
+            # holds the admin exists, restarts load it first and are safe. The default snapshot interval
+            # is an hour; take one every few seconds (ready() waits for the first) and keep few of them.
+            _SNAPSHOT_INTERVAL: "5000",
+            "metadata.max.retention.ms": "300000",
         }
         return "".join(f"{key}={value}\n" for key, value in props.items())
 
@@ -180,14 +200,30 @@ class Kafka(Service):
     def ready(self) -> bool:
         if not port_open(self.settings.kafka_port):
             return False
+        from confluent_kafka import KafkaError
         from confluent_kafka.admin import AdminClient
 
-        config = admin_config(self.settings) | {"socket.timeout.ms": 3000}
+        rejected = []
+        config = admin_config(self.settings) | {
+            "socket.timeout.ms": 3000,
+            "error_cb": lambda err: rejected.append(err) if err.code() == KafkaError._AUTHENTICATION else None,
+        }
+        client = AdminClient(config)
         try:
-            metadata = AdminClient(config).list_topics(timeout=3)
+            metadata = client.list_topics(timeout=3)
         except Exception:  # noqa: BLE001 - any failure just means "not ready yet"
+            client.poll(0)
+            if rejected:  # the broker only accepts clients once its metadata is loaded: not transient
+                raise RuntimeError(_ADMIN_LOST.format(data=self.home / "data")) from None
             return False
-        return bool(metadata.brokers)
+        # Not ready before the first metadata snapshot exists (see metadata.log.max.snapshot.interval.ms).
+        return bool(metadata.brokers) and self._metadata_snapshot_written()
+
+    def _metadata_snapshot_written(self) -> bool:
+        if _SNAPSHOT_INTERVAL not in (self.home / "server.properties").read_text():
+            return True  # a Kafka started before this fix snapshots hourly: do not make ``up`` wait for it
+        log_dir = self.home / "data" / "__cluster_metadata-0"
+        return any(path.name != _BOOTSTRAP_SNAPSHOT for path in log_dir.glob("*.checkpoint"))
 
     def endpoint(self) -> str:
         return f"{self.settings.kafka_bootstrap} (SASL_PLAINTEXT, {MECHANISM}, admin user '{ADMIN_USER}')"

@@ -33,10 +33,11 @@ class ServiceNotReady(RuntimeError):
 @dataclass(frozen=True)
 class ServiceStatus:
     name: str
-    state: str  # running | starting | stopped | foreign
+    state: str  # running | starting | stopped | foreign | failed
     pid: int | None
     endpoint: str
     log: str
+    problem: str = ""   # what is wrong with a failed service and what to do
 
 
 def services(settings: Settings) -> dict[str, Service]:
@@ -148,10 +149,14 @@ def status(settings: Settings, names=None) -> list[ServiceStatus]:
         if names and name not in names:
             continue
         managed = processes.find(name, settings.run_dir)
+        problem = ""
         if managed is None:
             state = "stopped"
         else:
-            state = "running" if service.ready() else "starting"
+            try:
+                state = "running" if service.ready() else "starting"
+            except RuntimeError as error:   # a service that runs but cannot work (its ready() says why)
+                state, problem = "failed", str(error)
         result.append(ServiceStatus(name, state, managed.pid if managed else None,
-                                    service.endpoint(), str(service.log_path)))
+                                    service.endpoint(), str(service.log_path), problem))
     return result
