@@ -58,3 +58,28 @@ def test_hourly_aggregates_respect_hour_and_month_edges(warehouse):
         assert [partition for (partition,) in months] == ["202601", "202602"]
     finally:
         warehouse.command(f"DROP DATABASE IF EXISTS {db}")
+
+
+def test_the_embedded_engine_still_merges_right_after_inserts(warehouse):
+    """The embedded engine backs off faster on idle tables (urbanstack.warehouse.
+    EMBEDDED_ENGINE_OPTIONS); an insert must still wake the merges at once, or every tenant
+    table would pile up parts (slower queries, ReplacingMergeTree duplicates kept longer)."""
+    import time
+
+    db = f"merge_{uuid.uuid4().hex[:8]}"
+    warehouse.command(f"CREATE DATABASE {db}")
+    try:
+        warehouse.command(f"CREATE TABLE {db}.t (k UInt32, v Float64) ENGINE = ReplacingMergeTree ORDER BY k")
+        time.sleep(3)   # the table's assignees find nothing to do and back off (to 0.8 s with multiplier 2)
+        for n in range(6):
+            warehouse.command(f"INSERT INTO {db}.t VALUES ({n % 2}, {n})")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            parts = warehouse.query(f"SELECT count() FROM system.parts WHERE database = '{db}' AND active").result_rows[0][0]
+            if parts == 1:
+                break
+            time.sleep(0.5)
+        assert parts == 1, f"{parts} active parts 60 s after 6 inserts: background merges did not run"
+        assert warehouse.query(f"SELECT k, v FROM {db}.t ORDER BY k").result_rows == [(0, 4.0), (1, 5.0)]
+    finally:
+        warehouse.command(f"DROP DATABASE {db}")
