@@ -197,12 +197,18 @@ def test_municipality_becomes_ready_in_every_backend(operator, cluster, platform
     assert _wait_event(cluster, gt["metadata"]["name"], "Provisioned")
 
 
-def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse, cleanup):
-    body = unique_municipality("municipality-rheda-wiedenbrueck.yaml", "rw")
+def _ready(cluster: Cluster, cleanup: list[str], example_file: str, prefix: str) -> tuple[dict, str, dict]:
+    """A fresh municipality from an example, applied and Ready (deleted after the test):
+    the body applied, its name, and the object as it was when Ready."""
+    body = unique_municipality(example_file, prefix)
     name = body["metadata"]["name"]
     cleanup.append(name)
     cluster.apply(M, body)
-    first = cluster.wait_for(M, name, is_ready, what="Ready")
+    return body, name, cluster.wait_for(M, name, is_ready, what="Ready")
+
+
+def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse, cleanup):
+    body, name, first = _ready(cluster, cleanup, "municipality-rheda-wiedenbrueck.yaml", "rw")
     tools = [t["name"] for t in body["spec"]["tools"]]
     new_tool = "passantenfrequenz-wetter" if "passantenfrequenz-wetter" not in tools else "pegel-warnung"
     updated = cluster.patch_spec(M, name, {"tools": body["spec"]["tools"] + [{"name": new_tool}],
@@ -226,11 +232,7 @@ def test_spec_changes_reach_the_backends(operator, cluster, platform, warehouse,
 
 
 def test_drift_is_repaired(operator, cluster, platform, warehouse, cleanup):
-    body = unique_municipality("municipality-guetersloh.yaml", "dr")
-    name = body["metadata"]["name"]
-    cleanup.append(name)
-    cluster.apply(M, body)
-    ready = cluster.wait_for(M, name, is_ready, what="Ready")
+    body, name, ready = _ready(cluster, cleanup, "municipality-guetersloh.yaml", "dr")
     names = ready["status"]["names"]
     topic, table = names["topics"][0], names["tables"][0]
     admin = AdminClient(dev_kafka.admin_config(platform))
@@ -474,11 +476,7 @@ def test_a_spec_changed_and_changed_back_at_once_is_still_observed(operator, clu
     --for=jsonpath=.status.observedGeneration=N`, every client that waits for Ready at its own
     generation, and the drift sweep (which leaves out municipalities not observed at their
     generation) depend on the operator still reporting on the latest generation."""
-    body = unique_municipality("municipality-rheda-wiedenbrueck.yaml", "rb")
-    name = body["metadata"]["name"]
-    cleanup.append(name)
-    cluster.apply(M, body)
-    first = cluster.wait_for(M, name, is_ready, what="Ready")
+    _, name, first = _ready(cluster, cleanup, "municipality-rheda-wiedenbrueck.yaml", "rb")
     shown = first["spec"]["displayName"]
     cluster.patch_spec(M, name, {"retentionDays": 400})   # a reconcile that takes seconds …
     cluster.patch_spec(M, name, {"displayName": shown + " (Entwurf)"})   # … while this is made

@@ -60,6 +60,13 @@ def test_hourly_aggregates_respect_hour_and_month_edges(warehouse):
         warehouse.command(f"DROP DATABASE IF EXISTS {db}")
 
 
+def _merges_put_off(warehouse, db: str) -> bool:
+    """The table's merge assignee ran, found nothing to do and put itself off (delayed, not due)."""
+    rows = warehouse.query("SELECT delayed, scheduled FROM system.background_schedule_pool WHERE database = {db:String} "
+                           "AND log_name = 'BackgroundJobsAssignee:DataProcessing'", parameters={"db": db}).result_rows
+    return bool(rows) and rows[0] == (1, 0)
+
+
 def test_the_embedded_engine_still_merges_right_after_inserts(warehouse):
     """The embedded engine backs off faster on idle tables (urbanstack.warehouse.
     EMBEDDED_ENGINE_OPTIONS); an insert must still wake the merges at once, or every tenant
@@ -70,7 +77,10 @@ def test_the_embedded_engine_still_merges_right_after_inserts(warehouse):
     warehouse.command(f"CREATE DATABASE {db}")
     try:
         warehouse.command(f"CREATE TABLE {db}.t (k UInt32, v Float64) ENGINE = ReplacingMergeTree ORDER BY k")
-        time.sleep(3)   # the table's assignees find nothing to do and back off (to 0.8 s with multiplier 2)
+        deadline = time.monotonic() + 30
+        while not _merges_put_off(warehouse, db):   # the inserts below must wake an assignee that sleeps
+            assert time.monotonic() < deadline, "the new table's merge assignee never ran"
+            time.sleep(0.1)
         for n in range(6):
             warehouse.command(f"INSERT INTO {db}.t VALUES ({n % 2}, {n})")
         deadline = time.monotonic() + 60
