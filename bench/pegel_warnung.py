@@ -39,6 +39,7 @@ import kubernetes
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "integration"))
 
+from procstat import read_stat  # noqa: E402
 from operator_harness import (Cluster, OperatorThread, example, is_ready, operator_kubeconfig,  # noqa: E402
                               unique_municipality, use_operator_identity)
 
@@ -46,8 +47,7 @@ MODULE = "urbanstack.citytools.pegel_warnung"
 
 
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return read_stat(f"/proc/{pid}/stat")[2]
 
 
 def _metric(port: int, name: str) -> float:

@@ -20,7 +20,6 @@ reached over HTTP on 127.0.0.1 with one keep-alive connection; our API in-proces
 
 from __future__ import annotations
 
-import os
 import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 import httpx
 from counter_world import EXTENT, REF, SENSORS, bench, line, print_table, rest_latest, sta_extent, timed
 from fastapi.testclient import TestClient
+from procstat import read_stat
 
 
 def anchor_state(root: str) -> dict | None:
@@ -55,11 +55,9 @@ def server_cpu(state: dict | None):
     its backends), read from /proc; None for a FROST this bench did not start."""
     if state is None:
         return lambda: None
-    tick = os.sysconf("SC_CLK_TCK")
-
     def used(pid: int) -> tuple[int, float]:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[1]), (int(fields[11]) + int(fields[12])) / tick  # ppid, utime + stime
+        _, ppid, cpu = read_stat(f"/proc/{pid}/stat")
+        return ppid, cpu
 
     def total() -> float:
         seconds = 0.0

@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 
+from procstat import read_stat
+
 TABLE = ("CREATE TABLE {db}.t{n} (observed_at DateTime64(3, 'UTC'), station String, value Float64, "
          "received_at DateTime64(3, 'UTC') DEFAULT now64(3)) ENGINE = MergeTree "
          "PARTITION BY toYYYYMM(observed_at) ORDER BY (station, observed_at) "
@@ -33,17 +35,13 @@ TABLE = ("CREATE TABLE {db}.t{n} (observed_at DateTime64(3, 'UTC'), station Stri
 
 
 def _threads() -> collections.Counter:
-    tick = os.sysconf("SC_CLK_TCK")
     seconds: collections.Counter = collections.Counter()
     for tid in os.listdir("/proc/self/task"):
         try:
-            with open(f"/proc/self/task/{tid}/stat") as handle:
-                stat = handle.read()
+            name, _, cpu = read_stat(f"/proc/self/task/{tid}/stat")
         except FileNotFoundError:
             continue
-        name = stat[stat.index("(") + 1:stat.rindex(")")]
-        fields = stat[stat.rindex(")") + 2:].split()
-        seconds[name] += (int(fields[11]) + int(fields[12])) / tick
+        seconds[name] += cpu
     return seconds
 
 
